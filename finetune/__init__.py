@@ -1,0 +1,45 @@
+"""finetune — transfer learning of image CNNs on Apache MXNet / Gluon.
+
+Take an ImageNet-pretrained network, adapt it to a small image data set, and
+use it to classify images or to extract features for retrieval::
+
+    import finetune as ft
+
+    images = ft.ImageList.from_folder("photos/")
+    train, val = images.split(ratios=(0.8, 0.2), seed=0)
+
+The public API is the sorted ``__all__`` below. Names are imported lazily, so
+``import finetune`` does not import MXNet; this lets the command line set
+MXNet's thread count before MXNet starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+
+# public name -> the subpackage or module that defines it
+_API = {
+    "Preprocess": "finetune.data",
+    "decode_image": "finetune.data",
+    "errors": "finetune.errors",
+    "read_image": "finetune.data",
+    "resolve_ctx": "finetune._context",
+}
+
+__all__ = sorted(["__version__", *_API])
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'finetune' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module.endswith("." + name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,3 @@
+"""The version of finetune."""
+
+__version__ = "0.1.0"

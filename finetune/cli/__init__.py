@@ -1,0 +1,83 @@
+"""The ``finetune`` command line.
+
+Each area of the library registers its subcommands from its own module
+(``_data``, ``_models``, ``_train``, ``_use``, ``_features``): a module there
+defines ``register(subparsers)`` that adds parsers whose ``handler`` default
+is a function ``handler(args) -> int``.
+
+Before anything imports MXNet, :func:`main` sets ``OMP_NUM_THREADS`` to the
+number of cores unless the user set it: MXNet's CPU build otherwise uses only
+half of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+__all__ = ["build_parser", "main"]
+
+_MODULES = ("_quickstart", "_data", "_models", "_caffe", "_train", "_use", "_features")
+log = logging.getLogger("finetune")
+
+
+def configure_threads(environ=os.environ) -> str:
+    """Set ``OMP_NUM_THREADS`` to the core count unless it is set; return a sentence saying so."""
+    if environ.get("OMP_NUM_THREADS"):
+        return f"Using OMP_NUM_THREADS={environ['OMP_NUM_THREADS']} (set by you)."
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    environ["OMP_NUM_THREADS"] = str(cores)
+    return f"Using {cores} threads (OMP_NUM_THREADS unset; set it to override)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="finetune",
+        description="Transfer learning of image CNNs on Apache MXNet / Gluon.",
+    )
+    parser.add_argument("--version", action="version", version=f"finetune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the ``finetune`` command; returns the process exit code."""
+    threads = configure_threads()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    log.info(threads)
+    from ..errors import FinetuneError
+
+    try:
+        return int(args.handler(args) or 0)
+    except FinetuneError as exc:
+        print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"finetune {args.command}: interrupted", file=sys.stderr)
+        return 130

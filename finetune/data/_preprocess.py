@@ -1,0 +1,309 @@
+"""The preprocessing config a network expects — it travels with every model.
+
+Pixels are normalised as::
+
+    y = (x - mean) / std * scale
+
+where ``x`` is the image in **raw pixel units (0–255)** and in the network's
+colour order, ``mean`` is either a per-channel tuple or a mean image
+``(C, H, W)`` (both in raw pixel units, network colour order), and ``std``
+is per-channel. This is the convention of MXNet's ``ImageRecordIter``
+(``mean_r/g/b``, ``std_r/g/b``, ``scale``, ``mean_img``) and of Caffe
+(mean values or ``mean.binaryproto``, ``scale``):
+
+=====================  =========  ========================  ==================  =====
+network                colour     mean                      std                 scale
+=====================  =========  ========================  ==================  =====
+gluoncv zoo            RGB        (123.675, 116.28, 103.53) (58.395, 57.12,     1
+                                                            57.375)
+Caffe VGG / ResNet     BGR        (104, 117, 123)           (1, 1, 1)           1
+EfficientNet-Lite      RGB        (127, 127, 127)           (128, 128, 128)     1
+=====================  =========  ========================  ==================  =====
+
+Evaluation geometry: resize the shorter side to ``resize`` (``resize_mode=
+"shorter"``) or the whole image to ``resize × resize`` (``"stretch"``), then
+take the centre ``size`` crop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
+from ._image import read_image, to_color
+
+__all__ = ["Preprocess"]
+
+_INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Preprocess:
+    """How images must be prepared for a network: size, colour order, normalisation.
+
+    A small frozen value; every backbone and every saved model carries one,
+    and datasets, :class:`~finetune.Predictor`, feature extraction and
+    Grad-CAM read it from there, so training and prediction cannot disagree.
+
+    Parameters
+    ----------
+    size : tuple of int
+        ``(height, width)`` of the network input.
+    resize : int or None
+        Evaluation resize before the centre crop: the shorter side (or both
+        sides with ``resize_mode="stretch"``) is resized to this. ``None``
+        uses ``max(size)``, i.e. a crop of the full shorter side.
+    color : {"RGB", "BGR"}
+        Channel order the network expects.
+    mean : tuple of float
+        Per-channel mean in raw pixel units, network colour order. Ignored
+        where ``mean_image`` is given.
+    std : tuple of float
+        Per-channel standard deviation in raw pixel units.
+    scale : float
+        Factor applied after mean subtraction and division by ``std``.
+    mean_image : numpy.ndarray or None
+        ``(C, H, W)`` float32 mean image in raw pixel units and network colour
+        order (e.g. from :class:`~finetune.MeanImage` or a Caffe
+        ``mean.binaryproto``). When larger than ``size`` its centre is used.
+    resize_mode : {"shorter", "stretch"}
+        Keep the aspect ratio (``"shorter"``) or not (``"stretch"``).
+    interpolation : {"linear", "area", "cubic"}
+        OpenCV interpolation used for resizing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pre = Preprocess(size=(4, 4), resize=4, mean=(127, 127, 127), std=(128, 128, 128))
+    >>> pre.transform(np.full((8, 6, 3), 255, np.uint8)).shape
+    (3, 4, 4)
+    >>> float(pre.transform(np.full((8, 6, 3), 255, np.uint8))[0, 0, 0])
+    1.0
+    """
+
+    size: tuple = (224, 224)
+    resize: int | None = 256
+    color: str = "RGB"
+    mean: tuple = (123.675, 116.28, 103.53)
+    std: tuple = (58.395, 57.12, 57.375)
+    scale: float = 1.0
+    mean_image: np.ndarray | None = None
+    resize_mode: str = "shorter"
+    interpolation: str = "linear"
+
+    def __post_init__(self):
+        owner = "Preprocess"
+        size = self.size
+        if isinstance(size, (int, np.integer)):
+            size = (int(size), int(size))
+        size = tuple(int(s) for s in size)
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"The 'size' parameter of {owner} must be (height, width) > 0. Got {self.size!r} instead.")
+        object.__setattr__(self, "size", size)
+        if self.resize is not None:
+            if int(self.resize) < 1:
+                raise ConfigError(f"The 'resize' parameter of {owner} must be a positive int or None. Got {self.resize!r} instead.")
+            object.__setattr__(self, "resize", int(self.resize))
+        check_choice(owner, "color", self.color, ("RGB", "BGR"))
+        check_choice(owner, "resize_mode", self.resize_mode, ("shorter", "stretch"))
+        check_choice(owner, "interpolation", self.interpolation, tuple(_INTERP))
+        mean = tuple(float(m) for m in np.atleast_1d(self.mean))
+        std = tuple(float(s) for s in np.atleast_1d(self.std))
+        if len(mean) == 1:
+            mean = mean * 3
+        if len(std) == 1:
+            std = std * len(mean)
+        if len(mean) != len(std):
+            raise ConfigError(f"{owner}: 'mean' has {len(mean)} channels but 'std' has {len(std)}.")
+        if min(std) <= 0:
+            raise ConfigError(f"The 'std' parameter of {owner} must be positive. Got {std!r} instead.")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "scale", float(self.scale))
+        if self.mean_image is not None:
+            mi = np.asarray(self.mean_image, dtype=np.float32)
+            if mi.ndim != 3 or mi.shape[0] != len(mean):
+                raise ShapeError(
+                    f"The 'mean_image' of {owner} must be (C, H, W) with C={len(mean)}. Got shape {mi.shape} instead."
+                )
+            if mi.shape[1] < size[0] or mi.shape[2] < size[1]:
+                raise ShapeError(
+                    f"The 'mean_image' of {owner} is {mi.shape[1]}x{mi.shape[2]}, smaller than the input size "
+                    f"{size[0]}x{size[1]}. Compute the mean image at (at least) the input size."
+                )
+            mi = np.ascontiguousarray(mi)
+            mi.setflags(write=False)
+            object.__setattr__(self, "mean_image", mi)
+
+    # ------------------------------------------------------------------ values
+    @property
+    def channels(self) -> int:
+        """Number of input channels."""
+        return len(self.mean)
+
+    def replace(self, **changes) -> "Preprocess":
+        """Return a copy with some fields changed (the value itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Preprocess):
+            return NotImplemented
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "mean_image":
+                if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "mean_image":
+                if value is not None:
+                    parts.append(f"mean_image=<{'x'.join(map(str, value.shape))}>")
+            elif value != f.default:
+                parts.append(f"{f.name}={value!r}")
+        return f"Preprocess({', '.join(parts)})"
+
+    # --------------------------------------------------------------- transforms
+    def mean_array(self, height: int | None = None, width: int | None = None) -> np.ndarray:
+        """The mean to subtract, broadcastable against ``(C, H, W)``.
+
+        Returns the centre ``height x width`` of the mean image when there is
+        one (defaults to ``size``), else the per-channel mean ``(C, 1, 1)``.
+        """
+        if self.mean_image is None:
+            return np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
+        h = self.size[0] if height is None else height
+        w = self.size[1] if width is None else width
+        _, mh, mw = self.mean_image.shape
+        if h > mh or w > mw:
+            raise ShapeError(
+                f"Input is {h}x{w} but the mean image is only {mh}x{mw}; a mean image fixes the input size."
+            )
+        top, left = (mh - h) // 2, (mw - w) // 2
+        return self.mean_image[:, top:top + h, left:left + w]
+
+    def normalize(self, x):
+        """Normalise a batch already in network colour order and raw pixel units.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or mxnet.nd.NDArray
+            ``(C, H, W)`` or ``(N, C, H, W)``, float, 0–255, network colour order.
+
+        Returns
+        -------
+        Same type as ``x``
+            ``(x - mean) / std * scale``.
+        """
+        height, width = x.shape[-2], x.shape[-1]
+        mean = self.mean_array(height, width)
+        factor = (self.scale / np.asarray(self.std, np.float32)).reshape(-1, 1, 1)
+        if isinstance(x, np.ndarray):
+            return ((x.astype(np.float32, copy=False) - mean) * factor).astype(np.float32, copy=False)
+        import mxnet as mx
+
+        m = mx.nd.array(mean, ctx=x.context)
+        f = mx.nd.array(factor, ctx=x.context)
+        if x.ndim == 4:
+            m, f = m.expand_dims(0), f.expand_dims(0)
+        return mx.nd.broadcast_mul(mx.nd.broadcast_sub(x.astype("float32"), m), f)
+
+    def resize_crop(self, image: np.ndarray) -> np.ndarray:
+        """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``."""
+        out_h, out_w = self.size
+        h, w = image.shape[:2]
+        target = self.resize if self.resize is not None else max(out_h, out_w)
+        interp = _INTERP[self.interpolation]
+        if self.resize_mode == "stretch":
+            new_h = new_w = target
+        elif h <= w:
+            new_h, new_w = target, max(1, round(w * target / h))
+        else:
+            new_h, new_w = max(1, round(h * target / w)), target
+        new_h, new_w = max(new_h, out_h), max(new_w, out_w)
+        if (new_h, new_w) != (h, w):
+            image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        return image[top:top + out_h, left:left + out_w]
+
+    def transform(self, image: np.ndarray, color: str = "RGB") -> np.ndarray:
+        """Prepare one decoded image for the network (evaluation mode).
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, uint8 (or float in 0–255).
+        color : {"RGB", "BGR"}
+            Colour order of ``image`` (OpenCV's ``imread`` gives ``"BGR"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(C, H, W)`` float32, normalised, in the network's colour order.
+        """
+        image = to_color(image, color, self.color)
+        image = self.resize_crop(image)
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        return self.normalize(chw)
+
+    def read(self, path) -> np.ndarray:
+        """Read an image file and :meth:`transform` it: ``(C, H, W)`` float32."""
+        return self.transform(read_image(path, self.color), self.color)
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field except ``mean_image`` (saved separately)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "mean_image"}
+        d["size"] = list(d["size"])
+        d["mean"] = list(d["mean"])
+        d["std"] = list(d["std"])
+        d["has_mean_image"] = self.mean_image is not None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, mean_image: np.ndarray | None = None) -> "Preprocess":
+        """Rebuild from :meth:`to_dict` output (plus the mean image, if it had one)."""
+        d = dict(d)
+        has_mean_image = d.pop("has_mean_image", False)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"Unknown Preprocess fields {sorted(unknown)}; known: {sorted(names)}.")
+        if has_mean_image and mean_image is None:
+            raise ConfigError("This Preprocess had a mean image; pass it as 'mean_image'.")
+        return cls(**d, mean_image=mean_image)
+
+    def save(self, path) -> None:
+        """Save as JSON at ``path``; a mean image goes to ``<path>.mean.npy`` beside it."""
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        if self.mean_image is not None:
+            np.save(path + ".mean.npy", self.mean_image)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "Preprocess":
+        """Load what :meth:`save` wrote."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise MissingFileError(f"Preprocess file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        mean_image = None
+        if d.get("has_mean_image"):
+            mean_image = np.load(path + ".mean.npy")
+        return cls.from_dict(d, mean_image)

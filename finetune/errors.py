@@ -1,0 +1,202 @@
+"""The exceptions finetune raises.
+
+Every error the library raises on purpose is a :class:`FinetuneError`. Each
+subclass also inherits the built-in exception a Python user would expect
+(``ValueError``, ``KeyError``, ``FileNotFoundError``, ...), so ordinary
+``except ValueError:`` clauses keep working.
+
+Messages say what was wrong, what was received and how to fix it::
+
+    The 'decay' parameter of LayerLRPolicy must be in (0, 1]. Got 1.5 instead.
+
+Hierarchy::
+
+    FinetuneError
+    ├── ConfigError (ValueError)             a parameter value is not allowed
+    │   └── UnknownNameError (KeyError)      a name that is not registered
+    ├── MissingFileError (FileNotFoundError) a path that does not exist
+    ├── DataError (ValueError)               input data is malformed
+    │   ├── ImageDecodeError                 an image cannot be decoded
+    │   ├── ListFormatError                  a .lst / .csv line is malformed
+    │   └── RecordFormatError                a .rec / .idx file is malformed
+    ├── ModelError (ValueError)              a network cannot be built or loaded
+    │   ├── ShapeError                       an array or layer shape does not fit
+    │   ├── CaffeFormatError                 a prototxt / caffemodel is malformed
+    │   ├── UnsupportedLayerError            a Caffe layer type we cannot convert
+    │   └── UnsafeFileError                  a weights file tries to run code
+    ├── DeviceError (RuntimeError)           a device that is not available
+    └── TrainingError (RuntimeError)         training cannot go on
+        └── NonFiniteLossError               the loss became NaN or infinite
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CaffeFormatError",
+    "ConfigError",
+    "DataError",
+    "DeviceError",
+    "FinetuneError",
+    "ImageDecodeError",
+    "ListFormatError",
+    "MissingFileError",
+    "ModelError",
+    "NonFiniteLossError",
+    "RecordFormatError",
+    "ShapeError",
+    "TrainingError",
+    "UnknownNameError",
+    "UnsafeFileError",
+    "UnsupportedLayerError",
+]
+
+
+class FinetuneError(Exception):
+    """Base class of every error raised by finetune on purpose."""
+
+
+class ConfigError(FinetuneError, ValueError):
+    """A parameter has a value that is not allowed."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (backbone, layer, pooling, optimizer, ...) that is not known.
+
+    Parameters
+    ----------
+    kind : str
+        What was looked up, e.g. ``"backbone"``.
+    name : str
+        The name that was given.
+    choices : iterable of str
+        The names that exist; the closest ones are suggested.
+    """
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]):
+        self.kind = kind
+        self.name = name
+        self.choices = sorted(str(c) for c in choices)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        close = difflib.get_close_matches(str(self.name), self.choices, n=3, cutoff=0.5)
+        msg = f"Unknown {self.kind} {self.name!r}."
+        if close:
+            msg += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+        shown = self.choices if len(self.choices) <= 40 else self.choices[:40] + ["..."]
+        msg += f" Known {self.kind}s: {', '.join(shown)}."
+        return msg
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class MissingFileError(FinetuneError, FileNotFoundError):
+    """A file or folder that is needed does not exist."""
+
+
+class DataError(FinetuneError, ValueError):
+    """Input data is malformed."""
+
+
+class ImageDecodeError(DataError):
+    """An image file cannot be decoded (unreadable, truncated, not an image)."""
+
+
+class ListFormatError(DataError):
+    """A line of an image list (``.lst`` or ``.csv``) is malformed."""
+
+
+class RecordFormatError(DataError):
+    """A RecordIO file (``.rec`` / ``.idx``) is truncated or malformed."""
+
+
+class ModelError(FinetuneError, ValueError):
+    """A network cannot be built, converted, loaded or saved."""
+
+
+class ShapeError(ModelError):
+    """An array or a layer has a shape that does not fit."""
+
+
+class CaffeFormatError(ModelError):
+    """A Caffe ``.prototxt`` or ``.caffemodel`` is malformed."""
+
+
+class UnsupportedLayerError(ModelError):
+    """A Caffe layer type that cannot be converted."""
+
+
+class UnsafeFileError(ModelError):
+    """A weights file tries to construct objects other than tensors."""
+
+
+class DeviceError(FinetuneError, RuntimeError):
+    """A device (e.g. a GPU) was asked for but is not available."""
+
+
+class TrainingError(FinetuneError, RuntimeError):
+    """Training cannot continue."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The training loss became NaN or infinite."""
+
+
+def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    owner : str
+        The function or class the parameter belongs to.
+    param : str
+        The parameter name.
+    value : object
+        The value that was given.
+    choices : iterable
+        The allowed values.
+    """
+    choices = list(choices)
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(
+            f"The {param!r} parameter of {owner} must be one of {allowed}. Got {value!r} instead."
+        )
+
+
+def check_range(owner: str, param: str, value, low=None, high=None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value <= high``.
+
+    Parameters
+    ----------
+    owner, param : str
+        Where the value comes from, for the message.
+    value : float
+        The value to check.
+    low, high : float or None
+        Bounds; ``None`` means unbounded.
+    low_open, high_open : bool
+        Exclude the bound itself.
+    """
+    bad = False
+    try:
+        if low is not None:
+            bad |= value <= low if low_open else value < low
+        if high is not None:
+            bad |= value >= high if high_open else value > high
+    except TypeError:
+        bad = True
+    if bad:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ConfigError(
+            f"The {param!r} parameter of {owner} must be in {left}{lo}, {hi}{right}. "
+            f"Got {value!r} instead."
+        )

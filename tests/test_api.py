@@ -1,0 +1,32 @@
+"""The public surface: one sorted ``__all__``, every name importable and documented."""
+
+import subprocess
+import sys
+
+import finetune
+
+
+def test_all_is_sorted_and_unique():
+    assert finetune.__all__ == sorted(set(finetune.__all__))
+
+
+def test_every_public_name_resolves_and_has_a_docstring():
+    for name in finetune.__all__:
+        obj = getattr(finetune, name)
+        if name != "__version__":
+            assert (obj.__doc__ or "").strip(), f"finetune.{name} has no docstring"
+
+
+def test_unknown_attribute_raises_attribute_error():
+    try:
+        finetune.no_such_thing
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_import_finetune_does_not_import_mxnet():
+    code = "import sys, finetune; print('mxnet' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
