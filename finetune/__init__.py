@@ -21,9 +21,16 @@ from ._version import __version__
 
 # public name -> the subpackage or module that defines it
 _API = {
+    "Augment": "finetune.data",
+    "CheckReport": "finetune.data",
+    "ImageList": "finetune.data",
+    "PackReport": "finetune.data",
     "Preprocess": "finetune.data",
+    "RecordDataset": "finetune.data",
+    "check": "finetune.data",
     "decode_image": "finetune.data",
     "errors": "finetune.errors",
+    "pack": "finetune.data",
     "read_image": "finetune.data",
     "resolve_ctx": "finetune._context",
 }

@@ -1,0 +1,268 @@
+"""Checking images before training: decode every file with the training decoder.
+
+A file is *bad* (left out by :func:`check` and :func:`~finetune.pack`) when it
+cannot be read, is empty, is not an image, is truncated (OpenCV would decode a
+truncated JPEG silently, filling the missing part with grey), or is smaller
+than ``min_size``. A file is *converted* (kept, with a note) when it is
+greyscale, has an alpha channel, is CMYK, uses a palette or has 16 bits per
+channel: the decoder turns all of these into 8-bit 3-channel images.
+
+The header parsing (JPEG SOF markers, PNG IHDR) is written here because it
+only needs a few bytes, and reading them is far cheaper than decoding twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, ImageDecodeError
+from ._image import decode_image
+from ._imagelist import ImageList
+from ._parallel import ordered_map
+
+__all__ = ["BadImage", "CheckReport", "check", "examine"]
+
+log = logging.getLogger("finetune.data")
+
+#: The reasons a file is reported bad.
+REASONS = ("unreadable", "zero bytes", "not an image", "unsupported format", "truncated",
+           "corrupt", "too small")
+
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
+          (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+
+
+class BadImage(NamedTuple):
+    """A file that cannot be used, and why.
+
+    Attributes
+    ----------
+    index : int
+        The entry's index in its list.
+    path : str
+        The full path of the file.
+    reason : str
+        One of ``"unreadable"``, ``"zero bytes"``, ``"not an image"``,
+        ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"too small"``.
+    detail : str
+        A sentence for humans.
+    """
+
+    index: int
+    path: str
+    reason: str
+    detail: str
+
+
+def sniff_format(buf: bytes) -> str | None:
+    """The image format named by the first bytes, or ``None``."""
+    for magic, name in _MAGIC:
+        if buf.startswith(magic):
+            return name
+    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _jpeg_info(buf: bytes):
+    """``(height, width, components)`` from the JPEG SOF marker, or ``None``."""
+    pos, n = 2, len(buf)
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", buf[pos + 2:pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 10 > n:
+                return None
+            _, h, w, comps = struct.unpack(">BHHB", buf[pos + 4:pos + 10])
+            return h, w, comps
+        pos += 2 + length
+    return None
+
+
+def _jpeg_complete(buf: bytes) -> bool:
+    """True when an end-of-image marker follows the last start-of-scan marker."""
+    return buf.rfind(b"\xff\xd9") > buf.rfind(b"\xff\xda") >= 0
+
+
+def examine(buf: bytes, source: str = "<bytes>", *, min_size: int = 1):
+    """Look at an encoded image without keeping it.
+
+    Returns
+    -------
+    tuple
+        ``(reason, detail, notes)``: ``reason`` is ``None`` for a usable file,
+        else one of the bad reasons; ``notes`` lists conversions the decoder
+        will make (``"grayscale"``, ``"alpha channel"``, ``"CMYK"``, ``"palette"``,
+        ``"16-bit"``).
+    """
+    if len(buf) == 0:
+        return "zero bytes", "the file is empty (0 bytes)", []
+    fmt = sniff_format(buf)
+    notes = []
+    if fmt == "jpeg":
+        if not _jpeg_complete(buf):
+            return "truncated", "the JPEG data ends before its end-of-image marker", []
+        info = _jpeg_info(buf)
+        if info and info[2] == 1:
+            notes.append("grayscale")
+        elif info and info[2] == 4:
+            notes.append("CMYK")
+    elif fmt == "png":
+        if b"IEND" not in buf[-32:]:
+            return "truncated", "the PNG data ends before its IEND chunk", []
+        if len(buf) >= 26:
+            depth, ctype = buf[24], buf[25]
+            notes += {0: ["grayscale"], 3: ["palette"], 4: ["grayscale", "alpha channel"],
+                      6: ["alpha channel"]}.get(ctype, [])
+            if depth == 16:
+                notes.append("16-bit")
+    arr = np.frombuffer(buf, np.uint8)
+    img = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    if img is None:
+        if fmt is None:
+            return "not an image", "the content is not in any image format OpenCV reads", []
+        if fmt == "gif":
+            return "unsupported format", "GIF files cannot be decoded by OpenCV", []
+        return "corrupt", f"the {fmt.upper()} data cannot be decoded", []
+    h, w = img.shape[:2]
+    if min(h, w) < min_size:
+        return "too small", f"{w}x{h} pixels is smaller than min_size={min_size}", notes
+    return None, f"{w}x{h}", notes
+
+
+class CheckReport:
+    """What :func:`check` found.
+
+    Attributes
+    ----------
+    good : ImageList
+        The usable images (same root and class names as the input).
+    bad : list of BadImage
+        The files left out, with the reason.
+    converted : list of (str, list of str)
+        Usable files the decoder converts (greyscale, alpha, CMYK, palette,
+        16-bit), with what is converted.
+    """
+
+    def __init__(self, good, bad, converted):
+        self.good = good
+        self.bad = list(bad)
+        self.converted = list(converted)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file is bad."""
+        return not self.bad
+
+    def reasons(self) -> dict:
+        """``{reason: count}`` of the bad files."""
+        out = {}
+        for b in self.bad:
+            out[b.reason] = out.get(b.reason, 0) + 1
+        return dict(sorted(out.items()))
+
+    def summary(self) -> str:
+        """A few lines for humans."""
+        lines = [f"{len(self.good)} good, {len(self.bad)} bad, {len(self.converted)} converted."]
+        lines += [f"  bad: {b.path}: {b.reason} ({b.detail})" for b in self.bad]
+        lines += [f"  converted: {p}: {', '.join(n)}" for p, n in self.converted]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"CheckReport(good={len(self.good)}, bad={len(self.bad)}, "
+                f"converted={len(self.converted)})")
+
+
+def read_bytes(path: str):
+    """``(bytes, None)`` or ``(None, BadImage-style detail)`` for an unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+
+
+def _check_one(min_size, item):
+    index, path = item
+    buf, err = read_bytes(path)
+    if buf is None:
+        return "unreadable", err, []
+    reason, detail, notes = examine(buf, path, min_size=min_size)
+    if reason is None:
+        try:  # the real decoder, as training will call it
+            decode_image(buf, "RGB", source=path)
+        except ImageDecodeError as exc:
+            return "corrupt", str(exc), []
+    return reason, detail, notes
+
+
+def check(images, *, workers=None, min_size=16) -> CheckReport:
+    """Decode every image with the training decoder and report the bad ones.
+
+    Never raises on a bad file; runs over ``workers`` processes.
+
+    Parameters
+    ----------
+    images : ImageList or sequence of paths
+        What to check.
+    workers : int, optional
+        Processes to use (default: all cores).
+    min_size : int
+        Images whose shorter side is below this are reported ``"too small"``.
+
+    Returns
+    -------
+    CheckReport
+
+    Examples
+    --------
+    >>> import os, tempfile, cv2, numpy as np
+    >>> root = tempfile.mkdtemp()
+    >>> _ = cv2.imwrite(os.path.join(root, "ok.png"), np.zeros((32, 32), np.uint8))
+    >>> open(os.path.join(root, "empty.jpg"), "wb").close()
+    >>> report = check([os.path.join(root, n) for n in ("ok.png", "empty.jpg")], workers=1)
+    >>> report
+    CheckReport(good=1, bad=1, converted=1)
+    >>> report.bad[0].reason, report.converted[0][1]
+    ('zero bytes', ['grayscale'])
+    """
+    if int(min_size) < 1:
+        raise ConfigError(f"The 'min_size' parameter of check must be >= 1. Got {min_size!r} instead.")
+    if not isinstance(images, ImageList):
+        images = ImageList([(i, os.fspath(p), 0) for i, p in enumerate(images)])
+    items = [(e.index, images.full_path(e)) for e in images]
+    results = _progress(ordered_map(_check_one, int(min_size), items, workers=workers),
+                        len(items), "check")
+    good, bad, converted = [], [], []
+    for pos, (reason, detail, notes) in enumerate(results):
+        index, path = items[pos]
+        if reason is None:
+            good.append(pos)
+            if notes:
+                converted.append((path, notes))
+        else:
+            bad.append(BadImage(index, path, reason, detail))
+            log.warning("Bad image %s: %s (%s).", path, reason, detail)
+    return CheckReport(images.subset(good), bad, converted)
+
+
+def _progress(iterable, total, desc):
+    """A tqdm bar on stderr, quiet when logging is above INFO."""
+    from tqdm.auto import tqdm
+
+    disable = not logging.getLogger("finetune").isEnabledFor(logging.INFO) or total < 2
+    return tqdm(iterable, total=total, desc=desc, unit="img", disable=disable, leave=False)

@@ -1,0 +1,468 @@
+"""Image lists: scan a class-per-folder tree, read/write im2rec ``.lst`` and CSV, split.
+
+The class → label mapping of :meth:`ImageList.from_folder` is the one MXNet's
+``tools/im2rec.py --list --recursive`` produces: folders are walked top-down in
+sorted order (``os.walk`` with sorted ``dirs``), and every folder that holds at
+least one matching image gets the next label. The class name is the folder's
+path relative to the root (``"cat"``, or ``"animals/cat"`` in deeper trees).
+
+Splitting is stratified per class and written here rather than with
+``sklearn.model_selection.train_test_split(stratify=...)``: that function
+refuses classes with a single image and has no "N images per class" mode
+(the Caltech-256 protocol), while the per-class allocation below handles both
+and gives every class the requested proportion (largest-remainder rounding).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import logging
+import os
+import random
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
+
+__all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
+
+log = logging.getLogger("finetune.data")
+
+#: Extensions :meth:`ImageList.from_folder` accepts by default (OpenCV decodes all of them).
+DEFAULT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageEntry(NamedTuple):
+    """One image of an :class:`ImageList`.
+
+    Attributes
+    ----------
+    index : int
+        The image's index (the first column of an im2rec ``.lst``; the record
+        key in the ``.idx`` file).
+    path : str
+        Path of the image, relative to the list's ``root`` (or absolute).
+    label : int, float or tuple of float
+        Class label (an ``int`` for ordinary classification).
+    """
+
+    index: int
+    path: str
+    label: object
+
+
+def _norm_label(values):
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        v = values[0]
+        return int(v) if v.is_integer() else v
+    return tuple(values)
+
+
+class ImageList:
+    """A list of labelled images: ``(index, path, label)`` entries plus class names.
+
+    Parameters
+    ----------
+    entries : iterable of ImageEntry or (index, path, label) tuples
+        The images. Paths are relative to ``root`` (or absolute).
+    class_names : list of str, optional
+        Name of each label, in label order.
+    root : str, optional
+        Folder the relative paths start from (default: the current folder).
+    skipped : dict, optional
+        Files left out while scanning, ``{extension: count}``.
+
+    Examples
+    --------
+    >>> images = ImageList([(0, "a.jpg", 0), (1, "b.jpg", 1)], class_names=["cat", "dog"])
+    >>> len(images), images.class_names, images[1].label
+    (2, ['cat', 'dog'], 1)
+    """
+
+    def __init__(self, entries=(), *, class_names=None, root=None, skipped=None):
+        self.entries = [ImageEntry(int(i), str(p), lab) for i, p, lab in entries]
+        self.class_names = list(class_names) if class_names is not None else None
+        self.root = os.fspath(root) if root is not None else None
+        self.skipped = dict(skipped or {})
+
+    # ------------------------------------------------------------- container
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i) -> ImageEntry:
+        return self.entries[i]
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __repr__(self) -> str:
+        k = len(self.class_names) if self.class_names is not None else len(set(self.single_labels()))
+        extra = f", skipped={sum(self.skipped.values())}" if self.skipped else ""
+        return f"ImageList({len(self)} images, {k} classes, root={self.root!r}{extra})"
+
+    @property
+    def paths(self) -> list:
+        """Full paths of the images (``root`` joined with each entry's path)."""
+        return [self.full_path(e) for e in self.entries]
+
+    @property
+    def labels(self) -> list:
+        """The label of every entry."""
+        return [e.label for e in self.entries]
+
+    def full_path(self, entry: ImageEntry) -> str:
+        """The path of ``entry`` joined to ``root``."""
+        if self.root is None or os.path.isabs(entry.path):
+            return entry.path
+        return os.path.join(self.root, entry.path)
+
+    def single_labels(self) -> list:
+        """The (first) label of every entry as an int, for stratification and counting."""
+        out = []
+        for e in self.entries:
+            lab = e.label[0] if isinstance(e.label, tuple) else e.label
+            out.append(int(lab))
+        return out
+
+    def class_counts(self) -> dict:
+        """``{label: number of images}``, sorted by label."""
+        return dict(sorted(collections.Counter(self.single_labels()).items()))
+
+    def subset(self, positions) -> "ImageList":
+        """A new list holding the entries at ``positions`` (same root and class names)."""
+        return ImageList([self.entries[i] for i in positions], class_names=self.class_names,
+                         root=self.root)
+
+    # ---------------------------------------------------------- constructors
+    @classmethod
+    def from_folder(cls, root, *, exts=DEFAULT_EXTS, recursive=True) -> "ImageList":
+        """Scan a class-per-folder tree (one sub-folder per class).
+
+        Labels follow MXNet's ``im2rec.py --list --recursive``: folders are
+        walked in sorted order and each folder holding images gets the next
+        label; the class name is the folder path relative to ``root``.
+        Files whose extension is not in ``exts`` (GIFs, text files, ...) are
+        skipped and counted in :attr:`skipped` (and logged).
+
+        Parameters
+        ----------
+        root : str or path-like
+            The top folder.
+        exts : sequence of str
+            Accepted extensions, compared case-insensitively (``".jpg"`` matches ``X.JPG``).
+        recursive : bool
+            Walk sub-folders, one class per folder. ``False`` takes only the
+            files directly in ``root``, all with label 0 (as im2rec does).
+
+        Returns
+        -------
+        ImageList
+
+        Raises
+        ------
+        MissingFileError
+            ``root`` is not a folder.
+
+        Examples
+        --------
+        >>> import os, tempfile, cv2, numpy as np
+        >>> root = tempfile.mkdtemp()
+        >>> for name in ("dog", "cat"):
+        ...     os.mkdir(os.path.join(root, name))
+        ...     _ = cv2.imwrite(os.path.join(root, name, "1.png"), np.zeros((8, 8, 3), np.uint8))
+        >>> open(os.path.join(root, "cat", "anim.gif"), "wb").close()
+        >>> images = ImageList.from_folder(root)
+        >>> images.class_names, images.labels, images.skipped
+        (['cat', 'dog'], [0, 1], {'.gif': 1})
+        """
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise MissingFileError(f"Image folder {root!r} does not exist or is not a folder.")
+        exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in exts}
+        skipped = collections.Counter()
+        entries, cats = [], {}
+
+        def take(folder, fname, label_of):
+            fpath = os.path.join(folder, fname)
+            if not os.path.isfile(fpath):
+                return
+            suffix = os.path.splitext(fname)[1].lower()
+            if suffix not in exts:
+                skipped[suffix or "(no extension)"] += 1
+                return
+            entries.append((len(entries), os.path.relpath(fpath, root), label_of(folder)))
+
+        if recursive:
+            def label_of(folder):
+                return cats.setdefault(folder, len(cats))
+
+            for folder, dirs, files in os.walk(root, followlinks=True):
+                dirs.sort()
+                for fname in sorted(files):
+                    take(folder, fname, label_of)
+            names = [os.path.relpath(f, root) for f in sorted(cats, key=cats.get)]
+        else:
+            for fname in sorted(os.listdir(root)):
+                take(root, fname, lambda folder: 0)
+            names = [os.path.basename(os.path.abspath(root))]
+        skipped = dict(sorted(skipped.items()))
+        if skipped:
+            detail = ", ".join(f"{n} {ext}" for ext, n in skipped.items())
+            log.info("Skipped %d file(s) in %s that are not in %s: %s.", sum(skipped.values()),
+                     root, sorted(exts), detail)
+        if not entries:
+            log.warning("No images with extensions %s found in %s.", sorted(exts), root)
+        return cls(entries, class_names=names, root=root, skipped=skipped)
+
+    @classmethod
+    def from_lst(cls, path, *, root=None, class_names=None) -> "ImageList":
+        """Read an im2rec ``.lst`` file (``index \\t label[\\t label...] \\t path``).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.lst`` file.
+        root : str, optional
+            Folder the image paths are relative to (default: the ``.lst``'s folder).
+        class_names : list of str, optional
+            Default: read from ``<prefix>_classes.txt`` beside the list when it exists.
+
+        Raises
+        ------
+        ListFormatError
+            A line does not have the im2rec layout (the line number is given).
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise MissingFileError(f"List file {path!r} does not exist.")
+        entries = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                parts = [p.strip() for p in line.rstrip("\n").split("\t")]
+                if len(parts) < 3:
+                    raise ListFormatError(
+                        f"{path}, line {n}: expected 'index<TAB>label<TAB>path' (at least 3 "
+                        f"tab-separated fields), got {len(parts)}: {line.strip()!r}.")
+                try:
+                    entries.append((int(parts[0]), parts[-1], _norm_label(parts[1:-1])))
+                except ValueError:
+                    raise ListFormatError(
+                        f"{path}, line {n}: index must be an integer and labels numbers; "
+                        f"got {line.strip()!r}.") from None
+        if class_names is None:
+            class_names = read_class_names(classes_path_for(path))
+        if root is None:
+            root = os.path.dirname(os.path.abspath(path))
+        return cls(entries, class_names=class_names, root=root)
+
+    @classmethod
+    def from_csv(cls, path, *, root=None, class_names=None) -> "ImageList":
+        """Read a CSV of ``path,label`` rows (a header row is recognised and skipped).
+
+        Labels may be integers or class names; names are mapped to labels in
+        sorted order (unless ``class_names`` gives the order).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The CSV file.
+        root : str, optional
+            Folder relative image paths start from (default: the CSV's folder).
+        class_names : list of str, optional
+            Label order for textual labels.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise MissingFileError(f"CSV file {path!r} does not exist.")
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+            rows = rows[1:]
+        for n, row in enumerate(rows, 1):
+            if len(row) < 2:
+                raise ListFormatError(f"{path}, row {n}: expected 'path,label', got {row!r}.")
+        raw = [row[1].strip() for row in rows]
+        numeric = all(_is_number(r) for r in raw)
+        if numeric:
+            labels = [_norm_label([r]) for r in raw]
+        else:
+            if class_names is None:
+                class_names = sorted(set(raw))
+            lookup = {name: i for i, name in enumerate(class_names)}
+            missing = sorted(set(raw) - set(lookup))
+            if missing:
+                raise ListFormatError(f"{path}: labels {missing} are not in class_names {class_names}.")
+            labels = [lookup[r] for r in raw]
+        entries = [(i, row[0].strip(), lab) for i, (row, lab) in enumerate(zip(rows, labels))]
+        if root is None:
+            root = os.path.dirname(os.path.abspath(path))
+        return cls(entries, class_names=class_names, root=root)
+
+    # ------------------------------------------------------------- splitting
+    def split(self, ratios=None, *, per_class=None, seed=0) -> tuple:
+        """Split into stratified, seeded, deterministic parts.
+
+        Give either ``ratios`` (e.g. ``(0.8, 0.2)`` or ``(0.5, 0.25, 0.25)``,
+        summing to 1) or ``per_class=N`` (N images of every class in the first
+        part, the rest in the second — the Caltech-256 protocol).
+
+        Every class is divided in the requested proportion (largest-remainder
+        rounding), so a class with few images still appears in every part
+        where it can. Entries keep their original order inside each part.
+
+        Parameters
+        ----------
+        ratios : sequence of float, optional
+            Fraction of each class going to each part.
+        per_class : int, optional
+            Images per class in the first part.
+        seed : int
+            Seed of the shuffle inside each class.
+
+        Returns
+        -------
+        tuple of ImageList
+            One list per ratio, or ``(first, rest)`` with ``per_class``.
+
+        Examples
+        --------
+        >>> images = ImageList([(i, f"{i}.jpg", i % 2) for i in range(10)], class_names=["a", "b"])
+        >>> train, val = images.split((0.8, 0.2), seed=0)
+        >>> len(train), len(val), val.class_counts()
+        (8, 2, {0: 1, 1: 1})
+        >>> first, rest = images.split(per_class=3)
+        >>> first.class_counts(), len(rest)
+        ({0: 3, 1: 3}, 4)
+        """
+        if (ratios is None) == (per_class is None):
+            raise ConfigError("ImageList.split needs exactly one of 'ratios' or 'per_class'. "
+                              f"Got ratios={ratios!r}, per_class={per_class!r}.")
+        if per_class is not None:
+            if int(per_class) != per_class or per_class < 1:
+                raise ConfigError(f"The 'per_class' parameter of ImageList.split must be a positive "
+                                  f"integer. Got {per_class!r} instead.")
+        else:
+            ratios = [float(r) for r in ratios]
+            for r in ratios:
+                check_range("ImageList.split", "ratios", r, 0, 1)
+            if len(ratios) < 1 or abs(sum(ratios) - 1) > 1e-6:
+                raise ConfigError(f"The 'ratios' of ImageList.split must sum to 1. Got {ratios} "
+                                  f"(sum {sum(ratios):g}) instead.")
+        rng = np.random.RandomState(seed)
+        by_class = collections.defaultdict(list)
+        for pos, lab in enumerate(self.single_labels()):
+            by_class[lab].append(pos)
+        nparts = 2 if per_class is not None else len(ratios)
+        parts = [[] for _ in range(nparts)]
+        for lab in sorted(by_class):
+            members = np.array(by_class[lab])
+            members = members[rng.permutation(len(members))]
+            if per_class is not None:
+                k = min(int(per_class), len(members))
+                if k < per_class:
+                    log.warning("Class %s has only %d images (< per_class=%d); none left for the "
+                                "second part.", self._name(lab), len(members), per_class)
+                counts = [k, len(members) - k]
+            else:
+                counts = _allocate(len(members), ratios)
+            start = 0
+            for part, c in zip(parts, counts):
+                part.extend(members[start:start + c].tolist())
+                start += c
+        return tuple(self.subset(sorted(p)) for p in parts)
+
+    def _name(self, label) -> str:
+        if self.class_names is not None and 0 <= label < len(self.class_names):
+            return repr(self.class_names[label])
+        return str(label)
+
+    # --------------------------------------------------------------- writing
+    def write_lst(self, path, *, shuffle=True, seed=100, classes_path=None) -> str:
+        """Write an im2rec ``.lst`` file, and the class names beside it.
+
+        Lines are ``index \\t label \\t path`` with the label written as im2rec
+        does (``%f``). The class names go to ``classes_path`` (default
+        ``<prefix>_classes.txt`` for ``<prefix>.lst``), one per line in label order.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.lst`` file to write.
+        shuffle : bool
+            Shuffle the lines (seeded). MXNet's ``ImageRecordIter`` only
+            shuffles within chunks when reading without an index, so a
+            shuffled list matters.
+        seed : int
+            Seed of the shuffle (100, as in im2rec).
+        classes_path : str, optional
+            Where to write the class names.
+
+        Returns
+        -------
+        str
+            The path of the class-names file.
+        """
+        path = os.fspath(path)
+        entries = list(self.entries)
+        if shuffle:
+            random.Random(seed).shuffle(entries)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for e in entries:
+                labels = e.label if isinstance(e.label, tuple) else (e.label,)
+                f.write("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
+        os.replace(tmp, path)
+        classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
+        names = self.class_names
+        if names is None:
+            names = [str(i) for i in range(max(self.single_labels(), default=-1) + 1)]
+        write_class_names(classes_path, names)
+        return classes_path
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _allocate(n: int, ratios) -> list:
+    """Split ``n`` items by ``ratios`` with largest-remainder rounding."""
+    exact = [n * r for r in ratios]
+    counts = [int(np.floor(x)) for x in exact]
+    order = sorted(range(len(ratios)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def classes_path_for(path) -> str:
+    """``<prefix>_classes.txt`` for ``<prefix>.lst`` / ``<prefix>.rec`` / ``<prefix>``."""
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    if ext.lower() in (".lst", ".rec", ".idx", ".csv"):
+        path = stem
+    return path + "_classes.txt"
+
+
+def write_class_names(path, names) -> None:
+    """Write class names one per line (label order)."""
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(f"{n}\n" for n in names)
+    os.replace(tmp, path)
+
+
+def read_class_names(path):
+    """Read a class-names file; ``None`` if it does not exist."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]

@@ -1,0 +1,212 @@
+"""Packing images into MXNet RecordIO files (``.rec`` + ``.idx``).
+
+The records are what MXNet's ``tools/im2rec.py`` writes — an ``IRHeader``
+(``flag, label, id, id2``) followed by the encoded image — so
+``mx.io.ImageRecordIter`` and :class:`~finetune.RecordDataset` both read them.
+Images are decoded and re-encoded with OpenCV in worker processes; the main
+process writes the records in list order through
+``mx.recordio.MXIndexedRecordIO`` into temporary files that are renamed when
+complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, check_choice, check_range
+from ._check import BadImage, _progress, examine, read_bytes
+from ._imagelist import ImageList, classes_path_for, write_class_names
+from ._parallel import default_workers, ordered_map
+
+__all__ = ["PackReport", "pack"]
+
+log = logging.getLogger("finetune.data")
+
+_COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 0: cv2.IMREAD_GRAYSCALE, -1: cv2.IMREAD_UNCHANGED,
+                "color": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE,
+                "unchanged": cv2.IMREAD_UNCHANGED}
+
+
+class PackReport(NamedTuple):
+    """What :func:`pack` wrote.
+
+    Attributes
+    ----------
+    rec, idx : str
+        The files written.
+    written : int
+        Number of records.
+    bad : list of BadImage
+        Images left out, with the reason.
+    seconds : float
+        Wall time.
+    """
+
+    rec: str
+    idx: str
+    written: int
+    bad: list
+    seconds: float
+
+
+def im2rec_resize(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray:
+    """im2rec's geometry: optional square centre crop, then shorter side to ``resize``."""
+    h, w = img.shape[:2]
+    if center_crop:
+        if h > w:
+            m = (h - w) // 2
+            img = img[m:m + w]
+        else:
+            m = (w - h) // 2
+            img = img[:, m:m + h]
+        h, w = img.shape[:2]
+    if resize:
+        size = (resize, h * resize // w) if h > w else (w * resize // h, resize)
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA
+                         if min(h, w) > resize else cv2.INTER_LINEAR)
+    return img
+
+
+def _header(label, index, pack_label):
+    import struct
+
+    if isinstance(label, tuple):
+        if pack_label:
+            arr = np.asarray(label, np.float32)
+            return struct.pack("IfQQ", len(arr), 0.0, index, 0) + arr.tobytes()
+        label = label[0]
+    return struct.pack("IfQQ", 0, float(label), index, 0)
+
+
+def _pack_one(opts, item):
+    """Worker: ``(record bytes, None)`` or ``(None, (reason, detail))``."""
+    index, path, label = item
+    buf, err = read_bytes(path)
+    if buf is None:
+        return None, ("unreadable", err)
+    reason, detail, _ = examine(buf, path, min_size=opts["min_size"])
+    if reason is not None:
+        return None, (reason, detail)
+    header = _header(label, index, opts["pack_label"])
+    if opts["pass_through"]:
+        return header + buf, None
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), opts["flag"])
+    if img is None:
+        return None, ("corrupt", "OpenCV could not decode it")
+    if img.dtype != np.uint8:  # 16-bit kept by color=-1: scale to 8 bits
+        img = (img // 257).astype(np.uint8)
+    img = im2rec_resize(img, opts["resize"], opts["center_crop"])
+    params = ([cv2.IMWRITE_JPEG_QUALITY, opts["quality"]] if opts["encoding"] == ".jpg"
+              else [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]])
+    ok, enc = cv2.imencode(opts["encoding"], img, params)
+    if not ok:
+        return None, ("corrupt", f"OpenCV could not encode it as {opts['encoding']}")
+    return header + enc.tobytes(), None
+
+
+def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=95, encoding=".jpg",
+         pass_through=False, color=1, workers=None, pack_label=False, min_size=1) -> PackReport:
+    """Write ``<prefix>.rec`` and ``<prefix>.idx`` from an image list, as im2rec does.
+
+    Records keep the list order (also with several workers); the record key
+    and header id are each entry's index. Bad images are skipped and
+    reported, never fatal. Both files are written under temporary names and
+    renamed at the end, so an interrupted pack leaves no half file behind.
+    The class names, when known, are written to ``<prefix>_classes.txt``.
+
+    Parameters
+    ----------
+    images : ImageList
+        What to pack.
+    prefix : str or path-like
+        Output prefix (``"data/train"`` writes ``data/train.rec`` and ``data/train.idx``).
+    resize : int
+        Resize the shorter side to this many pixels (0: keep the size).
+    center_crop : bool
+        Crop the centre square first (im2rec's ``--center-crop``).
+    quality : int
+        JPEG quality 1–100, or PNG compression 0–9.
+    encoding : {".jpg", ".png"}
+        Encoding of the stored images.
+    pass_through : bool
+        Store the original file bytes unchanged (they are still checked).
+    color : {1, 0, -1}
+        im2rec's ``--color``: 1 colour (3 channels), 0 greyscale, -1 unchanged.
+    workers : int, optional
+        Processes encoding in parallel (default: all cores).
+    pack_label : bool
+        Store multi-value labels whole (im2rec's ``--pack-label``).
+    min_size : int
+        Images whose shorter side is below this are skipped as ``"too small"``.
+
+    Returns
+    -------
+    PackReport
+
+    Examples
+    --------
+    >>> import os, tempfile, cv2, numpy as np
+    >>> root = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(root, "a"))
+    >>> _ = cv2.imwrite(os.path.join(root, "a", "1.png"), np.zeros((40, 60, 3), np.uint8))
+    >>> open(os.path.join(root, "a", "2.jpg"), "w").write("not an image")
+    12
+    >>> report = pack(ImageList.from_folder(root), os.path.join(root, "out"), resize=20, workers=1)
+    >>> report.written, [b.reason for b in report.bad]
+    (1, ['not an image'])
+    """
+    owner = "pack"
+    check_choice(owner, "encoding", encoding, (".jpg", ".png"))
+    check_choice(owner, "color", color, tuple(_COLOR_FLAGS))
+    if encoding == ".jpg":
+        check_range(owner, "quality", quality, 1, 100)
+    else:
+        check_range(owner, "quality", quality, 0, 9)
+    if int(resize) < 0:
+        raise ConfigError(f"The 'resize' parameter of pack must be >= 0. Got {resize!r} instead.")
+    if not isinstance(images, ImageList):
+        raise ConfigError(f"pack needs an ImageList. Got {type(images).__name__} instead.")
+    prefix = os.fspath(prefix)
+    if prefix.endswith(".rec"):
+        prefix = prefix[:-4]
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    opts = dict(resize=int(resize), center_crop=bool(center_crop), quality=int(quality),
+                encoding=encoding, pass_through=bool(pass_through), flag=_COLOR_FLAGS[color],
+                pack_label=bool(pack_label), min_size=int(min_size))
+    items = [(e.index, images.full_path(e), e.label) for e in images]
+    workers = default_workers() if workers is None else int(workers)
+    rec_path, idx_path = prefix + ".rec", prefix + ".idx"
+    tmp_rec, tmp_idx = f"{rec_path}.tmp{os.getpid()}", f"{idx_path}.tmp{os.getpid()}"
+    import mxnet as mx
+
+    start = time.time()
+    bad, written = [], 0
+    writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
+    try:
+        results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
+        for (index, path, _), (record, problem) in zip(items, _progress(results, len(items), "pack")):
+            if record is None:
+                bad.append(BadImage(index, path, *problem))
+                log.warning("Skipped %s: %s (%s).", path, *problem)
+                continue
+            writer.write_idx(index, record)
+            written += 1
+        writer.close()
+        os.replace(tmp_rec, rec_path)
+        os.replace(tmp_idx, idx_path)
+    finally:
+        writer.close()
+        for tmp in (tmp_rec, tmp_idx):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    if images.class_names is not None:
+        write_class_names(classes_path_for(prefix), images.class_names)
+    seconds = time.time() - start
+    log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds)
+    return PackReport(rec_path, idx_path, written, bad, seconds)

@@ -1,0 +1,333 @@
+"""``RecordDataset``: a Gluon dataset over ``.rec`` files, and its fast loader.
+
+The loader forks worker processes that decode, augment and normalise whole
+batches straight into shared memory; the main process only copies each
+finished batch into an NDArray. This keeps every core on image work instead
+of on pickling arrays between processes (Gluon's ``DataLoader`` also works
+with the dataset, but moves every sample through a queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+from multiprocessing import shared_memory
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, RecordFormatError, check_choice
+from ._augment import Augment, eval_crop, train_crop
+from ._imagelist import classes_path_for, read_class_names
+from ._parallel import default_workers
+from ._preprocess import Preprocess
+from ._recordio import RecordFile, unpack_header
+
+__all__ = ["RecordDataset", "RecordLoader"]
+
+log = logging.getLogger("finetune.data")
+
+try:  # a Gluon Dataset when MXNet is there (it always is at run time)
+    from mxnet.gluon.data import Dataset as _Base
+except ImportError:  # pragma: no cover
+    _Base = object
+
+
+def _split_path(path):
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    if ext.lower() in (".rec", ".idx"):
+        return stem + ".rec", stem + ".idx", stem
+    return path + ".rec", path + ".idx", path
+
+
+class RecordDataset(_Base):
+    """A Gluon ``Dataset`` of ``(image, label)`` pairs read from a ``.rec`` file.
+
+    Works with files from :func:`~finetune.pack` and from MXNet's own tools.
+    Images come out as float32 ``(C, H, W)`` arrays, normalised by
+    ``preprocess`` (size, colour order, mean/std or mean image) — pass the
+    model's ``preprocess`` so training sees what the network expects.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``<prefix>``, ``<prefix>.rec`` or ``<prefix>.idx``. The ``.idx`` is
+        used when it exists (else the ``.rec`` is scanned once).
+    preprocess : Preprocess, optional
+        Normalisation and evaluation geometry (default: ``Preprocess()``).
+    train : bool
+        Apply ``augment`` (random geometry and colour) instead of the
+        evaluation resize + centre crop.
+    augment : Augment, optional
+        Training augmentation (default: ``Augment()``: random resized crop and mirror).
+    num_parts, part_index : int
+        Read only part ``part_index`` of ``num_parts`` equal contiguous parts
+        (one per distributed worker).
+    class_names : list of str, optional
+        Default: read from ``<prefix>_classes.txt`` when it exists.
+
+    Raises
+    ------
+    RecordFormatError
+        The ``.rec`` / ``.idx`` is truncated, corrupt or mismatched.
+
+    Examples
+    --------
+    >>> import os, tempfile, cv2, numpy as np, finetune as ft
+    >>> root = tempfile.mkdtemp()
+    >>> for name in ("a", "b"):
+    ...     os.mkdir(os.path.join(root, name))
+    ...     _ = cv2.imwrite(os.path.join(root, name, "1.png"), np.zeros((40, 50, 3), np.uint8))
+    >>> _ = ft.pack(ft.ImageList.from_folder(root), os.path.join(root, "data"), workers=1)
+    >>> ds = RecordDataset(os.path.join(root, "data"), Preprocess(size=(32, 32), resize=36))
+    >>> image, label = ds[1]
+    >>> image.shape, image.dtype, label, ds.class_names
+    ((3, 32, 32), dtype('float32'), 1, ['a', 'b'])
+    """
+
+    def __init__(self, path, preprocess=None, *, train=False, augment=None, num_parts=1,
+                 part_index=0, class_names=None):
+        rec, idx, prefix = _split_path(path)
+        self.path = rec
+        self.preprocess = preprocess if preprocess is not None else Preprocess()
+        if not isinstance(self.preprocess, Preprocess):
+            raise ConfigError("The 'preprocess' parameter of RecordDataset must be a Preprocess. "
+                              f"Got {type(preprocess).__name__} instead.")
+        self.train = bool(train)
+        self.augment = augment if augment is not None else Augment()
+        if not isinstance(self.augment, Augment):
+            raise ConfigError("The 'augment' parameter of RecordDataset must be an Augment. "
+                              f"Got {type(augment).__name__} instead.")
+        if int(num_parts) < 1 or not 0 <= int(part_index) < int(num_parts):
+            raise ConfigError(f"RecordDataset needs 0 <= part_index < num_parts. Got "
+                              f"part_index={part_index!r}, num_parts={num_parts!r}.")
+        self.num_parts, self.part_index = int(num_parts), int(part_index)
+        self._file = RecordFile(rec, idx if os.path.isfile(idx) else None)
+        self._rows = np.array_split(np.arange(len(self._file)), self.num_parts)[self.part_index]
+        self.class_names = class_names if class_names is not None else read_class_names(
+            classes_path_for(prefix))
+        self._norm = self._normaliser()
+
+    def _normaliser(self):
+        pre = self.preprocess
+        h, w = pre.size
+        mean = np.ascontiguousarray(pre.mean_array(h, w), np.float32)
+        factor = (pre.scale / np.asarray(pre.std, np.float32)).reshape(-1, 1, 1)
+        return mean, factor
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        mode = "train" if self.train else "eval"
+        part = f", part {self.part_index}/{self.num_parts}" if self.num_parts > 1 else ""
+        return f"RecordDataset({self.path!r}, {len(self)} images, {mode}{part})"
+
+    # ---------------------------------------------------------------- access
+    def record(self, i: int):
+        """``(label, id, encoded image bytes)`` of item ``i``."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"RecordDataset index {i} out of range for {len(self)} items.")
+        return unpack_header(self._file.read(int(self._rows[i])))
+
+    def image(self, i: int) -> np.ndarray:
+        """Item ``i`` decoded, without any transform: ``(H, W, 3)`` uint8 RGB."""
+        _, rid, buf = self.record(i)
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise self._bad_image(i, rid)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The label of every item (reads only the record headers)."""
+        return np.asarray([_label(self.record(i)[0]) for i in range(len(self))])
+
+    def _bad_image(self, i, rid):
+        return RecordFormatError(
+            f"{self.path}: record {i} (id {rid}) holds data OpenCV cannot decode; the .rec is "
+            "corrupt. Re-create it with finetune pack (it skips bad images).")
+
+    def load(self, i: int, rng=None, out=None):
+        """Item ``i`` as ``(image (C, H, W) float32, label)``, written into ``out`` if given."""
+        label, rid, buf = self.record(i)
+        if self.train:
+            rng = rng if rng is not None else np.random
+            img = train_crop(buf, self.augment, self.preprocess, rng)
+        else:
+            img = eval_crop(buf, self.preprocess)
+        if img is None:
+            raise self._bad_image(i, rid)
+        if self.preprocess.color == "RGB":
+            img = img[:, :, ::-1]
+        mean, factor = self._norm
+        if out is None:
+            out = np.empty((3,) + img.shape[:2], np.float32)
+        np.subtract(img.transpose(2, 0, 1), mean, out=out, casting="unsafe")
+        out *= factor
+        return out, _label(label)
+
+    def __getitem__(self, i):
+        return self.load(i)
+
+    # ---------------------------------------------------------------- loader
+    def loader(self, batch_size, *, shuffle=None, workers=None, last_batch="keep", seed=None):
+        """Batches of ``(data (N, C, H, W), label (N,))`` NDArrays.
+
+        Parameters
+        ----------
+        batch_size : int
+            Images per batch.
+        shuffle : bool, optional
+            Shuffle each epoch (default: ``True`` in train mode).
+        workers : int, optional
+            Worker processes (default: all cores); 0 loads in this process.
+        last_batch : {"keep", "discard"}
+            What to do with a final smaller batch.
+        seed : int, optional
+            Makes the order and the augmentation of every epoch reproducible.
+
+        Returns
+        -------
+        RecordLoader
+            Iterate it once per epoch.
+        """
+        return RecordLoader(self, batch_size, shuffle=self.train if shuffle is None else shuffle,
+                            workers=default_workers() if workers is None else workers,
+                            last_batch=last_batch, seed=seed)
+
+
+def _label(label):
+    if isinstance(label, np.ndarray):
+        return label
+    return int(label) if float(label).is_integer() else float(label)
+
+
+# ------------------------------------------------------------------ loader
+_WORKER = {}
+
+
+def _worker_init(dataset, shms, shape):
+    cv2.setNumThreads(1)
+    _WORKER["ds"] = dataset
+    _WORKER["views"] = [np.ndarray(shape, np.float32, buffer=s.buf) for s in shms]
+
+
+def _fill(dataset, view, indices, seed):
+    rng = np.random.RandomState(seed)
+    labels = [dataset.load(int(i), rng, out=view[j])[1] for j, i in enumerate(indices)]
+    return np.asarray(labels, np.float32)
+
+
+def _worker_batch(task):
+    slot, indices, seed = task
+    try:
+        return slot, _fill(_WORKER["ds"], _WORKER["views"][slot], indices, seed), None
+    except RecordFormatError as exc:
+        return slot, None, str(exc)
+
+
+class RecordLoader:
+    """Iterates a :class:`RecordDataset` in batches with forked workers (see :meth:`RecordDataset.loader`)."""
+
+    def __init__(self, dataset, batch_size, *, shuffle=False, workers=2, last_batch="keep", seed=None):
+        if int(batch_size) < 1:
+            raise ConfigError(f"The 'batch_size' parameter must be >= 1. Got {batch_size!r} instead.")
+        check_choice("RecordDataset.loader", "last_batch", last_batch, ("keep", "discard"))
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.shuffle, self.workers, self.last_batch = bool(shuffle), int(workers), last_batch
+        self._seed = np.random.SeedSequence(seed).entropy
+        self.epoch = 0
+        self._pool = self._shms = None
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.last_batch == "discard" else -(-n // b)
+
+    def _batches(self):
+        n = len(self.dataset)
+        rng = np.random.RandomState(np.random.SeedSequence([self._seed, self.epoch]).generate_state(1))
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        seeds = rng.randint(0, 2**31 - 1, size=len(self))
+        return [(order[k * self.batch_size:(k + 1) * self.batch_size], int(seeds[k]))
+                for k in range(len(self))]
+
+    def __iter__(self):
+        import mxnet as mx
+
+        batches = self._batches()
+        self.epoch += 1
+        if self.workers <= 0:
+            ds = self.dataset
+            shape = (self.batch_size, ds.preprocess.channels) + ds.preprocess.size
+            buf = np.empty(shape, np.float32)
+            for indices, seed in batches:
+                labels = _fill(ds, buf, indices, seed)
+                yield mx.nd.array(buf[:len(indices)]), mx.nd.array(labels)
+            return
+        yield from self._iter_pool(batches, mx)
+
+    def _start(self):
+        ds = self.dataset
+        shape = (self.batch_size, ds.preprocess.channels) + ds.preprocess.size
+        nslots = 2 * self.workers + 2
+        nbytes = int(np.prod(shape)) * 4
+        self._shms = [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(nslots)]
+        self._views = [np.ndarray(shape, np.float32, buffer=s.buf) for s in self._shms]
+        ctx = multiprocessing.get_context("fork")
+        self._pool = ctx.Pool(self.workers, initializer=_worker_init, initargs=(ds, self._shms, shape))
+
+    def _iter_pool(self, batches, mx):
+        if self._pool is None:
+            self._start()
+        free = queue.Queue()
+        for s in range(len(self._shms)):
+            free.put(s)
+        stop = threading.Event()
+
+        def tasks():
+            for indices, seed in batches:
+                while True:
+                    if stop.is_set():
+                        return
+                    try:
+                        slot = free.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        continue
+                yield slot, indices, seed
+
+        done = False
+        try:
+            for slot, labels, error in self._pool.imap(_worker_batch, tasks()):
+                if error is not None:
+                    raise RecordFormatError(error)
+                data = mx.nd.array(self._views[slot][:len(labels)])
+                free.put(slot)
+                yield data, mx.nd.array(labels)
+            done = True
+        finally:
+            stop.set()
+            if not done:  # abandoned mid-epoch: workers may still write into slots
+                self.close()
+
+    def close(self):
+        """Stop the worker processes and free the shared memory."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        for s in self._shms or ():
+            s.close()
+            s.unlink()
+        self._shms = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass

@@ -1,0 +1,154 @@
+"""A fork-safe reader of MXNet RecordIO files (``.rec`` + optional ``.idx``).
+
+``mx.recordio.MXIndexedRecordIO`` keeps one file position, so worker processes
+sharing it would interfere; this reader uses ``os.pread`` (no shared position)
+and checks every record it reads, turning a truncated or mismatched file into
+a :class:`~finetune.errors.RecordFormatError` that says what to do. The format
+(dmlc-core's RecordIO) is small and public: each record is the magic number
+``0xced7230a``, a 32-bit word holding a 3-bit continuation flag and a 29-bit
+length, the data, and padding to 4 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+
+from ..errors import MissingFileError, RecordFormatError
+
+__all__ = ["RecordFile", "unpack_header"]
+
+_MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", _MAGIC)
+_IR = struct.Struct("<IfQQ")
+
+
+def unpack_header(record: bytes):
+    """Split an image record into ``(label, id, payload)``; label is a float or float32 array."""
+    if len(record) < _IR.size:
+        raise RecordFormatError(f"A record of {len(record)} bytes is too short for an image header.")
+    flag, label, rid, _ = _IR.unpack_from(record)
+    pos = _IR.size
+    if flag > 0:
+        end = pos + 4 * flag
+        if end > len(record):
+            raise RecordFormatError("A record's label array runs past its end.")
+        label = np.frombuffer(record, np.float32, flag, pos).copy()
+        pos = end
+    return label, rid, record[pos:]
+
+
+class RecordFile:
+    """Random access to the records of a ``.rec`` file.
+
+    Parameters
+    ----------
+    rec : str
+        The ``.rec`` file.
+    idx : str, optional
+        Its ``.idx`` (``key<TAB>offset`` lines). Without one the ``.rec`` is
+        scanned once to find the records.
+    """
+
+    def __init__(self, rec, idx=None):
+        self.rec = os.fspath(rec)
+        if not os.path.isfile(self.rec):
+            raise MissingFileError(f"Record file {self.rec!r} does not exist.")
+        self.size = os.path.getsize(self.rec)
+        self.idx = os.fspath(idx) if idx else None
+        self._fd, self._pid = None, None
+        if self.idx:
+            self.keys, self.offsets = self._read_idx()
+        else:
+            self.offsets = self._scan()
+            self.keys = np.arange(len(self.offsets), dtype=np.int64)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fd"] = state["_pid"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _read_idx(self):
+        keys, offsets = [], []
+        with open(self.idx, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    key, off = line.split("\t")
+                    keys.append(int(key))
+                    offsets.append(int(off))
+                except ValueError:
+                    raise RecordFormatError(
+                        f"{self.idx}, line {n}: expected 'key<TAB>offset', got {line.strip()!r}. "
+                        "The index is corrupt; re-create it with finetune pack or im2rec.") from None
+        if offsets and max(offsets) >= self.size:
+            raise RecordFormatError(
+                f"{self.idx} points to byte {max(offsets)} but {self.rec} has only {self.size} "
+                "bytes: the .rec is truncated or the .idx belongs to another file. Re-create both.")
+        return np.asarray(keys, np.int64), np.asarray(offsets, np.int64)
+
+    def _scan(self):
+        offsets, pos = [], 0
+        while pos < self.size:
+            offsets.append(pos)
+            while True:
+                cflag, length = self._head(pos)
+                pos += 8 + ((length + 3) & ~3)
+                if cflag in (0, 3):
+                    break
+        return np.asarray(offsets, np.int64)
+
+    def _pread(self, n, pos) -> bytes:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.rec, os.O_RDONLY), os.getpid()
+        return os.pread(self._fd, n, pos)
+
+    def _head(self, pos):
+        head = self._pread(8, pos)
+        if len(head) < 8:
+            raise RecordFormatError(
+                f"{self.rec} ends inside a record header at byte {pos}: the file is truncated. "
+                "Re-create it with finetune pack or im2rec.")
+        magic, lrec = struct.unpack("<II", head)
+        if magic != _MAGIC:
+            raise RecordFormatError(
+                f"{self.rec}: no RecordIO record at byte {pos} (magic {magic:#x}, expected "
+                f"{_MAGIC:#x}). The file is corrupt, not a .rec file, or its .idx does not match it.")
+        return lrec >> 29, lrec & ((1 << 29) - 1)
+
+    def read_at(self, pos: int) -> bytes:
+        """The record starting at byte ``pos`` (multi-part records are joined)."""
+        parts = []
+        while True:
+            cflag, length = self._head(pos)
+            data = self._pread(length, pos + 8)
+            if len(data) < length:
+                raise RecordFormatError(
+                    f"{self.rec}: the record at byte {pos} needs {length} bytes but the file ends "
+                    "first: it is truncated. Re-create it with finetune pack or im2rec.")
+            parts.append(data)
+            pos += 8 + ((length + 3) & ~3)
+            if cflag in (0, 3):
+                return _MAGIC_BYTES.join(parts)
+
+    def read(self, i: int) -> bytes:
+        """The ``i``-th record (in index order)."""
+        return self.read_at(int(self.offsets[i]))
+
+    def close(self):
+        """Close the file handle (it reopens on the next read)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
