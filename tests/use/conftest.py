@@ -1,0 +1,45 @@
+"""Tiny stand-in models that follow the model protocol (a HybridBlock with
+``.preprocess`` and ``.class_names``), so most tests of the use area run in
+well under a second without the real backbones."""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from finetune import Preprocess
+
+
+class TinyNet(mx.gluon.HybridBlock):
+    """conv(3->4) - relu - conv(4->8) - relu - global avg pool - dense(K): logits."""
+
+    def __init__(self, classes=3, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv1 = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
+            self.conv2 = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=4)
+            self.pool = mx.gluon.nn.GlobalAvgPool2D()
+            self.fc = mx.gluon.nn.Dense(classes, in_units=8)
+
+    def hybrid_forward(self, F, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(F.flatten(self.pool(x)))
+
+
+def make_tiny(classes=("cat", "dog", "fish"), size=16, color="RGB", seed=0):
+    mx.random.seed(seed)
+    net = TinyNet(len(classes), prefix="tiny_")
+    net.initialize(mx.init.Xavier(magnitude=3))
+    # make the classes depend on colour: class c likes channel c (network colour order)
+    net.conv1.weight.set_data(mx.nd.array(np.random.default_rng(seed).normal(0, 0.3, (4, 3, 3, 3))))
+    net.preprocess = Preprocess(size=(size, size), resize=size, color=color,
+                                mean=(127, 127, 127), std=(64, 64, 64))
+    net.class_names = list(classes)
+    return net
+
+
+@pytest.fixture
+def tiny_model():
+    return make_tiny()
