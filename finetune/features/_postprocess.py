@@ -1,0 +1,137 @@
+"""Descriptor post-processing: L2 normalisation, PCA with whitening.
+
+The usual retrieval recipe (Babenko & Lempitsky 2015; Jégou & Chum 2012):
+L2-normalise, PCA-whiten to ``k`` dimensions with a PCA **learned on a
+separate set** (never on the database under test), L2-normalise again. PCA is
+scikit-learn's ``PCA(whiten=True)``; only its mean, components and explained
+variance are saved, so loading needs no pickle.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import ConfigError, MissingFileError, ShapeError
+
+__all__ = ["PCAWhitening", "l2_normalize"]
+
+
+def l2_normalize(x, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """Divide by the L2 norm along ``axis`` (zero vectors stay zero).
+
+    Examples
+    --------
+    >>> [[round(float(v), 3) for v in row] for row in l2_normalize([[3.0, 4.0], [0.0, 0.0]])]
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+class PCAWhitening:
+    """PCA to ``n_components`` dimensions, optionally whitened, then L2-normalised.
+
+    Parameters
+    ----------
+    n_components : int
+        Output dimension (at most the number of training vectors and the input dimension).
+    whiten : bool
+        Divide each component by the square root of its variance.
+    normalize : bool
+        L2-normalise the inputs before the projection and the outputs after it.
+    random_state : int or None
+        Seed of scikit-learn's randomised solver.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    >>> pca = PCAWhitening(4).fit(x)
+    >>> pca.transform(x).shape
+    (50, 4)
+    """
+
+    def __init__(self, n_components: int = 128, *, whiten: bool = True, normalize: bool = True,
+                 random_state: int | None = 0):
+        if int(n_components) < 1:
+            raise ConfigError(f"The 'n_components' parameter of PCAWhitening must be >= 1. "
+                              f"Got {n_components!r} instead.")
+        self.n_components = int(n_components)
+        self.whiten = bool(whiten)
+        self.normalize = bool(normalize)
+        self.random_state = random_state
+        self.mean_ = self.components_ = self.explained_variance_ = None
+
+    def __repr__(self) -> str:
+        parts = [str(self.n_components)]
+        if not self.whiten:
+            parts.append("whiten=False")
+        if not self.normalize:
+            parts.append("normalize=False")
+        return f"PCAWhitening({', '.join(parts)})"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
+        return self.components_ is not None
+
+    def fit(self, x) -> "PCAWhitening":
+        """Learn the projection on ``(N, D)`` descriptors (a set separate from the database)."""
+        from sklearn.decomposition import PCA
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ShapeError(f"PCAWhitening.fit expects (N, D) descriptors. Got shape {x.shape}.")
+        if self.n_components > min(x.shape):
+            raise ConfigError(
+                f"PCAWhitening: n_components={self.n_components} but the training set is {x.shape[0]}x{x.shape[1]}; "
+                f"use at most {min(x.shape)} components or more training images."
+            )
+        if self.normalize:
+            x = l2_normalize(x)
+        pca = PCA(self.n_components, whiten=self.whiten, random_state=self.random_state).fit(x)
+        self.mean_ = pca.mean_.astype(np.float32)
+        self.components_ = pca.components_.astype(np.float32)
+        self.explained_variance_ = pca.explained_variance_.astype(np.float32)
+        return self
+
+    def transform(self, x) -> np.ndarray:
+        """Project ``(N, D)`` descriptors to ``(N, n_components)``."""
+        if not self.fitted:
+            raise ConfigError("PCAWhitening is not fitted; call fit() on a separate training set first.")
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.components_.shape[1]:
+            raise ShapeError(f"PCAWhitening expects (N, {self.components_.shape[1]}) descriptors. Got {x.shape}.")
+        if self.normalize:
+            x = l2_normalize(x)
+        y = (x - self.mean_) @ self.components_.T
+        if self.whiten:
+            y /= np.sqrt(np.maximum(self.explained_variance_, 1e-12))
+        return l2_normalize(y) if self.normalize else y
+
+    def fit_transform(self, x) -> np.ndarray:
+        """:meth:`fit`, then :meth:`transform` the same data."""
+        return self.fit(x).transform(x)
+
+    def save(self, path) -> None:
+        """Save to an ``.npz`` file."""
+        if not self.fitted:
+            raise ConfigError("PCAWhitening: nothing to save, fit() it first.")
+        np.savez(os.fspath(path), mean=self.mean_, components=self.components_,
+                 explained_variance=self.explained_variance_,
+                 flags=np.array([self.whiten, self.normalize]))
+
+    @classmethod
+    def load(cls, path) -> "PCAWhitening":
+        """Load what :meth:`save` wrote."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise MissingFileError(f"PCA file {path!r} does not exist.")
+        with np.load(path, allow_pickle=False) as f:
+            whiten, normalize = (bool(v) for v in f["flags"])
+            obj = cls(f["components"].shape[0], whiten=whiten, normalize=normalize)
+            obj.mean_, obj.components_ = f["mean"], f["components"]
+            obj.explained_variance_ = f["explained_variance"]
+        return obj
