@@ -1,3 +1,34 @@
-"""TODO."""
+"""Training: per-layer learning-rate policies, the data-parallel Trainer, callbacks, launcher.
 
-__all__ = []
+- :class:`LayerLRPolicy` — LR/WD multipliers, freezing and BatchNorm modes per parameter.
+- :class:`Trainer` — fit over devices (``split_and_load`` + kvstore) or machines (``dist_sync``).
+- schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
+- callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
+- :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers).
+"""
+
+from ._callbacks import Callback, Checkpoint, EarlyStopping, HistoryLogger, StopTraining
+from ._launch import launch
+from ._optim import AdamW
+from ._policy import LayerLRPolicy, Plan, Rule
+from ._schedule import ConstantSchedule, CosineSchedule, PlateauSchedule, Schedule, StepSchedule
+from ._trainer import Trainer
+
+__all__ = [
+    "AdamW",
+    "Callback",
+    "Checkpoint",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "EarlyStopping",
+    "HistoryLogger",
+    "LayerLRPolicy",
+    "Plan",
+    "PlateauSchedule",
+    "Rule",
+    "Schedule",
+    "StepSchedule",
+    "StopTraining",
+    "Trainer",
+    "launch",
+]

@@ -1,0 +1,146 @@
+"""Replayable batches: the order of an epoch is a function of (seed, epoch).
+
+:class:`EpochSampler` yields the index batches of one epoch from a
+permutation drawn from ``numpy.random.RandomState((seed, epoch))``; a resumed
+run starts at any batch of any epoch and sees the same data. With several
+workers (``dist_sync``) every *global* batch of ``batch_size * num_parts``
+indices is split into ``num_parts`` slices and worker ``part_index`` reads
+only its slice, so N workers with batch B see exactly the batches one worker
+with batch N*B would see.
+
+:class:`SeededItems` seeds ``numpy.random`` and ``random`` from
+``(seed, epoch, index)`` before each item is read, so random augmentation
+that draws from those generators is replayed identically, with or without
+loader worker processes.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from mxnet import gluon
+
+from ..errors import ConfigError
+
+__all__ = ["EpochSampler", "SeededItems", "as_dataset"]
+
+
+def _mix(*values) -> int:
+    """A 32-bit seed from a few integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0])
+
+
+def as_dataset(data, what: str = "train"):
+    """A Gluon ``Dataset`` from a dataset, or from an ``(X, y)`` pair of arrays."""
+    if data is None:
+        return None
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        x = np.asarray(x, dtype=np.float32) if not hasattr(x, "asnumpy") else x.asnumpy().astype(np.float32)
+        y = np.asarray(y) if not hasattr(y, "asnumpy") else y.asnumpy()
+        if len(x) != len(y):
+            raise ConfigError(f"The {what!r} arrays have {len(x)} images but {len(y)} labels.")
+        return gluon.data.ArrayDataset(x, y.astype(np.float32))
+    if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        return data
+    raise ConfigError(
+        f"The {what!r} data must be a Dataset (e.g. finetune.RecordDataset or a gluon Dataset) or an "
+        f"(images, labels) pair of arrays. Got {type(data).__name__} instead."
+    )
+
+
+class EpochSampler(gluon.data.Sampler):
+    """Batch sampler whose order depends only on ``(seed, epoch)``.
+
+    Parameters
+    ----------
+    length : int
+        Number of items.
+    batch_size : int
+        Items per batch **per part** (worker).
+    shuffle : bool
+    seed : int
+    num_parts, part_index : int
+        Split each global batch between ``num_parts`` workers.
+
+    Yields lists of *encoded* indices ``epoch * length + i`` (decoded by
+    :class:`SeededItems`) when ``encode`` is true, else plain indices.
+
+    Examples
+    --------
+    >>> s = EpochSampler(10, batch_size=4, shuffle=False, encode=False)
+    >>> list(s)
+    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    """
+
+    def __init__(self, length: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 num_parts: int = 1, part_index: int = 0, encode: bool = True):
+        self.length, self.batch_size, self.shuffle, self.seed = int(length), int(batch_size), shuffle, int(seed)
+        self.num_parts, self.part_index, self.encode = int(num_parts), int(part_index), encode
+        self.epoch, self.start = 0, 0
+        if self.length < self.num_parts:
+            raise ConfigError(f"{self.length} items cannot be shared by {self.num_parts} workers.")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to iterate, starting at batch ``start_batch``."""
+        self.epoch, self.start = int(epoch), int(start_batch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of ``range(length)`` used in ``epoch``."""
+        if not self.shuffle:
+            return np.arange(self.length)
+        return np.random.RandomState(_mix(self.seed, epoch, 0x5EED)).permutation(self.length)
+
+    def global_batches(self, epoch: int) -> list:
+        """The global batches of ``epoch`` (each a list of ``num_parts`` index arrays)."""
+        g = self.batch_size * self.num_parts
+        order = self.order(epoch)
+        out = []
+        for start in range(0, self.length, g):
+            chunk = order[start:start + g]
+            if len(chunk) < self.num_parts:  # a part would be empty: drop the tiny tail
+                break
+            out.append(np.array_split(chunk, self.num_parts))
+        return out
+
+    def global_sizes(self, epoch: int) -> list:
+        """Number of items of every global batch of ``epoch`` (all parts together)."""
+        return [sum(len(p) for p in gb) for gb in self.global_batches(epoch)]
+
+    def __len__(self) -> int:
+        g = self.batch_size * self.num_parts
+        n = self.length // g
+        tail = self.length - n * g
+        return n + (1 if tail >= self.num_parts else 0)
+
+    def __iter__(self):
+        offset = self.epoch * self.length if self.encode else 0
+        for gb in self.global_batches(self.epoch)[self.start:]:
+            yield [int(i) + offset for i in gb[self.part_index]]
+
+
+class SeededItems(gluon.data.Dataset):
+    """Wrap a dataset so item ``epoch * n + i`` is item ``i`` read under seeds from ``(seed, epoch, i)``.
+
+    Examples
+    --------
+    >>> ds = SeededItems(gluon.data.ArrayDataset([1, 2, 3]), seed=0)
+    >>> ds[4]  # epoch 1, item 1
+    2
+    """
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset, self.seed, self.n = dataset, int(seed), len(dataset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k):
+        epoch, i = divmod(int(k), self.n)
+        s = _mix(self.seed, epoch, i)
+        np.random.seed(s)
+        random.seed(s)
+        if hasattr(self.dataset, "seed_item"):
+            self.dataset.seed_item(s)
+        return self.dataset[i]

@@ -1,0 +1,464 @@
+"""Per-parameter learning rates, weight decay, freezing and BatchNorm modes.
+
+A :class:`LayerLRPolicy` is a list of :class:`Rule` objects matched against
+parameter names (glob patterns, or regular expressions prefixed ``re:``), plus
+"freeze everything up to layer X", "frozen BatchNorm statistics" and an
+optional first stage during which only the new head trains. Applying it sets
+the real Gluon attributes (``lr_mult``, ``wd_mult``, ``grad_req``,
+``use_global_stats``) on the model's parameters and blocks, so what
+:meth:`LayerLRPolicy.plan` reports is read back from the live objects and
+stays true after ``hybridize()`` and kvstore set-up.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, UnknownNameError, check_range
+
+__all__ = ["LayerLRPolicy", "Plan", "Rule"]
+
+log = logging.getLogger(__name__)
+
+_ORIG = "_finetune_orig_grad_req"
+_SUFFIXES = ("_fwd", "_output")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a policy: parameters whose name matches ``pattern``.
+
+    Parameters
+    ----------
+    pattern : str
+        A glob pattern on the parameter name (``"head_*"``, ``"*_bias"``), or a
+        regular expression prefixed with ``re:`` (``"re:^stage[12]_"``,
+        matched with :func:`re.search`).
+    lr_mult : float
+        Multiplier of the optimizer's learning rate.
+    wd_mult : float
+        Multiplier of the optimizer's weight decay.
+    trainable : bool
+        ``False`` freezes the matching parameters (``grad_req='null'``).
+    label : str, optional
+        How the rule is shown in :meth:`LayerLRPolicy.plan` (default: the pattern).
+
+    Examples
+    --------
+    >>> Rule("head_*_bias", lr_mult=20)
+    Rule('head_*_bias', lr_mult=20)
+    """
+
+    pattern: str
+    lr_mult: float = 1.0
+    wd_mult: float = 1.0
+    trainable: bool = True
+    label: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        check_range("Rule", "lr_mult", self.lr_mult, 0)
+        check_range("Rule", "wd_mult", self.wd_mult, 0)
+        if self.pattern.startswith("re:"):
+            try:
+                re.compile(self.pattern[3:])
+            except re.error as exc:
+                raise ConfigError(f"Rule pattern {self.pattern!r} is not a valid regular expression: {exc}.") from None
+
+    def matches(self, name: str) -> bool:
+        """Whether the parameter ``name`` matches this rule."""
+        if self.pattern.startswith("re:"):
+            return re.search(self.pattern[3:], name) is not None
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {k}={getattr(self, k)!r}" for k, d in (("lr_mult", 1.0), ("wd_mult", 1.0), ("trainable", True))
+            if getattr(self, k) != d
+        )
+        if self.label:
+            extra += f", label={self.label!r}"
+        return f"Rule({self.pattern!r}{extra})"
+
+
+def _as_rule(r) -> Rule:
+    if isinstance(r, Rule):
+        return r
+    if isinstance(r, str):
+        return Rule(r)
+    if isinstance(r, dict):
+        return Rule(**r)
+    if isinstance(r, (tuple, list)):
+        return Rule(*r)
+    raise ConfigError(f"A policy rule must be a Rule, a pattern, a dict or a tuple. Got {r!r} instead.")
+
+
+class LayerLRPolicy:
+    """Learning-rate / weight-decay multipliers, freezing and BN modes per parameter.
+
+    Parameters
+    ----------
+    rules : list of Rule (or pattern str, dict, tuple)
+        Every parameter that trains must match **exactly one** rule; otherwise
+        :meth:`apply` raises :class:`~finetune.errors.ConfigError` listing the
+        offenders. Default: one rule ``"*"`` (everything at 1×).
+    freeze_until : str, optional
+        Freeze (``grad_req='null'``) every parameter from the input up to and
+        including this layer (a layer name such as ``"stage2_conv3"`` or
+        ``"stage2_conv3_fwd"``; parameters are taken in model order). Frozen
+        parameters need no rule.
+    freeze_bn : bool or str or list of str
+        ``True`` freezes every BatchNorm layer's statistics (they use and keep
+        their running mean/variance, ``use_global_stats``); a pattern or list
+        of patterns freezes the BatchNorm layers whose parameters match.
+    head : str
+        Pattern of the new head's parameters (``"head_*"``: the model protocol
+        names them so). Used by ``head_epochs``.
+    head_epochs : int
+        Two-stage training: during the first ``head_epochs`` epochs only
+        parameters matching ``head`` train; afterwards the rules apply.
+
+    Examples
+    --------
+    >>> from mxnet.gluon import nn
+    >>> net = nn.HybridSequential(prefix="")
+    >>> net.add(nn.Dense(4, in_units=3, prefix="body_"), nn.Dense(2, in_units=4, prefix="head_"))
+    >>> net.initialize()
+    >>> policy = LayerLRPolicy.pretrained(backbone_lr_mult=0.01)
+    >>> print(policy.apply(net).plan(net, lr=0.1))  # doctest: +NORMALIZE_WHITESPACE
+    parameter    shape  lr      wd      trainable  batchnorm  rule
+    body_weight  (4, 3) 0.001   0       yes        -          '*'
+    body_bias    (4,)   0.001   0       yes        -          '*'
+    head_weight  (2, 4) 0.1     0       yes        -          'head_*'
+    head_bias    (2,)   0.1     0       yes        -          'head_*'
+    """
+
+    def __init__(self, rules=None, *, freeze_until: str | None = None, freeze_bn=False,
+                 head: str = "head_*", head_epochs: int = 0):
+        self.rules = [_as_rule(r) for r in (rules if rules is not None else ["*"])]
+        self.freeze_until = freeze_until
+        self.freeze_bn = freeze_bn
+        self.head = head
+        self.head_epochs = int(head_epochs)
+        check_range("LayerLRPolicy", "head_epochs", self.head_epochs, 0)
+        self._head_rule = Rule(head)
+
+    # ----------------------------------------------------------- presets
+    @classmethod
+    def pretrained(cls, backbone_lr_mult: float = 0.01, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
+        """Pipeline 1: the pretrained layers at ``backbone_lr_mult`` (0.01), the new head at 1×.
+
+        The head rule takes precedence over the catch-all rule for the backbone.
+        """
+        check_range("LayerLRPolicy.pretrained", "backbone_lr_mult", backbone_lr_mult, 0)
+        rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=backbone_lr_mult, label="not head")
+        return cls([Rule(head), rest], head=head, **kw)
+
+    @classmethod
+    def boosted_head(cls, weight_mult: float = 10.0, bias_mult: float = 20.0, *, head: str = "head_*",
+                     **kw) -> "LayerLRPolicy":
+        """Pipeline 5: the new head's weights at 10×, its biases at 20×, everything else at 1×."""
+        h = _glob_to_re(head)
+        return cls([
+            Rule(f"re:^(?!{h})", label="not head"),
+            Rule(f"re:^(?={h}).*_bias$", lr_mult=bias_mult, label="head biases"),
+            Rule(f"re:^(?={h})(?!.*_bias$)", lr_mult=weight_mult, label="head weights"),
+        ], head=head, **kw)
+
+    @classmethod
+    def head_only(cls, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
+        """Train the new head only; every other parameter is frozen."""
+        rest = Rule(f"re:^(?!{_glob_to_re(head)})", trainable=False, label="not head")
+        return cls([Rule(head), rest], head=head, **kw)
+
+    @classmethod
+    def discriminative(cls, stages, decay: float = 0.5, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
+        """Discriminative learning rates: geometric decay from the head towards the input.
+
+        Parameters
+        ----------
+        stages : list of str
+            Patterns of the backbone's stages, **input first**. Stage ``i`` of
+            ``n`` gets ``lr_mult = decay ** (n - i)``; the head gets 1.
+        decay : float
+            In (0, 1].
+        """
+        check_range("LayerLRPolicy", "decay", decay, 0, 1, low_open=True)
+        stages = list(stages)
+        n = len(stages)
+        rules = [Rule(p, lr_mult=decay ** (n - i)) for i, p in enumerate(stages)]
+        return cls(rules + [Rule(head)], head=head, **kw)
+
+    PRESETS = ("all", "pretrained", "boosted-head", "head-only")
+
+    @classmethod
+    def from_preset(cls, name: str, **kw) -> "LayerLRPolicy":
+        """A policy by name: ``"all"``, ``"pretrained"``, ``"boosted-head"``, ``"head-only"``."""
+        makers = {"all": cls, "pretrained": cls.pretrained, "boosted-head": cls.boosted_head,
+                  "head-only": cls.head_only}
+        if name not in makers:
+            raise UnknownNameError("policy preset", name, makers)
+        return makers[name](**kw)
+
+    def __repr__(self) -> str:
+        parts = [repr(self.rules)]
+        for k, d in (("freeze_until", None), ("freeze_bn", False), ("head", "head_*"), ("head_epochs", 0)):
+            if getattr(self, k) != d:
+                parts.append(f"{k}={getattr(self, k)!r}")
+        return f"LayerLRPolicy({', '.join(parts)})"
+
+    # ----------------------------------------------------------- applying
+    def resolve(self, model, epoch: int | None = None) -> dict:
+        """Decide every parameter's setting without touching the model.
+
+        Returns
+        -------
+        dict
+            ``name -> (rule or None, lr_mult, wd_mult, trainable)``; aux
+            parameters (BatchNorm running statistics) are left out.
+
+        Raises
+        ------
+        ConfigError
+            A trainable parameter matches no rule or several rules.
+        """
+        params = _params(model)
+        frozen_upto = self._freeze_index(params)
+        out, offenders = {}, []
+        for i, (name, p) in enumerate(params.items()):
+            if getattr(p, _ORIG, p.grad_req) == "null":
+                continue
+            if i <= frozen_upto:
+                out[name] = (None, p.lr_mult, p.wd_mult, False)
+                continue
+            hits = [r for r in self.rules if r.matches(name)]
+            if len(hits) != 1:
+                offenders.append(f"{name} ({'no rule' if not hits else 'rules ' + ', '.join(repr(h.pattern) for h in hits)})")
+                continue
+            r = hits[0]
+            trainable = r.trainable
+            if epoch is not None and epoch < self.head_epochs and not self._head_rule.matches(name):
+                trainable = False
+            out[name] = (r, r.lr_mult, r.wd_mult, trainable)
+        if offenders:
+            shown = offenders[:20] + (["..."] if len(offenders) > 20 else [])
+            raise ConfigError(
+                f"Every trainable parameter must match exactly one rule of the LayerLRPolicy; "
+                f"{len(offenders)} do not: {'; '.join(shown)}. Rules: {self.rules!r}."
+            )
+        return out
+
+    def apply(self, model, epoch: int | None = None):
+        """Set ``lr_mult``, ``wd_mult``, ``grad_req`` and BatchNorm modes on ``model``.
+
+        Parameters
+        ----------
+        model : mxnet.gluon.HybridBlock
+        epoch : int, optional
+            With ``head_epochs``, the epoch being trained (0-based); ``None``
+            applies the final (all-stages) setting.
+
+        Returns
+        -------
+        LayerLRPolicy
+            ``self``, to chain :meth:`plan`.
+        """
+        settings = self.resolve(model, epoch)
+        for name, p in _params(model).items():
+            if not hasattr(p, _ORIG):
+                setattr(p, _ORIG, p.grad_req)
+            if name not in settings:
+                continue
+            _, lr_mult, wd_mult, trainable = settings[name]
+            p.lr_mult, p.wd_mult = lr_mult, wd_mult
+            want = getattr(p, _ORIG) if trainable else "null"
+            if p.grad_req != want:
+                p.grad_req = want
+        if self.freeze_bn:
+            freeze_batchnorm(model, None if self.freeze_bn is True else self.freeze_bn)
+        return self
+
+    def trainable_names(self, model) -> list:
+        """Names of the parameters that train in at least one stage."""
+        return [n for n, s in self.resolve(model, None).items() if s[3]]
+
+    def plan(self, model, lr: float = 1.0, wd: float = 0.0, optimizer=None) -> "Plan":
+        """The table of every parameter: effective LR and WD, trainable, BN mode.
+
+        Values are read from the live model (after :meth:`apply`), so the
+        table is what training will use.
+
+        Parameters
+        ----------
+        model : mxnet.gluon.HybridBlock
+        lr, wd : float
+            The optimizer's base learning rate and weight decay.
+        optimizer : mxnet.optimizer.Optimizer, optional
+            When given, its current ``learning_rate`` and ``wd`` are used.
+        """
+        if optimizer is not None:
+            lr, wd = optimizer.learning_rate, optimizer.wd
+        settings = self.resolve(model, None)
+        modes = batchnorm_modes(model)
+        rows = []
+        for name, p in _params(model).items():
+            aux = getattr(p, _ORIG, p.grad_req) == "null"
+            trainable = p.grad_req != "null"
+            rule = settings.get(name, (None,))[0]
+            rows.append({
+                "parameter": name, "shape": tuple(p.shape) if p.shape else None,
+                "lr": lr * p.lr_mult if trainable else 0.0, "wd": wd * p.wd_mult if trainable else 0.0,
+                "trainable": "aux" if aux else ("yes" if trainable else "frozen"),
+                "batchnorm": modes.get(name, "-"),
+                "rule": (rule.label or repr(rule.pattern)) if rule else ("-" if aux or name not in settings else "freeze_until"),
+            })
+        return Plan(rows)
+
+    def _freeze_index(self, params) -> int:
+        if not self.freeze_until:
+            return -1
+        layer = self.freeze_until
+        for s in _SUFFIXES:
+            if layer.endswith(s):
+                layer = layer[: -len(s)]
+        idx = -1
+        for i, name in enumerate(params):
+            if name == layer or name.startswith(layer + "_"):
+                idx = i
+        if idx < 0:
+            layers = sorted({n.rsplit("_", 1)[0] for n in params})
+            raise UnknownNameError("layer", self.freeze_until, layers)
+        return idx
+
+
+def _glob_to_re(pattern: str) -> str:
+    if pattern.startswith("re:"):
+        return pattern[3:].lstrip("^")
+    return fnmatch.translate(pattern).replace("\\Z", "").replace("(?s:", "(?:")
+
+
+def _params(model) -> dict:
+    return dict(model.collect_params().items())
+
+
+class Plan:
+    """The per-parameter table returned by :meth:`LayerLRPolicy.plan`.
+
+    ``rows`` is a list of dicts with keys ``parameter``, ``shape``, ``lr``,
+    ``wd``, ``trainable`` (``"yes"``, ``"frozen"`` or ``"aux"`` for
+    BatchNorm statistics), ``batchnorm`` (``"frozen"``, ``"batch"`` or
+    ``"-"``) and ``rule``. ``str(plan)`` is a text table; :meth:`log` writes
+    it to the ``finetune`` logger.
+    """
+
+    COLUMNS = ("parameter", "shape", "lr", "wd", "trainable", "batchnorm", "rule")
+
+    def __init__(self, rows):
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, name: str) -> dict:
+        for r in self.rows:
+            if r["parameter"] == name:
+                return r
+        raise KeyError(name)
+
+    def __repr__(self) -> str:
+        n = sum(r["trainable"] == "yes" for r in self.rows)
+        return f"<Plan: {len(self.rows)} parameters, {n} trainable>"
+
+    def __str__(self) -> str:
+        cells = [list(self.COLUMNS)]
+        for r in self.rows:
+            cells.append([
+                r["parameter"], str(r["shape"]).replace(" ", "") if r["shape"] else "?",
+                f"{r['lr']:.4g}", f"{r['wd']:.4g}", r["trainable"], r["batchnorm"], r["rule"],
+            ])
+        widths = [max(len(c[i]) for c in cells) for i in range(len(self.COLUMNS))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+    def to_json(self) -> str:
+        """The rows as JSON."""
+        return json.dumps(self.rows, indent=1, default=str)
+
+    def log(self, logger=None, level=logging.INFO) -> None:
+        """Write the table to ``logger`` (default: this module's logger)."""
+        (logger or log).log(level, "Learning-rate plan:\n%s", self)
+
+
+# --------------------------------------------------------------- BatchNorm
+def _blocks(model):
+    out = []
+    model.apply(out.append)
+    return out
+
+
+def freeze_batchnorm(model, patterns=None) -> None:
+    """Freeze BatchNorm statistics: the model's own ``freeze_batchnorm`` when it has one.
+
+    For plain Gluon networks, ``nn.BatchNorm`` blocks (whose parameters match
+    one of ``patterns``, or all) get ``use_global_stats=True``; cached graphs
+    are cleared so a hybridized model picks the change up.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    rules = [Rule(p) for p in patterns] if patterns else None
+    if hasattr(model, "freeze_batchnorm"):
+        if rules is None:
+            model.freeze_batchnorm()
+        else:
+            layers = [n for n in getattr(model, "layer_names", []) if any(r.matches(n) for r in rules)]
+            model.freeze_batchnorm(layers)
+        return
+    from mxnet.gluon import nn
+
+    changed = False
+    for b in _blocks(model):
+        if isinstance(b, nn.BatchNorm):
+            names = [p.name for p in b.params.values()]
+            if rules is None or any(r.matches(n) for r in rules for n in names):
+                if not b._kwargs.get("use_global_stats"):
+                    b._kwargs["use_global_stats"] = True
+                    changed = True
+    if changed:
+        for b in _blocks(model):
+            if hasattr(b, "_clear_cached_op"):
+                b._clear_cached_op()
+
+
+def batchnorm_modes(model) -> dict:
+    """``param name -> "frozen" | "batch"`` for every BatchNorm parameter of ``model``.
+
+    Reads ``nn.BatchNorm`` blocks and the BatchNorm nodes of any symbol graph
+    (``SymbolBlock``) inside the model.
+    """
+    from mxnet.gluon import SymbolBlock, nn
+
+    modes = {}
+    for b in _blocks(model):
+        if isinstance(b, nn.BatchNorm):
+            mode = "frozen" if b._kwargs.get("use_global_stats") else "batch"
+            for p in b.params.values():
+                modes[p.name] = mode
+        elif isinstance(b, SymbolBlock) and b._cached_graph:
+            graph = json.loads(b._cached_graph[1].tojson())
+            nodes = graph["nodes"]
+            prefix = b.params.prefix
+            for node in nodes:
+                if node["op"] != "BatchNorm":
+                    continue
+                attrs = node.get("attrs", node.get("param", {})) or {}
+                frozen = str(attrs.get("use_global_stats", "False")).lower() in ("true", "1")
+                for inp in node["inputs"][1:]:
+                    src = nodes[inp[0]]
+                    if src["op"] == "null":
+                        modes[prefix + src["name"]] = "frozen" if frozen else "batch"
+    return modes

@@ -1,0 +1,446 @@
+"""The Trainer: data-parallel fine-tuning over devices and machines, with exact resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+import zipfile
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from tqdm.auto import tqdm
+
+from .._context import resolve_ctx
+from ..errors import ConfigError, DeviceError, MissingFileError, NonFiniteLossError, check_choice, check_range
+from . import _cache
+from ._batches import EpochSampler, SeededItems, _mix, as_dataset
+from ._callbacks import Checkpoint, HistoryLogger, StopTraining, atomic_write
+from ._optim import make_optimizer_params
+from ._policy import LayerLRPolicy
+from ._schedule import make_schedule
+
+__all__ = ["Trainer"]
+
+log = logging.getLogger(__name__)
+
+KVSTORES = ("device", "local", "local_allreduce_device", "local_allreduce_cpu", "nccl",
+            "dist_sync", "dist_device_sync", "dist_async", None)
+
+
+class Trainer:
+    """Fine-tune a Gluon model on one device, several devices, or several machines.
+
+    Parameters
+    ----------
+    model : mxnet.gluon.HybridBlock
+        Maps normalised images ``(N, C, H, W)`` to logits ``(N, K)``.
+    policy : LayerLRPolicy, optional
+        Per-parameter LR/WD multipliers, freezing and BN modes (default: everything at 1×).
+    optimizer : {"sgd", "nag", "adam", "adamw", "rmsprop"} or any MXNet optimizer name
+    optimizer_params : dict, optional
+        E.g. ``{"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}`` (the
+        defaults for SGD); ``lr`` is accepted for ``learning_rate``.
+    batch_size : int
+        Images per step **per worker**, split over the worker's devices. With
+        ``dist_*`` kvstores the global batch is ``batch_size * num_workers``.
+    ctx : None, mx.Context, str or list
+        Devices (see :func:`finetune.resolve_ctx`); a list means data-parallel.
+    kvstore : str
+        ``"device"``, ``"local"``, ``"dist_sync"``, ... (MXNet kvstore types).
+    schedule : None, str or Schedule
+        ``"step"``, ``"cosine"``, ``"plateau"`` or a configured schedule object.
+    loss : gluon.loss.Loss, optional
+        Default: softmax cross-entropy on integer labels.
+    seed : int
+        Data order (a function of ``(seed, epoch)``), augmentation and dropout
+        seeds derive from it — resumed runs replay exactly.
+    workers : int
+        Data loader worker processes.
+    out_dir : str, optional
+        Writes ``history.csv`` / ``history.json`` there after each epoch and
+        checkpoints into ``out_dir/checkpoints``.
+    checkpoint_every : int
+        With ``out_dir``: also checkpoint every N batches inside an epoch.
+    cache_features : {"auto", True, False}
+        Compute frozen-backbone features once (see :mod:`finetune.train._cache`).
+    mixed_precision : bool
+        float16 training with float32 master weights; GPU only.
+    hybridize : bool
+    progress : bool
+        Show a tqdm progress bar with images/s.
+
+    Attributes
+    ----------
+    history_ : list of dict
+        One row per epoch: ``epoch, lr, train_loss, train_top1, train_top5,
+        val_loss, val_top1, val_top5, images_per_s, seconds``.
+
+    Examples
+    --------
+    >>> import numpy as np, mxnet as mx
+    >>> from mxnet.gluon import nn
+    >>> net = nn.HybridSequential(prefix="")
+    >>> net.add(nn.Dense(8, activation="relu", prefix="body_"), nn.Dense(3, prefix="head_"))
+    >>> net.initialize(mx.init.Xavier())
+    >>> x = np.random.rand(30, 5).astype("float32"); y = np.arange(30) % 3
+    >>> t = Trainer(net, batch_size=10, progress=False).fit((x, y), val=(x, y), epochs=2)
+    >>> [round(r["epoch"]) for r in t.history_]
+    [0, 1]
+    """
+
+    def __init__(self, model, *, policy: LayerLRPolicy | None = None, optimizer: str = "sgd",
+                 optimizer_params: dict | None = None, batch_size: int = 32, ctx=None, kvstore: str | None = "device",
+                 schedule=None, loss=None, seed: int = 0, workers: int = 0, out_dir=None,
+                 checkpoint_every: int = 0, cache_features="auto", mixed_precision: bool = False,
+                 hybridize: bool = True, progress: bool = True):
+        self.model = model
+        self.policy = policy if policy is not None else LayerLRPolicy()
+        self.optimizer = optimizer.lower()
+        self.optimizer_params = make_optimizer_params(self.optimizer, optimizer_params)
+        check_range("Trainer", "batch_size", batch_size, 1)
+        check_choice("Trainer", "kvstore", kvstore, KVSTORES)
+        check_range("Trainer", "workers", workers, 0)
+        check_range("Trainer", "checkpoint_every", checkpoint_every, 0)
+        check_choice("Trainer", "cache_features", cache_features, ("auto", True, False))
+        self.batch_size, self.ctx, self.kvstore = int(batch_size), ctx, kvstore
+        self.schedule = make_schedule(schedule)
+        self.loss = loss if loss is not None else gluon.loss.SoftmaxCrossEntropyLoss()
+        self.seed, self.workers, self.out_dir = int(seed), int(workers), out_dir
+        self.checkpoint_every, self.cache_features = int(checkpoint_every), cache_features
+        self.mixed_precision, self.hybridize, self.progress = mixed_precision, hybridize, progress
+        if mixed_precision:
+            self._check_gpu()
+        self.history_ = []
+        self.epoch_, self.batch_ = 0, 0
+        self.batches_per_epoch_ = 0
+        self._acc = np.zeros(4)
+        self._trainer = None
+        self._callbacks = []
+        self.last_checkpoint_ = None
+        self.log = log
+
+    def __repr__(self) -> str:
+        return (f"Trainer({type(self.model).__name__}, optimizer={self.optimizer!r}, batch_size={self.batch_size}, "
+                f"kvstore={self.kvstore!r}, schedule={self.schedule!r})")
+
+    def _check_gpu(self):
+        ctxs = resolve_ctx(self.ctx)
+        if mx.context.num_gpus() == 0 or any(c.device_type != "gpu" for c in ctxs):
+            raise DeviceError(
+                "mixed_precision=True needs GPU contexts (float16 kernels); MXNet sees "
+                f"{mx.context.num_gpus()} GPU(s) and ctx is {ctxs}. Pass mixed_precision=False or ctx='gpu:0'."
+            )
+
+    # ------------------------------------------------------------ set-up
+    def setup(self):
+        """Apply the policy, place parameters on the devices, create kvstore and Gluon trainer.
+
+        :meth:`fit` calls this; call it yourself to inspect :meth:`plan` first.
+        """
+        if self._trainer is not None:
+            return self
+        self.ctx_ = resolve_ctx(self.ctx)
+        model = self.model
+        self.policy.apply(model, epoch=self.epoch_)
+        params = model.collect_params()
+        for p in params.values():
+            if p._data is None and not p._deferred_init:
+                p.initialize(mx.init.Xavier(), ctx=self.ctx_)
+        params.reset_ctx(self.ctx_)
+        if self.mixed_precision:
+            model.cast("float16")
+            self.optimizer_params["multi_precision"] = True
+        if self.hybridize and hasattr(model, "hybridize"):
+            model.hybridize(static_alloc=True)
+        kv = self.kvstore
+        self.rank_, self.num_workers_ = 0, 1
+        if kv and kv.startswith("dist"):
+            kv = mx.kv.create(kv)
+            self.rank_, self.num_workers_ = kv.rank, kv.num_workers
+            log.info("kvstore %s: worker %d of %d", kv.type, self.rank_, self.num_workers_)
+        self._trainable = set(self.policy.trainable_names(model))
+        tparams = [p for n, p in params.items() if n in self._trainable]
+        if not tparams:
+            raise ConfigError("The LayerLRPolicy leaves no parameter to train.")
+        self._trainer = gluon.Trainer(tparams, self.optimizer, dict(self.optimizer_params), kvstore=kv,
+                                      update_on_kvstore=False)
+        self._tparams = tparams
+        return self
+
+    def plan(self):
+        """The :class:`~finetune.train.Plan` of every parameter as training will use it."""
+        self.setup()
+        return self.policy.plan(self.model, optimizer=self._trainer.optimizer)
+
+    @property
+    def base_lr(self) -> float:
+        return float(self.optimizer_params["learning_rate"])
+
+    # ------------------------------------------------------------ fit
+    def fit(self, train, val=None, epochs: int = 1, resume=None, callbacks=None):
+        """Train for ``epochs`` epochs (in total, counting resumed ones); returns ``self``.
+
+        Parameters
+        ----------
+        train, val : Dataset or (images, labels)
+            Items ``(image (C, H, W) float32 normalised, label)``.
+        epochs : int
+        resume : str, optional
+            A checkpoint file or a directory holding ``last.ckpt`` (or
+            ``checkpoints/last.ckpt``); training continues exactly where it stopped.
+        callbacks : list of Callback
+
+        Raises
+        ------
+        NonFiniteLossError
+            The loss became NaN or infinite; checkpoints written before are intact.
+        """
+        check_range("Trainer.fit", "epochs", epochs, 1)
+        self.setup()
+        train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
+        net, train_ds, val_ds = self._maybe_cache(train_ds, val_ds)
+        self._net = net
+        sampler = EpochSampler(len(train_ds), self.batch_size, seed=self.seed,
+                               num_parts=self.num_workers_, part_index=self.rank_)
+        workers = 0 if net is not self.model else self.workers
+        loader = gluon.data.DataLoader(SeededItems(train_ds, self.seed), batch_sampler=sampler, num_workers=workers)
+        self._callbacks = self._default_callbacks() + list(callbacks or [])
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self.schedule.setup(epochs)
+        self._call("on_train_begin")
+        try:
+            for epoch in range(self.epoch_, epochs):
+                if self.policy.head_epochs and epoch in (self.policy.head_epochs, self.epoch_):
+                    self._restage(epoch)
+                if self._run_epoch(epoch, net, loader, sampler, val_ds):
+                    break
+        except StopTraining as exc:
+            log.info("Training stopped: %s", exc)
+        self._call("on_train_end")
+        return self
+
+    def _default_callbacks(self):
+        if not self.out_dir:
+            return []
+        return [HistoryLogger(self.out_dir),
+                Checkpoint(os.path.join(self.out_dir, "checkpoints"), every_n_batches=self.checkpoint_every)]
+
+    def _call(self, hook, *args):
+        for cb in self._callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def _restage(self, epoch):
+        self.policy.apply(self.model, epoch=epoch)
+        if self.hybridize and hasattr(self.model, "hybridize"):
+            self.model.hybridize(static_alloc=True)
+
+    def _maybe_cache(self, train_ds, val_ds):
+        if self.cache_features is False or self.num_workers_ > 1:
+            return self.model, train_ds, val_ds
+        split = _cache.split_backbone_head(self.model, self._trainable)
+        reason = _cache.cache_reason(self.model, self._trainable, train_ds, split)
+        if reason is None:
+            x = mx.nd.array(np.stack([np.asarray(train_ds[i][0]) for i in range(min(2, len(train_ds)))]),
+                            ctx=self.ctx_[0])
+            if not _cache.check_split(self.model, split, x):
+                reason = "head(backbone(x)) differs from model(x)"
+        if reason is not None:
+            (log.warning if self.cache_features is True else log.debug)("Not caching features: %s.", reason)
+            return self.model, train_ds, val_ds
+        log.info("Backbone frozen and data not augmented: computing its features once.")
+        bar = (lambda it: tqdm(it, desc="features", leave=False)) if self.progress else None
+        backbone, head = split
+        feats = [_cache.compute_features(backbone, d, self.ctx_, self.batch_size, self.workers, bar)
+                 if d is not None else None for d in (train_ds, val_ds)]
+        if self.hybridize and hasattr(head, "hybridize"):
+            head.hybridize(static_alloc=True)
+        return head, feats[0], feats[1]
+
+    # ------------------------------------------------------------ one epoch
+    def _run_epoch(self, epoch, net, loader, sampler, val_ds) -> bool:
+        sizes = sampler.global_sizes(epoch)
+        self.batches_per_epoch_ = nb = len(sizes)
+        start = self.batch_
+        sampler.set_epoch(epoch, start)
+        self._call("on_epoch_begin", epoch)
+        bar = tqdm(total=nb, initial=start, desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=not self.progress)
+        t0, seen, lr = time.time(), 0, None
+        stop = False
+        try:
+            for b, (x, y) in enumerate(loader, start=start):
+                self._call("on_batch_begin", epoch, b)
+                new_lr = self.base_lr * self.schedule.factor(epoch + b / nb)
+                if new_lr != lr:
+                    self._trainer.set_learning_rate(new_lr)
+                    lr = new_lr
+                mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
+                stats = self._step(net, x, y, sizes[b])
+                if not math.isfinite(stats[0]):
+                    raise NonFiniteLossError(
+                        f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
+                        f"The last good checkpoint is {self.last_checkpoint_ or 'none (set out_dir)'}. "
+                        "Lower the learning rate, or check the data and labels."
+                    )
+                self._acc += stats
+                seen += stats[3]
+                self.batch_ = b + 1
+                logs = self._train_logs()
+                rate = seen / max(time.time() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(f"loss {logs['train_loss']:.3f} top1 {logs['train_top1']:.3f} "
+                                    f"{rate:.1f} img/s", refresh=False)
+                self._call("on_batch_end", epoch, b, logs)
+        except StopTraining as exc:
+            log.info("Training stopped: %s", exc)
+            stop = True
+        finally:
+            bar.close()
+        seconds = time.time() - t0
+        row = {"epoch": epoch, "lr": lr if lr is not None else self.base_lr * self.schedule.factor(epoch),
+               **self._train_logs()}
+        if val_ds is not None:
+            row.update({f"val_{k}": v for k, v in self._evaluate(net, val_ds).items()})
+        row["images_per_s"] = seen / max(seconds, 1e-9)
+        row["seconds"] = seconds
+        stop |= bool(self.schedule.epoch_end(epoch, row))
+        self.history_.append(row)
+        self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        for cb in self._callbacks:
+            try:
+                cb.on_epoch_end(self, epoch, row)
+            except StopTraining as exc:
+                log.info("Training stopped: %s", exc)
+                stop = True
+        return stop
+
+    def _train_logs(self) -> dict:
+        loss, c1, c5, n = self._acc
+        n = max(n, 1)
+        return {"train_loss": loss / n, "train_top1": c1 / n, "train_top5": c5 / n}
+
+    def _split(self, x, y):
+        n = x.shape[0]
+        ctxs = self.ctx_[:min(len(self.ctx_), n)]
+        xs = gluon.utils.split_and_load(x, ctxs, even_split=False)
+        ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+        if self.mixed_precision:
+            xs = [xi.astype("float16") for xi in xs]
+        return xs, ys
+
+    def _step(self, net, x, y, global_n) -> np.ndarray:
+        xs, ys = self._split(x, y)
+        with autograd.record():
+            outs = [net(xi) for xi in xs]
+            losses = [self.loss(o, yi) for o, yi in zip(outs, ys)]
+        autograd.backward(losses)
+        if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
+            for p in self._tparams:
+                if p.grad_req != "null":
+                    for g in p.list_grad()[len(xs):]:
+                        g[:] = 0
+                        g._fresh_grad = True
+        self._trainer.step(global_n)
+        return sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, data, batch_size: int | None = None) -> dict:
+        """Loss, top-1 and top-5 accuracy of the model on ``data`` (inference mode)."""
+        self.setup()
+        return self._evaluate(self.model, as_dataset(data, "data"), batch_size)
+
+    def _evaluate(self, net, dataset, batch_size=None) -> dict:
+        loader = gluon.data.DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=False,
+                                       num_workers=self.workers if net is self.model else 0)
+        acc = np.zeros(4)
+        for x, y in loader:
+            xs, ys = self._split(x, y)
+            for xi, yi in zip(xs, ys):
+                out = net(xi)
+                acc += _batch_stats(out, yi, self.loss(out, yi))
+        n = max(acc[3], 1)
+        return {"loss": acc[0] / n, "top1": acc[1] / n, "top5": acc[2] / n}
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path) -> None:
+        """Write the full training state to ``path`` atomically (see :class:`Checkpoint`)."""
+        path = os.fspath(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.model.save_parameters(os.path.join(tmp, "p"))
+            self._trainer.save_states(os.path.join(tmp, "s"))
+            with open(os.path.join(tmp, "p"), "rb") as f:
+                params = f.read()
+            with open(os.path.join(tmp, "s"), "rb") as f:
+                states = f.read()
+        np_state = np.random.get_state()
+        state = {
+            "format": 1, "epoch": self.epoch_, "batch": self.batch_, "acc": self._acc.tolist(),
+            "history": self.history_, "schedule": self.schedule.state_dict(),
+            "callbacks": [cb.state_dict() for cb in self._callbacks], "seed": self.seed,
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python_rng": _jsonable(random.getstate()),
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("state.json", json.dumps(state))
+            z.writestr("model.params", params)
+            z.writestr("optimizer.states", states)
+        atomic_write(path, buf.getvalue())
+        self.last_checkpoint_ = path
+
+    def load_checkpoint(self, path) -> None:
+        """Restore what :meth:`save_checkpoint` wrote (``path``: a file, or a folder holding ``last.ckpt``)."""
+        path = _find_checkpoint(path)
+        self.setup()
+        with zipfile.ZipFile(path) as z:
+            state = json.loads(z.read("state.json"))
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, member in (("p", "model.params"), ("s", "optimizer.states")):
+                    with open(os.path.join(tmp, name), "wb") as f:
+                        f.write(z.read(member))
+                self.model.load_parameters(os.path.join(tmp, "p"), ctx=self.ctx_)
+                self._trainer.load_states(os.path.join(tmp, "s"))
+        self.epoch_, self.batch_ = state["epoch"], state["batch"]
+        self._acc = np.asarray(state["acc"], dtype=float)
+        self.history_ = state["history"]
+        self.schedule.load_state_dict(state["schedule"])
+        for cb, st in zip(self._callbacks, state["callbacks"]):
+            cb.load_state_dict(st)
+        s = state["numpy_rng"]
+        np.random.set_state((s[0], np.asarray(s[1], dtype=np.uint32), *s[2:]))
+        r = state["python_rng"]
+        random.setstate((r[0], tuple(r[1]), r[2]))
+        self.last_checkpoint_ = path
+        log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _find_checkpoint(path) -> str:
+    path = os.fspath(path)
+    for cand in (path, os.path.join(path, "last.ckpt"), os.path.join(path, "checkpoints", "last.ckpt")):
+        if os.path.isfile(cand):
+            return cand
+    raise MissingFileError(f"No checkpoint at {path!r} (looked for the file, last.ckpt and checkpoints/last.ckpt).")
+
+
+def _batch_stats(out, y, loss) -> np.ndarray:
+    """``[loss sum, top-1 hits, top-5 hits, count]`` of one device's batch."""
+    y = y.astype("float32").reshape((-1, 1))
+    out = out.astype("float32")
+    k = min(5, out.shape[1])
+    top = mx.nd.topk(out, k=k, axis=1)
+    hits = mx.nd.broadcast_equal(top, y)
+    parts = mx.nd.concat(loss.sum().reshape(1), hits[:, 0].sum().reshape(1), hits.sum().reshape(1), dim=0)
+    return np.append(parts.asnumpy().astype(np.float64), out.shape[0])
