@@ -232,7 +232,7 @@ def _nan_to_none(obj):
 # ------------------------------------------------------------------------- evaluate
 def _labelled_items(dataset, labels, class_names, color):
     """Items with integer labels from every accepted dataset form."""
-    from .predict import _as_items
+    from .predict import _as_items, _is_image_list, _is_record_dataset
 
     if labels is not None:
         items = _as_items(dataset, color)
@@ -241,12 +241,8 @@ def _labelled_items(dataset, labels, class_names, color):
             raise DataError(f"{len(labels)} labels for {len(items)} images.")
         for item, lab in zip(items, labels):
             item.label = lab
-    elif hasattr(dataset, "_predict_items") or type(dataset).__name__ == "RecordDataset":
+    elif _is_record_dataset(dataset) or _is_image_list(dataset):
         items = _as_items(dataset, color)
-    elif hasattr(dataset, "paths") and hasattr(dataset, "labels"):  # an ImageList
-        items = _as_items([os.fspath(p) for p in dataset.paths], color)
-        for item, lab in zip(items, dataset.labels):
-            item.label = lab
     else:
         pairs = list(dataset)
         if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):

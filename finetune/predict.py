@@ -265,10 +265,10 @@ def _as_items(inputs, color) -> list:
     """Normalise every accepted input form to a list of :class:`_Item`."""
     if color is not None and color not in ("RGB", "BGR"):
         raise ConfigError(f"The 'color' parameter must be 'RGB' or 'BGR'. Got {color!r} instead.")
-    if hasattr(inputs, "_predict_items"):  # RecordDataset and friends
-        return list(inputs._predict_items())
     if _is_record_dataset(inputs):
         return _record_items(inputs)
+    if _is_image_list(inputs):
+        return _image_list_items(inputs)
     if isinstance(inputs, np.ndarray):
         if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
             arrays = list(inputs)
@@ -307,20 +307,29 @@ def _array_item(array, i, color) -> _Item:
 
 
 def _is_record_dataset(obj) -> bool:
-    return type(obj).__name__ == "RecordDataset" and type(obj).__module__.startswith("finetune.")
+    return callable(getattr(obj, "record", None)) and hasattr(obj, "__len__") and hasattr(obj, "path")
+
+
+def _is_image_list(obj) -> bool:
+    return callable(getattr(obj, "full_path", None)) and hasattr(obj, "entries")
 
 
 def _record_items(dataset) -> list:
-    """Items of a RecordDataset: raw stored images, decoded by our decoder, with their labels."""
-    raw = getattr(dataset, "raw", None) or getattr(dataset, "read_raw", None)
+    """Items of a RecordDataset: the stored (encoded) images with their labels.
+
+    The stored bytes go through the model's own evaluation preprocessing, as
+    files do, whatever preprocessing the dataset object was built with.
+    """
     items = []
     for i in range(len(dataset)):
-        if raw is not None:
-            buf, label = raw(i)
-        else:  # fall back on MXNet's record format directly
-            buf, label = _unpack_record(dataset, i)
+        label, _, buf = dataset.record(i)
         items.append(_Item(f"record[{i}]", "bytes", buf, "RGB", _label_int(label)))
     return items
+
+
+def _image_list_items(images) -> list:
+    return [_Item(images.full_path(e), "path", Path(images.full_path(e)), "RGB", _label_int(e.label))
+            for e in images.entries]
 
 
 def _label_int(label):
@@ -328,14 +337,6 @@ def _label_int(label):
         return None
     arr = np.atleast_1d(np.asarray(label, dtype=np.float64))
     return int(arr[0])
-
-
-def _unpack_record(dataset, i):
-    import mxnet as mx
-
-    reader = dataset._record if hasattr(dataset, "_record") else dataset.record
-    header, buf = mx.recordio.unpack(reader.read_idx(reader.keys[i]))
-    return buf, header.label
 
 
 def _load_pixels(item: _Item, preprocess):
