@@ -7,15 +7,20 @@ Fashion-MNIST reader, and the :class:`Preprocess` config every model carries.
 """
 
 from ._augment import Augment
+from ._balance import balance
 from ._check import BadImage, CheckReport, check
+from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
+                       write_fashion_mnist_folder)
 from ._image import decode_image, read_image, to_color
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
+from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
 from ._record import RecordDataset, RecordLoader
 
 __all__ = sorted([
-    "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "ImageEntry", "ImageList",
-    "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "check", "decode_image",
-    "pack", "read_image", "to_color",
+    "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "ImageEntry",
+    "ImageList", "MeanImage", "PackReport", "Preprocess", "RecordDataset", "RecordLoader",
+    "balance", "check", "decode_image", "fashion_mnist_dir", "load_fashion_mnist", "pack",
+    "read_image", "to_color", "write_fashion_mnist_folder",
 ])

@@ -175,11 +175,19 @@ class CheckReport:
             out[b.reason] = out.get(b.reason, 0) + 1
         return dict(sorted(out.items()))
 
-    def summary(self) -> str:
-        """A few lines for humans."""
+    def summary(self, max_converted: int = 5) -> str:
+        """A few lines for humans: every bad file, and the conversions counted by kind."""
         lines = [f"{len(self.good)} good, {len(self.bad)} bad, {len(self.converted)} converted."]
         lines += [f"  bad: {b.path}: {b.reason} ({b.detail})" for b in self.bad]
-        lines += [f"  converted: {p}: {', '.join(n)}" for p, n in self.converted]
+        kinds = {}
+        for _, notes in self.converted:
+            for note in notes:
+                kinds[note] = kinds.get(note, 0) + 1
+        if kinds:
+            lines.append("  converted on decoding: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        lines += [f"  converted: {p}: {', '.join(n)}" for p, n in self.converted[:max_converted]]
+        if len(self.converted) > max_converted:
+            lines.append(f"  ... and {len(self.converted) - max_converted} more converted")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

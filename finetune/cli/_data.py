@@ -1,0 +1,260 @@
+"""Data subcommands: ``im2rec`` (drop-in for MXNet's tools/im2rec.py), ``split``,
+``check``, ``pack``, ``mean``, ``balance`` and ``fashion-mnist``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+
+log = logging.getLogger("finetune")
+
+_IM2REC_EXTS = [".jpeg", ".jpg", ".png"]
+
+
+def register(sub) -> None:
+    """Add the data subcommands to ``sub``."""
+    _register_im2rec(sub)
+    p = sub.add_parser("split", help="list a class-per-folder tree into stratified .lst files",
+                       description="Scan ROOT (one folder per class) and write PREFIX_<part>.lst "
+                       "files plus PREFIX_classes.txt, split per class with a seed.")
+    p.add_argument("root", help="folder with one sub-folder per class")
+    p.add_argument("prefix", help="output prefix, e.g. data/flowers")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2],
+                       help="fraction of each class per part (default: 0.8 0.2)")
+    group.add_argument("--per-class", type=int, help="N images per class in the first part, the rest in the second")
+    p.add_argument("--names", nargs="+", help="part names (default: train val [test])")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exts", nargs="+", default=None, help="image extensions (default: common formats)")
+    p.add_argument("--no-recursive", dest="recursive", action="store_false")
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the .lst lines in scan order")
+    p.set_defaults(handler=_split)
+
+    p = sub.add_parser("check", help="decode every image and report the bad ones")
+    p.add_argument("source", help="image folder or .lst / .csv file")
+    p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--min-size", type=int, default=16, help="shorter side below this is 'too small'")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a file is bad")
+    p.set_defaults(handler=_check)
+
+    p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx")
+    p.add_argument("source", help="image folder or .lst / .csv file")
+    p.add_argument("prefix", help="output prefix")
+    p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
+    _pack_options(p, workers_default=None)
+    p.set_defaults(handler=_pack)
+
+    p = sub.add_parser("mean", help="compute a mean image (mean.bin) and RGB mean/std of a .rec")
+    p.add_argument("rec", help=".rec file or its prefix")
+    p.add_argument("output", help="mean.bin to write (MXNet format, RGB)")
+    p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
+    p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(handler=_mean)
+
+    p = sub.add_parser("balance", help="oversample the classes of a training .lst up to a target")
+    p.add_argument("lst", help="training .lst")
+    p.add_argument("output", help="the balanced .lst to write")
+    p.add_argument("--target", type=int, required=True)
+    p.add_argument("--out-dir", required=True, help="where the new images go")
+    p.add_argument("--root", help="image root of the .lst (default: its folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_balance)
+
+    p = sub.add_parser("fashion-mnist", help="write a class-per-folder PNG sample of Fashion-MNIST")
+    p.add_argument("output", help="folder to create")
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--size", type=int, default=None, help="upscale to SIZE x SIZE")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_fashion)
+
+
+def _pack_options(p, workers_default):
+    p.add_argument("--pass-through", action="store_true", help="store the files unchanged (still checked)")
+    p.add_argument("--resize", type=int, default=0, help="resize the shorter side to this (0: keep)")
+    p.add_argument("--center-crop", action="store_true", help="crop the centre square first")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 or PNG compression 0-9")
+    p.add_argument("--num-thread", "--workers", dest="workers", type=int, default=workers_default,
+                   help="worker processes (default: all cores); record order is always the list order")
+    p.add_argument("--color", type=int, default=1, choices=[-1, 0, 1],
+                   help="1: colour, 0: greyscale, -1: unchanged")
+    p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"])
+    p.add_argument("--pack-label", action="store_true", help="store multi-value labels whole")
+
+
+def _register_im2rec(sub):
+    p = sub.add_parser(
+        "im2rec", help="drop-in for MXNet's tools/im2rec.py",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Create image lists (--list) or pack every PREFIX*.lst into .rec/.idx files, "
+        "like MXNet's tools/im2rec.py, but: bad images are skipped and reported (never a crash), "
+        "the split is stratified per class, the class map is written to PREFIX_classes.txt, "
+        "records keep the list order with any number of workers, files appear atomically.")
+    p.add_argument("prefix", help="prefix of input/output lst and rec files")
+    p.add_argument("root", help="path to folder containing images")
+    g = p.add_argument_group("Options for creating image lists")
+    g.add_argument("--list", action="store_true", help="create PREFIX.lst (or _train/_val/_test) from ROOT")
+    g.add_argument("--exts", nargs="+", default=_IM2REC_EXTS, help="acceptable image extensions")
+    g.add_argument("--chunks", type=int, default=1, help="number of chunks")
+    g.add_argument("--train-ratio", type=float, default=1.0, help="ratio of images for training")
+    g.add_argument("--test-ratio", type=float, default=0.0, help="ratio of images for testing")
+    g.add_argument("--recursive", action="store_true", help="one label per sub-folder")
+    g.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="do not shuffle the .lst")
+    g.add_argument("--seed", type=int, default=100, help="seed of the shuffle and of the split")
+    r = p.add_argument_group("Options for creating database")
+    _pack_options(r, workers_default=None)
+    p.set_defaults(handler=_im2rec)
+
+
+# ---------------------------------------------------------------- handlers
+def _source_list(source, root=None, exts=None):
+    from ..data import DEFAULT_EXTS, ImageList
+
+    if os.path.isdir(source):
+        return ImageList.from_folder(source, exts=exts or DEFAULT_EXTS)
+    if source.lower().endswith(".csv"):
+        return ImageList.from_csv(source, root=root)
+    return ImageList.from_lst(source, root=root)
+
+
+def _im2rec(args) -> int:
+    from ..errors import ConfigError
+
+    args.prefix, args.root = os.path.abspath(args.prefix), os.path.abspath(args.root)
+    if args.list:
+        return _im2rec_list(args)
+    working_dir = args.prefix if os.path.isdir(args.prefix) else os.path.dirname(args.prefix)
+    lists = sorted(os.path.join(working_dir, f) for f in os.listdir(working_dir)
+                   if os.path.join(working_dir, f).startswith(args.prefix) and f.endswith(".lst"))
+    if not lists:
+        raise ConfigError(f"No list file with prefix {args.prefix!r}; create one with --list first.")
+    for lst in lists:
+        _pack_one_list(args, lst)
+    return 0
+
+
+def _im2rec_list(args) -> int:
+    from ..data import ImageList
+    from ..data._imagelist import write_class_names
+    from ..errors import ConfigError
+
+    train, test = args.train_ratio, args.test_ratio
+    if not (0 <= train <= 1 and 0 <= test <= 1 and train + test <= 1 + 1e-9):
+        raise ConfigError(f"--train-ratio and --test-ratio must be in [0, 1] with a sum <= 1. "
+                          f"Got {train} and {test}.")
+    images = ImageList.from_folder(args.root, exts=args.exts, recursive=args.recursive)
+    order = list(range(len(images)))
+    if args.shuffle:
+        random.Random(args.seed).shuffle(order)
+    size = -(-len(order) // args.chunks) if order else 0
+    for c in range(args.chunks):
+        chunk = images.subset(order[c * size:(c + 1) * size])
+        stem = args.prefix + (f"_{c}" if args.chunks > 1 else "")
+        if train == 1.0:
+            chunk.write_lst(stem + ".lst", shuffle=args.shuffle, seed=args.seed,
+                            classes_path=args.prefix + "_classes.txt")
+            continue
+        val = max(0.0, 1.0 - train - test)
+        names, ratios = zip(*[(n, r) for n, r in (("train", train), ("val", val), ("test", test))
+                              if r > 0 or n == "train"])
+        parts = chunk.split(ratios, seed=args.seed) if len(ratios) > 1 else (chunk,)
+        for name, part in zip(names, parts):
+            part.write_lst(f"{stem}_{name}.lst", shuffle=args.shuffle, seed=args.seed,
+                           classes_path=args.prefix + "_classes.txt")
+    write_class_names(args.prefix + "_classes.txt", images.class_names)
+    for label, name in enumerate(images.class_names):
+        print(name, label)
+    if images.skipped:
+        print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
+    return 0
+
+
+def _pack_one_list(args, lst) -> None:
+    from ..data import ImageList
+
+    images = ImageList.from_lst(lst, root=args.root)
+    print(f"Creating .rec file from {lst} in {os.path.dirname(lst)}")
+    report = _run_pack(images, os.path.splitext(lst)[0], args)
+    print(f"{report.written} images written to {report.rec}; {len(report.bad)} skipped.")
+    for bad in report.bad:
+        print(f"  skipped {bad.path}: {bad.reason} ({bad.detail})")
+
+
+def _run_pack(images, prefix, args):
+    from ..data import pack
+
+    return pack(images, prefix, resize=args.resize, center_crop=args.center_crop,
+                quality=args.quality, encoding=args.encoding, pass_through=args.pass_through,
+                color=args.color, workers=args.workers, pack_label=args.pack_label)
+
+
+def _split(args) -> int:
+    from ..data import DEFAULT_EXTS, ImageList
+    from ..errors import ConfigError
+
+    images = ImageList.from_folder(args.root, exts=args.exts or DEFAULT_EXTS, recursive=args.recursive)
+    if args.per_class:
+        parts = images.split(per_class=args.per_class, seed=args.seed)
+    else:
+        parts = images.split(args.ratios, seed=args.seed)
+    names = args.names or ["train", "val", "test"][:len(parts)]
+    if len(names) != len(parts):
+        raise ConfigError(f"--names needs {len(parts)} names for {len(parts)} parts. Got {names}.")
+    classes = args.prefix + "_classes.txt"
+    for name, part in zip(names, parts):
+        path = f"{args.prefix}_{name}.lst"
+        part.write_lst(path, shuffle=args.shuffle, seed=args.seed, classes_path=classes)
+        print(f"{path}: {len(part)} images")
+    print(f"{classes}: {len(images.class_names)} classes")
+    if images.skipped:
+        print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
+    return 0
+
+
+def _check(args) -> int:
+    from ..data import check
+
+    report = check(_source_list(args.source, args.root), workers=args.workers, min_size=args.min_size)
+    print(report.summary())
+    return 1 if args.strict and report.bad else 0
+
+
+def _pack(args) -> int:
+    report = _run_pack(_source_list(args.source, args.root), args.prefix, args)
+    print(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
+          f"{len(report.bad)} skipped.")
+    for bad in report.bad:
+        print(f"  skipped {bad.path}: {bad.reason} ({bad.detail})")
+    return 0
+
+
+def _mean(args) -> int:
+    from ..data import MeanImage
+
+    mean = MeanImage.compute(args.rec, size=tuple(args.size), resize=args.resize, workers=args.workers)
+    mean.save(args.output)
+    print(f"{args.output}: {mean!r}")
+    return 0
+
+
+def _balance(args) -> int:
+    from ..data import ImageList, balance
+
+    images = ImageList.from_lst(args.lst, root=args.root)
+    out = balance(images, args.target, args.out_dir, seed=args.seed)
+    out.write_lst(args.output, seed=args.seed)
+    print(f"{args.output}: {len(out)} images ({len(out) - len(images)} new in {args.out_dir})")
+    return 0
+
+
+def _fashion(args) -> int:
+    from ..data import write_fashion_mnist_folder
+
+    images = write_fashion_mnist_folder(args.output, args.per_class, split=args.split,
+                                        seed=args.seed, size=args.size)
+    print(f"{args.output}: {len(images)} images in {len(images.class_names)} classes")
+    return 0

@@ -1,0 +1,143 @@
+"""Built-in data: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``.
+
+The idx files are read directly (16-byte image header, 8-byte label header):
+MXNet's own ``FashionMNIST`` loader checks download checksums that the Debian
+files do not match, and then tries to download.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import cv2
+import numpy as np
+
+from ..errors import DataError, MissingFileError, check_choice
+from ._imagelist import ImageList
+
+__all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dir", "load_fashion_mnist",
+           "write_fashion_mnist_folder"]
+
+#: Fashion-MNIST class names, in label order (usable as folder names).
+FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle_boot")
+
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def fashion_mnist_dir() -> str:
+    """The folder with the idx files.
+
+    Looked up in ``$FINETUNE_FASHION_MNIST``, ``/usr/share/datasets/fashion-mnist``
+    (``apt-get install dataset-fashion-mnist``) and ``.cache/debian/usr/share/
+    datasets/fashion-mnist`` in the source tree (``apt-get download`` + ``dpkg -x``).
+    """
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidates = [os.environ.get("FINETUNE_FASHION_MNIST"), "/usr/share/datasets/fashion-mnist",
+                  os.path.join(here, ".cache/debian/usr/share/datasets/fashion-mnist")]
+    for cand in candidates:
+        if cand and any(os.path.exists(os.path.join(cand, "t10k-labels-idx1-ubyte" + s))
+                        for s in ("", ".gz")):
+            return cand
+    raise MissingFileError(
+        "Fashion-MNIST not found. Install the Debian package: 'apt-get install "
+        "dataset-fashion-mnist' (or 'apt-get download dataset-fashion-mnist && dpkg -x *.deb "
+        "DIR' and set FINETUNE_FASHION_MNIST=DIR/usr/share/datasets/fashion-mnist).")
+
+
+def _read_idx(folder, name, magic, header):
+    for suffix, opener in (("", open), (".gz", gzip.open)):
+        path = os.path.join(folder, name + suffix)
+        if os.path.exists(path):
+            with opener(path, "rb") as f:
+                buf = f.read()
+            break
+    else:
+        raise MissingFileError(f"{os.path.join(folder, name)}(.gz) does not exist.")
+    if len(buf) < header or struct.unpack(">I", buf[:4])[0] != magic:
+        raise DataError(f"{path} is not an idx file (bad magic number).")
+    dims = struct.unpack(">" + "I" * ((header - 4) // 4), buf[4:header])
+    data = np.frombuffer(buf, np.uint8, offset=header)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: {data.size} bytes for shape {dims}.")
+    return data.reshape(dims)
+
+
+def load_fashion_mnist(split: str = "train", folder=None):
+    """Load Fashion-MNIST as arrays.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        60,000 training or 10,000 test images.
+    folder : str, optional
+        Where the idx files are (default: :func:`fashion_mnist_dir`).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(N, 28, 28)`` uint8 greyscale.
+    labels : numpy.ndarray
+        ``(N,)`` int64, indices into :data:`FASHION_MNIST_CLASSES`.
+
+    Examples
+    --------
+    >>> images, labels = load_fashion_mnist("test")  # doctest: +SKIP
+    >>> images.shape, labels[:3]                     # doctest: +SKIP
+    ((10000, 28, 28), array([9, 2, 1]))
+    """
+    check_choice("load_fashion_mnist", "split", split, tuple(_FILES))
+    folder = folder or fashion_mnist_dir()
+    img_name, lab_name = _FILES[split]
+    images = _read_idx(folder, img_name, 0x803, 16)
+    labels = _read_idx(folder, lab_name, 0x801, 8).astype(np.int64)
+    if len(images) != len(labels):
+        raise DataError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels.")
+    return images, labels
+
+
+def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "train", seed: int = 0,
+                               size=None, folder=None) -> ImageList:
+    """Write a class-per-folder PNG tree of Fashion-MNIST (``per_class`` images per class).
+
+    The images are a seeded, stratified sample; the folder names are
+    :data:`FASHION_MNIST_CLASSES`, so :meth:`ImageList.from_folder` labels them in
+    sorted folder order, as im2rec does (``"Ankle_boot"`` is 0), not in the
+    official label order; the names travel with the list.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        Created if missing.
+    per_class : int
+        Images per class (at most 6,000 for ``"train"``, 1,000 for ``"test"``).
+    split : {"train", "test"}
+        Which official split to sample.
+    seed : int
+        Seed of the sample.
+    size : int, optional
+        Upscale the 28x28 images to ``size x size`` (bilinear).
+    folder : str, optional
+        Where the idx files are.
+
+    Returns
+    -------
+    ImageList
+        The written tree, as :meth:`ImageList.from_folder` reads it.
+    """
+    images, labels = load_fashion_mnist(split, folder)
+    rng = np.random.RandomState(seed)
+    out_dir = os.fspath(out_dir)
+    for label, name in enumerate(FASHION_MNIST_CLASSES):
+        members = np.flatnonzero(labels == label)
+        chosen = np.sort(rng.choice(members, size=min(int(per_class), len(members)), replace=False))
+        os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+        for i in chosen:
+            img = images[i]
+            if size:
+                img = cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_LINEAR)
+            cv2.imwrite(os.path.join(out_dir, name, f"{split}_{i:05d}.png"), img)
+    return ImageList.from_folder(out_dir, exts=(".png",))

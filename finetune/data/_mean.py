@@ -1,0 +1,322 @@
+"""``MeanImage``: the mean image and per-channel mean/std of a data set.
+
+Saved in MXNet's ``mean.bin`` format — ``mx.nd.save`` of ``{"mean_img":
+NDArray (C, H, W)}`` in **RGB** order and raw 0–255 pixel units, exactly what
+``mx.io.ImageRecordIter(mean_img=...)`` writes and reads (it decodes RGB).
+Caffe's ``mean.binaryproto`` (a ``BlobProto``, BGR) is read with the small
+protobuf decoder below; data code does not import the models package (data
+flows one way), and a ``BlobProto`` needs only varints and packed floats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
+from ._image import read_image
+from ._imagelist import ImageList
+from ._parallel import default_workers, ordered_map
+from ._preprocess import Preprocess
+
+__all__ = ["MeanImage", "read_binaryproto"]
+
+log = logging.getLogger("finetune.data")
+
+
+class MeanImage:
+    """A mean image ``(C, H, W)`` with per-channel mean and standard deviation.
+
+    All values are raw pixel units (0–255) in **RGB** order.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(C, H, W)`` float32 mean image, RGB.
+    channel_mean, channel_std : tuple of float, optional
+        Per-channel mean and std over all pixels (RGB). ``channel_mean``
+        defaults to the mean of ``image``; ``channel_std`` is ``None`` when unknown.
+    count : int
+        Number of images averaged.
+
+    Examples
+    --------
+    >>> import numpy as np, os, tempfile
+    >>> m = MeanImage(np.full((3, 4, 4), 100, np.float32), channel_std=(50.0, 50.0, 50.0), count=2)
+    >>> path = os.path.join(tempfile.mkdtemp(), "mean.bin")
+    >>> m.save(path)
+    >>> MeanImage.load(path).channel_mean
+    (100.0, 100.0, 100.0)
+    >>> m.to_preprocess(size=(4, 4)).mean_image.shape
+    (3, 4, 4)
+    """
+
+    def __init__(self, image, *, channel_mean=None, channel_std=None, count=0):
+        image = np.asarray(image, np.float32)
+        if image.ndim != 3:
+            raise ShapeError(f"A mean image must be (C, H, W). Got shape {image.shape} instead.")
+        self.image = image
+        self.channel_mean = tuple(float(v) for v in (
+            channel_mean if channel_mean is not None else image.reshape(image.shape[0], -1).mean(1)))
+        self.channel_std = tuple(float(v) for v in channel_std) if channel_std is not None else None
+        self.count = int(count)
+
+    def __repr__(self) -> str:
+        mean = ", ".join(f"{v:.1f}" for v in self.channel_mean)
+        std = "" if self.channel_std is None else ", std=(" + ", ".join(
+            f"{v:.1f}" for v in self.channel_std) + ")"
+        return f"MeanImage({'x'.join(map(str, self.image.shape))}, mean=({mean}){std}, count={self.count})"
+
+    @property
+    def shape(self) -> tuple:
+        """``(C, H, W)``."""
+        return self.image.shape
+
+    def as_array(self, color: str = "RGB") -> np.ndarray:
+        """The mean image ``(C, H, W)`` in ``color`` order (``"RGB"`` or ``"BGR"``)."""
+        check_choice("MeanImage.as_array", "color", color, ("RGB", "BGR"))
+        return self.image if color == "RGB" else np.ascontiguousarray(self.image[::-1])
+
+    def to_preprocess(self, size=None, *, color="RGB", use_image=True, **fields) -> Preprocess:
+        """A :class:`Preprocess` subtracting this mean.
+
+        Parameters
+        ----------
+        size : tuple of int, optional
+            Network input ``(H, W)`` (default: the mean image's size).
+        color : {"RGB", "BGR"}
+            The network's colour order; the mean is reordered to match.
+        use_image : bool
+            Subtract the mean image (``True``) or the per-channel mean and
+            divide by the per-channel std (``False``).
+        **fields
+            Other :class:`Preprocess` fields (``resize``, ``scale``, ...).
+        """
+        size = tuple(size) if size is not None else self.image.shape[1:]
+        mean = self.channel_mean if color == "RGB" else self.channel_mean[::-1]
+        if use_image:
+            fields.setdefault("std", (1.0,) * len(mean))
+            return Preprocess(size=size, color=color, mean=mean,
+                              mean_image=self.as_array(color), **fields)
+        if self.channel_std is None:
+            raise ConfigError("This MeanImage has no per-channel std; use use_image=True or pass std=.")
+        std = self.channel_std if color == "RGB" else self.channel_std[::-1]
+        fields.setdefault("std", std)
+        return Preprocess(size=size, color=color, mean=mean, **fields)
+
+    # ------------------------------------------------------------ computing
+    @classmethod
+    def compute(cls, source, *, size=None, resize=None, workers=None) -> "MeanImage":
+        """Average a data set in one parallel pass.
+
+        Parameters
+        ----------
+        source : RecordDataset, str or ImageList
+            A dataset (its evaluation geometry is used), a ``.rec`` path /
+            prefix, or an image list.
+        size : tuple of int, optional
+            ``(H, W)`` of the mean image; required for a path or a list.
+            Images are resized (shorter side to ``resize``, default
+            ``max(size)``) and centre-cropped to it, as in evaluation.
+        resize : int, optional
+            Shorter side before the centre crop.
+        workers : int, optional
+            Processes (default: all cores).
+
+        Returns
+        -------
+        MeanImage
+        """
+        from ._record import RecordDataset
+
+        if isinstance(source, RecordDataset):
+            pre = source.preprocess.replace(mean_image=None)
+            ds = source
+        else:
+            if size is None:
+                raise ConfigError("MeanImage.compute needs 'size' (H, W) for a path or an ImageList.")
+            pre = Preprocess(size=size, resize=resize)
+            ds = None if isinstance(source, ImageList) else RecordDataset(source, pre)
+        if ds is not None:
+            ctx = ("rec", ds.path, ds._file.idx, ds._rows, pre)
+            n = len(ds)
+        else:
+            ctx = ("files", source.paths, None, None, pre)
+            n = len(source)
+        if n == 0:
+            raise DataError("MeanImage.compute got an empty data set.")
+        workers = default_workers() if workers is None else int(workers)
+        step = max(1, min(64, -(-n // (4 * workers))))
+        chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
+        total = None
+        for part in ordered_map(_partial_sums, ctx, chunks, workers=workers, chunksize=1):
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+        image_sum, chan_sum, chan_sq, count = total
+        pixels = count * pre.size[0] * pre.size[1]
+        mean = chan_sum / pixels
+        std = np.sqrt(np.maximum(chan_sq / pixels - mean ** 2, 0))
+        log.info("Mean image of %d images: mean %s, std %s (RGB).", count, np.round(mean, 2),
+                 np.round(std, 2))
+        return cls((image_sum / count).astype(np.float32), channel_mean=mean, channel_std=std,
+                   count=int(count))
+
+    # --------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write MXNet's ``mean.bin``: ``{"mean_img": NDArray (C, H, W)}``, RGB, 0–255."""
+        import mxnet as mx
+
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, *, color=None) -> "MeanImage":
+        """Read MXNet's ``mean.bin`` or Caffe's ``mean.binaryproto``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file. A ``.binaryproto`` (or a file that is not an MXNet
+            NDArray file) is read as a Caffe ``BlobProto``.
+        color : {"RGB", "BGR"}, optional
+            Colour order stored in the file; default ``"RGB"`` for ``mean.bin``
+            and ``"BGR"`` for Caffe files (Caffe computes means on BGR images).
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise MissingFileError(f"Mean file {path!r} does not exist.")
+        if path.endswith(".binaryproto") or not _is_ndarray_file(path):
+            image, default = read_binaryproto(path), "BGR"
+        else:
+            import mxnet as mx
+
+            saved = mx.nd.load(path)
+            if isinstance(saved, dict):
+                if "mean_img" not in saved:
+                    raise DataError(f"{path} holds {sorted(saved)}, not 'mean_img'.")
+                image = saved["mean_img"].asnumpy()
+            else:
+                image = saved[0].asnumpy()
+            default = "RGB"
+        color = color or default
+        check_choice("MeanImage.load", "color", color, ("RGB", "BGR"))
+        if color == "BGR":
+            image = image[::-1]
+        return cls(np.ascontiguousarray(image))
+
+
+def _is_ndarray_file(path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return len(head) == 8 and struct.unpack("<Q", head)[0] == 0x112  # MXNet's list magic
+
+
+def _partial_sums(ctx, chunk):
+    """Worker: sums over images ``chunk`` of the source described by ``ctx``."""
+    import cv2
+
+    from ._augment import eval_crop
+    from ._recordio import RecordFile, unpack_header
+
+    kind, where, idx, rows, pre = ctx
+    h, w = pre.size
+    image_sum = np.zeros((3, h, w), np.float64)
+    chan_sum, chan_sq, count = np.zeros(3), np.zeros(3), 0
+    records = RecordFile(where, idx) if kind == "rec" else None
+    for i in range(*chunk):
+        if records is not None:
+            img = eval_crop(unpack_header(records.read(int(rows[i])))[2], pre)
+            if img is None:
+                continue
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)
+        else:
+            try:
+                img = pre.resize_crop(read_image(where[i], "RGB"))
+            except DataError as exc:
+                log.warning("MeanImage: skipping %s", exc)
+                continue
+        chw = img.transpose(2, 0, 1).astype(np.float64)
+        image_sum += chw
+        flat = chw.reshape(3, -1)
+        chan_sum += flat.sum(1)
+        chan_sq += (flat ** 2).sum(1)
+        count += 1
+    return [image_sum, chan_sum, chan_sq, count]
+
+
+# -------------------------------------------------------- Caffe BlobProto
+def _varint(buf, pos):
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise DataError("The mean file ends inside a number: it is truncated.")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf, start, end):
+    """Yield ``(field, wire type, value)`` of a protobuf message."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise DataError(f"Unsupported protobuf wire type {wire} in a Caffe mean file.")
+        if pos > end:
+            raise DataError("The Caffe mean file is truncated.")
+        yield field, wire, value
+
+
+def read_binaryproto(path) -> np.ndarray:
+    """Read a Caffe ``BlobProto`` (``mean.binaryproto``) as ``(C, H, W)`` float32, file order.
+
+    Fields: ``num`` = 1, ``channels`` = 2, ``height`` = 3, ``width`` = 4,
+    ``data`` = 5 (floats, packed or not), ``shape`` = 7 (``BlobShape.dim`` = 1),
+    ``double_data`` = 8.
+    """
+    with open(path, "rb") as f:
+        buf = f.read()
+    dims = {}
+    shape, data, doubles = [], [], []
+    for field, wire, value in _fields(buf, 0, len(buf)):
+        if field in (1, 2, 3, 4) and wire == 0:
+            dims[field] = value
+        elif field == 5:
+            data.append(np.frombuffer(value, "<f4"))
+        elif field == 8:
+            doubles.append(np.frombuffer(value, "<f8"))
+        elif field == 7 and wire == 2:
+            for f2, w2, v2 in _fields(value, 0, len(value)):
+                if f2 == 1 and w2 == 2:
+                    pos = 0
+                    while pos < len(v2):
+                        d, pos = _varint(v2, pos)
+                        shape.append(d)
+                elif f2 == 1:
+                    shape.append(v2)
+    values = np.concatenate(data or doubles or [np.zeros(0, np.float32)]).astype(np.float32)
+    if not shape:
+        shape = [dims.get(k, 1) for k in (1, 2, 3, 4)]
+    if len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 3 or int(np.prod(shape)) != values.size:
+        raise DataError(f"{path}: not a Caffe mean file (BlobProto of shape (1, C, H, W)); "
+                        f"found shape {shape} with {values.size} values.")
+    return values.reshape(shape)
