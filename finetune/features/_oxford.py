@@ -173,10 +173,15 @@ _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
     ("builtins", "set"),
+    ("builtins", "bytes"),
+    ("__builtin__", "bytes"),
+    ("__builtin__", "set"),
     ("builtins", "frozenset"),
 }
 
