@@ -182,19 +182,18 @@ def pooling(state, layer, inputs):
     kernel = _pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
     stride = _pair(layer, p, "stride", "stride_h", "stride_w", 1)
     pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0)
-    height, width = state.shape(inputs[0])[2:4]
-    conventions = set()
-    for size, k, s, q in zip((height, width), kernel, stride, pad):
-        want = _pooled(size, k, s, q)
-        full = int(math.ceil((size + 2 * q - k) / s)) + 1
-        valid = (size + 2 * q - k) // s + 1
-        conventions.add("full" if want == full else "valid" if want == valid else "?")
-    if len(conventions) != 1 or "?" in conventions:
-        raise UnsupportedLayerError(f"Layer {layer.name!r} (Pooling): Caffe's output size for this "
-                                    f"kernel/stride/pad on a {height}x{width} input has no MXNet equivalent.")
-    return mx.sym.Pooling(inputs[0], kernel=kernel, stride=stride, pad=pad, pool_type=pool_type,
-                          pooling_convention=conventions.pop(), count_include_pad=True,
-                          name=layer.name), []
+    sizes = state.shape(inputs[0])[2:4]
+    geometry = list(zip(sizes, kernel, stride, pad))
+    want = tuple(_pooled(n, k, s, q) for n, k, s, q in geometry)
+    full = tuple(int(math.ceil((n + 2 * q - k) / s)) + 1 for n, k, s, q in geometry)
+    clipped = want != full
+    pooled = mx.sym.Pooling(inputs[0], kernel=kernel, stride=stride, pad=pad, pool_type=pool_type,
+                            pooling_convention="full", count_include_pad=True,
+                            name=f"{layer.name}_full" if clipped else layer.name)
+    if not clipped:
+        return pooled, []
+    # Caffe drops a last window that would start inside the padding: same windows, one fewer
+    return mx.sym.slice(pooled, begin=(None, None, 0, 0), end=(None, None) + want, name=layer.name), []
 
 
 def relu(state, layer, inputs):
