@@ -346,9 +346,9 @@ class Trainer:
         if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
             for p in self._tparams:
                 if p.grad_req != "null":
-                    for g in p.list_grad()[len(xs):]:
+                    for g, w in zip(p.list_grad()[len(xs):], p.list_data()[len(xs):]):
                         g[:] = 0
-                        g._fresh_grad = True
+                        w._fresh_grad = True
         self._trainer.step(global_n)
         return sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
 
