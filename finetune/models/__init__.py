@@ -1,3 +1,17 @@
-"""TODO."""
+"""Models: pretrained backbones, head replacement, model directories.
 
-__all__ = []
+:class:`Backbone` — a pretrained network (gluoncv zoo, Caffe, MXNet
+checkpoint, our own architectures) held as a symbol graph + parameters,
+carrying its :class:`~finetune.Preprocess`. :class:`HeadReplacer` cuts it at
+a named layer and adds a new head, giving a fine-tunable :class:`Model`.
+:func:`load_model` reads what ``save`` writes. Graph surgery used by all of
+them (and by feature extraction and Grad-CAM) is in
+:mod:`finetune.models._graph`.
+"""
+
+from ._backbone import Backbone
+from ._head import HeadReplacer
+from ._model import Model, load_model
+from ._zoo import list_backbones
+
+__all__ = sorted(["Backbone", "HeadReplacer", "Model", "list_backbones", "load_model"])

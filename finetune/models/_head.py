@@ -1,0 +1,213 @@
+"""Head replacement: cut a backbone at a named layer and put a new classifier on top."""
+
+from __future__ import annotations
+
+import logging
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from ..errors import ConfigError, UnknownNameError, check_choice, check_range
+from . import _graph
+from ._backbone import Backbone
+from ._model import Model
+
+__all__ = ["HeadReplacer", "build_head"]
+
+log = logging.getLogger(__name__)
+
+_INITS = {
+    "xavier": lambda: mx.init.Xavier(),
+    "msra": lambda: mx.init.MSRAPrelu(),
+    "normal": lambda: mx.init.Normal(0.01),
+    "uniform": lambda: mx.init.Uniform(0.07),
+}
+_POOLS = (None, "flatten", "avg", "max")
+
+
+def build_head(spec: dict) -> nn.HybridSequential:
+    """The head described by ``spec`` (as stored in a model directory's ``config.json``).
+
+    Layout: optional global pooling, ``Flatten``, then for each hidden size
+    ``Dense(h) - activation - Dropout``, then ``Dropout`` (only without hidden
+    layers) and the final ``Dense(num_classes)``. Parameter names start with
+    ``head_`` (``head_fc0_weight``, ``head_classifier_weight``, ...). Not
+    initialised.
+
+    Parameters
+    ----------
+    spec : dict
+        Keys ``num_classes``, ``in_features``, ``hidden``, ``dropout``,
+        ``pool`` (``"flatten"``, ``"avg"`` or ``"max"``), ``activation``.
+
+    Examples
+    --------
+    >>> head = build_head({"num_classes": 3, "in_features": 8, "hidden": [4], "dropout": 0.5})
+    >>> sorted(head.collect_params().keys())[:2]
+    ['head_classifier_bias', 'head_classifier_weight']
+    """
+    head = nn.HybridSequential(prefix="head_")
+    units = int(spec["in_features"])
+    hidden = list(spec.get("hidden", ()))
+    dropout = float(spec.get("dropout", 0.0))
+    activation = spec.get("activation", "relu")
+    with head.name_scope():
+        pool = spec.get("pool", "flatten")
+        if pool == "avg":
+            head.add(nn.GlobalAvgPool2D(prefix="pool_"))
+        elif pool == "max":
+            head.add(nn.GlobalMaxPool2D(prefix="pool_"))
+        head.add(nn.Flatten(prefix="flatten_"))
+        for i, size in enumerate(hidden):
+            head.add(nn.Dense(int(size), in_units=units, prefix=f"fc{i}_"))
+            head.add(nn.Activation(activation, prefix=f"{activation}{i}_"))
+            if dropout > 0:
+                head.add(nn.Dropout(dropout, prefix=f"drop{i}_"))
+            units = int(size)
+        if not hidden and dropout > 0:
+            head.add(nn.Dropout(dropout, prefix="drop_"))
+        head.add(nn.Dense(int(spec["num_classes"]), in_units=units, prefix="classifier_"))
+    return head
+
+
+class HeadReplacer:
+    """Replace a backbone's classifier by a new head.
+
+    ``HeadReplacer(101, hidden=(256,), dropout=0.4)`` gives
+    ``Dense(256) - ReLU - Dropout(0.4) - Dense(101)`` on top of the
+    backbone's feature layer (pipeline 2's ``Linear(4096,256)-ReLU-Dropout-
+    Linear(256,101)`` on VGG16's ``fc7``).
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the new head.
+    hidden : tuple of int
+        Sizes of hidden dense layers (each followed by ``activation`` and, when
+        ``dropout > 0``, dropout).
+    dropout : float
+        Dropout rate in ``[0, 1)``.
+    cut_at : str or None
+        Layer to cut the backbone at; default ``backbone.feature_layer`` (the
+        classifier's input: ``pool1_fwd``/``flatten0`` for ResNets,
+        ``dropout1_fwd``/``drop7`` for VGG).
+    init : {"xavier", "msra", "normal", "uniform"} or mx.init.Initializer
+        Initialisation of the new weights (biases start at zero).
+    pool : {None, "flatten", "avg", "max"}
+        How a 4-D cut output becomes a vector: ``None`` follows the backbone
+        (``"avg"`` for SqueezeNet's default cut, otherwise ``"flatten"``).
+    activation : str
+        Activation after each hidden layer (an ``mx.gluon.nn.Activation`` type).
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> bb = Backbone.from_zoo("resnet18_v1", weights=None)
+    >>> model = HeadReplacer(7, hidden=(32,), dropout=0.4).apply(bb)
+    >>> model(mx.nd.zeros((2, 3, 64, 64))).shape
+    (2, 7)
+    >>> model
+    Model(body='resnet18_v1' cut at 'pool1_fwd', head=7 classes, hidden=(32,), dropout=0.4)
+    """
+
+    def __init__(self, num_classes: int, *, hidden=(), dropout: float = 0.0, cut_at=None, init="xavier",
+                 pool=None, activation: str = "relu"):
+        owner = "HeadReplacer"
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ConfigError(f"The 'num_classes' parameter of {owner} must be a positive int. Got {num_classes!r} instead.")
+        if isinstance(hidden, (int, np.integer)):
+            hidden = (hidden,)
+        hidden = tuple(hidden)
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
+            raise ConfigError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. Got {hidden!r} instead.")
+        check_range(owner, "dropout", dropout, 0, 1, high_open=True)
+        check_choice(owner, "pool", pool, _POOLS)
+        check_choice(owner, "activation", activation, ("relu", "sigmoid", "tanh", "softrelu", "softsign"))
+        if isinstance(init, str):
+            check_choice(owner, "init", init, tuple(_INITS))
+        elif not isinstance(init, mx.init.Initializer):
+            raise ConfigError(f"The 'init' parameter of {owner} must be one of {sorted(_INITS)} or an "
+                              f"mx.init.Initializer. Got {init!r} instead.")
+        if cut_at is not None and not isinstance(cut_at, str):
+            raise ConfigError(f"The 'cut_at' parameter of {owner} must be a layer name or None. Got {cut_at!r} instead.")
+        self.num_classes = int(num_classes)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.cut_at = cut_at
+        self.init = init
+        self.pool = pool
+        self.activation = activation
+
+    def __repr__(self) -> str:
+        defaults = {"hidden": (), "dropout": 0.0, "cut_at": None, "init": "xavier", "pool": None, "activation": "relu"}
+        parts = [repr(self.num_classes)]
+        parts += [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
+        return f"HeadReplacer({', '.join(parts)})"
+
+    def apply(self, backbone: Backbone, class_names=None, *, ctx=None) -> Model:
+        """Cut ``backbone`` and add the new head; returns a fine-tunable :class:`Model`.
+
+        Parameters
+        ----------
+        backbone : Backbone
+        class_names : list of str or None
+            One name per class (``num_classes`` of them).
+        ctx : None, mx.Context or list
+            Devices for the model; default: where the backbone's parameters are.
+
+        Returns
+        -------
+        Model
+            Backbone parameters up to ``cut_at`` are copied (pretrained
+            weights kept); the layers after it — the old classifier — are
+            dropped (logged); the head is freshly initialised.
+
+        Raises
+        ------
+        UnknownNameError
+            ``cut_at`` is not a layer of the backbone (with "did you mean").
+        ConfigError
+            Wrong number of class names, or no layer to cut at.
+        """
+        if not isinstance(backbone, Backbone):
+            raise ConfigError(f"HeadReplacer.apply needs a finetune.Backbone. Got {type(backbone).__name__} instead.")
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) != self.num_classes:
+                raise ConfigError(f"HeadReplacer({self.num_classes}) got {len(class_names)} class names; "
+                                  "give one name per class.")
+        cut_at = self.cut_at or backbone.feature_layer
+        if cut_at is None:
+            raise ConfigError(f"Backbone {backbone.arch!r} has no default feature layer; pass cut_at=<layer name>.")
+        layers = backbone.layer_names
+        if cut_at not in layers:
+            raise UnknownNameError("layer", cut_at, layers)
+        symbol = _graph.cut(backbone.to_symbol(), cut_at)
+        needed = (set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())) - {"data"}
+        arrays = backbone._param_arrays()
+        dropped = sorted(set(arrays) - needed)
+        if dropped:
+            log.info("HeadReplacer: dropping %d parameters after %r: %s", len(dropped), cut_at, ", ".join(dropped))
+        body_layers = set(_graph.list_layers(symbol))
+        if ctx is None:
+            ctx = next(iter(backbone.collect_params().values())).list_ctx()
+        body = Backbone(symbol, {k: arrays[k] for k in needed}, backbone.preprocess, classifier=None,
+                        feature_layer=cut_at, layer_names=[n for n in layers if n in body_layers],
+                        head_pool=backbone.head_pool, name=backbone.arch, ctx=ctx)
+        spec = self._spec(body, cut_at == backbone.feature_layer and backbone.head_pool)
+        head = build_head(spec)
+        init = _INITS[self.init]() if isinstance(self.init, str) else self.init
+        head.initialize(init, ctx=ctx)
+        return Model(body, head, spec, class_names=class_names)
+
+    def _spec(self, body: Backbone, backbone_pool) -> dict:
+        shape = body.output_shape()
+        pool = self.pool or backbone_pool or "flatten"
+        if len(shape) == 4 and pool in ("avg", "max"):
+            in_features = int(shape[1])
+        else:
+            pool = "flatten"
+            in_features = int(np.prod(shape[1:]))
+        return {"num_classes": self.num_classes, "in_features": in_features, "hidden": list(self.hidden),
+                "dropout": self.dropout, "pool": pool, "activation": self.activation}
