@@ -73,8 +73,8 @@ def load_history(history) -> list:
 
     Parameters
     ----------
-    history : list of dict, dict of lists, str or path-like
-        Per-epoch records (``[{"epoch": 1, "train_loss": ...}, ...]``), columns
+    history : Trainer, list of dict, dict of lists, str or path-like
+        A :class:`~finetune.Trainer` (its ``history_``), per-epoch records (``[{"epoch": 1, "train_loss": ...}, ...]``), columns
         (``{"train_loss": [...], ...}``), or a CSV file (one row per epoch,
         header line) or JSON file holding either form (or ``{"epochs": [...]}``).
         A JSON-lines file (one object per line) is accepted too.
@@ -84,6 +84,8 @@ def load_history(history) -> list:
     list of dict
         With numeric values (missing ones NaN) and an ``epoch`` key.
     """
+    if hasattr(history, "history_"):  # a Trainer
+        history = history.history_
     if isinstance(history, (str, os.PathLike)):
         path = Path(history)
         if not path.is_file():
@@ -231,8 +233,9 @@ def plot_confusion_matrix(confusion, class_names=None, path=None, *, normalize: 
     Notes
     -----
     Up to 25 classes the cells carry their values; beyond that the figure
-    grows with ``K`` (up to 40 inches), tick labels get smaller and, past 120
-    classes, only every n-th class is labelled, so 100+ classes stay readable.
+    grows with ``K`` (up to 30 inches), tick labels shrink to fit their row
+    and, past 250 classes, only every n-th class is labelled, so 100+ classes
+    stay readable.
 
     Examples
     --------
@@ -252,13 +255,14 @@ def plot_confusion_matrix(confusion, class_names=None, path=None, *, normalize: 
         raise ConfigError(f"{len(names)} class names for a {k}x{k} confusion matrix.")
     if normalize:
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    side = float(np.clip(2.5 + 0.22 * k, 5, 40))
+    side = float(np.clip(4 + 0.12 * k, 6, 30))
     fig = _figure(side + 1.2, side)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="fraction of the true class" if normalize else "images")
-    fontsize = float(np.clip(220 / max(k, 1), 4, 10))
-    step = max(1, math.ceil(k / 120))
+    cell_points = side * 0.8 / max(k, 1) * 72
+    fontsize = float(np.clip(0.7 * cell_points, 4, 10))
+    step = max(1, math.ceil(k / 250))
     ticks = np.arange(0, k, step)
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)

@@ -43,3 +43,17 @@ def make_tiny(classes=("cat", "dog", "fish"), size=16, color="RGB", seed=0):
 @pytest.fixture
 def tiny_model():
     return make_tiny()
+
+
+@pytest.fixture
+def plot_dir(tmp_path):
+    """Where tests write their figures: a temporary folder, or ``docs/_static`` when
+    ``FINETUNE_SAVE_DOC_PLOTS=1`` (how the pictures in the docs are made)."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("FINETUNE_SAVE_DOC_PLOTS") == "1":
+        out = Path(__file__).resolve().parents[2] / "docs" / "_static"
+        out.mkdir(exist_ok=True)
+        return out
+    return tmp_path
