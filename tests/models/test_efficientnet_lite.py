@@ -99,9 +99,17 @@ def test_layer_and_parameter_names_are_meaningful_and_stable():
     assert repr(a) == "EfficientNetLite(variant=0, num_classes=1000)"
 
 
+def test_variant_can_be_named():
+    assert efficientnet_lite("lite1").variant == 1
+    assert efficientnet_lite("efficientnet_lite2").variant == 2
+    assert efficientnet_lite_preprocess("efficientnet_lite2").size == (260, 260)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ConfigError, match="variant"):
         efficientnet_lite(7)
+    with pytest.raises(ConfigError, match="variant"):
+        efficientnet_lite("b0")
     with pytest.raises(ConfigError, match="num_classes"):
         efficientnet_lite(0, num_classes=0)
     with pytest.raises(ConfigError, match="dropout"):
