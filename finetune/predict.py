@@ -451,7 +451,7 @@ class Predictor:
         else:
             from .models import load_model
 
-            model = load_model(model_dir)
+            model = load_model(model_dir, ctx=ctx)
         return cls(model, ctx=ctx, batch_size=batch_size, names=names, workers=workers)
 
     def _place_model(self):

@@ -1,0 +1,199 @@
+"""Using a model from the command line: ``predict``, ``evaluate``, ``gradcam``, ``export``.
+
+``MODEL`` is a model directory (``Model.save`` / ``Backbone.save``), a
+deployment folder (``finetune export``), or a zoo name such as
+``efficientnet_lite0`` (its ImageNet weights and class names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("finetune")
+
+
+def register(sub) -> None:
+    """Add the subcommands of the use area to ``sub``."""
+    p = sub.add_parser("predict", help="top-k classes of images (files or folders)",
+                       description="Classify images with MODEL's own preprocessing and print the top-k "
+                       "classes with their softmax probabilities.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("evaluate", help="top-1/top-k, per-class accuracy and confusions on labelled images",
+                       description="Evaluate MODEL on a .rec file (or its prefix), a .lst / .csv list or "
+                       "a class-per-folder tree.")
+    _model_args(p)
+    p.add_argument("records", help=".rec / prefix, .lst / .csv, or a class-per-folder tree")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--report", help="write the full report as JSON here")
+    p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
+    p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("gradcam", help="Grad-CAM heat map of one image",
+                       description="Where MODEL looks: the Grad-CAM map of IMAGE for its predicted class "
+                       "(or --class), overlaid on the image.")
+    _model_args(p)
+    p.add_argument("image", help="image file")
+    p.add_argument("--layer", help="convolutional layer (default: the last one)")
+    p.add_argument("--class", dest="target", help="class index or name (default: the predicted class)")
+    p.add_argument("--out", required=True, help="overlay image to write (.png / .jpg)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the heat map in the overlay")
+    p.set_defaults(handler=_gradcam)
+
+    p = sub.add_parser("export", help="deployment files (-symbol.json, .params, preprocessing, ONNX)",
+                       description="Write MODEL's deployment files into --out and check they give the "
+                       "same outputs.")
+    _model_args(p, batch=False)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (mx.onnx exporter)")
+    p.add_argument("--name", default="model", help="file prefix (default: model)")
+    p.set_defaults(handler=_export)
+
+
+def _model_args(p, batch: bool = True) -> None:
+    p.add_argument("model", metavar="MODEL", help="model directory, deployment folder or zoo name")
+    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1' (default: current)")
+    if batch:
+        p.add_argument("--batch-size", type=int, default=32)
+
+
+def load_any_model(spec: str, ctx=None):
+    """A model from a model directory, a deployment folder or a zoo name."""
+    from ..errors import MissingFileError, UnknownNameError
+
+    path = Path(spec)
+    if path.is_dir():
+        from ..deploy import _is_deployment, load_deployment
+
+        if _is_deployment(path):
+            return load_deployment(path, ctx=ctx)
+        from ..models import load_model
+
+        return load_model(path, ctx=ctx)
+    from ..models import Backbone, list_backbones
+
+    names = list_backbones()
+    if spec in names:
+        return Backbone.from_zoo(spec, ctx=ctx)
+    if os.sep in spec or path.exists():
+        raise MissingFileError(f"{spec!r} is not a model directory (nor a zoo name).")
+    raise UnknownNameError("model", spec, names)
+
+
+def _predictor(args, **kw):
+    from .._context import parse_ctx
+    from ..predict import Predictor
+
+    ctx = parse_ctx(args.ctx) if args.ctx else None
+    model = load_any_model(args.model, ctx)
+    return Predictor(model, ctx=ctx, batch_size=getattr(args, "batch_size", 32), **kw)
+
+
+def _predict(args) -> int:
+    predictor = _predictor(args, names=args.names)
+    preds = predictor.predict(args.images, top_k=args.top_k)
+    print(preds.to_json() if args.json else preds.to_table())
+    if preds.errors:
+        print(f"{len(preds.errors)} of {len(preds)} images could not be read.", file=sys.stderr)
+    return 0 if len(preds.errors) < len(preds) else 1
+
+
+def _dataset(source: str):
+    """A labelled dataset from a record file, a list file or a folder tree."""
+    from ..data import ImageList, RecordDataset
+    from ..errors import MissingFileError
+
+    path = Path(source)
+    stem = path.with_suffix("") if path.suffix.lower() in (".rec", ".idx") else path
+    if Path(str(stem) + ".rec").is_file():
+        return RecordDataset(stem)
+    if path.is_dir():
+        return ImageList.from_folder(path)
+    if path.is_file() and path.suffix.lower() == ".lst":
+        return ImageList.from_lst(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return ImageList.from_csv(path)
+    raise MissingFileError(f"{source!r} is not a .rec file (or prefix), a .lst / .csv list or a folder.")
+
+
+def _evaluate(args) -> int:
+    from ..evaluate import evaluate
+
+    predictor = _predictor(args)
+    dataset = _dataset(args.records)
+    report = evaluate(predictor, dataset, top_k=args.top_k)
+    print(report)
+    if args.report:
+        report.save(args.report)
+        log.info("Wrote %s", args.report)
+    if args.plots:
+        _report_plots(report, dataset, Path(args.plots))
+    return 0
+
+
+def _report_plots(report, dataset, folder: Path) -> None:
+    import numpy as np
+
+    from ..plots import plot_confusion_matrix, plot_predictions
+    from ..predict import Prediction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_confusion_matrix(report, path=folder / "confusion_matrix.png")
+    wrong = report.most_confident_errors(12)
+    if not wrong:
+        return
+    index = {s: i for i, s in enumerate(report.sources)}
+    preds, images = [], []
+    for w in wrong:
+        i = index[w["source"]]
+        order = np.argsort(-report.probabilities[i])[:3]
+        names = [report.class_names[j] for j in order]
+        preds.append(Prediction(w["source"], tuple(order), tuple(names), tuple(report.probabilities[i, order]),
+                                label=w["label"]))
+        if hasattr(dataset, "image") and w["source"].startswith("record["):
+            images.append(dataset.image(int(w["source"][7:-1])))
+        else:
+            from ..data import read_image
+
+            images.append(read_image(w["source"]))
+    plot_predictions(preds, folder / "most_confident_errors.png", images=images, color="RGB")
+    log.info("Wrote plots into %s", folder)
+
+
+def _gradcam(args) -> int:
+    from .._context import parse_ctx
+    from ..interpret import GradCAM
+
+    ctx = parse_ctx(args.ctx) if args.ctx else None
+    model = load_any_model(args.model, ctx)
+    target = args.target
+    if target is not None and target.isdigit():
+        target = int(target)
+    cam = GradCAM(model, layer=args.layer, ctx=ctx[0] if ctx else None)
+    result = cam(args.image, target)
+    result.save(args.out, alpha=args.alpha)
+    print(f"{args.image}: {result.class_name} ({result.probability:.4f}), layer {result.layer} -> {args.out}")
+    return 0
+
+
+def _export(args) -> int:
+    from .._context import parse_ctx
+    from ..deploy import export_for_deployment
+
+    ctx = parse_ctx(args.ctx) if args.ctx else None
+    model = load_any_model(args.model, ctx)
+    dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)
+    for key in ("symbol", "params", "preprocess", "onnx"):
+        if getattr(dep, key):
+            print(f"{key:<10} {getattr(dep, key)}")
+    for runtime, diff in dep.max_diff.items():
+        print(f"verified   {runtime}: max |difference| of the logits {diff:.2e}")
+    return 0
