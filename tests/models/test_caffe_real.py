@@ -78,6 +78,15 @@ def test_intermediate_layers_match_opencv(nsfw, photos):
     assert len({round(float(np.abs(a).sum()), 1) for a in ours[:4]}) == 4
 
 
+def test_every_layer_matches_opencv(nsfw, photos):
+    proto, model, net = nsfw
+    x = photos[:1]
+    ours = net.forward(x, layers=net.layer_names)
+    ref = _opencv(proto, model, x, net.layer_names)
+    worst = max((_relative(a, b), name) for name, a, b in zip(net.layer_names, ours, ref))
+    assert worst[0] < 1e-4, worst  # measured: 1.2e-05 (a BatchNorm deep in stage 2)
+
+
 def test_to_rgb_matches_bgr(nsfw, photos):
     proto, model, net = nsfw
     rgb = convert_caffe(proto, model, mean=(104, 117, 123), to_rgb=True)
