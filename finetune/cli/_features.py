@@ -1,0 +1,266 @@
+"""Retrieval from the command line: ``extract``, ``retrieve``, ``eval-retrieval``.
+
+Descriptors are ``.npy`` files; the ids of their rows (image paths) go to a
+text file beside them, ``<name>.ids.txt``, one per line, which ``retrieve``
+and ``eval-retrieval`` read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+log = logging.getLogger("finetune")
+
+
+def register(sub) -> None:
+    """Add the features subcommands to ``sub``."""
+    p = sub.add_parser("extract", help="retrieval descriptors of images (.npy)",
+                       description="Extract descriptors of IMAGES from named layers of MODEL (a model "
+                       "directory, a zoo name or a saved FeatureExtractor folder), pooled, optionally "
+                       "PCA-whitened, L2-normalised.")
+    p.add_argument("model", metavar="MODEL", help="model directory, zoo name, or saved extractor folder")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (recursive)")
+    p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune layers')")
+    p.add_argument("--pool", action="append",
+                   help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; default gem)")
+    p.add_argument("--gem-p", type=float, default=3.0, help="GeM power (default 3)")
+    p.add_argument("--scales", default="1", help="comma-separated scales, e.g. 1,0.7071,0.5")
+    p.add_argument("--resize", type=int, help="shorter side at scale 1 (default: the model's)")
+    p.add_argument("--pca", type=int, help="PCA-whiten to this many dimensions (needs --fit-on)")
+    p.add_argument("--fit-on", help="folder of training images for PCA / MOP (separate from IMAGES)")
+    p.add_argument("--queries-of", metavar="GT",
+                   help="extract the queries of an Oxford/Paris ground truth (folder or revisited .pkl), "
+                        "cropped to their boxes, finding their images in IMAGES")
+    p.add_argument("--save-extractor", help="save the (fitted) extractor to this folder")
+    p.add_argument("--out", required=True, help="descriptor file to write (.npy)")
+    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1'")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(handler=_extract)
+
+    p = sub.add_parser("retrieve", help="top-k search of query descriptors in a database",
+                       description="Exact top-k search (cosine) of --queries in --index.")
+    p.add_argument("--index", required=True, help="database descriptors (.npy) or a saved RetrievalIndex (.npz)")
+    p.add_argument("--queries", required=True, help="query descriptors (.npy)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--aqe", type=int, default=0, help="average query expansion with this many results")
+    p.add_argument("--dba", type=int, default=0, help="database-side augmentation with this many neighbours")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    p.set_defaults(handler=_retrieve)
+
+    p = sub.add_parser("eval-retrieval", help="mAP of descriptors under the Oxford / revisited protocols",
+                       description="Rank --index for every query and report mAP: Oxford5k/Paris6k "
+                       "(--gt folder), revisited ROxford/RParis (--gt .pkl: easy/medium/hard mAP and "
+                       "mP@1,5,10) or class-level (--labels/--query-labels).")
+    p.add_argument("--gt", help="ground-truth folder (<query>_good/ok/junk/query.txt) or gnd_*.pkl")
+    p.add_argument("--index", required=True, help="database descriptors (.npy)")
+    p.add_argument("--queries", help="query descriptors (.npy); default: leave-one-out on --index")
+    p.add_argument("--labels", help="class label of every database row, one per line (class-level mAP)")
+    p.add_argument("--query-labels", help="class label of every query row, one per line")
+    p.add_argument("--aqe", type=int, default=0)
+    p.add_argument("--dba", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_eval)
+
+
+# ------------------------------------------------------------------------ helpers
+def ids_path(npy: str) -> str:
+    """The ids file written beside a descriptor file."""
+    base = npy[:-4] if npy.endswith(".npy") else npy
+    return base + ".ids.txt"
+
+
+def _read_lines(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def _load_descriptors(path: str):
+    import numpy as np
+
+    from ..errors import MissingFileError, ShapeError
+
+    if not os.path.exists(path):
+        raise MissingFileError(f"Descriptor file {path!r} does not exist.")
+    x = np.load(path, allow_pickle=False)
+    if x.ndim != 2:
+        raise ShapeError(f"{path!r} must hold (N, D) descriptors. Got shape {x.shape}.")
+    ids = _read_lines(ids_path(path)) if os.path.exists(ids_path(path)) else [str(i) for i in range(len(x))]
+    if len(ids) != len(x):
+        raise ShapeError(f"{ids_path(path)!r} has {len(ids)} ids for {len(x)} descriptors.")
+    return x, ids
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(os.path.basename(name))[0]
+
+
+def _image_inputs(images: list) -> list:
+    from ..features._inputs import list_images
+
+    paths = []
+    for item in images:
+        paths += list_images(item) if os.path.isdir(item) else [item]
+    return paths
+
+
+def _load_gt(spec: str):
+    from ..features import OxfordGroundTruth, RevisitedGroundTruth
+
+    if os.path.isdir(spec):
+        return OxfordGroundTruth.from_folder(spec)
+    return RevisitedGroundTruth.load(spec)
+
+
+def _query_crops(gt, paths: list):
+    """Cropped query images of a ground truth, their image files found among ``paths``."""
+    from ..data import read_image
+    from ..errors import MissingFileError
+    from ..features import OxfordGroundTruth, crop_query
+
+    by_stem = {_stem(p): p for p in paths}
+    if isinstance(gt, OxfordGroundTruth):
+        names, boxes, ids = gt.query_images, gt.query_boxes, gt.query_names
+    else:
+        names, boxes, ids = gt.qimlist, [g["bbx"] for g in gt.gnd], gt.qimlist
+    crops = []
+    for name, box in zip(names, boxes):
+        if name not in by_stem:
+            raise MissingFileError(f"Query image {name!r} is not among the images given.")
+        img = read_image(by_stem[name])
+        crops.append(crop_query(img, box) if box is not None else img)
+    return crops, list(ids)
+
+
+def _build_extractor(args):
+    from ..features import FeatureExtractor, GeM, get_pooling
+    from ..errors import ConfigError
+
+    if os.path.exists(os.path.join(args.model, "extractor.json")):
+        return FeatureExtractor.load(args.model, ctx=args.ctx)
+    if not args.layer:
+        raise ConfigError("Give at least one --layer (list them with 'finetune layers MODEL').")
+    names = args.pool or ["gem"]
+    pooling = {layer: [GeM(args.gem_p) if n.lower() == "gem" else get_pooling(n) for n in names]
+               for layer in args.layer}
+    try:
+        scales = tuple(float(s) for s in args.scales.split(","))
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated numbers. Got {args.scales!r}.") from None
+    return FeatureExtractor(args.model, args.layer, pooling, ctx=args.ctx, batch_size=args.batch_size,
+                            scales=scales, resize=args.resize, pca=args.pca)
+
+
+# ----------------------------------------------------------------------- handlers
+def _extract(args) -> int:
+    import numpy as np
+
+    from ..errors import ConfigError
+
+    fx = _build_extractor(args)
+    needs_fit = fx.pca is not None and not fx.pca.fitted
+    needs_fit |= any(getattr(p, "fitted", True) is False for pools in fx.poolings.values() for p in pools)
+    if needs_fit:
+        if not args.fit_on:
+            raise ConfigError("PCA / MOP must be learned: give --fit-on with a folder of training images.")
+        log.info("Fitting on %s ...", args.fit_on)
+        fx.fit(args.fit_on, progress=True)
+    paths = _image_inputs(args.images)
+    if args.queries_of:
+        images, ids = _query_crops(_load_gt(args.queries_of), paths)
+    else:
+        images, ids = paths, paths
+    desc = fx.extract(images, progress=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.save(args.out, desc)
+    with open(ids_path(args.out), "w", encoding="utf-8") as f:
+        f.writelines(i + "\n" for i in ids)
+    if args.save_extractor:
+        fx.save(args.save_extractor)
+    log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, args.out, ids_path(args.out))
+    return 0
+
+
+def _index(path: str, dba: int):
+    from ..features import RetrievalIndex
+
+    if path.endswith(".npz"):
+        index = RetrievalIndex.load(path)
+    else:
+        x, ids = _load_descriptors(path)
+        index = RetrievalIndex()
+        index.add(x, ids=ids)
+    if dba:
+        index.augment(dba)
+    return index
+
+
+def _retrieve(args) -> int:
+    index = _index(args.index, args.dba)
+    q, qids = _load_descriptors(args.queries)
+    scores, ids = index.search(q, args.top_k, aqe=args.aqe)
+    if args.json:
+        out = {qid: [[str(i), round(float(s), 6)] for i, s in zip(row_i, row_s)]
+               for qid, row_i, row_s in zip(qids, ids, scores)}
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        for qid, row_i, row_s in zip(qids, ids, scores):
+            for rank, (i, s) in enumerate(zip(row_i, row_s), 1):
+                sys.stdout.write(f"{qid}\t{rank}\t{i}\t{s:.6f}\n")
+    return 0
+
+
+def _eval(args) -> int:
+    import numpy as np
+
+    from ..errors import ConfigError
+    from ..features import OxfordGroundTruth, class_retrieval_map
+
+    if args.gt is None:
+        if not args.labels:
+            raise ConfigError("Give --gt (Oxford/Paris ground truth) or --labels (class-level mAP).")
+        x, _ = _load_descriptors(args.index)
+        labels = np.array(_read_lines(args.labels))
+        if args.queries:
+            q, _ = _load_descriptors(args.queries)
+            if not args.query_labels:
+                raise ConfigError("--queries with --labels needs --query-labels.")
+            m, _ = class_retrieval_map(q, np.array(_read_lines(args.query_labels)), x, labels)
+        else:
+            m, _ = class_retrieval_map(x, labels)
+        result = {"mAP": m}
+    else:
+        if not args.queries:
+            raise ConfigError("--gt needs --queries (extract them with 'finetune extract --queries-of GT').")
+        gt = _load_gt(args.gt)
+        index = _index(args.index, args.dba)
+        q, qids = _load_descriptors(args.queries)
+        ranks = index.rank(q, aqe=args.aqe)
+        db_names = [_stem(str(i)) for i in index.ids]
+        if isinstance(gt, OxfordGroundTruth):
+            ranked = [[db_names[j] for j in row] for row in ranks]
+            if set(qids) == set(gt.query_names):
+                ranked = dict(zip(qids, ranked))
+            res = gt.evaluate(ranked)
+            result = {"mAP": res["mAP"], "aps": res["aps"]}
+        else:
+            pos = {n: i for i, n in enumerate(gt.imlist)}
+            missing = [n for n in db_names if n not in pos]
+            if missing:
+                raise ConfigError(f"{len(missing)} database images are not in the ground truth, e.g. {missing[0]!r}.")
+            mapped = np.array([pos[n] for n in db_names])[ranks]
+            res = gt.evaluate(mapped)
+            result = {k: {"mAP": v["mAP"], "mP@k": v["mP@k"]} for k, v in res.items()}
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif "easy" in result:
+        sys.stdout.write("setup\tmAP\tmP@1\tmP@5\tmP@10\n")
+        for k, v in result.items():
+            sys.stdout.write(f"{k}\t{100 * v['mAP']:.2f}\t" + "\t".join(f"{100 * p:.2f}" for p in v["mP@k"].values()) + "\n")
+    else:
+        sys.stdout.write(f"mAP\t{100 * result['mAP']:.2f}\n")
+    return 0

@@ -1,0 +1,76 @@
+"""finetune extract / retrieve / eval-retrieval end to end on tiny data."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune.features._extractor as extractor_module
+from finetune.cli import main
+from finetune.features._testing import TinyNet
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    net = TinyNet()
+    monkeypatch.setattr(extractor_module, "_load_model", lambda spec: net)
+    return net
+
+
+def test_extract_retrieve_and_class_map(tiny_model, image_folder, tmp_path, capsys):
+    out = tmp_path / "feats.npy"
+    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--pool", "max", "--pool", "gem",
+                 "--scales", "1,0.5", "--out", str(out)]) == 0
+    feats = np.load(out)
+    ids = (tmp_path / "feats.ids.txt").read_text().split()
+    assert feats.shape == (24, 16) and len(ids) == 24 and ids[0].endswith("cat_0.jpg")
+    capsys.readouterr()
+    assert main(["retrieve", "--index", str(out), "--queries", str(out), "--top-k", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res[ids[5]][0][0] == ids[5] and len(res[ids[5]]) == 3
+    assert main(["retrieve", "--index", str(out), "--queries", str(out), "--top-k", "2", "--aqe", "2",
+                 "--dba", "1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 48
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(i.split("/")[-2] + "\n" for i in ids))
+    assert main(["eval-retrieval", "--index", str(out), "--labels", str(labels), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["mAP"]
+    assert 0 < m <= 1
+
+
+def test_extract_with_pca_needs_fit_on_and_saves_extractor(tiny_model, image_folder, tmp_path):
+    out = tmp_path / "f.npy"
+    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--pca", "4", "--out", str(out)]) == 1
+    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--pca", "4", "--fit-on",
+                 str(image_folder), "--save-extractor", str(tmp_path / "fx"), "--out", str(out)]) == 0
+    assert np.load(out).shape == (24, 4)
+    assert (tmp_path / "fx" / "pca.npz").exists()
+
+
+def test_eval_retrieval_oxford_layout_with_query_crops(tiny_model, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    imgs = tmp_path / "jpg"
+    imgs.mkdir()
+    for name in ["a_1", "a_2", "b_1", "b_2", "q_a", "q_b"]:
+        base = np.full((40, 60, 3), 30 if name.startswith(("a", "q_a")) else 220, np.uint8)
+        cv2.imwrite(str(imgs / f"{name}.jpg"), np.clip(base + rng.integers(0, 20, base.shape), 0, 255).astype(np.uint8))
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for q, good, junk in [("qa_1", "a_1", "b_2"), ("qb_1", "b_1", "")]:
+        (gt / f"{q}_query.txt").write_text(f"oxc1_q_{q[1]} 5 5 40 30\n")
+        (gt / f"{q}_good.txt").write_text(good + "\n")
+        (gt / f"{q}_ok.txt").write_text(("a_2" if q == "qa_1" else "b_2") + "\n")
+        (gt / f"{q}_junk.txt").write_text(junk + "\n" if junk else "")
+    db = tmp_path / "db.npy"
+    q = tmp_path / "q.npy"
+    assert main(["extract", "tiny", *[str(imgs / f"{n}.jpg") for n in ["a_1", "a_2", "b_1", "b_2"]],
+                 "--layer", "relu2", "--pool", "avg", "--out", str(db)]) == 0
+    assert main(["extract", "tiny", str(imgs), "--queries-of", str(gt), "--layer", "relu2", "--pool", "avg",
+                 "--out", str(q)]) == 0
+    assert (tmp_path / "q.ids.txt").read_text().split() == ["qa_1", "qb_1"]
+    capsys.readouterr()
+    assert main(["eval-retrieval", "--gt", str(gt), "--index", str(db), "--queries", str(q), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mAP"] == 1.0  # dark and bright images separate perfectly
+    assert main(["eval-retrieval", "--gt", str(gt), "--index", str(db)]) == 1
