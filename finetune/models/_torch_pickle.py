@@ -40,6 +40,7 @@ __all__ = ["read_torch_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+_MAX_EXPANDED = 1 << 27  # elements an expanded (stride-0) tensor may reach
 
 # torch storage class name -> NumPy dtype of its elements
 _STORAGE_DTYPES = {
@@ -56,77 +57,99 @@ _STORAGE_DTYPES = {
 }
 
 
-class _StorageType:
-    """Inert stand-in for ``torch.FloatStorage`` and friends: just a dtype."""
+class _Frozen:
+    """Base of every object the pickle can reach: no ``__dict__``, no attribute assignment.
+
+    Pickle's BUILD opcode sets attributes on whatever object is on its stack;
+    refusing it keeps a file from altering our stand-ins (which are shared
+    between loads) or a tensor's checked shape.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def _set(self, **values) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+class _StorageType(_Frozen):
+    """Inert stand-in for ``torch.FloatStorage`` and friends: just a dtype; not callable."""
 
     __slots__ = ("name", "dtype")
 
     def __init__(self, name: str):
-        self.name = name
-        self.dtype = np.dtype(_STORAGE_DTYPES[name])
+        self._set(name=name, dtype=np.dtype(_STORAGE_DTYPES[name]))
 
 
-class _Storage:
+class _Storage(_Frozen):
     """A storage named by the pickle; its bytes are filled in afterwards."""
 
     __slots__ = ("stype", "key", "data")
 
     def __init__(self, stype: _StorageType, key: str):
-        self.stype = stype
-        self.key = key
-        self.data: np.ndarray | None = None
+        self._set(stype=stype, key=key, data=None)
 
 
-class _StorageView:
+class _StorageView(_Frozen):
     """A legacy-format view into another storage (``view_metadata``)."""
 
     __slots__ = ("root", "offset", "size")
 
     def __init__(self, root: _Storage, offset: int, size: int):
-        self.root, self.offset, self.size = root, offset, size
+        self._set(root=root, offset=offset, size=size)
 
 
-class _TensorRef:
+class _TensorRef(_Frozen):
     """What ``_rebuild_tensor_v2`` returns: where a tensor's elements are."""
 
     __slots__ = ("storage", "offset", "shape", "stride")
 
     def __init__(self, storage, offset, shape, stride):
-        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+        self._set(storage=storage, offset=offset, shape=shape, stride=stride)
 
 
 def _int_tuple(value, what: str) -> tuple:
     if not isinstance(value, (tuple, list)) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise ModelError(f"Malformed tensor in .pth file: {what} is {value!r}, expected a tuple of ints >= 0.")
+        raise ModelError(f"Malformed tensor in .pth file: {what} is {value!r:.200}, expected a tuple of ints >= 0.")
     return tuple(value)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    """Stand-in for ``torch._utils._rebuild_tensor(_v2)``: records, computes nothing."""
-    if not isinstance(storage, (_Storage, _StorageView)):
-        raise ModelError(f"Malformed tensor in .pth file: storage is a {type(storage).__name__}.")
-    if not isinstance(storage_offset, int) or storage_offset < 0:
-        raise ModelError(f"Malformed tensor in .pth file: storage offset {storage_offset!r}.")
-    shape, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
-    if len(shape) != len(stride):
-        raise ModelError(f"Malformed tensor in .pth file: size {shape} and stride {stride} differ in length.")
-    return _TensorRef(storage, storage_offset, shape, stride)
+class _Rebuilder(_Frozen):
+    """Stand-in for a torch rebuild function: validates its arguments, computes nothing."""
 
+    __slots__ = ("kind",)
 
-def _rebuild_parameter(data, *_ignored):
-    """Stand-in for ``torch._utils._rebuild_parameter``: a parameter is its tensor."""
-    if not isinstance(data, _TensorRef):
-        raise ModelError(f"Malformed parameter in .pth file: data is a {type(data).__name__}.")
-    return data
+    def __init__(self, kind: str):
+        self._set(kind=kind)
+
+    def __call__(self, *args):
+        if self.kind == "parameter":  # _rebuild_parameter(data, requires_grad, hooks): the tensor
+            if not args or not isinstance(args[0], _TensorRef):
+                raise ModelError("Malformed parameter in .pth file: its data is not a tensor.")
+            return args[0]
+        if len(args) < 4:  # _rebuild_tensor(_v2)(storage, offset, size, stride, ...)
+            raise ModelError(f"Malformed tensor in .pth file: {len(args)} arguments.")
+        storage, storage_offset, size, stride = args[:4]
+        if not isinstance(storage, (_Storage, _StorageView)):
+            raise ModelError(f"Malformed tensor in .pth file: storage is a {type(storage).__name__}.")
+        if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
+            raise ModelError(f"Malformed tensor in .pth file: storage offset {storage_offset!r:.50}.")
+        shape, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
+        if len(shape) != len(stride):
+            raise ModelError(f"Malformed tensor in .pth file: size {shape} and stride {stride} differ in length.")
+        return _TensorRef(storage, storage_offset, shape, stride)
 
 
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor"): _Rebuilder("tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"): _Rebuilder("tensor"),
+    ("torch._utils", "_rebuild_parameter"): _Rebuilder("parameter"),
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
 }
 
@@ -199,7 +222,7 @@ def _read_zip(path: str, storages: dict):
             dtype = storage.stype.dtype.newbyteorder(order)
             if len(raw) % dtype.itemsize:
                 raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} has a partial element.")
-            storage.data = np.frombuffer(raw, dtype=dtype)
+            storage._set(data=np.frombuffer(raw, dtype=dtype))
     return obj
 
 
@@ -233,7 +256,7 @@ def _read_legacy(path: str, storages: dict):
             if count < 0 or nbytes > remaining:
                 raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} claims {count} elements, "
                                  "more than the file holds.")
-            storage.data = np.frombuffer(f.read(nbytes), dtype=dtype)
+            storage._set(data=np.frombuffer(f.read(nbytes), dtype=dtype))
             remaining -= nbytes
     return obj
 
@@ -254,6 +277,10 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
         out = np.zeros(ref.shape, storage.stype.dtype)
     else:
         last = offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
+        numel = int(np.prod(ref.shape, dtype=np.float64))
+        if numel > max(limit, _MAX_EXPANDED):  # only stride-0 (expanded) tensors outgrow their storage
+            raise ModelError(f"Malformed .pth file {path!r}: a tensor of shape {ref.shape} is larger "
+                             f"than its storage {storage.key!r} allows.")
         if last >= limit:
             raise ModelError(f"Malformed .pth file {path!r}: a tensor of shape {ref.shape} reaches past "
                              f"the end of storage {storage.key!r}.")

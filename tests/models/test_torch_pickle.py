@@ -245,6 +245,28 @@ def test_a_storage_type_stand_in_cannot_be_called(tmp_path):
         read_torch_state_dict(path)
 
 
+@pytest.mark.parametrize("target", [b"ctorch\nFloatStorage\n", b"ctorch._utils\n_rebuild_tensor_v2\n"])
+def test_a_file_cannot_alter_the_stand_ins(tmp_path, monkeypatch, target):
+    """BUILD sets attributes on the object below it; our stand-ins are shared between loads."""
+    payload = target + b"N}" + _unicode("dtype") + _unicode("O") + b"s\x86b."
+    evil = tmp_path / "evil.pth"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+    with pytest.raises(ModelError, match="read-only"):
+        read_torch_state_dict(evil)
+    state, storages, expected = _sample(monkeypatch)
+    write_zip(tmp_path / "good.pth", state, storages)
+    assert read_torch_state_dict(tmp_path / "good.pth")["conv.weight"].dtype == np.float32
+
+
+def test_an_expanded_tensor_cannot_exhaust_memory(tmp_path, monkeypatch):
+    rebuild, st = _fake_torch(monkeypatch)
+    s = _StorageRef(st["FloatStorage"], "0", np.zeros(1, np.float32))
+    write_zip(tmp_path / "w.pth", {"x": _Tensor(rebuild, s, 0, (1 << 20, 1 << 20), (0, 0))}, [s])
+    with pytest.raises(ModelError, match="larger than its storage"):
+        read_torch_state_dict(tmp_path / "w.pth")
+
+
 # ----------------------------------------------------------------- malformed
 def test_missing_file(tmp_path):
     with pytest.raises(MissingFileError, match="does not exist"):
