@@ -6,7 +6,11 @@ convolutional layer by the spatial mean of the gradient of a class score
 positive part: ``relu(sum_k mean_ij(dy_c / dA_k,ij) * A_k)``.
 
 Gradients with respect to an *intermediate* layer need the graph cut there.
-Every finetune model is a Gluon ``HybridBlock``, so tracing it with a symbol
+finetune's own networks (:class:`~finetune.Backbone`, :class:`~finetune.Model`)
+provide them (``layer_gradient``, the graph surgery of
+:mod:`finetune.models._graph`), and :class:`GradCAM` uses that. For any other
+``HybridBlock`` (e.g. a deployment ``SymbolBlock``) it falls back on a private
+split. Every such block is a Gluon ``HybridBlock``, so tracing it with a symbol
 gives its whole graph (``model(mx.sym.var("data"))``) whatever its origin
 (gluoncv zoo, Caffe import, fine-tuned head). The graph is split at the chosen
 layer into ``input -> A`` and ``A -> logits`` (the second with ``A`` turned into
@@ -204,7 +208,7 @@ class GradCAM:
         self.model = model
         self.ctx = resolve_ctx(ctx)[0]
         pre = model.preprocess
-        symbol = _trace(model)
+        symbol = model.to_symbol() if callable(getattr(model, "to_symbol", None)) else _trace(model)
         shape = (1, pre.channels, pre.size[0], pre.size[1])
         convs = _conv_layers(symbol, shape)
         if not convs:
@@ -220,7 +224,10 @@ class GradCAM:
                 raise ConfigError(f"Layer {layer!r} does not output a 4-D feature map with a spatial size; "
                                   f"pick a convolutional layer, e.g. {convs[-1][0][:-len('_output')]!r}.")
         self.layer = entry[: -len("_output")] if entry.endswith("_output") else entry
-        self._features, self._head = self._build(symbol, entry)
+        # finetune models do the graph surgery themselves (models._graph probe); other blocks here
+        self._native = callable(getattr(model, "layer_gradient", None))
+        self._symbol, self._entry = symbol, entry
+        self._features = self._head = None
 
     def _build(self, symbol, entry):
         import warnings
@@ -272,6 +279,30 @@ class GradCAM:
         rgb, _ = self._read(image, color)
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
+        if self._native:
+            index = None if target is None else self._target_index(target, None, None)
+            act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
+            logits = logits.reshape((1, -1))
+            if index is None:
+                index = int(logits.argmax(axis=1).asscalar())
+        else:
+            act, grad, logits, index = self._split_gradient(x, target)
+        grads = grad.asnumpy()[0]
+        acts = act.asnumpy()[0]
+        weights = grads.mean(axis=(1, 2))
+        cam = np.maximum((weights[:, None, None] * acts).sum(axis=0), 0).astype(np.float32)
+        probs = mx.nd.softmax(logits).asnumpy()[0]
+        names = getattr(self.model, "class_names", None)
+        name = names[index] if names is not None and index < len(names) else str(index)
+        return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
+                             float(probs[index]), self.layer, cam)
+
+    def _split_gradient(self, x, target):
+        """Activation, gradient and logits through the private graph split (any HybridBlock)."""
+        import mxnet as mx
+
+        if self._features is None:
+            self._features, self._head = self._build(self._symbol, self._entry)
         feats = self._features(x)
         feats = feats[0] if isinstance(feats, (list, tuple)) else feats
         feats = feats.detach()
@@ -283,15 +314,7 @@ class GradCAM:
             index = self._target_index(target, logits.shape[1], logits)
             score = logits[0, index]
         score.backward()
-        grads = feats.grad.asnumpy()[0]
-        acts = feats.asnumpy()[0]
-        weights = grads.mean(axis=(1, 2))
-        cam = np.maximum((weights[:, None, None] * acts).sum(axis=0), 0).astype(np.float32)
-        probs = mx.nd.softmax(logits).asnumpy()[0]
-        names = getattr(self.model, "class_names", None)
-        name = names[index] if names is not None and index < len(names) else str(index)
-        return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
-                             float(probs[index]), self.layer, cam)
+        return feats, feats.grad, logits, index
 
     def _target_index(self, target, k, logits) -> int:
         if target is None:
@@ -301,6 +324,8 @@ class GradCAM:
             if target not in names:
                 raise UnknownNameError("class", target, names)
             return names.index(target)
+        if k is None:
+            k = len(getattr(self.model, "class_names", None) or []) or int(target) + 1
         if not 0 <= int(target) < k:
             raise ConfigError(f"The 'target' class of GradCAM must be in [0, {k - 1}]. Got {target!r} instead.")
         return int(target)
