@@ -1,0 +1,50 @@
+"""The command line: dispatch, thread set-up, errors, and the main job (quickstart)."""
+
+import json
+
+import pytest
+
+from finetune.cli import build_parser, configure_threads, main
+
+
+def test_threads_default_to_core_count_unless_set():
+    env = {}
+    msg = configure_threads(env)
+    assert int(env["OMP_NUM_THREADS"]) >= 1 and "unset" in msg
+    env = {"OMP_NUM_THREADS": "3"}
+    assert "set by you" in configure_threads(env) and env["OMP_NUM_THREADS"] == "3"
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for expected in ("quickstart", "im2rec", "pack", "check", "split", "train", "predict", "evaluate",
+                     "gradcam", "export", "convert-caffe", "extract", "retrieve", "eval-retrieval"):
+        assert expected in commands, expected
+    for name, sub in commands.items():
+        assert sub.format_help().strip(), name
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_library_error_becomes_message_and_exit_1(capsys, tmp_path):
+    assert main(["predict", str(tmp_path / "missing_model"), str(tmp_path / "x.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_quickstart_runs_end_to_end_and_writes_a_loadable_model(tmp_path):
+    import finetune as ft
+
+    out = tmp_path / "qs"
+    assert main(["-q", "quickstart", "--out", str(out), "--per-class", "6", "--test-per-class", "2",
+                 "--epochs", "1", "--size", "32"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["test_top1"] <= 1.0
+    model = ft.load_model(summary["model_dir"])
+    assert len(model.class_names) == 10 and model.preprocess.size == (32, 32)
