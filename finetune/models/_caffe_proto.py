@@ -7,14 +7,17 @@ read them is Caffe itself, or ``protoc`` generating ``caffe_pb2`` from
 a dependency we want for reading a few hundred layer descriptions and some
 packed float arrays, and generated code ties the reader to a protobuf runtime
 version. Both formats are small and stable, and the field numbers of
-``caffe.proto`` are public facts, so this module holds
+``caffe.proto`` are public facts, so the reader is written here in three parts:
 
-* a text-format tokenizer/parser giving a tree of :class:`Message` (field
-  name -> list of values), with line numbers for error messages;
-* a wire-format decoder driven by the tiny schema subset we need (net inputs,
-  layer name/type/bottom/top and weight blobs, in both the new ``layer``
-  (``LayerParameter``) and the old V1 ``layers`` (``V1LayerParameter``)
-  numbering). Packed float data goes straight to :func:`numpy.frombuffer`.
+* :mod:`._caffe_text` — a text-format tokenizer/parser giving a tree of
+  :class:`Message` (field name -> list of values), with line numbers for
+  error messages;
+* :mod:`._caffe_wire` — a wire-format decoder driven by the tiny schema
+  subset we need (net inputs, layer name/type/bottom/top and weight blobs, in
+  both the new ``layer`` (``LayerParameter``) and the old V1 ``layers``
+  (``V1LayerParameter``) numbering). Packed float data goes straight to
+  :func:`numpy.frombuffer`;
+* this module — the common net description built from either.
 
 Both readers return the same :class:`CaffeNetDef`, whose layers carry the V1
 enum types translated to the new type strings (``CONVOLUTION`` ->
@@ -25,12 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import struct
 
 import numpy as np
 
 from ..errors import CaffeFormatError, MissingFileError
+from ._caffe_text import Message, parse_text_message
+from ._caffe_wire import decode
 
 __all__ = ["CaffeLayer", "CaffeNetDef", "Message", "parse_prototxt", "read_binaryproto",
            "read_caffemodel"]
@@ -56,41 +59,6 @@ _V1_NAMES = {
     "SIGMOID": 19, "SIGMOID_CROSS_ENTROPY_LOSS": 27, "SILENCE": 36, "SOFTMAX": 20,
     "SOFTMAX_LOSS": 21, "SPLIT": 22, "SLICE": 33, "TANH": 23, "WINDOW_DATA": 24, "THRESHOLD": 31,
 }
-
-
-# ----------------------------------------------------------------- data model
-class Message:
-    """A decoded protobuf message: field name -> list of values (repeated or not).
-
-    Values are ``int``, ``float``, ``bool``, ``str`` (strings and enum
-    identifiers), :class:`numpy.ndarray` (packed floats) or nested
-    :class:`Message`. ``line`` is the prototxt line where it starts (0 for
-    binary input), used in error messages.
-    """
-
-    __slots__ = ("fields", "line")
-
-    def __init__(self, line: int = 0):
-        self.fields: dict[str, list] = {}
-        self.line = line
-
-    def add(self, name: str, value) -> None:
-        self.fields.setdefault(name, []).append(value)
-
-    def all(self, name: str) -> list:
-        """Every value of field ``name`` (empty list when absent)."""
-        return self.fields.get(name, [])
-
-    def get(self, name: str, default=None):
-        """The last value of field ``name`` (protobuf semantics for a non-repeated field)."""
-        values = self.fields.get(name)
-        return values[-1] if values else default
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.fields
-
-    def __repr__(self) -> str:
-        return f"Message({', '.join(self.fields)})"
 
 
 @dataclasses.dataclass
@@ -154,154 +122,6 @@ class CaffeNetDef:
             if layer.name == name:
                 return layer
         return None
-
-
-# ------------------------------------------------------------- text format
-_TOKEN = re.compile(r"""
-    (?P<ws>[ \t\r\f\v]+) | (?P<nl>\n) | (?P<comment>\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?)
-  | (?P<ident>[-+]?[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[{}<>:\[\],;])
-""", re.VERBOSE)
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a": "\a",
-            "b": "\b", "f": "\f", "v": "\v", "?": "?"}
-
-
-def _unescape(body: str) -> str:
-    out, i = [], 0
-    while i < len(body):
-        c = body[i]
-        if c == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt in _ESCAPES:
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            octal = re.match(r"[0-7]{1,3}", body[i + 1:])
-            if octal:
-                out.append(chr(int(octal.group(), 8)))
-                i += 1 + len(octal.group())
-                continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _tokenize(text: str, where: str) -> list:
-    tokens, line, pos = [], 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise CaffeFormatError(f"{where}, line {line}: unexpected character {text[pos]!r}.")
-        kind = m.lastgroup
-        if kind == "nl":
-            line += 1
-        elif kind not in ("ws", "comment"):
-            tokens.append((kind, m.group(), line))
-        pos = m.end()
-    return tokens
-
-
-def _scalar(kind: str, text: str):
-    if kind == "string":
-        return _unescape(text[1:-1])
-    if kind == "number":
-        body = text[:-1] if text[-1] in "fF" and not text.lower().startswith(("0x", "-0x")) else text
-        if re.fullmatch(r"[-+]?0[xX][0-9a-fA-F]+", body):
-            return int(body, 16)
-        if re.fullmatch(r"[-+]?\d+", body):
-            return int(body)
-        return float(body)
-    low = text.lower()
-    if low in ("true", "t"):
-        return True
-    if low in ("false", "f"):
-        return False
-    if low.lstrip("+-") in ("inf", "infinity", "nan"):
-        return float(low)
-    return text
-
-
-class _TextParser:
-    def __init__(self, tokens: list, where: str):
-        self.tokens, self.pos, self.where = tokens, 0, where
-
-    def _error(self, msg: str):
-        line = self.tokens[self.pos][2] if self.pos < len(self.tokens) else (
-            self.tokens[-1][2] if self.tokens else 1)
-        raise CaffeFormatError(f"{self.where}, line {line}: {msg}")
-
-    def _peek(self):
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else (None, None, None)
-
-    def _take(self):
-        tok = self._peek()
-        self.pos += 1
-        return tok
-
-    def message(self, closing: str | None, line: int) -> Message:
-        msg = Message(line)
-        while True:
-            kind, text, tline = self._peek()
-            if kind is None:
-                if closing is not None:
-                    self._error(f"missing {closing!r}: the message opened on line {line} is never closed.")
-                return msg
-            if kind == "punct" and text == closing:
-                self.pos += 1
-                return msg
-            if kind == "punct" and text in ",;":
-                self.pos += 1
-                continue
-            if kind != "ident":
-                self._error(f"expected a field name, got {text!r}.")
-            self.pos += 1
-            self._field(msg, text, tline)
-
-    def _field(self, msg: Message, name: str, line: int) -> None:
-        kind, text, _ = self._peek()
-        colon = kind == "punct" and text == ":"
-        if colon:
-            self.pos += 1
-            kind, text, _ = self._peek()
-        if kind == "punct" and text in "{<":
-            self.pos += 1
-            msg.add(name, self.message("}" if text == "{" else ">", line))
-        elif kind == "punct" and text == "[":
-            self.pos += 1
-            while True:
-                kind, text, _ = self._peek()
-                if kind == "punct" and text == "]":
-                    self.pos += 1
-                    break
-                if kind == "punct" and text == ",":
-                    self.pos += 1
-                    continue
-                if kind == "punct" and text in "{<":
-                    self.pos += 1
-                    msg.add(name, self.message("}" if text == "{" else ">", line))
-                else:
-                    msg.add(name, self._value(name))
-        elif not colon:
-            self._error(f"expected ':' or '{{' after field {name!r}, got {text!r}.")
-        else:
-            msg.add(name, self._value(name))
-
-    def _value(self, name: str):
-        kind, text, _ = self._take()
-        if kind in ("string", "number", "ident"):
-            value = _scalar(kind, text)
-            while kind == "string" and self._peek()[0] == "string":  # "a" "b" concatenation
-                value += _scalar("string", self._take()[1])
-            return value
-        self.pos -= 1
-        self._error(f"expected a value for field {name!r}, got {text!r}.")
-
-
-def parse_text_message(text: str, where: str = "<prototxt>") -> Message:
-    """Parse protobuf text format into a :class:`Message` tree (no schema needed)."""
-    return _TextParser(_tokenize(text, where), where).message(None, 1)
 
 
 def _read_bytes(path, what: str) -> bytes:
@@ -408,116 +228,6 @@ def _blob_array(blob: Message, layer: str, where: str) -> np.ndarray:
     return data.reshape(shape)
 
 
-# ------------------------------------------------------------- wire format
-# schema subset: message -> {field number: (name, kind, message type)}
-_S = {
-    "NetParameter": {1: ("name", "string", None), 3: ("input", "string", None),
-                     8: ("input_shape", "message", "BlobShape"), 4: ("input_dim", "int", None),
-                     100: ("layer", "message", "LayerParameter"),
-                     2: ("layers", "message", "V1LayerParameter")},
-    "LayerParameter": {1: ("name", "string", None), 2: ("type", "string", None),
-                       3: ("bottom", "string", None), 4: ("top", "string", None),
-                       7: ("blobs", "message", "BlobProto"),
-                       8: ("include", "message", "NetStateRule")},
-    "V1LayerParameter": {4: ("name", "string", None), 5: ("type", "int", None),
-                         2: ("bottom", "string", None), 3: ("top", "string", None),
-                         6: ("blobs", "message", "BlobProto"),
-                         32: ("include", "message", "NetStateRule")},
-    "NetStateRule": {1: ("phase", "int", None)},
-    "BlobShape": {1: ("dim", "int", None)},
-    "BlobProto": {7: ("shape", "message", "BlobShape"), 5: ("data", "float", None),
-                  8: ("double_data", "double", None), 1: ("num", "int", None),
-                  2: ("channels", "int", None), 3: ("height", "int", None), 4: ("width", "int", None)},
-}
-
-
-class _Wire:
-    """Decodes one buffer against the schema; errors say where the bytes ran out."""
-
-    def __init__(self, buf: bytes, where: str):
-        self.buf, self.where = memoryview(buf), where
-
-    def _fail(self, pos: int, what: str):
-        raise CaffeFormatError(f"{self.where}: {what} at byte {pos} of {len(self.buf)}; "
-                               "the file is truncated or not a Caffe protobuf.")
-
-    def varint(self, pos: int, end: int) -> tuple:
-        result = shift = 0
-        start = pos
-        while True:
-            if pos >= end:
-                self._fail(start, "a number runs past the end of its message")
-            b = self.buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                self._fail(start, "a malformed varint")
-        if result >= 1 << 63:  # negative int32/int64 are sign-extended to 64 bits
-            result -= 1 << 64
-        return result, pos
-
-    def message(self, kind: str, pos: int, end: int, path: str) -> Message:
-        schema = _S[kind]
-        msg = Message()
-        while pos < end:
-            tag_pos = pos
-            key, pos = self.varint(pos, end)
-            number, wire = key >> 3, key & 7
-            if number == 0:
-                self._fail(tag_pos, f"field number 0 in {path}")
-            spec = schema.get(number)
-            if wire == 0:
-                value, pos = self.varint(pos, end)
-            elif wire == 1:
-                if pos + 8 > end:
-                    self._fail(pos, f"field {number} of {path} (8 bytes) runs past the end")
-                value, pos = (struct.unpack_from("<d", self.buf, pos)[0] if spec else None), pos + 8
-            elif wire == 5:
-                if pos + 4 > end:
-                    self._fail(pos, f"field {number} of {path} (4 bytes) runs past the end")
-                value, pos = (struct.unpack_from("<f", self.buf, pos)[0] if spec else None), pos + 4
-            elif wire == 2:
-                size, pos = self.varint(pos, end)
-                if size < 0 or pos + size > end:
-                    self._fail(pos, f"field {number} of {path} declares {size} bytes but the data runs past the end")
-                value = self._delimited(spec, pos, pos + size, f"{path}.{spec[0] if spec else number}")
-                pos += size
-            else:
-                self._fail(tag_pos, f"unsupported wire type {wire} for field {number} of {path}")
-            if spec is not None:
-                if isinstance(value, list):
-                    for v in value:
-                        msg.add(spec[0], v)
-                else:
-                    msg.add(spec[0], value)
-        return msg
-
-    def _delimited(self, spec, start: int, end: int, path: str):
-        if spec is None:
-            return None
-        name, kind, sub = spec
-        if kind == "message":
-            return self.message(sub, start, end, path)
-        if kind == "string":
-            return bytes(self.buf[start:end]).decode("utf-8", errors="replace")
-        if kind == "float":  # packed floats: the weights
-            if (end - start) % 4:
-                self._fail(start, f"packed floats of {path} are not a multiple of 4 bytes")
-            return np.frombuffer(self.buf[start:end], dtype="<f4").astype(np.float32)
-        if kind == "double":
-            if (end - start) % 8:
-                self._fail(start, f"packed doubles of {path} are not a multiple of 8 bytes")
-            return np.frombuffer(self.buf[start:end], dtype="<f8").astype(np.float64)
-        values, pos = [], start  # packed varints
-        while pos < end:
-            value, pos = self.varint(pos, end)
-            values.append(value)
-        return values
-
-
 def read_caffemodel(path) -> CaffeNetDef:
     """Read the layers and weight blobs of a binary ``.caffemodel``.
 
@@ -546,7 +256,7 @@ def read_caffemodel(path) -> CaffeNetDef:
     buf = _read_bytes(path, "caffemodel")
     if not buf:
         raise CaffeFormatError(f"{where} is empty.")
-    root = _Wire(buf, where).message("NetParameter", 0, len(buf), "NetParameter")
+    root = decode(buf, "NetParameter", where)
     if not root.all("layer") and not root.all("layers"):
         raise CaffeFormatError(f"{where} holds no layers; is it a Caffe .caffemodel?")
     return _net_from_message(root, where)
@@ -563,7 +273,7 @@ def read_binaryproto(path) -> np.ndarray:
     """
     where = os.fspath(path)
     buf = _read_bytes(path, "mean file")
-    blob = _Wire(buf, where).message("BlobProto", 0, len(buf), "BlobProto")
+    blob = decode(buf, "BlobProto", where)
     array = _blob_array(blob, "<mean>", where)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
