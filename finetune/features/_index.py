@@ -1,9 +1,10 @@
 """Exact nearest-neighbour search over descriptors, with query expansion.
 
 A flat index: similarities are computed by batched matrix products (BLAS)
-over chunks of the database, and the top-k of each chunk is found with
-``np.argpartition`` (linear time) before a small merge, so memory stays at
-``query_batch x chunk_size`` floats whatever the database size, and no full
+over chunks of the database; the top-k of the first chunk is found with
+``np.argpartition`` (linear time), and later chunks only gather the entries
+above each query's current k-th best score before a small merge. Memory stays
+at ``query_batch x chunk_size`` floats whatever the database size, and no full
 sort is ever done. Average query expansion (AQE, Chum et al. 2007) and
 database-side augmentation (DBA, Arandjelović & Zisserman 2012) are built in.
 """
@@ -113,20 +114,46 @@ class RetrievalIndex:
             self.vectors, self.ids = x, ids
 
     def _search_idx(self, q: np.ndarray, k: int):
-        """Top-k database row indices and scores for prepared queries."""
+        """Top-k database row indices and scores for prepared queries.
+
+        The first block of the database is reduced with ``argpartition``; after
+        that each row's current k-th best score is a threshold, and only the
+        (few) entries above it are gathered and merged — a comparison instead
+        of a selection for most of the database.
+        """
+        n = len(self)
+        first = min(n, max(8 * k, min(8192, self.chunk_size)))
+        bounds = [0] + list(range(first, n, self.chunk_size)) + [n]
         best_i = best_s = None
-        for start in range(0, len(self), self.chunk_size):
-            chunk = self.vectors[start:start + self.chunk_size]
-            sim = q @ chunk.T
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            sim = q @ self.vectors[start:stop].T
+            if best_i is not None and best_i.shape[1] >= k:
+                mask = sim > best_s[:, -1:]
+                counts = mask.sum(axis=1)
+                width = int(counts.max())
+                if width == 0:
+                    continue
+                if width <= sim.shape[1] // 4:
+                    rows, cols = np.nonzero(mask)
+                    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+                    cand_s = np.full((len(q), width), -np.inf, np.float32)
+                    cand_i = np.zeros((len(q), width), np.int64)
+                    cand_s[rows, slot] = sim[rows, cols]
+                    cand_i[rows, slot] = cols + start
+                    best_i, best_s = self._merge(best_i, best_s, cand_i, cand_s, k)
+                    continue
             idx, val = _topk_rows(sim, min(k, sim.shape[1]))
-            idx = idx + start
             if best_i is None:
-                best_i, best_s = idx, val
+                best_i, best_s = idx + start, val
             else:
-                idx, val = np.concatenate([best_i, idx], 1), np.concatenate([best_s, val], 1)
-                sel, best_s = _topk_rows(val, min(k, val.shape[1]))
-                best_i = np.take_along_axis(idx, sel, axis=1)
+                best_i, best_s = self._merge(best_i, best_s, idx + start, val, k)
         return best_i, best_s
+
+    @staticmethod
+    def _merge(best_i, best_s, idx, val, k):
+        idx, val = np.concatenate([best_i, idx], 1), np.concatenate([best_s, val], 1)
+        sel, val = _topk_rows(val, min(k, val.shape[1]))
+        return np.take_along_axis(idx, sel, axis=1), val
 
     def search(self, queries, k: int = 10, *, aqe: int = 0, return_indices: bool = False):
         """The ``k`` most similar database items of each query.

@@ -35,6 +35,22 @@ def test_search_equals_brute_force(data, chunk, qbatch, metric):
     assert np.array_equal(index.rank(q), brute(db, q, 500, metric == "cosine")[1])
 
 
+def test_threshold_path_with_duplicates_and_many_chunks():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(50, 8)).astype(np.float32)
+    db = np.concatenate([base, base, base[:10] * 2, rng.normal(size=(300, 8)).astype(np.float32)])
+    q = np.concatenate([base[:5], rng.normal(size=(5, 8)).astype(np.float32)])
+    for metric in ("cosine", "ip"):
+        index = RetrievalIndex(metric, chunk_size=16, query_batch=3)
+        index.add(db)
+        scores, ids = index.search(q, k=9)
+        ref_s, _ = brute(db, q, 9, metric == "cosine")
+        assert np.allclose(scores, ref_s, atol=1e-5)
+        x = l2_normalize(db) if metric == "cosine" else db
+        qq = l2_normalize(q) if metric == "cosine" else q
+        assert np.allclose(np.take_along_axis(qq @ x.T, ids, 1), scores, atol=1e-5)
+
+
 def test_string_ids_and_k_larger_than_database():
     index = RetrievalIndex()
     index.add(np.eye(3, dtype=np.float32), ids=["a", "b", "c"])
