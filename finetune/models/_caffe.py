@@ -26,7 +26,7 @@ import mxnet as mx
 import numpy as np
 
 from ..data import Preprocess
-from ..errors import CaffeFormatError, ConfigError, UnsupportedLayerError
+from ..errors import CaffeFormatError, ConfigError, UnknownNameError, UnsupportedLayerError
 from ._caffe_layers import BUILDERS
 from ._caffe_proto import CaffeNetDef, parse_prototxt, read_binaryproto, read_caffemodel
 
@@ -112,8 +112,6 @@ class CaffeNet:
             outputs = set(internals.list_outputs())
             missing = [n for n in layers if f"{n}_output" not in outputs]
             if missing:
-                from ..errors import UnknownNameError
-
                 raise UnknownNameError("layer", missing[0], self.layer_names)
             sym = mx.sym.Group([internals[f"{n}_output"] for n in layers])
         import warnings

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import (CaffeFormatError, ConfigError, MissingFileError, ModelError,
-                             UnsupportedLayerError)
+                             UnknownNameError, UnsupportedLayerError)
 from finetune.models._caffe import CaffeNet, convert_caffe
 from finetune.models._caffe_proto import parse_prototxt
 
@@ -291,6 +291,8 @@ def test_caffenet_repr_and_save(tmp_path):
     assert repr(net) == ("CaffeNet(name='tiny_v1', layers=16, input_shape=(1, 3, 20, 20), "
                          "classifier='fc2', logits_layer='fc2', output_is_softmax=True)")
     assert isinstance(net, CaffeNet)
+    with pytest.raises(UnknownNameError, match="'relu'.*Did you mean 'relu1'"):
+        net.forward(np.zeros(net.input_shape, np.float32), layers=["relu"])
     paths = net.save(tmp_path / "out" / "tiny")
     sym, args, aux = mx.model.load_checkpoint(str(tmp_path / "out" / "tiny"), 0)
     assert set(args) == set(net.arg_params) and sym.list_outputs() == net.symbol.list_outputs()
@@ -361,3 +363,39 @@ def test_missing_files_and_bad_input_shape(tmp_path):
         convert_caffe(proto, model, input_shape=(3, 20))
     assert convert_caffe(proto, model, input_shape=(2, 3, 20, 20)).input_shape == (1, 3, 20, 20)
     assert issubclass(CaffeFormatError, ModelError) and issubclass(CaffeFormatError, ValueError)
+
+
+GOOGLENET_NAMES = """\
+input: "data" input_dim: 1 input_dim: 3 input_dim: 9 input_dim: 9
+layer { name: "conv1/7x7_s2" type: "Convolution" bottom: "data" top: "conv1/7x7_s2"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "conv1/relu_7x7" type: "ReLU" bottom: "conv1/7x7_s2" top: "conv1/7x7_s2" }
+layer { name: "bn-1" type: "BatchNorm" bottom: "conv1/7x7_s2" top: "conv1/7x7_s2"
+        batch_norm_param { eps: 1e-7 } }
+layer { name: "loss3/classifier" type: "InnerProduct" bottom: "conv1/7x7_s2" top: "loss3/classifier"
+        inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }
+"""
+
+
+def test_layer_names_with_slashes_and_tiny_eps(tmp_path):
+    import mxnet as mx
+
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(GOOGLENET_NAMES)
+    rng = np.random.default_rng(0)
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(caffemodel_bytes([
+        ("conv1/7x7_s2", "Convolution", [rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)]),
+        ("bn-1", "BatchNorm", [rng.normal(size=4), rng.uniform(1e-6, 2e-6, size=4), np.array([1.0])]),
+        ("loss3/classifier", "InnerProduct", [rng.normal(size=(3, 64)), rng.normal(size=3)])]))
+    net = convert_caffe(proto, model)
+    assert net.layer_names == ["conv1/7x7_s2", "conv1/relu_7x7", "bn-1", "loss3/classifier", "prob"]
+    assert net.logits_layer == "loss3/classifier" and net.num_features == 64
+    x = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
+    names = ["conv1/relu_7x7", "bn-1", "loss3/classifier"]
+    for name, a, b in zip(names, net.forward(x, layers=names), _opencv(proto, model, x, names)):
+        _assert_close(a, b, name)  # eps 1e-7 < cuDNN's 1e-5 minimum: folded into the variance
+    net.save(tmp_path / "g")
+    sym, args, aux = mx.model.load_checkpoint(str(tmp_path / "g"), 0)
+    assert "loss3/classifier_weight" in args and "bn-1_moving_var" in aux
