@@ -203,6 +203,14 @@ def relu(state, layer, inputs):
     return mx.sym.Activation(inputs[0], act_type="relu", name=layer.name), []
 
 
+def prelu(state, layer, inputs):
+    shared = get_bool(layer, layer.param("prelu_param"), "channel_shared", False)
+    channels = 1 if shared else state.shape(inputs[0])[1]
+    gamma = mx.sym.Variable(f"{layer.name}_gamma", shape=(channels,))
+    sym = mx.sym.LeakyReLU(inputs[0], gamma=gamma, act_type="prelu", name=layer.name)
+    return sym, [(f"{layer.name}_gamma", "arg", lambda b: _blob(b, 0, layer))]
+
+
 def activation(act_type):
     def build(state, layer, inputs):
         return mx.sym.Activation(inputs[0], act_type=act_type, name=layer.name), []
@@ -358,7 +366,7 @@ def absval(state, layer, inputs):
 
 
 BUILDERS = {
-    "Convolution": conv, "InnerProduct": inner_product, "Pooling": pooling, "ReLU": relu,
+    "Convolution": conv, "InnerProduct": inner_product, "Pooling": pooling, "ReLU": relu, "PReLU": prelu,
     "Sigmoid": activation("sigmoid"), "TanH": activation("tanh"), "BNLL": activation("softrelu"),
     "LRN": lrn, "Dropout": dropout, "BatchNorm": batch_norm, "Scale": scale, "Bias": bias_layer,
     "Eltwise": eltwise, "Concat": concat, "Flatten": flatten, "Split": split, "Softmax": softmax,

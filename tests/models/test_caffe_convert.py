@@ -399,3 +399,22 @@ def test_layer_names_with_slashes_and_tiny_eps(tmp_path):
     net.save(tmp_path / "g")
     sym, args, aux = mx.model.load_checkpoint(str(tmp_path / "g"), 0)
     assert "loss3/classifier_weight" in args and "bn-1_moving_var" in aux
+
+
+def test_prelu_per_channel_and_shared_match_opencv(tmp_path):
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text("""
+input: "data" input_dim: 1 input_dim: 3 input_dim: 6 input_dim: 6
+layer { name: "p1" type: "PReLU" bottom: "data" top: "p1" }
+layer { name: "p2" type: "PReLU" bottom: "p1" top: "p2" prelu_param { channel_shared: true } }
+""")
+    rng = np.random.default_rng(0)
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(caffemodel_bytes([("p1", "PReLU", [rng.normal(size=3)]),
+                                        ("p2", "PReLU", [np.array([0.3])])]))
+    net = convert_caffe(proto, model)
+    x = rng.normal(size=(2, 3, 6, 6)).astype(np.float32)
+    for name, a, b in zip(["p1", "p2"], net.forward(x, layers=["p1", "p2"]),
+                          _opencv(proto, model, x, ["p1", "p2"])):
+        _assert_close(a, b, name)
+    assert net.arg_params["p2_gamma"].shape == (1,)
