@@ -34,7 +34,7 @@ __all__ = ["CaffeNet", "convert_caffe"]
 
 log = logging.getLogger(__name__)
 
-_DATA_TYPES = {"Data", "ImageData", "MemoryData", "WindowData", "HDF5Data", "DummyData", "Python"}
+_DATA_TYPES = {"Data", "ImageData", "MemoryData", "WindowData", "HDF5Data", "DummyData"}
 _SKIPPED = {"Accuracy", "Silence", "EuclideanLoss", "HingeLoss", "InfogainLoss",
             "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss"}
 
@@ -217,7 +217,25 @@ def convert_caffe(prototxt, caffemodel, *, input_shape=None, mean=None, mean_fil
     if flip is None:  # something other than plain convolutions reads the input
         data, flip = mx.sym.reverse(data, axis=1, name="data_rgb_to_bgr"), set()
     state = _State(shape, flip)
-    blobs, unused, labels = {data_blob: data}, {}, set()
+    graph = _build_graph(layers, {data_blob: data}, state, netdef.path)
+    outputs, slots, names, types, softmax_bottom = graph
+    if not outputs:
+        raise CaffeFormatError(f"{netdef.path}: the network has no layers to convert.")
+    symbol = outputs[0] if len(outputs) == 1 else mx.sym.Group(outputs)
+    arg_params, aux_params = _fill_weights(symbol, shape, slots, weights)
+    last = outputs[-1].name
+    is_softmax = types.get(last) == "Softmax"
+    classifier, num_features = _classifier(state, symbol, names, types)
+    return CaffeNet(symbol=symbol, arg_params=arg_params, aux_params=aux_params,
+                    preprocess=_preprocess(netdef, transform, shape, mean, mean_file, to_rgb),
+                    input_shape=shape, layer_names=names, layer_types=types, classifier=classifier,
+                    logits_layer=softmax_bottom[last] if is_softmax else last,
+                    num_features=num_features, output_is_softmax=is_softmax, name=netdef.name)
+
+
+def _build_graph(layers, blobs: dict, state: _State, path: str):
+    """Chain the layer builders; returns (outputs, weight slots, names, types, softmax inputs)."""
+    unused, labels = {}, set()
     slots, names, types, softmax_bottom = [], [], {}, {}
     for layer in layers:
         if layer.type == "Input" or layer.type in _DATA_TYPES:
@@ -226,13 +244,16 @@ def convert_caffe(prototxt, caffemodel, *, input_shape=None, mean=None, mean_fil
         if layer.type in _SKIPPED or (layer.type.endswith("Loss") and layer.type != "SoftmaxWithLoss"):
             log.info("Skipping Caffe layer %r (%s): not needed for inference.", layer.name, layer.type)
             continue
+        if layer.name in types:
+            raise CaffeFormatError(f"line {layer.line}: a second layer is named {layer.name!r}; "
+                                   "layer names must be unique (weights are looked up by name).")
         kind = "Softmax" if layer.type == "SoftmaxWithLoss" else layer.type
         bottoms = layer.bottoms[:1] if layer.type == "SoftmaxWithLoss" else layer.bottoms
         builder = BUILDERS.get(kind)
         if builder is None:
             raise UnsupportedLayerError(
                 f"Caffe layer {layer.name!r} has type {layer.type!r}, which cannot be converted "
-                f"(line {layer.line} of {netdef.path}). Supported: {', '.join(sorted(BUILDERS))}.")
+                f"(line {layer.line} of {path}). Supported: {', '.join(sorted(BUILDERS))}.")
         inputs = []
         for b in bottoms:
             if b not in blobs:
@@ -249,19 +270,8 @@ def convert_caffe(prototxt, caffemodel, *, input_shape=None, mean=None, mean_fil
         slots += [(layer.name, *s) for s in layer_slots]
         names.append(layer.name)
         types[layer.name] = kind
-    outputs = [s for b, s in unused.items() if b not in labels]
-    if not outputs:
-        raise CaffeFormatError(f"{netdef.path}: the network has no layers to convert.")
-    symbol = outputs[0] if len(outputs) == 1 else mx.sym.Group(outputs)
-    arg_params, aux_params = _fill_weights(symbol, shape, slots, weights)
-    last = outputs[-1].name
-    is_softmax = types.get(last) == "Softmax"
-    classifier, num_features = _classifier(state, symbol, names, types)
-    return CaffeNet(symbol=symbol, arg_params=arg_params, aux_params=aux_params,
-                    preprocess=_preprocess(netdef, transform, shape, mean, mean_file, to_rgb),
-                    input_shape=shape, layer_names=names, layer_types=types, classifier=classifier,
-                    logits_layer=softmax_bottom[last] if is_softmax else last,
-                    num_features=num_features, output_is_softmax=is_softmax, name=netdef.name)
+    outputs = [sym for blob, sym in unused.items() if blob not in labels]
+    return outputs, slots, names, types, softmax_bottom
 
 
 def _find_input(netdef: CaffeNetDef, layers, input_shape):

@@ -418,3 +418,28 @@ layer { name: "p2" type: "PReLU" bottom: "p1" top: "p2" prelu_param { channel_sh
                           _opencv(proto, model, x, ["p1", "p2"])):
         _assert_close(a, b, name)
     assert net.arg_params["p2_gamma"].shape == (1,)
+
+
+def test_train_val_prototxt_and_duplicate_names(tmp_path):
+    proto, model = _write(tmp_path, NEW_PROTOTXT, NEW_BLOBS, NEW_TYPES)
+    train_val = NEW_PROTOTXT.replace(
+        'layer { name: "input" type: "Input" top: "data"\n        input_param { shape { dim: 1 dim: 3 dim: 17 dim: 19 } } }',
+        """layer { name: "train" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        transform_param { crop_size: 99 mirror: true } data_param { source: "train_lmdb" batch_size: 64 } }
+layer { name: "val" type: "Data" top: "data" top: "label" include { phase: TEST }
+        transform_param { mean_value: 104 mean_value: 117 mean_value: 123 } }""").replace(
+        'layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }',
+        """layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc2" bottom: "label" top: "loss" }
+layer { name: "accuracy" type: "Accuracy" bottom: "fc2" bottom: "label" top: "accuracy" }""")
+    proto.write_text(train_val)
+    net = convert_caffe(proto, model, input_shape=(3, 17, 19))
+    assert net.layer_names[-1] == "loss" and net.logits_layer == "fc2" and net.output_is_softmax
+    assert "accuracy" not in net.layer_names and net.preprocess.mean == (104.0, 117.0, 123.0)
+    deploy_proto = tmp_path / "deploy_only.prototxt"
+    deploy_proto.write_text(NEW_PROTOTXT)
+    deploy = convert_caffe(deploy_proto, model)
+    x = np.random.default_rng(0).uniform(-9, 9, (1, 3, 17, 19)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x)[0], deploy.forward(x)[0], rtol=1e-6)
+    proto.write_text(NEW_PROTOTXT.replace('name: "tanh" type: "TanH"', 'name: "sig" type: "TanH"'))
+    with pytest.raises(CaffeFormatError, match="second layer is named 'sig'"):
+        convert_caffe(proto, model)
