@@ -296,6 +296,17 @@ def _font_for(texts):
     return None
 
 
+def _thumbnail(img, side: int = 320):
+    """Downscale an image for display (keeps PNG files small)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def _grid(n, ncols, cell=(3.0, 3.4)):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
@@ -342,7 +353,7 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
         warnings.warn("No installed font can show the translated class names (e.g. a CJK font such as "
                       "'Noto Sans CJK SC'); the plot shows the model's class names instead.", stacklevel=2)
         font = "DejaVu Sans"
-    fig, axes = _grid(len(predictions), ncols)
+    fig, axes = _grid(len(predictions), ncols, cell=(3.0, 3.0 + 0.2 * (top_k + 1)))
     for i, (ax, p) in enumerate(zip(axes, predictions)):
         img = None
         try:
@@ -356,7 +367,7 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
             if isinstance(exc, ConfigError):
                 raise
         if img is not None:
-            ax.imshow(img)
+            ax.imshow(_thumbnail(img))
         name = os.path.basename(p.source)
         if p.error is not None:
             text = "unreadable"
@@ -365,10 +376,8 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
             text = "\n".join(f"{n[:22]} {pr:.1%}" for n, pr in zip(shown[:top_k], p.probabilities[:top_k]))
             if p.label is not None:
                 name += f" (label {p.label})"
-        ax.set_title(name[:30], fontsize=8)
-        ax.text(0.5, -0.02, text, transform=ax.transAxes, ha="center", va="top", fontsize=8, family=font,
-                color="darkred" if p.error else "black")
-    fig.tight_layout()
+        ax.set_title(f"{name[:32]}\n{text}", fontsize=8, family=font, color="darkred" if p.error else "black")
+    fig.tight_layout(h_pad=2.5)
     return _save(fig, path)
 
 
@@ -398,9 +407,9 @@ def plot_gradcam(results, path=None, *, ncols: int = 2, alpha: float = 0.5):
     fig, axes = _grid(2 * len(results), 2 * ncols)
     for k, r in enumerate(results):
         ax_img, ax_cam = axes[2 * k], axes[2 * k + 1]
-        ax_img.imshow(r.image)
+        ax_img.imshow(_thumbnail(r.image, 480))
         ax_img.set_title("image", fontsize=9)
-        ax_cam.imshow(r.overlay(alpha))
+        ax_cam.imshow(_thumbnail(r.overlay(alpha), 480))
         ax_cam.set_title(f"{r.class_name[:24]} {r.probability:.1%}\nlayer {r.layer[-24:]}", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -104,7 +104,7 @@ def test_untranslatable_display_names_fall_back_with_a_warning(tmp_path):
     if _font_for(["猫"]) is None:
         with pytest.warns(UserWarning, match="CJK"):
             fig = plot_predictions(ps, tmp_path / "p.png", images=images, color="RGB")
-        assert "cat" in fig.axes[0].texts[0].get_text()
+        assert "cat" in fig.axes[0].get_title()
     else:
         fig = plot_predictions(ps, tmp_path / "p.png", images=images, color="RGB")
-        assert "猫" in fig.axes[0].texts[0].get_text()
+        assert "猫" in fig.axes[0].get_title()

@@ -36,7 +36,7 @@ def test_efficientnet_lite0_classifies_foolbox_photos_from_jpeg_files(lite0, plo
     top5 = sum(label in p.indices for p, (_, label) in zip(preds, photos))
     assert top1 >= 17, preds.to_table(top_k=1)
     assert top5 >= 19
-    ft.plot_predictions(preds[:8], plot_dir / "using_predictions.png", ncols=4, top_k=3)
+    ft.plot_predictions(preds[:4], plot_dir / "using_predictions.png", ncols=4, top_k=3)
 
 
 def test_caffe_nsfw_matches_opencv_dnn(nsfw):
