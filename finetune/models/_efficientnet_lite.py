@@ -170,10 +170,14 @@ class _ConvBN(HybridBlock):
 
 
 class _MBConv(HybridBlock):
-    """Inverted residual without squeeze-excitation: expand 1×1, depthwise k×k, project 1×1."""
+    """Inverted residual without squeeze-excitation: expand 1×1, depthwise k×k, project 1×1.
+
+    With ``drop_connect > 0`` a residual block's branch is dropped per sample
+    while training (``Dropout`` with ``axes=(1, 2, 3)``: stochastic depth).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 expand: int, **kwargs):
+                 expand: int, drop_connect: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         mid = in_channels * expand
         self.residual = stride == 1 and in_channels == out_channels
@@ -181,16 +185,35 @@ class _MBConv(HybridBlock):
             self.expand = (_ConvBN(in_channels, mid, prefix="expand_") if expand != 1 else None)
             self.depthwise = _ConvBN(mid, mid, kernel, stride, groups=mid, prefix="depthwise_")
             self.project = _ConvBN(mid, out_channels, act=False, prefix="project_")
+            self.drop = (nn.Dropout(drop_connect, axes=(1, 2, 3), prefix="drop_")
+                         if self.residual and drop_connect > 0 else None)
 
     def hybrid_forward(self, F, x):
         out = self.expand(x) if self.expand is not None else x
         out = self.project(self.depthwise(out))
-        return F.elemwise_add(out, x, name="add") if self.residual else out
+        if not self.residual:
+            return out
+        if self.drop is not None:
+            out = self.drop(out)
+        return F.elemwise_add(out, x, name="add")
 
 
 class _Flatten(HybridBlock):
     def hybrid_forward(self, F, x):
         return F.flatten(x, name="fwd")
+
+
+def _block_specs(width: float, depth: float) -> list:
+    """``(in, out, kernel, stride, expand)`` of every MBConv block."""
+    specs, channels = [], _STEM
+    for stage, (repeats, kernel, stride, expand, _, out) in enumerate(_STAGES):
+        out = _round_filters(out, width)
+        if 0 < stage < len(_STAGES) - 1:  # Lite: first and last stage keep their repeats
+            repeats = int(math.ceil(depth * repeats))
+        for r in range(repeats):
+            specs.append((channels, out, kernel, stride if r == 0 else 1, expand))
+            channels = out
+    return specs
 
 
 class EfficientNetLite(HybridBlock):
@@ -208,6 +231,11 @@ class EfficientNetLite(HybridBlock):
         Size of the classifier ``fc``.
     dropout : float or None
         Dropout before ``fc``; ``None`` uses the variant's (0.2 or 0.3).
+    drop_connect : float
+        Stochastic depth while training: residual block ``i`` of ``n`` drops
+        its branch for a sample with probability ``drop_connect * i / n``
+        (the reference trained with 0.2). ``0`` (default, as timm) adds no
+        nodes.
     prefix : str
         Prefix of every parameter and graph node name; ``""`` keeps the names
         stable across builds (``stem_conv_weight``, ``fc_bias``, ...).
@@ -224,7 +252,7 @@ class EfficientNetLite(HybridBlock):
     feature_layer = "flatten"
 
     def __init__(self, variant: int | str = 0, num_classes: int = 1000, *, dropout: float | None = None,
-                 prefix: str = "", **kwargs):
+                 drop_connect: float = 0.0, prefix: str = "", **kwargs):
         variant = _check_variant(variant)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"The 'num_classes' parameter of EfficientNetLite must be a positive int. "
@@ -233,21 +261,21 @@ class EfficientNetLite(HybridBlock):
         dropout = default_dropout if dropout is None else float(dropout)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"The 'dropout' parameter of EfficientNetLite must be in [0, 1). Got {dropout!r} instead.")
+        drop_connect = float(drop_connect)
+        if not 0.0 <= drop_connect < 1.0:
+            raise ConfigError(f"The 'drop_connect' parameter of EfficientNetLite must be in [0, 1). "
+                              f"Got {drop_connect!r} instead.")
         super().__init__(prefix=prefix, **kwargs)
         self.variant, self.num_classes, self.dropout_rate = variant, num_classes, dropout
-        self.input_size = size
+        self.drop_connect, self.input_size = drop_connect, size
+        specs = _block_specs(width, depth)
         with self.name_scope():
             self.stem = _ConvBN(3, _STEM, 3, 2, prefix="stem_")
             self.blocks = nn.HybridSequential(prefix="")
-            index, channels = 0, _STEM
-            for stage, (repeats, kernel, stride, expand, _, out) in enumerate(_STAGES):
-                out = _round_filters(out, width)
-                if 0 < stage < len(_STAGES) - 1:  # Lite: first and last stage keep their repeats
-                    repeats = int(math.ceil(depth * repeats))
-                for r in range(repeats):
-                    self.blocks.add(_MBConv(channels, out, kernel, stride if r == 0 else 1, expand,
-                                            prefix=f"blocks{index}_"))
-                    channels, index = out, index + 1
+            for index, spec in enumerate(specs):  # drop rate grows linearly with depth
+                self.blocks.add(_MBConv(*spec, drop_connect=drop_connect * index / len(specs),
+                                        prefix=f"blocks{index}_"))
+            channels = specs[-1][1]
             self.head = _ConvBN(channels, _HEAD, prefix="head_")
             self.pool = nn.GlobalAvgPool2D(prefix="pool_")
             self.flatten = _Flatten(prefix="flatten_")
@@ -264,7 +292,12 @@ class EfficientNetLite(HybridBlock):
         return self.fc(self.drop(self.flatten(self.pool(x))))
 
     def __repr__(self) -> str:
-        return f"EfficientNetLite(variant={self.variant}, num_classes={self.num_classes})"
+        extra = ""
+        if self.dropout_rate != _VARIANTS[self.variant][3]:
+            extra += f", dropout={self.dropout_rate}"
+        if self.drop_connect:
+            extra += f", drop_connect={self.drop_connect}"
+        return f"EfficientNetLite(variant={self.variant}, num_classes={self.num_classes}{extra})"
 
 
 def efficientnet_lite(variant: int | str = 0, num_classes: int = 1000, **kwargs) -> EfficientNetLite:
@@ -277,7 +310,7 @@ def efficientnet_lite(variant: int | str = 0, num_classes: int = 1000, **kwargs)
     num_classes : int
         Classifier size (1000 for the ImageNet weights).
     **kwargs
-        ``dropout``, ``prefix``: see :class:`EfficientNetLite`.
+        ``dropout``, ``drop_connect``, ``prefix``: see :class:`EfficientNetLite`.
 
     Returns
     -------

@@ -111,6 +111,25 @@ def test_layer_and_parameter_names_are_meaningful_and_stable():
     assert repr(a) == "EfficientNetLite(variant=0, num_classes=1000)"
 
 
+def test_drop_connect_drops_residual_branches_per_sample_only_in_training():
+    net = efficientnet_lite(0, num_classes=3, drop_connect=0.5)
+    assert repr(net) == "EfficientNetLite(variant=0, num_classes=3, drop_connect=0.5)"
+    rates = [b.drop._rate if b.drop is not None else None for b in net.blocks]
+    assert rates[0] is None and rates[1] is None  # no residual: nothing to drop
+    assert rates[2] == pytest.approx(0.5 * 2 / 16) and rates[-2] == pytest.approx(0.5 * 14 / 16)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    x = mx.nd.random.normal(shape=(1, 3, 32, 32))
+    x = mx.nd.concat(*[x] * 8, dim=0)
+    first = net(x).asnumpy()
+    assert np.allclose(first, first[0], atol=1e-5)  # inference: deterministic, no dropping
+    with mx.autograd.record(train_mode=True):
+        trained = net(x).asnumpy()
+    assert not np.allclose(trained, trained[0], atol=1e-3)  # samples dropped differently
+    assert "blocks2_drop_fwd_output" in net(mx.sym.var("data")).get_internals().list_outputs()
+    assert all(b.drop is None for b in efficientnet_lite(0).blocks)
+
+
 def test_variant_can_be_named():
     assert efficientnet_lite("lite1").variant == 1
     assert efficientnet_lite("efficientnet_lite2").variant == 2
@@ -126,6 +145,8 @@ def test_bad_arguments_are_refused():
         efficientnet_lite(0, num_classes=0)
     with pytest.raises(ConfigError, match="dropout"):
         efficientnet_lite(0, dropout=1.5)
+    with pytest.raises(ConfigError, match="drop_connect"):
+        efficientnet_lite(0, drop_connect=-0.1)
     with pytest.raises(ConfigError, match="No packaged ImageNet weights"):
         efficientnet_lite_weights_path(3)
 
