@@ -222,6 +222,12 @@ def convert_caffe(prototxt, caffemodel, *, input_shape=None, mean=None, mean_fil
     if not outputs:
         raise CaffeFormatError(f"{netdef.path}: the network has no layers to convert.")
     symbol = outputs[0] if len(outputs) == 1 else mx.sym.Group(outputs)
+    present = {node["name"] for node in json.loads(symbol.tojson())["nodes"]}
+    dropped = [n for n in names if n not in present]
+    if dropped:
+        log.info("Caffe layers %s do not feed any output (only their shapes are used); dropped.", dropped)
+        names = [n for n in names if n in present]
+        types = {n: types[n] for n in names}
     arg_params, aux_params = _fill_weights(symbol, shape, slots, weights)
     last = outputs[-1].name
     is_softmax = types.get(last) == "Softmax"
@@ -328,6 +334,8 @@ def _fill_weights(symbol, shape, slots, weights: CaffeNetDef):
             by_name[layer.name] = layer
     arg_params, aux_params = {}, {}
     for layer_name, pname, kind, fn in slots:
+        if pname not in expected:  # a layer whose output the network never uses (e.g. a Crop reference)
+            continue
         source = by_name.get(layer_name)
         if source is None or not source.blobs:
             raise CaffeFormatError(f"{weights.path} has no weights for layer {layer_name!r}; "

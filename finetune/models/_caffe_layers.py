@@ -117,24 +117,57 @@ def _blob(blobs, index, layer):
 
 # ------------------------------------------------------------------- builders
 def conv(state, layer, inputs):
+    """Convolution and Deconvolution (same parameters; MXNet's weight layouts match Caffe's)."""
     p = layer.param("convolution_param")
     if get_num(layer, p, "axis", 1, kind=int) != 1:
-        raise UnsupportedLayerError(f"Layer {layer.name!r} (Convolution) uses axis != 1; not supported.")
-    kernel = _pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
-    stride = _pair(layer, p, "stride", "stride_h", "stride_w", 1)
-    pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0)
-    dilate = _pair(layer, p, "dilation", "dilation_h", "dilation_w", 1)
+        raise UnsupportedLayerError(f"Layer {layer.name!r} ({layer.type}) uses axis != 1; not supported.")
+    op = mx.sym.Deconvolution if layer.type == "Deconvolution" else mx.sym.Convolution
     bias = get_bool(layer, p, "bias_term", True)
-    sym = mx.sym.Convolution(inputs[0], num_filter=_require(layer, p, "num_output"), kernel=kernel,
-                             stride=stride, pad=pad, dilate=dilate,
-                             num_group=get_num(layer, p, "group", 1, kind=int), no_bias=not bias,
-                             name=layer.name)
+    sym = op(inputs[0], num_filter=_require(layer, p, "num_output"),
+             kernel=_pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None),
+             stride=_pair(layer, p, "stride", "stride_h", "stride_w", 1),
+             pad=_pair(layer, p, "pad", "pad_h", "pad_w", 0),
+             dilate=_pair(layer, p, "dilation", "dilation_h", "dilation_w", 1),
+             num_group=get_num(layer, p, "group", 1, kind=int), no_bias=not bias, name=layer.name)
     flip = state.flip_input_channels(layer.name)
     slots = [(f"{layer.name}_weight", "arg",
               lambda b: _blob(b, 0, layer)[:, ::-1] if flip else _blob(b, 0, layer))]
     if bias:
         slots.append((f"{layer.name}_bias", "arg", lambda b: _blob(b, 1, layer)))
     return sym, slots
+
+
+def crop(state, layer, inputs):
+    """Crop bottom 0 to the shape of bottom 1 from ``axis`` on, at the given offsets."""
+    p = layer.param("crop_param")
+    if len(inputs) != 2:
+        raise CaffeFormatError(f"line {layer.line}: layer {layer.name!r} (Crop) needs 2 bottoms.")
+    big, ref = state.shape(inputs[0]), state.shape(inputs[1])
+    axis = get_num(layer, p, "axis", 2, kind=int) % len(big)
+    offsets = get_ints(layer, p, "offset") or [0]
+    if len(offsets) == 1:
+        offsets = offsets * (len(big) - axis)
+    if len(offsets) != len(big) - axis:
+        raise CaffeFormatError(f"line {p.line or layer.line}: layer {layer.name!r} (Crop) has {len(offsets)} "
+                               f"offsets for {len(big) - axis} cropped axes.")
+    begin = [None] * axis + offsets
+    end = [None] * axis + [o + n for o, n in zip(offsets, ref[axis:])]
+    if any(e > n for e, n in zip(end[axis:], big[axis:])):
+        raise CaffeFormatError(f"Layer {layer.name!r} (Crop): shape {ref} at offsets {offsets} does not fit "
+                               f"in the input of shape {big}.")
+    return mx.sym.slice(inputs[0], begin=tuple(begin), end=tuple(end), name=layer.name), []
+
+
+def reshape(state, layer, inputs):
+    p = layer.param("reshape_param")
+    if get_num(layer, p, "axis", 0, kind=int) != 0 or get_num(layer, p, "num_axes", -1, kind=int) != -1:
+        raise UnsupportedLayerError(f"Layer {layer.name!r} (Reshape) uses axis/num_axes; only whole-shape "
+                                    "reshapes are supported.")
+    shape = p.get("shape")
+    dims = get_ints(layer, shape, "dim") if shape is not None else []
+    if not dims:
+        raise CaffeFormatError(f"line {p.line or layer.line}: layer {layer.name!r} (Reshape) needs shape {{ dim: ... }}.")
+    return mx.sym.reshape(inputs[0], shape=tuple(dims), name=layer.name), []  # 0 copies, -1 infers: as Caffe
 
 
 def inner_product(state, layer, inputs):
@@ -370,5 +403,6 @@ BUILDERS = {
     "Sigmoid": activation("sigmoid"), "TanH": activation("tanh"), "BNLL": activation("softrelu"),
     "LRN": lrn, "Dropout": dropout, "BatchNorm": batch_norm, "Scale": scale, "Bias": bias_layer,
     "Eltwise": eltwise, "Concat": concat, "Flatten": flatten, "Split": split, "Softmax": softmax,
+    "Deconvolution": conv, "Crop": crop, "Reshape": reshape,
     "Power": power, "AbsVal": absval,
 }

@@ -443,3 +443,36 @@ layer { name: "accuracy" type: "Accuracy" bottom: "fc2" bottom: "label" top: "ac
     proto.write_text(NEW_PROTOTXT.replace('name: "tanh" type: "TanH"', 'name: "sig" type: "TanH"'))
     with pytest.raises(CaffeFormatError, match="second layer is named 'sig'"):
         convert_caffe(proto, model)
+
+
+FCN_PROTOTXT = """\
+input: "data" input_dim: 1 input_dim: 3 input_dim: 11 input_dim: 13
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up"
+        convolution_param { num_output: 6 kernel_size: 4 stride: 2 group: 2 } }
+layer { name: "ref" type: "Convolution" bottom: "data" top: "ref"
+        convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "crop" type: "Crop" bottom: "up" bottom: "ref" top: "crop"
+        crop_param { axis: 2 offset: 1 offset: 0 } }
+layer { name: "flat" type: "Reshape" bottom: "crop" top: "flat" reshape_param { shape { dim: 0 dim: 3 dim: -1 } } }
+"""
+
+
+def test_deconvolution_crop_reshape_match_opencv(tmp_path):
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(FCN_PROTOTXT)
+    rng = np.random.default_rng(0)
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(caffemodel_bytes([
+        ("conv", "Convolution", [rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)]),
+        ("up", "Deconvolution", [rng.normal(size=(4, 3, 4, 4)), rng.normal(size=6)]),
+        ("ref", "Convolution", [rng.normal(size=(2, 3, 1, 1)), rng.normal(size=2)])]))
+    net = convert_caffe(proto, model)
+    assert net.layer_names == ["conv", "up", "crop", "flat"]  # 'ref' only lends its shape
+    x = rng.normal(size=(2, 3, 11, 13)).astype(np.float32)
+    names = ["conv", "up", "crop", "flat"]
+    ours = net.forward(x, layers=names)
+    assert [a.shape for a in ours] == [(2, 4, 5, 6), (2, 6, 12, 14), (2, 6, 11, 13), (2, 3, 286)]
+    for name, a, b in zip(names, ours, _opencv(proto, model, x, names)):
+        _assert_close(a, b, name)
