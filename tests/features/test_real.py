@@ -1,0 +1,54 @@
+"""Real model, real data: EfficientNet-Lite0 descriptors on Fashion-MNIST and real photos."""
+
+import numpy as np
+import pytest
+
+from tests.ingredients import fashion_mnist_dir, real_photos
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    import finetune as ft
+
+    return ft.Backbone.from_zoo("efficientnet_lite0")
+
+
+def test_fashion_mnist_class_retrieval_beats_chance_by_far(lite0):
+    from finetune.data import load_fashion_mnist
+    from finetune.features import FeatureExtractor, class_retrieval_map
+
+    images, labels = load_fashion_mnist("test", folder=str(fashion_mnist_dir()))
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(images))[:300]
+    fx = FeatureExtractor(lite0, "head_relu_fwd", ["gem", "rmac"], resize=64, batch_size=50)
+    desc = fx.extract(images[idx])
+    assert desc.shape == (300, 2560)
+    m, aps = class_retrieval_map(desc, labels[idx])  # leave-one-out
+    assert m > 0.4  # chance is about 0.1
+    flat = FeatureExtractor(lite0, "flatten_fwd", resize=64, keep_aspect=True).extract(images[idx])
+    assert class_retrieval_map(flat, labels[idx])[0] > 0.4
+
+
+def test_real_photos_keep_their_aspect_ratio_and_match_themselves(lite0):
+    from finetune.features import FeatureExtractor, RetrievalIndex
+
+    photos = real_photos()
+    fx = FeatureExtractor(lite0, "head_relu_fwd", "gem", resize=160, scales=(1.0, 0.5 ** 0.5))
+    assert fx.layer_kinds() == {"head_relu_fwd": "conv"}
+    from finetune.data import read_image
+
+    h, w = read_image(photos[0]).shape[:2]
+    assert h != w  # chelsea.png is 300 x 451
+    _, outs = next(fx.iter_layer_outputs(photos[:1]))
+    mh, mw = outs[0].shape[2:]
+    assert abs(mw / mh - w / h) < 0.3 and min(mh, mw) == 5  # 160 px shorter side / 32
+    db = fx.extract(photos)
+    import cv2
+
+    flipped = [cv2.flip(read_image(p), 1) for p in photos]
+    index = RetrievalIndex()
+    index.add(db)
+    _, top = index.search(fx.extract(flipped), k=1)
+    assert (top[:, 0] == np.arange(len(photos))).mean() >= 0.9
