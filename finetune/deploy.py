@@ -346,8 +346,6 @@ def load_deployment(directory, *, ctx=None):
         With ``.preprocess`` and ``.class_names`` set, so a
         :class:`~finetune.Predictor` can wrap it.
     """
-    import mxnet as mx
-
     from ._context import resolve_ctx
     from .data import Preprocess
 

@@ -1,5 +1,4 @@
 import json
-import warnings
 
 import cv2
 import mxnet as mx

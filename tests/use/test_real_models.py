@@ -122,3 +122,12 @@ def test_saved_model_file_record_and_export_agree(lite0, tmp_path):
     np.testing.assert_allclose(report.probabilities, from_file, atol=1e-6)
     np.testing.assert_allclose(from_export, from_file, atol=1e-6)
     np.testing.assert_allclose(from_onnx, from_file, atol=1e-4)
+
+
+def test_cli_predict_with_a_zoo_name(capsys):
+    from finetune.cli import main
+
+    photo, label = foolbox_imagenet()[1]
+    assert main(["-q", "predict", "efficientnet_lite0", str(photo), "--top-k", "3", "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert out[0]["top"][0]["index"] == label and len(out[0]["top"]) == 3
