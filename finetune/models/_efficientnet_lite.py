@@ -438,11 +438,11 @@ def load_efficientnet_lite_imagenet(net: EfficientNetLite, path=None, *, ctx=Non
     if missing:
         raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: it lacks "
                          f"{len(missing)} tensors, e.g. {missing[:3]}.")
-    for torch_name, gluon_name in names.items():
-        param = params[net.prefix + gluon_name]
-        value = state[torch_name]
+    for torch_name, gluon_name in names.items():  # check everything before changing anything
+        param, value = params[net.prefix + gluon_name], state[torch_name]
         if tuple(param.shape) != value.shape:
             raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: {torch_name} has shape "
                              f"{value.shape} but {param.name} needs {tuple(param.shape)}.")
-        param._load_init(mx.nd.array(value, dtype="float32"), ctxs)
+    for torch_name, gluon_name in names.items():
+        params[net.prefix + gluon_name]._load_init(mx.nd.array(state[torch_name], dtype="float32"), ctxs)
     return net

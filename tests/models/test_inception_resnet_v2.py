@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from finetune.data import Preprocess
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, ShapeError
 from finetune.models._inception_resnet_v2 import (
     STAGE_OUTPUTS,
     InceptionResNetV2,
@@ -17,27 +17,63 @@ from finetune.models._inception_resnet_v2 import (
 )
 
 
-def _reference_parameter_count(num_classes: int) -> int:
-    """Sum over the layer shapes of the reference (TF-slim / Cadene / timm ``inception_resnet_v2``).
+def reference_state_dict_shapes(num_classes: int = 1000, head: str = "classif") -> dict:
+    """Tensor shapes of the reference (timm / Cadene ``inception_resnet_v2``) state dict, by name.
 
-    Each conv+BN unit has ``in*out*kh*kw`` weights plus BN gamma and beta; the
-    residual 1x1 convs have a bias; BN running statistics are not parameters.
+    Written out from the reference's layer list: every conv+BN unit has a
+    bias-free ``(out, in, kh, kw)`` conv and a BatchNorm (weight, bias,
+    running mean and var); the residual 1x1 ``conv2d`` has a bias.
     """
-    def unit(i, o, kh, kw=None):
-        return i * o * kh * (kh if kw is None else kw) + 2 * o
+    shapes = {}
 
-    stem = unit(3, 32, 3) + unit(32, 32, 3) + unit(32, 64, 3) + unit(64, 80, 1) + unit(80, 192, 3)
-    mixed_5b = (unit(192, 96, 1) + unit(192, 48, 1) + unit(48, 64, 5) + unit(192, 64, 1)
-                + unit(64, 96, 3) + unit(96, 96, 3) + unit(192, 64, 1))
-    block35 = (unit(320, 32, 1) + unit(320, 32, 1) + unit(32, 32, 3) + unit(320, 32, 1)
-               + unit(32, 48, 3) + unit(48, 64, 3) + 128 * 320 + 320)
-    mixed_6a = unit(320, 384, 3) + unit(320, 256, 1) + unit(256, 256, 3) + unit(256, 384, 3)
-    block17 = unit(1088, 192, 1) + unit(1088, 128, 1) + unit(128, 160, 1, 7) + unit(160, 192, 7, 1) + 384 * 1088 + 1088
-    mixed_7a = (unit(1088, 256, 1) + unit(256, 384, 3) + unit(1088, 256, 1) + unit(256, 288, 3)
-                + unit(1088, 256, 1) + unit(256, 288, 3) + unit(288, 320, 3))
-    block8 = unit(2080, 192, 1) + unit(2080, 192, 1) + unit(192, 224, 1, 3) + unit(224, 256, 3, 1) + 448 * 2080 + 2080
-    body = stem + mixed_5b + 10 * block35 + mixed_6a + 20 * block17 + mixed_7a + 10 * block8 + unit(2080, 1536, 1)
-    return body + 1536 * num_classes + num_classes
+    def unit(path, i, o, kh, kw=None):
+        shapes[f"{path}.conv.weight"] = (o, i, kh, kh if kw is None else kw)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{path}.bn.{name}"] = (o,)
+
+    def conv2d(path, i, o):
+        shapes[f"{path}.conv2d.weight"], shapes[f"{path}.conv2d.bias"] = (o, i, 1, 1), (o,)
+
+    for path, i, o, k in [("conv2d_1a", 3, 32, 3), ("conv2d_2a", 32, 32, 3), ("conv2d_2b", 32, 64, 3),
+                          ("conv2d_3b", 64, 80, 1), ("conv2d_4a", 80, 192, 3)]:
+        unit(path, i, o, k)
+    unit("mixed_5b.branch0", 192, 96, 1)
+    unit("mixed_5b.branch1.0", 192, 48, 1), unit("mixed_5b.branch1.1", 48, 64, 5)
+    unit("mixed_5b.branch2.0", 192, 64, 1), unit("mixed_5b.branch2.1", 64, 96, 3)
+    unit("mixed_5b.branch2.2", 96, 96, 3), unit("mixed_5b.branch3.1", 192, 64, 1)
+    for r in range(10):
+        p = f"repeat.{r}"
+        unit(f"{p}.branch0", 320, 32, 1)
+        unit(f"{p}.branch1.0", 320, 32, 1), unit(f"{p}.branch1.1", 32, 32, 3)
+        unit(f"{p}.branch2.0", 320, 32, 1), unit(f"{p}.branch2.1", 32, 48, 3), unit(f"{p}.branch2.2", 48, 64, 3)
+        conv2d(p, 128, 320)
+    unit("mixed_6a.branch0", 320, 384, 3)
+    unit("mixed_6a.branch1.0", 320, 256, 1), unit("mixed_6a.branch1.1", 256, 256, 3)
+    unit("mixed_6a.branch1.2", 256, 384, 3)
+    for r in range(20):
+        p = f"repeat_1.{r}"
+        unit(f"{p}.branch0", 1088, 192, 1)
+        unit(f"{p}.branch1.0", 1088, 128, 1), unit(f"{p}.branch1.1", 128, 160, 1, 7)
+        unit(f"{p}.branch1.2", 160, 192, 7, 1)
+        conv2d(p, 384, 1088)
+    unit("mixed_7a.branch0.0", 1088, 256, 1), unit("mixed_7a.branch0.1", 256, 384, 3)
+    unit("mixed_7a.branch1.0", 1088, 256, 1), unit("mixed_7a.branch1.1", 256, 288, 3)
+    unit("mixed_7a.branch2.0", 1088, 256, 1), unit("mixed_7a.branch2.1", 256, 288, 3)
+    unit("mixed_7a.branch2.2", 288, 320, 3)
+    for p in [f"repeat_2.{r}" for r in range(9)] + ["block8"]:
+        unit(f"{p}.branch0", 2080, 192, 1)
+        unit(f"{p}.branch1.0", 2080, 192, 1), unit(f"{p}.branch1.1", 192, 224, 1, 3)
+        unit(f"{p}.branch1.2", 224, 256, 3, 1)
+        conv2d(p, 448, 2080)
+    unit("conv2d_7b", 2080, 1536, 1)
+    shapes[f"{head}.weight"], shapes[f"{head}.bias"] = (num_classes, 1536), (num_classes,)
+    return shapes
+
+
+def _reference_parameter_count(num_classes: int) -> int:
+    """BN running statistics are buffers, not parameters."""
+    shapes = reference_state_dict_shapes(num_classes)
+    return sum(int(np.prod(s)) for name, s in shapes.items() if "running" not in name)
 
 
 def _count(net) -> int:
@@ -147,3 +183,70 @@ def initialised():
 def test_forward_at_reference_sizes(initialised, size):
     out = initialised(mx.nd.random.uniform(-1, 1, shape=(1, 3, size, size))).asnumpy()
     assert out.shape == (1, 1000) and np.isfinite(out).all()
+
+
+# ------------------------------------------------------- timm / Cadene weights
+def test_torch_names_cover_the_reference_state_dict_exactly():
+    from finetune.models._inception_resnet_v2 import _torch_names
+
+    net = InceptionResNetV2()
+    names = _torch_names(net)
+    reference = reference_state_dict_shapes()
+    assert set(names.values()) | {"classif.weight", "classif.bias"} == set(reference)
+    assert len(set(names.values())) == len(names)  # one-to-one
+    params = net.collect_params()
+    for gluon, torch_name in names.items():
+        assert tuple(params[gluon].shape) == reference[torch_name], (gluon, torch_name)
+
+
+def _fake_checkpoint(monkeypatch, shapes, prefix=""):
+    """Make the loader 'read' a checkpoint whose tensor number i is filled with i (no memory used)."""
+    import finetune.models._inception_resnet_v2 as irv2
+
+    state = {prefix + name: np.broadcast_to(np.float32(i), shape) for i, (name, shape) in enumerate(shapes.items())}
+    monkeypatch.setattr(irv2, "read_torch_state_dict", lambda path: state)
+    return {name: i for i, name in enumerate(shapes)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head, classes, prefix", [("classif", 1000, ""), ("last_linear", 1001, "module.")])
+def test_loads_a_timm_or_cadene_checkpoint(monkeypatch, head, classes, prefix):
+    from finetune.models._inception_resnet_v2 import _torch_names, load_inception_resnet_v2_torch
+
+    index = _fake_checkpoint(monkeypatch, reference_state_dict_shapes(classes, head), prefix)
+    net = load_inception_resnet_v2_torch(InceptionResNetV2(), "ckpt.pth")
+    params = net.collect_params()
+    for gluon, torch_name in _torch_names(net).items():
+        assert params[gluon].data().reshape(-1)[0].asscalar() == index[torch_name], gluon
+    fc = params["fc_weight"].data().asnumpy()
+    assert fc.shape == (1000, 1536) and np.all(fc == index[f"{head}.weight"])
+    out = net(mx.nd.zeros((1, 3, 75, 75)))
+    assert out.shape == (1, 1000)
+
+
+def test_checkpoint_that_does_not_fit_is_refused(monkeypatch):
+    from finetune.models._inception_resnet_v2 import load_inception_resnet_v2_torch
+
+    shapes = reference_state_dict_shapes()
+    del shapes["repeat_1.7.conv2d.bias"]
+    _fake_checkpoint(monkeypatch, shapes)
+    with pytest.raises(ShapeError, match="repeat_1.7.conv2d.bias"):
+        load_inception_resnet_v2_torch(InceptionResNetV2(), "ckpt.pth")
+    _fake_checkpoint(monkeypatch, reference_state_dict_shapes())
+    net = InceptionResNetV2(num_classes=17)
+    with pytest.raises(ShapeError, match="fc_weight"):
+        load_inception_resnet_v2_torch(net, "ckpt.pth")
+    assert net.stem[0].conv.weight._data is None  # nothing was loaded
+
+
+def test_a_malicious_checkpoint_is_refused_without_running(tmp_path):
+    from finetune.errors import UnsafeFileError
+    from finetune.models._inception_resnet_v2 import load_inception_resnet_v2_torch
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(b"cos\nsystem\n(X" + len(f"touch {marker}").to_bytes(4, "little")
+                     + f"touch {marker}".encode() + b"tR.")
+    with pytest.raises(UnsafeFileError, match="os.system"):
+        load_inception_resnet_v2_torch(InceptionResNetV2(), path)
+    assert not marker.exists()
