@@ -311,47 +311,54 @@ class Backbone(_Network):
                    feature_layer=feature_layer, head_pool=entry.head_pool, name=name, ctx=ctx)
 
     @classmethod
-    def from_caffe(cls, prototxt, caffemodel, *, ctx=None, mean=None, mean_file=None) -> "Backbone":
+    def from_caffe(cls, prototxt, caffemodel, *, ctx=None, mean=None, mean_file=None, input_shape=None,
+                   to_rgb: bool = False) -> "Backbone":
         """Convert a Caffe model (``deploy.prototxt`` + ``.caffemodel``); no Caffe needed.
+
+        Both prototxt formats (V1 ``layers {}`` and ``layer {}``) are read;
+        see :doc:`/guide/caffe` for the supported layer types.
 
         Parameters
         ----------
         prototxt, caffemodel : str or os.PathLike
         ctx : None, mx.Context or list
         mean : tuple of float or None
-            Per-channel mean in raw pixels and the network's (BGR) order,
-            overriding what the prototxt says.
+            Per-channel mean in raw pixels, **BGR** (Caffe order), e.g.
+            ``(104, 117, 123)``; overrides the prototxt's.
         mean_file : str or None
-            A Caffe ``mean.binaryproto`` or a ``.npy`` ``(C, H, W)`` mean image.
+            A Caffe ``mean.binaryproto`` (BGR mean image); overrides the prototxt's.
+        input_shape : tuple of int or None
+            ``(C, H, W)``; needed when the prototxt declares none.
+        to_rgb : bool
+            Permute the first layers' input channels so the network takes RGB.
 
         Returns
         -------
         Backbone
             Layer names are the Caffe layer names (``fc6`` pre-activation,
             ``relu6`` post-activation); ``backbone(x)`` gives the logits (the
-            input of a final Softmax layer).
+            input of a final Softmax layer); the preprocessing is BGR, 0–255,
+            minus the mean, unless ``to_rgb``.
+
+        Examples
+        --------
+        >>> bb = Backbone.from_caffe("deploy.prototxt", "model.caffemodel",
+        ...                          mean=(104, 117, 123))  # doctest: +SKIP
+        >>> bb.feature_layer                                # doctest: +SKIP
+        'drop7'
         """
-        try:
-            from ._caffe import convert_caffe
-        except ModuleNotFoundError as exc:
-            if "finetune.models._caffe" not in str(exc):
-                raise
-            raise ModelError("Caffe import (finetune.models._caffe) is not part of this build yet.") from None
-        net = convert_caffe(os.fspath(prototxt), os.fspath(caffemodel))
+        from ._caffe import convert_caffe
+
+        net = convert_caffe(os.fspath(prototxt), os.fspath(caffemodel), input_shape=input_shape, mean=mean,
+                            mean_file=mean_file, to_rgb=to_rgb)
         symbol = net.symbol
-        if getattr(net, "output_is_softmax", False) and getattr(net, "logits_layer", None):
+        if net.output_is_softmax:
             symbol = _graph.cut(symbol, net.logits_layer)
-        preprocess = net.preprocess
-        if mean is not None:
-            preprocess = preprocess.replace(mean=tuple(mean), mean_image=None)
-        if mean_file is not None:
-            preprocess = preprocess.replace(mean_image=_read_mean_file(mean_file))
         present = set(_graph.list_layers(symbol))
-        layer_names = [n for n in net.layer_names if n in present] if getattr(net, "layer_names", None) else None
-        classifier = getattr(net, "classifier", None)
-        feature_layer = _input_of(symbol, classifier) if classifier else None
-        return cls.from_symbol(symbol, net.arg_params, net.aux_params, preprocess, classifier=classifier,
-                               feature_layer=feature_layer, layer_names=layer_names,
+        layer_names = [n for n in net.layer_names if n in present]
+        feature_layer = _input_of(symbol, net.classifier) if net.classifier else None
+        return cls.from_symbol(symbol, net.arg_params, net.aux_params, net.preprocess,
+                               classifier=net.classifier, feature_layer=feature_layer, layer_names=layer_names,
                                name=os.path.basename(os.fspath(prototxt)), ctx=ctx)
 
 
@@ -369,14 +376,3 @@ def _input_of(symbol, layer):
     from ..errors import UnknownNameError
 
     raise UnknownNameError("layer", layer, _graph.list_layers(symbol))
-
-
-def _read_mean_file(path) -> np.ndarray:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MissingFileError(f"Mean file {path!r} does not exist.")
-    if path.endswith(".npy"):
-        return np.load(path).astype(np.float32)
-    from ._caffe import read_mean_binaryproto  # the Caffe importer reads the protobuf
-
-    return np.asarray(read_mean_binaryproto(path), np.float32)

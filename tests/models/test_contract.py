@@ -1,0 +1,103 @@
+"""The model protocol, checked on every registered backbone (random weights, small inputs).
+
+Light backbones (one or two per family) run by default; the others are
+marked ``slow`` (run them with ``-m slow``).
+"""
+
+import os
+import warnings
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import finetune as ft
+from finetune.models._zoo import get_entry
+
+FAST = {"resnet18_v1", "resnet18_v1b", "resnet18_v2", "mobilenet0.25", "mobilenetv2_0.25",
+        "mobilenetv3_small", "squeezenet1.1", "efficientnet_lite0"}
+
+
+def _params(names):
+    return [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in names]
+
+
+_CACHE = {}
+
+
+def _backbone(name):
+    if name not in _CACHE:
+        _CACHE.clear()  # keep one (possibly huge) backbone in memory at a time
+        mx.random.seed(0)
+        _CACHE[name] = ft.Backbone.from_zoo(name, weights=None)
+    return _CACHE[name]
+
+
+def _input(name, batch=2):
+    entry = get_entry(name)
+    bb = _backbone(name)
+    side = max(64, entry.min_size) if entry.flexible_size else bb.preprocess.size[0]
+    rng = np.random.default_rng(0)
+    return mx.nd.array(rng.normal(size=(batch, bb.preprocess.channels, side, side)).astype(np.float32))
+
+
+NAMES = ft.list_backbones()
+
+
+def test_every_family_has_a_fast_representative():
+    families = {get_entry(n).family for n in NAMES}
+    assert families == {get_entry(n).family for n in FAST} | {"vgg", "densenet", "inceptionv3",
+                                                               "inception_resnet_v2"}
+    assert FAST <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_forward_gives_logits_and_metadata(name):
+    bb = _backbone(name)
+    x = _input(name)
+    out = bb(x)
+    assert out.shape == (2, 1000)
+    assert np.isfinite(out.asnumpy()).all()
+    layers = bb.layer_names
+    assert bb.classifier in layers and bb.feature_layer in layers
+    assert layers.index(bb.feature_layer) < layers.index(bb.classifier)
+    assert isinstance(bb.preprocess, ft.Preprocess)
+    assert bb.class_names is None  # random weights: not the ImageNet head
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_features_in_the_order_asked(name):
+    bb = _backbone(name)
+    x = _input(name)
+    first, feat = bb.layer_names[0], bb.feature_layer
+    outs = bb.features(x, [feat, first])
+    assert len(outs) == 2 and outs[0].shape[0] == 2 and outs[1].shape[0] == 2
+    assert outs[1].ndim == 4
+    native = bb.output_shape(feat)
+    expected = native[1] if (len(native) == 4 and bb.head_pool != "flatten") else int(np.prod(native[1:]))
+    assert bb.num_features == expected
+    last = bb.features(x, bb.layer_names[-1])[0]
+    np.testing.assert_allclose(last.reshape((2, -1)).asnumpy(), bb(x).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_head_replacer_save_load_export(name, tmp_path):
+    bb = _backbone(name)
+    x = _input(name)
+    classes = [f"class{i}" for i in range(7)]
+    model = ft.HeadReplacer(7).apply(bb, class_names=classes)
+    out = model(x).asnumpy()
+    assert out.shape == (2, 7)
+    assert all(k.startswith("head_") for k in model.head.collect_params().keys())
+
+    loaded = ft.load_model(model.save(tmp_path / "model"))
+    assert isinstance(loaded, ft.Model)
+    assert loaded.class_names == classes and loaded.preprocess == model.preprocess
+    np.testing.assert_array_equal(loaded(x).asnumpy(), out)
+
+    paths = model.export(os.fspath(tmp_path / "deploy"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = mx.gluon.SymbolBlock.imports(paths["symbol"], ["data"], paths["params"])
+    np.testing.assert_allclose(net(x).asnumpy(), out, rtol=1e-5, atol=1e-6)
+    assert ft.Preprocess.load(paths["preprocess"]) == model.preprocess
