@@ -172,6 +172,12 @@ class Trainer:
         self._trainer = gluon.Trainer(tparams, self.optimizer, dict(self.optimizer_params), kvstore=kv,
                                       update_on_kvstore=False)
         self._tparams = tparams
+        if self.num_workers_ > 1 or (self.kvstore or "").startswith("dist"):
+            # initialise the parameter server now, and let every worker finish before any pushes a gradient
+            self._trainer._init_kvstore()
+            self._trainer._init_params()
+            mx.nd.waitall()
+            self._trainer._kvstore._barrier()
         return self
 
     def plan(self):
