@@ -80,6 +80,8 @@ def test_evaluate_on_records_equals_predicting_the_files(tiny_model, image_folde
     assert [int(x) for x in report.labels] == images.single_labels()
     np.testing.assert_allclose(report.probabilities, Predictor(tiny_model).predict_proba(images.paths), atol=1e-6)
     assert report.sources[0] == "record[0]"
+    preds = Predictor(tiny_model).predict(records, top_k=1)
+    assert [p.label for p in preds] == images.single_labels() and preds[0].source == "record[0]"
 
 
 def test_evaluate_with_labels_by_name_and_unreadable_images(tiny_model, image_folder, tmp_path):

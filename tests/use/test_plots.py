@@ -108,3 +108,22 @@ def test_untranslatable_display_names_fall_back_with_a_warning(tmp_path):
     else:
         fig = plot_predictions(ps, tmp_path / "p.png", images=images, color="RGB")
         assert "猫" in fig.axes[0].get_title()
+
+
+def test_history_files_written_by_the_trainers_logger(tmp_path):
+    from types import SimpleNamespace
+
+    from finetune.train import HistoryLogger
+
+    keys = ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5")
+    rows = [{"epoch": e, "lr": 0.01 if e < 3 else 0.002, **{k: 1.0 / (e + 2) for k in keys},
+             "images_per_s": 90.0, "seconds": 3.0} for e in range(5)]
+    logger = HistoryLogger(tmp_path)
+    logger.on_train_begin(None)
+    logger.on_epoch_end(SimpleNamespace(history_=rows), 4, rows[-1])
+    for name in ("history.csv", "history.json"):
+        fig = plot_history(tmp_path / name)
+        drops = [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+        assert drops == [3]
+        assert len(fig.axes[1].lines) == 4 + 1  # train/val top-1, train/val top-5, LR mark
+    assert plot_history(SimpleNamespace(history_=rows)).axes[0].get_title() == "loss"
