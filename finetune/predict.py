@@ -359,6 +359,13 @@ def _load_pixels(item: _Item, preprocess):
 
 
 # --------------------------------------------------------------------------- the predictor
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class Predictor:
     """Classify images with a network, using the network's own preprocessing.
 
@@ -415,7 +422,7 @@ class Predictor:
             check_range("Predictor", "workers", workers, 1)
         self.model = model
         self.batch_size = int(batch_size)
-        self.workers = int(workers) if workers is not None else min(8, os.cpu_count() or 1)
+        self.workers = int(workers) if workers is not None else min(8, _cores())
         self.ctx = resolve_ctx(ctx)
         self.names = load_name_map(names) if names is not None else {}
         self.hybridize = hybridize
