@@ -6,8 +6,8 @@ image to the same features at every epoch. They are computed once, in
 inference mode, and only the head is trained on them, so an epoch costs what
 the head costs.
 
-The model must be ``head(backbone(x))``: either it has ``backbone`` and
-``head`` child blocks (the model protocol's ``Model``), or it is a
+The model must be ``head(backbone(x))``: either it has ``body`` (or
+``backbone``) and ``head`` child blocks (the model protocol's ``Model``), or it is a
 ``HybridSequential`` whose trailing children hold every trainable parameter.
 The split is checked numerically on a few images before it is used.
 """
@@ -47,7 +47,8 @@ class _Seq:
 
 def split_backbone_head(model, trainable: set):
     """``(backbone, head)`` callables with ``model(x) == head(backbone(x))``, or ``None``."""
-    backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
+    backbone = getattr(model, "body", None) or getattr(model, "backbone", None)
+    head = getattr(model, "head", None)
     if isinstance(backbone, gluon.Block) and isinstance(head, gluon.Block):
         return backbone, head
     if isinstance(model, gluon.nn.HybridSequential) and len(model) > 1:
@@ -86,9 +87,9 @@ def cache_reason(model, trainable: set, dataset, split) -> str | None:
         modes.update(batchnorm_modes(b))
     if any(m == "batch" for m in modes.values()):
         return "the backbone's BatchNorm layers use batch statistics (freeze them: freeze_bn=True)"
-    for attr in ("augment", "augmentation"):
-        if getattr(dataset, attr, None):
-            return "the training data is augmented"
+    augmented = dataset.train if hasattr(dataset, "train") else getattr(dataset, "augment", None)
+    if augmented:
+        return "the training data is augmented (train=True)"
     return None
 
 

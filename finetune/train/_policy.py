@@ -169,10 +169,14 @@ class LayerLRPolicy:
         ], head=head, **kw)
 
     @classmethod
-    def head_only(cls, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
-        """Train the new head only; every other parameter is frozen."""
+    def head_only(cls, *, head: str = "head_*", freeze_bn=True, **kw) -> "LayerLRPolicy":
+        """Train the new head only; every other parameter and BatchNorm statistic is frozen.
+
+        With a frozen backbone and non-augmented data, :class:`Trainer`
+        computes the backbone features once and trains the head on them.
+        """
         rest = Rule(f"re:^(?!{_glob_to_re(head)})", trainable=False, label="not head")
-        return cls([Rule(head), rest], head=head, **kw)
+        return cls([Rule(head), rest], head=head, freeze_bn=freeze_bn, **kw)
 
     @classmethod
     def discriminative(cls, stages, decay: float = 0.5, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
