@@ -52,9 +52,11 @@ class ImageSource:
     ----------
     images : str, path-like, numpy.ndarray, sequence or dataset
         A folder (recursive, sorted), one image file, an array ``(H, W[, C])``
-        or ``(N, H, W, C)`` uint8, a sequence of paths and/or arrays, or a
-        dataset (``len`` and ``[i]`` returning an image or ``(image, label)``,
-        such as :class:`~finetune.RecordDataset`).
+        or ``(N, H, W, C)`` uint8, a sequence of paths and/or arrays, an
+        :class:`~finetune.ImageList`, a :class:`~finetune.RecordDataset` (its
+        raw decoded images: the extractor applies its own geometry), or any
+        dataset (``len`` and ``[i]`` returning an ``(H, W, C)`` image or
+        ``(image, label)``).
     color : {"RGB", "BGR"}
         Colour order of in-memory arrays and dataset images (files are decoded
         by the library itself).
@@ -65,6 +67,7 @@ class ImageSource:
     def __init__(self, images, color: str = "RGB", target: str = "RGB"):
         self.color, self.target = color, target
         self.names = None
+        self._raw = None
         if isinstance(images, (str, os.PathLike)):
             path = os.fspath(images)
             if os.path.isdir(path):
@@ -85,6 +88,13 @@ class ImageSource:
             items = list(images)
             if all(isinstance(i, (str, os.PathLike)) for i in items):
                 self.names = [os.fspath(i) for i in items]
+        elif hasattr(images, "paths") and not callable(images.paths):  # ImageList
+            items = list(images.paths)
+            self.names = list(items)
+        elif callable(getattr(images, "image", None)) and hasattr(images, "__len__"):  # RecordDataset
+            self.items, self.color = images, "RGB"
+            self._raw = images.image
+            return
         elif hasattr(images, "__getitem__") and hasattr(images, "__len__"):
             items = images
         else:
@@ -98,6 +108,8 @@ class ImageSource:
         return len(self.items)
 
     def __getitem__(self, i: int) -> np.ndarray:
+        if self._raw is not None:  # undecorated image of a record file, RGB
+            return to_color(self._raw(i), "RGB", self.target)
         item = self.items[i]
         if isinstance(item, (str, os.PathLike)):
             return read_image(item, self.target)
@@ -106,6 +118,11 @@ class ImageSource:
         if hasattr(item, "asnumpy"):
             item = item.asnumpy()
         img = np.asarray(item)
+        if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[2] not in (1, 3, 4):
+            raise ConfigError(
+                f"Item {i} is a (C, H, W) tensor {img.shape}, i.e. already preprocessed; the extractor "
+                "needs raw (H, W, C) images (a RecordDataset is read raw automatically)."
+            )
         if img.dtype != np.uint8:
             img = np.clip(img, 0, 255).astype(np.uint8)
         return to_color(img, self.color, self.target)

@@ -100,6 +100,28 @@ def test_inputs_folder_paths_bgr_arrays_and_datasets(net, image_folder):
     assert fx.extract(grey).shape == (3, 8)
 
 
+def test_record_dataset_and_image_list_inputs(net, image_folder, tmp_path):
+    import finetune as ft
+
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "data", workers=1, quality=3, encoding=".png")
+    records = ft.RecordDataset(tmp_path / "data", net.preprocess)
+    fx = FeatureExtractor(net, "relu2", "avg")
+    from_list = fx.extract(images)
+    assert from_list.shape == (24, 8)
+    assert np.allclose(fx.extract(records), from_list, atol=1e-5)
+
+    class Normalised:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((3, 16, 16), np.float32), 0
+
+    with pytest.raises(ConfigError, match="already preprocessed"):
+        fx.extract(Normalised())
+
+
 def test_fit_pca_and_mop_then_save_load(net, images, tmp_path):
     rng = np.random.default_rng(1)
     train = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(12)]
