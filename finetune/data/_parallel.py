@@ -12,7 +12,7 @@ import os
 
 import cv2
 
-__all__ = ["default_workers", "ordered_map"]
+__all__ = ["default_workers", "fork_pool", "ordered_map"]
 
 _STATE = {}
 
@@ -46,6 +46,22 @@ def ordered_map(fn, context, items, *, workers=None, chunksize=8):
         for item in items:
             yield fn(context, item)
         return
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=_init, initargs=(fn, context)) as pool:
+    with fork_pool(workers, _init, (fn, context)) as pool:
         yield from pool.imap(_call, items, chunksize=max(1, chunksize))
+
+
+def fork_pool(workers, initializer, initargs):
+    """A forked ``multiprocessing.Pool`` that is safe after OpenCV has used threads here.
+
+    OpenCV's thread pool does not survive ``fork``: a child calling a parallel
+    OpenCV function waits forever for threads that were not copied. Dropping
+    this process to one OpenCV thread while forking (and restoring it after)
+    gives the children a clean, single-threaded OpenCV.
+    """
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return multiprocessing.get_context("fork").Pool(workers, initializer=initializer,
+                                                        initargs=initargs)
+    finally:
+        cv2.setNumThreads(previous)

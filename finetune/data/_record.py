@@ -10,7 +10,6 @@ with the dataset, but moves every sample through a queue).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import threading
@@ -22,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop
 from ._imagelist import classes_path_for, read_class_names
-from ._parallel import default_workers
+from ._parallel import default_workers, fork_pool
 from ._preprocess import Preprocess
 from ._recordio import RecordFile, unpack_header
 
@@ -278,8 +277,7 @@ class RecordLoader:
         nbytes = int(np.prod(shape)) * 4
         self._shms = [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(nslots)]
         self._views = [np.ndarray(shape, np.float32, buffer=s.buf) for s in self._shms]
-        ctx = multiprocessing.get_context("fork")
-        self._pool = ctx.Pool(self.workers, initializer=_worker_init, initargs=(ds, self._shms, shape))
+        self._pool = fork_pool(self.workers, _worker_init, (ds, self._shms, shape))
 
     def _iter_pool(self, batches, mx):
         if self._pool is None:

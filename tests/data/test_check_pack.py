@@ -1,0 +1,108 @@
+"""check and pack on real photos plus files broken on purpose: no crash, every bad file reported."""
+
+import io
+import os
+import shutil
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from finetune import ImageList, check, pack
+from finetune.errors import ConfigError
+from tests.ingredients import foolbox_dir, real_photos
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Real photos plus broken and unusual files, in two class folders."""
+    root = tmp_path / "messy"
+    good, odd = root / "good", root / "odd"
+    good.mkdir(parents=True)
+    odd.mkdir()
+    for p in real_photos():
+        shutil.copy(p, good / p.name)
+    fb = foolbox_dir()
+    for name in ["imagenet_00_243.jpg", "cifar10_00_3.png", "mnist_00_7.png", "fashionMNIST_00_9.png"]:
+        if (fb / name).exists():
+            shutil.copy(fb / name, good / name)
+    rgb = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    ok, jpg = cv2.imencode(".jpg", rgb)
+    (odd / "truncated.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    (odd / "zero.jpg").write_bytes(b"")
+    (odd / "text.jpg").write_text("this is not an image\n")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buf, "JPEG")
+    (odd / "cmyk.jpg").write_bytes(buf.getvalue())
+    cv2.imwrite(str(odd / "deep16.png"), (rgb.astype(np.uint16) * 257))
+    cv2.imwrite(str(odd / "grey.png"), rgb[:, :, 0])
+    cv2.imwrite(str(odd / "rgba.png"), np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]))
+    cv2.imwrite(str(odd / "tiny.png"), rgb[:4, :4])
+    return root
+
+
+BAD = {"truncated.jpg": "truncated", "zero.jpg": "zero bytes", "text.jpg": "not an image",
+       "tiny.png": "too small"}
+CONVERTED = {"cmyk.jpg": "CMYK", "deep16.png": "16-bit", "grey.png": "grayscale", "rgba.png": "alpha channel"}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("workers", [1, 2])
+def test_check_reports_every_bad_file(messy_folder, workers):
+    images = ImageList.from_folder(messy_folder)
+    report = check(images, workers=workers, min_size=8)
+    assert {os.path.basename(b.path): b.reason for b in report.bad} == BAD
+    converted = {os.path.basename(p): notes for p, notes in report.converted}
+    for name, note in CONVERTED.items():
+        assert note in converted[name]
+    assert len(report.good) == len(images) - len(BAD)
+    assert "4 bad" in report.summary()
+
+
+@pytest.mark.realdata
+def test_pack_skips_bad_files_and_imagerecorditer_reads_the_rest(messy_folder, tmp_path):
+    images = ImageList.from_folder(messy_folder)
+    report = pack(images, tmp_path / "messy", resize=32, workers=2, min_size=8)
+    assert {os.path.basename(b.path): b.reason for b in report.bad} == BAD
+    assert report.written == len(images) - len(BAD)
+    it = mx.io.ImageRecordIter(path_imgrec=report.rec, path_imgidx=report.idx, data_shape=(3, 32, 32),
+                               batch_size=report.written)
+    batch = next(iter(it))
+    good_labels = [e.label for e in images if os.path.basename(e.path) not in BAD]
+    assert batch.label[0].asnumpy().tolist() == good_labels
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_pack_is_ordered_with_workers_and_matches_imagerecorditer_pixels(image_folder, tmp_path):
+    images = ImageList.from_folder(image_folder)
+    shuffled = images.subset(np.random.default_rng(3).permutation(len(images)))
+    report = pack(shuffled, tmp_path / "p", encoding=".png", quality=3, workers=2, resize=40, center_crop=True)
+    assert report.written == len(images) and not report.bad
+    it = mx.io.ImageRecordIter(path_imgrec=report.rec, data_shape=(3, 40, 40), batch_size=len(images))
+    batch = next(iter(it))
+    assert batch.label[0].asnumpy().tolist() == [float(e.label) for e in shuffled]
+    record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
+    assert sorted(record.keys) == sorted(e.index for e in shuffled)
+    for k, entry in enumerate(shuffled):
+        header, stored = mx.recordio.unpack_img(record.read_idx(entry.index))
+        assert header.id == entry.index and stored.shape == (40, 40, 3)
+        decoded_rgb = batch.data[0][k].asnumpy().transpose(1, 2, 0)
+        np.testing.assert_array_equal(decoded_rgb, stored[:, :, ::-1].astype(np.float32))
+
+
+def test_pack_options_are_validated(image_folder, tmp_path):
+    images = ImageList.from_folder(image_folder)
+    with pytest.raises(ConfigError, match="encoding"):
+        pack(images, tmp_path / "x", encoding=".gif")
+    with pytest.raises(ConfigError, match="quality"):
+        pack(images, tmp_path / "x", quality=101)
+
+
+def test_pack_pass_through_keeps_bytes(image_folder, tmp_path):
+    images = ImageList.from_folder(image_folder)
+    report = pack(images, tmp_path / "raw", pass_through=True, workers=1)
+    record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
+    _, payload = mx.recordio.unpack(record.read_idx(0))
+    assert payload == open(images.paths[0], "rb").read()
