@@ -331,8 +331,8 @@ def efficientnet_lite_preprocess(variant: int | str = 0) -> Preprocess:
     """The preprocessing the ImageNet weights expect.
 
     RGB, ``(x - 127) / 128``; evaluation: shorter side resized to
-    ``round(size * 256 / 224)`` (256, 274, 297 for Lite0/1/2), centre crop
-    ``size × size`` (224, 240, 260).
+    ``size + 32`` (256, 272, 292 for Lite0/1/2: the ``CROP_PADDING = 32`` of
+    the TensorFlow reference), centre crop ``size × size`` (224, 240, 260).
 
     Examples
     --------
@@ -340,7 +340,7 @@ def efficientnet_lite_preprocess(variant: int | str = 0) -> Preprocess:
     (240, 240)
     """
     size = _VARIANTS[_check_variant(variant)][2]
-    return Preprocess(size=(size, size), resize=round(size * 256 / 224), color="RGB",
+    return Preprocess(size=(size, size), resize=size + 32, color="RGB",
                       mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), scale=1.0)
 
 
