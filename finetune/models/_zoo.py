@@ -248,14 +248,14 @@ def _build_block(entry: ZooEntry, weights, num_classes):
         with mx.name.NameManager():
             block = get_model(entry.name, pretrained=False, classes=classes)
     else:
+        if weights == "imagenet" and entry.imagenet is None:
+            raise ModelError(
+                f"No ImageNet weights for {entry.name!r} ship with finetune or its packages. "
+                f"Pass a local .params file (weights='/path/to/{entry.name}.params') or weights=None."
+            )
         with mx.name.NameManager():
             block = entry.build(classes)
         if weights == "imagenet":
-            if entry.imagenet is None:
-                raise ModelError(
-                    f"No ImageNet weights for {entry.name!r} ship with finetune or its packages. "
-                    f"Pass a local .params file (weights='/path/to/{entry.name}.params') or weights=None."
-                )
             entry.imagenet(block)
             return block, True
     if weights is None:
