@@ -28,7 +28,9 @@ def register(sub) -> None:
                    help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; default gem)")
     p.add_argument("--gem-p", type=float, default=3.0, help="GeM power (default 3)")
     p.add_argument("--scales", default="1", help="comma-separated scales, e.g. 1,0.7071,0.5")
-    p.add_argument("--resize", type=int, help="shorter side at scale 1 (default: the model's)")
+    p.add_argument("--resize", type=int, help="size of the --resize-side at scale 1 (default: the model's)")
+    p.add_argument("--resize-side", choices=("shorter", "longer"), default="shorter",
+                   help="which image side --resize sets (default: shorter)")
     p.add_argument("--pca", type=int, help="PCA-whiten to this many dimensions (needs --fit-on)")
     p.add_argument("--fit-on", help="folder of training images for PCA / MOP (separate from IMAGES)")
     p.add_argument("--queries-of", metavar="GT",
@@ -150,7 +152,7 @@ def _build_extractor(args):
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated numbers. Got {args.scales!r}.") from None
     return FeatureExtractor(args.model, args.layer, pooling, ctx=args.ctx, batch_size=args.batch_size,
-                            scales=scales, resize=args.resize, pca=args.pca)
+                            scales=scales, resize=args.resize, resize_side=args.resize_side, pca=args.pca)
 
 
 # ----------------------------------------------------------------------- handlers

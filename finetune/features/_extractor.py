@@ -11,7 +11,7 @@ import numpy as np
 
 from .._context import resolve_ctx
 from .._version import __version__
-from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError
+from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError, check_choice
 from ._inputs import ImageSource, resize_keep_aspect
 from ._mop import MOP
 from ._pooling import Pooling, get_pooling
@@ -66,8 +66,11 @@ class FeatureExtractor:
         Multi-scale extraction: the image is resized by each factor and the
         L2-normalised descriptors are averaged, e.g. ``(1, 2 ** -0.5, 0.5)``.
     resize : int or None
-        Shorter side (pixels) of the input at scale 1; ``None`` uses the
-        model's ``preprocess.resize`` (or its input size).
+        Size (pixels) of the input's ``resize_side`` at scale 1; ``None`` uses
+        the model's ``preprocess.resize`` (or its input size).
+    resize_side : {"shorter", "longer"}
+        Which side ``resize`` sets when whole images are used (retrieval
+        papers often fix the longer side, e.g. 1024).
     keep_aspect : bool or None
         ``True`` feeds the whole image with its aspect ratio (no centre crop),
         ``False`` the model's resize + centre crop; ``None`` decides from the
@@ -91,7 +94,8 @@ class FeatureExtractor:
     """
 
     def __init__(self, model, layers, pooling="gem", *, ctx=None, batch_size: int = 32,
-                 scales=(1.0,), resize: int | None = None, keep_aspect: bool | None = None,
+                 scales=(1.0,), resize: int | None = None, resize_side: str = "shorter",
+                 keep_aspect: bool | None = None,
                  pca: int | None = None, whiten: bool = True, normalize: bool = True):
         if isinstance(model, (str, os.PathLike)):
             model = _load_model(model)
@@ -119,6 +123,8 @@ class FeatureExtractor:
         if resize is not None and int(resize) < 1:
             raise ConfigError(f"The 'resize' parameter of FeatureExtractor must be >= 1 or None. Got {resize!r}.")
         self.resize = None if resize is None else int(resize)
+        check_choice("FeatureExtractor", "resize_side", resize_side, ("shorter", "longer"))
+        self.resize_side = resize_side
         self.keep_aspect = keep_aspect
         self.normalize = bool(normalize)
         self.whiten = bool(whiten)
@@ -200,8 +206,8 @@ class FeatureExtractor:
         """One ``(H, W, 3)`` uint8 image (network colour order) → normalised ``(C, H, W)`` input."""
         pre = self.preprocess
         if self._keep_aspect():
-            shorter = self.resize or pre.resize or max(pre.size)
-            img = resize_keep_aspect(image, max(1.0, shorter * scale))
+            target = self.resize or pre.resize or max(pre.size)
+            img = resize_keep_aspect(image, max(1.0, target * scale), self.resize_side)
         else:
             if self.resize is not None:
                 pre = pre.replace(resize=self.resize)
@@ -357,7 +363,8 @@ class FeatureExtractor:
         """The JSON-ready settings that :meth:`save` writes."""
         return {
             "layers": self.layers, "pooling": self._pooling_config(), "batch_size": self.batch_size,
-            "scales": list(self.scales), "resize": self.resize, "keep_aspect": self.keep_aspect,
+            "scales": list(self.scales), "resize": self.resize, "resize_side": self.resize_side,
+            "keep_aspect": self.keep_aspect,
             "pca": None if self.pca is None else self.pca.n_components, "whiten": self.whiten,
             "normalize": self.normalize, "version": __version__,
         }
@@ -396,7 +403,7 @@ class FeatureExtractor:
         pooling = {layer: [get_pooling(p["name"], **{k: v for k, v in p.items() if k != "name"}) for p in pools]
                    for layer, pools in cfg["pooling"].items()}
         obj = cls(model, cfg["layers"], pooling, ctx=ctx, batch_size=cfg["batch_size"], scales=cfg["scales"],
-                  resize=cfg["resize"], keep_aspect=cfg["keep_aspect"], pca=cfg["pca"], whiten=cfg["whiten"],
+                  resize=cfg["resize"], resize_side=cfg.get("resize_side", "shorter"), keep_aspect=cfg["keep_aspect"], pca=cfg["pca"], whiten=cfg["whiten"],
                   normalize=cfg["normalize"])
         if obj.pca is not None and os.path.exists(os.path.join(path, "pca.npz")):
             obj.pca = PCAWhitening.load(os.path.join(path, "pca.npz"))

@@ -35,10 +35,11 @@ def list_images(folder) -> list:
     return out
 
 
-def resize_keep_aspect(image: np.ndarray, shorter: float, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Resize ``(H, W, C)`` so that its shorter side is ``shorter`` pixels (aspect kept)."""
+def resize_keep_aspect(image: np.ndarray, target: float, side: str = "shorter",
+                       interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resize ``(H, W, C)`` so that its ``side`` ("shorter" or "longer") is ``target`` pixels (aspect kept)."""
     h, w = image.shape[:2]
-    f = float(shorter) / min(h, w)
+    f = float(target) / (min(h, w) if side == "shorter" else max(h, w))
     new_h, new_w = max(1, int(round(h * f))), max(1, int(round(w * f)))
     if (new_h, new_w) == (h, w):
         return image

@@ -42,6 +42,14 @@ def test_keep_aspect_descriptors_match_manual_one_by_one(net, images):
     assert outs[0].shape == (1, 8, 8, 12)
 
 
+def test_longer_side_resize(net, images):
+    fx = FeatureExtractor(net, "relu2", "max", resize=24, resize_side="longer")
+    assert fx.prepare(images[0]).shape == (3, 16, 24)
+    assert fx.prepare(images[1]).shape == (3, 24, 16)
+    with pytest.raises(ConfigError, match="resize_side"):
+        FeatureExtractor(net, "relu2", resize_side="width")
+
+
 def test_batching_does_not_change_results(net, images):
     a = FeatureExtractor(net, "relu2", "gem", batch_size=1).extract(images)
     b = FeatureExtractor(net, "relu2", "gem", batch_size=16).extract(images)
