@@ -77,7 +77,8 @@ def _pack_options(p, workers_default):
     p.add_argument("--pass-through", action="store_true", help="store the files unchanged (still checked)")
     p.add_argument("--resize", type=int, default=0, help="resize the shorter side to this (0: keep)")
     p.add_argument("--center-crop", action="store_true", help="crop the centre square first")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 or PNG compression 0-9")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality 1-100 (default 95) or PNG compression 0-9 (default 3)")
     p.add_argument("--num-thread", "--workers", dest="workers", type=int, default=workers_default,
                    help="worker processes (default: all cores); record order is always the list order")
     p.add_argument("--color", type=int, default=1, choices=[-1, 0, 1],

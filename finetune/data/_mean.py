@@ -298,9 +298,9 @@ def read_binaryproto(path) -> np.ndarray:
     for field, wire, value in _fields(buf, 0, len(buf)):
         if field in (1, 2, 3, 4) and wire == 0:
             dims[field] = value
-        elif field == 5:
+        elif field == 5 and wire in (2, 5):
             data.append(np.frombuffer(value, "<f4"))
-        elif field == 8:
+        elif field == 8 and wire in (1, 2):
             doubles.append(np.frombuffer(value, "<f8"))
         elif field == 7 and wire == 2:
             for f2, w2, v2 in _fields(value, 0, len(value)):

@@ -110,7 +110,7 @@ def _pack_one(opts, item):
     return header + enc.tobytes(), None
 
 
-def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=95, encoding=".jpg",
+def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None, encoding=".jpg",
          pass_through=False, color=1, workers=None, pack_label=False, min_size=1) -> PackReport:
     """Write ``<prefix>.rec`` and ``<prefix>.idx`` from an image list, as im2rec does.
 
@@ -130,8 +130,8 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=95, 
         Resize the shorter side to this many pixels (0: keep the size).
     center_crop : bool
         Crop the centre square first (im2rec's ``--center-crop``).
-    quality : int
-        JPEG quality 1–100, or PNG compression 0–9.
+    quality : int, optional
+        JPEG quality 1–100 (default 95), or PNG compression 0–9 (default 3).
     encoding : {".jpg", ".png"}
         Encoding of the stored images.
     pass_through : bool
@@ -164,6 +164,8 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=95, 
     owner = "pack"
     check_choice(owner, "encoding", encoding, (".jpg", ".png"))
     check_choice(owner, "color", color, tuple(_COLOR_FLAGS))
+    if quality is None:
+        quality = 95 if encoding == ".jpg" else 3
     if encoding == ".jpg":
         check_range(owner, "quality", quality, 1, 100)
     else:
