@@ -52,7 +52,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .._context import resolve_ctx
 from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
+from ..errors import ConfigError, MissingFileError, ShapeError, check_choice, check_range
 from ._torch_pickle import read_torch_state_dict
 
 __all__ = [
@@ -254,17 +254,14 @@ class EfficientNetLite(HybridBlock):
     def __init__(self, variant: int | str = 0, num_classes: int = 1000, *, dropout: float | None = None,
                  drop_connect: float = 0.0, prefix: str = "", **kwargs):
         variant = _check_variant(variant)
-        if not isinstance(num_classes, int) or num_classes < 1:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ConfigError(f"The 'num_classes' parameter of EfficientNetLite must be a positive int. "
                               f"Got {num_classes!r} instead.")
         width, depth, size, default_dropout = _VARIANTS[variant]
-        dropout = default_dropout if dropout is None else float(dropout)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"The 'dropout' parameter of EfficientNetLite must be in [0, 1). Got {dropout!r} instead.")
-        drop_connect = float(drop_connect)
-        if not 0.0 <= drop_connect < 1.0:
-            raise ConfigError(f"The 'drop_connect' parameter of EfficientNetLite must be in [0, 1). "
-                              f"Got {drop_connect!r} instead.")
+        dropout = default_dropout if dropout is None else dropout
+        check_range("EfficientNetLite", "dropout", dropout, 0.0, 1.0, high_open=True)
+        check_range("EfficientNetLite", "drop_connect", drop_connect, 0.0, 1.0, high_open=True)
+        dropout, drop_connect = float(dropout), float(drop_connect)
         super().__init__(prefix=prefix, **kwargs)
         self.variant, self.num_classes, self.dropout_rate = variant, num_classes, dropout
         self.drop_connect, self.input_size = drop_connect, size

@@ -56,7 +56,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .._context import resolve_ctx
 from ..data import Preprocess
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, check_range
 from ._torch_pickle import read_torch_state_dict
 
 __all__ = [
@@ -237,13 +237,7 @@ class InceptionResNetV2(HybridBlock):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ConfigError(f"The 'num_classes' parameter of InceptionResNetV2 must be a positive int. "
                               f"Got {num_classes!r} instead.")
-        try:
-            bad = not 0.0 <= float(dropout) < 1.0
-        except (TypeError, ValueError):
-            bad = True
-        if bad:
-            raise ConfigError(f"The 'dropout' parameter of InceptionResNetV2 must be in [0, 1). "
-                              f"Got {dropout!r} instead.")
+        check_range("InceptionResNetV2", "dropout", dropout, 0.0, 1.0, high_open=True)
         super().__init__(prefix=prefix, **kwargs)
         self.num_classes, self.dropout_rate = num_classes, float(dropout)
         with self.name_scope():
