@@ -1,0 +1,47 @@
+"""Class balancing and the built-in Fashion-MNIST reader."""
+
+import os
+
+import numpy as np
+import pytest
+
+from finetune import ImageList, balance
+from finetune.data import FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder
+from finetune.data._balance import random_affine
+from finetune.errors import ConfigError
+
+
+def test_balance_fills_small_classes_only_from_the_given_list(image_folder, tmp_path):
+    images = ImageList.from_folder(image_folder)
+    train, val = images.split((0.5, 0.5), seed=0)
+    small = train.subset([i for i, lab in enumerate(train.labels) if lab != 0 or i % 2])
+    out = balance(small, 6, tmp_path / "extra", seed=0)
+    assert out.class_counts() == {0: 6, 1: 6, 2: 6}
+    new = [p for p in out.paths if str(tmp_path / "extra") in p]
+    assert len(new) == len(out) - len(small)
+    val_paths = set(val.paths)
+    assert not val_paths & set(out.paths)
+    assert all(os.path.isfile(p) for p in new)
+    again = balance(small, 6, tmp_path / "extra2", seed=0)
+    assert [e.label for e in again] == [e.label for e in out]
+    with pytest.raises(ConfigError):
+        balance(small, 0, tmp_path)
+
+
+def test_random_affine_changes_the_image_but_keeps_its_shape():
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[5:15, 5:10] = 255
+    out = random_affine(img, np.random.RandomState(0), rotation=30)
+    assert out.shape == img.shape and not np.array_equal(out, img)
+
+
+@pytest.mark.realdata
+def test_fashion_mnist_reader_and_folder(tmp_path):
+    images, labels = load_fashion_mnist("test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [1000] * 10
+    tree = write_fashion_mnist_folder(tmp_path / "fm", 5, split="test", seed=0, size=32)
+    assert sorted(tree.class_names) == sorted(FASHION_MNIST_CLASSES)
+    assert tree.class_counts() == {k: 5 for k in range(10)}
+    again = write_fashion_mnist_folder(tmp_path / "fm2", 5, split="test", seed=0)
+    assert [os.path.basename(p) for p in again.paths] == [os.path.basename(p) for p in tree.paths]
