@@ -298,3 +298,56 @@ def build_zoo(entry: ZooEntry, weights, num_classes=None):
     block, imagenet_head = _build_block(entry, weights, num_classes)
     symbol, params = gluon_to_graph(block, (1, preprocess.channels, *preprocess.size))
     return symbol, params, preprocess, imagenet_head
+
+
+def describe(name: str) -> dict:
+    """Facts about a registered backbone without allocating its weights.
+
+    The architecture is built and traced symbolically (parameters stay
+    uninitialised), so this is fast even for VGG.
+
+    Returns
+    -------
+    dict
+        ``name``, ``family``, ``input_size`` ``(H, W)``, ``flexible_size``,
+        ``num_features`` (what a new head receives), ``feature_layer``,
+        ``classifier``, ``num_layers``, ``num_parameters``, ``imagenet``
+        (``"offline"``, ``"download"`` or ``None``).
+
+    Examples
+    --------
+    >>> d = describe("resnet50_v1b")
+    >>> d["num_features"], d["input_size"]
+    (2048, (224, 224))
+    """
+    import mxnet as mx
+    import numpy as np
+
+    from . import _graph
+
+    entry = get_entry(name)
+    preprocess = entry_preprocess(entry)
+    with mx.name.NameManager():
+        if entry.source == "gluoncv":
+            from gluoncv.model_zoo import get_model
+
+            block = get_model(entry.name, pretrained=False)
+        else:
+            block = entry.build(1000)
+        symbol = block(mx.sym.var("data"))
+    symbol, _ = _graph.strip_prefix(symbol, {}, block.prefix)
+    classifier, feature_layer = _graph.find_classifier(symbol)
+    shape = (1, preprocess.channels, *preprocess.size)
+    feat = _graph.infer_shape(_graph.cut(symbol, feature_layer), shape)
+    pooled = len(feat) == 4 and entry.head_pool != "flatten"
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=shape)
+    count = sum(int(np.prod(s)) for n, s in zip(symbol.list_arguments(), arg_shapes) if n != "data")
+    count += sum(int(np.prod(s)) for s in aux_shapes)
+    if entry.source == "gluoncv":
+        imagenet = "download"
+    else:
+        imagenet = "offline" if entry.imagenet is not None else None
+    return {"name": entry.name, "family": entry.family, "input_size": preprocess.size,
+            "flexible_size": entry.flexible_size, "num_features": int(feat[1] if pooled else np.prod(feat[1:])),
+            "feature_layer": feature_layer, "classifier": classifier,
+            "num_layers": len(_graph.list_layers(symbol)), "num_parameters": count, "imagenet": imagenet}
