@@ -234,7 +234,7 @@ class Trainer:
         return self
 
     def _default_callbacks(self):
-        if not self.out_dir:
+        if not self.out_dir or self.rank_ != 0:  # one writer per cluster
             return []
         return [HistoryLogger(self.out_dir),
                 Checkpoint(os.path.join(self.out_dir, "checkpoints"), every_n_batches=self.checkpoint_every)]
