@@ -131,3 +131,4 @@ def test_cli_predict_with_a_zoo_name(capsys):
     assert main(["-q", "predict", "efficientnet_lite0", str(photo), "--top-k", "3", "--json"]) == 0
     out = __import__("json").loads(capsys.readouterr().out)
     assert out[0]["top"][0]["index"] == label and len(out[0]["top"]) == 3
+
