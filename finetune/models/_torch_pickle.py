@@ -203,9 +203,13 @@ def _unpickle(file, path: str, storages: dict):
 
 
 def _read_zip(path: str, storages: dict):
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"Malformed .pth file {path!r}: {exc}") from None
+    with zf:
         names = zf.namelist()
-        pkl = [n for n in names if n.endswith("data.pkl")]
+        pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkl) != 1:
             raise ModelError(f"{path!r} is a zip file but not a PyTorch checkpoint (no single data.pkl).")
         prefix = pkl[0][: -len("data.pkl")]
@@ -340,7 +344,9 @@ def read_torch_state_dict(path) -> dict:
     if not os.path.isfile(path):
         raise MissingFileError(f"PyTorch weights file {path!r} does not exist.")
     storages: dict = {}
-    obj = _read_zip(path, storages) if zipfile.is_zipfile(path) else _read_legacy(path, storages)
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # how torch.load tells the layouts apart
+    obj = _read_zip(path, storages) if is_zip else _read_legacy(path, storages)
     out: dict = {}
     _collect(obj, "", out, path)
     if not out:

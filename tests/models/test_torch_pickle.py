@@ -286,6 +286,15 @@ def test_not_a_checkpoint(tmp_path):
         read_torch_state_dict(tmp_path / "z.pth")
 
 
+def test_truncated_zip_file(tmp_path, monkeypatch):
+    state, storages, _ = _sample(monkeypatch)
+    path = tmp_path / "w.pth"
+    write_zip(path, state, storages)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelError, match="Malformed"):
+        read_torch_state_dict(path)
+
+
 def test_truncated_legacy_file(tmp_path, monkeypatch):
     state, storages, _ = _sample(monkeypatch)
     path = tmp_path / "w.pth"
