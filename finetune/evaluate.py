@@ -317,6 +317,8 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     else:
         predictor = Predictor(model_or_predictor, ctx=ctx, batch_size=batch_size)
     class_names = predictor.class_names
+    if class_names is None:  # e.g. a deployment without names: the dataset's (<prefix>_classes.txt)
+        class_names = getattr(dataset, "class_names", None)
     items = _labelled_items(dataset, labels, class_names, color)
     probs, errors = predictor._run(items)
     good = [i for i in range(len(items)) if i not in errors]

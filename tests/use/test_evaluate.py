@@ -96,3 +96,9 @@ def test_evaluate_with_labels_by_name_and_unreadable_images(tiny_model, image_fo
         ft.evaluate(tiny_model, paths[:1], labels=["zebra"])
     with pytest.raises(ConfigError, match="labelled images"):
         ft.evaluate(tiny_model, paths)
+
+
+def test_class_names_come_from_the_dataset_when_the_model_has_none(tiny_model, image_folder):
+    tiny_model.class_names = None
+    report = ft.evaluate(tiny_model, ImageList.from_folder(image_folder))
+    assert report.class_names == ["cat", "dog", "fish"]
