@@ -161,10 +161,14 @@ class EvaluationReport:
                  f"top-1 accuracy   {_pct(self.top1)}",
                  f"top-{self.top_k} accuracy   {_pct(self.topk)}",
                  f"mean class acc.  {_pct(self.mean_class_accuracy)}", ""]
-        width = max([5] + [len(c["name"]) for c in self.per_class])
+        predicted = self.confusion.sum(axis=0)
+        shown = [c for c in self.per_class if c["support"] > 0 or predicted[c["index"]] > 0 or len(self.per_class) <= 50]
+        width = max([5] + [len(c["name"]) for c in shown])
         lines.append(f"{'class':<{width}}  support  accuracy  precision")
-        for c in self.per_class:
+        for c in shown:
             lines.append(f"{c['name']:<{width}}  {c['support']:>7}  {_pct(c['accuracy']):>8}  {_pct(c['precision']):>9}")
+        if len(shown) < len(self.per_class):
+            lines.append(f"({len(self.per_class) - len(shown)} classes with no image and no prediction not shown)")
         wrong = self.most_confident_errors(10)
         if wrong:
             lines += ["", "most confidently wrong:"]
