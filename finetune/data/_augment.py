@@ -228,7 +228,7 @@ def train_crop(buf, aug: Augment, pre, rng):
             top, left = (nh - out_h) // 2, (nw - out_w) // 2
         img = img[top:top + out_h, left:left + out_w]
     if aug.mirror and rng.randint(2):
-        img = img[:, ::-1]
+        img = cv2.flip(np.ascontiguousarray(img), 1)
     if aug.rotation:
         img = rotate(np.ascontiguousarray(img), rng.uniform(-aug.rotation, aug.rotation))
     if aug.jitters_colour:

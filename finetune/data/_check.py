@@ -98,8 +98,53 @@ def _jpeg_complete(buf: bytes) -> bool:
     return buf.rfind(b"\xff\xd9") > buf.rfind(b"\xff\xda") >= 0
 
 
+def inspect_header(buf: bytes):
+    """Checks that need no decoding: ``(reason, detail, notes, format)``.
+
+    ``reason`` is ``None`` when the bytes look like a complete image file.
+    """
+    if len(buf) == 0:
+        return "zero bytes", "the file is empty (0 bytes)", [], None
+    fmt = sniff_format(buf)
+    notes = []
+    if fmt == "jpeg":
+        if not _jpeg_complete(buf):
+            return "truncated", "the JPEG data ends before its end-of-image marker", [], fmt
+        info = _jpeg_info(buf)
+        if info and info[2] == 1:
+            notes.append("grayscale")
+        elif info and info[2] == 4:
+            notes.append("CMYK")
+    elif fmt == "png":
+        if b"IEND" not in buf[-32:]:
+            return "truncated", "the PNG data ends before its IEND chunk", [], fmt
+        if len(buf) >= 26:
+            depth, ctype = buf[24], buf[25]
+            notes += {0: ["grayscale"], 3: ["palette"], 4: ["grayscale", "alpha channel"],
+                      6: ["alpha channel"]}.get(ctype, [])
+            if depth == 16:
+                notes.append("16-bit")
+    return None, "", notes, fmt
+
+
+def undecodable(fmt):
+    """``(reason, detail)`` for bytes of format ``fmt`` that OpenCV could not decode."""
+    if fmt is None:
+        return "not an image", "the content is not in any image format OpenCV reads"
+    if fmt == "gif":
+        return "unsupported format", "GIF files cannot be decoded by OpenCV"
+    return "corrupt", f"the {fmt.upper()} data cannot be decoded"
+
+
+def size_problem(h, w, min_size):
+    """``(reason, detail)`` when the image is too small, else ``None``."""
+    if min(h, w) < min_size:
+        return "too small", f"{w}x{h} pixels is smaller than min_size={min_size}"
+    return None
+
+
 def examine(buf: bytes, source: str = "<bytes>", *, min_size: int = 1):
-    """Look at an encoded image without keeping it.
+    """Look at an encoded image (header checks, then one decode) without keeping it.
 
     Returns
     -------
@@ -109,38 +154,16 @@ def examine(buf: bytes, source: str = "<bytes>", *, min_size: int = 1):
         will make (``"grayscale"``, ``"alpha channel"``, ``"CMYK"``, ``"palette"``,
         ``"16-bit"``).
     """
-    if len(buf) == 0:
-        return "zero bytes", "the file is empty (0 bytes)", []
-    fmt = sniff_format(buf)
-    notes = []
-    if fmt == "jpeg":
-        if not _jpeg_complete(buf):
-            return "truncated", "the JPEG data ends before its end-of-image marker", []
-        info = _jpeg_info(buf)
-        if info and info[2] == 1:
-            notes.append("grayscale")
-        elif info and info[2] == 4:
-            notes.append("CMYK")
-    elif fmt == "png":
-        if b"IEND" not in buf[-32:]:
-            return "truncated", "the PNG data ends before its IEND chunk", []
-        if len(buf) >= 26:
-            depth, ctype = buf[24], buf[25]
-            notes += {0: ["grayscale"], 3: ["palette"], 4: ["grayscale", "alpha channel"],
-                      6: ["alpha channel"]}.get(ctype, [])
-            if depth == 16:
-                notes.append("16-bit")
-    arr = np.frombuffer(buf, np.uint8)
-    img = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    reason, detail, notes, fmt = inspect_header(buf)
+    if reason is not None:
+        return reason, detail, notes
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        if fmt is None:
-            return "not an image", "the content is not in any image format OpenCV reads", []
-        if fmt == "gif":
-            return "unsupported format", "GIF files cannot be decoded by OpenCV", []
-        return "corrupt", f"the {fmt.upper()} data cannot be decoded", []
+        return (*undecodable(fmt), [])
     h, w = img.shape[:2]
-    if min(h, w) < min_size:
-        return "too small", f"{w}x{h} pixels is smaller than min_size={min_size}", notes
+    problem = size_problem(h, w, min_size)
+    if problem:
+        return (*problem, notes)
     return None, f"{w}x{h}", notes
 
 

@@ -161,14 +161,26 @@ class RecordDataset(_Base):
             img = eval_crop(buf, self.preprocess)
         if img is None:
             raise self._bad_image(i, rid)
-        if self.preprocess.color == "RGB":
-            img = img[:, :, ::-1]
-        mean, factor = self._norm
         if out is None:
             out = np.empty((3,) + img.shape[:2], np.float32)
-        np.subtract(img.transpose(2, 0, 1), mean, out=out, casting="unsafe")
-        out *= factor
+        self._normalise(img, out)
         return out, _label(label)
+
+    def _normalise(self, img, out):
+        """BGR ``(H, W, 3)`` -> normalised ``(C, H, W)`` in the network's order, into ``out``.
+
+        Channel by channel on contiguous planes: several times faster than
+        one subtraction through a transposed view.
+        """
+        mean, factor = self._norm
+        planes = cv2.split(np.ascontiguousarray(img))
+        if self.preprocess.color == "RGB":
+            planes = planes[::-1]
+        per_channel = mean.shape[1] == 1
+        for c, plane in enumerate(planes):
+            np.copyto(out[c], plane, casting="unsafe")
+            out[c] -= mean[c, 0, 0] if per_channel else mean[c]
+            out[c] *= factor[c, 0, 0]
 
     def __getitem__(self, i):
         return self.load(i)

@@ -1,0 +1,153 @@
+"""Benchmark the data pipeline against MXNet's own tools, on the same images, in one run.
+
+1. Packing: ``finetune im2rec`` vs the stock ``mxnet/tools/im2rec.py`` (both run
+   as commands, wall time including start-up), resize 256, JPEG quality 95:
+   at equal thread counts (1 and 2) and at each tool's default (stock: 1
+   thread; finetune: all cores).
+2. Augmented loading: ``RecordDataset(...).loader`` vs ``mx.io.ImageRecordIter``
+   with the same augmentation (random resized crop to 224, area 0.08–1,
+   aspect 3/4–4/3, mirror, mean/std normalisation), batch 32: at equal
+   threads (2 workers vs ``preprocess_threads=2``) and at defaults (all
+   cores vs ``preprocess_threads=4``).
+
+The images are real photos (scikit-image, scikit-learn, foolbox's ImageNet
+samples), resized to camera-like 640–1024 px and colour-jittered so that no
+two files are identical. Run::
+
+    OMP_NUM_THREADS=2 python benchmarks/data_pipeline.py [--images 480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+
+def make_images(root: Path, n: int, seed: int = 0) -> None:
+    """``n`` JPEG photos in 4 class folders."""
+    from tests.ingredients import foolbox_imagenet, real_photos
+
+    sources = [cv2.imread(str(p)) for p in real_photos()] + [cv2.imread(str(p)) for p, _ in foolbox_imagenet()]
+    sources = [s for s in sources if s is not None]
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = sources[i % len(sources)]
+        longer = int(rng.integers(640, 1025))
+        h, w = img.shape[:2]
+        scale = longer / max(h, w)
+        img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img.astype(np.int16) + rng.integers(-20, 21, size=3), 0, 255).astype(np.uint8)
+        folder = root / f"class{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"img{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+def timed(cmd, env) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def bench_pack(work: Path, images: Path, n: int, env) -> dict:
+    import mxnet as mx
+
+    stock = os.path.join(os.path.dirname(mx.__file__), "tools", "im2rec.py")
+    ours = [sys.executable, "-m", "finetune", "-q", "im2rec"]
+    prefix = str(work / "bench")
+    subprocess.run([sys.executable, stock, "--list", "--recursive", prefix, str(images)], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
+    opts = ["--resize", "256", "--quality", "95"]
+    results = {}
+    for label, cmd in [("stock im2rec, 1 thread (default)", [sys.executable, stock, *opts, prefix, str(images)]),
+                       ("stock im2rec, 2 threads", [sys.executable, stock, *opts, "--num-thread", "2", prefix, str(images)]),
+                       ("finetune im2rec, 1 thread", [*ours, *opts, "--num-thread", "1", prefix, str(images)]),
+                       ("finetune im2rec, default (all cores)", [*ours, *opts, prefix, str(images)])]:
+        seconds = timed(cmd, env)
+        results[label] = n / seconds
+        print(f"  pack  {label:40s} {n / seconds:7.1f} img/s  ({seconds:.2f} s)")
+    return results
+
+
+def bench_load(prefix: str, epochs: int = 2) -> dict:
+    import mxnet as mx
+
+    import finetune as ft
+
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    pre = ft.Preprocess(size=(224, 224), mean=mean, std=std)
+    aug = ft.Augment(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mirror=True)
+    results = {}
+
+    def run(label, make_batches):
+        make_batches()  # warm-up epoch (start workers, fill caches)
+        count, start = 0, time.perf_counter()
+        for _ in range(epochs):
+            for data in make_batches():
+                data.wait_to_read()
+                count += data.shape[0]
+        rate = count / (time.perf_counter() - start)
+        results[label] = rate
+        print(f"  load  {label:40s} {rate:7.1f} img/s")
+
+    for threads, label in ((2, "ImageRecordIter, 2 threads"), (4, "ImageRecordIter, 4 threads (default)")):
+        it = mx.io.ImageRecordIter(
+            path_imgrec=prefix + ".rec", path_imgidx=prefix + ".idx", data_shape=(3, 224, 224),
+            batch_size=32, shuffle=True, rand_mirror=True, random_resized_crop=True,
+            min_random_area=0.08, max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3,
+            mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2],
+            preprocess_threads=threads)
+
+        def batches(it=it):
+            it.reset()
+            return (b.data[0] for b in it)
+
+        run(label, batches)
+    ds = ft.RecordDataset(prefix, pre, train=True, augment=aug)
+    for workers, label in ((2, "RecordDataset.loader, 2 workers"), (None, "RecordDataset.loader, default")):
+        loader = ds.loader(32, workers=workers, seed=0)
+        run(label, lambda loader=loader: (d for d, _ in loader))
+        loader.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--keep", help="keep the work folder here")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    work = Path(args.keep or tempfile.mkdtemp(prefix="ft_bench_"))
+    images = work / "images"
+    try:
+        print(f"{args.images} photos (640-1024 px) in {work}; {os.cpu_count()} cores, "
+              f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+        make_images(images, args.images)
+        pack = bench_pack(work, images, args.images, env)
+        load = bench_load(str(work / "bench"))
+        print("ratios (finetune / MXNet):")
+        print(f"  pack, equal threads (1):  {pack['finetune im2rec, 1 thread'] / pack['stock im2rec, 1 thread (default)']:.2f}x")
+        print(f"  pack, equal threads (2):  {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 2 threads']:.2f}x")
+        print(f"  pack, defaults:           {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 1 thread (default)']:.2f}x")
+        print(f"  load, equal threads (2):  {load['RecordDataset.loader, 2 workers'] / load['ImageRecordIter, 2 threads']:.2f}x")
+        print(f"  load, defaults:           {load['RecordDataset.loader, default'] / load['ImageRecordIter, 4 threads (default)']:.2f}x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
