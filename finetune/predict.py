@@ -565,47 +565,58 @@ class Predictor:
 
     def _run(self, items, *, softmax: bool = True):
         """Decode in a thread pool, forward in batches; returns ``(array (N, K), {i: error})``."""
+        from tqdm import tqdm
+
         n = len(items)
         errors: dict = {}
         outputs = None
-        if n == 0:
-            return np.zeros((0, len(self.class_names or [])), np.float32), errors
-        pre = self.preprocess
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            pending = collections.deque()
-            next_item = 0
-            ahead = 2 * self.batch_size
-
-            def fill():
-                nonlocal next_item
-                while next_item < n and len(pending) < ahead + self.batch_size:
-                    pending.append((next_item, pool.submit(_load_pixels, items[next_item], pre)))
-                    next_item += 1
-
-            fill()
-            while pending:
-                batch, where = [], []
-                while pending and len(batch) < self.batch_size:
-                    i, fut = pending.popleft()
-                    try:
-                        batch.append(fut.result())
-                        where.append(i)
-                    except FinetuneError as exc:
-                        errors[i] = str(exc)
-                    except Exception as exc:  # noqa: BLE001 - report per item, never stop the batch
-                        errors[i] = f"{type(exc).__name__}: {exc}"
-                fill()  # keep decoding while the network runs
-                if not batch:
-                    continue
-                out = self._forward(np.stack(batch), softmax)
-                if outputs is None:
-                    outputs = np.full((n, out.shape[1]), np.nan, np.float32)
-                outputs[where] = out
+        quiet = n <= 4 * self.batch_size  # a bar only for long runs (and only on a terminal)
+        failed = 0
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, \
+                tqdm(total=n, unit="img", desc="predict", disable=True if quiet else None, leave=False) as bar:
+            for where, batch in self._batches(items, pool, errors):
+                bar.update(len(where) + len(errors) - failed)
+                failed = len(errors)
+                if batch:
+                    out = self._forward(np.stack(batch), softmax)
+                    if outputs is None:
+                        outputs = np.full((n, out.shape[1]), np.nan, np.float32)
+                    outputs[where] = out
         if outputs is None:
             outputs = np.full((n, len(self.class_names or [])), np.nan, np.float32)
         for i, msg in errors.items():
             log.warning("Skipping %s: %s", items[i].source, msg)
         return outputs, errors
+
+    def _batches(self, items, pool, errors):
+        """Yield ``(indices, arrays)`` batches, decoding up to two batches ahead in ``pool``.
+
+        Failed items go to ``errors`` (index -> message) instead of the batch.
+        """
+        pre, n = self.preprocess, len(items)
+        pending = collections.deque()
+        next_item = 0
+
+        def fill():
+            nonlocal next_item
+            while next_item < n and len(pending) < 3 * self.batch_size:
+                pending.append((next_item, pool.submit(_load_pixels, items[next_item], pre)))
+                next_item += 1
+
+        fill()
+        while pending:
+            batch, where = [], []
+            while pending and len(batch) < self.batch_size:
+                i, fut = pending.popleft()
+                try:
+                    batch.append(fut.result())
+                    where.append(i)
+                except FinetuneError as exc:
+                    errors[i] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - report per item, never stop the batch
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+            fill()  # keep decoding while the network runs on this batch
+            yield where, batch
 
     def _forward(self, batch: np.ndarray, softmax: bool) -> np.ndarray:
         import mxnet as mx
