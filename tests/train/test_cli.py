@@ -15,6 +15,7 @@ def records(image_folder, tmp_path):
     return tmp_path / "all"
 
 
+@pytest.mark.slow
 def test_train_cli_writes_a_loadable_model_dir_with_history_and_checkpoints(records, tmp_path, capsys):
     out = tmp_path / "model"
     code = main(["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--val", str(records),
