@@ -4,7 +4,12 @@ Listing and splitting (:class:`ImageList`), checking (:func:`check`), packing
 ``.rec`` files (:func:`pack`), :class:`RecordDataset` with :class:`Augment`,
 :class:`MeanImage`, class balancing (:func:`balance`), the built-in
 Fashion-MNIST reader, and the :class:`Preprocess` config every model carries.
+
+MXNet is imported only when :class:`RecordDataset` is first used, so listing,
+checking and packing start fast.
 """
+
+import importlib
 
 from ._augment import Augment
 from ._balance import balance
@@ -16,7 +21,8 @@ from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
 from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
-from ._record import RecordDataset, RecordLoader
+
+_LAZY = {"RecordDataset": "._record", "RecordLoader": "._record"}  # these import MXNet
 
 __all__ = sorted([
     "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "ImageEntry",
@@ -24,3 +30,16 @@ __all__ = sorted([
     "balance", "check", "decode_image", "fashion_mnist_dir", "load_fashion_mnist", "pack",
     "read_image", "to_color", "write_fashion_mnist_folder",
 ])
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'finetune.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -24,6 +24,7 @@ from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes
                      sniff_format, undecodable)
 from ._imagelist import ImageList, classes_path_for, write_class_names
 from ._parallel import default_workers, ordered_map
+from ._recordio import RecordWriter
 
 __all__ = ["PackReport", "pack"]
 
@@ -214,11 +215,9 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     workers = default_workers() if workers is None else int(workers)
     rec_path, idx_path = prefix + ".rec", prefix + ".idx"
     tmp_rec, tmp_idx = f"{rec_path}.tmp{os.getpid()}", f"{idx_path}.tmp{os.getpid()}"
-    import mxnet as mx
-
     start = time.time()
     bad, written = [], 0
-    writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
+    writer = RecordWriter(tmp_rec, tmp_idx)
     try:
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
         for (index, path, _), (record, problem) in zip(items, _progress(results, len(items), "pack")):
@@ -226,7 +225,7 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
                 bad.append(BadImage(index, path, *problem))
                 log.warning("Skipped %s: %s (%s).", path, *problem)
                 continue
-            writer.write_idx(index, record)
+            writer.write(index, record)
             written += 1
         writer.close()
         os.replace(tmp_rec, rec_path)

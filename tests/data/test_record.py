@@ -147,3 +147,25 @@ def test_truncated_or_corrupt_record_files_raise_record_format_error(packed, tmp
     ds = RecordDataset(tmp_path / "bad")
     with pytest.raises(RecordFormatError, match="record 1"):
         ds[1]
+
+
+def test_record_writer_is_byte_identical_to_mxnet(tmp_path):
+    import os
+    import struct
+
+    from finetune.data._recordio import RecordFile, RecordWriter
+
+    magic = struct.pack("<I", 0xCED7230A)
+    datas = [b"abc", b"abcd" + magic + b"xy", magic + b"1234" + magic, b"", b"12" + magic + b"zz" + magic + magic,
+             os.urandom(999)]
+    ours = RecordWriter(str(tmp_path / "a.rec"), str(tmp_path / "a.idx"))
+    theirs = mx.recordio.MXIndexedRecordIO(str(tmp_path / "b.idx"), str(tmp_path / "b.rec"), "w")
+    for i, d in enumerate(datas):
+        ours.write(i, d)
+        theirs.write_idx(i, d)
+    ours.close()
+    theirs.close()
+    assert (tmp_path / "a.rec").read_bytes() == (tmp_path / "b.rec").read_bytes()
+    assert (tmp_path / "a.idx").read_text() == (tmp_path / "b.idx").read_text()
+    reader = RecordFile(str(tmp_path / "b.rec"))  # scanned, no index
+    assert [reader.read(i) for i in range(len(reader))] == datas
