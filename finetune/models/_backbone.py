@@ -10,7 +10,7 @@ freezing, export and Grad-CAM then all work the same way
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 
 import mxnet as mx
@@ -18,14 +18,12 @@ import numpy as np
 
 from .._context import resolve_ctx
 from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ModelError
+from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
 from ._model import _load_params, _Network, load_model
 from ._zoo import get_entry
 
 __all__ = ["Backbone", "imagenet_class_names"]
-
-log = logging.getLogger(__name__)
 
 def imagenet_class_names() -> list:
     """The 1000 ImageNet class names, in class-index order (from gluoncv)."""
@@ -88,11 +86,10 @@ class Backbone(_Network):
         self._layer_names = list(layer_names) if layer_names is not None else None
         for label, layer in (("classifier", classifier), ("feature_layer", feature_layer)):
             if layer is not None and layer not in all_layers:
-                from ..errors import UnknownNameError
-
                 raise UnknownNameError("layer", layer, self.layer_names)
         if head_pool not in ("flatten", "avg", "max"):
-            raise ConfigError(f"The 'head_pool' parameter of Backbone must be 'flatten', 'avg' or 'max'. Got {head_pool!r}.")
+            raise ConfigError("The 'head_pool' parameter of Backbone must be 'flatten', 'avg' or 'max'. "
+                              f"Got {head_pool!r} instead.")
         self.classifier = classifier
         self.feature_layer = feature_layer
         self.head_pool = head_pool
@@ -240,9 +237,12 @@ class Backbone(_Network):
         prefix : str
         epoch : int
         preprocess : Preprocess or None
-            Default: raw RGB pixels at 224 (``mean=0, std=1``), what MXNet's
-            model-zoo ResNet checkpoints expect (they normalise inside the
-            graph with a ``bn_data`` layer).
+            Default: ``prefix-preprocess.json`` when it exists (written by
+            :meth:`export`), else raw RGB pixels at 224 (``mean=0, std=1``),
+            what MXNet's model-zoo ResNet checkpoints expect (they normalise
+            inside the graph with a ``bn_data`` layer).
+        class_names : list of str or None
+            Default: ``prefix-classes.json`` when it exists.
 
         Examples
         --------
@@ -258,8 +258,13 @@ class Backbone(_Network):
             symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(epoch))
         except mx.base.MXNetError as exc:
             raise ModelError(f"Cannot read checkpoint {prefix!r}: {str(exc).strip().splitlines()[0]}") from None
+        if preprocess is None and os.path.exists(f"{prefix}-preprocess.json"):
+            preprocess = Preprocess.load(f"{prefix}-preprocess.json")  # written by export()
         if preprocess is None:
             preprocess = Preprocess(mean=(0, 0, 0), std=(1, 1, 1))
+        if class_names is None and os.path.exists(f"{prefix}-classes.json"):
+            with open(f"{prefix}-classes.json", encoding="utf-8") as f:
+                class_names = json.load(f)
         return cls.from_symbol(symbol, arg_params, aux_params, preprocess, classifier=classifier,
                                feature_layer=feature_layer, class_names=class_names,
                                name=os.path.basename(prefix), ctx=ctx)
@@ -366,13 +371,9 @@ def _input_of(symbol, layer):
     """Name of the node feeding ``layer``'s data input."""
     if layer is None:
         return None
-    import json
-
     nodes = json.loads(symbol.tojson())["nodes"]
     for node in nodes:
         if node["name"] == layer and node["op"] != "null":
             src = nodes[node["inputs"][0][0]]
             return None if src["op"] == "null" else src["name"]
-    from ..errors import UnknownNameError
-
     raise UnknownNameError("layer", layer, _graph.list_layers(symbol))

@@ -115,12 +115,14 @@ class HeadReplacer:
                  pool=None, activation: str = "relu"):
         owner = "HeadReplacer"
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ConfigError(f"The 'num_classes' parameter of {owner} must be a positive int. Got {num_classes!r} instead.")
+            raise ConfigError(f"The 'num_classes' parameter of {owner} must be a positive int. "
+                              f"Got {num_classes!r} instead.")
         if isinstance(hidden, (int, np.integer)):
             hidden = (hidden,)
         hidden = tuple(hidden)
         if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            raise ConfigError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. Got {hidden!r} instead.")
+            raise ConfigError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. "
+                              f"Got {hidden!r} instead.")
         check_range(owner, "dropout", dropout, 0, 1, high_open=True)
         check_choice(owner, "pool", pool, _POOLS)
         check_choice(owner, "activation", activation, ("relu", "sigmoid", "tanh", "softrelu", "softsign"))
@@ -130,7 +132,8 @@ class HeadReplacer:
             raise ConfigError(f"The 'init' parameter of {owner} must be one of {sorted(_INITS)} or an "
                               f"mx.init.Initializer. Got {init!r} instead.")
         if cut_at is not None and not isinstance(cut_at, str):
-            raise ConfigError(f"The 'cut_at' parameter of {owner} must be a layer name or None. Got {cut_at!r} instead.")
+            raise ConfigError(f"The 'cut_at' parameter of {owner} must be a layer name or None. "
+                              f"Got {cut_at!r} instead.")
         self.num_classes = int(num_classes)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)

@@ -42,6 +42,13 @@ FORMAT = "finetune-model"
 FORMAT_VERSION = 1
 
 
+def _check_preprocess(preprocess):
+    if not isinstance(preprocess, Preprocess):
+        raise ConfigError(f"The 'preprocess' parameter must be a finetune.Preprocess. "
+                          f"Got {type(preprocess).__name__} instead.")
+    return preprocess
+
+
 class _Cache:
     """Derived blocks (feature extractors, probes, the traced graph) of a network.
 
@@ -72,11 +79,18 @@ class _Network(HybridBlock):
 
     def __init__(self, preprocess: Preprocess, class_names=None):
         super().__init__(prefix="")
-        if not isinstance(preprocess, Preprocess):
-            raise ConfigError(f"The 'preprocess' parameter must be a finetune.Preprocess. Got {type(preprocess).__name__} instead.")
-        self.preprocess = preprocess
+        self._preprocess = _check_preprocess(preprocess)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self._caches = _Cache()
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The :class:`~finetune.Preprocess` the network expects."""
+        return self._preprocess
+
+    @preprocess.setter
+    def preprocess(self, value: Preprocess) -> None:
+        self._preprocess = _check_preprocess(value)
 
     # ----------------------------------------------------------------- graph
     def to_symbol(self):
@@ -261,11 +275,6 @@ class Model(_Network):
         The arguments that rebuild ``head`` (see :func:`build_head`).
     class_names : list of str or None
         One name per output.
-
-    Attributes
-    ----------
-    preprocess : Preprocess
-        The backbone's preprocessing (shared by training and prediction).
     """
 
     def __init__(self, body, head: HybridBlock, head_spec: dict, *, class_names=None):
@@ -279,6 +288,15 @@ class Model(_Network):
 
     def hybrid_forward(self, F, x):
         return self.head(self.body(x))
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The backbone's :class:`~finetune.Preprocess` (shared with :attr:`body`)."""
+        return self.body.preprocess
+
+    @preprocess.setter
+    def preprocess(self, value: Preprocess) -> None:
+        self.body.preprocess = value
 
     @property
     def num_classes(self) -> int:

@@ -65,7 +65,8 @@ def test_mean_image_is_saved(tmp_path, x):
     bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
     mean = np.random.default_rng(0).uniform(0, 255, (3, 230, 230)).astype(np.float32)
     model = ft.HeadReplacer(2).apply(bb)
-    model.body.preprocess = model.preprocess = bb.preprocess.replace(mean_image=mean)
+    model.preprocess = bb.preprocess.replace(mean_image=mean)
+    assert model.body.preprocess is model.preprocess
     loaded = ft.load_model(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.preprocess.mean_image, mean)
 
@@ -124,6 +125,10 @@ def test_export_reproduces_outputs_with_plain_mxnet(model, tmp_path, x):
     assert "head_classifier_weight" in args and any(k.endswith("running_mean") for k in aux)
     with open(paths["classes"]) as f:
         assert json.load(f) == ["a", "b", "c"]
+    back = ft.Backbone.from_checkpoint(tmp_path / "deploy" / "net", 0)  # reads preprocess and classes too
+    assert back.preprocess == model.preprocess and back.class_names == ["a", "b", "c"]
+    assert back.classifier == "head_classifier_fwd"
+    np.testing.assert_allclose(back(x).asnumpy(), model(x).asnumpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_layer_gradient_matches_finite_differences(model, x):
@@ -140,3 +145,14 @@ def test_layer_gradient_matches_finite_differences(model, x):
         down = block(x, mx.nd.array(-bump))[0][:, 1].sum().asscalar()
         assert grad[index].asscalar() != 0
         assert grad[index].asscalar() == pytest.approx((up - down) / (2 * eps), rel=2e-2, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("_graph", "_zoo", "_backbone", "_head", "_model"):
+        module = importlib.import_module(f"finetune.models.{name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
