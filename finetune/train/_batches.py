@@ -63,9 +63,9 @@ class EpochSampler(gluon.data.Sampler):
     seed : int
     num_parts, part_index : int
         Split each global batch between ``num_parts`` workers.
-
-    Yields lists of *encoded* indices ``epoch * length + i`` (decoded by
-    :class:`SeededItems`) when ``encode`` is true, else plain indices.
+    encode : bool
+        Yield *encoded* indices ``epoch * length + i`` (decoded by
+        :class:`SeededItems`) instead of plain indices.
 
     Examples
     --------
