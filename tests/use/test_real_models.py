@@ -89,9 +89,10 @@ def test_gradcam_mass_lies_on_the_pasted_object(lite0, corner, plot_dir):
 
 def test_gradcam_same_hybridized_or_not_and_through_the_private_split(lite0):
     canvas, _ = _pasted_cat("top-left")
-    cam = ft.GradCAM(lite0, layer="head_relu_fwd")
+    layer = ft.GradCAM(lite0).layer  # the last convolutional block
+    cam = ft.GradCAM(lite0, layer=layer)
     a = cam(canvas, color="RGB")
-    split = ft.GradCAM(lite0, layer="head_relu_fwd")
+    split = ft.GradCAM(lite0, layer=layer)
     split._native = False  # the fallback used for plain HybridBlocks
     b = split(canvas, color="RGB")
     lite0.hybridize()
