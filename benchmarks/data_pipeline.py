@@ -54,10 +54,17 @@ def make_images(root: Path, n: int, seed: int = 0) -> None:
         cv2.imwrite(str(folder / f"img{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def timed(cmd, env) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+def cpu_seconds() -> float:
+    """CPU time of this process and of every finished child (pool workers, subprocesses)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(cmd, env, check=True):
+    """``(wall seconds, CPU seconds)`` of a command."""
+    start, cpu = time.perf_counter(), cpu_seconds()
+    subprocess.run(cmd, check=check, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def bench_pack(work: Path, images: Path, n: int, env) -> dict:
@@ -70,13 +77,19 @@ def bench_pack(work: Path, images: Path, n: int, env) -> dict:
                    env=env, stdout=subprocess.DEVNULL)
     opts = ["--resize", "256", "--quality", "95"]
     results = {}
+    for label, cmd in [("stock im2rec start-up (no list)", [sys.executable, stock, prefix + "_none", str(images)]),
+                       ("finetune im2rec start-up (no list)", [*ours, prefix + "_none", str(images)])]:
+        seconds, _ = timed(cmd, env, check=False)  # both stop at once: no list file
+        print(f"  {label:46s} {seconds:6.2f} s")
     for label, cmd in [("stock im2rec, 1 thread (default)", [sys.executable, stock, *opts, prefix, str(images)]),
                        ("stock im2rec, 2 threads", [sys.executable, stock, *opts, "--num-thread", "2", prefix, str(images)]),
                        ("finetune im2rec, 1 thread", [*ours, *opts, "--num-thread", "1", prefix, str(images)]),
                        ("finetune im2rec, default (all cores)", [*ours, *opts, prefix, str(images)])]:
-        seconds = timed(cmd, env)
+        seconds, cpu = timed(cmd, env)
         results[label] = n / seconds
-        print(f"  pack  {label:40s} {n / seconds:7.1f} img/s  ({seconds:.2f} s)")
+        results[label + " cpu"] = n / cpu
+        print(f"  pack  {label:40s} {n / seconds:7.1f} img/s  ({seconds:.2f} s wall, "
+              f"{n / cpu:6.1f} img per CPU-second)")
     return results
 
 
@@ -90,35 +103,55 @@ def bench_load(prefix: str, epochs: int = 2) -> dict:
     aug = ft.Augment(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mirror=True)
     results = {}
 
-    def run(label, make_batches):
-        make_batches()  # warm-up epoch (start workers, fill caches)
+    def run(label, make, close):
+        """Wall rate over ``epochs`` after a warm-up epoch; CPU rate over all epochs
+        (CPU time of pool workers is only known once they are reaped by ``close``)."""
+        cpu0 = cpu_seconds()
+        source = make()
+        seen = 0
+        for data in source():  # warm-up epoch (start workers, fill caches)
+            data.wait_to_read()
+            seen += data.shape[0]
         count, start = 0, time.perf_counter()
         for _ in range(epochs):
-            for data in make_batches():
+            for data in source():
                 data.wait_to_read()
                 count += data.shape[0]
-        rate = count / (time.perf_counter() - start)
-        results[label] = rate
-        print(f"  load  {label:40s} {rate:7.1f} img/s")
+        results[label] = count / (time.perf_counter() - start)
+        close(source)
+        results[label + " cpu"] = (count + seen) / (cpu_seconds() - cpu0)
+        print(f"  load  {label:40s} {results[label]:7.1f} img/s  "
+              f"({results[label + ' cpu']:6.1f} img per CPU-second)")
 
     for threads, label in ((2, "ImageRecordIter, 2 threads"), (4, "ImageRecordIter, 4 threads (default)")):
-        it = mx.io.ImageRecordIter(
-            path_imgrec=prefix + ".rec", path_imgidx=prefix + ".idx", data_shape=(3, 224, 224),
-            batch_size=32, shuffle=True, rand_mirror=True, random_resized_crop=True,
-            min_random_area=0.08, max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3,
-            mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2],
-            preprocess_threads=threads)
+        def make(threads=threads):
+            it = mx.io.ImageRecordIter(
+                path_imgrec=prefix + ".rec", path_imgidx=prefix + ".idx", data_shape=(3, 224, 224),
+                batch_size=32, shuffle=True, rand_mirror=True, random_resized_crop=True,
+                min_random_area=0.08, max_random_area=1.0, min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3,
+                mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2],
+                preprocess_threads=threads)
 
-        def batches(it=it):
-            it.reset()
-            return (b.data[0] for b in it)
+            def batches():
+                it.reset()
+                return (b.data[0] for b in it)
 
-        run(label, batches)
+            batches.it = it
+            return batches
+
+        run(label, make, lambda source: None)
     ds = ft.RecordDataset(prefix, pre, train=True, augment=aug)
     for workers, label in ((2, "RecordDataset.loader, 2 workers"), (None, "RecordDataset.loader, default")):
-        loader = ds.loader(32, workers=workers, seed=0)
-        run(label, lambda loader=loader: (d for d, _ in loader))
-        loader.close()
+        def make(workers=workers):
+            loader = ds.loader(32, workers=workers, seed=0)
+
+            def batches():
+                return (d for d, _ in loader)
+
+            batches.loader = loader
+            return batches
+
+        run(label, make, lambda source: source.loader.close())
     return results
 
 
@@ -137,12 +170,13 @@ def main() -> int:
         make_images(images, args.images)
         pack = bench_pack(work, images, args.images, env)
         load = bench_load(str(work / "bench"))
-        print("ratios (finetune / MXNet):")
-        print(f"  pack, equal threads (1):  {pack['finetune im2rec, 1 thread'] / pack['stock im2rec, 1 thread (default)']:.2f}x")
-        print(f"  pack, equal threads (2):  {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 2 threads']:.2f}x")
-        print(f"  pack, defaults:           {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 1 thread (default)']:.2f}x")
-        print(f"  load, equal threads (2):  {load['RecordDataset.loader, 2 workers'] / load['ImageRecordIter, 2 threads']:.2f}x")
-        print(f"  load, defaults:           {load['RecordDataset.loader, default'] / load['ImageRecordIter, 4 threads (default)']:.2f}x")
+        print(f"load average after the run: {os.getloadavg()}")
+        print("ratios (finetune / MXNet), wall-clock throughput [and per CPU-second]:")
+        print(f"  pack, equal threads (1):  {pack['finetune im2rec, 1 thread'] / pack['stock im2rec, 1 thread (default)']:.2f}x  [{pack['finetune im2rec, 1 thread cpu'] / pack['stock im2rec, 1 thread (default) cpu']:.2f}x]")
+        print(f"  pack, equal threads (2):  {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 2 threads']:.2f}x  [{pack['finetune im2rec, default (all cores) cpu'] / pack['stock im2rec, 2 threads cpu']:.2f}x]")
+        print(f"  pack, defaults:           {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 1 thread (default)']:.2f}x  [{pack['finetune im2rec, default (all cores) cpu'] / pack['stock im2rec, 1 thread (default) cpu']:.2f}x]")
+        print(f"  load, equal threads (2):  {load['RecordDataset.loader, 2 workers'] / load['ImageRecordIter, 2 threads']:.2f}x  [{load['RecordDataset.loader, 2 workers cpu'] / load['ImageRecordIter, 2 threads cpu']:.2f}x]")
+        print(f"  load, defaults:           {load['RecordDataset.loader, default'] / load['ImageRecordIter, 4 threads (default)']:.2f}x  [{load['RecordDataset.loader, default cpu'] / load['ImageRecordIter, 4 threads (default) cpu']:.2f}x]")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

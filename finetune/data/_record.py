@@ -222,6 +222,12 @@ def _label(label):
 _WORKER = {}
 
 
+def _to_nd(mx, array):
+    """Copy a batch into a new NDArray: a numpy copy handed over without a second copy
+    (``mx.nd.array`` copies 4-8x slower than numpy on large float arrays)."""
+    return mx.nd.from_numpy(np.array(array, copy=True), zero_copy=True)
+
+
 def _worker_init(dataset, shms, shape):
     cv2.setNumThreads(1)
     _WORKER["ds"] = dataset
@@ -278,7 +284,7 @@ class RecordLoader:
             buf = np.empty(shape, np.float32)
             for indices, seed in batches:
                 labels = _fill(ds, buf, indices, seed)
-                yield mx.nd.array(buf[:len(indices)]), mx.nd.array(labels)
+                yield _to_nd(mx, buf[:len(indices)]), mx.nd.array(labels)
             return
         yield from self._iter_pool(batches, mx)
 
@@ -316,7 +322,7 @@ class RecordLoader:
             for slot, labels, error in self._pool.imap(_worker_batch, tasks()):
                 if error is not None:
                     raise RecordFormatError(error)
-                data = mx.nd.array(self._views[slot][:len(labels)])
+                data = _to_nd(mx, self._views[slot][:len(labels)])
                 free.put(slot)
                 yield data, mx.nd.array(labels)
             done = True
