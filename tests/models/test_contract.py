@@ -22,25 +22,6 @@ def _params(names):
     return [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in names]
 
 
-_CACHE = {}
-
-
-def _backbone(name):
-    if name not in _CACHE:
-        _CACHE.clear()  # keep one (possibly huge) backbone in memory at a time
-        mx.random.seed(0)
-        _CACHE[name] = ft.Backbone.from_zoo(name, weights=None)
-    return _CACHE[name]
-
-
-def _input(name, batch=2):
-    entry = get_entry(name)
-    bb = _backbone(name)
-    side = max(64, entry.min_size) if entry.flexible_size else bb.preprocess.size[0]
-    rng = np.random.default_rng(0)
-    return mx.nd.array(rng.normal(size=(batch, bb.preprocess.channels, side, side)).astype(np.float32))
-
-
 NAMES = ft.list_backbones()
 
 
@@ -52,9 +33,24 @@ def test_every_family_has_a_fast_representative():
 
 
 @pytest.mark.parametrize("name", _params(NAMES))
-def test_forward_gives_logits_and_metadata(name):
-    bb = _backbone(name)
-    x = _input(name)
+def test_model_protocol(name, tmp_path):
+    """Forward, features, HeadReplacer(7), save → load (bit-identical), export → SymbolBlock.imports."""
+    mx.random.seed(0)
+    bb = ft.Backbone.from_zoo(name, weights=None)
+    x = _input(name, bb)
+    _check_forward(bb, x)
+    _check_features(bb, x)
+    _check_head_save_load_export(bb, x, tmp_path)
+
+
+def _input(name, bb, batch=2):
+    entry = get_entry(name)
+    side = max(64, entry.min_size) if entry.flexible_size else bb.preprocess.size[0]
+    rng = np.random.default_rng(0)
+    return mx.nd.array(rng.normal(size=(batch, bb.preprocess.channels, side, side)).astype(np.float32))
+
+
+def _check_forward(bb, x):
     out = bb(x)
     assert out.shape == (2, 1000)
     assert np.isfinite(out.asnumpy()).all()
@@ -65,10 +61,7 @@ def test_forward_gives_logits_and_metadata(name):
     assert bb.class_names is None  # random weights: not the ImageNet head
 
 
-@pytest.mark.parametrize("name", _params(NAMES))
-def test_features_in_the_order_asked(name):
-    bb = _backbone(name)
-    x = _input(name)
+def _check_features(bb, x):
     first, feat = bb.layer_names[0], bb.feature_layer
     outs = bb.features(x, [feat, first])
     assert len(outs) == 2 and outs[0].shape[0] == 2 and outs[1].shape[0] == 2
@@ -80,10 +73,7 @@ def test_features_in_the_order_asked(name):
     np.testing.assert_allclose(last.reshape((2, -1)).asnumpy(), bb(x).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", _params(NAMES))
-def test_head_replacer_save_load_export(name, tmp_path):
-    bb = _backbone(name)
-    x = _input(name)
+def _check_head_save_load_export(bb, x, tmp_path):
     classes = [f"class{i}" for i in range(7)]
     model = ft.HeadReplacer(7).apply(bb, class_names=classes)
     out = model(x).asnumpy()
@@ -94,6 +84,7 @@ def test_head_replacer_save_load_export(name, tmp_path):
     assert isinstance(loaded, ft.Model)
     assert loaded.class_names == classes and loaded.preprocess == model.preprocess
     np.testing.assert_array_equal(loaded(x).asnumpy(), out)
+    del loaded
 
     paths = model.export(os.fspath(tmp_path / "deploy"))
     with warnings.catch_warnings():
