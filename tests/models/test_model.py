@@ -156,3 +156,11 @@ def test_docstring_examples_run():
         module = importlib.import_module(f"finetune.models.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name
+
+
+def test_models_all_is_sorted_and_exported_from_finetune():
+    import finetune.models
+
+    assert finetune.models.__all__ == sorted(finetune.models.__all__)
+    for name in finetune.models.__all__:
+        assert getattr(ft, name) is getattr(finetune.models, name)
