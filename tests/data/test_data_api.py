@@ -22,3 +22,13 @@ def test_reprs():
         "ImageList(1 images, 1 classes, root=None)"
     assert repr(data.Augment()) == "Augment()"
     assert repr(data.CheckReport(data.ImageList(), [], [])) == "CheckReport(good=0, bad=0, converted=0)"
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("_imagelist", "_check", "_pack", "_record", "_augment", "_mean", "_balance", "_image"):
+        module = importlib.import_module(f"finetune.data.{name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
