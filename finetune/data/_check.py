@@ -228,6 +228,13 @@ def read_bytes(path: str):
 
 
 def _check_one(min_size, item):
+    try:
+        return _check_one_unsafe(min_size, item)
+    except (cv2.error, ValueError, OverflowError, MemoryError) as exc:
+        return "corrupt", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}", []
+
+
+def _check_one_unsafe(min_size, item):
     index, path = item
     buf, err = read_bytes(path)
     if buf is None:

@@ -111,7 +111,15 @@ def _decode_flag(buf, opts):
 
 
 def _pack_one(opts, item):
-    """Worker: ``(record bytes, None)`` or ``(None, (reason, detail))``. Decodes once."""
+    """Worker: ``(record bytes, None)`` or ``(None, (reason, detail))``; never raises."""
+    try:
+        return _pack_one_unsafe(opts, item)
+    except (cv2.error, ValueError, OverflowError, MemoryError) as exc:
+        return None, ("corrupt", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}")
+
+
+def _pack_one_unsafe(opts, item):
+    """Decode once, check, transform and encode one image."""
     index, path, label = item
     buf, err = read_bytes(path)
     if buf is None:
@@ -131,6 +139,8 @@ def _pack_one(opts, item):
         return header + buf, None
     if img.dtype != np.uint8:  # 16-bit kept by color=-1: scale to 8 bits
         img = (img // 257).astype(np.uint8)
+    if opts["encoding"] == ".jpg" and img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)  # JPEG has no alpha channel
     img = im2rec_resize(img, opts["resize"], opts["center_crop"])
     params = ([cv2.IMWRITE_JPEG_QUALITY, opts["quality"]] if opts["encoding"] == ".jpg"
               else [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]])

@@ -106,3 +106,21 @@ def test_pack_pass_through_keeps_bytes(image_folder, tmp_path):
     record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
     _, payload = mx.recordio.unpack(record.read_idx(0))
     assert payload == open(images.paths[0], "rb").read()
+
+
+def test_pack_unchanged_colour_with_alpha_and_multi_labels(tmp_path):
+    rgba = np.dstack([np.full((20, 20, 3), 90, np.uint8), np.full((20, 20), 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    cv2.imwrite(str(tmp_path / "b.png"), rgba[:, :, :3])
+    images = ImageList([(0, "a.png", (1.0, 2.0)), (1, "b.png", (3.0, 4.0))], root=tmp_path)
+    report = pack(images, tmp_path / "alpha", color=-1, workers=1)  # alpha dropped for JPEG
+    record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
+    assert report.written == 2 and mx.recordio.unpack_img(record.read_idx(0), -1)[1].shape == (20, 20, 3)
+    png = pack(images, tmp_path / "alpha_png", color=-1, encoding=".png", workers=1)
+    record = mx.recordio.MXIndexedRecordIO(png.idx, png.rec, "r")
+    assert mx.recordio.unpack_img(record.read_idx(0), -1)[1].shape == (20, 20, 4)
+    report = pack(images, tmp_path / "multi", pack_label=True, encoding=".png", workers=1)
+    from finetune import RecordDataset
+
+    ds = RecordDataset(tmp_path / "multi")
+    assert ds[1][1].tolist() == [3.0, 4.0] and ds.labels.shape == (2, 2)

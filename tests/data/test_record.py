@@ -169,3 +169,11 @@ def test_record_writer_is_byte_identical_to_mxnet(tmp_path):
     assert (tmp_path / "a.idx").read_text() == (tmp_path / "b.idx").read_text()
     reader = RecordFile(str(tmp_path / "b.rec"))  # scanned, no index
     assert [reader.read(i) for i in range(len(reader))] == datas
+
+
+def test_mean_image_preprocess_is_applied_like_transform(packed):
+    _, prefix = packed
+    mean_image = np.random.default_rng(0).uniform(0, 255, (3, 40, 40)).astype(np.float32)
+    pre = Preprocess(size=(32, 32), resize=36, color="BGR", mean_image=mean_image, std=(2, 2, 2), scale=0.5)
+    ds = RecordDataset(prefix, pre)
+    np.testing.assert_allclose(ds[4][0], pre.transform(ds.image(4), color="RGB"), atol=1e-4)
