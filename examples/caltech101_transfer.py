@@ -61,8 +61,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(out / "train.log")])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logfile = logging.FileHandler(out / "train.log", encoding="utf-8")  # the seed's saved logs
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("finetune", log.name):
+        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).addHandler(logfile)
 
     # 1. stratified 50/25/25 split, packed records
     if args.data:
@@ -120,6 +124,9 @@ def main(argv=None):
     cams[0].save(out / "gradcam.png")
     ft.plot_gradcam(cams, out / "gradcam_grid.png")
 
+    for name in ("finetune", log.name):
+        logging.getLogger(name).removeHandler(logfile)
+    logfile.close()
     print(predictions.to_table(top_k=5))
     for which, r in results.items():
         print(f"{which} model: test top-1 {r['top1']:.1%}, top-5 {r['top5']:.1%}")
