@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
+from ._listfiles import _is_number, _norm_label, classes_path_for, find_class_names, write_class_names
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 
@@ -51,14 +52,6 @@ class ImageEntry(NamedTuple):
     index: int
     path: str
     label: object
-
-
-def _norm_label(values):
-    values = [float(v) for v in values]
-    if len(values) == 1:
-        v = values[0]
-        return int(v) if v.is_integer() else v
-    return tuple(values)
 
 
 class ImageList:
@@ -228,7 +221,8 @@ class ImageList:
         root : str, optional
             Folder the image paths are relative to (default: the ``.lst``'s folder).
         class_names : list of str, optional
-            Default: read from ``<prefix>_classes.txt`` beside the list when it exists.
+            Default: read from ``<prefix>_classes.txt`` beside the list when it
+            exists (for ``data_train.lst`` also ``data_classes.txt``).
 
         Raises
         ------
@@ -255,7 +249,7 @@ class ImageList:
                         f"{path}, line {n}: index must be an integer and labels numbers; "
                         f"got {line.strip()!r}.") from None
         if class_names is None:
-            class_names = read_class_names(classes_path_for(path))
+            class_names = find_class_names(path)
         if root is None:
             root = os.path.dirname(os.path.abspath(path))
         return cls(entries, class_names=class_names, root=root)
@@ -425,14 +419,6 @@ class ImageList:
         return classes_path
 
 
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def _allocate(n: int, ratios) -> list:
     """Split ``n`` items by ``ratios`` with largest-remainder rounding."""
     exact = [n * r for r in ratios]
@@ -441,28 +427,3 @@ def _allocate(n: int, ratios) -> list:
     for i in order[: n - sum(counts)]:
         counts[i] += 1
     return counts
-
-
-def classes_path_for(path) -> str:
-    """``<prefix>_classes.txt`` for ``<prefix>.lst`` / ``<prefix>.rec`` / ``<prefix>``."""
-    path = os.fspath(path)
-    stem, ext = os.path.splitext(path)
-    if ext.lower() in (".lst", ".rec", ".idx", ".csv"):
-        path = stem
-    return path + "_classes.txt"
-
-
-def write_class_names(path, names) -> None:
-    """Write class names one per line (label order)."""
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(f"{n}\n" for n in names)
-    os.replace(tmp, path)
-
-
-def read_class_names(path):
-    """Read a class-names file; ``None`` if it does not exist."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]

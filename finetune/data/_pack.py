@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes, size_problem,
                      sniff_format, undecodable)
-from ._imagelist import ImageList, classes_path_for, write_class_names
+from ._imagelist import ImageList
+from ._listfiles import classes_path_for, write_class_names
 from ._parallel import default_workers, ordered_map
 from ._recordio import RecordWriter
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop
-from ._imagelist import classes_path_for, read_class_names
+from ._listfiles import find_class_names
 from ._parallel import default_workers, fork_pool
 from ._preprocess import Preprocess
 from ._recordio import RecordFile, unpack_header
@@ -67,7 +67,8 @@ class RecordDataset(_Base):
         Read only part ``part_index`` of ``num_parts`` equal contiguous parts
         (one per distributed worker).
     class_names : list of str, optional
-        Default: read from ``<prefix>_classes.txt`` when it exists.
+        Default: read from ``<prefix>_classes.txt`` when it exists (for
+        ``data_train`` also ``data_classes.txt``).
 
     Raises
     ------
@@ -107,8 +108,7 @@ class RecordDataset(_Base):
         self.num_parts, self.part_index = int(num_parts), int(part_index)
         self._file = RecordFile(rec, idx if os.path.isfile(idx) else None)
         self._rows = np.array_split(np.arange(len(self._file)), self.num_parts)[self.part_index]
-        self.class_names = class_names if class_names is not None else read_class_names(
-            classes_path_for(prefix))
+        self.class_names = class_names if class_names is not None else find_class_names(prefix)
         self._norm = self._normaliser()
 
     def _normaliser(self):

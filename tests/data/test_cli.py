@@ -54,6 +54,7 @@ def test_im2rec_split_and_pack_like_the_stock_tool(image_folder, tmp_path, capsy
     out = capsys.readouterr().out
     assert "zero bytes" in out
     sizes = {n: len(RecordDataset(f"{prefix}_{n}")) for n in ("train", "val", "test")}
+    assert RecordDataset(f"{prefix}_val").class_names == ["cat", "dog", "fish"]
     assert sum(sizes.values()) == 23
     it = mx.io.ImageRecordIter(path_imgrec=f"{prefix}_train.rec", data_shape=(3, 32, 32), batch_size=4)
     assert next(iter(it)).data[0].shape == (4, 3, 32, 32)

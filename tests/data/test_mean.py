@@ -1,7 +1,6 @@
 """MeanImage: one-pass statistics, MXNet's mean.bin (used by ImageRecordIter as is), Caffe binaryproto."""
 
 import hashlib
-import struct
 
 import mxnet as mx
 import numpy as np
