@@ -163,6 +163,33 @@ class MeanImage:
         return cls((image_sum / count).astype(np.float32), channel_mean=mean, channel_std=std,
                    count=int(count))
 
+    @classmethod
+    def load_or_compute(cls, path, source, **options) -> "MeanImage":
+        """Load ``path`` if it exists, else :meth:`compute` it from ``source`` and save it there.
+
+        What ``ImageRecordIter(mean_img=...)`` does, minus the surprise: the
+        mean is computed from un-augmented images (evaluation geometry), the
+        decision is logged, and the result is returned for the
+        :class:`Preprocess` of prediction.
+
+        Parameters
+        ----------
+        path : str or path-like
+            ``mean.bin`` (or a Caffe ``.binaryproto`` to load).
+        source : RecordDataset, str or ImageList
+            What to average when the file is missing.
+        **options
+            ``size``, ``resize``, ``workers`` for :meth:`compute`.
+        """
+        path = os.fspath(path)
+        if os.path.isfile(path):
+            log.info("Using the mean image in %s.", path)
+            return cls.load(path)
+        mean = cls.compute(source, **options)
+        mean.save(path)
+        log.info("Computed the mean image of %d images and saved it to %s.", mean.count, path)
+        return mean
+
     # --------------------------------------------------------- persistence
     def save(self, path) -> None:
         """Write MXNet's ``mean.bin``: ``{"mean_img": NDArray (C, H, W)}``, RGB, 0–255."""

@@ -93,3 +93,12 @@ def test_to_preprocess_subtracts_the_mean_image():
     with pytest.raises(ShapeError):
         MeanImage(np.zeros((4, 4)))
     assert "count=0" in repr(mean)
+
+
+def test_load_or_compute_computes_once(rec, tmp_path):
+    path = tmp_path / "mean.bin"
+    first = MeanImage.load_or_compute(path, rec, size=(32, 32), workers=1)
+    stamp = path.stat().st_mtime_ns
+    again = MeanImage.load_or_compute(path, "no such source", size=(32, 32))
+    assert path.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.image, first.image)
