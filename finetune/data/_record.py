@@ -144,7 +144,7 @@ class RecordDataset(_Base):
     @property
     def labels(self) -> np.ndarray:
         """The label of every item (reads only the record headers)."""
-        return np.asarray([_label(self.record(i)[0]) for i in range(len(self))])
+        return np.asarray([_label(self._file.label(int(r))[0]) for r in self._rows])
 
     def _bad_image(self, i, rid):
         return RecordFormatError(

@@ -137,6 +137,17 @@ class RecordFile:
             if cflag in (0, 3):
                 return _MAGIC_BYTES.join(parts)
 
+    def label(self, i: int):
+        """``(label, id)`` of the ``i``-th record, reading only its header."""
+        pos = int(self.offsets[i])
+        _, length = self._head(pos)
+        head = self._pread(min(length, _IR.size), pos + 8)
+        flag = _IR.unpack_from(head)[0] if len(head) == _IR.size else 0
+        if flag > 0:
+            head = self._pread(min(length, _IR.size + 4 * flag), pos + 8)
+        label, rid, _ = unpack_header(head)
+        return label, rid
+
     def read(self, i: int) -> bytes:
         """The ``i``-th record (in index order)."""
         return self.read_at(int(self.offsets[i]))
