@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, DataError, check_range
+from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
 
@@ -108,7 +109,7 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
             else str(label)
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
-        for k in range(missing):
+        for k in _progress(range(missing), missing, f"balance {name}"):
             source = members[rng.randint(len(members))]
             try:
                 img = read_image(images.full_path(source), "BGR")

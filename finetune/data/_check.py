@@ -303,4 +303,5 @@ def _progress(iterable, total, desc):
     from tqdm.auto import tqdm
 
     disable = not logging.getLogger("finetune").isEnabledFor(logging.INFO) or total < 2
-    return tqdm(iterable, total=total, desc=desc, unit="img", disable=disable, leave=False)
+    unit = "chunk" if desc == "mean image" else "img"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False)

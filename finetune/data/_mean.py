@@ -17,6 +17,7 @@ import struct
 import numpy as np
 
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
+from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
 from ._parallel import default_workers, ordered_map
@@ -152,7 +153,8 @@ class MeanImage:
         step = max(1, min(64, -(-n // (4 * workers))))
         chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
         total = None
-        for part in ordered_map(_partial_sums, ctx, chunks, workers=workers, chunksize=1):
+        parts = ordered_map(_partial_sums, ctx, chunks, workers=workers, chunksize=1)
+        for part in _progress(parts, len(chunks), "mean image"):
             total = part if total is None else [a + b for a, b in zip(total, part)]
         image_sum, chan_sum, chan_sq, count = total
         pixels = count * pre.size[0] * pre.size[1]
