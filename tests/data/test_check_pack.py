@@ -124,3 +124,14 @@ def test_pack_unchanged_colour_with_alpha_and_multi_labels(tmp_path):
 
     ds = RecordDataset(tmp_path / "multi")
     assert ds[1][1].tolist() == [3.0, 4.0] and ds.labels.shape == (2, 2)
+
+
+def test_greyscale_packing_is_read_as_three_channels(image_folder, tmp_path):
+    from finetune import Preprocess, RecordDataset
+
+    report = pack(ImageList.from_folder(image_folder), tmp_path / "grey", color=0, resize=32, workers=2)
+    record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
+    assert mx.recordio.unpack_img(record.read_idx(0), -1)[1].ndim == 2
+    image, _ = RecordDataset(tmp_path / "grey", Preprocess(size=(32, 32), resize=32))[0]
+    assert image.shape == (3, 32, 32)
+    np.testing.assert_allclose(image[0], image[2])
