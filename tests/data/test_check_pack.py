@@ -132,6 +132,7 @@ def test_greyscale_packing_is_read_as_three_channels(image_folder, tmp_path):
     report = pack(ImageList.from_folder(image_folder), tmp_path / "grey", color=0, resize=32, workers=2)
     record = mx.recordio.MXIndexedRecordIO(report.idx, report.rec, "r")
     assert mx.recordio.unpack_img(record.read_idx(0), -1)[1].ndim == 2
-    image, _ = RecordDataset(tmp_path / "grey", Preprocess(size=(32, 32), resize=32))[0]
+    pre = Preprocess(size=(32, 32), resize=32, mean=(0, 0, 0), std=(1, 1, 1))
+    image, _ = RecordDataset(tmp_path / "grey", pre)[0]
     assert image.shape == (3, 32, 32)
     np.testing.assert_allclose(image[0], image[2])
