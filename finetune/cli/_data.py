@@ -169,8 +169,7 @@ def _im2rec_list(args) -> int:
     write_class_names(args.prefix + "_classes.txt", images.class_names)
     for label, name in enumerate(images.class_names):
         print(name, label)
-    if images.skipped:
-        print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
+    _print_skipped(images)
     return 0
 
 
@@ -211,21 +210,29 @@ def _split(args) -> int:
         part.write_lst(path, shuffle=args.shuffle, seed=args.seed, classes_path=classes)
         print(f"{path}: {len(part)} images")
     print(f"{classes}: {len(images.class_names)} classes")
+    _print_skipped(images)
+    return 0
+
+
+def _print_skipped(images) -> None:
     if images.skipped:
         print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
-    return 0
 
 
 def _check(args) -> int:
     from ..data import check
 
-    report = check(_source_list(args.source, args.root), workers=args.workers, min_size=args.min_size)
+    images = _source_list(args.source, args.root)
+    report = check(images, workers=args.workers, min_size=args.min_size)
     print(report.summary())
+    _print_skipped(images)
     return 1 if args.strict and report.bad else 0
 
 
 def _pack(args) -> int:
-    report = _run_pack(_source_list(args.source, args.root), args.prefix, args)
+    images = _source_list(args.source, args.root)
+    _print_skipped(images)
+    report = _run_pack(images, args.prefix, args)
     print(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
           f"{len(report.bad)} skipped.")
     for bad in report.bad:

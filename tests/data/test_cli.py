@@ -82,7 +82,9 @@ def test_split_check_pack_mean_balance_commands(image_folder, tmp_path, capsys):
     assert main(["split", str(image_folder), prefix, "--per-class", "6", "--seed", "1"]) == 0
     assert ImageList.from_lst(prefix + "_train.lst").class_counts() == {0: 6, 1: 6, 2: 6}
     (image_folder / "dog" / "bad.jpg").write_text("nope")
+    (image_folder / "dog" / "anim.gif").write_bytes(b"GIF89a")
     assert main(["check", str(image_folder), "--workers", "1"]) == 0
+    assert "{'.gif': 1}" in capsys.readouterr().out
     assert main(["check", str(image_folder), "--strict", "--workers", "1"]) == 1
     assert "bad.jpg: not an image" in capsys.readouterr().out
     assert main(["pack", prefix + "_train.lst", prefix + "_train", "--root", str(image_folder),
