@@ -222,9 +222,10 @@ class Trainer:
             self.load_checkpoint(resume)
         self.schedule.setup(epochs)
         self._call("on_train_begin")
+        first = self.epoch_
         try:
-            for epoch in range(self.epoch_, epochs):
-                if self.policy.head_epochs and epoch in (self.policy.head_epochs, self.epoch_):
+            for epoch in range(first, epochs):
+                if self.policy.head_epochs and epoch in (self.policy.head_epochs, first):
                     self._restage(epoch)
                 if self._run_epoch(epoch, net, loader, sampler, val_ds):
                     break
