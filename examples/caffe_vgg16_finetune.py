@@ -31,13 +31,12 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import Augment, write_fashion_mnist_folder  # noqa: E402
-from finetune.train import Callback, LayerLRPolicy, Trainer  # noqa: E402
+from finetune.data import write_fashion_mnist_folder  # noqa: E402
 
 log = logging.getLogger("caffe_vgg16_finetune")
 
 
-class Speedometer(Callback):
+class Speedometer(ft.Callback):
     """Log images/s every ``every`` batches (MXNet's ``mx.callback.Speedometer``)."""
 
     def __init__(self, batch_size, every=2):
@@ -123,10 +122,10 @@ def main(argv=None):
                                           resize=args.size)
 
     # 5. pretrained layers at lr_mult 0.01; random crop + mirror; several devices; checkpoint every epoch
-    augment = Augment(random_resized_crop=False, random_crop=True, mirror=True)
+    augment = ft.Augment(random_resized_crop=False, random_crop=True, mirror=True)
     train_ds = ft.RecordDataset(out / "bot_train", model.preprocess, train=True, augment=augment)
     val_ds = ft.RecordDataset(out / "bot_val", model.preprocess)
-    trainer = Trainer(model, policy=LayerLRPolicy.pretrained(backbone_lr_mult=0.01), optimizer="sgd",
+    trainer = ft.Trainer(model, policy=ft.LayerLRPolicy.pretrained(backbone_lr_mult=0.01), optimizer="sgd",
                       optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 1e-4},
                       batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
                       out_dir=out / "train", progress=False)

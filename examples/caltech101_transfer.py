@@ -30,8 +30,7 @@ import logging  # noqa: E402
 import pathlib  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import Augment, write_fashion_mnist_folder  # noqa: E402
-from finetune.train import LayerLRPolicy, PlateauSchedule, Trainer  # noqa: E402
+from finetune.data import write_fashion_mnist_folder  # noqa: E402
 
 log = logging.getLogger("caltech101_transfer")
 
@@ -89,16 +88,16 @@ def main(argv=None):
     model = ft.HeadReplacer(len(images.class_names), hidden=(256,), dropout=0.4) \
         .apply(backbone, class_names=images.class_names)
     model.preprocess = pre
-    policy = LayerLRPolicy(freeze_until=args.freeze_until or FREEZE_UNTIL.get(args.backbone))
+    policy = ft.LayerLRPolicy(freeze_until=args.freeze_until or FREEZE_UNTIL.get(args.backbone))
 
     # 4. augmentation, Adam, LR / 5 on every drop of validation accuracy, stop after the 3rd drop
-    augment = Augment(scale=(0.8, 1.0), mirror=True, rotation=15, brightness=0.2, contrast=0.2,
+    augment = ft.Augment(scale=(0.8, 1.0), mirror=True, rotation=15, brightness=0.2, contrast=0.2,
                       saturation=0.2, hue=0.05)
     train = ft.RecordDataset(out / "train", pre, train=True, augment=augment)
     val, test = ft.RecordDataset(out / "val", pre), ft.RecordDataset(out / "test", pre)
-    trainer = Trainer(model, policy=policy, optimizer="adam", optimizer_params={"learning_rate": args.lr},
+    trainer = ft.Trainer(model, policy=policy, optimizer="adam", optimizer_params={"learning_rate": args.lr},
                       batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train",
-                      schedule=PlateauSchedule(factor=0.2, patience=0, monitor="val_top1", stop_after=3),
+                      schedule=ft.PlateauSchedule(factor=0.2, patience=0, monitor="val_top1", stop_after=3),
                       progress=False)
     trainer.fit(train, val, epochs=args.epochs)
     ft.plot_history(out / "train" / "history.json", out / "curves.png", title=args.backbone)

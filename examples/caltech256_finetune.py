@@ -31,8 +31,7 @@ import pathlib  # noqa: E402
 import mxnet as mx  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import Augment, write_fashion_mnist_folder  # noqa: E402
-from finetune.train import Trainer  # noqa: E402
+from finetune.data import write_fashion_mnist_folder  # noqa: E402
 
 log = logging.getLogger("caltech256_finetune")
 
@@ -90,8 +89,8 @@ def main(argv=None):
     model.preprocess = model.preprocess.replace(size=(args.size, args.size), resize=args.pack_size)
 
     # 4. SGD 0.01 over several devices through a 'device' kvstore, random crop + mirror
-    augment = Augment(random_resized_crop=False, random_crop=True, mirror=True)
-    trainer = Trainer(model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": args.momentum},
+    augment = ft.Augment(random_resized_crop=False, random_crop=True, mirror=True)
+    trainer = ft.Trainer(model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": args.momentum},
                       batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
                       out_dir=out / "train", progress=False)
     trainer.fit(ft.RecordDataset(out / "train", model.preprocess, train=True, augment=augment),

@@ -31,8 +31,7 @@ import shutil  # noqa: E402
 import cv2  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import Augment, write_fashion_mnist_folder  # noqa: E402
-from finetune.train import Trainer  # noqa: E402
+from finetune.data import write_fashion_mnist_folder  # noqa: E402
 
 log = logging.getLogger("inception_resnet_v2_flowers")
 
@@ -85,8 +84,8 @@ def main(argv=None):
                                           std=backbone.preprocess.std)
 
     # 4. train
-    augment = Augment(random_resized_crop=False, random_crop=True, mirror=True)
-    trainer = Trainer(model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": 0.9},
+    augment = ft.Augment(random_resized_crop=False, random_crop=True, mirror=True)
+    trainer = ft.Trainer(model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": 0.9},
                       batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train",
                       progress=False)
     trainer.fit(ft.RecordDataset(out / "train", model.preprocess, train=True, augment=augment),

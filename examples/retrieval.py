@@ -34,9 +34,8 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.features import MOP, PCAWhitening, class_retrieval_map, get_pooling, l2_normalize  # noqa: E402
+from finetune.features import MOP, l2_normalize  # noqa: E402
 from finetune.data import write_fashion_mnist_folder  # noqa: E402
-from finetune.train import LayerLRPolicy, StepSchedule, Trainer  # noqa: E402
 
 log = logging.getLogger("retrieval")
 
@@ -75,7 +74,7 @@ def pooled(pooling, train_maps, database_maps):
         return [l2_normalize(m.reshape(len(m), -1)) for m in (train_maps, database_maps)]
     parts = []
     for name in pooling.split("+"):
-        pool = get_pooling(name)
+        pool = ft.get_pooling(name)
         if isinstance(pool, MOP):  # VLAD codebooks are learned on the training images
             parts.append([pool.fit(train_maps).transform(m) for m in (train_maps, database_maps)])
         else:
@@ -90,8 +89,8 @@ def retrieval_maps(net, configs, train_paths, database, labels, dims):
     maps = {}
     for layer, pooling in configs:
         train_desc, database_desc = pooled(pooling, train_out[layer], database_out[layer])
-        pca = PCAWhitening(min(dims, *train_desc.shape), whiten=True).fit(train_desc)
-        maps[f"{layer}:{pooling or '-'}"] = class_retrieval_map(pca.transform(database_desc), labels)[0]
+        pca = ft.PCAWhitening(min(dims, *train_desc.shape), whiten=True).fit(train_desc)
+        maps[f"{layer}:{pooling or '-'}"] = ft.class_retrieval_map(pca.transform(database_desc), labels)[0]
     return maps
 
 
@@ -140,12 +139,12 @@ def main(argv=None):
     model = ft.HeadReplacer(len(train.class_names)).apply(backbone, class_names=train.class_names)
     # "head_classifier_*", not the default "head_*": EfficientNet-Lite's own last conv is named head_conv
     # BatchNorm statistics stay frozen: small batches of a small set would only add noise to them
-    policy = LayerLRPolicy.boosted_head(10, 20, head="head_classifier_*", head_epochs=args.head_epochs,
+    policy = ft.LayerLRPolicy.boosted_head(10, 20, head="head_classifier_*", head_epochs=args.head_epochs,
                                         freeze_bn=True)
-    trainer = Trainer(model, policy=policy, optimizer="sgd",
+    trainer = ft.Trainer(model, policy=policy, optimizer="sgd",
                       optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 5e-4},
                       batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train",
-                      schedule=StepSchedule(factor=0.1, epochs=args.step), progress=False)
+                      schedule=ft.StepSchedule(factor=0.1, epochs=args.step), progress=False)
     trainer.fit(ft.RecordDataset(out / "train", model.preprocess, train=True), epochs=args.epochs)
     model.save(out / "model")
 
