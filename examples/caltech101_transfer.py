@@ -36,6 +36,8 @@ log = logging.getLogger("caltech101_transfer")
 
 #: freeze the input side of the network up to this layer (pass --freeze-until for others)
 FREEZE_UNTIL = {"efficientnet_lite0": "blocks3_project_bn_fwd", "vgg16": "pool2_fwd"}
+#: Grad-CAM layer; EfficientNet-Lite0's last conv map is only 2x2 at 64 px, this stride-16 one 4x4
+GRADCAM_LAYER = {"efficientnet_lite0": "blocks10_add"}
 FASHION_ZH = {"T-shirt_top": "T恤", "Trouser": "裤子", "Pullover": "套头衫", "Dress": "连衣裙",
               "Coat": "外套", "Sandal": "凉鞋", "Shirt": "衬衫", "Sneaker": "运动鞋", "Bag": "包",
               "Ankle_boot": "短靴"}
@@ -48,6 +50,7 @@ def main(argv=None):
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="imagenet", help="'imagenet' or a local .params file")
     p.add_argument("--freeze-until", help="last frozen layer (default: per backbone)")
+    p.add_argument("--gradcam-layer", help="default: per backbone, else the last conv layer")
     p.add_argument("--names", help="class name -> display name map (default small mode: Chinese names)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--resize", type=int, default=72)
@@ -119,7 +122,8 @@ def main(argv=None):
     samples = test_paths[:: max(1, len(test_paths) // 4)][:4]  # a few classes
     predictions = predictor.predict(samples, top_k=5)
     ft.plot_predictions(predictions, out / "predictions.png")
-    cams = [ft.GradCAM(model)(path) for path in samples[:2]]
+    gradcam = ft.GradCAM(model, args.gradcam_layer or GRADCAM_LAYER.get(args.backbone))
+    cams = [gradcam(path) for path in samples[:2]]
     cams[0].save(out / "gradcam.png")
     ft.plot_gradcam(cams, out / "gradcam_grid.png")
 
