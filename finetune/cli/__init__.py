@@ -59,11 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _legacy_flags(parser: argparse.ArgumentParser, argv: list) -> list:
+    """Accept ``--flag=true`` / ``--flag=0`` for on/off flags, as older MXNet tools wrote them.
+
+    The seed documents run ``im2rec.py --list=true --recursive=true``; those
+    flags took a value in older MXNet releases and are plain switches now.
+    """
+    if not argv or argv[0].startswith("-"):
+        return argv
+    sub = parser._subparsers._group_actions[0].choices.get(argv[0]) if parser._subparsers else None
+    if sub is None:
+        return argv
+    switches = {opt for action in sub._actions if isinstance(action, argparse._StoreTrueAction)
+                for opt in action.option_strings}
+    out = [argv[0]]
+    for token in argv[1:]:
+        name, eq, value = token.partition("=")
+        if eq and name in switches and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            if value.lower() in ("1", "true", "yes", "on"):
+                out.append(name)
+            continue
+        out.append(token)
+    return out
+
+
 def main(argv=None) -> int:
     """Run the ``finetune`` command; returns the process exit code."""
     threads = configure_threads()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    argv = argv[:command] + _legacy_flags(parser, argv[command:])
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -11,6 +11,19 @@ import random
 log = logging.getLogger("finetune")
 
 _IM2REC_EXTS = [".jpeg", ".jpg", ".png"]
+class _Extensions(argparse.Action):
+    """``--exts .jpg .png``, ``--exts=.jpg,.png`` or a Python list as in ``--exts=['.jpg','.png']``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        exts = []
+        for value in values if isinstance(values, list) else [values]:
+            for item in value.replace("[", " ").replace("]", " ").replace(",", " ").split():
+                item = item.strip("'\"").lower()
+                if item:
+                    exts.append(item if item.startswith(".") else "." + item)
+        if not exts:
+            parser.error(f"{option_string}: no extension given")
+        setattr(namespace, self.dest, exts)
 
 
 def register(sub) -> None:
@@ -27,7 +40,8 @@ def register(sub) -> None:
     group.add_argument("--per-class", type=int, help="N images per class in the first part, the rest in the second")
     p.add_argument("--names", nargs="+", help="part names (default: train val [test])")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--exts", nargs="+", default=None, help="image extensions (default: common formats)")
+    p.add_argument("--exts", nargs="+", default=None, action=_Extensions,
+                   help="image extensions (default: common formats)")
     p.add_argument("--no-recursive", dest="recursive", action="store_false")
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the .lst lines in scan order")
     p.set_defaults(handler=_split)
@@ -99,7 +113,8 @@ def _register_im2rec(sub):
     p.add_argument("root", help="path to folder containing images")
     g = p.add_argument_group("Options for creating image lists")
     g.add_argument("--list", action="store_true", help="create PREFIX.lst (or _train/_val/_test) from ROOT")
-    g.add_argument("--exts", nargs="+", default=_IM2REC_EXTS, help="acceptable image extensions")
+    g.add_argument("--exts", nargs="+", default=_IM2REC_EXTS, action=_Extensions,
+                   help="acceptable image extensions (also --exts=['.jpg','.png'])")
     g.add_argument("--chunks", type=int, default=1, help="number of chunks")
     g.add_argument("--train-ratio", type=float, default=1.0, help="ratio of images for training")
     g.add_argument("--test-ratio", type=float, default=0.0, help="ratio of images for testing")

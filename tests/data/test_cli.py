@@ -100,3 +100,21 @@ def test_split_check_pack_mean_balance_commands(image_folder, tmp_path, capsys):
 def test_user_errors_exit_with_status_1(tmp_path, capsys):
     assert main(["im2rec", str(tmp_path / "none"), str(tmp_path)]) == 1
     assert "No list file" in capsys.readouterr().err
+
+
+def test_seed_document_commands_work_verbatim(image_folder, tmp_path, monkeypatch):
+    """Pipeline 1's commands were written for an older im2rec whose flags took values."""
+    monkeypatch.chdir(tmp_path)
+    root = str(image_folder) + "/"
+    assert main(["-q", "im2rec", "--list=true", "--train-ratio=0.8", "--exts=['.jpg','.jpeg','.png']",
+                 "--recursive=true", "bot", root]) == 0
+    train = (tmp_path / "bot_train.lst").read_text().splitlines()
+    val = (tmp_path / "bot_val.lst").read_text().splitlines()
+    assert len(train) + len(val) == 24 and len(val) == 6  # stratified: 2 of 8 per class
+    assert (tmp_path / "bot_classes.txt").read_text().split() == ["cat", "dog", "fish"]
+    assert main(["-q", "im2rec", "--resize=224", "--quality=100", "bot_val.lst", root]) == 0
+    assert len(RecordDataset(str(tmp_path / "bot_val.rec"))) == 6
+    # the same flags without values, and --exts as separate words, mean the same
+    assert main(["-q", "im2rec", "--exts", ".png", "--list", "--recursive", "png_only", root]) == 0
+    assert len((tmp_path / "png_only.lst").read_text().splitlines()) == 12
+    assert main(["-q", "im2rec", "--list=false", "--recursive=0", "bot_val.lst", root]) == 0
