@@ -129,11 +129,11 @@ class LayerLRPolicy:
     >>> net.initialize()
     >>> policy = LayerLRPolicy.pretrained(backbone_lr_mult=0.01)
     >>> print(policy.apply(net).plan(net, lr=0.1))  # doctest: +NORMALIZE_WHITESPACE
-    parameter    shape  lr      wd      trainable  batchnorm  rule
-    body_weight  (4, 3) 0.001   0       yes        -          '*'
-    body_bias    (4,)   0.001   0       yes        -          '*'
-    head_weight  (2, 4) 0.1     0       yes        -          'head_*'
-    head_bias    (2,)   0.1     0       yes        -          'head_*'
+    parameter    shape  lr     wd  trainable  batchnorm  rule
+    body_weight  (4,3)  0.001  0   yes        -          not head
+    body_bias    (4,)   0.001  0   yes        -          not head
+    head_weight  (2,4)  0.1    0   yes        -          'head_*'
+    head_bias    (2,)   0.1    0   yes        -          'head_*'
     """
 
     def __init__(self, rules=None, *, freeze_until: str | None = None, freeze_bn=False,
