@@ -23,7 +23,7 @@ def register(sub) -> None:
                        "PCA-whitened, L2-normalised.")
     p.add_argument("model", metavar="MODEL", help="model directory, zoo name, or saved extractor folder")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (recursive)")
-    p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune layers')")
+    p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune inspect MODEL')")
     p.add_argument("--pool", action="append",
                    help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; default gem)")
     p.add_argument("--gem-p", type=float, default=3.0, help="GeM power (default 3)")
@@ -143,7 +143,7 @@ def _build_extractor(args):
     if os.path.exists(os.path.join(args.model, "extractor.json")):
         return FeatureExtractor.load(args.model, ctx=args.ctx)
     if not args.layer:
-        raise ConfigError("Give at least one --layer (list them with 'finetune layers MODEL').")
+        raise ConfigError("Give at least one --layer (list them with 'finetune inspect MODEL').")
     names = args.pool or ["gem"]
     pooling = {layer: [GeM(args.gem_p) if n.lower() == "gem" else get_pooling(n) for n in names]
                for layer in args.layer}
