@@ -52,3 +52,22 @@ def test_real_photos_keep_their_aspect_ratio_and_match_themselves(lite0):
     index.add(db)
     _, top = index.search(fx.extract(flipped), k=1)
     assert (top[:, 0] == np.arange(len(photos))).mean() >= 0.9
+
+
+def test_extractor_save_load_with_the_model_and_cli_zoo_name(lite0, tmp_path):
+    from finetune.cli import main
+    from finetune.features import FeatureExtractor
+    from tests.ingredients import foolbox_imagenet
+
+    photos = [p for p, _ in foolbox_imagenet()][:4]
+    fx = FeatureExtractor(lite0, "head_relu_fwd", ["gem", "crow"], resize=96)
+    desc = fx.extract(photos)
+    fx.save(tmp_path / "fx")                       # settings + the Backbone's model directory
+    again = FeatureExtractor.load(tmp_path / "fx")  # no model passed: read from the folder
+    assert np.allclose(again.extract(photos), desc, atol=1e-5)
+    model_dir_fx = FeatureExtractor(str(tmp_path / "fx" / "model"), "head_relu_fwd", ["gem", "crow"], resize=96)
+    assert np.allclose(model_dir_fx.extract(photos), desc, atol=1e-5)
+    out = tmp_path / "f.npy"
+    assert main(["extract", "efficientnet_lite0", *map(str, photos), "--layer", "head_relu_fwd", "--pool", "gem",
+                 "--pool", "crow", "--resize", "96", "--out", str(out)]) == 0
+    assert np.allclose(np.load(out), desc, atol=1e-5)
