@@ -12,7 +12,7 @@ Full run (needs the competition images and the Caffe VGG16 files)::
 
     python examples/caffe_vgg16_finetune.py --data bot/ \\
         --prototxt VGG_ILSVRC_16_layers_deploy.prototxt \\
-        --caffemodel VGG_ILSVRC_16_layers.caffemodel --size 224 --epochs 2 --ctx gpu:0,1
+        --caffemodel VGG_ILSVRC_16_layers.caffemodel --resize 224 --size 224 --epochs 2 --ctx gpu:0,1
 
 Small mode (the default, about a minute on 2 CPU cores): a few Fashion-MNIST
 classes written as a PNG tree, and the real Caffe model shipped in the ``nsfw``
@@ -75,7 +75,8 @@ def main(argv=None):
     p.add_argument("--prototxt", help="Caffe deploy.prototxt (default: the nsfw package's)")
     p.add_argument("--caffemodel", help="Caffe .caffemodel (default: the nsfw package's)")
     p.add_argument("--out", default="runs/caffe_vgg16", help="output folder (default: %(default)s)")
-    p.add_argument("--size", type=int, default=64, help="input size; the seed used 224 (default: %(default)s)")
+    p.add_argument("--resize", type=int, default=72, help="shorter side of the records (the seed: 224)")
+    p.add_argument("--size", type=int, default=64, help="input size, randomly cropped (the seed: 224)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
@@ -98,9 +99,9 @@ def main(argv=None):
     log.info("%d classes, %d train / %d val images, skipped %s", len(images.class_names), len(train),
              len(val), images.skipped)
 
-    # 2. im2rec --resize <size> --quality 100
+    # 2. im2rec --resize <resize> --quality 100
     for name, part in (("bot_train", train), ("bot_val", val)):
-        ft.pack(part, out / name, resize=args.size, quality=100)
+        ft.pack(part, out / name, resize=args.resize, quality=100)
 
     # 3. the Caffe network, converted without Caffe; a new classifier replaces the last layer (fc8)
     n = len(images.class_names)
@@ -116,19 +117,20 @@ def main(argv=None):
     if mean_file.exists():
         mean = ft.MeanImage.load(mean_file)
     else:
-        mean = ft.MeanImage.compute(out / "bot_train", size=(args.size, args.size), resize=args.size)
+        mean = ft.MeanImage.compute(out / "bot_train", size=(args.size, args.size), resize=args.resize)
         mean.save(mean_file)
     model.preprocess = mean.to_preprocess((args.size, args.size), color=backbone.preprocess.color,
-                                          resize=args.size)
+                                          resize=args.resize)
 
     # 5. pretrained layers at lr_mult 0.01; random crop + mirror; several devices; checkpoint every epoch
     augment = ft.Augment(random_resized_crop=False, random_crop=True, mirror=True)
     train_ds = ft.RecordDataset(out / "bot_train", model.preprocess, train=True, augment=augment)
     val_ds = ft.RecordDataset(out / "bot_val", model.preprocess)
-    trainer = ft.Trainer(model, policy=ft.LayerLRPolicy.pretrained(backbone_lr_mult=0.01), optimizer="sgd",
-                      optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 1e-4},
-                      batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
-                      out_dir=out / "train", progress=False)
+    trainer = ft.Trainer(
+        model, policy=ft.LayerLRPolicy.pretrained(backbone_lr_mult=0.01),
+        optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 1e-4},
+        batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
+        out_dir=out / "train", progress=False)  # out_dir: history + a checkpoint every epoch
     trainer.fit(train_ds, val_ds, epochs=args.epochs, callbacks=[Speedometer(args.batch_size)])
     model.save(out / "model")
     best = max(r["val_top1"] for r in trainer.history_)

@@ -94,14 +94,14 @@ def main(argv=None):
     policy = ft.LayerLRPolicy(freeze_until=args.freeze_until or FREEZE_UNTIL.get(args.backbone))
 
     # 4. augmentation, Adam, LR / 5 on every drop of validation accuracy, stop after the 3rd drop
-    augment = ft.Augment(scale=(0.8, 1.0), mirror=True, rotation=15, brightness=0.2, contrast=0.2,
-                      saturation=0.2, hue=0.05)
+    augment = ft.Augment(scale=(0.8, 1.0), mirror=True, rotation=15,
+                         brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
     train = ft.RecordDataset(out / "train", pre, train=True, augment=augment)
     val, test = ft.RecordDataset(out / "val", pre), ft.RecordDataset(out / "test", pre)
-    trainer = ft.Trainer(model, policy=policy, optimizer="adam", optimizer_params={"learning_rate": args.lr},
-                      batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train",
-                      schedule=ft.PlateauSchedule(factor=0.2, patience=0, monitor="val_top1", stop_after=3),
-                      progress=False)
+    trainer = ft.Trainer(
+        model, policy=policy, optimizer="adam", optimizer_params={"learning_rate": args.lr},
+        schedule=ft.PlateauSchedule(factor=0.2, patience=0, monitor="val_top1", stop_after=3),
+        batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train", progress=False)
     trainer.fit(train, val, epochs=args.epochs)
     ft.plot_history(out / "train" / "history.json", out / "curves.png", title=args.backbone)
 

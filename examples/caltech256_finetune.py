@@ -90,9 +90,10 @@ def main(argv=None):
 
     # 4. SGD 0.01 over several devices through a 'device' kvstore, random crop + mirror
     augment = ft.Augment(random_resized_crop=False, random_crop=True, mirror=True)
-    trainer = ft.Trainer(model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": args.momentum},
-                      batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
-                      out_dir=out / "train", progress=False)
+    trainer = ft.Trainer(
+        model, optimizer="sgd", optimizer_params={"learning_rate": args.lr, "momentum": args.momentum},
+        batch_size=args.batch_size, ctx=args.ctx, kvstore=args.kvstore, seed=args.seed,
+        out_dir=out / "train", progress=False)
     trainer.fit(ft.RecordDataset(out / "train", model.preprocess, train=True, augment=augment),
                 ft.RecordDataset(out / "val", model.preprocess), epochs=args.epochs)
     model.save(out / "model")

@@ -89,7 +89,7 @@ def retrieval_maps(net, configs, train_paths, database, labels, dims):
     maps = {}
     for layer, pooling in configs:
         train_desc, database_desc = pooled(pooling, train_out[layer], database_out[layer])
-        pca = ft.PCAWhitening(min(dims, *train_desc.shape), whiten=True).fit(train_desc)
+        pca = ft.PCAWhitening(min(dims, train_desc.shape[1]), whiten=True).fit(train_desc)
         maps[f"{layer}:{pooling or '-'}"] = ft.class_retrieval_map(pca.transform(database_desc), labels)[0]
     return maps
 
@@ -129,6 +129,9 @@ def main(argv=None):
     train = ft.balance(train, target, out / "balanced", seed=args.seed)
     ft.pack(train, out / "train", resize=args.size)
     database, labels = test.paths, test.single_labels()
+    if dims > len(train):
+        log.warning("Only %d training images: PCA to %d dimensions instead of %d.", len(train), len(train), dims)
+        dims = len(train)
 
     # 2. mAP of every layer/pooling with the pretrained network
     backbone = ft.Backbone.from_zoo(args.backbone, weights=args.weights)
@@ -140,11 +143,12 @@ def main(argv=None):
     # "head_classifier_*", not the default "head_*": EfficientNet-Lite's own last conv is named head_conv
     # BatchNorm statistics stay frozen: small batches of a small set would only add noise to them
     policy = ft.LayerLRPolicy.boosted_head(10, 20, head="head_classifier_*", head_epochs=args.head_epochs,
-                                        freeze_bn=True)
-    trainer = ft.Trainer(model, policy=policy, optimizer="sgd",
-                      optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 5e-4},
-                      batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train",
-                      schedule=ft.StepSchedule(factor=0.1, epochs=args.step), progress=False)
+                                           freeze_bn=True)
+    trainer = ft.Trainer(
+        model, policy=policy, optimizer="sgd",
+        optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 5e-4},
+        schedule=ft.StepSchedule(factor=0.1, epochs=args.step),
+        batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=out / "train", progress=False)
     trainer.fit(ft.RecordDataset(out / "train", model.preprocess, train=True), epochs=args.epochs)
     model.save(out / "model")
 
