@@ -36,6 +36,7 @@ _API = {
     "HeadReplacer": "finetune.models",
     "HistoryLogger": "finetune.train",
     "ImageList": "finetune.data",
+    "InceptionResNetV2": "finetune.models",
     "LayerLRPolicy": "finetune.train",
     "MeanImage": "finetune.data",
     "Model": "finetune.models",

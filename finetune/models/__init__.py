@@ -11,7 +11,8 @@ them (and by feature extraction and Grad-CAM) is in
 
 from ._backbone import Backbone
 from ._head import HeadReplacer
+from ._inception_resnet_v2 import InceptionResNetV2
 from ._model import Model, load_model
 from ._zoo import list_backbones
 
-__all__ = sorted(["Backbone", "HeadReplacer", "Model", "list_backbones", "load_model"])
+__all__ = sorted(["Backbone", "HeadReplacer", "InceptionResNetV2", "Model", "list_backbones", "load_model"])
