@@ -41,8 +41,8 @@ log = logging.getLogger("retrieval")
 
 #: (layer, pooling) pairs compared; fully connected / pooled vectors need no pooling
 CONFIGS = {
-    "efficientnet_lite0": [("flatten_fwd", None), ("head_bn_fwd", "gem")]
-    + [("head_relu_fwd", p) for p in ("sum", "avg", "max", "gem", "crow", "rmac", "mop", "gem+rmac")],
+    "efficientnet_lite0": [("flatten_fwd", None), ("top_bn_fwd", "gem")]
+    + [("top_relu_fwd", p) for p in ("sum", "avg", "max", "gem", "crow", "rmac", "mop", "gem+rmac")],
     "vgg16": [("dense0_fwd", None), ("dense0_relu_fwd", None), ("dense1_fwd", None)]
     + [("pool4_fwd", p) for p in ("sum", "avg", "max", "gem", "crow", "rmac", "mop")],
 }
@@ -100,7 +100,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/retrieval", help="output folder (default: %(default)s)")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", default="imagenet", help="'imagenet' or a local .params file")
-    p.add_argument("--configs", help="layer:pooling pairs, e.g. 'flatten_fwd:,head_relu_fwd:gem' "
+    p.add_argument("--configs", help="layer:pooling pairs, e.g. 'flatten_fwd:,top_relu_fwd:gem' "
                                      "(default: several layers x every pooling)")
     p.add_argument("--size", type=int, default=80)
     p.add_argument("--balance", type=int, default=0, help="images per class after augmentation (0: largest class)")
@@ -140,9 +140,8 @@ def main(argv=None):
 
     # 3. fine-tune: new last layer at 10x (weights) / 20x (biases), optionally head first; step LR
     model = ft.HeadReplacer(len(train.class_names)).apply(backbone, class_names=train.class_names)
-    # "head_classifier_*", not the default "head_*": EfficientNet-Lite's own last conv is named head_conv
     # BatchNorm statistics stay frozen: small batches of a small set would only add noise to them
-    policy = ft.LayerLRPolicy.boosted_head(10, 20, head="head_classifier_*", head_epochs=args.head_epochs,
+    policy = ft.LayerLRPolicy.boosted_head(10, 20, head_epochs=args.head_epochs,
                                            freeze_bn=True)
     trainer = ft.Trainer(
         model, policy=policy, optimizer="sgd",

@@ -35,8 +35,10 @@ support the centre crop, so these networks do not export to ONNX.)
 
 Layer (graph node) names: ``stem_conv_fwd``, ``stem_bn_fwd``,
 ``stem_relu_fwd``, ``blocks{i}_expand_conv_fwd`` / ``_depthwise_…`` /
-``_project_…``, ``blocks{i}_add`` (residual), ``head_conv_fwd``,
-``head_bn_fwd``, ``head_relu_fwd``, ``pool_fwd`` ``(N, 1280, 1, 1)``,
+``_project_…``, ``blocks{i}_add`` (residual), ``top_conv_fwd``,
+``top_bn_fwd``, ``top_relu_fwd`` (the last 1×1 convolution; called "head" in
+the TF/PyTorch sources, renamed so that it never matches the ``head_`` prefix
+of a new head), ``pool_fwd`` ``(N, 1280, 1, 1)``,
 ``flatten_fwd`` ``(N, 1280)`` (the feature layer), ``dropout_fwd``,
 ``fc_fwd`` (the classifier; logits).
 """
@@ -273,7 +275,7 @@ class EfficientNetLite(HybridBlock):
                 self.blocks.add(_MBConv(*spec, drop_connect=drop_connect * index / len(specs),
                                         prefix=f"blocks{index}_"))
             channels = specs[-1][1]
-            self.head = _ConvBN(channels, _HEAD, prefix="head_")
+            self.top = _ConvBN(channels, _HEAD, prefix="top_")
             self.pool = nn.GlobalAvgPool2D(prefix="pool_")
             self.flatten = _Flatten(prefix="flatten_")
             self.drop = nn.Dropout(dropout, prefix="dropout_")
@@ -285,7 +287,7 @@ class EfficientNetLite(HybridBlock):
         return len(self.blocks)
 
     def hybrid_forward(self, F, x):
-        x = self.head(self.blocks(self.stem(x)))
+        x = self.top(self.blocks(self.stem(x)))
         return self.fc(self.drop(self.flatten(self.pool(x))))
 
     def __repr__(self) -> str:
@@ -377,7 +379,7 @@ def efficientnet_lite_weights_path(variant: int | str = 0) -> str:
 def _gluon_names(net: EfficientNetLite) -> dict:
     """torch state-dict name → Gluon parameter name (without the net's prefix)."""
     bn = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
-    units = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn"}
+    units = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn"}
     for i, block in enumerate(net.blocks):
         if block.expand is not None:
             units[f"_blocks.{i}._expand_conv"] = f"blocks{i}_expand_conv"

