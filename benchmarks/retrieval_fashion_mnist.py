@@ -85,17 +85,19 @@ def describe(maps, pool, batch=500):
     return l2_normalize(np.concatenate(parts))
 
 
-def evaluate_network(name, model, sets, labels, args, conv, pooled, logits):
+def evaluate_network(name, model, sets, labels, args, conv, pooled, logits, extra=()):
     """mAP of every layer/pooling, raw and PCA-whitened; returns {row: (raw, pca)}."""
     from finetune.features import MOP, FeatureExtractor, GeM, PCAWhitening, class_retrieval_map
 
-    fx = FeatureExtractor(model, [conv, pooled, logits], None, resize=args.size, keep_aspect=True,
+    fx = FeatureExtractor(model, [conv, pooled, *extra, logits], None, resize=args.size, keep_aspect=True,
                           batch_size=64)
     outs = {k: collect(fx, v) for k, v in sets.items()}
     stamp(f"{name}: layer outputs of {sum(len(v) for v in sets.values())} images at {args.size} px")
     rows = {}
     rows_spec = [(f"{conv} {p}", conv, pool) for p, pool in poolings().items()]
-    rows_spec += [(f"{pooled} (pooled output)", pooled, None), (f"{logits} (logits)", logits, None)]
+    rows_spec += [(f"{pooled} (pooled output)", pooled, None)]
+    rows_spec += [(f"new head: {layer}", layer, None) for layer in extra]
+    rows_spec += [("logits", logits, None)]
     for row, layer, pool in rows_spec:
         if isinstance(pool, MOP):
             pool.fit(outs["train"][layer])
@@ -133,7 +135,8 @@ def fine_tune(backbone, images, labels, args):
     from finetune.data import FASHION_MNIST_CLASSES
     from finetune.train import CosineSchedule, LayerLRPolicy, Trainer
 
-    model = ft.HeadReplacer(10).apply(backbone, class_names=list(FASHION_MNIST_CLASSES))
+    hidden = (args.hidden,) if args.hidden else ()
+    model = ft.HeadReplacer(10, hidden=hidden).apply(backbone, class_names=list(FASHION_MNIST_CLASSES))
     model.preprocess = model.preprocess.replace(size=(args.train_size,) * 2, resize=args.train_size)
     x = np.stack([model.preprocess.transform(img) for img in images])
     trainer = Trainer(model, policy=LayerLRPolicy.pretrained(backbone_lr_mult=0.1), optimizer="sgd",
@@ -157,6 +160,8 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--pca", type=int, default=128)
     ap.add_argument("--save-model", help="save the fine-tuned model directory here")
+    ap.add_argument("--hidden", type=int, default=0,
+                    help="a hidden layer of this size in the new head (an fc6-like layer to search with)")
     args = ap.parse_args(argv)
 
     import finetune as ft
@@ -175,13 +180,16 @@ def main(argv=None) -> None:
           f"PCA/MOP set {len(pca_idx)} training images; fine-tuning set {len(ft_idx)} training images")
 
     backbone = ft.Backbone.from_zoo("efficientnet_lite0")
-    conv, pooled, logits = "head_relu_fwd", "flatten_fwd", "fc_fwd"
+    names = backbone.layer_names
+    conv, pooled, logits = names[names.index("pool_fwd") - 1], "flatten_fwd", names[-1]  # last conv map
     before = evaluate_network("pretrained", backbone, sets, labels, args, conv, pooled, logits)
     model = fine_tune(ft.Backbone.from_zoo("efficientnet_lite0"), train_x[ft_idx], train_y[ft_idx], args)
     if args.save_model:
         model.save(args.save_model)
-    new_logits = model.layer_names[-1]
-    after = evaluate_network("fine-tuned", model, sets, labels, args, conv, pooled, new_logits)
+    new_names = model.layer_names
+    extra = [n for n in new_names[new_names.index(pooled) + 1:-1] if n.startswith("head_fc") or
+             n.startswith("head_relu")] if args.hidden else []
+    after = evaluate_network("fine-tuned", model, sets, labels, args, conv, pooled, new_names[-1], extra)
 
     print(f"\nFashion-MNIST class-level retrieval mAP (%), EfficientNet-Lite0, {args.size} px, "
           f"{len(q_idx)} queries vs {len(db_idx)} database images")
@@ -189,11 +197,15 @@ def main(argv=None) -> None:
             f"{'fine-tuned':>10s} {'+PCAw':>6s} {'+PCA':>6s}")
     print(head)
     print("-" * len(head))
-    for (row, b), a in zip(before.items(), after.values()):
-        label = row.replace(logits, "logits").replace(" (logits)", "")
-        dim = f"{b[2]}" if b[2] == a[2] else f"{b[2]}/{a[2]}"
-        print(f"{label:46s} {dim:>7s} {100 * b[0]:10.1f} {100 * b[1]:6.1f} {100 * b[4]:6.1f} "
-              f"{100 * a[0]:10.1f} {100 * a[1]:6.1f} {100 * a[4]:6.1f}")
+    order = list(before) + [r for r in after if r not in before]
+    order.sort(key=lambda r: (r.startswith("logits"), r.startswith(f"{conv} GeM p=3, scales")))
+    for row in order:
+        b, a = before.get(row), after.get(row)
+        dims = [str(v[2]) for v in (b, a) if v is not None]
+        dim = dims[0] if len(set(dims)) == 1 else "/".join(dims)
+        left = (f"{100 * b[0]:10.1f} {100 * b[1]:6.1f} {100 * b[4]:6.1f}" if b else f"{'—':>10s} {'—':>6s} {'—':>6s}")
+        right = (f"{100 * a[0]:10.1f} {100 * a[1]:6.1f} {100 * a[4]:6.1f}" if a else f"{'—':>10s} {'—':>6s} {'—':>6s}")
+        print(f"{row:46s} {dim:>7s} {left} {right}")
     print(f"(+PCAw: PCA-whitening, +PCA: PCA without whitening, to min({args.pca}, dim) dims, learned on the "
           "separate training images; every descriptor L2-normalised)")
     stamp("done")
