@@ -138,3 +138,15 @@ def test_a_malicious_pth_is_refused_through_from_zoo(tmp_path):
     with pytest.raises(UnsafeFileError, match="Nothing was executed"):
         ft.Backbone.from_zoo("efficientnet_lite0", weights=str(path))
     assert not marker.exists()
+
+
+def test_parameter_and_layer_names_are_stable_across_builds():
+    a = ft.Backbone.from_zoo("mobilenetv3_small", weights=None)
+    b = ft.Backbone.from_zoo("mobilenetv3_small", weights=None)
+    c = ft.Backbone.from_zoo("resnet18_v2", weights=None)
+    d = ft.Backbone.from_zoo("resnet18_v2", weights=None)
+    assert list(a.collect_params().keys()) == list(b.collect_params().keys())
+    assert a.layer_names == b.layer_names
+    assert list(c.collect_params().keys()) == list(d.collect_params().keys())
+    assert not any(k.startswith("resnetv2") for k in c.collect_params().keys())
+    assert c.layer_names[0] == "batchnorm0_fwd"
