@@ -30,3 +30,13 @@ def test_import_finetune_does_not_import_mxnet():
     code = "import sys, finetune; print('mxnet' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_public_names_are_not_modules_except_errors():
+    import importlib
+    import types
+
+    modules = [n for n in finetune.__all__ if isinstance(getattr(finetune, n), types.ModuleType)]
+    assert modules == ["errors"]
+    importlib.import_module("finetune.evaluation")  # importing the module must not shadow the function
+    assert callable(finetune.evaluate) and not isinstance(finetune.evaluate, types.ModuleType)

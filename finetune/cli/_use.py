@@ -125,7 +125,7 @@ def _dataset(source: str):
 
 
 def _evaluate(args) -> int:
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
 
     predictor = _predictor(args)
     dataset = _dataset(args.records)

@@ -8,7 +8,7 @@ import pytest
 from finetune import (GradCAM, Prediction, Predictions, Predictor, plot_confusion_matrix, plot_gradcam,
                       plot_history, plot_predictions)
 from finetune.errors import DataError
-from finetune.evaluate import EvaluationReport
+from finetune.evaluation import EvaluationReport
 from finetune.plots import load_history
 
 from .conftest import make_tiny

@@ -5,19 +5,15 @@ it (top-1, top-k, per-class accuracy, confusion matrix, the most confidently
 wrong images) is derived from one pass, and it can be saved to JSON and loaded
 back. The confusion matrix comes from scikit-learn.
 
-``finetune.evaluate`` is at the same time this module and the function
-:func:`evaluate` (the module is callable), so ``finetune.evaluate(model, data)``
-works however it was imported.
+The module is called ``evaluation`` so that it never shadows the function
+``finetune.evaluate``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -334,19 +330,3 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     return EvaluationReport([items[i].label for i in good], probs[good], names,
                             sources=[items[i].source for i in good],
                             errors=[(items[i].source, msg) for i, msg in errors.items()], top_k=top_k)
-
-
-class _CallableModule(types.ModuleType):
-    """``finetune.evaluate`` is both this module and the function: calling it calls :func:`evaluate`.
-
-    (Importing the submodule ``finetune.evaluate`` makes Python bind the module
-    to the package attribute ``evaluate``, so the function name and the module
-    name must be the same object.)
-    """
-
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-__signature__ = inspect.signature(evaluate)
