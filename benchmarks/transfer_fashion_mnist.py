@@ -90,16 +90,18 @@ class Images(gluon.data.Dataset):
         return self.pre.normalize(np.ascontiguousarray(img, dtype=np.float32)), self.labels[i]
 
 
-def recalibrate_batchnorm(net, dataset, batch_size, passes):
-    """Forward ``passes`` epochs in training mode (no backward) so BatchNorm's moving statistics converge."""
+def accuracy_batch_stats(net, dataset, batch_size=100):
+    """Top-1 with the body's BatchNorm in training mode (batch statistics), the head in inference mode."""
     from mxnet import autograd
 
-    loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for _ in range(passes):
-        for x, _y in loader:
-            with autograd.train_mode():
-                net(x)
-    mx.nd.waitall()
+    hits = n = 0
+    for x, y in gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with autograd.train_mode():
+            feats = net.body(x)
+        pred = net.head(feats).argmax(axis=1).asnumpy()
+        hits += int((pred == y.asnumpy()).sum())
+        n += len(pred)
+    return hits / n
 
 
 def model(pretrained, size, seed=0):
@@ -135,14 +137,15 @@ def run(args, pretrained, train, test):
     train_s = time.time() - t0
     result = full.evaluate(te, batch_size=100)
     recal = None
-    if not pretrained and args.recalibrate:
-        # BatchNorm's moving statistics (momentum 0.99) lag far behind after ~200 steps; refresh
-        # them with forward passes over the training images (no parameter changes) and re-test.
-        recalibrate_batchnorm(net, tr, args.batch, args.recalibrate)
-        recal = full.evaluate(te, batch_size=100)["top1"]
-        print(f"  scratch after {args.recalibrate} BatchNorm re-estimation passes: test top-1 {recal:.4f}", flush=True)
+    if not pretrained:
+        # The backbone's BatchNorm moving statistics do not change during training here (a defect of
+        # the SymbolBlock-held graphs, see notes/train.md), so inference mode normalises with the
+        # initial statistics (0, 1). Also report the test accuracy with batch statistics
+        # (batches of 100 test images; the head itself in inference mode).
+        recal = accuracy_batch_stats(net, te)
+        print(f"  scratch with BatchNorm batch statistics at test time: test top-1 {recal:.4f}", flush=True)
     return {"test_top1": result["top1"], "test_loss": result["loss"], "train_seconds": train_s,
-            "test_top1_bn_recalibrated": recal,
+            "test_top1_bn_batch_stats": recal,
             "head_stage_top1": probe,
             "history": full.history_}
 
@@ -160,7 +163,6 @@ def main(argv=None):
     p.add_argument("--backbone-lr-mult", type=float, default=0.1)
     p.add_argument("--scratch-lr", type=float, default=0.02)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--recalibrate", type=int, default=5, help="scratch: BatchNorm re-estimation passes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["pretrained", "scratch"])
     p.add_argument("--progress", action="store_true")
