@@ -1,12 +1,11 @@
 import json
-import math
 
 import mxnet as mx
 import numpy as np
 import pytest
 
 from finetune.errors import ConfigError, DeviceError, NonFiniteLossError, UnknownNameError
-from finetune.train import (Callback, Checkpoint, CosineSchedule, EarlyStopping, LayerLRPolicy, PlateauSchedule,
+from finetune.train import (Callback, CosineSchedule, EarlyStopping, LayerLRPolicy, PlateauSchedule,
                             StepSchedule, StopTraining, Trainer)
 
 from ._nets import data, mlp, params
