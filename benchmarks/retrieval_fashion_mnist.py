@@ -10,7 +10,7 @@ after fine-tuning) on the real data set we have here:
   (100 per class) that are in neither set;
 * EfficientNet-Lite0 with its offline ImageNet weights; images (28x28 grey,
   replicated to RGB) resized to ``--size`` px, whole image;
-* layers: ``head_relu_fwd`` (last conv map, 1280 x 2 x 2 at the default
+* layers: ``top_relu_fwd`` (last conv map, 1280 x 2 x 2 at the default
   64 px, 3 x 3 at 96 px; after ReLU6) with every pooling, the network's own pooled output
   (``flatten_fwd``) and the logits;
 * fine-tuning: a new 10-way head (HeadReplacer) trained with the library's

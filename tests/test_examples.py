@@ -103,9 +103,9 @@ def test_caltech256_finetune(tmp_path):
 
 
 def test_retrieval(tmp_path):
-    table = run_example("retrieval", ["--out", tmp_path, "--configs", "flatten_fwd:,head_relu_fwd:gem+rmac",
+    table = run_example("retrieval", ["--out", tmp_path, "--configs", "flatten_fwd:,top_relu_fwd:gem+rmac",
                                       "--pca", 16, "--epochs", 2, "--size", 64])
-    assert set(table) == {"flatten_fwd:-", "head_relu_fwd:gem+rmac"}
+    assert set(table) == {"flatten_fwd:-", "top_relu_fwd:gem+rmac"}
     for row in table.values():
         # 10 classes among ~60 images: random ranking gives an mAP near 0.1
         assert 0.15 < row["before"] <= 1 and 0 < row["after"] <= 1
