@@ -152,20 +152,6 @@ def _conv_layers(symbol, shape) -> list:
     return found
 
 
-def _crop_box(pre, height: int, width: int):
-    """Geometry of ``Preprocess.resize_crop``: resized size and crop offset."""
-    out_h, out_w = pre.size
-    target = pre.resize if pre.resize is not None else max(out_h, out_w)
-    if pre.resize_mode == "stretch":
-        new_h = new_w = target
-    elif height <= width:
-        new_h, new_w = target, max(1, round(width * target / height))
-    else:
-        new_h, new_w = max(1, round(height * target / width)), target
-    new_h, new_w = max(new_h, out_h), max(new_w, out_w)
-    return new_h, new_w, (new_h - out_h) // 2, (new_w - out_w) // 2
-
-
 class GradCAM:
     """Grad-CAM heat maps for a network following finetune's model protocol.
 
@@ -338,7 +324,7 @@ class GradCAM:
         peak = float(cam.max())
         cam = cam / peak if peak > 0 else cam
         crop = cv2.resize(cam, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-        new_h, new_w, top, left = _crop_box(pre, h, w)
+        new_h, new_w, top, left = pre.crop_box(h, w)
         canvas = np.zeros((new_h, new_w), np.float32)
         canvas[top:top + out_h, left:left + out_w] = crop
         heat = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)

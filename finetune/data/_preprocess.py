@@ -220,23 +220,39 @@ class Preprocess:
             m, f = m.expand_dims(0), f.expand_dims(0)
         return mx.nd.broadcast_mul(mx.nd.broadcast_sub(x.astype("float32"), m), f)
 
-    def resize_crop(self, image: np.ndarray) -> np.ndarray:
-        """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``."""
+    def crop_box(self, height: int, width: int) -> tuple:
+        """The evaluation geometry for a ``height x width`` image.
+
+        Returns
+        -------
+        tuple of int
+            ``(resized_height, resized_width, top, left)``: the image is
+            resized to the first two, then the ``size`` crop starts at
+            ``(top, left)``.
+
+        Examples
+        --------
+        >>> Preprocess(size=(224, 224), resize=256).crop_box(480, 640)
+        (256, 341, 16, 58)
+        """
         out_h, out_w = self.size
-        h, w = image.shape[:2]
         target = self.resize if self.resize is not None else max(out_h, out_w)
-        interp = _INTERP[self.interpolation]
         if self.resize_mode == "stretch":
             new_h = new_w = target
-        elif h <= w:
-            new_h, new_w = target, max(1, round(w * target / h))
+        elif height <= width:
+            new_h, new_w = target, max(1, round(width * target / height))
         else:
-            new_h, new_w = max(1, round(h * target / w)), target
+            new_h, new_w = max(1, round(height * target / width)), target
         new_h, new_w = max(new_h, out_h), max(new_w, out_w)
+        return new_h, new_w, (new_h - out_h) // 2, (new_w - out_w) // 2
+
+    def resize_crop(self, image: np.ndarray) -> np.ndarray:
+        """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``."""
+        h, w = image.shape[:2]
+        new_h, new_w, top, left = self.crop_box(h, w)
         if (new_h, new_w) != (h, w):
-            image = cv2.resize(image, (new_w, new_h), interpolation=interp)
-        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
-        return image[top:top + out_h, left:left + out_w]
+            image = cv2.resize(image, (new_w, new_h), interpolation=_INTERP[self.interpolation])
+        return image[top:top + self.size[0], left:left + self.size[1]]
 
     def transform(self, image: np.ndarray, color: str = "RGB") -> np.ndarray:
         """Prepare one decoded image for the network (evaluation mode).
