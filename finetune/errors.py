@@ -86,8 +86,10 @@ class UnknownNameError(ConfigError, KeyError):
         msg = f"Unknown {self.kind} {self.name!r}."
         if close:
             msg += " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-        shown = self.choices if len(self.choices) <= 40 else self.choices[:40] + ["..."]
-        msg += f" Known {self.kind}s: {', '.join(shown)}."
+        shown = ", ".join(self.choices[:40])
+        if len(self.choices) > 40:
+            shown += f", ... ({len(self.choices) - 40} more)"
+        msg += f" Known {self.kind}s: {shown}."
         return msg
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message

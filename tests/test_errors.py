@@ -27,3 +27,8 @@ def test_check_range_message_names_owner_param_and_value():
 def test_check_choice():
     with pytest.raises(errors.ConfigError, match="must be one of 'a', 'b'. Got 'c'"):
         errors.check_choice("f", "x", "c", ["a", "b"])
+
+
+def test_unknown_name_says_how_many_names_it_left_out():
+    exc = errors.UnknownNameError("layer", "zzz", [f"layer{i:02d}" for i in range(45)])
+    assert "(5 more)" in str(exc) and "layer39" in str(exc) and "layer40" not in str(exc)
