@@ -235,8 +235,13 @@ def _worker_init(dataset, shms, shape):
 
 
 def _fill(dataset, view, indices, seed):
-    rng = np.random.RandomState(seed)
-    labels = [dataset.load(int(i), rng, out=view[j])[1] for j, i in enumerate(indices)]
+    """Load ``indices`` into ``view``; ``seed`` is one int for the batch or one per item."""
+    if np.ndim(seed) == 0:
+        rng = np.random.RandomState(seed)
+        rngs = [rng] * len(indices)
+    else:
+        rngs = [np.random.RandomState(int(s)) for s in seed]
+    labels = [dataset.load(int(i), r, out=view[j])[1] for j, (i, r) in enumerate(zip(indices, rngs))]
     return np.asarray(labels, np.float32)
 
 
@@ -274,10 +279,31 @@ class RecordLoader:
                 for k in range(len(self))]
 
     def __iter__(self):
-        import mxnet as mx
-
         batches = self._batches()
         self.epoch += 1
+        return self.iter_batches(batches)
+
+    def iter_batches(self, batches):
+        """Load explicitly given batches, in order, with this loader's workers.
+
+        Parameters
+        ----------
+        batches : list of (indices, seeds)
+            ``indices`` of at most ``batch_size`` items; ``seeds`` either one
+            int for the whole batch or one int per item (each item is then
+            read with its own ``numpy.random.RandomState(seed)``, so its
+            augmentation does not depend on how items are grouped).
+
+        Yields
+        ------
+        (data, label) : NDArrays ``(n, C, H, W)`` and ``(n,)``.
+        """
+        import mxnet as mx
+
+        for indices, _ in batches:
+            if len(indices) > self.batch_size:
+                raise ConfigError(f"A batch of {len(indices)} items does not fit this loader's "
+                                  f"batch_size {self.batch_size}.")
         if self.workers <= 0:
             ds = self.dataset
             shape = (self.batch_size, ds.preprocess.channels) + ds.preprocess.size

@@ -23,7 +23,7 @@ from mxnet import gluon
 
 from ..errors import ConfigError
 
-__all__ = ["EpochSampler", "SeededItems", "as_dataset"]
+__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset"]
 
 
 def _mix(*values) -> int:
@@ -144,3 +144,32 @@ class SeededItems(gluon.data.Dataset):
         if hasattr(self.dataset, "seed_item"):
             self.dataset.seed_item(s)
         return self.dataset[i]
+
+
+class RecordBatches:
+    """The batches of an :class:`EpochSampler`, read by a ``RecordDataset``'s fast loader.
+
+    Same items, same order and the same per-item seeds ``(seed, epoch, i)`` as
+    ``DataLoader(SeededItems(dataset, seed), batch_sampler=sampler)``, so
+    augmentation, resumption and ``dist_sync`` slicing behave identically —
+    but images are decoded and augmented by forked workers writing into
+    shared memory (see :meth:`finetune.RecordDataset.loader`).
+    """
+
+    def __init__(self, dataset, sampler: EpochSampler, seed: int, workers: int):
+        self.sampler, self.seed, self.n = sampler, int(seed), len(dataset)
+        self.loader = dataset.loader(sampler.batch_size, shuffle=False, workers=workers)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        batches = []
+        for encoded in self.sampler:
+            items = [divmod(int(k), self.n) for k in encoded]
+            batches.append(([i for _, i in items], [_mix(self.seed, e, i) for e, i in items]))
+        return self.loader.iter_batches(batches)
+
+    def close(self) -> None:
+        """Stop the loader's worker processes."""
+        self.loader.close()

@@ -103,13 +103,20 @@ def check_split(model, split, x) -> bool:
 
 def compute_features(backbone, dataset, ctxs, batch_size: int, workers: int = 0, progress=None):
     """Run ``backbone`` (inference mode) over ``dataset`` in order; an ``ArrayDataset`` of (features, labels)."""
-    loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    if workers > 0 and hasattr(dataset, "loader"):  # a RecordDataset: its shared-memory loader
+        loader = dataset.loader(batch_size, shuffle=False, workers=workers)
+    else:
+        loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     feats, labels = [], []
-    for x, y in (progress(loader) if progress else loader):
-        n = min(len(ctxs), x.shape[0])
-        xs = gluon.utils.split_and_load(x, ctxs[:n], even_split=False)
-        outs = [backbone(xi).as_in_context(mx.cpu()) for xi in xs]
-        feats.append(mx.nd.concat(*outs, dim=0).asnumpy())
-        labels.append(y.asnumpy() if hasattr(y, "asnumpy") else np.asarray(y))
+    try:
+        for x, y in (progress(loader) if progress else loader):
+            n = min(len(ctxs), x.shape[0])
+            xs = gluon.utils.split_and_load(x, ctxs[:n], even_split=False)
+            outs = [backbone(xi).as_in_context(mx.cpu()) for xi in xs]
+            feats.append(mx.nd.concat(*outs, dim=0).asnumpy())
+            labels.append(y.asnumpy() if hasattr(y, "asnumpy") else np.asarray(y))
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
     return gluon.data.ArrayDataset(np.concatenate(feats).astype(np.float32),
                                    np.concatenate(labels).astype(np.float32))

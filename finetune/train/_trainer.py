@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .._context import resolve_ctx
 from ..errors import ConfigError, DeviceError, MissingFileError, NonFiniteLossError, check_choice, check_range
 from . import _cache
-from ._batches import EpochSampler, SeededItems, _mix, as_dataset
+from ..data import RecordDataset
+from ._batches import EpochSampler, RecordBatches, SeededItems, _mix, as_dataset
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining, atomic_write
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
@@ -61,8 +62,10 @@ class Trainer:
     seed : int
         Data order (a function of ``(seed, epoch)``), augmentation and dropout
         seeds derive from it — resumed runs replay exactly.
-    workers : int
-        Data loader worker processes.
+    workers : int or None
+        Data loader worker processes. ``None``: every core for a
+        :class:`~finetune.RecordDataset` (read by its shared-memory loader,
+        with the same items and augmentation seeds), 0 for other datasets.
     out_dir : str, optional
         Writes ``history.csv`` / ``history.json`` there after each epoch and
         checkpoints into ``out_dir/checkpoints``.
@@ -97,7 +100,7 @@ class Trainer:
 
     def __init__(self, model, *, policy: LayerLRPolicy | None = None, optimizer: str = "sgd",
                  optimizer_params: dict | None = None, batch_size: int = 32, ctx=None, kvstore: str | None = "device",
-                 schedule=None, loss=None, seed: int = 0, workers: int = 0, out_dir=None,
+                 schedule=None, loss=None, seed: int = 0, workers: int | None = None, out_dir=None,
                  checkpoint_every: int = 0, cache_features="auto", mixed_precision: bool = False,
                  hybridize: bool = True, progress: bool = True):
         self.model = model
@@ -106,13 +109,14 @@ class Trainer:
         self.optimizer_params = make_optimizer_params(self.optimizer, optimizer_params)
         check_range("Trainer", "batch_size", batch_size, 1)
         check_choice("Trainer", "kvstore", kvstore, KVSTORES)
-        check_range("Trainer", "workers", workers, 0)
+        if workers is not None:
+            check_range("Trainer", "workers", workers, 0)
         check_range("Trainer", "checkpoint_every", checkpoint_every, 0)
         check_choice("Trainer", "cache_features", cache_features, ("auto", True, False))
         self.batch_size, self.ctx, self.kvstore = int(batch_size), ctx, kvstore
         self.schedule = make_schedule(schedule)
         self.loss = loss if loss is not None else gluon.loss.SoftmaxCrossEntropyLoss()
-        self.seed, self.workers, self.out_dir = int(seed), int(workers), out_dir
+        self.seed, self.workers, self.out_dir = int(seed), workers, out_dir
         self.checkpoint_every, self.cache_features = int(checkpoint_every), cache_features
         self.mixed_precision, self.hybridize, self.progress = mixed_precision, hybridize, progress
         if mixed_precision:
@@ -215,8 +219,7 @@ class Trainer:
         self._net = net
         sampler = EpochSampler(len(train_ds), self.batch_size, seed=self.seed,
                                num_parts=self.num_workers_, part_index=self.rank_)
-        workers = 0 if net is not self.model else self.workers
-        loader = gluon.data.DataLoader(SeededItems(train_ds, self.seed), batch_sampler=sampler, num_workers=workers)
+        loader = self._train_loader(net, train_ds, sampler)
         self._callbacks = self._default_callbacks() + list(callbacks or [])
         if resume is not None:
             self.load_checkpoint(resume)
@@ -231,8 +234,23 @@ class Trainer:
                     break
         except StopTraining as exc:
             log.info("Training stopped: %s", exc)
+        finally:
+            if hasattr(loader, "close"):
+                loader.close()
         self._call("on_train_end")
         return self
+
+    def _workers_for(self, dataset) -> int:
+        if self.workers is not None:
+            return int(self.workers)
+        return len(os.sched_getaffinity(0)) if isinstance(dataset, RecordDataset) else 0
+
+    def _train_loader(self, net, train_ds, sampler):
+        """Batches of the sampler's items; RecordDatasets go through their fast shared-memory loader."""
+        workers = self._workers_for(train_ds) if net is self.model else 0
+        if isinstance(train_ds, RecordDataset) and workers > 0:
+            return RecordBatches(train_ds, sampler, self.seed, workers)
+        return gluon.data.DataLoader(SeededItems(train_ds, self.seed), batch_sampler=sampler, num_workers=workers)
 
     def _default_callbacks(self):
         if not self.out_dir or self.rank_ != 0:  # one writer per cluster
@@ -265,7 +283,7 @@ class Trainer:
         log.info("Backbone frozen and data not augmented: computing its features once.")
         bar = (lambda it: tqdm(it, desc="features", leave=False)) if self.progress else None
         backbone, head = split
-        feats = [_cache.compute_features(backbone, d, self.ctx_, self.batch_size, self.workers, bar)
+        feats = [_cache.compute_features(backbone, d, self.ctx_, self.batch_size, self._workers_for(d), bar)
                  if d is not None else None for d in (train_ds, val_ds)]
         if self.hybridize and hasattr(head, "hybridize"):
             head.hybridize(static_alloc=True)
@@ -366,14 +384,22 @@ class Trainer:
         return self._evaluate(self.model, as_dataset(data, "data"), batch_size)
 
     def _evaluate(self, net, dataset, batch_size=None) -> dict:
-        loader = gluon.data.DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=False,
-                                       num_workers=self.workers if net is self.model else 0)
+        batch_size = batch_size or self.batch_size
+        workers = self._workers_for(dataset) if net is self.model else 0
+        if isinstance(dataset, RecordDataset) and workers > 0:
+            loader = dataset.loader(batch_size, shuffle=False, workers=workers)
+        else:
+            loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
         acc = np.zeros(4)
-        for x, y in loader:
-            xs, ys = self._split(x, y)
-            for xi, yi in zip(xs, ys):
-                out = net(xi)
-                acc += _batch_stats(out, yi, self.loss(out, yi))
+        try:
+            for x, y in loader:
+                xs, ys = self._split(x, y)
+                for xi, yi in zip(xs, ys):
+                    out = net(xi)
+                    acc += _batch_stats(out, yi, self.loss(out, yi))
+        finally:
+            if hasattr(loader, "close"):
+                loader.close()
         n = max(acc[3], 1)
         return {"loss": acc[0] / n, "top1": acc[1] / n, "top5": acc[2] / n}
 
