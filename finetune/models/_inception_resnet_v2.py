@@ -51,13 +51,12 @@ from __future__ import annotations
 
 import os
 
-import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
 from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, ShapeError, check_range
-from ._torch_pickle import read_torch_state_dict
+from ._torch_pickle import load_state_into, read_torch_state_dict
 
 __all__ = [
     "STAGE_OUTPUTS",
@@ -380,14 +379,7 @@ def load_inception_resnet_v2_torch(net: InceptionResNetV2, path, *, ctx=None) ->
     weight, bias = state[f"{head}.weight"], state[f"{head}.bias"]
     if net.num_classes == 1000 and weight.shape[0] == 1001:  # drop TensorFlow's background class
         weight, bias = weight[1:], bias[1:]
-    values = {g: state[t] for g, t in names.items()}
-    values.update({"fc_weight": weight, "fc_bias": bias})
-    params = net.collect_params()
-    for gluon_name, value in values.items():  # check everything before changing anything
-        param = params[net.prefix + gluon_name]
-        if tuple(param.shape) != value.shape:
-            raise ShapeError(f"{path!r} does not fit {net!r}: {param.name} needs {tuple(param.shape)} "
-                             f"but the checkpoint has {value.shape}.")
-    for gluon_name, value in values.items():
-        params[net.prefix + gluon_name]._load_init(mx.nd.array(value, dtype="float32"), ctxs)
+    values = {g: (state[t], t) for g, t in names.items()}
+    values.update({"fc_weight": (weight, f"{head}.weight"), "fc_bias": (bias, f"{head}.bias")})
+    load_state_into(net, values, ctxs, owner=repr(net), path=path)
     return net

@@ -34,9 +34,9 @@ import zipfile
 
 import numpy as np
 
-from ..errors import MissingFileError, ModelError, UnsafeFileError
+from ..errors import MissingFileError, ModelError, ShapeError, UnsafeFileError
 
-__all__ = ["read_torch_state_dict"]
+__all__ = ["load_state_into", "read_torch_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -352,3 +352,37 @@ def read_torch_state_dict(path) -> dict:
     if not out:
         raise ModelError(f"{path!r} holds no tensors (top-level object: {type(obj).__name__}).")
     return out
+
+
+def load_state_into(net, values: dict, ctxs, *, owner: str, path) -> None:
+    """Copy named arrays into ``net``'s parameters, all or nothing.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.Block
+        The network; parameter names are ``net.prefix + name``.
+    values : dict
+        Gluon parameter name (without the prefix) -> ``(array, name in the file)``.
+    ctxs : list of mxnet.Context
+        Where the parameters live.
+    owner : str
+        What the file is loaded into, for messages (e.g. ``"EfficientNet-Lite0"``).
+    path : str
+        The file the arrays come from, for messages.
+
+    Raises
+    ------
+    ShapeError
+        A shape does not fit; raised before any parameter is changed.
+    """
+    import mxnet as mx  # only here: reading a file needs no MXNet
+
+    params = net.collect_params()
+    for name, (value, source) in values.items():  # check everything before changing anything
+        param = params[net.prefix + name]
+        if tuple(param.shape) != tuple(value.shape):
+            raise ShapeError(f"{path!r} does not fit {owner}: {source} has shape {tuple(value.shape)} "
+                             f"but {param.name} needs {tuple(param.shape)}.")
+    for name, (value, _) in values.items():
+        params[net.prefix + name]._load_init(mx.nd.array(value, dtype="float32"), ctxs)
+
