@@ -61,14 +61,6 @@ def nsfw_caffe():
     return next(root.rglob("deploy.prototxt")), next(root.rglob("*.caffemodel"))
 
 
-def small_data(folder, classes, per_class, seed):
-    """A class-per-folder PNG tree of the first ``classes`` Fashion-MNIST classes."""
-    write_fashion_mnist_folder(folder, per_class, split="train", seed=seed)
-    for name in sorted(os.listdir(folder))[classes:]:
-        shutil.rmtree(os.path.join(folder, name))
-    return folder
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="class-per-folder image tree (default: small Fashion-MNIST tree)")
@@ -91,7 +83,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. im2rec --list --recursive --train-ratio 0.8 --exts .jpg,.jpeg,.png (GIFs are skipped)
-    data = args.data or small_data(out / "images", args.classes, args.per_class, args.seed)
+    data = args.data or write_fashion_mnist_folder(out / "images", args.per_class, seed=args.seed,
+                                                       classes=args.classes).root
     images = ft.ImageList.from_folder(data, exts=(".jpg", ".jpeg", ".png"))
     train, val = images.split(ratios=(0.8, 0.2), seed=args.seed)
     train.write_lst(out / "bot_train.lst", shuffle=True)

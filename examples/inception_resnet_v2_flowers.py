@@ -36,14 +36,6 @@ from finetune.data import write_fashion_mnist_folder  # noqa: E402
 log = logging.getLogger("inception_resnet_v2_flowers")
 
 
-def small_data(folder, classes, per_class, seed):
-    """A class-per-folder PNG tree of the first ``classes`` Fashion-MNIST classes."""
-    write_fashion_mnist_folder(folder, per_class, split="train", seed=seed)
-    for name in sorted(os.listdir(folder))[classes:]:
-        shutil.rmtree(os.path.join(folder, name))
-    return folder
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="class-per-folder flower images (default: Fashion-MNIST sample)")
@@ -63,7 +55,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. split 9:1 and write *shuffled* .lst files (the seed's first pitfall), pack records
-    data = args.data or small_data(out / "images", args.classes, args.per_class, args.seed)
+    data = args.data or write_fashion_mnist_folder(out / "images", args.per_class, seed=args.seed,
+                                                       classes=args.classes).root
     images = ft.ImageList.from_folder(data)
     train, val = images.split(ratios=(0.9, 0.1), seed=args.seed)
     for name, part in (("train", train), ("val", val)):

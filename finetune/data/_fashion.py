@@ -14,7 +14,7 @@ import struct
 import cv2
 import numpy as np
 
-from ..errors import DataError, MissingFileError, check_choice
+from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, check_choice
 from ._imagelist import ImageList
 
 __all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dir", "load_fashion_mnist",
@@ -100,7 +100,7 @@ def load_fashion_mnist(split: str = "train", folder=None):
 
 
 def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "train", seed: int = 0,
-                               size=None, folder=None) -> ImageList:
+                               size=None, classes=None, folder=None) -> ImageList:
     """Write a class-per-folder PNG tree of Fashion-MNIST (``per_class`` images per class).
 
     The images are a seeded, stratified sample; the folder names are
@@ -120,6 +120,10 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
         Seed of the sample.
     size : int, optional
         Upscale the 28x28 images to ``size x size`` (bilinear).
+    classes : int or list of str, optional
+        Write only these classes: a number ``N`` takes the first ``N`` in
+        sorted name order (labels ``0 .. N-1`` once listed), or give names.
+        The sample of each class does not depend on this choice.
     folder : str, optional
         Where the idx files are.
 
@@ -128,12 +132,26 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
     ImageList
         The written tree, as :meth:`ImageList.from_folder` reads it.
     """
+    if classes is None:
+        keep = set(FASHION_MNIST_CLASSES)
+    elif isinstance(classes, (int, np.integer)):
+        if not 1 <= classes <= len(FASHION_MNIST_CLASSES):
+            raise ConfigError(f"The 'classes' parameter must be in [1, {len(FASHION_MNIST_CLASSES)}]. "
+                              f"Got {classes!r} instead.")
+        keep = set(sorted(FASHION_MNIST_CLASSES)[:int(classes)])
+    else:
+        keep = set(classes)
+        unknown = keep - set(FASHION_MNIST_CLASSES)
+        if unknown:
+            raise UnknownNameError("Fashion-MNIST class", sorted(unknown)[0], FASHION_MNIST_CLASSES)
     images, labels = load_fashion_mnist(split, folder)
     rng = np.random.RandomState(seed)
     out_dir = os.fspath(out_dir)
     for label, name in enumerate(FASHION_MNIST_CLASSES):
         members = np.flatnonzero(labels == label)
         chosen = np.sort(rng.choice(members, size=min(int(per_class), len(members)), replace=False))
+        if name not in keep:
+            continue
         os.makedirs(os.path.join(out_dir, name), exist_ok=True)
         for i in chosen:
             img = images[i]

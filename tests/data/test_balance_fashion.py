@@ -8,7 +8,7 @@ import pytest
 from finetune import ImageList, balance
 from finetune.data import FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder
 from finetune.data._balance import random_affine
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, UnknownNameError
 
 
 def test_balance_fills_small_classes_only_from_the_given_list(image_folder, tmp_path):
@@ -45,3 +45,17 @@ def test_fashion_mnist_reader_and_folder(tmp_path):
     assert tree.class_counts() == {k: 5 for k in range(10)}
     again = write_fashion_mnist_folder(tmp_path / "fm2", 5, split="test", seed=0)
     assert [os.path.basename(p) for p in again.paths] == [os.path.basename(p) for p in tree.paths]
+
+
+def test_fashion_mnist_folder_with_a_subset_of_classes(tmp_path):
+    all_classes = write_fashion_mnist_folder(tmp_path / "all", 3, split="test", seed=1)
+    three = write_fashion_mnist_folder(tmp_path / "three", 3, split="test", seed=1, classes=3)
+    assert three.class_names == sorted(FASHION_MNIST_CLASSES)[:3]
+    by_class = {os.path.basename(e.path): e for e in all_classes}
+    assert all(os.path.basename(e.path) in by_class for e in three)  # the same sample, not a new draw
+    named = write_fashion_mnist_folder(tmp_path / "named", 2, split="test", classes=["Bag", "Dress"])
+    assert named.class_names == ["Bag", "Dress"]
+    with pytest.raises(UnknownNameError, match="Did you mean 'Bag'"):
+        write_fashion_mnist_folder(tmp_path / "bad", 2, split="test", classes=["Bags"])
+    with pytest.raises(ConfigError, match="'classes' parameter"):
+        write_fashion_mnist_folder(tmp_path / "bad", 2, split="test", classes=11)
