@@ -40,6 +40,17 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>") -> 
     ------
     ImageDecodeError
         The bytes are empty or not a decodable image.
+
+    Examples
+    --------
+    >>> import cv2, numpy as np
+    >>> ok, png = cv2.imencode(".png", np.zeros((2, 3, 3), np.uint8))
+    >>> decode_image(png.tobytes()).shape
+    (2, 3, 3)
+    >>> decode_image(b"not an image", source="x.jpg")
+    Traceback (most recent call last):
+    ...
+    finetune.errors.ImageDecodeError: x.jpg: not a decodable image (OpenCV could not read it; it may be truncated, corrupt, or not an image).
     """
     if color not in _COLORS:
         raise ConfigError(f"The 'color' parameter must be one of {_COLORS}. Got {color!r} instead.")

@@ -275,6 +275,21 @@ class Model(_Network):
         The arguments that rebuild ``head`` (see :func:`build_head`).
     class_names : list of str or None
         One name per output.
+
+    Examples
+    --------
+    Made by :class:`HeadReplacer`; saved and loaded as one directory:
+
+    >>> import os, tempfile, mxnet as mx, numpy as np
+    >>> from finetune import Backbone, HeadReplacer, load_model
+    >>> bb = Backbone.from_zoo("mobilenet0.25", weights=None)
+    >>> model = HeadReplacer(3).apply(bb, class_names=["cat", "dog", "fish"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "model")
+    >>> _ = model.save(path)
+    >>> again = load_model(path)
+    >>> x = mx.nd.ones((1, 3, 64, 64))
+    >>> again.class_names, bool(np.array_equal(model(x).asnumpy(), again(x).asnumpy()))
+    (['cat', 'dog', 'fish'], True)
     """
 
     def __init__(self, body, head: HybridBlock, head_spec: dict, *, class_names=None):
