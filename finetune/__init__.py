@@ -70,6 +70,7 @@ _API = {
     "load_model": "finetune.models",
     "pack": "finetune.data",
     "plot_confusion_matrix": "finetune.plots",
+    "plot_errors": "finetune.plots",
     "plot_gradcam": "finetune.plots",
     "plot_history": "finetune.plots",
     "plot_predictions": "finetune.plots",

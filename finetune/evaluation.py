@@ -269,7 +269,7 @@ def _label_index(label, class_names, source) -> int:
 
 
 def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_size: int = 32,
-             ctx=None, color: str | None = None) -> EvaluationReport:
+             ctx=None, color: str | None = None, tta: bool = False) -> EvaluationReport:
     """Classify a labelled image set and report top-1/top-k, per-class accuracy and confusions.
 
     Parameters
@@ -291,6 +291,8 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
         Devices (when a model is given).
     color : {"RGB", "BGR"} or None
         Colour order of decoded arrays, if any.
+    tta : bool
+        Mirror test-time augmentation (when a model is given; see :class:`~finetune.Predictor`).
 
     Returns
     -------
@@ -315,7 +317,7 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     if isinstance(model_or_predictor, Predictor):
         predictor = model_or_predictor
     else:
-        predictor = Predictor(model_or_predictor, ctx=ctx, batch_size=batch_size)
+        predictor = Predictor(model_or_predictor, ctx=ctx, batch_size=batch_size, tta=tta)
     class_names = predictor.class_names
     if class_names is None:  # e.g. a deployment without names: the dataset's (<prefix>_classes.txt)
         class_names = getattr(dataset, "class_names", None)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ConfigError, DataError, MissingFileError
 
-__all__ = ["load_history", "plot_confusion_matrix", "plot_gradcam", "plot_history", "plot_predictions"]
+__all__ = ["load_history", "plot_confusion_matrix", "plot_errors", "plot_gradcam", "plot_history", "plot_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,44 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
                 name += f" (label {p.label})"
         ax.set_title(f"{name[:32]}\n{text}", fontsize=8, family=font, color="darkred" if p.error else "black")
     fig.tight_layout(h_pad=2.5)
+    return _save(fig, path)
+
+
+def plot_errors(report, path=None, *, n: int = 16, ncols: int = 4):
+    """A grid of the ``n`` most confident errors of an evaluation: each image with its file name,
+    true class, predicted class and probability.
+
+    Parameters
+    ----------
+    report : EvaluationReport
+        From :func:`~finetune.evaluate` on files (an :class:`~finetune.ImageList`,
+        a folder or paths), so each error names its image file.
+    path : str or path-like or None
+        Where to write the PNG.
+    n, ncols : int
+        How many errors, and images per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        ``None`` when the report has no error.
+    """
+    from .data import read_image
+
+    rows = report.most_confident_errors(n)
+    if not rows:
+        return None
+    fig, axes = _grid(len(rows), ncols, cell=(2.6, 3.0))
+    for ax, r in zip(axes, rows):
+        if os.path.isfile(str(r["source"])):
+            try:
+                ax.imshow(_thumbnail(read_image(r["source"], "RGB")))
+            except (OSError, ValueError):
+                pass
+        name = os.path.basename(str(r["source"]))
+        ax.set_title(f"{name[:28]}\ntrue {r['label_name'][:16]}\npred {r['predicted_name'][:16]} "
+                     f"{r['probability']:.0%}", fontsize=8, color="darkred")
+    fig.tight_layout(h_pad=2.0)
     return _save(fig, path)
 
 

@@ -389,6 +389,10 @@ class Predictor:
         Decoding threads; ``None`` uses the number of cores (at most 8).
     hybridize : bool
         Hybridize the model (static graph) for speed.
+    tta : bool
+        Test-time augmentation: average the logits of each image and of its
+        left-right mirror (twice the compute; use it for models trained with
+        mirroring, e.g. by :class:`~finetune.train.Recipe`).
 
     Examples
     --------
@@ -408,7 +412,7 @@ class Predictor:
     """
 
     def __init__(self, model, *, ctx=None, batch_size: int = 32, names=None,
-                 workers: int | None = None, hybridize: bool = True):
+                 workers: int | None = None, hybridize: bool = True, tta: bool = False):
         from ._context import resolve_ctx
 
         preprocess = getattr(model, "preprocess", None)
@@ -426,6 +430,7 @@ class Predictor:
         self.ctx = resolve_ctx(ctx)
         self.names = load_name_map(names) if names is not None else {}
         self.hybridize = hybridize
+        self.tta = bool(tta)
         self._place_model()
         if hybridize:
             model.hybridize(static_alloc=True)
@@ -618,6 +623,16 @@ class Predictor:
             fill()  # keep decoding while the network runs on this batch
             yield where, batch
 
+    def _logits(self, x):
+        import mxnet as mx
+
+        out = self.model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        if self.tta:  # mirror test-time augmentation: the mean of the two views' logits
+            flipped = self.model(mx.nd.flip(x, axis=3))
+            out = (out + (flipped[0] if isinstance(flipped, (list, tuple)) else flipped)) / 2
+        return out
+
     def _forward(self, batch: np.ndarray, softmax: bool) -> np.ndarray:
         import mxnet as mx
 
@@ -625,8 +640,7 @@ class Predictor:
             parts = [mx.nd.array(batch, ctx=self.ctx[0])]
         else:
             parts = mx.gluon.utils.split_and_load(batch, self.ctx, even_split=False)
-        outs = [self.model(x) for x in parts]
-        outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
+        outs = [self._logits(x) for x in parts]
         if softmax:
             outs = [mx.nd.softmax(o.astype("float32"), axis=-1) for o in outs]
         out = np.concatenate([o.asnumpy() for o in outs], axis=0)

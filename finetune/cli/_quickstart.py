@@ -1,23 +1,26 @@
 """``finetune quickstart`` — the main job, end to end, on the built-in data set.
 
-Fashion-MNIST (Debian package ``dataset-fashion-mnist``) is written out as a
-class-per-folder tree of PNGs, listed and split, packed into ``.rec`` files;
-EfficientNet-Lite0 with its offline ImageNet weights gets a new 10-way head
-and is fine-tuned; the result is a model directory that ``finetune predict``
-and ``finetune evaluate`` read, evaluated on images of the official test set.
-
-The recipe is the one measured in ``benchmarks/transfer_fashion_mnist.py``:
-first the new head alone on cached backbone features (cheap), then the whole
-network with the pretrained layers at a tenth of the head's learning rate,
-BatchNorm statistics kept from ImageNet, random shifts and mirroring, cosine
-schedule with a warm-up epoch.
+Fashion-MNIST (Debian package ``dataset-fashion-mnist``): a seeded sample of
+the official training images (``--per-class`` per class, 90 % for training,
+10 % for validation) and the official test images (all 10,000 by default) are
+written out as class-per-folder PNG trees, listed and packed into ``.rec``
+files. EfficientNet-Lite0 with its offline ImageNet weights gets a new 10-way
+head and is fine-tuned with the library's default recipe
+(:class:`finetune.train.Recipe`, its plan printed); the result is a model
+directory that ``finetune predict`` and ``finetune evaluate`` read. The model
+is evaluated on the test images next to the linear probe (logistic regression
+on the same backbone's frozen features), and a report folder gets the
+training curves, the confusion matrix, the most confident errors with their
+file names and a per-class table.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import time
 
 log = logging.getLogger("finetune.quickstart")
 
@@ -33,76 +36,111 @@ def register(sub) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0", help="zoo backbone (default: %(default)s)")
     p.add_argument("--per-class", type=int, default=100,
                    help="training images per class taken from the training set (default: %(default)s)")
-    p.add_argument("--test-per-class", type=int, default=100,
-                   help="test images per class from the official test set (default: %(default)s)")
-    p.add_argument("--size", type=int, default=64, help="network input size in pixels (default: %(default)s)")
-    p.add_argument("--head-epochs", type=int, default=30,
-                   help="epochs of the head-only stage on cached features (default: %(default)s)")
-    p.add_argument("--head-lr", type=float, default=0.003, help="LR of the head-only stage (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of full fine-tuning (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.002,
-                   help="LR of the new head during full fine-tuning (default: %(default)s)")
-    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                   help="LR multiplier of the pretrained layers (default: %(default)s)")
-    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu' or 'cpu*2' (default: current)")
+    p.add_argument("--test-per-class", type=int, default=1000,
+                   help="test images per class from the official test set (default: %(default)s, i.e. all)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one Recipe field, e.g. --set input_size=128 (repeatable)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the linear-probe baseline")
+    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu' or 'cpu*2' (default: the current device)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(handler=run)
+
+
+def _recipe(args):
+    from ..train import Recipe
+    from ._train import _value
+
+    changes = {"seed": args.seed}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    for item in args.set:
+        k, _, v = item.partition("=")
+        changes[k.strip().replace("-", "_")] = _value(v)
+    return Recipe().replace(**changes)
+
+
+def _write_report(folder, report, history_path, probe) -> None:
+    from .. import plots
+
+    os.makedirs(folder, exist_ok=True)
+    report.save(os.path.join(folder, "test_report.json"))
+    if os.path.isfile(history_path):
+        plots.plot_history(history_path, os.path.join(folder, "training_curves.png"), title="fine-tuning")
+    plots.plot_confusion_matrix(report, path=os.path.join(folder, "confusion_matrix.png"))
+    plots.plot_errors(report, os.path.join(folder, "most_confident_errors.png"), n=16)
+    with open(os.path.join(folder, "most_confident_errors.csv"), "w", newline="", encoding="utf-8") as f:
+        rows = report.most_confident_errors(50)
+        w = csv.DictWriter(f, fieldnames=["source", "label_name", "predicted_name", "probability"],
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(folder, "per_class.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "images", "accuracy"])
+        for c in report.per_class:
+            w.writerow([c["name"], c["support"], f"{c['accuracy']:.4f}"])
 
 
 def run(args) -> int:
     """Run the quickstart pipeline; returns 0."""
     import finetune as ft
-    from finetune.data import Augment, write_fashion_mnist_folder
-    from finetune.train import CosineSchedule, LayerLRPolicy, Trainer
+    from finetune.data import write_fashion_mnist_folder
+    from finetune.train import linear_probe
 
+    t_start = time.time()
+    recipe = _recipe(args)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    log.info("1/5 writing Fashion-MNIST images to %s", os.path.join(out, "images"))
+    log.info("1/6 writing Fashion-MNIST images to %s", os.path.join(out, "images"))
     train_list = write_fashion_mnist_folder(os.path.join(out, "images", "train"), args.per_class,
                                             split="train", seed=args.seed)
     test_list = write_fashion_mnist_folder(os.path.join(out, "images", "test"), args.test_per_class,
                                            split="test", seed=args.seed)
     train, val = train_list.split(ratios=(0.9, 0.1), seed=args.seed)
 
-    resize = args.size + args.size // 8  # evaluation: resize, then centre crop; training: random crop
-    log.info("2/5 packing records (shorter side %d)", resize)
+    log.info("2/6 packing records at the images' own size")
     records = os.path.join(out, "records")
     os.makedirs(records, exist_ok=True)
     for name, images in (("train", train), ("val", val), ("test", test_list)):
         images.write_lst(os.path.join(records, f"{name}.lst"), shuffle=name == "train", seed=args.seed)
-        ft.pack(images, os.path.join(records, name), resize=resize)
+        ft.pack(images, os.path.join(records, name), encoding=".png")
+    train_rec, val_rec, test_rec = (os.path.join(records, f"{n}.rec") for n in ("train", "val", "test"))
 
-    log.info("3/5 loading %s with its ImageNet weights and replacing the head", args.backbone)
-    backbone = ft.Backbone.from_zoo(args.backbone, weights="imagenet")
-    model = ft.HeadReplacer(len(train_list.class_names)).apply(backbone, class_names=train_list.class_names)
-    model.preprocess = model.preprocess.replace(size=(args.size, args.size), resize=resize)
+    log.info("3/6 loading %s with its ImageNet weights and replacing the head", args.backbone)
+    model = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
+    plan = recipe.plan(model, train_rec, val_rec)
+    print(f"Recipe ({recipe!r}):\n{plan}\n", flush=True)
 
-    pre = model.preprocess
-    train_rec, val_rec = os.path.join(records, "train.rec"), os.path.join(records, "val.rec")
-    log.info("4/5 training the new head for %d epochs on cached features", args.head_epochs)
-    Trainer(model, policy=LayerLRPolicy.head_only(), optimizer_params={"learning_rate": args.head_lr},
-            batch_size=args.batch_size, ctx=args.ctx, seed=args.seed, out_dir=os.path.join(out, "train_head"),
-            ).fit(ft.RecordDataset(train_rec, pre), ft.RecordDataset(val_rec, pre), epochs=args.head_epochs)
-    log.info("    fine-tuning the whole network for %d epochs", args.epochs)
-    trainer = Trainer(
-        model, policy=LayerLRPolicy.pretrained(args.backbone_lr_mult, freeze_bn=True), optimizer="sgd",
-        optimizer_params={"learning_rate": args.lr, "momentum": 0.9, "wd": 5e-5},
-        batch_size=args.batch_size, ctx=args.ctx, schedule=CosineSchedule(warmup_epochs=1),
-        seed=args.seed, out_dir=os.path.join(out, "train"),
-    )
-    augment = Augment(random_resized_crop=False, random_crop=True, mirror=True)
-    trainer.fit(ft.RecordDataset(train_rec, pre, train=True, augment=augment), ft.RecordDataset(val_rec, pre),
-                epochs=args.epochs)
+    log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of every layer)",
+             recipe.head_epochs, recipe.epochs)
+    t_train = time.time()
+    recipe.fit(model, train_rec, val_rec, ctx=args.ctx, out_dir=os.path.join(out, "train"))
+    train_s = time.time() - t_train
     model_dir = os.path.join(out, "model")
     model.save(model_dir)
 
-    log.info("5/5 evaluating on %d test images", len(test_list))
-    report = ft.evaluate(model, ft.RecordDataset(os.path.join(records, "test.rec"), pre))
-    report.save(os.path.join(out, "test_report.json"))
+    log.info("5/6 evaluating on %d official test images", len(test_list))
+    report = ft.evaluate(model, test_list, tta=recipe.tta)
+    probe = None
+    if not args.no_baseline:
+        log.info("6/6 the baseline: a linear probe on the pretrained backbone's frozen features")
+        fresh = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
+        probe = linear_probe(fresh, train_rec, val_rec, test_rec, size=plan.size)
+    total_s = time.time() - t_start
+    _write_report(os.path.join(out, "report"), report, os.path.join(out, "train", "fine_tune", "history.json"), probe)
     print(report)
-    print(f"\nModel directory: {model_dir}")
-    print(f"Try: finetune predict {model_dir} {os.path.join(out, 'images', 'test')}/*/*.png --top-k 3")
+    summary = {"test_top1": report.top1, "test_images": report.num_images, "train_seconds": round(train_s, 1),
+               "total_seconds": round(total_s, 1), "model_dir": model_dir, "recipe": repr(recipe),
+               "linear_probe_top1": probe["test_top1"] if probe else None}
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump({"test_top1": report.top1, "model_dir": model_dir}, f, indent=2)
+        json.dump(summary, f, indent=2)
+    line = (f"\nResult: {100 * report.top1:.1f} % top-1 on {report.num_images} official test images "
+            f"(fine-tuned {train_s / 60:.1f} min, whole run {total_s / 60:.1f} min)")
+    if probe:
+        line += f"; linear probe on the same backbone {100 * probe['test_top1']:.1f} % " \
+                f"({100 * (report.top1 - probe['test_top1']):+.1f} points)"
+    print(line)
+    print(f"Report: {os.path.join(out, 'report')}   Model directory: {model_dir}")
+    print(f"Try: finetune predict {model_dir} {os.path.join(out, 'images', 'test')}/*/*.png --top-k 3")
     return 0

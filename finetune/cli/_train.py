@@ -2,9 +2,16 @@
 
 ``finetune train BACKBONE --train REC --out DIR`` fine-tunes BACKBONE (a zoo
 name, a model directory, or a Caffe ``deploy.prototxt`` with
-``--caffemodel``) on a ``.rec`` file. ``DIR`` ends up a model directory
-(``finetune.load_model`` / ``Predictor`` read it) that also holds
-``history.csv``, ``history.json`` and ``checkpoints/``.
+``--caffemodel``) on a ``.rec`` file with the library's default recipe
+(:class:`finetune.train.Recipe`; ``--recipe`` picks a preset, ``--set
+FIELD=VALUE`` changes any ingredient). Options of the hand-set mode
+(``--policy``, ``--schedule``, ...) switch to ``--recipe manual``: one
+Trainer with exactly the options given. ``DIR`` ends up a model directory
+(``finetune.load_model`` / ``Predictor`` read it) that also holds the
+training histories and checkpoints.
+
+``finetune lr-find BACKBONE --train REC`` runs the learning-rate range test
+and plots it.
 
 ``finetune launch -n 2 -s 1 -- finetune train ... --kvstore dist_sync`` runs
 the command as two ``dist_sync`` workers with a scheduler and a server on
@@ -21,7 +28,15 @@ import uuid
 
 log = logging.getLogger("finetune")
 
-_ARTIFACTS = ("history.csv", "history.json", "checkpoints", "plan.txt")
+_ARTIFACTS = ("history.csv", "history.json", "checkpoints", "plan.txt", "head", "fine_tune", "lr_find.json")
+
+# options only the hand-set (manual) mode has, with their defaults there
+_MANUAL = {"policy": "all", "schedule": "constant", "freeze_until": None, "factor": 0.1,
+           "step_epochs": [10], "warmup": 0.0, "patience": 0, "stop_after": None, "backbone_lr_mult": 0.01}
+# options both modes share: manual-mode default, and the Recipe field they set
+_SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimizer": ("sgd", "optimizer"),
+           "lr": (None, "lr"), "momentum": (None, "momentum"), "wd": (None, "wd"),
+           "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
 
 
 def register(sub) -> None:
@@ -38,38 +53,62 @@ def register(sub) -> None:
     g = p.add_argument_group("head")
     g.add_argument("--classes", type=int, help="number of classes (default: from the records' class names)")
     g.add_argument("--hidden", type=int, nargs="*", default=[], help="hidden layer sizes of the new head")
-    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--dropout", type=float, help="dropout before the new layer (recipe: 0.2)")
     g.add_argument("--cut-at", help="layer to cut the backbone at (default: before its classifier)")
     g.add_argument("--input-size", type=int, help="train/predict at this square size (default: the backbone's)")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", help="default, sgd-pretrained, adam-plateau, head-only, or manual "
+                   "(default: default; manual when a manual-mode option is given)")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one Recipe field, e.g. --set ema=none --set layer_decay=0.7 (repeatable)")
     g = p.add_argument_group("learning-rate policy")
-    g.add_argument("--policy", default="all", help="all, pretrained, boosted-head or head-only (default: all)")
-    g.add_argument("--backbone-lr-mult", type=float, default=0.01, help="for --policy pretrained")
+    g.add_argument("--policy", help="manual mode: all, pretrained, boosted-head or head-only (default: all)")
+    g.add_argument("--backbone-lr-mult", type=float, help="manual mode, --policy pretrained (default: 0.01)")
     g.add_argument("--freeze-until", help="freeze every parameter up to this layer")
     g.add_argument("--freeze-bn", action="store_true", help="freeze BatchNorm statistics")
-    g.add_argument("--head-epochs", type=int, default=0, help="train only the head for the first K epochs")
-    g.add_argument("--plan", action="store_true", help="print the per-parameter plan and exit")
+    g.add_argument("--head-epochs", type=int, help="head-only epochs first (recipe: 30, on cached features; manual: 0)")
+    g.add_argument("--plan", action="store_true", help="print the plan (recipe decisions, or per-parameter) and exit")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", default="sgd", help="sgd, nag, adam, adamw, rmsprop")
+    g.add_argument("--optimizer", help="sgd, nag, adam, adamw, rmsprop (recipe: adam; manual: sgd)")
     g.add_argument("--lr", type=float, help="base learning rate (default: the optimizer's)")
     g.add_argument("--momentum", type=float)
     g.add_argument("--wd", type=float)
-    g.add_argument("--schedule", default="constant", help="constant, step, cosine or plateau")
-    g.add_argument("--factor", type=float, default=0.1, help="step/plateau LR factor")
-    g.add_argument("--step-epochs", type=int, nargs="+", default=[10], help="step: one N (every N) or a list")
-    g.add_argument("--warmup", type=float, default=0.0, help="cosine: warm-up epochs")
-    g.add_argument("--patience", type=int, default=0, help="plateau: epochs without improvement")
-    g.add_argument("--stop-after", type=int, help="plateau: stop after this many reductions")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=32, help="per worker, split over --ctx devices")
+    g.add_argument("--schedule", help="manual mode: constant, step, cosine or plateau (default: constant)")
+    g.add_argument("--factor", type=float, help="manual mode: step/plateau LR factor (default: 0.1)")
+    g.add_argument("--step-epochs", type=int, nargs="+", help="manual mode, step: one N (every N) or a list")
+    g.add_argument("--warmup", type=float, help="manual mode, cosine: warm-up epochs")
+    g.add_argument("--patience", type=int, help="manual mode, plateau: epochs without improvement")
+    g.add_argument("--stop-after", type=int, help="manual mode, plateau: stop after this many reductions")
+    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 12; manual: 10)")
+    g.add_argument("--batch-size", type=int, help="per worker, split over --ctx devices (default: 32)")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip (enables feature caching)")
     g = p.add_argument_group("devices and run")
-    g.add_argument("--ctx", default="cpu", help="devices, e.g. cpu, 'cpu*2', 'gpu:0,1' (default: cpu)")
+    g.add_argument("--ctx", help="devices, e.g. cpu, 'cpu*2', 'gpu:0,1' (default: the current device)")
     g.add_argument("--kvstore", default="device", help="device, local, dist_sync, ... (default: device)")
-    g.add_argument("--workers", type=int, default=2, help="data loader processes")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, help="data loader processes (default: one per core)")
+    g.add_argument("--seed", type=int, help="random seed (default: 0)")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N batches")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoints/last.ckpt")
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against LR, suggest an LR",
+                       description="Train BACKBONE (with a new head, as `finetune train` would) for a few "
+                       "steps with an exponentially growing learning rate; write the plot and the suggestion.")
+    p.add_argument("backbone", help="zoo name, model directory, or deploy.prototxt")
+    p.add_argument("--caffemodel", help="weights for a Caffe deploy.prototxt BACKBONE")
+    p.add_argument("--weights", default="imagenet", help="zoo weights: 'imagenet', 'none' or a .params file")
+    p.add_argument("--train", required=True, help="training .rec (or its prefix)")
+    p.add_argument("--out", default="lr_find.png", help="plot to write; the numbers go beside it as .json "
+                   "(default: %(default)s)")
+    p.add_argument("--classes", type=int, help="number of classes (default: from the records' class names)")
+    p.add_argument("--start-lr", type=float, default=1e-7)
+    p.add_argument("--end-lr", type=float, default=1.0)
+    p.add_argument("--num-steps", type=int, default=100)
+    p.add_argument("--recipe", help="recipe preset whose policy, optimizer and augmentation to use (default: default)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change one Recipe field")
+    p.add_argument("--ctx", help="devices (default: the current device)")
+    p.set_defaults(handler=_lr_find, hidden=(), cut_at=None, input_size=None, no_augment=False, freeze_bn=False,
+                   **{k: None for k in _SHARED})
 
     p = sub.add_parser("launch", help="run a command as dist_sync workers on this machine",
                        description="Start a scheduler, SERVERS servers and WORKERS copies of COMMAND on 127.0.0.1 "
@@ -125,8 +164,111 @@ def _schedule(args):
     raise UnknownNameError("schedule", name, ["constant", "step", "cosine", "plateau"])
 
 
+def _mode(args) -> str:
+    """``"manual"`` or a recipe preset name; fills the defaults of the mode's options into ``args``."""
+    given = [k for k, d in _MANUAL.items() if getattr(args, k) not in (None, False)]
+    mode = args.recipe or ("manual" if given else "default")
+    if mode != "manual" and given:
+        from ..errors import ConfigError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} belong to the hand-set mode; with --recipe {mode} change the recipe with "
+                          "--set FIELD=VALUE instead, or pass --recipe manual.")
+    if mode == "manual":
+        for k, d in _MANUAL.items():
+            if getattr(args, k) in (None, False):
+                setattr(args, k, d)
+        for k, (d, _) in _SHARED.items():
+            if getattr(args, k) is None:
+                setattr(args, k, d)
+        if args.set:
+            from ..errors import ConfigError
+
+            raise ConfigError("--set changes Recipe fields; it has no effect with --recipe manual.")
+    return mode
+
+
+def _value(text: str):
+    low = text.strip().lower()
+    if low in ("none", "null", "off"):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if "," in text:
+        return tuple(_value(t) for t in text.split(","))
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def recipe_from_args(args):
+    """The :class:`~finetune.train.Recipe` that ``finetune train``'s options describe."""
+    from ..errors import ConfigError
+    from ..train import Recipe
+
+    changes = {field: getattr(args, k) for k, (_, field) in _SHARED.items() if getattr(args, k) is not None}
+    if args.input_size:
+        changes["input_size"] = int(args.input_size)
+    if args.no_augment:
+        changes["augment"] = None
+    if args.freeze_bn:
+        changes["batchnorm"] = "frozen"
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set needs FIELD=VALUE, e.g. --set ema=0.999. Got {item!r}.")
+        k, v = item.split("=", 1)
+        changes[k.strip().replace("-", "_")] = _value(v)
+    name = args.recipe or "default"
+    base = Recipe.preset(name)
+    return base.replace(**changes)
+
+
+def _recipe_model(args, recipe):
+    from .. import data, models
+    from ..errors import ConfigError
+
+    net = _backbone(args)
+    if isinstance(net, models.Model):
+        return net
+    names = data.RecordDataset(args.train).class_names
+    k = args.classes or (len(names) if names else None)
+    if not k:
+        raise ConfigError("Cannot tell the number of classes: the records have no class-name file; pass --classes.")
+    names = names if names and len(names) == k else [str(i) for i in range(k)]
+    return recipe.build_model(net, names, hidden=tuple(args.hidden), cut_at=args.cut_at)
+
+
+def _train_recipe(args) -> int:
+    from .._context import parse_ctx
+
+    recipe = recipe_from_args(args)
+    model = _recipe_model(args, recipe)
+    if args.plan:
+        print(recipe.plan(model, args.train, args.val))
+        return 0
+    if not args.resume:
+        _save_model_dir(model, args.out)  # marks --out as a model directory from the start
+    trainer = recipe.fit(model, args.train, args.val, ctx=parse_ctx(args.ctx) if args.ctx else None, out_dir=args.out,
+                         workers=args.workers, kvstore=args.kvstore, resume=args.resume,
+                         checkpoint_every=args.checkpoint_every)
+    if trainer is None or trainer.rank_ == 0:
+        _save_model_dir(model, args.out)
+        last = trainer.history_[-1] if trainer is not None and trainer.history_ else {}
+        shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
+                          if k in last)
+        epochs = len(trainer.history_) if trainer is not None else 0
+        print(f"Trained {epochs} epochs with {recipe!r} ({shown}); model directory: {args.out}")
+    return 0
+
+
 def build(args):
-    """Model, datasets, policy and Trainer from parsed ``finetune train`` arguments."""
+    """Model, datasets, policy and Trainer from parsed ``finetune train --recipe manual`` arguments."""
+    _mode(args)
     from .. import data, models
     from .._context import parse_ctx
     from ..errors import ConfigError
@@ -158,7 +300,7 @@ def build(args):
     opt = {k: v for k, v in (("learning_rate", args.lr), ("momentum", args.momentum), ("wd", args.wd))
            if v is not None}
     trainer = Trainer(model, policy=policy, optimizer=args.optimizer, optimizer_params=opt,
-                      batch_size=args.batch_size, ctx=parse_ctx(args.ctx), kvstore=args.kvstore,
+                      batch_size=args.batch_size, ctx=parse_ctx(args.ctx) if args.ctx else None, kvstore=args.kvstore,
                       schedule=_schedule(args), seed=args.seed, workers=args.workers, out_dir=args.out,
                       checkpoint_every=args.checkpoint_every)
     return model, train, val, trainer
@@ -183,7 +325,37 @@ def _save_model_dir(model, out) -> None:
         shutil.rmtree(keep, ignore_errors=True)
 
 
+def _lr_find(args) -> int:
+    from .. import data
+    from .._context import parse_ctx
+    from ..train import lr_find
+
+    recipe = recipe_from_args(args)
+    model = _recipe_model(args, recipe)
+    size = recipe.plan(model, args.train).size
+    model.preprocess = model.preprocess.replace(size=(size, size), resize=size)
+    aug = recipe.augmentation()
+    train = data.RecordDataset(args.train, model.preprocess, train=aug is not None, augment=aug)
+    opt = {"wd": recipe.wd, **({"momentum": recipe.momentum} if recipe.optimizer in ("sgd", "nag") else {})}
+    result = lr_find(model, train, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps,
+                     policy=recipe.policy(model), optimizer=recipe.optimizer, optimizer_params=opt,
+                     batch_size=recipe.batch_size, ctx=parse_ctx(args.ctx) if args.ctx else None,
+                     loss=recipe.loss(), seed=recipe.seed)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = result.plot()
+    ax.set_title(f"{args.backbone}, {size} px, {recipe.optimizer}")
+    ax.figure.savefig(args.out, dpi=100, bbox_inches="tight")
+    result.save(os.path.splitext(args.out)[0] + ".json")
+    print(f"Suggested learning rate: {result.suggestion:.3g} (plot: {args.out}); "
+          f"use it with: finetune train {args.backbone} --lr {result.suggestion:.3g} ...")
+    return 0
+
+
 def _train(args) -> int:
+    if _mode(args) != "manual":
+        return _train_recipe(args)
     model, train, val, trainer = build(args)
     if args.plan:
         print(trainer.plan())

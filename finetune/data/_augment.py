@@ -61,6 +61,10 @@ class Augment:
         Rotate the hue by ``U(-hue, hue) * 180`` degrees (in YIQ space).
     pca_noise : float
         Standard deviation of AlexNet-style PCA lighting noise.
+    erasing : float
+        Probability of random erasing: replace a random rectangle (2-25 % of
+        the image area, aspect ratio 0.3-3.3) by uniform noise, so the network
+        cannot rely on any one part of an object.
 
     Examples
     --------
@@ -79,6 +83,7 @@ class Augment:
     saturation: float = 0.0
     hue: float = 0.0
     pca_noise: float = 0.0
+    erasing: float = 0.0
 
     def __post_init__(self):
         owner = "Augment"
@@ -92,6 +97,7 @@ class Augment:
         check_range(owner, "rotation", self.rotation, 0, 180)
         for name in ("brightness", "contrast", "saturation", "hue", "pca_noise"):
             check_range(owner, name, getattr(self, name), 0, None)
+        check_range(owner, "erasing", self.erasing, 0, 1)
 
     def __repr__(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
@@ -233,6 +239,18 @@ def train_crop(buf, aug: Augment, pre, rng):
         img = rotate(np.ascontiguousarray(img), rng.uniform(-aug.rotation, aug.rotation))
     if aug.jitters_colour:
         img = jitter_colour(img, aug, rng, bgr=True)
+    if aug.erasing and rng.uniform() < aug.erasing:
+        img = erase(np.ascontiguousarray(img), rng)
+    return img
+
+
+def erase(img, rng, scale=(0.02, 0.25), ratio=(0.3, 3.3)):
+    """Random erasing: a random rectangle of ``img`` (HWC) replaced by uniform noise, in place."""
+    h, w = img.shape[:2]
+    top, left, eh, ew = random_area(rng, scale, ratio)(h, w)
+    if (eh, ew) == (h, w):  # no rectangle of that area fits: leave the image alone
+        return img
+    img[top:top + eh, left:left + ew] = rng.randint(0, 256, (eh, ew, img.shape[2])).astype(img.dtype)
     return img
 
 

@@ -4,15 +4,21 @@
 - :class:`Trainer` — fit over devices (``split_and_load`` + kvstore) or machines (``dist_sync``).
 - schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
 - callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
+- :class:`Recipe` — the default fine-tuning recipe; :func:`lr_find` — the LR range test.
 - :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers).
 """
 
 from ._callbacks import Callback, Checkpoint, EarlyStopping, HistoryLogger, StopTraining
 from ._launch import launch
+from ._losses import LabelSmoothingLoss
+from ._lr_find import LRFinderResult, lr_find
 from ._optim import AdamW
 from ._policy import LayerLRPolicy, Plan, Rule
+from ._probe import linear_probe
+from ._recipe import Recipe, RecipePlan
 from ._schedule import ConstantSchedule, CosineSchedule, PlateauSchedule, Schedule, StepSchedule
 from ._trainer import Trainer
+from ._weights import KeepBest, WeightAverage
 
 __all__ = [
     "AdamW",
@@ -22,13 +28,21 @@ __all__ = [
     "CosineSchedule",
     "EarlyStopping",
     "HistoryLogger",
+    "KeepBest",
+    "LRFinderResult",
+    "LabelSmoothingLoss",
     "LayerLRPolicy",
     "Plan",
     "PlateauSchedule",
+    "Recipe",
+    "RecipePlan",
     "Rule",
     "Schedule",
     "StepSchedule",
     "StopTraining",
     "Trainer",
+    "WeightAverage",
     "launch",
+    "linear_probe",
+    "lr_find",
 ]

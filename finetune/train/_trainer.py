@@ -26,6 +26,7 @@ from ._callbacks import Checkpoint, HistoryLogger, StopTraining, atomic_write
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
 from ._schedule import make_schedule
+from ._weights import WeightAverage, restore, snapshot
 
 __all__ = ["Trainer"]
 
@@ -78,6 +79,14 @@ class Trainer:
     hybridize : bool
     progress : bool
         Show a tqdm progress bar with images/s.
+    ema : float or None
+        Keep an exponential moving average of the weights with this decay
+        (e.g. ``0.998``; see :class:`~finetune.train.WeightAverage`).
+        Validation uses the averaged weights, and at the end of :meth:`fit`
+        they are copied into the model, so they are the ones saved.
+    tta : bool
+        Test-time augmentation in validation and :meth:`evaluate`: average
+        the logits of each image and of its left-right mirror.
 
     Attributes
     ----------
@@ -102,7 +111,7 @@ class Trainer:
                  optimizer_params: dict | None = None, batch_size: int = 32, ctx=None, kvstore: str | None = "device",
                  schedule=None, loss=None, seed: int = 0, workers: int | None = None, out_dir=None,
                  checkpoint_every: int = 0, cache_features="auto", mixed_precision: bool = False,
-                 hybridize: bool = True, progress: bool = True):
+                 hybridize: bool = True, progress: bool = True, ema: float | None = None, tta: bool = False):
         self.model = model
         self.policy = policy if policy is not None else LayerLRPolicy()
         self.optimizer = optimizer.lower()
@@ -119,6 +128,10 @@ class Trainer:
         self.seed, self.workers, self.out_dir = int(seed), workers, out_dir
         self.checkpoint_every, self.cache_features = int(checkpoint_every), cache_features
         self.mixed_precision, self.hybridize, self.progress = mixed_precision, hybridize, progress
+        if ema is not None:
+            check_range("Trainer", "ema", ema, 0, 1, low_open=True, high_open=True)
+        self.ema, self.tta = (float(ema) if ema is not None else None), bool(tta)
+        self._ema = None
         if mixed_precision:
             self._check_gpu()
         self.history_ = []
@@ -237,6 +250,8 @@ class Trainer:
         finally:
             if hasattr(loader, "close"):
                 loader.close()
+        if self._ema is not None:
+            self._ema.copy_to_model()
         self._call("on_train_end")
         return self
 
@@ -375,6 +390,10 @@ class Trainer:
                         g[:] = 0
                         w._fresh_grad = True
         self._trainer.step(global_n)
+        if self.ema is not None:
+            if self._ema is None:
+                self._ema = WeightAverage(self.model.collect_params(), self.ema)
+            self._ema.update()
         return sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
 
     # ------------------------------------------------------------ evaluation
@@ -383,7 +402,24 @@ class Trainer:
         self.setup()
         return self._evaluate(self.model, as_dataset(data, "data"), batch_size)
 
+    def evaluation_weights(self) -> dict:
+        """``{name: numpy array}``: the weights validation uses (the average with ``ema``, else the model's)."""
+        if self._ema is not None:
+            with self._ema.swapped():
+                return snapshot(self.model.collect_params())
+        return snapshot(self.model.collect_params())
+
+    def set_weights(self, values: dict) -> None:
+        """Set the model's parameters from ``{name: array}`` (e.g. :meth:`evaluation_weights`)."""
+        restore(self.model.collect_params(), values)
+
     def _evaluate(self, net, dataset, batch_size=None) -> dict:
+        if self._ema is not None:
+            with self._ema.swapped():
+                return self._evaluate_now(net, dataset, batch_size)
+        return self._evaluate_now(net, dataset, batch_size)
+
+    def _evaluate_now(self, net, dataset, batch_size=None) -> dict:
         batch_size = batch_size or self.batch_size
         workers = self._workers_for(dataset) if net is self.model else 0
         if isinstance(dataset, RecordDataset) and workers > 0:
@@ -396,6 +432,8 @@ class Trainer:
                 xs, ys = self._split(x, y)
                 for xi, yi in zip(xs, ys):
                     out = net(xi)
+                    if self.tta and net is self.model and xi.ndim == 4:
+                        out = (out + net(mx.nd.flip(xi, axis=3))) / 2
                     acc += _batch_stats(out, yi, self.loss(out, yi))
         finally:
             if hasattr(loader, "close"):
@@ -414,6 +452,11 @@ class Trainer:
                 params = f.read()
             with open(os.path.join(tmp, "s"), "rb") as f:
                 states = f.read()
+            ema = None
+            if self._ema is not None:
+                mx.nd.save(os.path.join(tmp, "e"), self._ema.state_arrays())
+                with open(os.path.join(tmp, "e"), "rb") as f:
+                    ema = f.read()
         np_state = np.random.get_state()
         state = {
             "format": 1, "epoch": self.epoch_, "batch": self.batch_, "acc": self._acc.tolist(),
@@ -427,6 +470,8 @@ class Trainer:
             z.writestr("state.json", json.dumps(state))
             z.writestr("model.params", params)
             z.writestr("optimizer.states", states)
+            if ema is not None:
+                z.writestr("ema.params", ema)
         atomic_write(path, buf.getvalue())
         self.last_checkpoint_ = path
 
@@ -442,6 +487,11 @@ class Trainer:
                         f.write(z.read(member))
                 self.model.load_parameters(os.path.join(tmp, "p"), ctx=self.ctx_)
                 self._trainer.load_states(os.path.join(tmp, "s"))
+                if self.ema is not None and "ema.params" in z.namelist():
+                    with open(os.path.join(tmp, "e"), "wb") as f:
+                        f.write(z.read("ema.params"))
+                    self._ema = WeightAverage(self.model.collect_params(), self.ema)
+                    self._ema.load_state_arrays(mx.nd.load(os.path.join(tmp, "e")))
         self.epoch_, self.batch_ = state["epoch"], state["batch"]
         self._acc = np.asarray(state["acc"], dtype=float)
         self.history_ = state["history"]

@@ -1,0 +1,453 @@
+"""The default fine-tuning recipe: every decision a small-data transfer run needs, in one object.
+
+A :class:`Recipe` turns a pretrained model and a labelled data set into a
+fine-tuned model. It decides, and logs as a :class:`RecipePlan`:
+
+1. the input size, from the backbone's native size and the images' own size;
+2. a head warm-up: the new head alone on backbone features computed once;
+3. full fine-tuning with discriminative (layer-wise decayed) learning rates,
+   BatchNorm statistics frozen at their ImageNet values (with ~30 steps an
+   epoch, moving statistics never settle), Adam, a cosine schedule with a
+   warm-up, label smoothing, augmentation (random-resized crop, mirror,
+   random erasing), an exponential moving average of the weights;
+4. validation with test-time augmentation (mirror) and the best epoch's
+   weights kept.
+
+Every ingredient is a field and can be switched off; the plan says what was
+chosen and why. :meth:`Recipe.preset` gives the explicit recipes of the
+classic tutorials (SGD with LR multiplier 0.01 on the pretrained layers; Adam
+with the LR divided by 5 on plateaus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+
+import cv2
+import numpy as np
+
+from ..data import Augment, RecordDataset
+from ..errors import ConfigError, UnknownNameError, check_choice, check_range
+from ._losses import LabelSmoothingLoss
+from ._optim import make_optimizer_params
+from ._policy import _ORIG, LayerLRPolicy, Rule, _glob_to_re
+from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
+from ._weights import KeepBest
+
+__all__ = ["Recipe", "RecipePlan"]
+
+log = logging.getLogger(__name__)
+
+_AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to fine-tune a pretrained classifier on a small data set; the library's default.
+
+    Parameters
+    ----------
+    input_size : int or "auto"
+        Square input size. ``"auto"``: the backbone's native size when the
+        images are about that large, else three times the images' side
+        (rounded up to a multiple of 32, at least 96), never above native.
+    batch_size : int
+    head_epochs : int
+        Epochs of the head warm-up on cached backbone features (0: none).
+    head_lr : float
+        Adam learning rate of the warm-up.
+    epochs : int
+        Epochs of fine-tuning every layer.
+    optimizer : str
+        ``"adam"`` (default), ``"sgd"``, ``"nag"``, ``"adamw"``, ``"rmsprop"``.
+    lr : float or "find"
+        Learning rate of the new head during fine-tuning; ``"find"`` runs an
+        LR-range test (:func:`~finetune.train.lr_find`) on the training data
+        and takes its suggestion.
+    momentum, wd : float
+        Momentum (SGD-like optimizers only) and weight decay.
+    layer_decay : float or None
+        Discriminative learning rates: the backbone's parameters, in order,
+        fall into ``layer_groups`` groups; the group nearest the head gets
+        ``lr * layer_decay``, the next ``lr * layer_decay**2``, and so on.
+        ``None`` or 1: one rate everywhere.
+    layer_groups : int
+    backbone_lr_mult : float
+        A further multiplier of every backbone group (1: none).
+    batchnorm : {"frozen", "live"}
+        ``"frozen"`` keeps the pretrained statistics (and uses them in
+        training); ``"live"`` updates them from each batch.
+    schedule : {"cosine", "step", "plateau", "constant"}
+    warmup_epochs : float
+        Linear warm-up of the cosine schedule.
+    plateau_factor, plateau_stop_after : float, int
+        ``schedule="plateau"``: divide the LR by ``1 / plateau_factor`` when
+        the validation accuracy drops, stop after that many reductions.
+    label_smoothing : float
+    augment : Augment or "auto"
+        ``"auto"``: random-resized crop over ``crop_scale`` of the area,
+        mirror, random erasing with probability ``erasing``.
+    crop_scale : tuple of float
+    erasing : float
+    dropout : float
+        Dropout before the new layer (:meth:`build_model`).
+    ema : float or None
+        Decay of the exponential moving average of the weights (``None``: off).
+    tta : bool
+        Mirror test-time augmentation in validation (and for the caller's
+        evaluation: the :class:`RecipePlan` says so).
+    keep_best : bool
+        With validation data: end with the weights of the best validation epoch.
+    early_stopping : int or None
+        Stop after this many epochs without a better validation accuracy.
+    seed : int
+
+    Examples
+    --------
+    >>> Recipe()
+    Recipe()
+    >>> Recipe(ema=None, epochs=20)
+    Recipe(epochs=20, ema=None)
+    >>> Recipe.preset("sgd-pretrained").optimizer
+    'sgd'
+    """
+
+    input_size: int | str = _AUTO
+    batch_size: int = 32
+    head_epochs: int = 30
+    head_lr: float = 3e-3
+    epochs: int = 12
+    optimizer: str = "adam"
+    lr: float | str = 3e-4
+    momentum: float = 0.9
+    wd: float = 0.0
+    layer_decay: float | None = 0.8
+    layer_groups: int = 5
+    backbone_lr_mult: float = 1.0
+    batchnorm: str = "frozen"
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    plateau_factor: float = 0.2
+    plateau_stop_after: int = 3
+    label_smoothing: float = 0.1
+    augment: Augment | str = _AUTO
+    crop_scale: tuple = (0.6, 1.0)
+    erasing: float = 0.25
+    dropout: float = 0.2
+    ema: float | None = 0.995
+    tta: bool = True
+    keep_best: bool = True
+    early_stopping: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        o = "Recipe"
+        if self.input_size != _AUTO:
+            check_range(o, "input_size", self.input_size, 16, 2048)
+        check_range(o, "batch_size", self.batch_size, 1)
+        check_range(o, "head_epochs", self.head_epochs, 0)
+        check_range(o, "epochs", self.epochs, 0)
+        check_range(o, "head_lr", self.head_lr, 0, None, low_open=True)
+        if self.lr != "find":
+            if isinstance(self.lr, str):
+                raise ConfigError(f"The 'lr' parameter of Recipe must be a number or 'find'. Got {self.lr!r}.")
+            check_range(o, "lr", self.lr, 0, None, low_open=True)
+        check_range(o, "wd", self.wd, 0)
+        make_optimizer_params(self.optimizer, None)  # unknown names fail now, with suggestions
+        if self.layer_decay is not None:
+            check_range(o, "layer_decay", self.layer_decay, 0, 1, low_open=True)
+        check_range(o, "layer_groups", self.layer_groups, 1)
+        check_range(o, "backbone_lr_mult", self.backbone_lr_mult, 0)
+        check_choice(o, "batchnorm", self.batchnorm, ("frozen", "live"))
+        check_choice(o, "schedule", self.schedule, ("cosine", "step", "plateau", "constant"))
+        check_range(o, "warmup_epochs", self.warmup_epochs, 0)
+        check_range(o, "label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        if not (self.augment == _AUTO or self.augment is None or isinstance(self.augment, Augment)):
+            raise ConfigError("The 'augment' parameter of Recipe must be 'auto', None or an Augment. "
+                              f"Got {self.augment!r} instead.")
+        check_range(o, "erasing", self.erasing, 0, 1)
+        check_range(o, "dropout", self.dropout, 0, 1, high_open=True)
+        if self.ema is not None:
+            check_range(o, "ema", self.ema, 0, 1, low_open=True, high_open=True)
+        if self.early_stopping is not None:
+            check_range(o, "early_stopping", self.early_stopping, 1)
+        Augment(scale=tuple(self.crop_scale))  # validates the range
+
+    def __repr__(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) != f.default]
+        return f"Recipe({', '.join(parts)})"
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with some fields changed (unknown names raise :class:`~finetune.errors.ConfigError`)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - names)
+        if bad:
+            raise UnknownNameError("Recipe field", bad[0], sorted(names))
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------ presets
+    PRESETS = ("default", "sgd-pretrained", "adam-plateau", "head-only")
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "Recipe":
+        """A named recipe.
+
+        ``"default"``: :class:`Recipe` as is. ``"sgd-pretrained"``: the MXNet
+        tutorial's (SGD 0.01, momentum 0.9, pretrained layers at 0.01×, step
+        schedule, live BatchNorm, plain crop and mirror, no warm-up, smoothing,
+        averaging or TTA). ``"adam-plateau"``: Adam 1e-4 with the LR divided by
+        5 whenever validation accuracy drops, stopping after the third drop.
+        ``"head-only"``: the warm-up only (a linear probe trained by SGD).
+        """
+        plain = dict(head_epochs=0, label_smoothing=0.0, ema=None, tta=False, layer_decay=None, erasing=0.0,
+                     dropout=0.0, warmup_epochs=0.0, crop_scale=(0.08, 1.0))
+        presets = {
+            "default": {},
+            "sgd-pretrained": dict(plain, optimizer="sgd", lr=0.01, wd=1e-4, backbone_lr_mult=0.01,
+                                   batchnorm="live", schedule="step", epochs=8),
+            "adam-plateau": dict(plain, optimizer="adam", lr=1e-4, schedule="plateau", epochs=30,
+                                 keep_best=True),
+            "head-only": dict(epochs=0),
+        }
+        if name not in presets:
+            raise UnknownNameError("recipe preset", name, list(presets))
+        return cls(**{**presets[name], **changes})
+
+    # ------------------------------------------------------------ decisions
+    def choose_input_size(self, native: int, image_side: int | None) -> tuple:
+        """``(size, reason)``: the square input size for a backbone of ``native`` px and images of ``image_side``."""
+        if self.input_size != _AUTO:
+            return int(self.input_size), "set"
+        if not image_side or image_side >= 0.75 * native:
+            return int(native), f"the backbone's native size (images are {image_side or '?'} px)"
+        size = max(96, 32 * math.ceil(3 * image_side / 32))
+        size = min(size, int(native))
+        return size, f"3x the images' {image_side} px, rounded up to a multiple of 32 (at least 96)"
+
+    def augmentation(self) -> Augment | None:
+        """The training :class:`~finetune.Augment` (``None``: no augmentation)."""
+        if self.augment is None or isinstance(self.augment, Augment):
+            return self.augment
+        return Augment(random_resized_crop=True, scale=tuple(self.crop_scale), mirror=True, erasing=self.erasing)
+
+    def build_model(self, backbone, class_names, **head):
+        """A :class:`~finetune.Model`: ``backbone`` with a new head for ``class_names`` (``dropout`` before it)."""
+        from ..models import HeadReplacer
+
+        return HeadReplacer(len(class_names), dropout=self.dropout, **head).apply(backbone, class_names=class_names)
+
+    def policy(self, model, *, head: str = "head_*") -> LayerLRPolicy:
+        """The :class:`LayerLRPolicy` of the fine-tuning stage for ``model``."""
+        freeze_bn = self.batchnorm == "frozen"
+        head_rule = Rule(head)
+        names = [n for n, p in model.collect_params().items()
+                 if getattr(p, _ORIG, p.grad_req) != "null" and not head_rule.matches(n)]
+        decay = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
+        if decay is None or not names:
+            rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=self.backbone_lr_mult, label="backbone")
+            return LayerLRPolicy([head_rule, rest], freeze_bn=freeze_bn, head=head)
+        groups = [g for g in np.array_split(np.arange(len(names)), min(self.layer_groups, len(names))) if len(g)]
+        rules = [head_rule]
+        for k, g in enumerate(groups):
+            mult = self.backbone_lr_mult * decay ** (len(groups) - k)
+            pattern = "re:^(" + "|".join(re.escape(names[i]) for i in g) + ")$"
+            rules.append(Rule(pattern, lr_mult=mult, label=f"group {k + 1}/{len(groups)} from {names[g[0]]}"))
+        return LayerLRPolicy(rules, freeze_bn=freeze_bn, head=head)
+
+    def loss(self):
+        """The training loss: softmax cross-entropy with ``label_smoothing``."""
+        return LabelSmoothingLoss(self.label_smoothing)
+
+    def make_schedule(self):
+        """The LR schedule of the fine-tuning stage."""
+        if self.schedule == "cosine":
+            return CosineSchedule(warmup_epochs=min(self.warmup_epochs, max(self.epochs - 1, 0)))
+        if self.schedule == "plateau":
+            return PlateauSchedule(self.plateau_factor, monitor="val_top1", stop_after=self.plateau_stop_after)
+        if self.schedule == "step":
+            return StepSchedule(0.1, epochs=max(1, math.ceil(self.epochs * 0.75)))
+        return None
+
+    def plan(self, model, train, val=None) -> "RecipePlan":
+        """The decisions for ``model`` and data ``train`` as a printable :class:`RecipePlan`."""
+        native = int(max(_native_size(model)))
+        side = _image_side(train)
+        size, why = self.choose_input_size(native, side)
+        rows = [("input size", f"{size} px", why)]
+        rows.append(("head warm-up", f"{self.head_epochs} epochs, Adam {self.head_lr:g}, cached features"
+                     if self.head_epochs else "off", ""))
+        lr = "LR-range test" if self.lr == "find" else f"{self.lr:g}"
+        rows.append(("fine-tuning", f"{self.epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
+                     + (f", wd {self.wd:g}" if self.wd else ""), "every layer"))
+        ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
+        rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
+                     f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
+        rows.append(("BatchNorm", self.batchnorm, "pretrained statistics, used in training too"
+                     if self.batchnorm == "frozen" else "statistics from each batch"))
+        sched = {"cosine": f"cosine, {self.warmup_epochs:g} warm-up epoch(s)", "step": "step x0.1",
+                 "plateau": f"x{self.plateau_factor:g} on plateau, stop after {self.plateau_stop_after}",
+                 "constant": "constant"}[self.schedule]
+        rows.append(("schedule", sched, ""))
+        rows.append(("label smoothing", f"{self.label_smoothing:g}" if self.label_smoothing else "off", ""))
+        rows.append(("augmentation", repr(self.augmentation()), ""))
+        rows.append(("dropout before head", f"{self.dropout:g}" if self.dropout else "off", ""))
+        rows.append(("weight averaging", f"EMA decay {self.ema:g}" if self.ema else "off", ""))
+        rows.append(("test-time augmentation", "mirror" if self.tta else "off", ""))
+        sel = "best validation epoch" if self.keep_best and val is not None else "last epoch"
+        if self.early_stopping and val is not None:
+            sel += f", early stopping after {self.early_stopping}"
+        rows.append(("weights kept", sel, ""))
+        return RecipePlan(rows, size=size)
+
+    # ------------------------------------------------------------ running it
+    def fit(self, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True, callbacks=None,
+            kvstore="device", resume: bool = False, checkpoint_every: int = 0):
+        """Fine-tune ``model`` on ``train`` (validated on ``val``); returns the fine-tuning :class:`Trainer`.
+
+        Parameters
+        ----------
+        model : finetune.Model
+            A pretrained backbone with a new head (``head_*`` parameters),
+            e.g. from :meth:`build_model`. Its ``preprocess`` is updated to the
+            chosen input size, so the saved model evaluates as it was trained.
+        train, val : RecordDataset or str
+            Records (or their path); they are reopened with the model's
+            preprocessing and the recipe's augmentation.
+        ctx, out_dir, workers, progress, kvstore, checkpoint_every
+            As for :class:`Trainer`. With ``out_dir``: ``plan.txt``, and the
+            two stages' histories and checkpoints in ``head/`` and ``fine_tune/``.
+        callbacks : list of Callback, optional
+            Added to the fine-tuning stage.
+        resume : bool
+            Continue from ``out_dir/fine_tune/checkpoints/last.ckpt`` when it
+            exists (the warm-up is then skipped: the checkpoint holds the head).
+
+        Returns
+        -------
+        Trainer
+            Its ``history_`` holds the fine-tuning epochs; ``head_history_`` on
+            the recipe's return value holds the warm-up's.
+        """
+        from ._lr_find import lr_find
+        from ._trainer import Trainer
+
+        plan = self.plan(model, train, val)
+        for line in str(plan).splitlines():
+            log.info("recipe: %s", line)
+        s = plan.size
+        model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
+        pre = model.preprocess
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "plan.txt"), "w", encoding="utf-8") as f:
+                f.write(str(plan) + "\n")
+        train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
+        plain_train = RecordDataset(train_path, pre)
+        val_ds = RecordDataset(val_path, pre) if val_path else None
+        head_history = []
+        last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
+        resume = bool(resume and last and os.path.isfile(last))
+        if resume:
+            log.info("recipe: resuming the fine-tuning stage from %s", last)
+        if self.head_epochs and not resume:
+            warm = Trainer(model, policy=LayerLRPolicy.head_only(), optimizer="adam",
+                           optimizer_params={"learning_rate": self.head_lr}, batch_size=self.batch_size, ctx=ctx,
+                           seed=self.seed, workers=workers, progress=progress, loss=self.loss(), kvstore=kvstore,
+                           out_dir=os.path.join(out_dir, "head") if out_dir else None)
+            warm.fit(plain_train, val_ds, epochs=self.head_epochs)
+            head_history = warm.history_
+        if not self.epochs:
+            return warm if self.head_epochs and not resume else None
+        aug = self.augmentation()
+        train_ds = RecordDataset(train_path, pre, train=aug is not None, augment=aug)
+        lr = self.lr
+        opt = {"wd": self.wd}
+        if self.optimizer in ("sgd", "nag"):
+            opt["momentum"] = self.momentum
+        policy = self.policy(model)
+        if lr == "find":
+            saved = os.path.join(out_dir, "lr_find.json") if out_dir else None
+            if resume and saved and os.path.isfile(saved):
+                with open(saved, encoding="utf-8") as f:
+                    lr = float(json.load(f)["suggestion"])
+            else:
+                found = lr_find(model, train_ds, policy=policy, optimizer=self.optimizer, optimizer_params=opt,
+                                batch_size=self.batch_size, ctx=ctx, loss=self.loss(), seed=self.seed,
+                                progress=progress)
+                lr = found.suggestion
+                if saved:
+                    found.save(saved)
+            log.info("recipe: LR-range test suggests %.3g", lr)
+        cbs = list(callbacks or [])
+        if val_ds is not None and self.keep_best:
+            cbs.append(KeepBest("val_top1"))
+        if val_ds is not None and self.early_stopping:
+            from ._callbacks import EarlyStopping
+            cbs.append(EarlyStopping("val_top1", patience=self.early_stopping))
+        trainer = Trainer(model, policy=policy, optimizer=self.optimizer,
+                          optimizer_params={"learning_rate": lr, **opt}, batch_size=self.batch_size, ctx=ctx,
+                          schedule=self.make_schedule(), loss=self.loss(), seed=self.seed, workers=workers,
+                          out_dir=os.path.join(out_dir, "fine_tune") if out_dir else None, progress=progress,
+                          ema=self.ema, tta=self.tta, kvstore=kvstore, checkpoint_every=checkpoint_every)
+        trainer.fit(train_ds, val_ds, epochs=self.epochs, callbacks=cbs, resume=last if resume else None)
+        trainer.head_history_ = head_history
+        trainer.recipe_plan_ = plan
+        return trainer
+
+
+class RecipePlan:
+    """What a :class:`Recipe` decided for one model and data set: rows of ``(ingredient, choice, why)``.
+
+    Attributes
+    ----------
+    rows : list of tuple of str
+    size : int
+        The chosen input size.
+    """
+
+    def __init__(self, rows, size: int):
+        self.rows, self.size = list(rows), int(size)
+
+    def __repr__(self) -> str:
+        return f"RecipePlan({len(self.rows)} ingredients, size={self.size})"
+
+    def __str__(self) -> str:
+        w = max(len(r[0]) for r in self.rows)
+        return "\n".join(f"{a:<{w}}  {b}" + (f"  ({c})" if c else "") for a, b, c in self.rows)
+
+
+def _path(data, what) -> str:
+    if isinstance(data, RecordDataset):
+        return data.path
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    raise ConfigError(f"Recipe.fit needs {what} records: a RecordDataset or a .rec path. "
+                      f"Got {type(data).__name__} instead.")
+
+
+def _native_size(model) -> tuple:
+    native = getattr(model, "native_size", None)
+    if native:
+        return tuple(native)
+    return tuple(model.preprocess.size)
+
+
+def _image_side(data, n: int = 16) -> int | None:
+    """The median shorter side of the first ``n`` stored images of ``data`` (None if unknown)."""
+    try:
+        ds = data if isinstance(data, RecordDataset) else RecordDataset(_path(data, "train"))
+    except Exception:  # noqa: BLE001 - the size is a hint; the dataset is opened again for real later
+        return None
+    sides = []
+    for i in range(min(n, len(ds))):
+        buf = ds.record(i)[2]
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            sides.append(min(img.shape[:2]))
+    return int(np.median(sides)) if sides else None

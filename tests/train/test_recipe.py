@@ -1,0 +1,245 @@
+"""The default recipe and each of its ingredients: every test fails if its ingredient is silently off."""
+
+from __future__ import annotations
+
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import finetune as ft
+from finetune.data import Augment, RecordDataset
+from finetune.data._augment import train_crop
+from finetune.errors import ConfigError, UnknownNameError
+from finetune.train import (KeepBest, LabelSmoothingLoss, LRFinderResult, Recipe, Trainer, WeightAverage,
+                            lr_find)
+
+from ._nets import data, mlp, params
+
+
+# ---------------------------------------------------------------- the recipe object
+def test_recipe_repr_replace_presets_and_validation():
+    assert repr(Recipe()) == "Recipe()"
+    assert repr(Recipe(ema=None)) == "Recipe(ema=None)"
+    assert Recipe().replace(epochs=3).epochs == 3
+    with pytest.raises(UnknownNameError, match="Did you mean 'epochs'"):
+        Recipe().replace(epoch=3)
+    with pytest.raises(ConfigError, match="layer_decay"):
+        Recipe(layer_decay=1.5)
+    with pytest.raises(UnknownNameError, match="adamw"):
+        Recipe(optimizer="adamww")
+    with pytest.raises(ConfigError):
+        Recipe(lr="fast")
+    sgd = Recipe.preset("sgd-pretrained")
+    assert (sgd.optimizer, sgd.backbone_lr_mult, sgd.batchnorm, sgd.ema, sgd.tta) == ("sgd", 0.01, "live", None, False)
+    plateau = Recipe.preset("adam-plateau")
+    assert (plateau.schedule, plateau.plateau_factor, plateau.plateau_stop_after) == ("plateau", 0.2, 3)
+    with pytest.raises(UnknownNameError):
+        Recipe.preset("magic")
+
+
+def test_input_size_comes_from_the_backbone_and_the_images():
+    r = Recipe()
+    assert r.choose_input_size(224, 28)[0] == 96        # small images: 3x, at least 96
+    assert r.choose_input_size(224, 50)[0] == 160       # 150 -> 160 (multiple of 32)
+    assert r.choose_input_size(224, 500)[0] == 224      # large images: native
+    assert r.choose_input_size(224, 200)[0] == 224      # within 75 % of native: native
+    assert Recipe(input_size=64).choose_input_size(224, 28)[0] == 64
+
+
+def test_plan_lists_every_ingredient_and_follows_switches(image_folder, tmp_path):
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "r", workers=1)
+    model = Recipe().build_model(ft.Backbone.from_zoo("mobilenetv2_0.25", weights=None), images.class_names)
+    text = str(Recipe().plan(model, str(tmp_path / "r.rec"), str(tmp_path / "r.rec")))
+    for word in ("input size", "head warm-up", "layer-wise LR", "BatchNorm", "cosine", "label smoothing",
+                 "erasing", "EMA", "mirror", "best validation epoch"):
+        assert word in text
+    off = str(Recipe(ema=None, tta=False, layer_decay=None, label_smoothing=0, head_epochs=0).plan(
+        model, str(tmp_path / "r.rec")))
+    assert "EMA" not in off and "mirror" not in off and "last epoch" in off
+
+
+# ---------------------------------------------------------------- ingredients
+def test_layer_decay_lowers_the_rate_towards_the_input():
+    net = mlp()
+    policy = Recipe(layer_decay=0.5, layer_groups=2).policy(net)
+    settings = policy.resolve(net)
+    assert settings["head_fc_weight"][1] == 1.0
+    assert settings["body_fc1_weight"][1] == pytest.approx(0.25)  # the group nearest the input
+    assert settings["body_fc1_bias"][1] == pytest.approx(0.5)
+    flat = Recipe(layer_decay=None).policy(net).resolve(net)
+    assert flat["body_fc1_weight"][1] == 1.0
+
+
+def test_frozen_batchnorm_keeps_statistics_and_live_updates_them():
+    x, y = data()
+    for mode, same in (("frozen", True), ("live", False)):
+        net = mlp(bn=True)
+        before = params(net)["body_bn1_running_mean"]
+        Trainer(net, policy=Recipe(batchnorm=mode).policy(net), progress=False, batch_size=10,
+                cache_features=False).fit((x, y), epochs=1)
+        mx.nd.waitall()
+        after = params(net)["body_bn1_running_mean"]
+        assert np.array_equal(before, after) == same
+
+
+def test_label_smoothing_loss_matches_its_formula():
+    logits = mx.nd.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    y = mx.nd.array([0, 2])
+    logp = np.log(np.exp(logits.asnumpy()) / np.exp(logits.asnumpy()).sum(1, keepdims=True))
+    want = 0.8 * -logp[[0, 1], [0, 2]] + 0.2 * -logp.mean(1)
+    np.testing.assert_allclose(LabelSmoothingLoss(0.2)(logits, y).asnumpy(), want, rtol=1e-5)
+    with pytest.raises(ConfigError):
+        LabelSmoothingLoss(1.0)
+
+
+def test_random_erasing_changes_a_rectangle_only_when_on():
+    import cv2
+
+    img = np.full((40, 40, 3), 128, np.uint8)
+    buf = cv2.imencode(".png", img)[1].tobytes()
+    pre = ft.Preprocess(size=(40, 40), resize=40)
+    plain = Augment(random_resized_crop=False, mirror=False)
+    erased = Augment(random_resized_crop=False, mirror=False, erasing=1.0)
+    assert np.array_equal(train_crop(buf, plain, pre, np.random.RandomState(0)), img)
+    out = train_crop(buf, erased, pre, np.random.RandomState(0))
+    changed = (out != 128).any(axis=2)
+    assert 0.01 < changed.mean() < 0.3
+    rows, cols = np.nonzero(changed)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert changed.sum() > 0.9 * box  # one rectangle
+    with pytest.raises(ConfigError):
+        Augment(erasing=1.5)
+
+
+def test_weight_average_differs_from_the_raw_weights_and_is_what_fit_leaves():
+    x, y = data()
+    net = mlp()
+    t = Trainer(net, optimizer="sgd", optimizer_params={"lr": 0.5}, ema=0.9, batch_size=10, progress=False)
+    raw = {}
+
+    class Grab(ft.Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            raw.update(params(trainer.model))
+
+    t.fit((x, y), epochs=2, callbacks=[Grab()])
+    final = params(net)
+    avg = {n: a.asnumpy() for n, a in t._ema.average.items()}
+    assert not np.allclose(final["head_fc_weight"], raw["head_fc_weight"])   # not the raw weights
+    np.testing.assert_array_equal(final["head_fc_weight"], avg["head_fc_weight"])  # the average
+    # and it is the saved model
+    t.model.save_parameters(str(_tmp := __import__("tempfile").mktemp()))
+    back = mlp(seed=5)
+    back.load_parameters(_tmp)
+    np.testing.assert_array_equal(params(back)["head_fc_weight"], avg["head_fc_weight"])
+
+
+def test_weight_average_warm_up_and_swap():
+    net = mx.gluon.nn.Dense(1, in_units=1)
+    net.initialize(mx.init.Zero())
+    ema = WeightAverage(net.collect_params(), decay=0.999)
+    assert ema.current_decay() == pytest.approx(0.1)
+    net.weight.set_data(mx.nd.array([[10.0]]))
+    ema.update()
+    with ema.swapped():
+        assert net.weight.data().asscalar() == pytest.approx(9.0)  # 0.1 * 0 + 0.9 * 10
+    assert net.weight.data().asscalar() == 10.0
+
+
+def test_ema_state_is_checkpointed_and_resumes_identically(tmp_path):
+    x, y = data()
+    kw = dict(optimizer="sgd", optimizer_params={"lr": 0.2}, ema=0.9, batch_size=10, progress=False)
+    full = Trainer(mlp(), **kw, out_dir=str(tmp_path / "a")).fit((x, y), epochs=3)
+    part = Trainer(mlp(), **kw, out_dir=str(tmp_path / "b")).fit((x, y), epochs=2)
+    resumed = Trainer(mlp(seed=9), **kw, out_dir=str(tmp_path / "b"))
+    resumed.fit((x, y), epochs=3, resume=str(tmp_path / "b"))
+    np.testing.assert_array_equal(params(full.model)["head_fc_weight"], params(resumed.model)["head_fc_weight"])
+    assert part.epoch_ == 2
+
+
+def test_tta_averages_the_logits_of_the_image_and_its_mirror():
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(3, 3, in_channels=3, padding=1), mx.gluon.nn.Flatten(), mx.gluon.nn.Dense(2))
+    net.initialize(mx.init.Xavier())
+    net.preprocess, net.class_names = ft.Preprocess(size=(8, 8), resize=8), ["a", "b"]
+    img = np.random.RandomState(0).randint(0, 255, (8, 8, 3)).astype(np.uint8)
+    plain = ft.Predictor(net, workers=1).logits(img, color="RGB")
+    mirror = ft.Predictor(net, workers=1).logits(img[:, ::-1].copy(), color="RGB")
+    tta = ft.Predictor(net, workers=1, tta=True).logits(img, color="RGB")
+    np.testing.assert_allclose(tta, (plain + mirror) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(tta, plain)
+
+
+def test_trainer_tta_validation_uses_the_mirror():
+    x, y = data()
+    x = np.random.RandomState(1).normal(size=x.shape).astype("float32")
+    net = mlp()
+    a = Trainer(net, progress=False).evaluate((x, y))
+    b = Trainer(net, progress=False, tta=True).evaluate((x, y))
+    flipped = Trainer(net, progress=False).evaluate((x[:, :, :, ::-1].copy(), y))
+    assert a["loss"] != b["loss"]
+    assert a["loss"] != flipped["loss"]
+
+
+def test_keep_best_restores_the_best_epoch():
+    x, y = data()
+    net = mlp()
+    snaps = {}
+
+    class Scores(ft.Callback):  # validation score forced: best at epoch 1 of 4
+        def on_epoch_end(self, trainer, epoch, logs):
+            logs["val_top1"] = [0.2, 0.9, 0.5, 0.9 - 1e-3][epoch]
+            snaps[epoch] = params(trainer.model)
+
+    best = KeepBest("val_top1")
+    Trainer(net, optimizer_params={"lr": 0.3}, batch_size=10, progress=False).fit(
+        (x, y), epochs=4, callbacks=[Scores(), best])
+    assert best.best_epoch_ == 1
+    np.testing.assert_array_equal(params(net)["head_fc_weight"], snaps[1]["head_fc_weight"])
+
+
+# ---------------------------------------------------------------- LR finder
+def test_lr_finder_suggestion_lies_on_the_steep_descent():
+    lrs = np.logspace(-6, 0, 80)
+    loss = 2.3 - 2 / (1 + np.exp(-(np.log10(lrs) + 3.5) * 3)) + np.where(lrs > 0.05, 30 * (lrs - 0.05), 0)
+    r = LRFinderResult(lrs, loss)
+    slope = np.gradient(r.smoothed, np.log10(lrs))
+    i = int(np.argmin(np.abs(lrs - r.suggestion)))
+    assert slope[i] < 0.8 * slope.min()           # near the steepest descent
+    assert r.suggestion < lrs[np.argmin(r.smoothed)]  # before the minimum
+    assert 1e-5 < r.suggestion < 1e-2
+
+
+def test_lr_find_runs_restores_the_weights_and_plots(tmp_path):
+    x, y = data(n=160)
+    net = mlp()
+    before = params(net)
+    r = lr_find(net, (x, y), start_lr=1e-5, end_lr=10, num_steps=30, batch_size=8, optimizer="sgd",
+                progress=False)
+    assert 3 <= len(r.lrs) <= 30 and r.lrs[0] < r.lrs[-1]
+    for k, v in params(net).items():
+        np.testing.assert_array_equal(v, before[k])
+    ax = r.plot()
+    ax.figure.savefig(tmp_path / "lr.png")
+    r.save(tmp_path / "lr.json")
+    assert json.loads((tmp_path / "lr.json").read_text())["suggestion"] == r.suggestion
+    with pytest.raises(ConfigError):
+        lr_find(net, (x, y), start_lr=1.0, end_lr=0.1)
+
+
+# ---------------------------------------------------------------- end to end, tiny
+def test_recipe_fit_end_to_end_on_records(image_folder, tmp_path):
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "r", workers=1)
+    rec = str(tmp_path / "r.rec")
+    recipe = Recipe(input_size=32, head_epochs=2, epochs=2, batch_size=8)
+    model = recipe.build_model(ft.Backbone.from_zoo("mobilenetv2_0.25", weights=None), images.class_names)
+    trainer = recipe.fit(model, rec, rec, out_dir=str(tmp_path / "run"), workers=0, progress=False)
+    assert model.preprocess.size == (32, 32)
+    assert len(trainer.head_history_) == 2 and len(trainer.history_) == 2
+    assert (tmp_path / "run" / "plan.txt").read_text().startswith("input size")
+    assert (tmp_path / "run" / "fine_tune" / "checkpoints" / "last.ckpt").exists()
+    report = ft.evaluate(model, RecordDataset(rec, model.preprocess), tta=True)
+    assert report.num_images == len(images)
