@@ -129,12 +129,17 @@ def main(argv=None):
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the recipe's fine-tuning epochs")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change a field of the recipe every row starts from (repeatable)")
     p.add_argument("--json", help="write (and update after each row) the results here")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = [r for r in args.rows.split(",") if r]
+    from finetune.cli._train import _value
+
     recipe = Recipe(seed=args.seed) if args.epochs is None else Recipe(seed=args.seed, epochs=args.epochs)
+    recipe = recipe.replace(**{k: _value(v) for k, _, v in (s.partition("=") for s in args.set)})
     work = args.work or tempfile.mkdtemp(prefix="transfer_")
     t0 = time.time()
     paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed)

@@ -48,3 +48,9 @@ def test_quickstart_runs_end_to_end_and_writes_a_loadable_model(tmp_path):
     assert 0.0 <= summary["test_top1"] <= 1.0
     model = ft.load_model(summary["model_dir"])
     assert len(model.class_names) == 10 and model.preprocess.size == (32, 32)
+    assert summary["test_images"] == 20 and summary["linear_probe_top1"] is not None
+    report = out / "report"
+    for name in ("training_curves.png", "confusion_matrix.png", "per_class.csv", "test_report.json"):
+        assert (report / name).is_file(), name
+    errors = (report / "most_confident_errors.csv").read_text()
+    assert "record[" not in errors and ".png" in errors  # errors are named by their files

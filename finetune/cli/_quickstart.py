@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--test-per-class", type=int, default=1000,
                    help="test images per class from the official test set (default: %(default)s, i.e. all)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's)")
+    p.add_argument("--head-epochs", type=int, help="head warm-up epochs (default: the recipe's)")
+    p.add_argument("--size", type=int, help="input size in pixels (default: chosen by the recipe)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one Recipe field, e.g. --set input_size=128 (repeatable)")
     p.add_argument("--no-baseline", action="store_true", help="skip the linear-probe baseline")
@@ -52,8 +54,9 @@ def _recipe(args):
     from ._train import _value
 
     changes = {"seed": args.seed}
-    if args.epochs is not None:
-        changes["epochs"] = args.epochs
+    for field, value in (("epochs", args.epochs), ("head_epochs", args.head_epochs), ("input_size", args.size)):
+        if value is not None:
+            changes[field] = value
     for item in args.set:
         k, _, v = item.partition("=")
         changes[k.strip().replace("-", "_")] = _value(v)

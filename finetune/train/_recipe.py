@@ -96,13 +96,19 @@ class Recipe:
     erasing : float
     dropout : float
         Dropout before the new layer (:meth:`build_model`).
+    mixup, cutmix : float
+        ``Beta(alpha, alpha)`` parameter of batch mixing (0: off; see
+        :class:`Trainer`).
     ema : float or None
         Decay of the exponential moving average of the weights (``None``: off).
     tta : bool
         Mirror test-time augmentation in validation (and for the caller's
         evaluation: the :class:`RecipePlan` says so).
     keep_best : bool
-        With validation data: end with the weights of the best validation epoch.
+        With validation data: end with the weights of the best validation
+        epoch when it beats the last epoch by more than two standard errors
+        of the validation accuracy (``1 / sqrt(n)`` for ``n`` images);
+        smaller differences are noise.
     early_stopping : int or None
         Stop after this many epochs without a better validation accuracy.
     seed : int
@@ -139,6 +145,8 @@ class Recipe:
     crop_scale: tuple = (0.6, 1.0)
     erasing: float = 0.25
     dropout: float = 0.2
+    mixup: float = 0.0
+    cutmix: float = 0.0
     ema: float | None = 0.995
     tta: bool = True
     keep_best: bool = True
@@ -172,6 +180,8 @@ class Recipe:
                               f"Got {self.augment!r} instead.")
         check_range(o, "erasing", self.erasing, 0, 1)
         check_range(o, "dropout", self.dropout, 0, 1, high_open=True)
+        check_range(o, "mixup", self.mixup, 0)
+        check_range(o, "cutmix", self.cutmix, 0)
         if self.ema is not None:
             check_range(o, "ema", self.ema, 0, 1, low_open=True, high_open=True)
         if self.early_stopping is not None:
@@ -297,9 +307,12 @@ class Recipe:
         rows.append(("label smoothing", f"{self.label_smoothing:g}" if self.label_smoothing else "off", ""))
         rows.append(("augmentation", repr(self.augmentation()), ""))
         rows.append(("dropout before head", f"{self.dropout:g}" if self.dropout else "off", ""))
+        mixing = [f"{n} {a:g}" for n, a in (("mixup", self.mixup), ("cutmix", self.cutmix)) if a]
+        rows.append(("batch mixing", ", ".join(mixing) if mixing else "off", ""))
         rows.append(("weight averaging", f"EMA decay {self.ema:g}" if self.ema else "off", ""))
         rows.append(("test-time augmentation", "mirror" if self.tta else "off", ""))
-        sel = "best validation epoch" if self.keep_best and val is not None else "last epoch"
+        sel = ("best validation epoch if clearly better than the last" if self.keep_best and val is not None
+               else "last epoch")
         if self.early_stopping and val is not None:
             sel += f", early stopping after {self.early_stopping}"
         rows.append(("weights kept", sel, ""))
@@ -386,7 +399,8 @@ class Recipe:
             log.info("recipe: LR-range test suggests %.3g", lr)
         cbs = list(callbacks or [])
         if val_ds is not None and self.keep_best:
-            cbs.append(KeepBest("val_top1"))
+            # two standard errors of an accuracy on this many images: smaller differences are noise
+            cbs.append(KeepBest("val_top1", min_delta=2 * math.sqrt(0.25 / max(len(val_ds), 1))))
         if val_ds is not None and self.early_stopping:
             from ._callbacks import EarlyStopping
             cbs.append(EarlyStopping("val_top1", patience=self.early_stopping))
@@ -394,7 +408,8 @@ class Recipe:
                           optimizer_params={"learning_rate": lr, **opt}, batch_size=self.batch_size, ctx=ctx,
                           schedule=self.make_schedule(), loss=self.loss(), seed=self.seed, workers=workers,
                           out_dir=os.path.join(out_dir, "fine_tune") if out_dir else None, progress=progress,
-                          ema=self.ema, tta=self.tta, kvstore=kvstore, checkpoint_every=checkpoint_every)
+                          ema=self.ema, tta=self.tta, kvstore=kvstore, checkpoint_every=checkpoint_every,
+                          mixup=self.mixup, cutmix=self.cutmix)
         trainer.fit(train_ds, val_ds, epochs=self.epochs, callbacks=cbs, resume=last if resume else None)
         trainer.head_history_ = head_history
         trainer.recipe_plan_ = plan

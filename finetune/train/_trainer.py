@@ -84,6 +84,12 @@ class Trainer:
         (e.g. ``0.998``; see :class:`~finetune.train.WeightAverage`).
         Validation uses the averaged weights, and at the end of :meth:`fit`
         they are copied into the model, so they are the ones saved.
+    mixup, cutmix : float
+        Batch mixing during training (0: off): Mixup blends each image with
+        another of the batch, CutMix pastes a rectangle of another, with a
+        weight drawn from ``Beta(alpha, alpha)`` for the given ``alpha``; the
+        loss mixes the two labels likewise. With both on, each batch uses one
+        of them at random.
     tta : bool
         Test-time augmentation in validation and :meth:`evaluate`: average
         the logits of each image and of its left-right mirror.
@@ -111,7 +117,8 @@ class Trainer:
                  optimizer_params: dict | None = None, batch_size: int = 32, ctx=None, kvstore: str | None = "device",
                  schedule=None, loss=None, seed: int = 0, workers: int | None = None, out_dir=None,
                  checkpoint_every: int = 0, cache_features="auto", mixed_precision: bool = False,
-                 hybridize: bool = True, progress: bool = True, ema: float | None = None, tta: bool = False):
+                 hybridize: bool = True, progress: bool = True, ema: float | None = None, tta: bool = False,
+                 mixup: float = 0.0, cutmix: float = 0.0):
         self.model = model
         self.policy = policy if policy is not None else LayerLRPolicy()
         self.optimizer = optimizer.lower()
@@ -132,6 +139,9 @@ class Trainer:
             check_range("Trainer", "ema", ema, 0, 1, low_open=True, high_open=True)
         self.ema, self.tta = (float(ema) if ema is not None else None), bool(tta)
         self._ema = None
+        check_range("Trainer", "mixup", mixup, 0)
+        check_range("Trainer", "cutmix", cutmix, 0)
+        self.mixup, self.cutmix = float(mixup), float(cutmix)
         if mixed_precision:
             self._check_gpu()
         self.history_ = []
@@ -323,7 +333,10 @@ class Trainer:
                     self._trainer.set_learning_rate(new_lr)
                     lr = new_lr
                 mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
-                stats = self._step(net, x, y, sizes[b])
+                mix = None
+                if (self.mixup or self.cutmix) and net is self.model:
+                    x, *mix = self._mix_batch(x, y, epoch, b)
+                stats = self._step(net, x, y, sizes[b], mix)
                 if not math.isfinite(stats[0]):
                     raise NonFiniteLossError(
                         f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
@@ -377,11 +390,36 @@ class Trainer:
             xs = [xi.astype("float16") for xi in xs]
         return xs, ys
 
-    def _step(self, net, x, y, global_n) -> np.ndarray:
+    def _mix_batch(self, x, y, epoch, b):
+        """Mixup or CutMix of one batch: ``(mixed images, partner labels, weight of the own labels)``."""
+        rng = np.random.RandomState(_mix(self.seed, epoch, b, 0x3C) % (2 ** 32))
+        use_cutmix = self.cutmix and (not self.mixup or rng.uniform() < 0.5)
+        alpha = self.cutmix if use_cutmix else self.mixup
+        lam = float(rng.beta(alpha, alpha))
+        perm = mx.nd.array(rng.permutation(x.shape[0]))
+        x = x.copy() if isinstance(x, mx.nd.NDArray) else mx.nd.array(x)
+        other = mx.nd.take(x, perm)
+        if use_cutmix:
+            h, w = x.shape[2], x.shape[3]
+            ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+            top, left = rng.randint(0, h - ch + 1), rng.randint(0, w - cw + 1)
+            x[:, :, top:top + ch, left:left + cw] = other[:, :, top:top + ch, left:left + cw]
+            lam = 1.0 - ch * cw / (h * w)
+        else:
+            x[:] = lam * x + (1 - lam) * other
+        y = y if isinstance(y, mx.nd.NDArray) else mx.nd.array(y)
+        return x, mx.nd.take(y.astype("float32"), perm), lam
+
+    def _step(self, net, x, y, global_n, mix=None) -> np.ndarray:
         xs, ys = self._split(x, y)
+        if mix is not None:
+            y2s = gluon.utils.split_and_load(mix[0], self.ctx_[:len(xs)], even_split=False)
         with autograd.record():
             outs = [net(xi) for xi in xs]
             losses = [self.loss(o, yi) for o, yi in zip(outs, ys)]
+            if mix is not None:
+                lam = mix[1]
+                losses = [lam * l + (1 - lam) * self.loss(o, y2) for l, o, y2 in zip(losses, outs, y2s)]
         autograd.backward(losses)
         if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
             for p in self._tparams:

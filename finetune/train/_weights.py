@@ -137,10 +137,11 @@ class KeepBest(Callback):
     KeepBest(monitor='val_top1')
     """
 
-    def __init__(self, monitor: str = "val_top1", mode: str = "auto"):
+    def __init__(self, monitor: str = "val_top1", mode: str = "auto", min_delta: float = 0.0):
         check_choice("KeepBest", "mode", mode, ("auto", "max", "min"))
-        self.monitor, self.mode = monitor, mode
-        self.best_, self.best_epoch_, self._weights = None, None, None
+        check_range("KeepBest", "min_delta", min_delta, 0)
+        self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
+        self.best_, self.best_epoch_, self._weights, self.last_ = None, None, None, None
 
     def __repr__(self) -> str:
         return f"KeepBest(monitor={self.monitor!r})"
@@ -149,6 +150,7 @@ class KeepBest(Callback):
         value = logs.get(self.monitor)
         if value is None:
             return
+        self.last_ = value
         mode = _auto_mode(self.mode, self.monitor)
         if self.best_ is None or _better(mode, value, self.best_) or value == self.best_:
             self.best_, self.best_epoch_ = value, epoch
@@ -158,9 +160,14 @@ class KeepBest(Callback):
         if self._weights is None:
             return
         last = trainer.epoch_ - 1
-        if self.best_epoch_ != last:
-            log.info("Keeping the weights of epoch %d (%s %.4g) instead of the last epoch's.",
-                     self.best_epoch_, self.monitor, self.best_)
+        if self.best_epoch_ == last or self.last_ is None:
+            return
+        if not _better(_auto_mode(self.mode, self.monitor), self.best_, self.last_, self.min_delta):
+            log.info("Keeping the last epoch's weights: the best epoch (%d, %s %.4g) is within %.3g of it.",
+                     self.best_epoch_, self.monitor, self.best_, self.min_delta)
+            return
+        log.info("Keeping the weights of epoch %d (%s %.4g) instead of the last epoch's (%.4g).",
+                 self.best_epoch_, self.monitor, self.best_, self.last_)
         trainer.set_weights(self._weights)
 
     def state_dict(self):

@@ -57,3 +57,39 @@ def test_launch_cli_runs_workers(tmp_path):
                  f"import os; open(r'{flag}' + os.environ['DMLC_ROLE'] + str(os.getpid()), 'w')"])
     assert code == 0
     assert len(list(tmp_path.glob("wworker*"))) == 2
+
+
+def test_train_cli_uses_the_recipe_by_default_and_set_changes_it(records, tmp_path, capsys):
+    out = tmp_path / "model"
+    code = main(["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--val", str(records),
+                 "--out", str(out), "--input-size", "32", "--epochs", "1", "--head-epochs", "1",
+                 "--batch-size", "8", "--workers", "0", "--set", "ema=none", "--set", "layer_decay=0.5"])
+    assert code == 0, capsys.readouterr().err
+    plan = (out / "plan.txt").read_text()
+    assert "x0.5 per group" in plan and "weight averaging        off" in plan
+    assert (out / "fine_tune" / "history.json").exists() and (out / "head" / "history.json").exists()
+    model = ft.load_model(out)
+    assert model.preprocess.size == (32, 32)
+    # --plan shows the recipe's decisions
+    assert main(["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--out",
+                 str(tmp_path / "p"), "--plan", "--workers", "0"]) == 0
+    assert "head warm-up" in capsys.readouterr().out
+
+
+def test_train_cli_refuses_manual_options_with_a_recipe_and_bad_fields(records, tmp_path, capsys):
+    base = ["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--out", str(tmp_path / "m")]
+    assert main(base + ["--recipe", "default", "--policy", "pretrained"]) == 1
+    assert "--recipe manual" in capsys.readouterr().err
+    assert main(base + ["--set", "emaa=0.9"]) == 1
+    assert "Did you mean 'ema'" in capsys.readouterr().err
+    assert main(base + ["--set", "ema"]) == 1
+    assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_lr_find_cli_writes_plot_and_suggestion(records, tmp_path, capsys):
+    out = tmp_path / "lr.png"
+    code = main(["lr-find", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--out", str(out),
+                 "--num-steps", "6", "--set", "input_size=32", "--set", "batch_size=4"])
+    assert code == 0, capsys.readouterr().err
+    assert out.is_file() and (tmp_path / "lr.json").is_file()
+    assert "Suggested learning rate" in capsys.readouterr().out

@@ -243,3 +243,38 @@ def test_recipe_fit_end_to_end_on_records(image_folder, tmp_path):
     assert (tmp_path / "run" / "fine_tune" / "checkpoints" / "last.ckpt").exists()
     report = ft.evaluate(model, RecordDataset(rec, model.preprocess), tta=True)
     assert report.num_images == len(images)
+
+
+def test_keep_best_ignores_differences_within_min_delta():
+    x, y = data()
+    net = mlp()
+    last = {}
+
+    class Scores(ft.Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            logs["val_top1"] = [0.5, 0.9, 0.86][epoch]
+            last.update(params(trainer.model))
+
+    best = KeepBest("val_top1", min_delta=0.05)
+    Trainer(net, optimizer_params={"lr": 0.3}, batch_size=10, progress=False).fit(
+        (x, y), epochs=3, callbacks=[Scores(), best])
+    assert best.best_epoch_ == 1
+    np.testing.assert_array_equal(params(net)["head_fc_weight"], last["head_fc_weight"])  # the last epoch's
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_batch_mixing_changes_the_images_and_mixes_the_labels(kind):
+    x, y = data(n=20)
+    t = Trainer(mlp(), progress=False, **{kind: 1.0})
+    xb, yb = mx.nd.array(x), mx.nd.array(y)
+    mixed, partner, lam = t._mix_batch(xb, yb, epoch=0, b=0)
+    assert 0 < lam < 1
+    assert not np.allclose(mixed.asnumpy(), x)
+    np.testing.assert_array_equal(xb.asnumpy(), x)  # the loader's batch is left alone
+    assert sorted(partner.asnumpy().astype(int)) == sorted(y)
+    if kind == "cutmix":  # every pixel comes from one of the two images
+        assert np.isin(mixed.asnumpy(), np.concatenate([x.ravel()])).all()
+    again = t._mix_batch(xb, yb, epoch=0, b=0)
+    np.testing.assert_array_equal(again[0].asnumpy(), mixed.asnumpy())  # seeded per batch
+    t.fit((x, y), epochs=1)
+    assert np.isfinite(t.history_[0]["train_loss"])
