@@ -113,7 +113,6 @@ def run(args) -> int:
     log.info("3/6 loading %s with its ImageNet weights and replacing the head", args.backbone)
     model = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
     plan = recipe.plan(model, train_rec, val_rec)
-    print(f"Recipe ({recipe!r}):\n{plan}\n", flush=True)
 
     log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of every layer)",
              recipe.head_epochs, recipe.epochs)

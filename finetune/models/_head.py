@@ -191,7 +191,7 @@ class HeadReplacer:
         arrays = backbone._param_arrays()
         dropped = sorted(set(arrays) - needed)
         if dropped:
-            log.info("HeadReplacer: dropping %d parameters after %r: %s", len(dropped), cut_at, ", ".join(dropped))
+            log.debug("HeadReplacer: dropping %d parameters after %r: %s", len(dropped), cut_at, ", ".join(dropped))
         body_layers = set(_graph.list_layers(symbol))
         if ctx is None:
             ctx = next(iter(backbone.collect_params().values())).list_ctx()

@@ -351,8 +351,7 @@ class Recipe:
         from ._trainer import Trainer
 
         plan = self.plan(model, train, val)
-        for line in str(plan).splitlines():
-            log.info("recipe: %s", line)
+        log.info("%r decides:\n%s", self, plan)
         s = plan.size
         model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
         pre = model.preprocess

@@ -305,7 +305,7 @@ class Trainer:
         if reason is not None:
             (log.warning if self.cache_features is True else log.debug)("Not caching features: %s.", reason)
             return self.model, train_ds, val_ds
-        log.info("Backbone frozen and data not augmented: computing its features once.")
+        log.debug("Backbone frozen and data not augmented: computing its features once.")
         bar = (lambda it: tqdm(it, desc="features", leave=False)) if self.progress else None
         backbone, head = split
         feats = [_cache.compute_features(backbone, d, self.ctx_, self.batch_size, self._workers_for(d), bar)
@@ -367,7 +367,8 @@ class Trainer:
         stop |= bool(self.schedule.epoch_end(epoch, row))
         self.history_.append(row)
         self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        shown = [f"{k} {row[k]:.4g}" for k in ("lr", "train_loss", "train_top1", "val_loss", "val_top1") if k in row]
+        log.info("epoch %d: %s (%.0f img/s, %.0f s)", epoch, ", ".join(shown), row["images_per_s"], seconds)
         for cb in self._callbacks:
             try:
                 cb.on_epoch_end(self, epoch, row)
