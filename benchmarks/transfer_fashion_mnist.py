@@ -53,11 +53,11 @@ ABLATIONS = {
 ROWS = ["pixels", "probe", "recipe", "-tta", *ABLATIONS, "scratch"]
 
 
-def prepare(root, per_class, seed):
+def prepare(root, per_class, seed, test_per_class=1000):
     """Records of the training sample (train/val) and of the whole official test set, at 28 px."""
     images = write_fashion_mnist_folder(os.path.join(root, "train"), per_class, split="train", seed=seed)
     train, val = images.split(ratios=(0.9, 0.1), seed=seed)
-    test = write_fashion_mnist_folder(os.path.join(root, "test"), 1000, split="test", seed=seed)
+    test = write_fashion_mnist_folder(os.path.join(root, "test"), test_per_class, split="test", seed=seed)
     paths = {}
     for name, lst in (("train", train), ("val", val), ("test", test)):
         lst.write_lst(os.path.join(root, f"{name}.lst"), shuffle=False)
@@ -133,16 +133,21 @@ def main(argv=None):
                    help="change a field of the recipe every row starts from (repeatable)")
     p.add_argument("--json", help="write (and update after each row) the results here")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
+    p.add_argument("--tiny", action="store_true", help="a smoke run: 6 images/class, 50 test images, 1 epoch")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = [r for r in args.rows.split(",") if r]
+    test_per_class = 1000
+    if args.tiny:
+        args.per_class, test_per_class = 6, 5
+        args.set += ["epochs=1", "head_epochs=1", "input_size=32"]
     from finetune.cli._train import _value
 
     recipe = Recipe(seed=args.seed) if args.epochs is None else Recipe(seed=args.seed, epochs=args.epochs)
     recipe = recipe.replace(**{k: _value(v) for k, _, v in (s.partition("=") for s in args.set)})
     work = args.work or tempfile.mkdtemp(prefix="transfer_")
     t0 = time.time()
-    paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed)
+    paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class)
     results = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
                "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe),
