@@ -127,9 +127,9 @@ class Recipe:
     batch_size: int = 32
     head_epochs: int = 30
     head_lr: float = 3e-3
-    epochs: int = 12
+    epochs: int = 20
     optimizer: str = "adam"
-    lr: float | str = 3e-4
+    lr: float | str = 5e-4
     momentum: float = 0.9
     wd: float = 0.0
     layer_decay: float | None = 0.8

@@ -130,6 +130,8 @@ class KeepBest(Callback):
     ----------
     best_epoch_ : int or None
     best_ : float or None
+    restored_ : bool
+        Whether training ended with the best epoch's weights (else the last's).
 
     Examples
     --------
@@ -142,6 +144,7 @@ class KeepBest(Callback):
         check_range("KeepBest", "min_delta", min_delta, 0)
         self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
         self.best_, self.best_epoch_, self._weights, self.last_ = None, None, None, None
+        self.restored_ = False
 
     def __repr__(self) -> str:
         return f"KeepBest(monitor={self.monitor!r})"
@@ -169,6 +172,7 @@ class KeepBest(Callback):
         log.info("Keeping the weights of epoch %d (%s %.4g) instead of the last epoch's (%.4g).",
                  self.best_epoch_, self.monitor, self.best_, self.last_)
         trainer.set_weights(self._weights)
+        self.restored_ = True
 
     def state_dict(self):
         return {"best": self.best_, "best_epoch": self.best_epoch_}
