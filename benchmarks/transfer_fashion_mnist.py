@@ -125,6 +125,30 @@ def run_row(row, paths, names, recipe, out_dir):
     return report.top1, info
 
 
+DESCRIPTIONS = {
+    "pixels": "logistic regression on the raw 28x28 pixels",
+    "probe": "linear probe: frozen pretrained features + logistic regression",
+    "recipe": "**the default recipe** (mirror TTA)",
+    "-tta": "recipe without test-time augmentation (same model)",
+    "scratch": "the recipe from random weights",
+}
+
+
+def render_rst(results) -> str:
+    """The results as a reStructuredText table (for the docs)."""
+    lines = [f"Measured {results['date']} on {results['machine']} (shared, OMP_NUM_THREADS="
+             f"{results['threads']}), {results['per_class']} training images per class (90 % train, 10 % "
+             f"validation), all {results['test_images']} official test images, one run of "
+             "``benchmarks/transfer_fashion_mnist.py``:", "",
+             ".. list-table::", "   :header-rows: 1", "",
+             "   * - row", "     - test top-1", "     - wall time"]
+    for row, r in results["rows"].items():
+        what = DESCRIPTIONS.get(row, f"recipe, {row[1:]} {'added' if row[0] == '+' else 'off'}")
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines += [f"   * - ``{row}``: {what}{note}", f"     - {100 * r['top1']:.2f} %", f"     - {r['seconds']:.0f} s"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {ROWS}")
@@ -136,7 +160,12 @@ def main(argv=None):
     p.add_argument("--json", help="write (and update after each row) the results here")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
     p.add_argument("--tiny", action="store_true", help="a smoke run: 6 images/class, 50 test images, 1 epoch")
+    p.add_argument("--render", metavar="JSON", help="only print the results of an earlier run as a docs table")
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render, encoding="utf-8") as f:
+            print(render_rst(json.load(f)), end="")
+        return None
     logging.basicConfig(level=logging.WARNING)
     rows = [r for r in args.rows.split(",") if r]
     test_per_class = 1000

@@ -333,6 +333,11 @@ class Trainer:
                     self._trainer.set_learning_rate(new_lr)
                     lr = new_lr
                 mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
+                if not _all_finite(x):
+                    raise NonFiniteLossError(
+                        f"The training inputs of epoch {epoch}, batch {b} hold NaN or infinite values; training "
+                        "them would poison the weights (a ReLU hides them from the loss). Check the data and "
+                        f"its normalisation. The last good checkpoint is {self.last_checkpoint_ or 'none'}.")
                 mix = None
                 if (self.mixup or self.cutmix) and net is self.model:
                     x, *mix = self._mix_batch(x, y, epoch, b)
@@ -428,12 +433,17 @@ class Trainer:
                     for g, w in zip(p.list_grad()[len(xs):], p.list_data()[len(xs):]):
                         g[:] = 0
                         w._fresh_grad = True
+        stats = None
+        if self.num_workers_ == 1:  # a non-finite loss must not reach the weights (workers of a cluster all step)
+            stats = sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+            if not math.isfinite(stats[0]):
+                return stats
         self._trainer.step(global_n)
         if self.ema is not None:
             if self._ema is None:
                 self._ema = WeightAverage(self.model.collect_params(), self.ema)
             self._ema.update()
-        return sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+        return stats if stats is not None else sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int | None = None) -> dict:
@@ -555,6 +565,12 @@ def _find_checkpoint(path) -> str:
         if os.path.isfile(cand):
             return cand
     raise MissingFileError(f"No checkpoint at {path!r} (looked for the file, last.ckpt and checkpoints/last.ckpt).")
+
+
+def _all_finite(x) -> bool:
+    """Whether every value of a batch (NDArray or numpy) is finite."""
+    arr = x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
+    return bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
 
 
 def _batch_stats(out, y, loss) -> np.ndarray:

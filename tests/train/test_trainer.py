@@ -174,3 +174,22 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     for k in full:
         np.testing.assert_array_equal(full[k], resumed[k], err_msg=k)
     assert [r["epoch"] for r in t.history_] == [0, 1, 2]
+
+
+def test_nan_inputs_raise_before_they_reach_the_weights():
+    x, y = data()
+    x[12, 0, 0, 0] = np.nan  # in the second batch
+    net = mlp()
+    trainer = Trainer(net, batch_size=10, progress=False)
+    seen = {}
+
+    class Grab(Callback):
+        def on_batch_end(self, trainer, epoch, batch, logs):
+            seen.update(params(trainer.model))
+
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        trainer.fit((x, y), epochs=1, callbacks=[Grab()])
+    after = params(net)
+    assert all(np.isfinite(v).all() for v in after.values())
+    for k, v in after.items():  # the weights are those after the last good batch
+        np.testing.assert_array_equal(v, seen[k])
