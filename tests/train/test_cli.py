@@ -93,3 +93,16 @@ def test_lr_find_cli_writes_plot_and_suggestion(records, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert out.is_file() and (tmp_path / "lr.json").is_file()
     assert "Suggested learning rate" in capsys.readouterr().out
+
+
+def test_train_cli_defaults_are_the_library_recipe_the_main_job_uses():
+    from finetune.cli import build_parser
+    from finetune.cli._quickstart import _recipe
+    from finetune.cli._train import _mode, recipe_from_args
+    from finetune.train import Recipe
+
+    args = build_parser().parse_args(["train", "efficientnet_lite0", "--train", "t.rec", "--out", "o"])
+    assert _mode(args) == "default"
+    assert recipe_from_args(args) == Recipe()
+    qs = build_parser().parse_args(["quickstart"])
+    assert _recipe(qs) == Recipe()
