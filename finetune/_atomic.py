@@ -10,7 +10,8 @@ journal; if the process dies between renames, the next :func:`atomic_files`
 or :func:`recover` on those targets finishes the interrupted commit, so the
 set is always all-old or all-new once any finetune writer looks at it.
 
-On every error the temporaries are removed; a full disk (``ENOSPC``) or a
+On every error the temporaries are removed (those of a process killed
+with ``kill -9`` are removed by the next write of the same file); a full disk (``ENOSPC``) or a
 file-size limit (``EFBIG``) raises :class:`~finetune.errors.WriteError` naming
 the file, with the previous output intact.
 """
@@ -26,16 +27,39 @@ import tempfile
 
 from .errors import WriteError
 
-__all__ = ["atomic_files", "atomic_open", "atomic_write", "recover"]
+__all__ = ["atomic_files", "atomic_open", "atomic_path", "atomic_write", "recover"]
 
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC, errno.EFBIG}
 
 
 def _temp(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _sweep(path: str) -> None:
+    """Remove temporaries of ``path`` left by writer processes that were killed."""
+    folder, name = os.path.split(os.path.abspath(path))
+    start = f".{name}."
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            if not (entry.startswith(start) and entry.endswith(".tmp")):
+                continue
+            pid = entry[len(start):].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _remove(os.path.join(folder, entry))
 
 
 def _remove(path) -> None:
@@ -116,6 +140,34 @@ def atomic_write(path, data) -> None:
         f.write(data)
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary file name that replaces ``path`` when the ``with`` block succeeds.
+
+    For writers that take a file name (``mx.nd.save``, ``cv2.imwrite``, ...);
+    the same guarantees as :func:`atomic_open`.
+    """
+    path = os.fspath(path)
+    _sweep(path)
+    tmp, in_body = None, False
+    with _no_sigxfsz():
+        try:
+            tmp = _temp(path)
+            in_body = True
+            yield tmp
+            in_body = False
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        except BaseException as e:
+            if tmp is not None:
+                _remove(tmp)
+            if isinstance(e, OSError) and not isinstance(e, WriteError) and (not in_body or e.errno in _FULL):
+                raise _write_error(path, e) from e
+            raise
+
+
 def _journal(paths) -> str:
     first = os.path.abspath(paths[0])
     folder, name = os.path.split(first)
@@ -178,6 +230,8 @@ def atomic_files(paths, modes=None, **kwargs):
     if len({os.path.dirname(os.path.abspath(p)) for p in paths}) != 1:
         raise ValueError("atomic_files needs every path in the same folder.")
     recover(paths)
+    for path in paths + [_journal(paths)]:
+        _sweep(path)
     temps, files = [], []
     current, in_body, committing = paths[0], False, False
     with _no_sigxfsz():

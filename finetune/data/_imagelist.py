@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
+from .._atomic import atomic_open
 from ._listfiles import _is_number, _norm_label, classes_path_for, find_class_names, write_class_names
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
@@ -405,12 +406,10 @@ class ImageList:
         entries = list(self.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             for e in entries:
                 labels = e.label if isinstance(e.label, tuple) else (e.label,)
                 f.write("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
-        os.replace(tmp, path)
         classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
         names = self.class_names
         if names is None:

@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
 from ._check import _progress
 from ._image import read_image
@@ -198,9 +199,8 @@ class MeanImage:
         import mxnet as mx
 
         path = os.fspath(path)
-        tmp = path + ".tmp"
-        mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
 
     @classmethod
     def load(cls, path, *, color=None) -> "MeanImage":

@@ -155,3 +155,37 @@ def test_checkpoint_of_another_optimizer_or_model_is_refused(tmp_path):
 def test_every_damaged_checkpoint_error_is_a_finetune_error():
     assert issubclass(CheckpointError, FinetuneError) and issubclass(CheckpointError, ValueError)
     assert issubclass(UnsafeFileError, FinetuneError)
+
+
+_FULL_DISK = """
+import os, resource, sys
+sys.path.insert(0, {root!r})
+from tests.train._nets import data, mlp
+from finetune.errors import WriteError
+from finetune.train import Trainer
+t = Trainer(mlp(bn=True), optimizer="adam", batch_size=12, progress=False)
+t.fit(data(24), epochs=1)
+size = os.path.getsize({path!r})
+resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+try:
+    t.save_checkpoint({path!r})
+except WriteError as e:
+    print("WriteError", e.errno, e)
+    sys.exit(3)
+"""
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ckpt = _trained(tmp_path, "adam")
+    old = ckpt.read_bytes()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK.format(root=root, path=str(ckpt))],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "WriteError 27" in r.stdout and "last.ckpt" in r.stdout
+    assert ckpt.read_bytes() == old
+    assert sorted(os.listdir(ckpt.parent)) == ["last.ckpt"]
