@@ -20,11 +20,11 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes, size_problem,
                      sniff_format, undecodable)
 from ._imagelist import ImageList
-from .._atomic import atomic_files
 from ._listfiles import classes_path_for
 from ._parallel import default_workers, ordered_map
 from ._recordio import RecordWriter

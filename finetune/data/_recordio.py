@@ -79,18 +79,29 @@ class RecordFile:
 
     def _read_idx(self):
         keys, offsets = [], []
-        with open(self.idx, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    key, off = line.split("\t")
-                    keys.append(int(key))
-                    offsets.append(int(off))
-                except ValueError:
-                    raise RecordFormatError(
-                        f"{self.idx}, line {n}: expected 'key<TAB>offset', got {line.strip()!r}. "
-                        "The index is corrupt; re-create it with finetune pack or im2rec.") from None
+        with open(self.idx, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise RecordFormatError(
+                f"{self.idx}: not an index file (byte {data[e.start]:#04x} at offset {e.start} is not "
+                "ASCII). The index is corrupt; re-create it with finetune pack or im2rec.") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                key, off = line.split("\t")
+                key, off = int(key), int(off)
+                if not (-2 ** 63 <= key < 2 ** 63 and 0 <= off < 2 ** 63):
+                    raise ValueError
+            except ValueError:
+                raise RecordFormatError(
+                    f"{self.idx}, line {n}: expected 'key<TAB>offset' (integers, offset >= 0), got "
+                    f"{line.strip()!r:.200}. The index is corrupt; re-create it with finetune pack or "
+                    "im2rec.") from None
+            keys.append(key)
+            offsets.append(off)
         if offsets and max(offsets) >= self.size:
             raise RecordFormatError(
                 f"{self.idx} points to byte {max(offsets)} but {self.rec} has only {self.size} "
