@@ -17,14 +17,17 @@ Hierarchy::
     ├── MissingFileError (FileNotFoundError) a path that does not exist
     ├── DataError (ValueError)               input data is malformed
     │   ├── ImageDecodeError                 an image cannot be decoded
+    │   │   └── ImageTooLargeError           an image declares more pixels than allowed
     │   ├── ListFormatError                  a .lst / .csv line is malformed
-    │   └── RecordFormatError                a .rec / .idx file is malformed
+    │   ├── RecordFormatError                a .rec / .idx file is malformed
+    │   └── CheckpointError                  a training checkpoint is truncated or malformed
     ├── ModelError (ValueError)              a network cannot be built or loaded
     │   ├── ShapeError                       an array or layer shape does not fit
     │   ├── CaffeFormatError                 a prototxt / caffemodel is malformed
     │   ├── UnsupportedLayerError            a Caffe layer type we cannot convert
     │   └── UnsafeFileError                  a weights file tries to run code
     ├── DeviceError (RuntimeError)           a device that is not available
+    ├── WriteError (OSError)                 an output cannot be written (disk full, ...)
     └── TrainingError (RuntimeError)         training cannot go on
         └── NonFiniteLossError               the loss became NaN or infinite
 """
@@ -36,11 +39,13 @@ from collections.abc import Iterable
 
 __all__ = [
     "CaffeFormatError",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "DeviceError",
     "FinetuneError",
     "ImageDecodeError",
+    "ImageTooLargeError",
     "ListFormatError",
     "MissingFileError",
     "ModelError",
@@ -51,6 +56,7 @@ __all__ = [
     "UnknownNameError",
     "UnsafeFileError",
     "UnsupportedLayerError",
+    "WriteError",
 ]
 
 
@@ -116,6 +122,14 @@ class RecordFormatError(DataError):
     """A RecordIO file (``.rec`` / ``.idx``) is truncated or malformed."""
 
 
+class CheckpointError(DataError):
+    """A training checkpoint (``.ckpt``) is truncated, malformed or does not fit the Trainer."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image declares more pixels than ``finetune.data.MAX_IMAGE_PIXELS`` allows."""
+
+
 class ModelError(FinetuneError, ValueError):
     """A network cannot be built, converted, loaded or saved."""
 
@@ -138,6 +152,14 @@ class UnsafeFileError(ModelError):
 
 class DeviceError(FinetuneError, RuntimeError):
     """A device (e.g. a GPU) was asked for but is not available."""
+
+
+class WriteError(FinetuneError, OSError):
+    """An output file cannot be written (disk full, file too large, no permission).
+
+    The previous content of the file, if any, is left intact. ``errno`` and
+    ``filename`` are those of the underlying :class:`OSError`.
+    """
 
 
 class TrainingError(FinetuneError, RuntimeError):

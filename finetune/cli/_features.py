@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from .._atomic import atomic_files
+
 log = logging.getLogger("finetune")
 
 
@@ -176,9 +178,11 @@ def _extract(args) -> int:
         images, ids = paths, paths
     desc = fx.extract(images, progress=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.save(args.out, desc)
-    with open(ids_path(args.out), "w", encoding="utf-8") as f:
-        f.writelines(i + "\n" for i in ids)
+    # descriptors and their ids replace the previous pair together
+    npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
+    with atomic_files([npy, ids_path(args.out)], ["wb", "w"], encoding="utf-8") as (f, fi):
+        np.save(f, desc)
+        fi.writelines(i + "\n" for i in ids)
     if args.save_extractor:
         fx.save(args.save_extractor)
     log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, args.out, ids_path(args.out))

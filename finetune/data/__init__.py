@@ -16,17 +16,22 @@ from ._balance import balance
 from ._check import BadImage, CheckReport, check
 from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
                        write_fashion_mnist_folder)
-from ._image import decode_image, read_image, to_color
+from ._image import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_image, to_color
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
 from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
 
+#: Images whose header declares more pixels are refused before decoding (``check``
+#: and ``pack`` report them as "too large", decoding raises ImageTooLargeError).
+#: Assign a larger number to accept bigger images, or 0 to disable the check.
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+
 _LAZY = {"RecordDataset": "._record", "RecordLoader": "._record"}  # these import MXNet
 
 __all__ = sorted([
     "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "ImageEntry",
-    "ImageList", "MeanImage", "PackReport", "Preprocess", "RecordDataset", "RecordLoader",
+    "ImageList", "MAX_IMAGE_PIXELS", "MeanImage", "PackReport", "Preprocess", "RecordDataset", "RecordLoader",
     "balance", "check", "decode_image", "fashion_mnist_dir", "load_fashion_mnist", "pack",
     "read_image", "to_color", "write_fashion_mnist_folder",
 ])

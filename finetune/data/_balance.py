@@ -43,6 +43,18 @@ def random_affine(img, rng, *, rotation=20.0, shift=0.1, shear=0.1, zoom=0.1, fl
     return cv2.warpAffine(img, affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def _class_folder(out_dir, name) -> str:
+    """``out_dir/name``, refused unless it resolves to a folder inside ``out_dir``."""
+    base = os.path.realpath(out_dir)
+    folder = os.path.realpath(os.path.join(base, str(name)))
+    if (not str(name).strip() or os.path.isabs(str(name)) or "\0" in str(name)
+            or folder == base or os.path.commonpath([base, folder]) != base):
+        raise DataError(f"balance: the class name {name!r} does not name a folder inside {out_dir!r} "
+                        "(it is empty, absolute, or leads out of it with '..' or a link). Fix the class names "
+                        "(e.g. the classes file) so each is a plain folder name.")
+    return folder
+
+
 def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, shift=0.1, shear=0.1,
             zoom=0.1, flip=True, ext=".jpg") -> ImageList:
     """Bring every class of a training list up to ``target`` images by augmentation.
@@ -107,7 +119,7 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
             continue
         name = images.class_names[label] if images.class_names and label < len(images.class_names) \
             else str(label)
-        folder = os.path.join(out_dir, name)
+        folder = _class_folder(out_dir, name)
         os.makedirs(folder, exist_ok=True)
         for k in _progress(range(missing), missing, f"balance {name}"):
             source = members[rng.randint(len(members))]

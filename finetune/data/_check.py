@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, ImageDecodeError
-from ._image import decode_image
+from ._image import decode_image, pixel_problem
 from ._imagelist import ImageList
 from ._parallel import ordered_map
 
@@ -32,7 +32,7 @@ log = logging.getLogger("finetune.data")
 
 #: The reasons a file is reported bad.
 REASONS = ("unreadable", "zero bytes", "not an image", "unsupported format", "truncated",
-           "corrupt", "too small")
+           "corrupt", "too small", "too large")
 
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
           (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
@@ -49,7 +49,8 @@ class BadImage(NamedTuple):
         The full path of the file.
     reason : str
         One of ``"unreadable"``, ``"zero bytes"``, ``"not an image"``,
-        ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"too small"``.
+        ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"too small"``,
+        ``"too large"`` (more pixels than ``finetune.data.MAX_IMAGE_PIXELS``).
     detail : str
         A sentence for humans.
     """
@@ -106,6 +107,9 @@ def inspect_header(buf: bytes):
     if len(buf) == 0:
         return "zero bytes", "the file is empty (0 bytes)", [], None
     fmt = sniff_format(buf)
+    problem = pixel_problem(buf)
+    if problem:
+        return (*problem, [], fmt)
     notes = []
     if fmt == "jpeg":
         if not _jpeg_complete(buf):

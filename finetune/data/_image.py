@@ -2,23 +2,93 @@
 
 OpenCV's ``imdecode`` is the decoder MXNet's own record tools use, so an image
 that decodes here decodes identically inside ``ImageRecordIter``.
+
+Before decoding, the pixel count an image declares in its header (read with
+Pillow, which parses headers without decoding) is compared with
+``finetune.data.MAX_IMAGE_PIXELS``, so a small file declaring a huge image
+cannot take gigabytes of memory in ``check``, ``pack`` or prediction.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import sys
+import warnings
 
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, ImageDecodeError, MissingFileError
+from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, MissingFileError
 
-__all__ = ["decode_image", "read_image", "to_color"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "decode_image", "declared_pixels", "pixel_problem", "read_image",
+           "to_color"]
 
 _COLORS = ("RGB", "BGR", "GRAY")
 
+#: Default of ``finetune.data.MAX_IMAGE_PIXELS``: 16384 x 16384 pixels (768 MiB as RGB uint8).
+DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
 
-def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>") -> np.ndarray:
+
+def _max_pixels(max_pixels=None) -> int | None:
+    if max_pixels is not None:
+        return max_pixels
+    package = sys.modules.get(__package__)  # read at call time, so assigning the package attribute works
+    return getattr(package, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def declared_pixels(buf: bytes):
+    """``(width, height)`` declared by an image header, without decoding; ``None`` if unknown.
+
+    Uses Pillow's format plugins directly (what ``PIL.Image.open`` does before
+    its own bomb check, whose fixed limit we replace by ours).
+    """
+    from PIL import Image
+
+    prefix = buf[:16]
+    for init in (Image.preinit, Image.init):
+        init()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            try:
+                if accept and not accept(prefix):
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    im = factory(io.BytesIO(buf), None)
+                size = im.size
+                im.close()
+                return size
+            except Exception:  # noqa: BLE001 - plugins raise many types on what they cannot parse
+                continue
+    return None
+
+
+def pixel_problem(buf: bytes, max_pixels=None):
+    """``(reason, detail)`` when ``buf`` declares more pixels than allowed, else ``None``.
+
+    Parameters
+    ----------
+    buf : bytes
+        Encoded image.
+    max_pixels : int, optional
+        The cap; default ``finetune.data.MAX_IMAGE_PIXELS``. ``0`` or a
+        negative value disables the check.
+    """
+    cap = _max_pixels(max_pixels)
+    if not cap or cap <= 0:
+        return None
+    size = declared_pixels(buf)
+    if size is None:
+        return None
+    w, h = size
+    if w * h > cap:
+        return "too large", (f"it declares {w}x{h} = {w * h} pixels, more than MAX_IMAGE_PIXELS={cap}; "
+                             "raise finetune.data.MAX_IMAGE_PIXELS to accept it")
+    return None
+
+
+def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max_pixels=None) -> np.ndarray:
     """Decode an encoded image (JPEG, PNG, BMP, ...) to an 8-bit array.
 
     Parameters
@@ -30,6 +100,9 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>") -> 
         converted to 3-channel 8-bit (or 1-channel for ``"GRAY"``).
     source : str
         Name used in error messages.
+    max_pixels : int, optional
+        Refuse images whose header declares more pixels (default
+        ``finetune.data.MAX_IMAGE_PIXELS``; ``0`` disables the check).
 
     Returns
     -------
@@ -38,6 +111,8 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>") -> 
 
     Raises
     ------
+    ImageTooLargeError
+        The header declares more than ``max_pixels`` pixels; nothing was decoded.
     ImageDecodeError
         The bytes are empty or not a decodable image.
 
@@ -56,6 +131,9 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>") -> 
         raise ConfigError(f"The 'color' parameter must be one of {_COLORS}. Got {color!r} instead.")
     if len(buf) == 0:
         raise ImageDecodeError(f"{source}: the file is empty (0 bytes).")
+    problem = pixel_problem(buf, max_pixels)
+    if problem:
+        raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
     arr = np.frombuffer(buf, dtype=np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if color == "GRAY" else cv2.IMREAD_COLOR
     img = cv2.imdecode(arr, flag)

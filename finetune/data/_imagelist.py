@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import logging
+import math
 import os
 import random
 from typing import NamedTuple
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
 from ._listfiles import _is_number, _norm_label, classes_path_for, find_class_names, write_class_names
 
@@ -33,6 +36,22 @@ log = logging.getLogger("finetune.data")
 
 #: Extensions :meth:`ImageList.from_folder` accepts by default (OpenCV decodes all of them).
 DEFAULT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _read_text_lines(path, newline=None):
+    """The lines of a UTF-8 text file (a byte-order mark is dropped); non-UTF-8 raises ListFormatError.
+
+    ``newline`` is as for :func:`open` (``""`` for the csv module).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ListFormatError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
+                              f"{e.start}). Save the file as UTF-8.") from None
+    return io.StringIO(text, newline=newline)
 
 
 class ImageEntry(NamedTuple):
@@ -177,6 +196,7 @@ class ImageList:
         exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in exts}
         skipped = collections.Counter()
         entries, cats = [], {}
+        seen_files, seen_dirs, dupes = set(), {os.path.realpath(root)}, [0]
 
         def take(folder, fname, label_of):
             fpath = os.path.join(folder, fname)
@@ -186,6 +206,11 @@ class ImageList:
             if suffix not in exts:
                 skipped[suffix or "(no extension)"] += 1
                 return
+            real = os.path.realpath(fpath)
+            if real in seen_files:  # the same file again, through a link
+                dupes[0] += 1
+                return
+            seen_files.add(real)
             entries.append((len(entries), os.path.relpath(fpath, root), label_of(folder)))
 
         if recursive:
@@ -194,6 +219,15 @@ class ImageList:
 
             for folder, dirs, files in os.walk(root, followlinks=True):
                 dirs.sort()
+                keep = []
+                for d in dirs:  # follow each linked folder once: no loops, no folder listed twice
+                    real = os.path.realpath(os.path.join(folder, d))
+                    if real in seen_dirs:
+                        dupes[0] += 1
+                        continue
+                    seen_dirs.add(real)
+                    keep.append(d)
+                dirs[:] = keep
                 for fname in sorted(files):
                     take(folder, fname, label_of)
             names = [os.path.relpath(f, root) for f in sorted(cats, key=cats.get)]
@@ -201,6 +235,9 @@ class ImageList:
             for fname in sorted(os.listdir(root)):
                 take(root, fname, lambda folder: 0)
             names = [os.path.basename(os.path.abspath(root))]
+        if dupes[0]:
+            log.warning("Skipped %d file(s) or folder(s) in %s reached a second time through links "
+                        "(each real file is listed once).", dupes[0], root)
         skipped = dict(sorted(skipped.items()))
         if skipped:
             detail = ", ".join(f"{n} {ext}" for ext, n in skipped.items())
@@ -233,21 +270,26 @@ class ImageList:
         if not os.path.isfile(path):
             raise MissingFileError(f"List file {path!r} does not exist.")
         entries = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                parts = [p.strip() for p in line.rstrip("\n").split("\t")]
-                if len(parts) < 3:
-                    raise ListFormatError(
-                        f"{path}, line {n}: expected 'index<TAB>label<TAB>path' (at least 3 "
-                        f"tab-separated fields), got {len(parts)}: {line.strip()!r}.")
-                try:
-                    entries.append((int(parts[0]), parts[-1], _norm_label(parts[1:-1])))
-                except ValueError:
-                    raise ListFormatError(
-                        f"{path}, line {n}: index must be an integer and labels numbers; "
-                        f"got {line.strip()!r}.") from None
+        for n, line in enumerate(_read_text_lines(path), 1):
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.rstrip("\n").split("\t")]
+            if len(parts) < 3:
+                raise ListFormatError(
+                    f"{path}, line {n}: expected 'index<TAB>label<TAB>path' (at least 3 "
+                    f"tab-separated fields), got {len(parts)}: {line.strip()!r:.200}.")
+            try:
+                index, label = int(parts[0]), _norm_label(parts[1:-1])
+            except ValueError:
+                raise ListFormatError(
+                    f"{path}, line {n}: index must be an integer and labels numbers; "
+                    f"got {line.strip()!r:.200}.") from None
+            labels = label if isinstance(label, tuple) else (label,)
+            if not 0 <= index < 2 ** 63 or not all(math.isfinite(v) for v in labels):
+                raise ListFormatError(
+                    f"{path}, line {n}: the index must be in [0, 2**63) and labels finite numbers; "
+                    f"got {line.strip()!r:.200}.")
+            entries.append((index, parts[-1], label))
         if class_names is None:
             class_names = find_class_names(path)
         if root is None:
@@ -273,8 +315,10 @@ class ImageList:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise MissingFileError(f"CSV file {path!r} does not exist.")
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        try:
+            rows = [r for r in csv.reader(_read_text_lines(path, newline="")) if r and any(c.strip() for c in r)]
+        except csv.Error as e:
+            raise ListFormatError(f"{path}: not a readable CSV file ({e}).") from None
         if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
             rows = rows[1:]
         for n, row in enumerate(rows, 1):
@@ -405,12 +449,10 @@ class ImageList:
         entries = list(self.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             for e in entries:
                 labels = e.label if isinstance(e.label, tuple) else (e.label,)
                 f.write("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
-        os.replace(tmp, path)
         classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
         names = self.class_names
         if names is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .._atomic import atomic_open
+
 __all__ = ["classes_path_for", "find_class_names", "read_class_names", "write_class_names"]
 
 
@@ -33,11 +35,9 @@ def classes_path_for(path) -> str:
 
 
 def write_class_names(path, names) -> None:
-    """Write class names one per line (label order)."""
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write class names one per line (label order), atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{n}\n" for n in names)
-    os.replace(tmp, path)
 
 
 def read_class_names(path):

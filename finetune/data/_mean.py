@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
 from ._check import _progress
 from ._image import read_image
@@ -150,13 +151,17 @@ class MeanImage:
         if n == 0:
             raise DataError("MeanImage.compute got an empty data set.")
         workers = default_workers() if workers is None else int(workers)
-        step = max(1, min(64, -(-n // (4 * workers))))
+        step = max(1, min(64, -(-n // (4 * max(1, workers)))))  # workers=0: in this process
         chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
         total = None
         parts = ordered_map(_partial_sums, ctx, chunks, workers=workers, chunksize=1)
         for part in _progress(parts, len(chunks), "mean image"):
             total = part if total is None else [a + b for a, b in zip(total, part)]
         image_sum, chan_sum, chan_sq, count = total
+        if count == 0:
+            raise DataError(f"MeanImage.compute: none of the {n} images could be read (each was skipped "
+                            "with a warning); a mean of zero images is undefined. Run finetune.check "
+                            "on the data first.")
         pixels = count * pre.size[0] * pre.size[1]
         mean = chan_sum / pixels
         std = np.sqrt(np.maximum(chan_sq / pixels - mean ** 2, 0))
@@ -198,9 +203,8 @@ class MeanImage:
         import mxnet as mx
 
         path = os.fspath(path)
-        tmp = path + ".tmp"
-        mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
 
     @classmethod
     def load(cls, path, *, color=None) -> "MeanImage":

@@ -4,9 +4,10 @@ The records are what MXNet's ``tools/im2rec.py`` writes — an ``IRHeader``
 (``flag, label, id, id2``) followed by the encoded image — so
 ``mx.io.ImageRecordIter`` and :class:`~finetune.RecordDataset` both read them.
 Images are decoded and re-encoded with OpenCV in worker processes; the main
-process writes the records in list order through
-``mx.recordio.MXIndexedRecordIO`` into temporary files that are renamed when
-complete.
+process writes the records in list order (in the format of
+``mx.recordio.MXIndexedRecordIO``) into temporary files that replace the
+previous ``.rec``, ``.idx`` and class names together, as one unit, when
+complete (see ``finetune._atomic``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes, size_problem,
                      sniff_format, undecodable)
 from ._imagelist import ImageList
-from ._listfiles import classes_path_for, write_class_names
+from ._listfiles import classes_path_for
 from ._parallel import default_workers, ordered_map
 from ._recordio import RecordWriter
 
@@ -157,8 +159,11 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
 
     Records keep the list order (also with several workers); the record key
     and header id are each entry's index. Bad images are skipped and
-    reported, never fatal. Both files are written under temporary names and
-    renamed at the end, so an interrupted pack leaves no half file behind.
+    reported, never fatal. The files are written under temporary names and
+    replace the previous ones as one unit at the end, so an interrupted pack
+    leaves the previous output (or the complete new one), never a new
+    ``.rec`` beside an old ``.idx``; a full disk raises
+    :class:`~finetune.errors.WriteError` and leaves no temporary file.
     The class names, when known, are written to ``<prefix>_classes.txt``.
 
     Parameters
@@ -225,11 +230,15 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     items = [(e.index, images.full_path(e), e.label) for e in images]
     workers = default_workers() if workers is None else int(workers)
     rec_path, idx_path = prefix + ".rec", prefix + ".idx"
-    tmp_rec, tmp_idx = f"{rec_path}.tmp{os.getpid()}", f"{idx_path}.tmp{os.getpid()}"
+    outputs, modes = [rec_path, idx_path], ["wb", "w"]
+    if images.class_names is not None:
+        outputs.append(classes_path_for(prefix))
+        modes.append("w")
     start = time.time()
     bad, written = [], 0
-    writer = RecordWriter(tmp_rec, tmp_idx)
-    try:
+    # records, index and class names replace the previous ones as one unit
+    with atomic_files(outputs, modes, encoding="utf-8") as files:
+        writer = RecordWriter(files[0], files[1])
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
         for (index, path, _), (record, problem) in zip(items, _progress(results, len(items), "pack")):
             if record is None:
@@ -239,15 +248,8 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
             writer.write(index, record)
             written += 1
         writer.close()
-        os.replace(tmp_rec, rec_path)
-        os.replace(tmp_idx, idx_path)
-    finally:
-        writer.close()
-        for tmp in (tmp_rec, tmp_idx):
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    if images.class_names is not None:
-        write_class_names(classes_path_for(prefix), images.class_names)
+        if images.class_names is not None:
+            files[2].writelines(f"{n}\n" for n in images.class_names)
     seconds = time.time() - start
     log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds)
     return PackReport(rec_path, idx_path, written, bad, seconds)

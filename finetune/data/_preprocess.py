@@ -34,6 +34,7 @@ import os
 import cv2
 import numpy as np
 
+from .._atomic import atomic_files, atomic_open
 from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
 from ._image import read_image, to_color
 
@@ -304,12 +305,13 @@ class Preprocess:
     def save(self, path) -> None:
         """Save as JSON at ``path``; a mean image goes to ``<path>.mean.npy`` beside it."""
         path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        if self.mean_image is None:
+            with atomic_open(path, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2)
+            return
+        with atomic_files([path, path + ".mean.npy"], ["w", "wb"], encoding="utf-8") as (f, fm):
             json.dump(self.to_dict(), f, indent=2)
-        if self.mean_image is not None:
-            np.save(path + ".mean.npy", self.mean_image)
-        os.replace(tmp, path)
+            np.save(fm, self.mean_image)
 
     @classmethod
     def load(cls, path) -> "Preprocess":

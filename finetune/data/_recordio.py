@@ -11,11 +11,13 @@ length, the data, and padding to 4 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 
 import numpy as np
 
+from .._atomic import recover
 from ..errors import MissingFileError, RecordFormatError
 
 __all__ = ["RecordFile", "RecordWriter", "unpack_header"]
@@ -56,6 +58,8 @@ class RecordFile:
         self.rec = os.fspath(rec)
         if not os.path.isfile(self.rec):
             raise MissingFileError(f"Record file {self.rec!r} does not exist.")
+        with contextlib.suppress(OSError):  # finish a pack that was killed while renaming its files
+            recover([self.rec])
         self.size = os.path.getsize(self.rec)
         self.idx = os.fspath(idx) if idx else None
         self._fd, self._pid = None, None
@@ -75,18 +79,29 @@ class RecordFile:
 
     def _read_idx(self):
         keys, offsets = [], []
-        with open(self.idx, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    key, off = line.split("\t")
-                    keys.append(int(key))
-                    offsets.append(int(off))
-                except ValueError:
-                    raise RecordFormatError(
-                        f"{self.idx}, line {n}: expected 'key<TAB>offset', got {line.strip()!r}. "
-                        "The index is corrupt; re-create it with finetune pack or im2rec.") from None
+        with open(self.idx, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise RecordFormatError(
+                f"{self.idx}: not an index file (byte {data[e.start]:#04x} at offset {e.start} is not "
+                "ASCII). The index is corrupt; re-create it with finetune pack or im2rec.") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                key, off = line.split("\t")
+                key, off = int(key), int(off)
+                if not (-2 ** 63 <= key < 2 ** 63 and 0 <= off < 2 ** 63):
+                    raise ValueError
+            except ValueError:
+                raise RecordFormatError(
+                    f"{self.idx}, line {n}: expected 'key<TAB>offset' (integers, offset >= 0), got "
+                    f"{line.strip()!r:.200}. The index is corrupt; re-create it with finetune pack or "
+                    "im2rec.") from None
+            keys.append(key)
+            offsets.append(off)
         if offsets and max(offsets) >= self.size:
             raise RecordFormatError(
                 f"{self.idx} points to byte {max(offsets)} but {self.rec} has only {self.size} "
@@ -175,13 +190,15 @@ class RecordWriter:
 
     Parameters
     ----------
-    rec, idx : str
-        The files to create (overwritten).
+    rec, idx : str or file object
+        The files to create (overwritten), or open binary / text files to
+        write into (left open by :meth:`close`, which only flushes them).
     """
 
     def __init__(self, rec, idx):
-        self._rec = open(rec, "wb")
-        self._idx = open(idx, "w", encoding="utf-8")
+        self._own = isinstance(rec, (str, os.PathLike))
+        self._rec = open(rec, "wb") if self._own else rec
+        self._idx = open(idx, "w", encoding="utf-8") if self._own else idx
         self._pos = 0
 
     def write(self, key: int, data: bytes) -> None:
@@ -212,5 +229,9 @@ class RecordWriter:
     def close(self) -> None:
         """Flush and close both files."""
         for f in (self._rec, self._idx):
-            if not f.closed:
+            if f.closed:
+                continue
+            if self._own:
                 f.close()
+            else:
+                f.flush()

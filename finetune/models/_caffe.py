@@ -346,12 +346,22 @@ def _fill_weights(symbol, shape, slots, weights: CaffeNetDef):
             raise CaffeFormatError(f"Layer {layer_name!r}: {pname} has {array.size} values "
                                    f"(stored shape {array.shape}) in {weights.path}, but the prototxt "
                                    f"needs shape {want}.")
+        if _squeezed(array.shape) != _squeezed(want):  # same count, other layout: loading would scramble it
+            raise CaffeFormatError(f"Layer {layer_name!r}: {pname} is stored with shape {array.shape} in "
+                                   f"{weights.path}, but the prototxt needs shape {want}; the number of "
+                                   "values agrees, the layout does not. Does the caffemodel belong to "
+                                   "this prototxt?")
         target = aux_params if kind == "aux" or pname in aux_names else arg_params
         target[pname] = mx.nd.array(array.reshape(want), dtype="float32")
     missing = [n for n in symbol.list_arguments() if n != "data" and n not in arg_params]
     if missing:
         raise CaffeFormatError(f"No weights for {missing[:5]} in {weights.path}.")
     return arg_params, aux_params
+
+
+def _squeezed(shape) -> tuple:
+    """``shape`` without its size-1 axes (V1 caffemodels store biases as (1, 1, 1, N))."""
+    return tuple(int(d) for d in shape if int(d) != 1)
 
 
 def _classifier(state, symbol, names, types):

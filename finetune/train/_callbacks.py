@@ -23,6 +23,7 @@ import json
 import logging
 import os
 
+from .._atomic import atomic_write
 from ..errors import check_choice, check_range
 
 __all__ = ["Callback", "Checkpoint", "EarlyStopping", "HistoryLogger", "StopTraining", "atomic_write"]
@@ -40,17 +41,6 @@ class StopTraining(Exception):
     ...         if epoch == 1:
     ...             raise StopTraining("enough")
     """
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, rename."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Callback:

@@ -18,8 +18,9 @@ from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
 from .._context import resolve_ctx
-from ..errors import ConfigError, DeviceError, MissingFileError, NonFiniteLossError, check_choice, check_range
+from ..errors import CheckpointError, ConfigError, DeviceError, MissingFileError, NonFiniteLossError, check_choice, check_range
 from . import _cache
+from . import _checkpoint as _ckpt
 from ..data import RecordDataset
 from ._batches import EpochSampler, RecordBatches, SeededItems, _mix, as_dataset
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining, atomic_write
@@ -492,23 +493,20 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path) -> None:
-        """Write the full training state to ``path`` atomically (see :class:`Checkpoint`)."""
+        """Write the full training state to ``path`` atomically (see :class:`Checkpoint`).
+
+        The file is a zip of JSON and MXNet array files; it holds no pickle, so
+        :meth:`load_checkpoint` never runs code from it.
+        """
         path = os.fspath(path)
         with tempfile.TemporaryDirectory() as tmp:
             self.model.save_parameters(os.path.join(tmp, "p"))
-            self._trainer.save_states(os.path.join(tmp, "s"))
             with open(os.path.join(tmp, "p"), "rb") as f:
                 params = f.read()
-            with open(os.path.join(tmp, "s"), "rb") as f:
-                states = f.read()
-            ema = None
-            if self._ema is not None:
-                mx.nd.save(os.path.join(tmp, "e"), self._ema.state_arrays())
-                with open(os.path.join(tmp, "e"), "rb") as f:
-                    ema = f.read()
+        opt_meta, opt_arrays = _ckpt.optimizer_state(self._trainer)
         np_state = np.random.get_state()
         state = {
-            "format": 1, "epoch": self.epoch_, "batch": self.batch_, "acc": self._acc.tolist(),
+            "format": _ckpt.FORMAT, "epoch": self.epoch_, "batch": self.batch_, "acc": self._acc.tolist(),
             "history": self.history_, "schedule": self.schedule.state_dict(),
             "callbacks": [cb.state_dict() for cb in self._callbacks], "seed": self.seed,
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -518,35 +516,50 @@ class Trainer:
         with zipfile.ZipFile(buf, "w") as z:
             z.writestr("state.json", json.dumps(state))
             z.writestr("model.params", params)
-            z.writestr("optimizer.states", states)
-            if ema is not None:
-                z.writestr("ema.params", ema)
+            z.writestr("optimizer.json", json.dumps(opt_meta))
+            z.writestr("optimizer.arrays", _ckpt.save_arrays(opt_arrays))
+            if self._ema is not None:
+                z.writestr("ema.arrays", _ckpt.save_arrays(self._ema.state_arrays()))
         atomic_write(path, buf.getvalue())
         self.last_checkpoint_ = path
 
     def load_checkpoint(self, path) -> None:
-        """Restore what :meth:`save_checkpoint` wrote (``path``: a file, or a folder holding ``last.ckpt``)."""
+        """Restore what :meth:`save_checkpoint` wrote (``path``: a file, or a folder holding ``last.ckpt``).
+
+        Raises
+        ------
+        CheckpointError
+            The file is truncated, malformed, or was written for another model or optimizer.
+        UnsafeFileError
+            The file holds a pickle (older format or planted); nothing is loaded.
+        """
         path = _find_checkpoint(path)
         self.setup()
-        with zipfile.ZipFile(path) as z:
-            state = json.loads(z.read("state.json"))
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, member in (("p", "model.params"), ("s", "optimizer.states")):
-                    with open(os.path.join(tmp, name), "wb") as f:
-                        f.write(z.read(member))
+        ck = _ckpt.read_checkpoint(path)
+        state = ck["state"]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "p"), "wb") as f:
+                f.write(ck["params"])
+            try:
                 self.model.load_parameters(os.path.join(tmp, "p"), ctx=self.ctx_)
-                self._trainer.load_states(os.path.join(tmp, "s"))
-                if self.ema is not None and "ema.params" in z.namelist():
-                    with open(os.path.join(tmp, "e"), "wb") as f:
-                        f.write(z.read("ema.params"))
-                    self._ema = WeightAverage(self.model.collect_params(), self.ema)
-                    self._ema.load_state_arrays(mx.nd.load(os.path.join(tmp, "e")))
+            except (AssertionError, mx.base.MXNetError, KeyError, ValueError) as e:
+                raise CheckpointError(f"Checkpoint {path!r} does not fit this model: "
+                                      f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else e!r}. "
+                                      "Resume with the model the checkpoint was written for.") from None
+        _ckpt.restore_optimizer_state(self._trainer, ck["optimizer"], ck["arrays"], path)
+        try:
+            self.schedule.load_state_dict(state["schedule"])
+            for cb, st in zip(self._callbacks, state["callbacks"]):
+                cb.load_state_dict(st)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"Checkpoint {path!r}: the schedule or callback state does not fit "
+                                  f"({type(e).__name__}: {e}). Resume with the same schedule and callbacks.") from None
+        if self.ema is not None and ck.get("ema") is not None:
+            self._ema = WeightAverage(self.model.collect_params(), self.ema)
+            self._ema.load_state_arrays(ck["ema"])
         self.epoch_, self.batch_ = state["epoch"], state["batch"]
         self._acc = np.asarray(state["acc"], dtype=float)
         self.history_ = state["history"]
-        self.schedule.load_state_dict(state["schedule"])
-        for cb, st in zip(self._callbacks, state["callbacks"]):
-            cb.load_state_dict(st)
         s = state["numpy_rng"]
         np.random.set_state((s[0], np.asarray(s[1], dtype=np.uint32), *s[2:]))
         r = state["python_rng"]

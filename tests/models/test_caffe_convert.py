@@ -476,3 +476,11 @@ def test_deconvolution_crop_reshape_match_opencv(tmp_path):
     assert [a.shape for a in ours] == [(2, 4, 5, 6), (2, 6, 12, 14), (2, 6, 11, 13), (2, 3, 286)]
     for name, a, b in zip(names, ours, _opencv(proto, model, x, names)):
         _assert_close(a, b, name)
+
+
+def test_a_blob_matching_only_in_element_count_is_refused(tmp_path):
+    # fc2 needs (4, 10): (10, 4) and (40,) hold 40 values too, but loading them would scramble the weights
+    for stored in ((10, 4), (40,), (2, 20)):
+        proto, model = _write(tmp_path, V1_PROTOTXT, dict(V1_BLOBS, fc2=[stored, (4,)]), V1_TYPES, v1=True)
+        with pytest.raises(CaffeFormatError, match=r"'fc2'.*stored with shape .*the layout does not"):
+            convert_caffe(proto, model)

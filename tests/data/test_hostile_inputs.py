@@ -1,0 +1,140 @@
+"""Hostile data inputs: bombs, link loops, byte-order marks, escaping names, empty means, bad bytes."""
+
+import os
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune.data as fdata
+from finetune.data import ImageList, MeanImage, balance, check, decode_image, pack, read_image
+from finetune.data._recordio import RecordFile
+from finetune.errors import DataError, ImageTooLargeError, ListFormatError, RecordFormatError
+
+
+def _png_bomb(w=30000, h=30000) -> bytes:
+    """A small, valid-looking PNG whose header declares w x h pixels."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(b"\0" * (3 * w + 1)) for _ in range(50)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def bomb_folder(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "bomb.png").write_bytes(_png_bomb())
+    cv2.imwrite(str(root / "a" / "ok.png"), np.zeros((20, 20, 3), np.uint8))
+    return root
+
+
+def test_a_declared_30000x30000_png_is_refused_quickly_everywhere(bomb_folder, tmp_path):
+    buf = (bomb_folder / "a" / "bomb.png").read_bytes()
+    assert len(buf) < 200_000
+    t0 = time.time()
+    with pytest.raises(ImageTooLargeError, match="30000x30000"):
+        decode_image(buf, source="bomb.png")
+    with pytest.raises(ImageTooLargeError, match="bomb.png"):
+        read_image(bomb_folder / "a" / "bomb.png")
+    images = ImageList.from_folder(bomb_folder)
+    report = check(images, workers=0, min_size=1)
+    assert [(os.path.basename(b.path), b.reason) for b in report.bad] == [("bomb.png", "too large")]
+    packed = pack(images, tmp_path / "out", workers=0)
+    assert packed.written == 1 and [b.reason for b in packed.bad] == ["too large"]
+    assert time.time() - t0 < 10
+
+
+def test_the_pixel_cap_is_configurable(monkeypatch):
+    png = cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))[1].tobytes()
+    monkeypatch.setattr(fdata, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(ImageTooLargeError, match="30x20 = 600 pixels, more than MAX_IMAGE_PIXELS=500"):
+        decode_image(png)
+    assert decode_image(png, max_pixels=600).shape == (20, 30, 3)
+    monkeypatch.setattr(fdata, "MAX_IMAGE_PIXELS", 0)  # disabled
+    assert decode_image(png).shape == (20, 30, 3)
+
+
+def test_symlink_loops_are_followed_once_and_duplicates_dropped(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    cv2.imwrite(str(root / "a" / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    os.symlink(root, root / "a" / "loop")        # a loop back to the top
+    os.symlink(root / "a", root / "b")           # the same folder under a second name
+    os.symlink(root / "a" / "1.png", root / "a" / "2.png")  # the same file twice
+    t0 = time.time()
+    images = ImageList.from_folder(root)
+    assert time.time() - t0 < 5
+    assert len(images) == 1 and images.class_names == ["a"]
+
+
+def test_a_byte_order_mark_does_not_turn_the_csv_header_into_a_row(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    path = tmp_path / "list.csv"
+    path.write_bytes("\ufeffpath,label\nx.png,cat\ny.png,dog\n".encode("utf-8"))
+    images = ImageList.from_csv(path)
+    assert images.class_names == ["cat", "dog"] and len(images) == 2
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"0\t1\t\xff\xfe.png\n", "not UTF-8"),
+    (b"-1\t0\ta.png\n", r"\[0, 2\*\*63\)"),
+    (b"99999999999999999999999\t0\ta.png\n", r"\[0, 2\*\*63\)"),
+    (b"0\tnan\ta.png\n", "finite"),
+    (b"0\tinf\ta.png\n", "finite"),
+    (b"x\t0\ta.png\n", "integer"),
+])
+def test_bad_lst_lines_are_list_format_errors(tmp_path, content, match):
+    path = tmp_path / "l.lst"
+    path.write_bytes(content)
+    with pytest.raises(ListFormatError, match=match):
+        ImageList.from_lst(path)
+
+
+def test_non_utf8_csv_is_a_list_format_error(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_bytes(b"a.png,\xe9t\xe9\n")
+    with pytest.raises(ListFormatError, match="line 1: not UTF-8"):
+        ImageList.from_csv(path)
+
+
+@pytest.mark.parametrize("idx", [b"0\t\xff\n", b"0\t-8\n", b"0\t99999999999999999999999\n", b"0\t1\t2\n"])
+def test_bad_idx_files_are_record_format_errors(tmp_path, image_folder, idx):
+    pack(ImageList.from_folder(image_folder), tmp_path / "d", workers=0)
+    (tmp_path / "d.idx").write_bytes(idx)
+    with pytest.raises(RecordFormatError, match="d.idx"):
+        RecordFile(tmp_path / "d.rec", tmp_path / "d.idx")
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", "/tmp/abs", ""])
+def test_balance_refuses_class_names_leading_out_of_its_folder(tmp_path, name):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    cv2.imwrite(str(root / "a" / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    images = ImageList.from_folder(root)
+    images = ImageList([(e.index, e.path, e.label) for e in images], class_names=[name], root=str(root))
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(DataError, match="does not name a folder inside"):
+        balance(images, 3, out)
+    assert not (tmp_path / "x").exists()
+
+
+def test_balance_still_accepts_nested_class_names(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a" / "b").mkdir(parents=True)
+    cv2.imwrite(str(root / "a" / "b" / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    out = balance(ImageList.from_folder(root), 2, tmp_path / "out")
+    assert (tmp_path / "out" / "a" / "b").is_dir() and len(out) == 2
+
+
+def test_mean_of_zero_readable_images_is_an_error_not_nan(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "1.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="none of the 1 images could be read"):
+        MeanImage.compute(ImageList.from_folder(root), size=(8, 8), workers=0)

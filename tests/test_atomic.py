@@ -1,0 +1,124 @@
+"""The atomic-write helper: all-or-nothing files and file sets, temporaries cleaned, typed disk-full errors."""
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from finetune import _atomic
+from finetune._atomic import atomic_files, atomic_open, atomic_path, atomic_write, recover
+from finetune.errors import WriteError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_atomic_write_replaces_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write(target, "old")
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new" and _listing(tmp_path) == ["a.txt"]
+
+
+def test_error_in_the_block_keeps_the_previous_file_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as f:
+            f.write("half")
+            raise RuntimeError("stop")
+    assert target.read_text() == "old" and _listing(tmp_path) == ["a.txt"]
+
+
+def test_a_set_of_files_is_all_old_after_an_error(tmp_path):
+    a, b = tmp_path / "x.rec", tmp_path / "x.idx"
+    with atomic_files([a, b], ["wb", "w"]) as (fa, fb):
+        fa.write(b"old-a")
+        fb.write("old-b")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_files([a, b], ["wb", "w"]) as (fa, fb):
+            fa.write(b"new-a")
+            raise KeyboardInterrupt
+    assert (a.read_bytes(), b.read_text()) == (b"old-a", "old-b")
+    assert _listing(tmp_path) == ["x.idx", "x.rec"]
+
+
+def test_atomic_path_for_writers_that_take_a_name(tmp_path):
+    target = tmp_path / "m.bin"
+    with atomic_path(target) as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path)
+        with open(tmp, "wb") as f:
+            f.write(b"data")
+    assert target.read_bytes() == b"data" and _listing(tmp_path) == ["m.bin"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+def test_disk_full_is_a_write_error_naming_the_file(tmp_path, monkeypatch, code):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(_atomic.os, "fsync", full)
+    with pytest.raises(WriteError, match="a.txt") as info:
+        atomic_write(target, "new")
+    assert info.value.errno == code and isinstance(info.value, OSError)
+    monkeypatch.undo()
+    assert target.read_text() == "old" and _listing(tmp_path) == ["a.txt"]
+
+
+def test_input_errors_inside_the_block_are_not_reported_as_write_errors(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic_open(tmp_path / "a.txt", "w"):
+            open(tmp_path / "missing")
+    assert not isinstance(info.value, WriteError)
+
+
+_KILL_BETWEEN_RENAMES = """
+import os, sys
+sys.path.insert(0, {root!r})
+from finetune import _atomic
+calls = []
+real = os.replace
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == 3:  # journal, first file renamed, then killed
+        os._exit(9)
+    real(src, dst)
+_atomic.os.replace = replace
+with _atomic.atomic_files([{a!r}, {b!r}], ["w", "w"]) as (fa, fb):
+    fa.write("new-a"); fb.write("new-b")
+"""
+
+
+def test_kill_between_the_renames_is_completed_by_the_next_reader(tmp_path):
+    a, b = str(tmp_path / "x.rec"), str(tmp_path / "x.idx")
+    for p, v in ((a, "old-a"), (b, "old-b")):
+        atomic_write(p, v)
+    r = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES.format(root=ROOT, a=a, b=b)])
+    assert r.returncode == 9
+    assert open(a).read() == "new-a" and open(b).read() == "old-b"  # the window the journal covers
+    recover([a, b])
+    assert open(a).read() == "new-a" and open(b).read() == "new-b"
+    assert _listing(tmp_path) == ["x.idx", "x.rec"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {ROOT!r})
+        from finetune._atomic import atomic_open
+        with atomic_open({str(tmp_path / 'a.txt')!r}, "w") as f:
+            f.write("half"); f.flush(); os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert len(_listing(tmp_path)) == 1 and _listing(tmp_path)[0].endswith(".tmp")
+    atomic_write(tmp_path / "a.txt", "whole")
+    assert _listing(tmp_path) == ["a.txt"]
