@@ -38,5 +38,21 @@ def test_public_names_are_not_modules_except_errors():
 
     modules = [n for n in finetune.__all__ if isinstance(getattr(finetune, n), types.ModuleType)]
     assert modules == ["errors"]
-    importlib.import_module("finetune.evaluation")  # importing the module must not shadow the function
+    importlib.import_module("finetune.use._evaluation")  # importing the module must not shadow the function
     assert callable(finetune.evaluate) and not isinstance(finetune.evaluate, types.ModuleType)
+
+
+def test_old_module_paths_still_work_and_warn():
+    import importlib
+
+    import pytest
+
+    from finetune import use
+
+    for old, name in [("predict", "load_name_map"), ("predict", "Predictor"), ("evaluation", "evaluate"),
+                      ("deploy", "verify_deployment"), ("interpret", "GradCAM"), ("plots", "load_history")]:
+        module = importlib.import_module(f"finetune.{old}")
+        with pytest.warns(DeprecationWarning, match=f"finetune.use.{name}"):
+            assert getattr(module, name) is getattr(use, name)
+    with pytest.raises(AttributeError):
+        importlib.import_module("finetune.plots").no_such_name

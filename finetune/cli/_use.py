@@ -71,7 +71,7 @@ def load_any_model(spec: str, ctx=None):
 
     path = Path(spec)
     if path.is_dir():
-        from ..deploy import _is_deployment, load_deployment
+        from ..use._deploy import _is_deployment, load_deployment
 
         if _is_deployment(path):
             return load_deployment(path, ctx=ctx)
@@ -90,7 +90,7 @@ def load_any_model(spec: str, ctx=None):
 
 def _predictor(args, **kw):
     from .._context import parse_ctx
-    from ..predict import Predictor
+    from ..use import Predictor
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)
@@ -125,7 +125,7 @@ def _dataset(source: str):
 
 
 def _evaluate(args) -> int:
-    from ..evaluation import evaluate
+    from ..use import evaluate
 
     predictor = _predictor(args)
     dataset = _dataset(args.records)
@@ -142,8 +142,8 @@ def _evaluate(args) -> int:
 def _report_plots(report, dataset, folder: Path) -> None:
     import numpy as np
 
-    from ..plots import plot_confusion_matrix, plot_predictions
-    from ..predict import Prediction
+    from ..use import plot_confusion_matrix, plot_predictions
+    from ..use import Prediction
 
     folder.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(report, path=folder / "confusion_matrix.png")
@@ -170,7 +170,7 @@ def _report_plots(report, dataset, folder: Path) -> None:
 
 def _gradcam(args) -> int:
     from .._context import parse_ctx
-    from ..interpret import GradCAM
+    from ..use import GradCAM
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)
@@ -186,7 +186,7 @@ def _gradcam(args) -> int:
 
 def _export(args) -> int:
     from .._context import parse_ctx
-    from ..deploy import export_for_deployment
+    from ..use import export_for_deployment
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)
