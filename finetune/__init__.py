@@ -23,6 +23,7 @@ from ._version import __version__
 _API = {
     "Augment": "finetune.data",
     "Backbone": "finetune.models",
+    "BlockModel": "finetune.models",
     "Callback": "finetune.train",
     "CheckReport": "finetune.data",
     "Checkpoint": "finetune.train",
@@ -40,6 +41,7 @@ _API = {
     "LayerLRPolicy": "finetune.train",
     "MeanImage": "finetune.data",
     "Model": "finetune.models",
+    "ModelProtocol": "finetune.models",
     "OxfordGroundTruth": "finetune.features",
     "PCAWhitening": "finetune.features",
     "PackReport": "finetune.data",
@@ -59,6 +61,7 @@ _API = {
     "balance": "finetune.data",
     "check": "finetune.data",
     "class_retrieval_map": "finetune.features",
+    "create_model": "finetune.models",
     "decode_image": "finetune.data",
     "errors": "finetune.errors",
     "evaluate": "finetune.use",

@@ -37,58 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingFileError, ModelError, check_range
+from ..errors import ModelError, check_range
+from ..models._deployment import _FORMAT, _MANIFEST, Deployment, _imports, _is_deployment, read_deployment
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
 
 log = logging.getLogger(__name__)
-
-_MANIFEST = "deploy.json"
-_FORMAT = "finetune-deployment"
-
-
-@dataclasses.dataclass(frozen=True)
-class Deployment:
-    """The files of a deployment folder and how well they reproduce the network.
-
-    Attributes
-    ----------
-    directory : str
-        The folder.
-    symbol, params, preprocess : str
-        Paths of ``-symbol.json``, ``-0000.params`` and ``-preprocess.json``.
-    onnx : str or None
-        Path of the ONNX file, if one was written.
-    input_name : str
-        Name of the graph's input (``"data"``).
-    input_shape : tuple of int
-        ``(1, C, H, W)``.
-    class_names : list of str or None
-        The classes of the outputs.
-    max_diff : dict
-        Largest absolute difference of the logits against the original
-        network, per runtime (``"mxnet"``, ``"onnx"``), when verified.
-    """
-
-    directory: str
-    symbol: str
-    params: str
-    preprocess: str
-    onnx: str | None
-    input_name: str
-    input_shape: tuple
-    class_names: list | None
-    max_diff: dict
-
-    def __repr__(self) -> str:
-        files = "symbol+params" + ("+onnx" if self.onnx else "")
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in self.max_diff.items())
-        return f"Deployment({self.directory!r}, {files}, max_diff: {diffs or 'not verified'})"
-
-
-def _is_deployment(directory) -> bool:
-    return (Path(directory) / _MANIFEST).is_file()
-
 
 def _input_of(model):
     pre = model.preprocess
@@ -321,19 +275,6 @@ def _write_manifest(dep: Deployment) -> None:
         json.dump(manifest, f, indent=2, ensure_ascii=False)
 
 
-def read_deployment(directory) -> Deployment:
-    """Read the manifest of a deployment folder."""
-    directory = Path(directory)
-    path = directory / _MANIFEST
-    if not path.is_file():
-        raise MissingFileError(f"{str(directory)!r} is not a deployment folder (no {_MANIFEST}).")
-    m = json.loads(path.read_text(encoding="utf-8"))
-    full = lambda n: str(directory / n) if n else None  # noqa: E731
-    return Deployment(str(directory), full(m["symbol"]), full(m["params"]), full(m["preprocess"]),
-                      full(m.get("onnx")), m["input_name"], tuple(m["input_shape"]),
-                      m.get("class_names"), m.get("max_diff", {}))
-
-
 def load_deployment(directory, *, ctx=None):
     """Load the MXNet files of a deployment folder as a ``SymbolBlock`` following the model protocol.
 
@@ -410,15 +351,6 @@ def verify_deployment(deployment, x: np.ndarray, reference: np.ndarray, *, atol:
                 f"(allowed: {atol:g}). The exporter may not support an operator faithfully."
             )
     return diffs
-
-
-def _imports(dep: Deployment, ctx):
-    """``SymbolBlock.imports`` without its warning about the (float32) input type."""
-    import mxnet as mx
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Cannot decide type")
-        return mx.gluon.SymbolBlock.imports(dep.symbol, [dep.input_name], dep.params, ctx=ctx)
 
 
 def _run_onnx(onnx_file: str, input_name: str, x: np.ndarray) -> np.ndarray:
