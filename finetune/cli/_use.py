@@ -8,7 +8,6 @@ deployment folder (``finetune export``), or a zoo name such as
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -59,33 +58,22 @@ def register(sub) -> None:
 
 
 def _model_args(p, batch: bool = True) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory, deployment folder or zoo name")
+    p.add_argument("model", metavar="MODEL", help="model directory, deployment folder, MXNet checkpoint prefix "
+                   "or zoo name")
     p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1' (default: current)")
     if batch:
         p.add_argument("--batch-size", type=int, default=32)
 
 
 def load_any_model(spec: str, ctx=None):
-    """A model from a model directory, a deployment folder or a zoo name."""
-    from ..errors import MissingFileError, UnknownNameError
+    """A model from a model directory, a deployment folder, a Caffe prototxt or checkpoint prefix, or a zoo name.
 
-    path = Path(spec)
-    if path.is_dir():
-        from ..use._deploy import _is_deployment, load_deployment
+    What :func:`finetune.create_model` makes of ``spec``; a zoo name gets its
+    ImageNet weights (and class names).
+    """
+    from ..models._create import _for_use
 
-        if _is_deployment(path):
-            return load_deployment(path, ctx=ctx)
-        from ..models import load_model
-
-        return load_model(path, ctx=ctx)
-    from ..models import Backbone, list_backbones
-
-    names = list_backbones()
-    if spec in names:
-        return Backbone.from_zoo(spec, ctx=ctx)
-    if os.sep in spec or path.exists():
-        raise MissingFileError(f"{spec!r} is not a model directory (nor a zoo name).")
-    raise UnknownNameError("model", spec, names)
+    return _for_use(spec, ctx=ctx)
 
 
 def _predictor(args, **kw):

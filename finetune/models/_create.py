@@ -178,3 +178,16 @@ def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):
         raise ConfigError(f"For an MXNet checkpoint, 'weights' is the epoch (an int). Got {epoch!r} instead.")
     return Backbone.from_checkpoint(prefix, epoch, preprocess=preprocess, class_names=class_names, ctx=ctx,
                                     **options)
+
+
+def _for_use(spec, *, ctx=None):
+    """What a consumer (Predictor, GradCAM, FeatureExtractor, the command line) makes of its model argument.
+
+    :func:`create_model`, with the ImageNet weights for a zoo name: a network
+    named to classify or describe images is wanted trained, not random.
+    """
+    if isinstance(spec, str) and spec in list_backbones() and not os.path.exists(spec):
+        return create_model(spec, weights="imagenet", ctx=ctx)
+    if isinstance(spec, mx.gluon.Block):
+        return create_model(spec)
+    return create_model(spec, ctx=ctx)

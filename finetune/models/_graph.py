@@ -477,3 +477,48 @@ def gluon_to_graph(block, input_shape, init=None):
     used = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
     arrays = {k: v for k, v in arrays.items() if k in used}
     return strip_prefix(symbol, arrays, block.prefix)
+
+
+CUT_INPUT = "finetune_cut_input"
+
+
+def split_at(symbol, entry: str):
+    """Split ``symbol`` at internal output ``entry``: ``(input -> A, A -> output)``.
+
+    In the second graph ``A`` is the input variable :data:`CUT_INPUT`.
+
+    Parameters
+    ----------
+    symbol : mx.sym.Symbol
+    entry : str
+        An internal output name, e.g. ``"conv1_output"``.
+
+    Returns
+    -------
+    (mx.sym.Symbol, mx.sym.Symbol)
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> y = mx.sym.relu(mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=2, name="fc"), name="act")
+    >>> feature, head = split_at(y, "fc_output")
+    >>> head.list_inputs()
+    ['finetune_cut_input']
+    """
+    feature = symbol.get_internals()[entry]
+    graph = json.loads(symbol.tojson())
+    node_name = entry[: -len("_output")] if entry.endswith("_output") else entry
+    ids = [i for i, n in enumerate(graph["nodes"]) if n["name"] == node_name]
+    if len(ids) != 1:
+        raise ModelError(f"Cannot cut the graph at {entry!r}: {len(ids)} nodes are named {node_name!r}.")
+    node = graph["nodes"][ids[0]]
+    if node["op"] == "null":
+        raise ConfigError(f"{node_name!r} is an input or a parameter, not a layer.")
+    graph["nodes"][ids[0]] = {"op": "null", "name": CUT_INPUT, "inputs": []}
+    graph["arg_nodes"] = sorted(set(graph["arg_nodes"]) | {ids[0]})
+    for n in graph["nodes"]:  # every consumer must read output 0 of the cut node
+        for ref in n["inputs"]:
+            if ref[0] == ids[0] and ref[1] != 0:
+                raise ModelError(f"Cannot cut at {node_name!r}: later layers use its output {ref[1]}.")
+    head = mx.sym.load_json(json.dumps(graph))
+    return feature, head

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError, check_range
-from ..models._deployment import _FORMAT, _MANIFEST, Deployment, _imports, _is_deployment, read_deployment
+from ..models import _graph
+from ..models._deployment import _FORMAT, _MANIFEST, Deployment, _imports, read_deployment
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
 
@@ -89,8 +90,6 @@ def _as_padding(symbol, internals, shapes, p_entry, x_entry, x_is_var):
     """The zero-padding widths ``(top, bottom, left, right)`` if ``x -> p`` is exactly a padding, else None."""
     import mxnet as mx
 
-    from ._interpret import _CUT_INPUT, _split_graph
-
     in_shape, out_shape = shapes.get(x_entry), shapes.get(p_entry)
     if not in_shape or not out_shape or len(in_shape) != 4 or len(out_shape) != 4:
         return None
@@ -100,8 +99,8 @@ def _as_padding(symbol, internals, shapes, p_entry, x_entry, x_is_var):
     if x_is_var:
         probe, arg = sub, x_entry
     else:
-        _, probe = _split_graph(sub, x_entry)
-        arg = _CUT_INPUT
+        _, probe = _graph.split_at(sub, x_entry)
+        arg = _graph.CUT_INPUT
     if probe.list_arguments() != [arg] or probe.list_auxiliary_states():
         return None
     x = np.random.default_rng(0).normal(size=in_shape).astype(np.float32) + 3

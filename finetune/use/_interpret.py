@@ -5,36 +5,31 @@ convolutional layer by the spatial mean of the gradient of a class score
 ``y_c`` (the logit) with respect to them, sums over channels and keeps the
 positive part: ``relu(sum_k mean_ij(dy_c / dA_k,ij) * A_k)``.
 
-Gradients with respect to an *intermediate* layer need the graph cut there.
-finetune's own networks (:class:`~finetune.Backbone`, :class:`~finetune.Model`)
-provide them (``layer_gradient``, the graph surgery of
-:mod:`finetune.models._graph`), and :class:`GradCAM` uses that. For any other
-``HybridBlock`` (e.g. a deployment ``SymbolBlock``) it falls back on a private
-split. Every such block is a Gluon ``HybridBlock``, so tracing it with a symbol
-gives its whole graph (``model(mx.sym.var("data"))``) whatever its origin
-(gluoncv zoo, Caffe import, fine-tuned head). The graph is split at the chosen
-layer into ``input -> A`` and ``A -> logits`` (the second with ``A`` turned into
-an input variable), both as ``SymbolBlock`` sharing the model's parameters;
-autograd then gives ``dy_c / dA`` directly. This works the same whether the
-model is hybridized or not. The split is done here (``_split_graph``) rather
-than by hand-written per-architecture hooks.
+Gradients with respect to an *intermediate* layer need the graph cut there;
+every network offers them (``layer_gradient`` of the model protocol, the graph
+surgery of :mod:`finetune.models`). :class:`GradCAM` takes its model through
+:func:`~finetune.create_model`, so a plain ``HybridBlock``, a Caffe import or a
+deployment folder are explained the same way as a :class:`~finetune.Backbone`
+or a :class:`~finetune.Model`, hybridized or not.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
 import cv2
+import mxnet as mx
 import numpy as np
 
+from .._context import resolve_ctx
+from ..data import decode_image, read_image, to_color
 from ..errors import ConfigError, ModelError, UnknownNameError
+from ..models._create import _for_use
 
 __all__ = ["GradCAM", "GradCAMResult"]
 
-_CUT_INPUT = "gradcam_cut_input"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,16 +88,6 @@ class GradCAMResult:
                 f"{h}x{w})")
 
 
-def _trace(model):
-    """The model's graph as a symbol (input ``data``) and its first output."""
-    import mxnet as mx
-
-    out = model(mx.sym.var("data"))
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    return out
-
-
 def _output_entry(internals_names: list, layer: str) -> str:
     """The internal output name of ``layer`` (accepts ``name`` or ``name_output``)."""
     for cand in (layer, f"{layer}_output", f"{layer}_output0"):
@@ -114,27 +99,12 @@ def _output_entry(internals_names: list, layer: str) -> str:
     return ""
 
 
-def _split_graph(symbol, entry: str):
-    """Split ``symbol`` at internal output ``entry``: (input -> A, A -> output with A as input)."""
-    import mxnet as mx
-
-    feature = symbol.get_internals()[entry]
-    graph = json.loads(symbol.tojson())
-    node_name = entry[: -len("_output")] if entry.endswith("_output") else entry
-    ids = [i for i, n in enumerate(graph["nodes"]) if n["name"] == node_name]
-    if len(ids) != 1:
-        raise ModelError(f"Cannot cut the graph at {entry!r}: {len(ids)} nodes are named {node_name!r}.")
-    node = graph["nodes"][ids[0]]
-    if node["op"] == "null":
-        raise ConfigError(f"{node_name!r} is an input or a parameter, not a layer.")
-    graph["nodes"][ids[0]] = {"op": "null", "name": _CUT_INPUT, "inputs": []}
-    graph["arg_nodes"] = sorted(set(graph["arg_nodes"]) | {ids[0]})
-    for n in graph["nodes"]:  # every consumer must read output 0 of the cut node
-        for ref in n["inputs"]:
-            if ref[0] == ids[0] and ref[1] != 0:
-                raise ModelError(f"Cannot cut at {node_name!r}: later layers use its output {ref[1]}.")
-    head = mx.sym.load_json(json.dumps(graph))
-    return feature, head
+def _named_conv_layers(model, shape, ctx) -> list:
+    """``(name_output, shape)`` of the named layers with a 4-D output of spatial size > 1, in graph order."""
+    layers = list(model.layer_names)
+    outs = model.features(mx.nd.zeros(shape, ctx=ctx), layers)
+    return [(f"{n}_output", tuple(o.shape)) for n, o in zip(layers, outs)
+            if len(o.shape) == 4 and o.shape[2] * o.shape[3] > 1]
 
 
 def _conv_layers(symbol, shape) -> list:
@@ -157,10 +127,12 @@ class GradCAM:
 
     Parameters
     ----------
-    model : mxnet.gluon.HybridBlock
-        A :class:`~finetune.Backbone`, :class:`~finetune.Model` or any
-        ``HybridBlock`` with ``.preprocess`` and ``.class_names`` returning logits.
-        Hybridized or not; Caffe imports included.
+    model : model, HybridBlock, str, path or (prototxt, caffemodel)
+        Anything :func:`~finetune.create_model` accepts (a zoo name gets its
+        ImageNet weights): a :class:`~finetune.Backbone`, a
+        :class:`~finetune.Model`, a model directory, a deployment folder, a
+        Caffe pair or a ``HybridBlock`` with ``.preprocess`` and
+        ``.class_names`` returning logits; hybridized or not.
     layer : str or None
         The convolutional layer (a name from ``model.layer_names`` or of the
         traced graph). ``None`` takes the last layer whose output is 4-D with a
@@ -187,53 +159,35 @@ class GradCAM:
     """
 
     def __init__(self, model, layer: str | None = None, *, ctx=None):
-        from .._context import resolve_ctx
-
-        if getattr(model, "preprocess", None) is None:
-            raise ModelError("GradCAM needs a model with .preprocess (a finetune.Preprocess).")
-        self.model = model
+        self.model = _for_use(model, ctx=ctx)
         self.ctx = resolve_ctx(ctx)[0]
-        pre = model.preprocess
-        symbol = model.to_symbol() if callable(getattr(model, "to_symbol", None)) else _trace(model)
+        pre = self.model.preprocess
         shape = (1, pre.channels, pre.size[0], pre.size[1])
-        convs = _conv_layers(symbol, shape)
+        to_symbol = getattr(self.model, "to_symbol", None)
+        if callable(to_symbol):  # finetune's networks: every op output of the graph, by name
+            symbol = to_symbol()
+            convs = _conv_layers(symbol, shape)
+            outputs = symbol.get_internals().list_outputs()
+        else:  # any other protocol model: its layer_names, by one forward pass
+            convs = _named_conv_layers(self.model, shape, self.ctx)
+            outputs = [c[0] for c in convs]
         if not convs:
             raise ModelError(f"{type(model).__name__} has no layer with a 4-D output to explain.")
         if layer is None:
             entry = convs[-1][0]
         else:
-            entry = _output_entry(symbol.get_internals().list_outputs(), layer)
+            entry = _output_entry(outputs, layer)
             if not entry:
-                known = getattr(model, "layer_names", None) or [c[0][: -len("_output")] for c in convs]
-                raise UnknownNameError("layer", layer, known)
+                raise UnknownNameError("layer", layer, self.model.layer_names)
             if entry not in dict(convs):
                 raise ConfigError(f"Layer {layer!r} does not output a 4-D feature map with a spatial size; "
                                   f"pick a convolutional layer, e.g. {convs[-1][0][:-len('_output')]!r}.")
         self.layer = entry[: -len("_output")] if entry.endswith("_output") else entry
-        # finetune models do the graph surgery themselves (models._graph probe); other blocks here
-        self._native = callable(getattr(model, "layer_gradient", None))
-        self._symbol, self._entry = symbol, entry
-        self._features = self._head = None
-
-    def _build(self, symbol, entry):
-        import warnings
-
-        import mxnet as mx
-
-        feature_sym, head_sym = _split_graph(symbol, entry)
-        params = self.model.collect_params()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Cannot decide type")
-            features = mx.gluon.SymbolBlock(feature_sym, mx.sym.var("data"), params=params)
-            head = mx.gluon.SymbolBlock(head_sym, mx.sym.var(_CUT_INPUT), params=params)
-        return features, head
 
     def __repr__(self) -> str:
         return f"GradCAM({type(self.model).__name__}, layer={self.layer!r})"
 
     def _read(self, image, color):
-        from ..data import decode_image, read_image, to_color
-
         if isinstance(image, (str, os.PathLike)):
             return read_image(image, "RGB"), Path(image).name
         if isinstance(image, (bytes, bytearray)):
@@ -260,58 +214,34 @@ class GradCAM:
         -------
         GradCAMResult
         """
-        import mxnet as mx
-
         rgb, _ = self._read(image, color)
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
-        if self._native:
-            index = None if target is None else self._target_index(target, None, None)
-            act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
-            logits = logits.reshape((1, -1))
-            if index is None:
-                index = int(logits.argmax(axis=1).asscalar())
-        else:
-            act, grad, logits, index = self._split_gradient(x, target)
+        index = None if target is None else self._target_index(target, None, None)
+        act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
+        logits = logits.reshape((1, -1))
+        if index is None:
+            index = int(logits.argmax(axis=1).asscalar())
         grads = grad.asnumpy()[0]
         acts = act.asnumpy()[0]
         weights = grads.mean(axis=(1, 2))
         cam = np.maximum((weights[:, None, None] * acts).sum(axis=0), 0).astype(np.float32)
         probs = mx.nd.softmax(logits).asnumpy()[0]
-        names = getattr(self.model, "class_names", None)
+        names = self.model.class_names
         name = names[index] if names is not None and index < len(names) else str(index)
         return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
                              float(probs[index]), self.layer, cam)
-
-    def _split_gradient(self, x, target):
-        """Activation, gradient and logits through the private graph split (any HybridBlock)."""
-        import mxnet as mx
-
-        if self._features is None:
-            self._features, self._head = self._build(self._symbol, self._entry)
-        feats = self._features(x)
-        feats = feats[0] if isinstance(feats, (list, tuple)) else feats
-        feats = feats.detach()
-        feats.attach_grad()
-        with mx.autograd.record(train_mode=False):
-            logits = self._head(feats)
-            logits = logits[0] if isinstance(logits, (list, tuple)) else logits
-            logits = logits.reshape((1, -1))
-            index = self._target_index(target, logits.shape[1], logits)
-            score = logits[0, index]
-        score.backward()
-        return feats, feats.grad, logits, index
 
     def _target_index(self, target, k, logits) -> int:
         if target is None:
             return int(logits.argmax(axis=1).asscalar())
         if isinstance(target, str):
-            names = list(getattr(self.model, "class_names", None) or [])
+            names = list(self.model.class_names or [])
             if target not in names:
                 raise UnknownNameError("class", target, names)
             return names.index(target)
         if k is None:
-            k = len(getattr(self.model, "class_names", None) or []) or int(target) + 1
+            k = len(self.model.class_names or []) or int(target) + 1
         if not 0 <= int(target) < k:
             raise ConfigError(f"The 'target' class of GradCAM must be in [0, {k - 1}]. Got {target!r} instead.")
         return int(target)

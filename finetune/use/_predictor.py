@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .._context import resolve_ctx
-from ..errors import FinetuneError, MissingFileError, ModelError, check_range
+from ..errors import FinetuneError, MissingFileError, check_range
+from ..models import create_model
+from ..models._create import _for_use
 from ._inputs import _as_items, _load_pixels
 from ._names import load_name_map
 from ._results import Prediction, Predictions
@@ -48,9 +50,11 @@ class Predictor:
 
     Parameters
     ----------
-    model : mxnet.gluon.HybridBlock
-        A :class:`~finetune.Backbone`, a fine-tuned :class:`~finetune.Model`
-        or any ``HybridBlock`` with ``.preprocess`` (a
+    model : model, HybridBlock, str, path or (prototxt, caffemodel)
+        Anything :func:`~finetune.create_model` accepts (a zoo name gets its
+        ImageNet weights): a :class:`~finetune.Backbone`, a fine-tuned
+        :class:`~finetune.Model`, a model directory, a deployment folder, a
+        Caffe pair, or any ``HybridBlock`` with ``.preprocess`` (a
         :class:`~finetune.Preprocess`) and ``.class_names`` (list or ``None``)
         that maps a normalised ``(N, C, H, W)`` batch to logits ``(N, K)``.
     ctx : None, mx.Context, str or list
@@ -86,16 +90,10 @@ class Predictor:
 
     def __init__(self, model, *, ctx=None, batch_size: int = 32, names=None,
                  workers: int | None = None, hybridize: bool = True):
-        preprocess = getattr(model, "preprocess", None)
-        if preprocess is None or not hasattr(preprocess, "transform"):
-            raise ModelError(
-                f"Predictor needs a model carrying its preprocessing (.preprocess, a finetune.Preprocess); "
-                f"{type(model).__name__} has none. Set model.preprocess = Preprocess(...) first."
-            )
         check_range("Predictor", "batch_size", batch_size, 1)
         if workers is not None:
             check_range("Predictor", "workers", workers, 1)
-        self.model = model
+        self.model = _for_use(model, ctx=ctx)
         self.batch_size = int(batch_size)
         self.workers = int(workers) if workers is not None else min(8, _cores())
         self.ctx = resolve_ctx(ctx)
@@ -103,7 +101,7 @@ class Predictor:
         self.hybridize = hybridize
         self._place_model()
         if hybridize:
-            model.hybridize(static_alloc=True)
+            self.model.hybridize(static_alloc=True)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -123,18 +121,10 @@ class Predictor:
         -------
         Predictor
         """
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
+        if not Path(model_dir).is_dir():
             raise MissingFileError(f"Model directory {str(model_dir)!r} does not exist.")
-        from ._deploy import _is_deployment, load_deployment
-
-        if _is_deployment(model_dir):
-            model = load_deployment(model_dir, ctx=ctx)
-        else:
-            from ..models import load_model
-
-            model = load_model(model_dir, ctx=ctx)
-        return cls(model, ctx=ctx, batch_size=batch_size, names=names, workers=workers)
+        return cls(create_model(model_dir, ctx=ctx), ctx=ctx, batch_size=batch_size, names=names,
+                   workers=workers)
 
     def _place_model(self):
         params = self.model.collect_params()
