@@ -15,7 +15,8 @@ from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError
 from ..models._create import _for_use
 from ._inputs import ImageSource, resize_keep_aspect
 from ._mop import MOP
-from ._pooling import Pooling, get_pooling
+from ._pooling import Pooling
+from ._registry import get_pooling
 from ._postprocess import PCAWhitening, l2_normalize
 
 __all__ = ["FeatureExtractor"]
