@@ -129,7 +129,7 @@ class GeM(Pooling, gluon.HybridBlock):
     def __init__(self, p: float = 3.0, *, learnable: bool = False, eps: float = 1e-6):
         check_range("GeM", "p", p, 0, None, low_open=True)
         super().__init__(prefix="gem_")
-        self._p0, self.learnable, self.eps = float(p), bool(learnable), float(eps)
+        self.learnable, self.eps = bool(learnable), float(eps)
         with self.name_scope():
             self.p = self.params.get("p", shape=(1,), init=mx.init.Constant(float(p)),
                                      grad_req="write" if learnable else "null")

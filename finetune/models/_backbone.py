@@ -85,7 +85,7 @@ class Backbone(_Network):
         self._symbol = symbol
         all_layers = _graph.list_layers(symbol)
         self._layer_names = list(layer_names) if layer_names is not None else None
-        for label, layer in (("classifier", classifier), ("feature_layer", feature_layer)):
+        for layer in (classifier, feature_layer):
             if layer is not None and layer not in all_layers:
                 raise UnknownNameError("layer", layer, self.layer_names)
         if head_pool not in ("flatten", "avg", "max"):
