@@ -8,7 +8,8 @@ use it to classify images or to extract features for retrieval::
     images = ft.ImageList.from_folder("photos/")
     train, val = images.split(ratios=(0.8, 0.2), seed=0)
 
-The public API is the sorted ``__all__`` below. Names are imported lazily, so
+The public API is the sorted ``__all__`` below (a literal list, so that tools
+can read it; a test keeps it equal to the lazy import table ``_API``). Names are imported lazily, so
 ``import finetune`` does not import MXNet; this lets the command line set
 MXNet's thread count before MXNet starts.
 """
@@ -80,7 +81,66 @@ _API = {
     "resolve_ctx": "finetune._context",
 }
 
-__all__ = sorted(["__version__", *_API])
+__all__ = [
+    "Augment",
+    "Backbone",
+    "BlockModel",
+    "Callback",
+    "CheckReport",
+    "Checkpoint",
+    "CosineSchedule",
+    "Deployment",
+    "EarlyStopping",
+    "EvaluationReport",
+    "FeatureExtractor",
+    "GradCAM",
+    "GradCAMResult",
+    "HeadReplacer",
+    "HistoryLogger",
+    "ImageList",
+    "InceptionResNetV2",
+    "LayerLRPolicy",
+    "MeanImage",
+    "Model",
+    "ModelProtocol",
+    "OxfordGroundTruth",
+    "PCAWhitening",
+    "PackReport",
+    "PlateauSchedule",
+    "Prediction",
+    "Predictions",
+    "Predictor",
+    "Preprocess",
+    "RecordDataset",
+    "RetrievalIndex",
+    "RevisitedGroundTruth",
+    "Rule",
+    "StepSchedule",
+    "StopTraining",
+    "Trainer",
+    "__version__",
+    "average_precision",
+    "balance",
+    "check",
+    "class_retrieval_map",
+    "create_model",
+    "decode_image",
+    "errors",
+    "evaluate",
+    "export_for_deployment",
+    "get_pooling",
+    "launch",
+    "list_backbones",
+    "load_deployment",
+    "load_model",
+    "pack",
+    "plot_confusion_matrix",
+    "plot_gradcam",
+    "plot_history",
+    "plot_predictions",
+    "read_image",
+    "resolve_ctx",
+]
 
 
 def __getattr__(name: str):

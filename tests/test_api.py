@@ -56,3 +56,22 @@ def test_old_module_paths_still_work_and_warn():
             assert getattr(module, name) is getattr(use, name)
     with pytest.raises(AttributeError):
         importlib.import_module("finetune.plots").no_such_name
+
+
+def test_all_is_a_literal_list_equal_to_the_lazy_table():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(finetune.__file__).read_text(encoding="utf-8"))
+    literal = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                   and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"])
+    names = ast.literal_eval(literal)  # readable without importing: a plain list of strings
+    assert names == sorted(names) == finetune.__all__
+    assert set(names) == {"__version__", *finetune._API}
+
+
+def test_model_protocol_names_are_public():
+    import finetune.testing
+
+    assert callable(finetune.create_model) and isinstance(finetune.ModelProtocol, type)
+    assert finetune.testing.__all__ == ["check_model"]
