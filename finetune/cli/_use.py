@@ -15,7 +15,7 @@ log = logging.getLogger("finetune")
 
 
 def register(sub) -> None:
-    """Add the subcommands of the use area to ``sub``."""
+    """Add ``predict``, ``evaluate``, ``gradcam`` and ``export`` to ``sub``."""
     p = sub.add_parser("predict", help="top-k classes of images (files or folders)",
                        description="Classify images with MODEL's own preprocessing and print the top-k "
                        "classes with their softmax probabilities.")

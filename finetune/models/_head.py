@@ -32,7 +32,7 @@ class HeadReplacer:
 
     ``HeadReplacer(101, hidden=(256,), dropout=0.4)`` gives
     ``Dense(256) - ReLU - Dropout(0.4) - Dense(101)`` on top of the
-    backbone's feature layer (pipeline 2's ``Linear(4096,256)-ReLU-Dropout-
+    backbone's feature layer (the Caltech-101 example's ``Linear(4096,256)-ReLU-Dropout-
     Linear(256,101)`` on VGG16's ``fc7``).
 
     Parameters

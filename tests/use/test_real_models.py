@@ -1,4 +1,4 @@
-"""The done-when checks of the use area, on real networks and real photos."""
+"""Prediction, evaluation, Grad-CAM and export on real networks and real photos."""
 
 import cv2
 import mxnet as mx
