@@ -5,7 +5,7 @@ checkpoint or one of our own Gluon architectures — a backbone is converted
 once into a symbol graph with stable layer names and a parameter dict, and
 wrapped in a ``SymbolBlock``. Features from any layer, cutting, BatchNorm
 freezing, export and Grad-CAM then all work the same way
-(:mod:`finetune.models._graph`).
+(:mod:`finetune.models.graph`).
 """
 
 from __future__ import annotations

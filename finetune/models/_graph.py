@@ -54,6 +54,7 @@ __all__ = [
     "probe_block",
     "rename_inputs",
     "set_batchnorm_global_stats",
+    "split_at",
     "strip_prefix",
     "strip_softmax",
 ]

@@ -124,7 +124,7 @@ class _Network(HybridBlock):
     def probe(self, layer: str):
         """A block ``f(x, delta) -> (logits, activation)`` for gradients w.r.t. ``layer``.
 
-        See :func:`finetune.models._graph.probe_block`; :meth:`layer_gradient` uses it.
+        See :func:`finetune.models.graph.probe_block`; :meth:`layer_gradient` uses it.
         """
         key = ("probe", layer)
         if key not in self._caches:

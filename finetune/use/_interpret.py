@@ -7,7 +7,7 @@ positive part: ``relu(sum_k mean_ij(dy_c / dA_k,ij) * A_k)``.
 
 Gradients with respect to an *intermediate* layer need the graph cut there;
 every network offers them (``layer_gradient`` of the model protocol, the graph
-surgery of :mod:`finetune.models`). :class:`GradCAM` takes its model through
+surgery of :mod:`finetune.models.graph`). :class:`GradCAM` takes its model through
 :func:`~finetune.create_model`, so a plain ``HybridBlock``, a Caffe import or a
 deployment folder are explained the same way as a :class:`~finetune.Backbone`
 or a :class:`~finetune.Model`, hybridized or not.
