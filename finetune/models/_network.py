@@ -20,6 +20,7 @@ from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError
 from . import _graph
+from ._graph_probe import probe_block
 from ._modeldir import FORMAT, FORMAT_VERSION, _atomic_text, _write_model_dir
 
 def _check_preprocess(preprocess):
@@ -128,7 +129,7 @@ class _Network(HybridBlock):
         """
         key = ("probe", layer)
         if key not in self._caches:
-            self._caches[key] = _graph.probe_block(self.to_symbol(), layer, self.collect_params())
+            self._caches[key] = probe_block(self.to_symbol(), layer, self.collect_params())
         return self._caches[key]
 
     def layer_gradient(self, x, layer: str, class_index=None):

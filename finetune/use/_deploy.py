@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError, check_range
-from ..models import _graph
+from ..models import graph as _graph
 from ..models._deployment import _FORMAT, _MANIFEST, Deployment, _imports, read_deployment
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
