@@ -1,6 +1,6 @@
 """Class-level retrieval on Fashion-MNIST: which layer and pooling, and what fine-tuning gains.
 
-The analogue of pipeline 5's experiment (fc6 45.9 % -> 60.2 % mAP on Oxford
+The analogue of the classic retrieval experiment (fc6 45.9 % -> 60.2 % mAP on Oxford
 after fine-tuning) on the real data set we have here:
 
 * queries: 1,000 official test images (100 per class);

@@ -1,4 +1,4 @@
-"""Pipeline 1 (seed 000): fine-tune a Caffe VGG16 on a class-per-folder competition set.
+"""Fine-tune a Caffe VGG16 on a class-per-folder competition set.
 
 The seed lists a 12-class image tree into im2rec ``.lst`` files (80/20, GIFs
 skipped), packs ``.rec`` files (shorter side 224, JPEG quality 100), converts

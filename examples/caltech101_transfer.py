@@ -1,4 +1,4 @@
-"""Pipeline 2 (seed 001): fine-tune VGG16 on Caltech-101, report, predict and explain.
+"""Fine-tune VGG16 on Caltech-101, report, predict and explain.
 
 The seed (PyTorch) splits every class 50 % train / 25 % validation / 25 % test,
 estimates the RGB mean/std of the training images, augments (random crop of

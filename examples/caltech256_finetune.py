@@ -1,4 +1,4 @@
-"""Pipeline 4 (seed 003): MXNet's fine-tuning tutorial on Caltech-256.
+"""MXNet's fine-tuning tutorial on Caltech-256.
 
 The tutorial keeps 60 training images per class (the rest is validation),
 packs both at 256 px, loads a pretrained symbolic ResNet-50 checkpoint

@@ -1,4 +1,4 @@
-"""Pipeline 3 (seed 002): Inception-ResNet-v2 in MXNet on the Oxford flower sets.
+"""Inception-ResNet-v2 in MXNet on the Oxford flower sets.
 
 The seed builds Inception-ResNet-v2 by hand (a conv+BN+ReLU factory,
 ``block35/block17/block8`` with residual scaling) with **global pooling** so no

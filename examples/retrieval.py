@@ -1,4 +1,4 @@
-"""Pipeline 5 (seed 004): image retrieval — which layer, which pooling, what fine-tuning gains.
+"""Image retrieval — which layer, which pooling, what fine-tuning gains.
 
 The seed extracts VGG16 features from several layers (fc6/fc7 before and after
 ReLU, pool5, conv layers), pools convolutional maps (SUM, AVG, MAX, MOP, CroW,

@@ -25,7 +25,9 @@ Hierarchy::
     │   ├── ShapeError                       an array or layer shape does not fit
     │   ├── CaffeFormatError                 a prototxt / caffemodel is malformed
     │   ├── UnsupportedLayerError            a Caffe layer type we cannot convert
-    │   └── UnsafeFileError                  a weights file tries to run code
+    │   ├── UnsafeFileError                  a weights file tries to run code
+    │   ├── UnsafePathError                  a saved model names a file outside its folder
+    │   └── ModelProtocolError               an object does not meet the model protocol
     ├── DeviceError (RuntimeError)           a device that is not available
     ├── WriteError (OSError)                 an output cannot be written (disk full, ...)
     └── TrainingError (RuntimeError)         training cannot go on
@@ -49,12 +51,14 @@ __all__ = [
     "ListFormatError",
     "MissingFileError",
     "ModelError",
+    "ModelProtocolError",
     "NonFiniteLossError",
     "RecordFormatError",
     "ShapeError",
     "TrainingError",
     "UnknownNameError",
     "UnsafeFileError",
+    "UnsafePathError",
     "UnsupportedLayerError",
     "WriteError",
 ]
@@ -148,6 +152,21 @@ class UnsupportedLayerError(ModelError):
 
 class UnsafeFileError(ModelError):
     """A weights file tries to construct objects other than tensors."""
+
+
+class UnsafePathError(ModelError):
+    """A model directory or deployment manifest names a file outside its folder."""
+
+
+class ModelProtocolError(ModelError, TypeError):
+    """An object does not meet the model protocol; :attr:`failures` lists what failed.
+
+    Raised by :func:`finetune.testing.check_model`.
+    """
+
+    def __init__(self, message: str, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class DeviceError(FinetuneError, RuntimeError):

@@ -29,3 +29,11 @@ def image_folder(tmp_path):
             ext = ".jpg" if i % 2 == 0 else ".png"
             cv2.imwrite(str(root / name / f"{name}_{i}{ext}"), img)
     return root
+
+
+@pytest.fixture(params=["block", "caffe", "deployment"])
+def any_model_source(request, tmp_path):
+    """A plain HybridBlock, a Caffe (prototxt, caffemodel) pair or a deployment folder (see tests/model_sources.py)."""
+    from tests.model_sources import source
+
+    return source(request.param, tmp_path)

@@ -1,4 +1,4 @@
-"""Where the real ingredients of ../shared/INGREDIENTS.md are on this machine.
+"""Where the real test data and models are installed (photos, Caffe model, Fashion-MNIST).
 
 ``scripts/setup.sh`` installs all of them; a missing one is an error (not a
 skip), so CI can never pass by silently testing less.

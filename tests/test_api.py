@@ -38,5 +38,51 @@ def test_public_names_are_not_modules_except_errors():
 
     modules = [n for n in finetune.__all__ if isinstance(getattr(finetune, n), types.ModuleType)]
     assert modules == ["errors"]
-    importlib.import_module("finetune.evaluation")  # importing the module must not shadow the function
+    importlib.import_module("finetune.use._evaluation")  # importing the module must not shadow the function
     assert callable(finetune.evaluate) and not isinstance(finetune.evaluate, types.ModuleType)
+
+
+def test_old_module_paths_still_work_and_warn():
+    import importlib
+
+    import pytest
+
+    from finetune import use
+
+    for old, name in [("predict", "load_name_map"), ("predict", "Predictor"), ("evaluation", "evaluate"),
+                      ("deploy", "verify_deployment"), ("interpret", "GradCAM"), ("plots", "load_history")]:
+        module = importlib.import_module(f"finetune.{old}")
+        with pytest.warns(DeprecationWarning, match=f"finetune.use.{name}"):
+            assert getattr(module, name) is getattr(use, name)
+    with pytest.raises(AttributeError):
+        importlib.import_module("finetune.plots").no_such_name
+
+
+def test_all_is_a_literal_list_equal_to_the_lazy_table():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(finetune.__file__).read_text(encoding="utf-8"))
+    literal = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                   and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"])
+    names = ast.literal_eval(literal)  # readable without importing: a plain list of strings
+    assert names == sorted(names) == finetune.__all__
+    assert set(names) == {"__version__", *finetune._API}
+
+
+def test_model_protocol_names_are_public():
+    import finetune.testing
+
+    assert callable(finetune.create_model) and isinstance(finetune.ModelProtocol, type)
+    assert finetune.testing.__all__ == ["check_model"]
+
+
+def test_the_api_reference_documents_public_paths_only():
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    private = re.compile(r"^\.\. auto\w+:: (finetune(?:\.\w+)*\._\w+)", re.M)
+    # finetune.train's helpers still await public names
+    found = {m.group(1) for rst in docs.rglob("*.rst") for m in private.finditer(rst.read_text(encoding="utf-8"))}
+    assert {f for f in found if not f.startswith("finetune.train._")} == set()

@@ -1,6 +1,6 @@
 """The ``finetune`` command line.
 
-Each area of the library registers its subcommands from its own module
+Each stage of the library registers its subcommands from its own module
 (``_data``, ``_models``, ``_train``, ``_use``, ``_features``): a module there
 defines ``register(subparsers)`` that adds parsers whose ``handler`` default
 is a function ``handler(args) -> int``.

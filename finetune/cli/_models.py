@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 log = logging.getLogger("finetune")
 
@@ -50,14 +49,10 @@ def backbones(args) -> int:
 
 
 def _load(spec: str):
-    from ..errors import MissingFileError
-    from ..models import Backbone, list_backbones, load_model
+    """What :func:`finetune.create_model` makes of ``spec``; zoo names with random weights (nothing downloaded)."""
+    from ..models import create_model
 
-    if os.path.isdir(spec):
-        return load_model(spec)
-    if spec in list_backbones() or not (os.sep in spec or os.path.exists(spec)):
-        return Backbone.from_zoo(spec, weights=None)
-    raise MissingFileError(f"{spec!r} is not a model directory (nor a zoo name).")
+    return create_model(spec)
 
 
 def inspect(args) -> int:

@@ -64,7 +64,7 @@ def _recipe(args):
 
 
 def _write_report(folder, report, history_path, probe) -> None:
-    from .. import plots
+    from .. import use as plots
 
     os.makedirs(folder, exist_ok=True)
     report.save(os.path.join(folder, "test_report.json"))

@@ -132,18 +132,18 @@ def _launch(args) -> int:
 
 
 def _backbone(args):
-    from .. import models
+    """The network BACKBONE names, through the one constructor :func:`finetune.create_model`."""
     from ..errors import MissingFileError
+    from ..models import create_model
 
     src = args.backbone
     if src.endswith(".prototxt"):
         if not args.caffemodel:
             raise MissingFileError("A Caffe prototxt needs its weights: pass --caffemodel FILE.caffemodel.")
-        return models.Backbone.from_caffe(src, args.caffemodel)
+        return create_model(src, weights=args.caffemodel)
     if os.path.isdir(src):
-        return models.load_model(src)
-    weights = None if args.weights.lower() == "none" else args.weights
-    return models.Backbone.from_zoo(src, weights=weights)
+        return create_model(src)
+    return create_model(src, weights=None if args.weights.lower() == "none" else args.weights)
 
 
 def _schedule(args):

@@ -8,7 +8,6 @@ deployment folder (``finetune export``), or a zoo name such as
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ log = logging.getLogger("finetune")
 
 
 def register(sub) -> None:
-    """Add the subcommands of the use area to ``sub``."""
+    """Add ``predict``, ``evaluate``, ``gradcam`` and ``export`` to ``sub``."""
     p = sub.add_parser("predict", help="top-k classes of images (files or folders)",
                        description="Classify images with MODEL's own preprocessing and print the top-k "
                        "classes with their softmax probabilities.")
@@ -59,38 +58,27 @@ def register(sub) -> None:
 
 
 def _model_args(p, batch: bool = True) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory, deployment folder or zoo name")
+    p.add_argument("model", metavar="MODEL", help="model directory, deployment folder, MXNet checkpoint prefix "
+                   "or zoo name")
     p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1' (default: current)")
     if batch:
         p.add_argument("--batch-size", type=int, default=32)
 
 
 def load_any_model(spec: str, ctx=None):
-    """A model from a model directory, a deployment folder or a zoo name."""
-    from ..errors import MissingFileError, UnknownNameError
+    """A model from a model directory, a deployment folder, a Caffe prototxt or checkpoint prefix, or a zoo name.
 
-    path = Path(spec)
-    if path.is_dir():
-        from ..deploy import _is_deployment, load_deployment
+    What :func:`finetune.create_model` makes of ``spec``; a zoo name gets its
+    ImageNet weights (and class names).
+    """
+    from ..models._create import _for_use
 
-        if _is_deployment(path):
-            return load_deployment(path, ctx=ctx)
-        from ..models import load_model
-
-        return load_model(path, ctx=ctx)
-    from ..models import Backbone, list_backbones
-
-    names = list_backbones()
-    if spec in names:
-        return Backbone.from_zoo(spec, ctx=ctx)
-    if os.sep in spec or path.exists():
-        raise MissingFileError(f"{spec!r} is not a model directory (nor a zoo name).")
-    raise UnknownNameError("model", spec, names)
+    return _for_use(spec, ctx=ctx)
 
 
 def _predictor(args, **kw):
     from .._context import parse_ctx
-    from ..predict import Predictor
+    from ..use import Predictor
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)
@@ -125,7 +113,7 @@ def _dataset(source: str):
 
 
 def _evaluate(args) -> int:
-    from ..evaluation import evaluate
+    from ..use import evaluate
 
     predictor = _predictor(args)
     dataset = _dataset(args.records)
@@ -142,8 +130,8 @@ def _evaluate(args) -> int:
 def _report_plots(report, dataset, folder: Path) -> None:
     import numpy as np
 
-    from ..plots import plot_confusion_matrix, plot_predictions
-    from ..predict import Prediction
+    from ..use import plot_confusion_matrix, plot_predictions
+    from ..use import Prediction
 
     folder.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(report, path=folder / "confusion_matrix.png")
@@ -170,7 +158,7 @@ def _report_plots(report, dataset, folder: Path) -> None:
 
 def _gradcam(args) -> int:
     from .._context import parse_ctx
-    from ..interpret import GradCAM
+    from ..use import GradCAM
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)
@@ -186,7 +174,7 @@ def _gradcam(args) -> int:
 
 def _export(args) -> int:
     from .._context import parse_ctx
-    from ..deploy import export_for_deployment
+    from ..use import export_for_deployment
 
     ctx = parse_ctx(args.ctx) if args.ctx else None
     model = load_any_model(args.model, ctx)

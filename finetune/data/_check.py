@@ -30,10 +30,6 @@ __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
 log = logging.getLogger("finetune.data")
 
-#: The reasons a file is reported bad.
-REASONS = ("unreadable", "zero bytes", "not an image", "unsupported format", "truncated",
-           "corrupt", "too small", "too large")
-
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
           (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 

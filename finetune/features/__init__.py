@@ -15,9 +15,9 @@ from ._extractor import FeatureExtractor
 from ._index import RetrievalIndex
 from ._mop import MOP
 from ._oxford import OxfordGroundTruth, RevisitedGroundTruth, crop_query
-from ._pooling import (RMAC, AvgPooling, CroW, GeM, MaxPooling, Pooling, SumPooling, get_pooling,
-                       pooling_names, rmac_regions)
+from ._pooling import RMAC, AvgPooling, CroW, GeM, MaxPooling, Pooling, SumPooling, rmac_regions
 from ._postprocess import PCAWhitening, l2_normalize
+from ._registry import get_pooling, pooling_names
 
 __all__ = sorted([
     "AvgPooling", "CroW", "FeatureExtractor", "GeM", "MOP", "MaxPooling", "OxfordGroundTruth",

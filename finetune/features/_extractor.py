@@ -12,9 +12,11 @@ import numpy as np
 from .._context import resolve_ctx
 from .._version import __version__
 from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError, check_choice
+from ..models._create import _for_use
 from ._inputs import ImageSource, resize_keep_aspect
 from ._mop import MOP
-from ._pooling import Pooling, get_pooling
+from ._pooling import Pooling
+from ._registry import get_pooling
 from ._postprocess import PCAWhitening, l2_normalize
 
 __all__ = ["FeatureExtractor"]
@@ -24,21 +26,18 @@ log = logging.getLogger(__name__)
 _CONFIG = "extractor.json"
 
 
-def _load_model(spec):
-    """A model from a model directory or a zoo name (the models area's loaders)."""
-    import finetune
+def _as_model(model):
+    """The network behind ``model``: a block with its own ``features`` and ``layer_names`` as it is, else
+    what :func:`~finetune.create_model` makes of it (zoo names with their ImageNet weights)."""
+    if isinstance(model, mx.gluon.Block) and callable(getattr(model, "features", None)) \
+            and getattr(model, "layer_names", None) is not None:
+        return model
+    return _load_model(model)
 
-    if os.path.isdir(os.fspath(spec)):
-        try:
-            loader = finetune.load_model
-        except AttributeError:
-            raise ConfigError("finetune.load_model is not available in this build.") from None
-        return loader(os.fspath(spec))
-    try:
-        backbone = finetune.Backbone
-    except AttributeError:
-        raise ConfigError("finetune.Backbone is not available in this build.") from None
-    return backbone.from_zoo(str(spec))
+
+def _load_model(spec):
+    """A model from a model directory, deployment folder, Caffe pair, zoo name, ... (see :func:`_for_use`)."""
+    return _for_use(spec)
 
 
 class FeatureExtractor:
@@ -46,10 +45,13 @@ class FeatureExtractor:
 
     Parameters
     ----------
-    model : HybridBlock or str
-        A network following the model protocol (``features(x, layers)``,
-        ``layer_names``, ``preprocess``) — a :class:`~finetune.Backbone` or a
-        fine-tuned :class:`~finetune.Model` — or a model directory / zoo name.
+    model : model, HybridBlock, str, path or (prototxt, caffemodel)
+        A network following the model protocol (a :class:`~finetune.Backbone`,
+        a fine-tuned :class:`~finetune.Model`, a block with its own
+        ``features(x, layers)`` and ``layer_names``), or anything
+        :func:`~finetune.create_model` accepts: a model directory, a
+        deployment folder, a Caffe pair, a plain ``HybridBlock`` (its layers
+        are those of its traced graph) or a zoo name (with its ImageNet weights).
     layers : str or list of str
         Layer names from ``model.layer_names`` (e.g. ``"fc6"`` pre-activation and
         ``"relu6"`` post-activation for a Caffe VGG16, or a conv stage).
@@ -97,13 +99,7 @@ class FeatureExtractor:
                  scales=(1.0,), resize: int | None = None, resize_side: str = "shorter",
                  keep_aspect: bool | None = None,
                  pca: int | None = None, whiten: bool = True, normalize: bool = True):
-        if isinstance(model, (str, os.PathLike)):
-            model = _load_model(model)
-        for attr in ("features", "layer_names", "preprocess"):
-            if not hasattr(model, attr):
-                raise ConfigError(f"FeatureExtractor needs a model with '{attr}' (the model protocol); "
-                                  f"got {type(model).__name__}.")
-        self.model = model
+        self.model = model = _as_model(model)
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
             raise ConfigError("The 'layers' parameter of FeatureExtractor must name at least one layer.")

@@ -12,7 +12,8 @@ power ``p`` is an ordinary learnable parameter. Definitions follow the papers:
 * R-MAC (Tolias et al. 2016): square regions at ``L`` scales on the grid of
   :func:`rmac_regions`, each max-pooled and L2-normalised, then summed.
 
-MOP (orderless VLAD pooling) needs a learned codebook; it lives in ``_mop.py``.
+MOP (orderless VLAD pooling) needs a learned codebook; it lives in ``_mop.py``, and
+:func:`get_pooling` (every pooling by name) in ``_registry.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..errors import ConfigError, ShapeError, UnknownNameError, check_range
+from ..errors import ConfigError, ShapeError, check_range
 
 __all__ = ["AvgPooling", "CroW", "GeM", "MaxPooling", "Pooling", "RMAC", "SumPooling",
            "get_pooling", "rmac_regions"]
@@ -128,7 +129,7 @@ class GeM(Pooling, gluon.HybridBlock):
     def __init__(self, p: float = 3.0, *, learnable: bool = False, eps: float = 1e-6):
         check_range("GeM", "p", p, 0, None, low_open=True)
         super().__init__(prefix="gem_")
-        self._p0, self.learnable, self.eps = float(p), bool(learnable), float(eps)
+        self.learnable, self.eps = bool(learnable), float(eps)
         with self.name_scope():
             self.p = self.params.get("p", shape=(1,), init=mx.init.Constant(float(p)),
                                      grad_req="write" if learnable else "null")
@@ -302,51 +303,3 @@ class RMAC(Pooling, gluon.Block):
         if not self.global_mac:
             return total
         return mx.nd.concat(self._l2(total), self._l2(mx.nd.max(x, axis=(2, 3))), dim=1)
-
-
-_REGISTRY = {
-    "sum": SumPooling, "spoc": SumPooling,
-    "avg": AvgPooling, "mean": AvgPooling,
-    "max": MaxPooling, "mac": MaxPooling,
-    "gem": GeM, "crow": CroW, "rmac": RMAC,
-}
-
-
-def pooling_names() -> list:
-    """Every name :func:`get_pooling` accepts."""
-    return sorted([*_REGISTRY, "mop"])
-
-
-def get_pooling(spec, **kwargs):
-    """A pooling object from a name (``"sum"``, ``"avg"``, ``"max"``, ``"gem"``, ``"crow"``,
-    ``"rmac"``, ``"mop"``; aliases ``"spoc"``, ``"mean"``, ``"mac"``) or an existing pooling.
-
-    Parameters
-    ----------
-    spec : str or Pooling
-        A name, or a pooling object returned as is.
-    **kwargs
-        Constructor arguments, e.g. ``p=3`` for GeM, ``levels=3`` for R-MAC.
-
-    Examples
-    --------
-    >>> get_pooling("gem", p=4.0)
-    GeM(p=4.0, learnable=False, eps=1e-06)
-    >>> get_pooling("rmac")
-    RMAC(levels=3, global_mac=False, overlap=0.4)
-    """
-    if isinstance(spec, Pooling):
-        if kwargs:
-            raise ConfigError("get_pooling: keyword arguments only go with a pooling name.")
-        return spec
-    name = str(spec).lower()
-    if name == "mop":
-        from ._mop import MOP
-
-        return MOP(**kwargs)
-    if name not in _REGISTRY:
-        raise UnknownNameError("pooling", spec, pooling_names())
-    try:
-        return _REGISTRY[name](**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"Bad arguments for pooling {name!r}: {exc}") from None

@@ -1,18 +1,32 @@
-"""Models: pretrained backbones, head replacement, model directories.
+"""Models: the model protocol, pretrained backbones, head replacement, model directories.
 
-:class:`Backbone` — a pretrained network (gluoncv zoo, Caffe, MXNet
-checkpoint, our own architectures) held as a symbol graph + parameters,
-carrying its :class:`~finetune.Preprocess`. :class:`HeadReplacer` cuts it at
-a named layer and adds a new head, giving a fine-tunable :class:`Model`.
-:func:`load_model` reads what ``save`` writes. Graph surgery used by all of
-them (and by feature extraction and Grad-CAM) is in
-:mod:`finetune.models._graph`.
+:class:`ModelProtocol` is what every network offers; :func:`create_model` makes
+one from any source (zoo name, model directory, deployment folder, Caffe pair,
+MXNet checkpoint, Gluon block). :class:`Backbone` — a pretrained network
+(gluoncv zoo, Caffe, MXNet checkpoint, our own architectures) held as a symbol
+graph + parameters, carrying its :class:`~finetune.Preprocess`.
+:class:`HeadReplacer` cuts it at a named layer and adds a new head, giving a
+fine-tunable :class:`Model`. :func:`load_model` reads what ``save`` writes.
+:class:`BlockModel` gives a plain Gluon block the members of the protocol.
 """
 
 from ._backbone import Backbone
+from ._block import BlockModel
+from ._create import create_model
 from ._head import HeadReplacer
 from ._inception_resnet_v2 import InceptionResNetV2
 from ._model import Model, load_model
+from ._protocol import ModelProtocol
 from ._zoo import list_backbones
 
-__all__ = sorted(["Backbone", "HeadReplacer", "InceptionResNetV2", "Model", "list_backbones", "load_model"])
+__all__ = [
+    "Backbone",
+    "BlockModel",
+    "HeadReplacer",
+    "InceptionResNetV2",
+    "Model",
+    "ModelProtocol",
+    "create_model",
+    "list_backbones",
+    "load_model",
+]

@@ -5,7 +5,7 @@ checkpoint or one of our own Gluon architectures — a backbone is converted
 once into a symbol graph with stable layer names and a parameter dict, and
 wrapped in a ``SymbolBlock``. Features from any layer, cutting, BatchNorm
 freezing, export and Grad-CAM then all work the same way
-(:mod:`finetune.models._graph`).
+(:mod:`finetune.models.graph`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
-from ._model import _load_params, _Network, load_model
+from ._modeldir import _load_params, read_config, read_preprocess, read_symbol, read_weights
+from ._network import _Network
 from ._zoo import get_entry
 
 __all__ = ["Backbone", "imagenet_class_names"]
@@ -84,7 +85,7 @@ class Backbone(_Network):
         self._symbol = symbol
         all_layers = _graph.list_layers(symbol)
         self._layer_names = list(layer_names) if layer_names is not None else None
-        for label, layer in (("classifier", classifier), ("feature_layer", feature_layer)):
+        for layer in (classifier, feature_layer):
             if layer is not None and layer not in all_layers:
                 raise UnknownNameError("layer", layer, self.layer_names)
         if head_pool not in ("flatten", "avg", "max"):
@@ -174,10 +175,22 @@ class Backbone(_Network):
     @classmethod
     def load(cls, path, *, ctx=None) -> "Backbone":
         """Load a directory written by :meth:`save` (see :func:`load_model`)."""
-        model = load_model(path, ctx=ctx)
-        if not isinstance(model, cls):
-            raise ModelError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}; use finetune.load_model.")
-        return model
+        config = read_config(path)
+        if config.get("class") != "Backbone":
+            raise ModelError(f"{path} holds a {config.get('class')}, not a {cls.__name__}; use finetune.load_model.")
+        return cls._read(path, config, resolve_ctx(ctx), with_class_names=True)[0]
+
+    @classmethod
+    def _read(cls, path, config: dict, ctxs, *, with_class_names: bool) -> tuple:
+        """``(backbone, arrays)``: the backbone (for a Model: the body) of a model directory and all its weights."""
+        arrays = read_weights(path, config)
+        symbol = read_symbol(path)
+        names = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+        body = cls._from_graph_config(symbol, {k: v for k, v in arrays.items() if k in names},
+                                      read_preprocess(path, config), config["graph"],
+                                      class_names=config.get("class_names") if with_class_names else None,
+                                      ctx=ctxs)
+        return body, arrays
 
     def __repr__(self) -> str:
         return (f"Backbone({self.arch!r}, classifier={self.classifier!r}, feature_layer={self.feature_layer!r}, "

@@ -13,23 +13,7 @@ parameter values (except :func:`strip_prefix`, which renames them). They are
 written against the symbol JSON because MXNet's Python API has no public way
 to edit operator attributes or to insert a node in the middle of a graph.
 
-Gradient with respect to an intermediate layer (Grad-CAM)
----------------------------------------------------------
-:func:`insert_probe` rewrites ``layer`` as ``layer + delta``, where ``delta``
-is a new input variable of the same shape as the layer's output. Feeding
-``delta = 0`` leaves every output unchanged, and the gradient of any output
-with respect to ``delta`` *is* the gradient with respect to that layer's
-output. :func:`probe_block` wraps this into a Gluon block sharing the
-network's parameters; the models expose it as ``model.layer_gradient``::
-
-    block = probe_block(symbol, "stage4_activation1", params)
-    act = block.activation(x)                  # (N, C, H, W), to size delta
-    delta = mx.nd.zeros_like(act); delta.attach_grad()
-    with mx.autograd.record(train_mode=False):
-        logits, act = block(x, delta)
-        score = mx.nd.pick(logits, mx.nd.array(class_index), axis=1).sum()
-    score.backward()
-    grad = delta.grad                          # d score / d activation
+Gradients at a layer and splitting a graph at a layer are in ``_graph_probe.py``.
 """
 
 from __future__ import annotations
@@ -47,11 +31,9 @@ __all__ = [
     "find_classifier",
     "gluon_to_graph",
     "infer_shape",
-    "insert_probe",
     "layer_output",
     "layer_ops",
     "list_layers",
-    "probe_block",
     "rename_inputs",
     "set_batchnorm_global_stats",
     "strip_prefix",
@@ -348,96 +330,6 @@ def infer_shape(symbol, input_shape, input_name: str = "data") -> tuple:
     if out_shapes is None or out_shapes[0] is None:
         raise ShapeError(f"Cannot infer the output shape for an input of shape {tuple(input_shape)}.")
     return tuple(out_shapes[0])
-
-
-def insert_probe(symbol, layer: str, probe: str | None = None):
-    """Rewrite ``layer``'s output ``y`` as ``y + probe`` where ``probe`` is a new input variable.
-
-    Parameters
-    ----------
-    symbol : mx.sym.Symbol
-    layer : str
-        A layer name (see :func:`list_layers`).
-    probe : str or None
-        Name of the new variable; default ``"<layer>_probe"``.
-
-    Returns
-    -------
-    (mx.sym.Symbol, str, str)
-        The new symbol, the probe variable name, and the name of the layer
-        ``y + probe`` (``"<layer>_probed"``), whose output equals ``y`` when
-        the probe is zero. Every consumer of ``y`` (and the output, if ``y``
-        was the output) now reads ``y + probe``, so the gradient with respect
-        to the probe is the gradient with respect to ``y``.
-    """
-    mapping = _check_layers(symbol, [layer])
-    out_name = mapping[layer]
-    probe = probe or f"{layer}_probe"
-    graph = _load(symbol)
-    nodes = graph["nodes"]
-    if probe in {n["name"] for n in nodes}:
-        raise ConfigError(f"A node named {probe!r} already exists; choose another probe name.")
-    base = out_name[: -len("_output")] if out_name.endswith("_output") else out_name.rsplit("_output", 1)[0]
-    out_idx = 0 if out_name.endswith("_output") else int(out_name.rsplit("_output", 1)[1])
-    k = next(i for i, n in enumerate(nodes) if n["name"] == base and n["op"] != "null")
-    added = f"{layer}_probed"
-
-    def shift(entry):
-        i = entry[0]
-        if i == k and entry[1] == out_idx:
-            return [k + 2, 0, 0]
-        return [i + 2 if i > k else i, *entry[1:]]
-
-    new_nodes = nodes[: k + 1] + [
-        {"op": "null", "name": probe, "inputs": []},
-        {"op": "elemwise_add", "name": added, "inputs": [[k, out_idx, 0], [k + 1, 0, 0]]},
-    ]
-    for node in nodes[k + 1:]:
-        node = dict(node)
-        node["inputs"] = [shift(e) for e in node["inputs"]]
-        new_nodes.append(node)
-    graph["nodes"] = new_nodes
-    graph["heads"] = [shift(h) for h in graph["heads"]]
-    return _dump(graph), probe, added
-
-
-class _ProbeBlock(mx.gluon.SymbolBlock):
-    """``block(x, delta) -> (output, activation)``; see :func:`probe_block`."""
-
-    def activation(self, x):
-        """The probed layer's activation for ``x`` (to size the ``delta`` input)."""
-        return self._activation_block(x)
-
-
-def probe_block(symbol, layer: str, params, input_name: str = "data"):
-    """A Gluon block computing ``(output, activation of layer)`` with a zero-able probe input.
-
-    Parameters
-    ----------
-    symbol : mx.sym.Symbol
-        The whole network (output = logits).
-    layer : str
-        The layer whose gradient is wanted.
-    params : mx.gluon.ParameterDict
-        The network's parameters (shared, not copied).
-    input_name : str
-        The data input variable.
-
-    Returns
-    -------
-    SymbolBlock
-        Called as ``block(x, delta)`` it returns ``(output, activation)``;
-        ``block.activation(x)`` gives the activation alone (to build a zero
-        ``delta`` of the right shape). See the module docstring for the
-        gradient recipe.
-    """
-    probed, probe, added = insert_probe(symbol, layer)
-    internals = probed.get_internals()
-    outputs = [probed, internals[added + "_output"]]
-    block = _ProbeBlock(outputs, [data_var(input_name), data_var(probe)], params=params)
-    block._activation_block = mx.gluon.SymbolBlock(layer_output(symbol, layer), data_var(input_name),
-                                                   params=params)
-    return block
 
 
 _RANDOM_INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)

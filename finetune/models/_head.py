@@ -11,6 +11,7 @@ from mxnet.gluon import nn
 from ..errors import ConfigError, UnknownNameError, check_choice, check_range
 from . import _graph
 from ._backbone import Backbone
+from ._headblock import build_head
 from ._model import Model
 
 __all__ = ["HeadReplacer", "build_head"]
@@ -26,57 +27,12 @@ _INITS = {
 _POOLS = (None, "flatten", "avg", "max")
 
 
-def build_head(spec: dict) -> nn.HybridSequential:
-    """The head described by ``spec`` (as stored in a model directory's ``config.json``).
-
-    Layout: optional global pooling, ``Flatten``, then for each hidden size
-    ``Dense(h) - activation - Dropout``, then ``Dropout`` (only without hidden
-    layers) and the final ``Dense(num_classes)``. Parameter names start with
-    ``head_`` (``head_fc0_weight``, ``head_classifier_weight``, ...). Not
-    initialised.
-
-    Parameters
-    ----------
-    spec : dict
-        Keys ``num_classes``, ``in_features``, ``hidden``, ``dropout``,
-        ``pool`` (``"flatten"``, ``"avg"`` or ``"max"``), ``activation``.
-
-    Examples
-    --------
-    >>> head = build_head({"num_classes": 3, "in_features": 8, "hidden": [4], "dropout": 0.5})
-    >>> sorted(head.collect_params().keys())[:2]
-    ['head_classifier_bias', 'head_classifier_weight']
-    """
-    head = nn.HybridSequential(prefix="head_")
-    units = int(spec["in_features"])
-    hidden = list(spec.get("hidden", ()))
-    dropout = float(spec.get("dropout", 0.0))
-    activation = spec.get("activation", "relu")
-    with head.name_scope():
-        pool = spec.get("pool", "flatten")
-        if pool == "avg":
-            head.add(nn.GlobalAvgPool2D(prefix="pool_"))
-        elif pool == "max":
-            head.add(nn.GlobalMaxPool2D(prefix="pool_"))
-        head.add(nn.Flatten(prefix="flatten_"))
-        for i, size in enumerate(hidden):
-            head.add(nn.Dense(int(size), in_units=units, prefix=f"fc{i}_"))
-            head.add(nn.Activation(activation, prefix=f"{activation}{i}_"))
-            if dropout > 0:
-                head.add(nn.Dropout(dropout, prefix=f"drop{i}_"))
-            units = int(size)
-        if not hidden and dropout > 0:
-            head.add(nn.Dropout(dropout, prefix="drop_"))
-        head.add(nn.Dense(int(spec["num_classes"]), in_units=units, prefix="classifier_"))
-    return head
-
-
 class HeadReplacer:
     """Replace a backbone's classifier by a new head.
 
     ``HeadReplacer(101, hidden=(256,), dropout=0.4)`` gives
     ``Dense(256) - ReLU - Dropout(0.4) - Dense(101)`` on top of the
-    backbone's feature layer (pipeline 2's ``Linear(4096,256)-ReLU-Dropout-
+    backbone's feature layer (the Caltech-101 example's ``Linear(4096,256)-ReLU-Dropout-
     Linear(256,101)`` on VGG16's ``fc7``).
 
     Parameters

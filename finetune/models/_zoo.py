@@ -118,12 +118,6 @@ def _module_available(module: str) -> Callable:
     return available
 
 
-def _own(module: str, attr: str) -> Callable:
-    def get():
-        return getattr(importlib.import_module(module), attr)
-    return get
-
-
 def _register_builtin() -> None:
     from gluoncv.model_zoo import get_model_list
 

@@ -149,7 +149,7 @@ class LayerLRPolicy:
     # ----------------------------------------------------------- presets
     @classmethod
     def pretrained(cls, backbone_lr_mult: float = 0.01, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
-        """Pipeline 1: the pretrained layers at ``backbone_lr_mult`` (0.01), the new head at 1×.
+        """The pretrained layers at ``backbone_lr_mult`` (0.01), the new head at 1×.
 
         The head rule takes precedence over the catch-all rule for the backbone.
         """
@@ -160,7 +160,7 @@ class LayerLRPolicy:
     @classmethod
     def boosted_head(cls, weight_mult: float = 10.0, bias_mult: float = 20.0, *, head: str = "head_*",
                      **kw) -> "LayerLRPolicy":
-        """Pipeline 5: the new head's weights at 10×, its biases at 20×, everything else at 1×."""
+        """The new head's weights at 10×, its biases at 20×, everything else at 1×."""
         h = _glob_to_re(head)
         return cls([
             Rule(f"re:^(?!{h})", label="not head"),
@@ -195,8 +195,6 @@ class LayerLRPolicy:
         n = len(stages)
         rules = [Rule(p, lr_mult=decay ** (n - i)) for i, p in enumerate(stages)]
         return cls(rules + [Rule(head)], head=head, **kw)
-
-    PRESETS = ("all", "pretrained", "boosted-head", "head-only")
 
     @classmethod
     def from_preset(cls, name: str, **kw) -> "LayerLRPolicy":

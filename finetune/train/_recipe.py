@@ -202,8 +202,6 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------ presets
-    PRESETS = ("default", "sgd-pretrained", "adam-plateau", "head-only")
-
     @classmethod
     def preset(cls, name: str, **changes) -> "Recipe":
         """A named recipe.

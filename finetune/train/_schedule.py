@@ -136,8 +136,8 @@ class CosineSchedule(Schedule):
 class PlateauSchedule(Schedule):
     """Reduce the learning rate when a metric stops improving; optionally stop after N reductions.
 
-    Pipeline 2 of the mission ("divide by 5 whenever validation accuracy
-    drops, stop after the third drop") is
+    The classic small-data recipe "divide by 5 whenever validation accuracy
+    drops, stop after the third drop" is
     ``PlateauSchedule(factor=0.2, patience=0, monitor="val_top1", stop_after=3)``.
 
     Parameters

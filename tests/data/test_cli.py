@@ -103,7 +103,7 @@ def test_user_errors_exit_with_status_1(tmp_path, capsys):
 
 
 def test_seed_document_commands_work_verbatim(image_folder, tmp_path, monkeypatch):
-    """Pipeline 1's commands were written for an older im2rec whose flags took values."""
+    """Older scripts were written for an im2rec whose flags took values."""
     monkeypatch.chdir(tmp_path)
     root = str(image_folder) + "/"
     assert main(["-q", "im2rec", "--list=true", "--train-ratio=0.8", "--exts=['.jpg','.jpeg','.png']",

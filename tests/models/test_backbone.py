@@ -49,7 +49,7 @@ def test_from_checkpoint_cuts_softmax_and_finds_flatten0(tmp_path):
     assert bb.preprocess.mean == (0.0, 0.0, 0.0) and bb.preprocess.std == (1.0, 1.0, 1.0)
     x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, (2, 3, 16, 16)).astype(np.float32))
     np.testing.assert_allclose(bb(x).asnumpy(), _logits(sym, arg, aux, x), rtol=1e-5, atol=1e-5)
-    model = ft.HeadReplacer(4).apply(bb)  # pipeline 4: cut at flatten0, new FC
+    model = ft.HeadReplacer(4).apply(bb)  # as MXNet's fine-tuning tutorial: cut at flatten0, new FC
     assert model.feature_layer == "flatten0" and model.num_features == 8
     with pytest.raises(MissingFileError):
         ft.Backbone.from_checkpoint(prefix, 4)

@@ -1,4 +1,5 @@
-"""The model protocol, checked on every registered backbone (random weights, small inputs).
+"""The model protocol, checked on every registered backbone (random weights, small inputs), also with
+the public conformance check :func:`finetune.testing.check_model`.
 
 Light backbones (one or two per family) run by default; the others are
 marked ``slow`` (run them with ``-m slow``).
@@ -13,6 +14,7 @@ import pytest
 
 import finetune as ft
 from finetune.models._zoo import get_entry
+from finetune.testing import check_model
 
 FAST = {"resnet18_v1", "resnet18_v1b", "resnet18_v2", "mobilenet0.25", "mobilenetv2_0.25",
         "mobilenetv3_small", "squeezenet1.1", "efficientnet_lite0"}
@@ -92,3 +94,13 @@ def _check_head_save_load_export(bb, x, tmp_path):
         net = mx.gluon.SymbolBlock.imports(paths["symbol"], ["data"], paths["params"])
     np.testing.assert_allclose(net(x).asnumpy(), out, rtol=1e-5, atol=1e-6)
     assert ft.Preprocess.load(paths["preprocess"]) == model.preprocess
+
+
+@pytest.mark.parametrize("name", _params(NAMES))
+def test_check_model_passes(name):
+    """The public conformance check on every registered backbone (random weights, a small input)."""
+    mx.random.seed(0)
+    bb = ft.create_model(name)
+    entry = get_entry(name)
+    side = max(64, entry.min_size) if entry.flexible_size else None
+    check_model(bb, input_size=None if side is None else (side, side))

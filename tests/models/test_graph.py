@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import ConfigError, ModelError, UnknownNameError
-from finetune.models import _graph
+from finetune.models import graph as _graph
 
 
 def _net():

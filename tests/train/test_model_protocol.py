@@ -1,4 +1,4 @@
-"""The policy and the Trainer on a models-area ``Model`` (symbol-graph body + ``head_`` block)."""
+"""The policy and the Trainer on a finetune ``Model`` (symbol-graph body + ``head_`` block)."""
 
 import mxnet as mx
 import numpy as np

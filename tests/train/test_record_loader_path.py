@@ -1,4 +1,4 @@
-"""RecordDatasets are read by the data area's fast loader, with the DataLoader path's exact items and seeds."""
+"""RecordDatasets are read by the shared-memory record loader, with the DataLoader path's exact items and seeds."""
 
 import numpy as np
 from mxnet import gluon

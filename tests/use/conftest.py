@@ -1,5 +1,5 @@
 """Tiny stand-in models that follow the model protocol (a HybridBlock with
-``.preprocess`` and ``.class_names``), so most tests of the use area run in
+``.preprocess`` and ``.class_names``), so most tests of prediction, evaluation and plots run in
 well under a second without the real backbones."""
 
 from __future__ import annotations

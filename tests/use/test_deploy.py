@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finetune import Predictor, export_for_deployment, load_deployment
-from finetune.deploy import verify_deployment
+from finetune.use import verify_deployment
 from finetune.errors import ModelError
 
 
@@ -53,7 +53,7 @@ class _FlipPadNet(mx.gluon.HybridBlock):
 
 def test_shape_tricks_are_folded_into_a_constant_pad_for_onnx(tmp_path):
     from finetune import Preprocess
-    from finetune.deploy import _fold_padding
+    from finetune.use._deploy import _fold_padding
 
     net = _FlipPadNet(prefix="fp_")
     net.initialize()

@@ -8,8 +8,8 @@ import pytest
 from finetune import (GradCAM, Prediction, Predictions, Predictor, plot_confusion_matrix, plot_gradcam,
                       plot_history, plot_predictions)
 from finetune.errors import DataError
-from finetune.evaluation import EvaluationReport
-from finetune.plots import load_history
+from finetune.use import EvaluationReport
+from finetune.use import load_history
 
 from .conftest import make_tiny
 
@@ -99,7 +99,7 @@ def test_prediction_grid_and_gradcam_grid(image_folder, plot_dir):
 def test_untranslatable_display_names_fall_back_with_a_warning(tmp_path):
     ps = Predictions([Prediction("x.jpg", (0,), ("cat",), (1.0,), ("猫",))])
     images = [np.zeros((10, 10, 3), np.uint8)]
-    from finetune.plots import _font_for
+    from finetune.use._plots import _font_for
 
     if _font_for(["猫"]) is None:
         with pytest.warns(UserWarning, match="CJK"):

@@ -7,7 +7,7 @@ import pytest
 
 from finetune import Prediction, Predictions, Predictor, Preprocess, read_image
 from finetune.errors import ConfigError, DataError, MissingFileError, ModelError
-from finetune.predict import load_name_map
+from finetune.use import load_name_map
 
 from .conftest import make_tiny
 

@@ -1,4 +1,4 @@
-"""The done-when checks of the use area, on real networks and real photos."""
+"""Prediction, evaluation, Grad-CAM and export on real networks and real photos."""
 
 import cv2
 import mxnet as mx
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import finetune as ft
-from finetune.deploy import _run_onnx
+from finetune.use._deploy import _run_onnx
 
 from ..ingredients import foolbox_imagenet, nsfw_caffe, real_photos
 

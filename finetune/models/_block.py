@@ -1,0 +1,103 @@
+"""Any Gluon ``HybridBlock`` as a protocol model: :class:`BlockModel`.
+
+A plain block that maps a normalised batch to logits lacks the members the
+rest of the library uses (``layer_names``, ``features``, ``layer_gradient``,
+``save``). Tracing it with a symbol gives its whole graph, so the graph
+surgery of :mod:`finetune.models` provides them. The wrapper shares the
+block's parameters: training the block later changes what the wrapper
+computes. Members the block already has (its own ``layer_names`` and
+``features``) are used as they are.
+"""
+
+from __future__ import annotations
+
+import mxnet as mx
+
+from ..data import Preprocess
+from ..errors import ModelError
+from ._backbone import Backbone
+from ._network import _Network
+
+__all__ = ["BlockModel"]
+
+
+class BlockModel(_Network):
+    """A ``HybridBlock`` returning logits, wrapped to meet :class:`~finetune.ModelProtocol`.
+
+    Made by :func:`~finetune.create_model` for blocks that lack members of
+    the protocol; rarely built directly.
+
+    Parameters
+    ----------
+    block : mx.gluon.HybridBlock
+        ``block(x)`` gives the logits ``(N, K)`` (or a tuple whose first item
+        is the logits) for a normalised ``(N, C, H, W)`` batch.
+    preprocess : Preprocess or None
+        Default: ``block.preprocess``.
+    class_names : list of str or None
+        Default: ``block.class_names`` when it has them.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> from finetune import Preprocess
+    >>> net = mx.gluon.nn.HybridSequential(prefix="net_")
+    >>> with net.name_scope():
+    ...     net.add(mx.gluon.nn.Conv2D(4, 3, in_channels=3), mx.gluon.nn.GlobalAvgPool2D(),
+    ...             mx.gluon.nn.Dense(2, in_units=4))
+    >>> net.initialize()
+    >>> model = BlockModel(net, preprocess=Preprocess(size=(8, 8), resize=8))
+    >>> model.layer_names[0], model.features(mx.nd.ones((1, 3, 8, 8)), "net_conv0_fwd")[0].shape
+    ('net_conv0_fwd', (1, 4, 6, 6))
+    """
+
+    def __init__(self, block: mx.gluon.HybridBlock, *, preprocess: Preprocess | None = None, class_names=None):
+        if not isinstance(block, mx.gluon.HybridBlock):
+            raise ModelError(f"BlockModel wraps a Gluon HybridBlock; got {type(block).__name__}.")
+        preprocess = preprocess if preprocess is not None else getattr(block, "preprocess", None)
+        if not isinstance(preprocess, Preprocess):
+            raise ModelError(
+                f"A model must carry its preprocessing (.preprocess, a finetune.Preprocess); "
+                f"{type(block).__name__} has none. Set block.preprocess = Preprocess(...) or pass "
+                "preprocess=Preprocess(...)."
+            )
+        if class_names is None:
+            class_names = getattr(block, "class_names", None)
+        super().__init__(preprocess, class_names)
+        self.block = block
+
+    def hybrid_forward(self, F, x):
+        out = self.block(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def to_symbol(self):
+        """The block traced with a symbol (input ``"data"``, output the logits)."""
+        if "symbol" not in self._caches:
+            with mx.name.NameManager():
+                self._caches["symbol"] = self(mx.sym.var("data"))
+        return self._caches["symbol"]
+
+    @property
+    def layer_names(self) -> list:
+        """The block's own ``layer_names`` if it has them, else the traced graph's layers."""
+        own = getattr(self.block, "layer_names", None)
+        return list(own) if own is not None else super().layer_names
+
+    def features(self, x, layers) -> list:
+        """Outputs of the named layers (through the block's own ``features`` when it has one)."""
+        own = getattr(self.block, "features", None)
+        if callable(own):
+            return list(own(x, [layers] if isinstance(layers, str) else list(layers)))
+        return super().features(x, layers)
+
+    def to_backbone(self) -> Backbone:
+        """A :class:`~finetune.Backbone` holding a copy of the traced graph and parameters."""
+        return Backbone.from_symbol(self.to_symbol(), self._param_arrays(), {}, self.preprocess,
+                                    class_names=self.class_names, name=type(self.block).__name__)
+
+    def save(self, path) -> str:
+        """Write a model directory (as a :class:`~finetune.Backbone`, which :func:`~finetune.load_model` reads)."""
+        return self.to_backbone().save(path)
+
+    def __repr__(self) -> str:
+        return f"BlockModel({type(self.block).__name__}, preprocess={self.preprocess!r})"

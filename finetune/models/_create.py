@@ -1,0 +1,193 @@
+"""One way in: :func:`create_model` turns every supported source into a protocol model."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import mxnet as mx
+
+from ..data import Preprocess
+from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
+from ._backbone import Backbone
+from ._block import BlockModel
+from ._deployment import _is_deployment, read_deployment
+from ._model import load_model
+from ._protocol import ModelProtocol
+from ._zoo import list_backbones
+
+__all__ = ["create_model"]
+
+_CAFFE_EXTS = (".prototxt", ".caffemodel")
+
+
+def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=None, **options):
+    """A network meeting :class:`~finetune.ModelProtocol`, from any supported source.
+
+    Parameters
+    ----------
+    spec : str, path-like, tuple or mx.gluon.HybridBlock
+        What to build or load:
+
+        - a zoo name (see :func:`~finetune.list_backbones`), e.g. ``"resnet50_v1b"``;
+        - a model directory (written by ``save``);
+        - a deployment folder (written by :func:`~finetune.export_for_deployment`);
+        - a Caffe pair ``(prototxt, caffemodel)``, or a ``.prototxt`` with
+          ``weights=caffemodel``;
+        - an MXNet checkpoint prefix (``prefix-symbol.json`` +
+          ``prefix-NNNN.params``);
+        - a Gluon ``HybridBlock`` returning logits: returned as it is when it
+          already meets the protocol, else wrapped in a
+          :class:`~finetune.models.BlockModel` sharing its parameters.
+    weights : None, "imagenet", str, path-like or int
+        For a zoo name: ``None`` (random initialisation, the default),
+        ``"imagenet"`` or a ``.params`` / ``.pth`` file (see
+        :meth:`Backbone.from_zoo`). For a ``.prototxt``: the ``.caffemodel``.
+        For a checkpoint prefix: the epoch (default: the newest).
+        Not used for model directories, deployments and blocks.
+    ctx : None, mx.Context, str or list
+        Where to put the parameters of loaded networks (``None``: the current
+        context).
+    preprocess : Preprocess or None
+        The preprocessing of a block or checkpoint that does not carry one.
+    class_names : list of str or None
+        Class names of a block or checkpoint that does not carry them.
+    **options
+        Passed on to :meth:`Backbone.from_zoo` (``num_classes``),
+        :meth:`Backbone.from_caffe` (``mean``, ``mean_file``,
+        ``input_shape``, ``to_rgb``) or :meth:`Backbone.from_checkpoint`
+        (``classifier``, ``feature_layer``).
+
+    Returns
+    -------
+    ModelProtocol
+        A :class:`~finetune.Backbone`, a :class:`~finetune.Model`, a
+        :class:`~finetune.models.BlockModel` or the given block.
+
+    Raises
+    ------
+    UnknownNameError
+        A string that is neither a path nor a zoo name (with "did you mean").
+    MissingFileError
+        A path that does not exist.
+    ModelError
+        A block without preprocessing, or files that cannot be read.
+    ConfigError
+        A ``spec`` of an unsupported type, or options that do not apply.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import finetune as ft
+    >>> bb = ft.create_model("mobilenet0.25")               # random weights
+    >>> folder = bb.save(os.path.join(tempfile.mkdtemp(), "bb"))
+    >>> again = ft.create_model(folder)                      # a model directory
+    >>> type(again).__name__, again.layer_names == bb.layer_names
+    ('Backbone', True)
+    """
+    if isinstance(spec, mx.gluon.Block):
+        return _from_block(spec, preprocess, class_names, weights, options)
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise ConfigError(f"A Caffe model is a pair (prototxt, caffemodel). Got {len(spec)} items instead.")
+        return _from_caffe(spec[0], spec[1], ctx, options)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(
+            f"create_model cannot build a model from a {type(spec).__name__}. Pass a zoo name, a model "
+            "directory, a deployment folder, a (prototxt, caffemodel) pair, an MXNet checkpoint prefix or "
+            "a Gluon HybridBlock following the model protocol."
+        )
+    path = os.fspath(spec)
+    if os.path.isdir(path):
+        _no_options("a model directory or deployment folder", weights, preprocess, class_names, options)
+        if _is_deployment(path):
+            return _from_deployment(path, ctx)
+        return load_model(path, ctx=ctx)
+    if path.lower().endswith(".prototxt"):
+        if weights is None:
+            raise ConfigError("A .prototxt needs its weights: pass weights='model.caffemodel' "
+                              "(or spec=(prototxt, caffemodel)).")
+        return _from_caffe(path, weights, ctx, options)
+    if os.path.isfile(f"{path}-symbol.json"):
+        return _from_checkpoint(path, weights, ctx, preprocess, class_names, options)
+    names = list_backbones()
+    if path in names:
+        if preprocess is not None or class_names is not None:
+            raise ConfigError("Zoo networks carry their own preprocessing and class names; "
+                              "do not pass preprocess= or class_names= with a zoo name.")
+        return Backbone.from_zoo(path, weights=weights, ctx=ctx, **options)
+    if os.sep in path or "/" in path or os.path.exists(path):
+        raise MissingFileError(f"{path!r} is not a model directory, a deployment folder, a Caffe prototxt "
+                               "or an MXNet checkpoint prefix (nor a zoo name).")
+    raise UnknownNameError("model", path, names)
+
+
+def _no_options(what, weights, preprocess, class_names, options) -> None:
+    given = [k for k, v in (("weights", weights), ("preprocess", preprocess), ("class_names", class_names))
+             if v is not None] + sorted(options)
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be given for {what}: it carries its own.")
+
+
+def _from_block(block, preprocess, class_names, weights, options):
+    if weights is not None or options:
+        raise ConfigError("weights= and other options do not apply to a Gluon block; load its parameters "
+                          "first (block.load_parameters).")
+    if isinstance(block, ModelProtocol) and preprocess is None and class_names is None:
+        return block
+    if not isinstance(block, mx.gluon.HybridBlock):
+        raise ModelError(f"A model must be a Gluon HybridBlock (it is traced into a graph); "
+                         f"got a {type(block).__name__}.")
+    return BlockModel(block, preprocess=preprocess, class_names=class_names)
+
+
+def _from_caffe(prototxt, caffemodel, ctx, options):
+    for p, kind in ((prototxt, ".prototxt"), (caffemodel, ".caffemodel")):
+        if not isinstance(p, (str, os.PathLike)):
+            raise ConfigError(f"A Caffe model is a pair of paths (prototxt, caffemodel); its {kind} is a "
+                              f"{type(p).__name__}.")
+    return Backbone.from_caffe(prototxt, caffemodel, ctx=ctx, **options)
+
+
+def _from_deployment(folder, ctx):
+    dep = read_deployment(folder)
+    for path in (dep.symbol, dep.params, dep.preprocess):
+        if not os.path.isfile(path):
+            raise MissingFileError(f"The deployment file {path!r} is missing.")
+    try:
+        symbol = mx.sym.load(dep.symbol)
+        saved = mx.nd.load(dep.params)
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"Cannot read the deployment {folder!r}: {str(exc).strip().splitlines()[0]}") from None
+    arrays = {k.split(":", 1)[-1]: v for k, v in saved.items()}
+    return Backbone.from_symbol(symbol, arrays, {}, Preprocess.load(dep.preprocess), class_names=dep.class_names,
+                                input_name=dep.input_name, name=os.path.basename(os.path.abspath(folder)),
+                                ctx=ctx)
+
+
+def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):
+    if epoch is None:
+        found = [re.fullmatch(r".*-(\d{4})\.params", p) for p in glob.glob(glob.escape(prefix) + "-*.params")]
+        epochs = sorted(int(m.group(1)) for m in found if m)
+        if not epochs:
+            raise MissingFileError(f"The checkpoint {prefix!r} has {prefix}-symbol.json but no "
+                                   f"{os.path.basename(prefix)}-NNNN.params.")
+        epoch = epochs[-1]
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise ConfigError(f"For an MXNet checkpoint, 'weights' is the epoch (an int). Got {epoch!r} instead.")
+    return Backbone.from_checkpoint(prefix, epoch, preprocess=preprocess, class_names=class_names, ctx=ctx,
+                                    **options)
+
+
+def _for_use(spec, *, ctx=None):
+    """What a consumer (Predictor, GradCAM, FeatureExtractor, the command line) makes of its model argument.
+
+    :func:`create_model`, with the ImageNet weights for a zoo name: a network
+    named to classify or describe images is wanted trained, not random.
+    """
+    if isinstance(spec, str) and spec in list_backbones() and not os.path.exists(spec):
+        return create_model(spec, weights="imagenet", ctx=ctx)
+    if isinstance(spec, mx.gluon.Block):
+        return create_model(spec)
+    return create_model(spec, ctx=ctx)

@@ -1,0 +1,150 @@
+"""Model directories: writing and reading what ``model.save(dir)`` writes.
+
+A **model directory** is what ``model.save(dir)`` writes and
+:func:`load_model` reads — the unit that training writes and prediction,
+evaluation and feature extraction read::
+
+    dir/
+      config.json      format version, library versions, class ("Backbone" or "Model"),
+                       preprocessing, class names, graph metadata, head spec
+      symbol.json      the backbone graph (for a Model: the cut backbone, i.e. the body)
+      weights.params   every parameter by its stable name (mx.nd.save)
+      mean_image.npy   only when the preprocessing has a mean image
+
+Writes are atomic: everything is written into a temporary sibling folder
+that then replaces ``dir`` in one rename, so a crash never leaves a
+half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+
+import mxnet as mx
+import numpy as np
+
+from .._version import __version__
+from ..data import Preprocess
+from ..errors import ConfigError, MissingFileError, ModelError
+from ._paths import inside
+
+FORMAT = "finetune-model"
+FORMAT_VERSION = 1
+
+
+def _atomic_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"Cannot save a model to {path!r}: it is a file.")
+        if os.listdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+            raise ConfigError(f"Cannot save a model to {path!r}: the folder is not empty and is not a model "
+                              "directory. Choose a new or empty folder.")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+    os.makedirs(tmp)
+    try:
+        config = dict(config, weights="weights.params")
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        mx.nd.save(os.path.join(tmp, "weights.params"), arrays)
+        if preprocess.mean_image is not None:
+            np.save(os.path.join(tmp, "mean_image.npy"), preprocess.mean_image)
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=1)
+        old = None
+        if os.path.exists(path):
+            old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path) -> dict:
+    """Read and check ``config.json`` of a model directory."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise MissingFileError(f"Model directory {path!r} does not exist.")
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_path):
+        raise MissingFileError(f"{path!r} is not a finetune model directory: it has no config.json "
+                               "(write one with model.save(dir)).")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"The config.json of {path!r} is corrupt: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelError(f"The config.json of {path!r} is not a finetune model config.")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(f"{path!r} was written by a newer finetune ({config.get('finetune_version')}); "
+                         f"this is {__version__}. Upgrade finetune.")
+    return config
+
+
+def read_weights(path, config: dict) -> dict:
+    """The parameter arrays of a model directory."""
+    wpath = inside(path, config.get("weights", "weights.params"), what="weights file")
+    if not os.path.exists(wpath):
+        raise MissingFileError(f"The weights file {wpath!r} of the model directory is missing.")
+    try:
+        arrays = mx.nd.load(wpath)
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"The weights file {wpath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
+    if not isinstance(arrays, dict):
+        raise ModelError(f"The weights file {wpath!r} holds no named parameters.")
+    return arrays
+
+
+def read_preprocess(path, config: dict) -> Preprocess:
+    mean_image = None
+    if config["preprocess"].get("has_mean_image"):
+        mpath = os.path.join(os.fspath(path), "mean_image.npy")
+        if not os.path.exists(mpath):
+            raise MissingFileError(f"The mean image {mpath!r} of the model directory is missing.")
+        mean_image = np.load(mpath)
+    return Preprocess.from_dict(config["preprocess"], mean_image)
+
+
+def read_symbol(path):
+    spath = os.path.join(os.fspath(path), "symbol.json")
+    if not os.path.exists(spath):
+        raise MissingFileError(f"The graph file {spath!r} of the model directory is missing.")
+    try:
+        return mx.sym.load(spath)
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"The graph file {spath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _load_params(params, arrays: dict, ctxs, where: str = "") -> None:
+    """Set every parameter of a ParameterDict from ``arrays`` (by name), checking shapes."""
+    missing = [n for n in params.keys() if n not in arrays]
+    if missing:
+        raise ModelError(f"{len(missing)} parameters are missing{' in ' + where if where else ''}: "
+                         f"{missing[:5]}{'...' if len(missing) > 5 else ''}.")
+    for name, p in params.items():
+        arr = arrays[name]
+        shape = p.shape
+        if shape is not None and all(s > 0 for s in shape) and tuple(shape) != tuple(arr.shape):
+            raise ModelError(f"Parameter {name!r} has shape {tuple(arr.shape)}{' in ' + where if where else ''}, "
+                             f"but the network needs {tuple(shape)}.")
+        if shape is None or not all(s > 0 for s in shape):
+            p.shape = tuple(arr.shape)
+        p._load_init(arr.astype(p.dtype, copy=False) if arr.dtype != np.dtype(p.dtype) else arr, ctxs)

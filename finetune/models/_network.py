@@ -1,0 +1,239 @@
+"""The base of every finetune network: the members of the model protocol built on one symbol graph.
+
+:class:`_Network` gives ``layer_names``, ``features``, ``layer_gradient``,
+``save`` and ``export`` to any subclass that provides ``to_symbol()`` (its
+whole graph, input ``"data"``, output the logits) and ``_config()`` (what a
+model directory stores besides the graph and weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock
+
+from .._version import __version__
+from ..data import Preprocess
+from ..errors import ConfigError
+from . import _graph
+from ._graph_probe import probe_block
+from ._modeldir import FORMAT, FORMAT_VERSION, _atomic_text, _write_model_dir
+
+def _check_preprocess(preprocess):
+    if not isinstance(preprocess, Preprocess):
+        raise ConfigError(f"The 'preprocess' parameter must be a finetune.Preprocess. "
+                          f"Got {type(preprocess).__name__} instead.")
+    return preprocess
+
+
+class _Cache:
+    """Derived blocks (feature extractors, probes, the traced graph) of a network.
+
+    Not a dict, so Gluon does not mistake it for a container of child blocks.
+    """
+
+    def __init__(self):
+        self._items = {}
+
+    def get(self, key, default=None):
+        return self._items.get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __setitem__(self, key, value) -> None:
+        self._items[key] = value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class _Network(HybridBlock):
+    """Base of every finetune network: the members of the model protocol built on ``to_symbol()``."""
+
+    def __init__(self, preprocess: Preprocess, class_names=None):
+        super().__init__(prefix="")
+        self._preprocess = _check_preprocess(preprocess)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self._caches = _Cache()
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The :class:`~finetune.Preprocess` the network expects."""
+        return self._preprocess
+
+    @preprocess.setter
+    def preprocess(self, value: Preprocess) -> None:
+        self._preprocess = _check_preprocess(value)
+
+    # ----------------------------------------------------------------- graph
+    def to_symbol(self):
+        """The whole network as an MXNet symbol with input ``"data"`` (output: logits)."""
+        raise NotImplementedError
+
+    def _invalidate(self) -> None:
+        self._caches.clear()
+        self._clear_cached_op()
+
+    @property
+    def layer_names(self) -> list:
+        """Names accepted by :meth:`features`, in graph order (input → output)."""
+        return _graph.list_layers(self.to_symbol())
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of scalar parameters (weights, biases and BatchNorm statistics)."""
+        return int(sum(np.prod(p.shape) for p in self.collect_params().values()))
+
+    def features(self, x, layers) -> list:
+        """Outputs of the named layers for a batch.
+
+        Parameters
+        ----------
+        x : mx.nd.NDArray
+            ``(N, C, H, W)`` float32, normalised with :attr:`preprocess`.
+        layers : str or list of str
+            Layer names (see :attr:`layer_names`).
+
+        Returns
+        -------
+        list of mx.nd.NDArray
+            One array per requested layer, in the order asked.
+
+        Raises
+        ------
+        UnknownNameError
+            A name that is not a layer (with "did you mean").
+        """
+        names = [layers] if isinstance(layers, str) else list(layers)
+        key = ("features", tuple(names))
+        block = self._caches.get(key)
+        if block is None:
+            out = _graph.layer_output(self.to_symbol(), names)
+            block = mx.gluon.SymbolBlock(out, _graph.data_var(), params=self.collect_params())
+            self._caches[key] = block
+        out = block(x)
+        return [out] if isinstance(out, mx.nd.NDArray) else list(out)
+
+    def probe(self, layer: str):
+        """A block ``f(x, delta) -> (logits, activation)`` for gradients w.r.t. ``layer``.
+
+        See :func:`finetune.models.graph.probe_block`; :meth:`layer_gradient` uses it.
+        """
+        key = ("probe", layer)
+        if key not in self._caches:
+            self._caches[key] = probe_block(self.to_symbol(), layer, self.collect_params())
+        return self._caches[key]
+
+    def layer_gradient(self, x, layer: str, class_index=None):
+        """Activation of ``layer`` and the gradient of a class score with respect to it (Grad-CAM).
+
+        Parameters
+        ----------
+        x : mx.nd.NDArray
+            ``(N, C, H, W)`` normalised batch.
+        layer : str
+            A layer name.
+        class_index : int, sequence of int or None
+            The class whose logit is differentiated, per image; ``None`` takes
+            each image's top class.
+
+        Returns
+        -------
+        (mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray)
+            ``(activation, gradient, logits)``; ``activation`` and
+            ``gradient`` have the layer's shape, e.g. ``(N, C, h, w)``.
+
+        Notes
+        -----
+        Parameter gradients are written as a side effect (as by any
+        ``backward``); parameters with ``grad_req="null"`` are untouched.
+        """
+        block = self.probe(layer)
+        act = block.activation(x)
+        delta = mx.nd.zeros_like(act)
+        delta.attach_grad()
+        with mx.autograd.record(train_mode=False):
+            logits, act = block(x, delta)
+            if class_index is None:
+                index = logits.argmax(axis=1)
+            else:
+                index = mx.nd.array(np.broadcast_to(np.asarray(class_index), (x.shape[0],)), ctx=x.context)
+            score = mx.nd.pick(logits, index, axis=1).sum()
+        score.backward()
+        return act, delta.grad, logits
+
+    # ------------------------------------------------------------ persistence
+    def _param_arrays(self) -> dict:
+        """``{name: NDArray on cpu}`` of every parameter (a copy)."""
+        arrays = {}
+        for name, p in self.collect_params().items():
+            arrays[name] = p.data(p.list_ctx()[0]).copyto(mx.cpu())
+        return arrays
+
+    def _config(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, path) -> str:
+        """Write a model directory (see :mod:`finetune.models`); returns its path.
+
+        An existing model directory at ``path`` is replaced atomically; any
+        other existing non-empty folder is refused.
+        """
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "finetune_version": __version__,
+            "mxnet_version": mx.__version__,
+            "class": type(self).__name__,
+            "preprocess": self.preprocess.to_dict(),
+            "class_names": self.class_names,
+            **self._config(),
+        }
+        files = {"symbol.json": self._saved_symbol().tojson()}
+        return _write_model_dir(path, config, files, self._param_arrays(), self.preprocess)
+
+    def _saved_symbol(self):
+        return self.to_symbol()
+
+    def export(self, prefix) -> dict:
+        """Write ``prefix-symbol.json``, ``prefix-0000.params`` and ``prefix-preprocess.json``.
+
+        The pair loads with MXNet alone::
+
+            net = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                               prefix + "-0000.params")
+
+        and gives the same logits. ``prefix-classes.json`` holds the class
+        names when there are any.
+
+        Returns
+        -------
+        dict
+            ``{"symbol": path, "params": path, "preprocess": path[, "classes": path]}``.
+        """
+        prefix = os.fspath(prefix)
+        folder = os.path.dirname(os.path.abspath(prefix))
+        os.makedirs(folder, exist_ok=True)
+        symbol = self.to_symbol()
+        args, aux = set(symbol.list_arguments()), set(symbol.list_auxiliary_states())
+        arrays = self._param_arrays()
+        saved = {("arg:" if n in args else "aux:") + n: a for n, a in arrays.items() if n in args | aux}
+        paths = {"symbol": prefix + "-symbol.json", "params": prefix + "-0000.params",
+                 "preprocess": prefix + "-preprocess.json"}
+        _atomic_text(paths["symbol"], symbol.tojson())
+        tmp = paths["params"] + f".tmp-{uuid.uuid4().hex}"
+        mx.nd.save(tmp, saved)
+        os.replace(tmp, paths["params"])
+        self.preprocess.save(paths["preprocess"])
+        if self.class_names is not None:
+            paths["classes"] = prefix + "-classes.json"
+            _atomic_text(paths["classes"], json.dumps(self.class_names, indent=1))
+        return paths

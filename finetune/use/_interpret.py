@@ -1,0 +1,261 @@
+"""Where does the network look? Grad-CAM class-activation maps.
+
+Grad-CAM (Selvaraju et al., 2017) weights the feature maps ``A`` of a
+convolutional layer by the spatial mean of the gradient of a class score
+``y_c`` (the logit) with respect to them, sums over channels and keeps the
+positive part: ``relu(sum_k mean_ij(dy_c / dA_k,ij) * A_k)``.
+
+Gradients with respect to an *intermediate* layer need the graph cut there;
+every network offers them (``layer_gradient`` of the model protocol, the graph
+surgery of :mod:`finetune.models.graph`). :class:`GradCAM` takes its model through
+:func:`~finetune.create_model`, so a plain ``HybridBlock``, a Caffe import or a
+deployment folder are explained the same way as a :class:`~finetune.Backbone`
+or a :class:`~finetune.Model`, hybridized or not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from .._context import resolve_ctx
+from ..data import decode_image, read_image, to_color
+from ..errors import ConfigError, ModelError, UnknownNameError
+from ..models._create import _for_use
+
+__all__ = ["GradCAM", "GradCAMResult"]
+
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradCAMResult:
+    """A class-activation map for one image.
+
+    Attributes
+    ----------
+    heatmap : numpy.ndarray
+        ``(H, W)`` float32 in ``[0, 1]``, in the geometry of ``image`` (the
+        part of the image the network did not see, outside its centre crop,
+        is 0).
+    image : numpy.ndarray
+        ``(H, W, 3)`` uint8 **RGB**, the original image.
+    class_index : int
+        The class explained.
+    class_name : str
+        Its name.
+    probability : float
+        Softmax probability the network gives that class.
+    layer : str
+        The layer whose activations were used.
+    cam : numpy.ndarray
+        ``(h, w)`` the raw map at the layer's resolution (before upsampling).
+    """
+
+    heatmap: np.ndarray
+    image: np.ndarray
+    class_index: int
+    class_name: str
+    probability: float
+    layer: str
+    cam: np.ndarray
+
+    def overlay(self, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+        """The image with the heat map blended over it: ``(H, W, 3)`` uint8 RGB."""
+        heat = cv2.applyColorMap(np.uint8(np.round(255 * self.heatmap)), colormap)
+        heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+        return cv2.addWeighted(self.image, 1 - alpha, heat, alpha, 0)
+
+    def save(self, path, alpha: float = 0.5) -> None:
+        """Write :meth:`overlay` as an image file (PNG, JPEG, ... by extension)."""
+        path = os.fspath(path)
+        if not cv2.imwrite(path, cv2.cvtColor(self.overlay(alpha), cv2.COLOR_RGB2BGR)):
+            raise ConfigError(f"Cannot write {path!r}; use a .png or .jpg file name in an existing folder.")
+
+    def mass_inside(self, box) -> float:
+        """Fraction of the heat map's total inside ``box = (top, left, bottom, right)`` (pixels)."""
+        top, left, bottom, right = box
+        total = float(self.heatmap.sum())
+        return float(self.heatmap[top:bottom, left:right].sum()) / total if total > 0 else 0.0
+
+    def __repr__(self) -> str:
+        h, w = self.heatmap.shape
+        return (f"GradCAMResult({self.class_name!r}, p={self.probability:.3f}, layer={self.layer!r}, "
+                f"{h}x{w})")
+
+
+def _output_entry(internals_names: list, layer: str) -> str:
+    """The internal output name of ``layer`` (accepts ``name`` or ``name_output``)."""
+    for cand in (layer, f"{layer}_output", f"{layer}_output0"):
+        if cand in internals_names:
+            return cand
+    matches = [n for n in internals_names if n.endswith(f"_{layer}_output")]
+    if len(matches) == 1:
+        return matches[0]
+    return ""
+
+
+def _named_conv_layers(model, shape, ctx) -> list:
+    """``(name_output, shape)`` of the named layers with a 4-D output of spatial size > 1, in graph order."""
+    layers = list(model.layer_names)
+    outs = model.features(mx.nd.zeros(shape, ctx=ctx), layers)
+    return [(f"{n}_output", tuple(o.shape)) for n, o in zip(layers, outs)
+            if len(o.shape) == 4 and o.shape[2] * o.shape[3] > 1]
+
+
+def _conv_layers(symbol, shape) -> list:
+    """``(entry, shape)`` of every op output with a 4-D shape and a spatial size > 1, in graph order."""
+    internals = symbol.get_internals()
+    _, out_shapes, _ = internals.infer_shape_partial(data=shape)
+    args = set(symbol.list_inputs())
+    found = []
+    for name, s in zip(internals.list_outputs(), out_shapes):
+        base = name[: -len("_output")] if name.endswith("_output") else name
+        if base in args or name in args or not s or len(s) != 4:
+            continue
+        if s[2] * s[3] > 1:
+            found.append((name, tuple(s)))
+    return found
+
+
+class GradCAM:
+    """Grad-CAM heat maps for a network following finetune's model protocol.
+
+    Parameters
+    ----------
+    model : model, HybridBlock, str, path or (prototxt, caffemodel)
+        Anything :func:`~finetune.create_model` accepts (a zoo name gets its
+        ImageNet weights): a :class:`~finetune.Backbone`, a
+        :class:`~finetune.Model`, a model directory, a deployment folder, a
+        Caffe pair or a ``HybridBlock`` with ``.preprocess`` and
+        ``.class_names`` returning logits; hybridized or not.
+    layer : str or None
+        The convolutional layer (a name from ``model.layer_names`` or of the
+        traced graph). ``None`` takes the last layer whose output is 4-D with a
+        spatial size above 1 (the last convolutional block).
+    ctx : None or mx.Context
+        Device; ``None`` is the current context.
+
+    Examples
+    --------
+    >>> import mxnet as mx, numpy as np
+    >>> from finetune import Preprocess
+    >>> net = mx.gluon.nn.HybridSequential(prefix="net_")
+    >>> with net.name_scope():
+    ...     net.add(mx.gluon.nn.Conv2D(4, 3, padding=1), mx.gluon.nn.GlobalAvgPool2D(),
+    ...             mx.gluon.nn.Dense(2))
+    >>> net.initialize()
+    >>> net.preprocess, net.class_names = Preprocess(size=(8, 8), resize=8), ["a", "b"]
+    >>> cam = GradCAM(net)
+    >>> cam.layer
+    'net_conv0_fwd'
+    >>> result = cam(np.zeros((10, 12, 3), np.uint8), color="RGB")
+    >>> result.heatmap.shape, result.overlay().dtype
+    ((10, 12), dtype('uint8'))
+    """
+
+    def __init__(self, model, layer: str | None = None, *, ctx=None):
+        self.model = _for_use(model, ctx=ctx)
+        self.ctx = resolve_ctx(ctx)[0]
+        pre = self.model.preprocess
+        shape = (1, pre.channels, pre.size[0], pre.size[1])
+        to_symbol = getattr(self.model, "to_symbol", None)
+        if callable(to_symbol):  # finetune's networks: every op output of the graph, by name
+            symbol = to_symbol()
+            convs = _conv_layers(symbol, shape)
+            outputs = symbol.get_internals().list_outputs()
+        else:  # any other protocol model: its layer_names, by one forward pass
+            convs = _named_conv_layers(self.model, shape, self.ctx)
+            outputs = [c[0] for c in convs]
+        if not convs:
+            raise ModelError(f"{type(model).__name__} has no layer with a 4-D output to explain.")
+        if layer is None:
+            entry = convs[-1][0]
+        else:
+            entry = _output_entry(outputs, layer)
+            if not entry:
+                raise UnknownNameError("layer", layer, self.model.layer_names)
+            if entry not in dict(convs):
+                raise ConfigError(f"Layer {layer!r} does not output a 4-D feature map with a spatial size; "
+                                  f"pick a convolutional layer, e.g. {convs[-1][0][:-len('_output')]!r}.")
+        self.layer = entry[: -len("_output")] if entry.endswith("_output") else entry
+
+    def __repr__(self) -> str:
+        return f"GradCAM({type(self.model).__name__}, layer={self.layer!r})"
+
+    def _read(self, image, color):
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, "RGB"), Path(image).name
+        if isinstance(image, (bytes, bytearray)):
+            return decode_image(bytes(image), "RGB"), "bytes"
+        if color is None:
+            raise ConfigError("Decoded arrays need their colour order: pass color='RGB' or color='BGR'.")
+        return to_color(np.asarray(image), color, "RGB"), "array"
+
+    def __call__(self, image, target=None, *, color: str | None = None) -> GradCAMResult:
+        """The class-activation map of one image.
+
+        Parameters
+        ----------
+        image : path, bytes or numpy.ndarray
+            An image file, encoded bytes, or a decoded ``(H, W, 3)`` uint8
+            array (then give ``color``).
+        target : int, str or None
+            The class to explain, by index or name; ``None`` explains the
+            predicted (top-1) class.
+        color : {"RGB", "BGR"} or None
+            Colour order of a decoded array.
+
+        Returns
+        -------
+        GradCAMResult
+        """
+        rgb, _ = self._read(image, color)
+        pre = self.model.preprocess
+        x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
+        index = None if target is None else self._target_index(target, None, None)
+        act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
+        logits = logits.reshape((1, -1))
+        if index is None:
+            index = int(logits.argmax(axis=1).asscalar())
+        grads = grad.asnumpy()[0]
+        acts = act.asnumpy()[0]
+        weights = grads.mean(axis=(1, 2))
+        cam = np.maximum((weights[:, None, None] * acts).sum(axis=0), 0).astype(np.float32)
+        probs = mx.nd.softmax(logits).asnumpy()[0]
+        names = self.model.class_names
+        name = names[index] if names is not None and index < len(names) else str(index)
+        return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
+                             float(probs[index]), self.layer, cam)
+
+    def _target_index(self, target, k, logits) -> int:
+        if target is None:
+            return int(logits.argmax(axis=1).asscalar())
+        if isinstance(target, str):
+            names = list(self.model.class_names or [])
+            if target not in names:
+                raise UnknownNameError("class", target, names)
+            return names.index(target)
+        if k is None:
+            k = len(self.model.class_names or []) or int(target) + 1
+        if not 0 <= int(target) < k:
+            raise ConfigError(f"The 'target' class of GradCAM must be in [0, {k - 1}]. Got {target!r} instead.")
+        return int(target)
+
+    def _upsample(self, cam: np.ndarray, image_shape) -> np.ndarray:
+        """Map the layer-resolution CAM back onto the original image through the crop geometry."""
+        pre = self.model.preprocess
+        h, w = image_shape
+        out_h, out_w = pre.size
+        peak = float(cam.max())
+        cam = cam / peak if peak > 0 else cam
+        crop = cv2.resize(cam, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        new_h, new_w, top, left = pre.crop_box(h, w)
+        canvas = np.zeros((new_h, new_w), np.float32)
+        canvas[top:top + out_h, left:left + out_w] = crop
+        heat = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip(heat, 0, 1).astype(np.float32)

@@ -1,0 +1,98 @@
+"""Tiny networks of every kind :func:`finetune.create_model` accepts, written in a temporary folder.
+
+A plain Gluon block, a Caffe pair (prototxt + caffemodel written without
+Caffe), a deployment folder and an MXNet checkpoint — all the same small
+conv net on 16x16 images with three classes, so consumer tests run in
+well under a second per source.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mxnet as mx
+import numpy as np
+
+import finetune as ft
+from tests.models.test_caffe_encoder import caffemodel_bytes
+
+CLASSES = ["cat", "dog", "fish"]
+
+CAFFE_PROTOTXT = """\
+name: "tiny"
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc1" type: "InnerProduct" bottom: "pool1" top: "fc1" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc1" top: "prob" }
+"""
+
+
+class TinyBlock(mx.gluon.HybridBlock):
+    """conv(3->4) - relu - conv(4->8) - relu - global avg pool - dense(3): a block without the protocol."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv1 = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
+            self.conv2 = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=4)
+            self.pool = mx.gluon.nn.GlobalAvgPool2D()
+            self.fc = mx.gluon.nn.Dense(len(CLASSES), in_units=8)
+
+    def hybrid_forward(self, F, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(F.flatten(self.pool(x)))
+
+
+def tiny_block(seed: int = 0) -> TinyBlock:
+    """A plain ``HybridBlock`` carrying ``.preprocess`` and ``.class_names`` (nothing else of the protocol)."""
+    mx.random.seed(seed)
+    net = TinyBlock(prefix="tiny_")
+    net.initialize(mx.init.Xavier(magnitude=3))
+    net.preprocess = ft.Preprocess(size=(16, 16), resize=16, mean=(127, 127, 127), std=(64, 64, 64))
+    net.class_names = list(CLASSES)
+    return net
+
+
+def caffe_pair(folder) -> tuple:
+    """``(prototxt, caffemodel)`` of a tiny Caffe network (BGR, mean subtraction)."""
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    proto = os.path.join(folder, "deploy.prototxt")
+    with open(proto, "w") as f:
+        f.write(CAFFE_PROTOTXT)
+    layers = [("conv1", "Convolution", [rng.normal(0, 0.3, (4, 3, 3, 3)), rng.normal(0, 0.1, (4,))]),
+              ("fc1", "InnerProduct", [rng.normal(0, 0.3, (3, 4 * 8 * 8)), rng.normal(0, 0.1, (3,))])]
+    model = os.path.join(folder, "model.caffemodel")
+    with open(model, "wb") as f:
+        f.write(caffemodel_bytes(layers))
+    return proto, model
+
+
+def deployment_folder(folder) -> str:
+    """A deployment folder of :func:`tiny_block` (MXNet files, verified)."""
+    return ft.export_for_deployment(tiny_block(), os.fspath(folder)).directory
+
+
+def checkpoint_prefix(folder) -> str:
+    """An MXNet checkpoint (``prefix-symbol.json`` + ``prefix-0000.params``) of :func:`tiny_block`."""
+    os.makedirs(os.fspath(folder), exist_ok=True)
+    prefix = os.path.join(os.fspath(folder), "tiny")
+    ft.create_model(tiny_block()).to_backbone().export(prefix)
+    return prefix
+
+
+def source(kind: str, folder):
+    """The ``create_model`` spec of one kind: ``"block"``, ``"caffe"``, ``"deployment"`` or ``"checkpoint"``."""
+    if kind == "block":
+        return tiny_block()
+    if kind == "caffe":
+        return caffe_pair(folder)
+    if kind == "deployment":
+        return deployment_folder(os.path.join(os.fspath(folder), "deploy"))
+    return checkpoint_prefix(folder)
