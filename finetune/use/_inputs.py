@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import decode_image, read_image
-from ..errors import ConfigError, DataError
+from ..data import ImageList, decode_image, read_image
+from ..errors import ConfigError, DataError, FinetuneError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jpe")
 
@@ -98,11 +98,30 @@ def _record_items(dataset) -> list:
     The stored bytes go through the model's own evaluation preprocessing, as
     files do, whatever preprocessing the dataset object was built with.
     """
+    names = _list_names(dataset)
     items = []
     for i in range(len(dataset)):
-        label, _, buf = dataset.record(i)
-        items.append(_Item(f"record[{i}]", "bytes", buf, "RGB", _label_int(label)))
+        label, rid, buf = dataset.record(i)
+        source = names.get(int(rid), f"record[{i}]")
+        items.append(_Item(source, "bytes", buf, "RGB", _label_int(label)))
     return items
+
+
+def _list_names(dataset) -> dict:
+    """``{record id: image path}`` from the ``.lst`` beside the records, or ``{}``.
+
+    Records store the list index as their id, so reports can name an image by
+    its file (the path as the list gives it, relative to the image root)
+    instead of its position in the record file.
+    """
+    lst = os.path.splitext(os.fspath(getattr(dataset, "path", "")))[0] + ".lst"
+    if not os.path.isfile(lst):
+        return {}
+    try:
+        images = ImageList.from_lst(lst)
+    except (FinetuneError, OSError):  # a name is a courtesy; the records are what is evaluated
+        return {}
+    return {int(e.index): e.path for e in images.entries}
 
 
 def _image_list_items(images) -> list:

@@ -102,3 +102,22 @@ def test_class_names_come_from_the_dataset_when_the_model_has_none(tiny_model, i
     tiny_model.class_names = None
     report = ft.evaluate(tiny_model, ImageList.from_folder(image_folder))
     assert report.class_names == ["cat", "dog", "fish"]
+
+
+def test_evaluating_records_names_images_by_their_files_from_the_list(image_folder, tmp_path):
+    import finetune as ft
+    from mxnet.gluon import nn
+
+    images = ft.ImageList.from_folder(image_folder)
+    images.write_lst(tmp_path / "r.lst", shuffle=False)
+    ft.pack(images, tmp_path / "r", workers=1)
+    net = nn.HybridSequential()
+    net.add(nn.GlobalAvgPool2D(), nn.Dense(3))
+    net.initialize()
+    net.preprocess, net.class_names = ft.Preprocess(size=(16, 16), resize=16), images.class_names
+    report = ft.evaluate(net, ft.RecordDataset(tmp_path / "r.rec"))
+    assert sorted(report.sources) == sorted(e.path for e in images.entries)
+    assert any(s.startswith("cat/") for s in report.sources)
+    (tmp_path / "r.lst").unlink()  # without the list: positions
+    report = ft.evaluate(net, ft.RecordDataset(tmp_path / "r.rec"))
+    assert report.sources[0] == "record[0]"
