@@ -202,3 +202,15 @@ def test_fuzz_checkpoint_loader(checkpoint_members):
         _only_typed_errors(read_checkpoint, _file("f.ckpt", data))
 
     run()
+
+
+# ------------------------------------------------------------------ found by longer runs
+@pytest.mark.parametrize("data", [
+    # a field of message type sent with wire type 5 (a float) reached the layer reader as a float
+    b"\r\x00\x00\x00\x00\xb8\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x00",
+    b"\x15\x00\x00\x00\x00",  # 'layers' (field 2) as a float
+])
+def test_found_caffemodel_inputs(data):
+    from finetune.models._caffe_proto import read_caffemodel
+
+    _only_typed_errors(read_caffemodel, _file("found.caffemodel", data))
