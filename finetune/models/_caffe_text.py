@@ -116,8 +116,10 @@ def _scalar(kind: str, text: str):
 
 
 class _TextParser:
+    MAX_DEPTH = 100  # Caffe's messages nest a few levels; deeper input is damaged or crafted
+
     def __init__(self, tokens: list, where: str):
-        self.tokens, self.pos, self.where = tokens, 0, where
+        self.tokens, self.pos, self.where, self.depth = tokens, 0, where, 0
 
     def _error(self, msg: str):
         line = self.tokens[self.pos][2] if self.pos < len(self.tokens) else (
@@ -133,6 +135,15 @@ class _TextParser:
         return tok
 
     def message(self, closing: str | None, line: int) -> Message:
+        self.depth += 1
+        if self.depth > self.MAX_DEPTH:
+            self._error(f"messages are nested more than {self.MAX_DEPTH} deep; the file is damaged.")
+        try:
+            return self._message(closing, line)
+        finally:
+            self.depth -= 1
+
+    def _message(self, closing: str | None, line: int) -> Message:
         msg = Message(line)
         while True:
             kind, text, tline = self._peek()

@@ -39,6 +39,9 @@ _S = {
 }
 
 
+_WIRE_TYPES = {"message": (2,), "string": (2,), "float": (5, 2), "double": (1, 2)}  # others: varints
+
+
 class _Wire:
     """Decodes one buffer against the schema; errors say where the bytes ran out."""
 
@@ -77,6 +80,9 @@ class _Wire:
             if number == 0:
                 self._fail(tag_pos, f"field number 0 in {path}")
             spec = schema.get(number)
+            if spec is not None and wire not in _WIRE_TYPES.get(spec[1], (0, 2)):
+                self._fail(tag_pos, f"field {spec[0]!r} of {path} has wire type {wire}, but a {spec[1]} "
+                                    f"field is encoded with wire type {' or '.join(map(str, _WIRE_TYPES.get(spec[1], (0, 2))))}")
             if wire == 0:
                 value, pos = self.varint(pos, end)
             elif wire == 1:

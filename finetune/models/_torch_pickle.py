@@ -41,6 +41,8 @@ __all__ = ["load_state_into", "read_torch_state_dict"]
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _MAX_EXPANDED = 1 << 27  # elements an expanded (stride-0) tensor may reach
+_MAX_ZIP_EXPANSION = 64  # members may declare at most this multiple of the file size
+_MAX_DEPTH = 64
 
 # torch storage class name -> NumPy dtype of its elements
 _STORAGE_DTYPES = {
@@ -209,6 +211,11 @@ def _read_zip(path: str, storages: dict):
         raise ModelError(f"Malformed .pth file {path!r}: {exc}") from None
     with zf:
         names = zf.namelist()
+        size = os.path.getsize(path)
+        declared = sum(i.file_size for i in zf.infolist())
+        if declared > _MAX_ZIP_EXPANSION * max(size, 1):
+            raise ModelError(f"Malformed .pth file {path!r}: its members declare {declared} bytes, more than "
+                             f"{_MAX_ZIP_EXPANSION} times the file's {size} bytes; it was not expanded.")
         pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkl) != 1:
             raise ModelError(f"{path!r} is a zip file but not a PyTorch checkpoint (no single data.pkl).")
@@ -298,12 +305,15 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
     return out
 
 
-def _collect(obj, prefix: str, out: dict, path: str) -> None:
+def _collect(obj, prefix: str, out: dict, path: str, depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        raise ModelError(f"Malformed .pth file {path!r}: dictionaries nested more than {_MAX_DEPTH} deep "
+                         f"(at {prefix[:200]!r}); a state dict is not that deep.")
     if isinstance(obj, _TensorRef):
         out[prefix] = _materialise(obj, path)
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            _collect(value, f"{prefix}.{key}" if prefix else str(key), out, path)
+            _collect(value, f"{prefix}.{key}" if prefix else str(key), out, path, depth + 1)
 
 
 def read_torch_state_dict(path) -> dict:

@@ -31,7 +31,7 @@ import mxnet as mx
 
 from ..errors import CheckpointError, UnsafeFileError
 
-__all__ = ["FORMAT", "optimizer_state", "read_checkpoint", "restore_optimizer_state"]
+__all__ = ["FORMAT", "check_array_file", "optimizer_state", "read_checkpoint", "restore_optimizer_state"]
 
 #: Version written into ``state.json``; older versions held a pickle and are refused.
 FORMAT = 2
@@ -182,9 +182,74 @@ def _json(path, raw, name):
     return value
 
 
+_ITEM_SIZE = {0: 4, 1: 8, 2: 2, 3: 1, 4: 4, 5: 1, 6: 8, 7: 1}  # MXNet dtype flags of dense arrays
+
+
+def check_array_file(data: bytes, where: str) -> None:
+    """Check that an ``mx.nd.save`` file's declared shapes fit in its bytes, before MXNet allocates them.
+
+    MXNet's reader believes the shapes, so a tiny file could ask for
+    terabytes. Only dense arrays (what finetune writes) are accepted.
+
+    Raises
+    ------
+    CheckpointError
+        The layout is not that of ``mx.nd.save``, or it declares more data than the file holds.
+    """
+    pos, n = 0, len(data)
+
+    def take(fmt_size, count=None, signed=False):
+        nonlocal pos
+        many = count is not None
+        count = count if many else 1
+        if pos + fmt_size * count > n:
+            raise CheckpointError(f"{where}: the array file ends at byte {n}, inside a header; it is truncated.")
+        values = [int.from_bytes(data[pos + i * fmt_size:pos + (i + 1) * fmt_size], "little", signed=signed)
+                  for i in range(count)]
+        pos += fmt_size * count
+        return values if many else values[0]
+
+    if take(8) != 0x112:
+        raise CheckpointError(f"{where}: not an MXNet array file (bad magic number).")
+    take(8)
+    count = take(8)
+    if count > n // 16:
+        raise CheckpointError(f"{where}: declares {count} arrays in {n} bytes; the file is damaged.")
+    for _ in range(count):
+        if take(4) != 0xF993FAC9 or take(4, signed=True) != 0:
+            raise CheckpointError(f"{where}: an array is not a dense MXNet array (bad array header).")
+        ndim = take(4)
+        if ndim > 32:
+            raise CheckpointError(f"{where}: an array declares {ndim} dimensions; the file is damaged.")
+        if ndim == 0:
+            continue
+        dims = take(8, ndim, signed=True)
+        take(4, 2)
+        flag = take(4, signed=True)
+        if flag not in _ITEM_SIZE or min(dims) < 0:
+            raise CheckpointError(f"{where}: an array declares dtype {flag} and shape {tuple(dims)}; the file "
+                                  "is damaged.")
+        size = _ITEM_SIZE[flag]
+        for d in dims:
+            size *= d
+        if size > n - pos:
+            raise CheckpointError(f"{where}: an array of shape {tuple(dims)} needs {size} bytes but only "
+                                  f"{n - pos} remain; the file is truncated or crafted.")
+        pos += size
+    keys = take(8)
+    if keys not in (0, count):
+        raise CheckpointError(f"{where}: {keys} names for {count} arrays; the file is damaged.")
+    for _ in range(keys):
+        length = take(8)
+        if length > n - pos:
+            raise CheckpointError(f"{where}: an array name runs past the end of the file; it is truncated.")
+        pos += length
+
+
 def _arrays(path, data: bytes, name) -> dict:
     if not data:
         return {}
+    check_array_file(data, f"Checkpoint {path!r}: member {name!r}")
     try:
         loaded = mx.nd.load_frombuffer(data)
     except mx.base.MXNetError as e:

@@ -111,7 +111,7 @@ def test_bad_idx_files_are_record_format_errors(tmp_path, image_folder, idx):
         RecordFile(tmp_path / "d.rec", tmp_path / "d.idx")
 
 
-@pytest.mark.parametrize("name", ["../../x", "..", "/tmp/abs", ""])
+@pytest.mark.parametrize("name", ["../../x", "..", "/abs/x", ""])
 def test_balance_refuses_class_names_leading_out_of_its_folder(tmp_path, name):
     root = tmp_path / "imgs"
     (root / "a").mkdir(parents=True)

@@ -81,3 +81,13 @@ def test_prototxt_errors(tmp_path):
     path.write_text("input_dim: 1 input_dim: 3 input_dim: 4")
     with pytest.raises(CaffeFormatError, match="3 'input_dim'"):
         parse_prototxt(path)
+
+
+def test_deeply_nested_text_is_a_caffe_format_error_not_a_recursion_error():
+    from finetune.errors import CaffeFormatError
+    from finetune.models._caffe_text import parse_text_message
+
+    for text in ("a { " * 5000 + "}" * 5000, "a { " * 100000):
+        with pytest.raises(CaffeFormatError, match="nested more than 100 deep"):
+            parse_text_message(text, "deep.prototxt")
+    assert parse_text_message("a { " * 50 + "b: 1 " + "}" * 50).get("a") is not None

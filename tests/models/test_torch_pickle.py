@@ -311,3 +311,40 @@ def test_tensor_past_the_end_of_its_storage(tmp_path, monkeypatch):
     write_zip(tmp_path / "w.pth", {"x": _Tensor(rebuild, s, 2, (3,), (1,))}, [s])
     with pytest.raises(ModelError, match="past the end"):
         read_torch_state_dict(tmp_path / "w.pth")
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_truncated_files_are_model_errors(tmp_path, monkeypatch, fmt):
+    state, storages, _ = _sample(monkeypatch)
+    path = tmp_path / f"w_{fmt}.pth"
+    WRITERS[fmt](path, state, storages)
+    monkeypatch.undo()
+    whole = path.read_bytes()
+    for cut in (len(whole) // 3, len(whole) // 2, len(whole) - 5):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ModelError, match="w_"):
+            read_torch_state_dict(path)
+
+
+def test_deeply_nested_dicts_are_a_model_error(tmp_path, monkeypatch):
+    state, storages, _ = _sample(monkeypatch)
+    obj = state
+    for _ in range(200):
+        obj = {"x": obj}
+    write_zip(tmp_path / "deep.pth", obj, storages)
+    monkeypatch.undo()
+    with pytest.raises(ModelError, match="nested more than"):
+        read_torch_state_dict(tmp_path / "deep.pth")
+
+
+def test_zip_members_declaring_more_than_the_file_holds_are_refused(tmp_path, monkeypatch):
+    state, storages, _ = _sample(monkeypatch)
+    path = tmp_path / "big.pth"
+    write_zip(path, state, storages)
+    monkeypatch.undo()
+    raw = bytearray(path.read_bytes())
+    at = raw.rfind(b"PK\x01\x02")  # the last central directory entry: uncompressed size at +24
+    raw[at + 24:at + 28] = struct.pack("<I", 0xFFFFFFF0)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="declare"):
+        read_torch_state_dict(path)
