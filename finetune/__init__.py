@@ -48,6 +48,7 @@ _API = {
     "Predictions": "finetune.predict",
     "Predictor": "finetune.predict",
     "Preprocess": "finetune.data",
+    "QuantizedModel": "finetune.models",
     "RecordDataset": "finetune.data",
     "RetrievalIndex": "finetune.features",
     "RevisitedGroundTruth": "finetune.features",
@@ -73,6 +74,7 @@ _API = {
     "plot_gradcam": "finetune.plots",
     "plot_history": "finetune.plots",
     "plot_predictions": "finetune.plots",
+    "quantize": "finetune.models",
     "read_image": "finetune.data",
     "resolve_ctx": "finetune._context",
 }
