@@ -25,6 +25,7 @@ Hierarchy::
     │   ├── UnsupportedLayerError            a Caffe layer type we cannot convert
     │   └── UnsafeFileError                  a weights file tries to run code
     ├── DeviceError (RuntimeError)           a device that is not available
+    ├── MissingExtraError (ImportError)      an optional dependency is not installed
     └── TrainingError (RuntimeError)         training cannot go on
         └── NonFiniteLossError               the loss became NaN or infinite
 """
@@ -42,6 +43,7 @@ __all__ = [
     "FinetuneError",
     "ImageDecodeError",
     "ListFormatError",
+    "MissingExtraError",
     "MissingFileError",
     "ModelError",
     "NonFiniteLossError",
@@ -138,6 +140,10 @@ class UnsafeFileError(ModelError):
 
 class DeviceError(FinetuneError, RuntimeError):
     """A device (e.g. a GPU) was asked for but is not available."""
+
+
+class MissingExtraError(FinetuneError, ImportError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""
 
 
 class TrainingError(FinetuneError, RuntimeError):
