@@ -163,6 +163,15 @@ def run(argv=None) -> list:
     return rows
 
 
+TARGETS = {"int8": ">= 2x fp32, <= 0.5 point top-1 loss", "ort": "fp32 >= 1.0x ONNX Runtime"}
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py``."""
+    return [(m, v, r, b, next((t for k, t in TARGETS.items() if f" {k} " in m), ""))
+            for m, v, r, b in run(argv)]
+
+
 def main(argv=None) -> None:
     rows = run(argv)
     print(f"{'measure':<36} {'value':>9} {'ratio':>7}  baseline")

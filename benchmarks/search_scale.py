@@ -142,6 +142,13 @@ def run(argv=None) -> list:
     return rows
 
 
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py``."""
+    return [(f"{name} queries/s (recall@10 {rec:.3f}, {mib:.0f} MiB)", qps, ratio, "exact RetrievalIndex",
+             "" if name.endswith("exact") else "recall >= 0.95 at >= 10x")
+            for name, rec, qps, ratio, build, mib in run(argv)]
+
+
 def main(argv=None) -> None:
     rows = run(argv)
     print(f"{'database / method':<34} {'recall@10':>9} {'queries/s':>10} {'vs exact':>8} {'build s':>8} {'MiB':>8}")
