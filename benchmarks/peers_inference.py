@@ -4,8 +4,8 @@ Baseline: the float32 network exactly as :class:`finetune.Predictor` runs it
 (hybridized with ``static_alloc``). Contenders on the same normalised batch,
 the same batch size and the same number of threads (``OMP_NUM_THREADS``):
 
-- ``fused``  the same graph after ``optimize_for(backend="MKLDNN")`` (oneDNN
-  operator fusion, float32);
+- ``fused``  :func:`finetune.fuse`: the same graph partitioned for the
+  ``"MKLDNN"`` backend (oneDNN operator fusion, float32);
 - ``int8``   :func:`finetune.quantize` (naive calibration);
 - ``ort``    ONNX Runtime on our own ONNX export (``export_for_deployment(onnx=True)``).
 
@@ -67,15 +67,6 @@ def calibration_set(model, paths, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out), np.float32)
 
 
-def fused(model, x):
-    sym = model.to_symbol()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Cannot decide type")
-        block = mx.gluon.SymbolBlock(sym, mx.sym.var("data"), params=model.collect_params())
-    block.optimize_for(mx.nd.array(x), backend="MKLDNN", static_alloc=True)
-    return block
-
-
 def ort_session(model, threads: int):
     try:
         import onnxruntime as ort
@@ -113,7 +104,7 @@ def bench(name: str, model, paths, args, threads: int) -> list:
     q.hybridize(static_alloc=True)
     sides = {
         "fp32": lambda b: model(mx.nd.array(b)).asnumpy(),
-        "fused": (lambda blk: lambda b: blk(mx.nd.array(b)).asnumpy())(fused(model, x)),
+        "fused": (lambda blk: lambda b: blk(mx.nd.array(b)).asnumpy())(ft.fuse(model)),
         "int8": lambda b: q(mx.nd.array(b)).asnumpy(),
     }
     sess = ort_session(model, threads)

@@ -14,8 +14,8 @@ from ._backbone import Backbone
 from ._head import HeadReplacer
 from ._inception_resnet_v2 import InceptionResNetV2
 from ._model import Model, load_model
-from ._quantize import QuantizedModel, quantize
+from ._quantize import FusedModel, QuantizedModel, fuse, quantize
 from ._zoo import list_backbones
 
-__all__ = sorted(["Backbone", "HeadReplacer", "InceptionResNetV2", "Model", "QuantizedModel", "list_backbones",
+__all__ = sorted(["Backbone", "FusedModel", "HeadReplacer", "fuse", "InceptionResNetV2", "Model", "QuantizedModel", "list_backbones",
                   "load_model", "quantize"])

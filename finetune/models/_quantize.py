@@ -1,4 +1,4 @@
-"""INT8 post-training quantization on CPU (MXNet's oneDNN backend).
+"""INT8 post-training quantization and float32 operator fusion on CPU (MXNet's oneDNN backend).
 
 :func:`quantize` runs a float32 network on a few hundred calibration images,
 records the range of every layer's output and rewrites the graph with
@@ -9,6 +9,9 @@ records the range of every layer's output and rewrites the graph with
 wraps it like any model, and that ``save``\\ s to a model directory
 (``config.json`` with ``"class": "QuantizedModel"``, ``symbol.json``,
 ``weights.params``) which :func:`~finetune.load_model` reads back.
+
+:func:`fuse` keeps float32 and only lets oneDNN fuse the graph (a
+:class:`FusedModel`), which is exact to float32 rounding.
 
 MXNet's quantization pass is used as is; this module only feeds it the
 calibration batches, keeps the preprocessing with the result and handles
@@ -30,7 +33,7 @@ from .._version import __version__
 from ..errors import ConfigError, DataError, ModelError, check_choice, check_range
 from . import _model
 
-__all__ = ["QuantizedModel", "quantize"]
+__all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,65 @@ class QuantizedModel(mx.gluon.SymbolBlock):
         c = self.calibration
         return (f"QuantizedModel(int8, calib_mode={c.get('calib_mode')!r}, "
                 f"num_examples={c.get('num_examples')}, classes={len(self.class_names or [])})")
+
+
+class FusedModel(mx.gluon.SymbolBlock):
+    """A float32 network whose graph oneDNN fuses (convolution + BatchNorm + activation) on CPU.
+
+    Made by :func:`fuse`. Same outputs as the original network (to float32
+    rounding); :meth:`hybridize` always partitions the graph for the
+    ``"MKLDNN"`` backend, so :class:`~finetune.Predictor`'s own
+    ``hybridize(static_alloc=True)`` keeps the fusion.
+    """
+
+    def __init__(self, symbol, preprocess, class_names=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Cannot decide type")
+            super().__init__(symbol, mx.sym.var("data"))
+        self.preprocess = preprocess
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+
+    def hybridize(self, active=True, **kwargs):
+        """As ``HybridBlock.hybridize``, with ``backend="MKLDNN"`` unless another is given."""
+        kwargs.setdefault("backend", "MKLDNN")
+        super().hybridize(active, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FusedModel(float32, oneDNN, classes={len(self.class_names or [])})"
+
+
+def fuse(model) -> FusedModel:
+    """A float32 copy of a network that runs with oneDNN operator fusion (CPU inference).
+
+    Parameters
+    ----------
+    model : Model, Backbone or HybridBlock
+        A network with ``.preprocess`` (and ``.class_names``).
+
+    Returns
+    -------
+    FusedModel
+        Same input, outputs (to float32 rounding), preprocessing and class
+        names; hybridized for the ``"MKLDNN"`` backend.
+
+    Examples
+    --------
+    >>> import mxnet as mx, numpy as np, finetune as ft
+    >>> model = ft.HeadReplacer(2).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None))
+    >>> fused = ft.fuse(model)
+    >>> x = mx.nd.array(np.random.default_rng(0).normal(size=(2, 3, 64, 64)))
+    >>> bool(np.allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4))
+    True
+    """
+    if getattr(model, "preprocess", None) is None:
+        raise ConfigError("fuse needs a model carrying its preprocessing (.preprocess).")
+    block = _as_symbol_block(model)
+    out = FusedModel(block._cached_graph[1], model.preprocess, getattr(model, "class_names", None))
+    params = out.collect_params()
+    for name, p in block.collect_params().items():
+        params[name]._load_init(p.data(), [mx.cpu()])
+    out.hybridize(static_alloc=True)
+    return out
 
 
 def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:

@@ -106,3 +106,13 @@ def test_quantize_a_deployment_symbol_block(model, calib, tmp_path):
     dep = ft.export_for_deployment(model, tmp_path / "dep")
     q = ft.quantize(ft.load_deployment(dep.directory), calib)
     assert q(mx.nd.array(calib[:2])).shape == (2, 3)
+
+
+def test_fuse_keeps_outputs_and_backend_through_predictor(model, calib):
+    fused = ft.fuse(model)
+    x = mx.nd.array(calib[:4])
+    np.testing.assert_allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4)
+    pred = ft.Predictor(fused)
+    assert fused._backend == "MKLDNN"
+    assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
+    assert repr(fused) == "FusedModel(float32, oneDNN, classes=3)"
