@@ -214,7 +214,7 @@ def _export_int8(model, args) -> int:
 
     if not args.calibration:
         raise ConfigError("--int8 needs --calibration DATA: image files or folders to calibrate on.")
-    data = _calibration_batch(model, args.calibration)
+    data = _calibration_batch(model, args.calibration, limit=500)  # quantize's default num_examples
     q = quantize(model, data)
     x = mx.nd.array(data[:256])
     same = float(np.mean(model(x).asnumpy().argmax(1) == q(x).asnumpy().argmax(1)))

@@ -163,10 +163,10 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
     return model
 
 
-def _calibration_batch(model, images) -> np.ndarray:
-    """The calibration images as one normalised ``(N, C, H, W)`` float32 array."""
+def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
+    """The (first ``limit``) calibration images as one normalised ``(N, C, H, W)`` float32 array."""
     if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
-        return images
+        return images[:limit]
     if isinstance(images, np.ndarray):
         raise DataError(f"Calibration arrays must be normalised (N, C, H, W) float32 batches. "
                         f"Got {images.dtype} with shape {images.shape} instead; pass image files to "
@@ -183,10 +183,10 @@ def _calibration_batch(model, images) -> np.ndarray:
     if not paths:
         raise DataError(f"No calibration images found in {images!r}; give image files or folders of images.")
     pre = model.preprocess
-    return np.stack([pre.transform(read_image(p, pre.color), pre.color) for p in paths]).astype(np.float32)
+    return np.stack([pre.transform(read_image(p, pre.color), pre.color) for p in paths[:limit]]).astype(np.float32)
 
 
-def quantize(model, calibration_images, *, calib_mode: str = "naive", num_examples: int = 500,
+def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int = 500,
              batch_size: int = 32, exclude_layers=None) -> QuantizedModel:
     """INT8 copy of a float32 network, calibrated on sample images (CPU, oneDNN).
 
@@ -195,7 +195,7 @@ def quantize(model, calibration_images, *, calib_mode: str = "naive", num_exampl
     model : Model, Backbone or HybridBlock
         A float32 network with ``.preprocess`` (and ``.class_names``),
         giving logits for a normalised batch.
-    calibration_images : numpy.ndarray, path, folder or list of paths
+    calibration : numpy.ndarray, path, folder or list of paths
         A few hundred images like the ones the model will see (training
         images are right): a normalised ``(N, C, H, W)`` float32 array, or
         image files / folders, which go through ``model.preprocess``.
@@ -242,7 +242,7 @@ def quantize(model, calibration_images, *, calib_mode: str = "naive", num_exampl
     check_range("quantize", "batch_size", batch_size, 1)
     if getattr(model, "preprocess", None) is None:
         raise ConfigError("quantize needs a model carrying its preprocessing (.preprocess).")
-    data = _calibration_batch(model, calibration_images)[:num_examples]
+    data = _calibration_batch(model, calibration, int(num_examples))
     if len(data) == 0:
         raise DataError("quantize got an empty calibration array; give a few hundred images.")
     fp32 = _as_symbol_block(model)
