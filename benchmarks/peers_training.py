@@ -182,6 +182,7 @@ def run(argv=None) -> list:
     for name in args.models.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             rows += bench(name, *PAIRS[name], size, args)
+            print(f"done: {rows[-1][0]} {rows[-1][1]:.2f} img/s, {rows[-1][2]:.2f}x", file=sys.stderr, flush=True)
     return rows
 
 
