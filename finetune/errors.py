@@ -30,6 +30,7 @@ Hierarchy::
     │   └── ModelProtocolError               an object does not meet the model protocol
     ├── DeviceError (RuntimeError)           a device that is not available
     ├── WriteError (OSError)                 an output cannot be written (disk full, ...)
+    ├── MissingExtraError (ImportError)      an optional dependency is not installed
     └── TrainingError (RuntimeError)         training cannot go on
         └── NonFiniteLossError               the loss became NaN or infinite
 """
@@ -49,6 +50,7 @@ __all__ = [
     "ImageDecodeError",
     "ImageTooLargeError",
     "ListFormatError",
+    "MissingExtraError",
     "MissingFileError",
     "ModelError",
     "ModelProtocolError",
@@ -179,6 +181,10 @@ class WriteError(FinetuneError, OSError):
     The previous content of the file, if any, is left intact. ``errno`` and
     ``filename`` are those of the underlying :class:`OSError`.
     """
+
+
+class MissingExtraError(FinetuneError, ImportError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""
 
 
 class TrainingError(FinetuneError, RuntimeError):

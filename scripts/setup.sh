@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything finetune needs on a fresh machine, idempotently:
 #   - a virtual environment (.venv, or $FINETUNE_VENV) with the pinned dependencies
-#     (requirements/constraints.txt), finetune itself (editable), test and docs extras;
+#     (requirements/constraints.txt), finetune itself (editable), test, docs and faiss extras;
 #   - the Debian package dataset-fashion-mnist (the built-in real data set), installed with
 #     apt-get as root, else unpacked into .cache/debian with apt-get download + dpkg -x.
 set -euo pipefail
@@ -14,7 +14,7 @@ want=$(cat requirements/constraints.txt setup.cfg pyproject.toml | sha1sum | cut
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.finetune-stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating $VENV with pinned dependencies (a few minutes the first time)"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e ".[cpu,test,docs]"
+  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e ".[cpu,test,docs,faiss]"
   echo "$want" > "$VENV/.finetune-stamp"
 fi
 

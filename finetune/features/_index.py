@@ -7,6 +7,10 @@ above each query's current k-th best score before a small merge. Memory stays
 at ``query_batch x chunk_size`` floats whatever the database size, and no full
 sort is ever done. Average query expansion (AQE, Chum et al. 2007) and
 database-side augmentation (DBA, Arandjelović & Zisserman 2012) are built in.
+
+Exact search is the default. For databases that outgrow a scan, ``method``
+selects an approximate faiss structure (IVF, IVF-PQ, HNSW; the optional
+``faiss`` extra), see :mod:`finetune.features._ann`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import os
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
+from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
+from . import _ann
 from ._postprocess import l2_normalize
 
 __all__ = ["RetrievalIndex"]
@@ -45,6 +50,26 @@ class RetrievalIndex:
         Database rows scored at once.
     query_batch : int
         Queries scored at once.
+    method : {"exact", "ivf", "ivfpq", "hnsw"}
+        ``"exact"`` scans every descriptor (the default, and the fastest up
+        to a few million). The others are approximate faiss indexes, built
+        at the first search after :meth:`add` (or by :meth:`build`); they
+        need the ``faiss`` extra (``pip install "finetune[faiss]"``).
+    nlist : int or None
+        IVF cells (``None``: about ``4 sqrt(N)``).
+    nprobe : int
+        IVF cells scanned per query (more: better recall, slower).
+    pq_m : int or None
+        IVF-PQ bytes per vector; must divide the dimension (``None``: ``D // 4``).
+    hnsw_m : int
+        HNSW links per vector.
+    ef_search : int
+        HNSW candidate list length per query (more: better recall, slower).
+
+    Raises
+    ------
+    MissingExtraError
+        An approximate ``method`` without faiss installed.
 
     Attributes
     ----------
@@ -63,27 +88,59 @@ class RetrievalIndex:
     [['a', 'b']]
     """
 
-    def __init__(self, metric: str = "cosine", *, chunk_size: int = 65536, query_batch: int = 1024):
+    def __init__(self, metric: str = "cosine", *, chunk_size: int = 65536, query_batch: int = 1024,
+                 method: str = "exact", nlist: int | None = None, nprobe: int = 16, pq_m: int | None = None,
+                 hnsw_m: int = 32, ef_search: int = 64):
         check_choice("RetrievalIndex", "metric", metric, ("cosine", "ip"))
+        check_choice("RetrievalIndex", "method", method, _ann.METHODS)
         if int(chunk_size) < 1 or int(query_batch) < 1:
             raise ConfigError("RetrievalIndex: 'chunk_size' and 'query_batch' must be >= 1.")
+        for name, value in (("nprobe", nprobe), ("hnsw_m", hnsw_m), ("ef_search", ef_search),
+                            ("nlist", nlist or 1), ("pq_m", pq_m or 1)):
+            check_range("RetrievalIndex", name, value, 1)
+        if method != "exact":
+            _ann.import_faiss()  # fail now, not at the first search
         self.metric = metric
         self.chunk_size = int(chunk_size)
         self.query_batch = int(query_batch)
+        self.method = method
+        self.nlist, self.nprobe, self.pq_m = nlist, int(nprobe), pq_m
+        self.hnsw_m, self.ef_search = int(hnsw_m), int(ef_search)
         self.vectors = np.zeros((0, 0), np.float32)
         self.ids = np.zeros((0,), np.int64)
+        self._ann = None  # the faiss index, built from self.vectors (or read from a file)
+        self._mapped = False  # loaded from a file without the vectors
 
     def __len__(self) -> int:
-        return len(self.vectors)
+        return len(self.ids)
 
     def __repr__(self) -> str:
-        dim = self.vectors.shape[1] if len(self) else None
-        return f"RetrievalIndex(metric={self.metric!r}, size={len(self)}, dim={dim})"
+        method = "" if self.method == "exact" else f", method={self.method!r}"
+        return f"RetrievalIndex(metric={self.metric!r}{method}, size={len(self)}, dim={self.dim})"
 
     @property
     def dim(self) -> int | None:
         """Descriptor dimension (``None`` while empty)."""
+        if self._mapped:
+            return int(self._ann.d)
         return self.vectors.shape[1] if len(self) else None
+
+    def _ann_params(self) -> dict:
+        return {"method": self.method, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
+                "hnsw_m": self.hnsw_m, "ef_search": self.ef_search}
+
+    def build(self) -> "RetrievalIndex":
+        """Build the approximate index now (otherwise done at the first search); returns ``self``."""
+        if self.method != "exact" and self._ann is None:
+            if not len(self):
+                raise ConfigError("RetrievalIndex.build: the index is empty; add() descriptors first.")
+            self._ann = _ann.build(self.method, self.vectors, nlist=self.nlist, pq_m=self.pq_m, hnsw_m=self.hnsw_m)
+        return self
+
+    def _need_vectors(self, what: str) -> None:
+        if self._mapped:
+            raise ConfigError(f"RetrievalIndex.{what} needs the descriptors, and this {self.method!r} index was "
+                              "loaded from a file that holds only the faiss index; rebuild it from the vectors.")
 
     def _prepare(self, x, what: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -97,7 +154,9 @@ class RetrievalIndex:
 
     def add(self, vectors, ids=None) -> None:
         """Append ``(N, D)`` descriptors with their ids (default: running integers)."""
+        self._need_vectors("add")
         x = self._prepare(vectors, "vectors")
+        self._ann = None
         if ids is None:
             if len(self) and self.ids.dtype.kind not in "iu":
                 raise ConfigError("RetrievalIndex.add: this index has explicit ids; give 'ids' for the new vectors too.")
@@ -113,6 +172,14 @@ class RetrievalIndex:
         else:
             self.vectors, self.ids = x, ids
 
+    def _search_ann(self, q: np.ndarray, k: int):
+        """Top-k through the faiss index; rows faiss could not fill are -1 with score -inf."""
+        self.build()
+        _ann.set_search_params(self._ann, self.method, nprobe=self.nprobe, ef_search=self.ef_search)
+        scores, rows = self._ann.search(np.ascontiguousarray(q, np.float32), k)
+        scores[rows < 0] = -np.inf
+        return rows.astype(np.int64), scores
+
     def _search_idx(self, q: np.ndarray, k: int):
         """Top-k database row indices and scores for prepared queries.
 
@@ -121,6 +188,8 @@ class RetrievalIndex:
         (few) entries above it are gathered and merged — a comparison instead
         of a selection for most of the database.
         """
+        if self.method != "exact":
+            return self._search_ann(q, k)
         n = len(self)
         first = min(n, max(8 * k, min(8192, self.chunk_size)))
         bounds = [0] + list(range(first, n, self.chunk_size)) + [n]
@@ -175,7 +244,10 @@ class RetrievalIndex:
         scores : numpy.ndarray
             ``(Q, k)`` similarities, descending.
         ids : numpy.ndarray
-            ``(Q, k)`` ids (or row numbers).
+            ``(Q, k)`` ids (or row numbers). An approximate index may find
+            fewer than ``k`` items (IVF with a small ``nprobe``): the missing
+            places have score ``-inf`` and row ``-1`` (id ``-1``, or ``""``
+            for string ids).
         """
         if not len(self):
             raise ConfigError("RetrievalIndex.search: the index is empty; add() descriptors first.")
@@ -194,9 +266,15 @@ class RetrievalIndex:
                 q = self._expand(q, first)
             idx, val = self._search_idx(q, k)
             out_i[start:start + len(q)], out_s[start:start + len(q)] = idx, val
-        return out_s, (out_i if return_indices else self.ids[out_i])
+        if return_indices:
+            return out_s, out_i
+        found = self.ids[np.maximum(out_i, 0)]
+        if (out_i < 0).any():
+            found[out_i < 0] = "" if found.dtype.kind == "U" else -1
+        return out_s, found
 
     def _expand(self, q: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        self._need_vectors("search(aqe=...)")
         expanded = q + self.vectors[neighbours].sum(axis=1)
         expanded /= neighbours.shape[1] + 1
         return l2_normalize(expanded) if self.metric == "cosine" else expanded
@@ -220,6 +298,8 @@ class RetrievalIndex:
         """
         if int(k) < 1:
             raise ConfigError(f"The 'k' parameter of RetrievalIndex.augment must be >= 1. Got {k!r} instead.")
+        self._need_vectors("augment")
+        self._ann = None
         k = min(int(k) + 1, len(self))
         new = np.empty_like(self.vectors)
         for start in range(0, len(self), self.query_batch):
@@ -233,23 +313,46 @@ class RetrievalIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Save to ``path`` (an ``.npz`` file; no pickle)."""
+        """Save to ``path`` (an ``.npz`` file; no pickle).
+
+        An approximate index writes its ids and settings to ``path`` and the
+        faiss index (built now if needed) beside it, to ``path + ".faiss"``;
+        the descriptors themselves are not kept (for IVF-PQ that is the point).
+        """
         path = os.fspath(path)
-        meta = {"metric": self.metric, "chunk_size": self.chunk_size, "query_batch": self.query_batch}
+        meta = {"metric": self.metric, "chunk_size": self.chunk_size, "query_batch": self.query_batch,
+                **self._ann_params()}
+        vectors = self.vectors
+        if self.method != "exact":
+            self.build()
+            _ann.write(self._ann, path + ".faiss")
+            vectors = np.zeros((0, 0), np.float32)
         with open(path, "wb") as f:
-            np.savez(f, vectors=self.vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
+            np.savez(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
 
     @classmethod
-    def load(cls, path) -> "RetrievalIndex":
-        """Load what :meth:`save` wrote."""
+    def load(cls, path, *, mmap: bool = True) -> "RetrievalIndex":
+        """Load what :meth:`save` wrote.
+
+        An approximate index's faiss file is memory-mapped (``mmap=True``)
+        where faiss supports it (IVF lists), so a large database is read
+        from disk on demand. Such an index searches, but cannot :meth:`add`,
+        :meth:`augment` or expand queries (it has no descriptors).
+        """
         path = os.fspath(path)
         if not os.path.exists(path):
             raise MissingFileError(f"Index file {path!r} does not exist.")
         try:
             with np.load(path, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta"]))
-                obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"])
+                params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
+                          if k in meta}
+                obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
                 obj.vectors, obj.ids = f["vectors"], f["ids"]
         except (KeyError, ValueError, OSError) as exc:
             raise DataError(f"{path!r} is not a RetrievalIndex file: {exc}") from None
+        if obj.method != "exact":
+            if not os.path.exists(path + ".faiss"):
+                raise MissingFileError(f"The faiss file {path + '.faiss'!r} of the index {path!r} is missing.")
+            obj._ann, obj._mapped = _ann.read(path + ".faiss", mmap=mmap), True
         return obj

@@ -7,7 +7,9 @@ MXNet checkpoint, Gluon block). :class:`Backbone` — a pretrained network
 graph + parameters, carrying its :class:`~finetune.Preprocess`.
 :class:`HeadReplacer` cuts it at a named layer and adds a new head, giving a
 fine-tunable :class:`Model`. :func:`load_model` reads what ``save`` writes.
-:class:`BlockModel` gives a plain Gluon block the members of the protocol.
+:class:`BlockModel` gives a plain Gluon block the members of the protocol. :func:`quantize`
+makes an INT8 :class:`QuantizedModel` for CPU inference; :func:`fuse` an fp32
+:class:`FusedModel` with oneDNN operator fusion.
 """
 
 from ._backbone import Backbone
@@ -17,16 +19,21 @@ from ._head import HeadReplacer
 from ._inception_resnet_v2 import InceptionResNetV2
 from ._model import Model, load_model
 from ._protocol import ModelProtocol
+from ._quantize import FusedModel, QuantizedModel, fuse, quantize
 from ._zoo import list_backbones
 
 __all__ = [
     "Backbone",
     "BlockModel",
+    "FusedModel",
     "HeadReplacer",
     "InceptionResNetV2",
     "Model",
     "ModelProtocol",
+    "QuantizedModel",
     "create_model",
+    "fuse",
     "list_backbones",
     "load_model",
+    "quantize",
 ]

@@ -168,6 +168,10 @@ def load_model(path, *, ctx=None):
     """
     config = read_config(path)
     kind = config.get("class")
+    if kind == "QuantizedModel":
+        from ._quantize import load_quantized
+
+        return load_quantized(path, config, ctx=ctx)
     if kind not in ("Backbone", "Model"):
         raise ModelError(f"Unknown model class {kind!r} in {os.fspath(path)!r}.")
     ctxs = resolve_ctx(ctx)

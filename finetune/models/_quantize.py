@@ -1,0 +1,292 @@
+"""INT8 post-training quantization and float32 operator fusion on CPU (MXNet's oneDNN backend).
+
+:func:`quantize` runs a float32 network on a few hundred calibration images,
+records the range of every layer's output and rewrites the graph with
+``mxnet.contrib.quantization`` into fused oneDNN INT8 operators (convolution
++ BatchNorm + activation + requantize in one kernel). The result is a
+:class:`QuantizedModel`: a ``SymbolBlock`` that keeps the network's
+:class:`~finetune.Preprocess` and class names, so :class:`~finetune.Predictor`
+wraps it like any model, and that ``save``\\ s to a model directory
+(``config.json`` with ``"class": "QuantizedModel"``, ``symbol.json``,
+``weights.params``) which :func:`~finetune.load_model` reads back.
+
+:func:`fuse` keeps float32 and only lets oneDNN fuse the graph (a
+:class:`FusedModel`), which is exact to float32 rounding.
+
+MXNet's quantization pass is used as is; this module only feeds it the
+calibration batches, keeps the preprocessing with the result and handles
+saving, which MXNet leaves to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+
+from .._version import __version__
+from ..errors import ConfigError, DataError, ModelError, check_choice, check_range
+from . import _model
+
+__all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+CALIB_MODES = ("naive", "entropy")
+
+
+class QuantizedModel(mx.gluon.SymbolBlock):
+    """An INT8 network made by :func:`quantize`: logits for a normalised float32 batch.
+
+    Runs on CPU only (oneDNN kernels). Follows the model protocol's use side:
+    ``model(x)`` for an ``(N, C, H, W)`` float32 batch normalised with
+    :attr:`preprocess`, :attr:`class_names`, :meth:`save`; training and
+    layer access (``features``, Grad-CAM) stay with the float32 model.
+
+    Attributes
+    ----------
+    preprocess : Preprocess
+        Copied from the float32 network.
+    class_names : list of str or None
+        Copied from the float32 network.
+    calibration : dict
+        How it was calibrated: ``calib_mode``, ``num_examples``,
+        ``exclude_layers``.
+    """
+
+    def __init__(self, symbol, preprocess, class_names=None, calibration=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Cannot decide type")
+            super().__init__(symbol, mx.sym.var("data"))
+        self.preprocess = preprocess
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.calibration = dict(calibration or {})
+
+    def save(self, path) -> str:
+        """Write a model directory that :func:`~finetune.load_model` reads; returns its path."""
+        config = {
+            "format": _model.FORMAT, "format_version": _model.FORMAT_VERSION,
+            "finetune_version": __version__, "mxnet_version": mx.__version__,
+            "class": "QuantizedModel", "preprocess": self.preprocess.to_dict(),
+            "class_names": self.class_names, "quantization": self.calibration,
+        }
+        symbol = self._cached_graph[1]
+        arrays = {name: p.data(p.list_ctx()[0]).copyto(mx.cpu()) for name, p in self.collect_params().items()}
+        return _model._write_model_dir(path, config, {"symbol.json": symbol.tojson()}, arrays, self.preprocess)
+
+    def __repr__(self) -> str:
+        c = self.calibration
+        return (f"QuantizedModel(int8, calib_mode={c.get('calib_mode')!r}, "
+                f"num_examples={c.get('num_examples')}, classes={len(self.class_names or [])})")
+
+
+class FusedModel(mx.gluon.SymbolBlock):
+    """A float32 network whose graph oneDNN fuses (convolution + BatchNorm + activation) on CPU.
+
+    Made by :func:`fuse`. Same outputs as the original network (to float32
+    rounding); :meth:`hybridize` always partitions the graph for the
+    ``"MKLDNN"`` backend, so :class:`~finetune.Predictor`'s own
+    ``hybridize(static_alloc=True)`` keeps the fusion.
+    """
+
+    def __init__(self, symbol, preprocess, class_names=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Cannot decide type")
+            super().__init__(symbol, mx.sym.var("data"))
+        self.preprocess = preprocess
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+
+    def hybridize(self, active=True, **kwargs):
+        """As ``HybridBlock.hybridize``, with ``backend="MKLDNN"`` unless another is given."""
+        kwargs.setdefault("backend", "MKLDNN")
+        super().hybridize(active, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FusedModel(float32, oneDNN, classes={len(self.class_names or [])})"
+
+
+def fuse(model) -> FusedModel:
+    """A float32 copy of a network that runs with oneDNN operator fusion (CPU inference).
+
+    Parameters
+    ----------
+    model : Model, Backbone or HybridBlock
+        A network with ``.preprocess`` (and ``.class_names``).
+
+    Returns
+    -------
+    FusedModel
+        Same input, outputs (to float32 rounding), preprocessing and class
+        names; hybridized for the ``"MKLDNN"`` backend.
+
+    Examples
+    --------
+    >>> import mxnet as mx, numpy as np, finetune as ft
+    >>> model = ft.HeadReplacer(2).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None))
+    >>> fused = ft.fuse(model)
+    >>> x = mx.nd.array(np.random.default_rng(0).normal(size=(2, 3, 64, 64)))
+    >>> bool(np.allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4))
+    True
+    """
+    if getattr(model, "preprocess", None) is None:
+        raise ConfigError("fuse needs a model carrying its preprocessing (.preprocess).")
+    block = _as_symbol_block(model)
+    out = FusedModel(block._cached_graph[1], model.preprocess, getattr(model, "class_names", None))
+    params = out.collect_params()
+    for name, p in block.collect_params().items():
+        params[name]._load_init(p.data(), [mx.cpu()])
+    out.hybridize(static_alloc=True)
+    return out
+
+
+def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
+    """Read a model directory written by :meth:`QuantizedModel.save` (called by ``load_model``)."""
+    from .._context import resolve_ctx
+
+    for c in resolve_ctx(ctx):
+        if c.device_type != "cpu":
+            raise ConfigError(f"A QuantizedModel runs on CPU only (oneDNN INT8 kernels). Got ctx={c} instead.")
+    model = QuantizedModel(_model.read_symbol(path), _model.read_preprocess(path, config),
+                           config.get("class_names"), config.get("quantization"))
+    _model.read_weights(path, config)  # checks that the file exists and is readable
+    try:
+        _load_typed(model, os.path.join(os.fspath(path), config.get("weights", "weights.params")))
+    except (AssertionError, mx.base.MXNetError) as exc:
+        raise ModelError(f"The weights of the quantized model {os.fspath(path)!r} do not match its graph: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
+    return model
+
+
+def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
+    """The (first ``limit``) calibration images as one normalised ``(N, C, H, W)`` float32 array."""
+    if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
+        return images[:limit]
+    if isinstance(images, np.ndarray):
+        raise DataError(f"Calibration arrays must be normalised (N, C, H, W) float32 batches. "
+                        f"Got {images.dtype} with shape {images.shape} instead; pass image files to "
+                        "have the model's preprocessing applied.")
+    from ..data import read_image
+
+    paths = []
+    for x in [images] if isinstance(images, (str, os.PathLike)) else images:
+        p = Path(x)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in _IMAGE_EXTS))
+        else:
+            paths.append(p)
+    if not paths:
+        raise DataError(f"No calibration images found in {images!r}; give image files or folders of images.")
+    pre = model.preprocess
+    return np.stack([pre.transform(read_image(p, pre.color), pre.color) for p in paths[:limit]]).astype(np.float32)
+
+
+def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int = 500,
+             batch_size: int = 32, exclude_layers=None) -> QuantizedModel:
+    """INT8 copy of a float32 network, calibrated on sample images (CPU, oneDNN).
+
+    Parameters
+    ----------
+    model : Model, Backbone or HybridBlock
+        A float32 network with ``.preprocess`` (and ``.class_names``),
+        giving logits for a normalised batch.
+    calibration : numpy.ndarray, path, folder or list of paths
+        A few hundred images like the ones the model will see (training
+        images are right): a normalised ``(N, C, H, W)`` float32 array, or
+        image files / folders, which go through ``model.preprocess``.
+    calib_mode : {"naive", "entropy"}
+        ``"naive"`` takes each layer's observed min/max as its range;
+        ``"entropy"`` chooses the range that minimises the KL divergence
+        (slower to calibrate, sometimes more accurate).
+    num_examples : int
+        Largest number of calibration images used.
+    batch_size : int
+        Calibration batch size.
+    exclude_layers : list of str or None
+        Names of layers (see ``model.layer_names``) kept in float32, e.g.
+        the classifier when it loses accuracy.
+
+    Returns
+    -------
+    QuantizedModel
+        Same input, output, preprocessing and class names.
+
+    Raises
+    ------
+    ConfigError
+        An option out of range.
+    DataError
+        No usable calibration images.
+
+    Examples
+    --------
+    >>> import mxnet as mx, numpy as np, finetune as ft
+    >>> bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    >>> model = ft.HeadReplacer(2).apply(bb, class_names=["a", "b"])
+    >>> calib = np.random.default_rng(0).normal(size=(8, 3, 64, 64)).astype(np.float32)
+    >>> q = ft.quantize(model, calib, batch_size=4)
+    >>> q
+    QuantizedModel(int8, calib_mode='naive', num_examples=8, classes=2)
+    >>> q(mx.nd.array(calib[:2])).shape
+    (2, 2)
+    """
+    from mxnet.contrib import quantization
+
+    check_choice("quantize", "calib_mode", calib_mode, CALIB_MODES)
+    check_range("quantize", "num_examples", num_examples, 1)
+    check_range("quantize", "batch_size", batch_size, 1)
+    if getattr(model, "preprocess", None) is None:
+        raise ConfigError("quantize needs a model carrying its preprocessing (.preprocess).")
+    data = _calibration_batch(model, calibration, int(num_examples))
+    if len(data) == 0:
+        raise DataError("quantize got an empty calibration array; give a few hundred images.")
+    fp32 = _as_symbol_block(model)
+    calib = mx.io.NDArrayIter(data, batch_size=min(batch_size, len(data)), data_name="data", last_batch_handle="pad")
+    ql = logging.getLogger("finetune.quantize")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        net = quantization.quantize_net_v2(
+            fp32, quantized_dtype="auto", quantize_mode="full", exclude_layers=list(exclude_layers or []),
+            calib_data=calib, calib_mode=calib_mode, num_calib_examples=len(data), ctx=mx.cpu(), logger=None)
+    ql.debug("calibrated on %d images", len(data))
+    out = QuantizedModel(net._cached_graph[1], model.preprocess, getattr(model, "class_names", None),
+                         {"calib_mode": calib_mode, "num_examples": int(len(data)),
+                          "exclude_layers": list(exclude_layers or [])})
+    with tempfile.TemporaryDirectory() as tmp:
+        net.collect_params().save(os.path.join(tmp, "w.params"))
+        _load_typed(out, os.path.join(tmp, "w.params"))
+    return out
+
+
+def _load_typed(block, filename: str) -> None:
+    """Load parameters keeping the saved dtypes (int8 weights, float32 ranges)."""
+    block.collect_params().load(filename, ctx=mx.cpu(), cast_dtype=True, dtype_source="saved")
+
+
+def _as_symbol_block(model):
+    """The network as a plain ``SymbolBlock`` on CPU (what MXNet's quantization pass exports)."""
+    to_symbol = getattr(model, "to_symbol", None)
+    if to_symbol is not None:
+        symbol = to_symbol()
+    else:
+        model.hybridize()
+        pre = model.preprocess
+        model(mx.nd.zeros((1, pre.channels, pre.size[0], pre.size[1])))
+        with tempfile.TemporaryDirectory() as tmp:
+            mx.gluon.HybridBlock.export(model, os.path.join(tmp, "net"))
+            symbol = mx.sym.load(os.path.join(tmp, "net-symbol.json"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        block = mx.gluon.SymbolBlock(symbol, mx.sym.var("data"))
+    params = block.collect_params()
+    source = model.collect_params()
+    for name, p in params.items():
+        src = source[name]
+        p._load_init(src.data(src.list_ctx()[0]).copyto(mx.cpu()), [mx.cpu()])
+    return block

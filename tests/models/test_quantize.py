@@ -1,0 +1,118 @@
+"""INT8 post-training quantization: agreement with float32, save/load, Predictor, errors."""
+
+from __future__ import annotations
+
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import finetune as ft
+from finetune.errors import ConfigError, DataError, ModelError
+
+
+@pytest.fixture(scope="module")
+def model():
+    bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    return ft.HeadReplacer(3).apply(bb, class_names=["cat", "dog", "fish"])
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return np.random.default_rng(0).normal(size=(12, 3, 64, 64)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def quantized(model, calib):
+    return ft.quantize(model, calib, batch_size=4)
+
+
+def test_int8_graph_close_to_float32(model, quantized, calib):
+    ops = {n["op"] for n in json.loads(quantized._cached_graph[1].tojson())["nodes"]}
+    assert any("quantized" in op or op.startswith("_sg_mkldnn") for op in ops)
+    ref = model(mx.nd.array(calib)).asnumpy()
+    out = quantized(mx.nd.array(calib)).asnumpy()
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < 0.25 * np.abs(ref).max() + 1e-3
+    assert quantized.preprocess == model.preprocess
+    assert quantized.class_names == model.class_names
+
+
+def test_save_load_round_trip_and_predictor(quantized, calib, tmp_path):
+    folder = quantized.save(tmp_path / "q")
+    again = ft.load_model(folder)
+    assert isinstance(again, ft.QuantizedModel)
+    assert again.calibration == quantized.calibration
+    x = mx.nd.array(calib[:4])
+    np.testing.assert_array_equal(quantized(x).asnumpy(), again(x).asnumpy())
+    probs = ft.Predictor.load(folder).predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB")
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_calibration_from_image_files(model, image_folder):
+    q = ft.quantize(model, image_folder, num_examples=6, calib_mode="entropy")
+    assert q.calibration["num_examples"] == 6
+    assert q.calibration["calib_mode"] == "entropy"
+
+
+def test_exclude_layers_kept_float(model, calib):
+    q = ft.quantize(model, calib, exclude_layers=["head_classifier_fwd"])
+    assert q.calibration["exclude_layers"] == ["head_classifier_fwd"]
+    assert q(mx.nd.array(calib[:2])).shape == (2, 3)
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"calib_mode": "minmax"}, ConfigError),
+    ({"num_examples": 0}, ConfigError),
+])
+def test_bad_options(model, calib, kwargs, error):
+    with pytest.raises(error):
+        ft.quantize(model, calib, **kwargs)
+
+
+def test_bad_calibration_data(model, tmp_path):
+    with pytest.raises(DataError, match="float32"):
+        ft.quantize(model, np.zeros((2, 64, 64, 3), np.uint8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No calibration images"):
+        ft.quantize(model, tmp_path / "empty")
+
+
+def test_load_refuses_gpu_and_corrupt_weights(quantized, tmp_path):
+    folder = quantized.save(tmp_path / "q")
+    with pytest.raises(ft.errors.FinetuneError):  # DeviceError without a GPU, ConfigError with one
+        ft.load_model(folder, ctx=mx.gpu(0))
+    mx.nd.save(str(tmp_path / "q" / "weights.params"), {"nothing": mx.nd.zeros(1)})
+    with pytest.raises(ModelError):
+        ft.load_model(folder)
+
+
+def test_cli_export_int8(model, image_folder, tmp_path, capsys):
+    from finetune.cli import main
+
+    folder = model.save(tmp_path / "fp32")
+    out = tmp_path / "int8"
+    assert main(["-q", "export", folder, "--out", str(out), "--int8", "--calibration", str(image_folder)]) == 0
+    assert "top-1 agrees with float32" in capsys.readouterr().out
+    assert isinstance(ft.load_model(out), ft.QuantizedModel)
+    assert main(["-q", "predict", str(out), str(image_folder / "cat")]) == 0
+    assert main(["-q", "export", folder, "--out", str(tmp_path / "x"), "--int8"]) == 1
+    assert "--calibration" in capsys.readouterr().err
+
+
+def test_quantize_a_deployment_symbol_block(model, calib, tmp_path):
+    dep = ft.export_for_deployment(model, tmp_path / "dep")
+    q = ft.quantize(ft.load_deployment(dep.directory), calib)
+    assert q(mx.nd.array(calib[:2])).shape == (2, 3)
+
+
+def test_fuse_keeps_outputs_and_backend_through_predictor(model, calib):
+    fused = ft.fuse(model)
+    x = mx.nd.array(calib[:4])
+    np.testing.assert_allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4)
+    pred = ft.Predictor(fused)
+    assert fused._backend == "MKLDNN"
+    assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
+    assert repr(fused) == "FusedModel(float32, oneDNN, classes=3)"
