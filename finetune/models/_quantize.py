@@ -31,7 +31,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import ConfigError, DataError, ModelError, check_choice, check_range
-from . import _model
+from . import _modeldir as _model
 
 __all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
