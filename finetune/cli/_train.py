@@ -246,6 +246,7 @@ def _recipe_model(args, recipe):
 def _train_recipe(args) -> int:
     from .._context import parse_ctx
 
+    recover_artifacts(args.out)
     recipe = recipe_from_args(args)
     model = _recipe_model(args, recipe)
     if args.plan:
@@ -306,9 +307,34 @@ def build(args):
     return model, train, val, trainer
 
 
+def _keep_folders(out) -> list:
+    parent, name = os.path.split(os.path.abspath(out))
+    prefix = f".{name}.keep-"
+    return [os.path.join(parent, n) for n in os.listdir(parent or ".") if n.startswith(prefix)] \
+        if os.path.isdir(parent or ".") else []
+
+
+def recover_artifacts(out) -> None:
+    """Put back the histories and checkpoints a killed :func:`_save_model_dir` had set aside.
+
+    Saving the model replaces ``out`` as a whole; the training artifacts wait
+    in a hidden sibling folder meanwhile. If the process dies there, the next
+    ``finetune train`` on ``out`` (``--resume`` included) moves them back first.
+    """
+    for keep in _keep_folders(out):
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(keep):
+            dst = os.path.join(out, name)
+            if not os.path.exists(dst):
+                os.replace(os.path.join(keep, name), dst)
+        shutil.rmtree(keep, ignore_errors=True)
+        log.info("Recovered the training artifacts of %s from an interrupted save.", out)
+
+
 def _save_model_dir(model, out) -> None:
     """``model.save(out)`` keeping the history and checkpoints already in ``out``."""
     out = os.path.abspath(out)
+    recover_artifacts(out)
     keep = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.keep-{uuid.uuid4().hex}")
     os.makedirs(keep)
     moved = []
@@ -356,6 +382,7 @@ def _lr_find(args) -> int:
 def _train(args) -> int:
     if _mode(args) != "manual":
         return _train_recipe(args)
+    recover_artifacts(args.out)
     model, train, val, trainer = build(args)
     if args.plan:
         print(trainer.plan())

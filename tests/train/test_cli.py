@@ -106,3 +106,19 @@ def test_train_cli_defaults_are_the_library_recipe_the_main_job_uses():
     assert recipe_from_args(args) == Recipe()
     qs = build_parser().parse_args(["quickstart"])
     assert _recipe(qs) == Recipe()
+
+
+def test_artifacts_set_aside_by_an_interrupted_save_are_recovered(tmp_path):
+    from finetune.cli._train import recover_artifacts
+
+    out = tmp_path / "model"
+    keep = tmp_path / ".model.keep-0123"
+    (keep / "checkpoints").mkdir(parents=True)
+    (keep / "checkpoints" / "last.ckpt").write_bytes(b"ck")
+    (keep / "history.json").write_text("[]")
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    recover_artifacts(out)
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"ck"
+    assert (out / "history.json").exists() and (out / "config.json").exists()
+    assert not keep.exists()
