@@ -36,9 +36,13 @@ def test_every_family_has_a_fast_representative():
 
 @pytest.mark.parametrize("name", _params(NAMES))
 def test_model_protocol(name, tmp_path):
-    """Forward, features, HeadReplacer(7), save → load (bit-identical), export → SymbolBlock.imports."""
+    """check_model (the public conformance check), forward, features, HeadReplacer(7), save → load
+    (bit-identical), export → SymbolBlock.imports — one network built per backbone."""
     mx.random.seed(0)
-    bb = ft.Backbone.from_zoo(name, weights=None)
+    bb = ft.create_model(name)
+    entry = get_entry(name)
+    side = max(64, entry.min_size) if entry.flexible_size else None
+    check_model(bb, input_size=None if side is None else (side, side))
     x = _input(name, bb)
     _check_forward(bb, x)
     _check_features(bb, x)
@@ -95,12 +99,3 @@ def _check_head_save_load_export(bb, x, tmp_path):
     np.testing.assert_allclose(net(x).asnumpy(), out, rtol=1e-5, atol=1e-6)
     assert ft.Preprocess.load(paths["preprocess"]) == model.preprocess
 
-
-@pytest.mark.parametrize("name", _params(NAMES))
-def test_check_model_passes(name):
-    """The public conformance check on every registered backbone (random weights, a small input)."""
-    mx.random.seed(0)
-    bb = ft.create_model(name)
-    entry = get_entry(name)
-    side = max(64, entry.min_size) if entry.flexible_size else None
-    check_model(bb, input_size=None if side is None else (side, side))
