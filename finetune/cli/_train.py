@@ -39,15 +39,20 @@ _SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimize
            "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
 
 
-def register(sub) -> None:
-    """Add ``train`` and ``launch`` to the ``finetune`` command line."""
-    p = sub.add_parser("train", help="fine-tune a backbone on .rec files",
-                       description="Fine-tune BACKBONE on --train records; --out becomes a model directory "
-                       "(plus history and checkpoints).")
+def _add_source(p) -> None:
+    """BACKBONE and the training records: the arguments ``train`` and ``lr-find`` share."""
     p.add_argument("backbone", help="zoo name (e.g. efficientnet_lite0), model directory, or deploy.prototxt")
     p.add_argument("--caffemodel", help="weights for a Caffe deploy.prototxt BACKBONE")
     p.add_argument("--weights", default="imagenet", help="zoo weights: 'imagenet', 'none' or a .params file")
     p.add_argument("--train", required=True, help="training .rec (or its prefix)")
+
+
+def register(sub) -> None:
+    """Add ``train``, ``lr-find`` and ``launch`` to the ``finetune`` command line."""
+    p = sub.add_parser("train", help="fine-tune a backbone on .rec files",
+                       description="Fine-tune BACKBONE on --train records; --out becomes a model directory "
+                       "(plus history and checkpoints).")
+    _add_source(p)
     p.add_argument("--val", help="validation .rec (or its prefix)")
     p.add_argument("--out", required=True, help="output model directory")
     g = p.add_argument_group("head")
@@ -94,10 +99,7 @@ def register(sub) -> None:
     p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against LR, suggest an LR",
                        description="Train BACKBONE (with a new head, as `finetune train` would) for a few "
                        "steps with an exponentially growing learning rate; write the plot and the suggestion.")
-    p.add_argument("backbone", help="zoo name, model directory, or deploy.prototxt")
-    p.add_argument("--caffemodel", help="weights for a Caffe deploy.prototxt BACKBONE")
-    p.add_argument("--weights", default="imagenet", help="zoo weights: 'imagenet', 'none' or a .params file")
-    p.add_argument("--train", required=True, help="training .rec (or its prefix)")
+    _add_source(p)
     p.add_argument("--out", default="lr_find.png", help="plot to write; the numbers go beside it as .json "
                    "(default: %(default)s)")
     p.add_argument("--classes", type=int, help="number of classes (default: from the records' class names)")
