@@ -26,7 +26,7 @@ def test_default_cut_is_the_layer_before_the_classifier(resnet):
 
 
 def test_pretrained_weights_are_kept_and_old_classifier_dropped(resnet, caplog):
-    with caplog.at_level(logging.INFO, logger="finetune.models._head"):
+    with caplog.at_level(logging.DEBUG, logger="finetune.models._head"):
         model = ft.HeadReplacer(7).apply(resnet)
     assert "dense0_weight" in caplog.text and "dense0_bias" in caplog.text
     old = resnet.collect_params()
