@@ -117,8 +117,8 @@ class Recipe:
     --------
     >>> Recipe()
     Recipe()
-    >>> Recipe(ema=None, epochs=20)
-    Recipe(epochs=20, ema=None)
+    >>> Recipe(ema=None, epochs=30)
+    Recipe(epochs=30, ema=None)
     >>> Recipe.preset("sgd-pretrained").optimizer
     'sgd'
     """
