@@ -37,3 +37,27 @@ def any_model_source(request, tmp_path):
     from tests.model_sources import source
 
     return source(request.param, tmp_path)
+
+
+@pytest.fixture
+def linked_folder(tmp_path):
+    """Five images in the less common formats, plus a link loop, a second name for a folder and a
+    second link to a file; returns ``(root, relative paths of the five real images, sorted)``.
+
+    Every folder reader must list each real image once and end (``ImageList.from_folder``,
+    ``list_images``, ``Predictor``, ``FeatureExtractor``, quantization calibration).
+    """
+    rng = np.random.default_rng(1)
+    root = tmp_path / "linked"
+    names = ["a/1.png", "a/2.webp", "b/3.pgm", "b/4.jpe", "b/5.PPM"]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        img = rng.integers(0, 255, (24 + 4 * int(name[2]), 32, 3), dtype=np.uint8)
+        ok, buf = cv2.imencode(os.path.splitext(name)[1].lower(), img[:, :, 0] if name.endswith("pgm") else img)
+        assert ok, name
+        (root / name).write_bytes(buf.tobytes())
+    (root / "b" / "notes.txt").write_text("not an image", encoding="utf-8")
+    os.symlink(root, root / "a" / "loop")                    # a loop back to the top
+    os.symlink(root / "a", root / "alias")                   # the same folder under a second name
+    os.symlink(root / "a" / "1.png", root / "b" / "dup.png")  # the same file twice
+    return root, names

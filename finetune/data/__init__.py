@@ -1,6 +1,7 @@
 """Data: from a folder of images to training-ready MXNet record files.
 
-Listing and splitting (:class:`ImageList`), checking (:func:`check`), packing
+Listing and splitting (:class:`ImageList`, :func:`list_images` with the one
+extension list :data:`IMAGE_EXTENSIONS`), checking (:func:`check`), packing
 ``.rec`` files (:func:`pack`), :class:`RecordDataset` with :class:`Augment`,
 :class:`MeanImage`, class balancing (:func:`balance`), the built-in
 Fashion-MNIST reader, and the :class:`Preprocess` config every model carries.
@@ -16,6 +17,7 @@ from ._balance import balance
 from ._check import BadImage, CheckReport, check
 from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
                        write_fashion_mnist_folder)
+from ._folder import IMAGE_EXTENSIONS, list_images
 from ._image import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_image, to_color
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
 from ._mean import MeanImage
@@ -30,9 +32,9 @@ MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 _LAZY = {"RecordDataset": "._record", "RecordLoader": "._record"}  # these import MXNet
 
 __all__ = sorted([
-    "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "ImageEntry",
-    "ImageList", "MAX_IMAGE_PIXELS", "MeanImage", "PackReport", "Preprocess", "RecordDataset", "RecordLoader",
-    "balance", "check", "decode_image", "fashion_mnist_dir", "load_fashion_mnist", "pack",
+    "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
+    "ImageEntry", "ImageList", "MAX_IMAGE_PIXELS", "MeanImage", "PackReport", "Preprocess", "RecordDataset",
+    "RecordLoader", "balance", "check", "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "pack",
     "read_image", "to_color", "write_fashion_mnist_folder",
 ])
 

@@ -28,14 +28,16 @@ import numpy as np
 
 from .._atomic import atomic_open
 from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
+from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
 from ._listfiles import _is_number, _norm_label, classes_path_for, find_class_names, write_class_names
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 
 log = logging.getLogger("finetune.data")
 
-#: Extensions :meth:`ImageList.from_folder` accepts by default (OpenCV decodes all of them).
-DEFAULT_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Extensions :meth:`ImageList.from_folder` accepts by default: :data:`IMAGE_EXTENSIONS`, the
+#: one list every folder reader of finetune uses (kept under this name for compatibility).
+DEFAULT_EXTS = IMAGE_EXTENSIONS
 
 
 def _read_text_lines(path, newline=None):
@@ -157,7 +159,9 @@ class ImageList:
         walked in sorted order and each folder holding images gets the next
         label; the class name is the folder path relative to ``root``.
         Files whose extension is not in ``exts`` (GIFs, text files, ...) are
-        skipped and counted in :attr:`skipped` (and logged).
+        skipped and counted in :attr:`skipped` (and logged). Each linked
+        folder is followed once (a link loop ends) and each real file is
+        listed once, as everywhere finetune reads a folder (:func:`list_images`).
 
         Parameters
         ----------
@@ -191,60 +195,23 @@ class ImageList:
         (['cat', 'dog'], [0, 1], {'.gif': 1})
         """
         root = os.fspath(root)
-        if not os.path.isdir(root):
-            raise MissingFileError(f"Image folder {root!r} does not exist or is not a folder.")
-        exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in exts}
-        skipped = collections.Counter()
-        entries, cats = [], {}
-        seen_files, seen_dirs, dupes = set(), {os.path.realpath(root)}, [0]
-
-        def take(folder, fname, label_of):
-            fpath = os.path.join(folder, fname)
-            if not os.path.isfile(fpath):
-                return
-            suffix = os.path.splitext(fname)[1].lower()
-            if suffix not in exts:
-                skipped[suffix or "(no extension)"] += 1
-                return
-            real = os.path.realpath(fpath)
-            if real in seen_files:  # the same file again, through a link
-                dupes[0] += 1
-                return
-            seen_files.add(real)
-            entries.append((len(entries), os.path.relpath(fpath, root), label_of(folder)))
-
-        if recursive:
-            def label_of(folder):
-                return cats.setdefault(folder, len(cats))
-
-            for folder, dirs, files in os.walk(root, followlinks=True):
-                dirs.sort()
-                keep = []
-                for d in dirs:  # follow each linked folder once: no loops, no folder listed twice
-                    real = os.path.realpath(os.path.join(folder, d))
-                    if real in seen_dirs:
-                        dupes[0] += 1
-                        continue
-                    seen_dirs.add(real)
-                    keep.append(d)
-                dirs[:] = keep
-                for fname in sorted(files):
-                    take(folder, fname, label_of)
+        scan = scan_folder(root, exts, recursive=recursive)
+        cats = {}
+        if recursive:  # each folder holding images gets the next label, in walk order
+            entries = [(i, os.path.relpath(path, root), cats.setdefault(folder, len(cats)))
+                       for i, (folder, path) in enumerate(scan.files)]
             names = [os.path.relpath(f, root) for f in sorted(cats, key=cats.get)]
         else:
-            for fname in sorted(os.listdir(root)):
-                take(root, fname, lambda folder: 0)
+            entries = [(i, os.path.relpath(path, root), 0) for i, (_, path) in enumerate(scan.files)]
             names = [os.path.basename(os.path.abspath(root))]
-        if dupes[0]:
-            log.warning("Skipped %d file(s) or folder(s) in %s reached a second time through links "
-                        "(each real file is listed once).", dupes[0], root)
-        skipped = dict(sorted(skipped.items()))
+        skipped = scan.skipped
+        exts = sorted(normalise_exts(exts))
         if skipped:
             detail = ", ".join(f"{n} {ext}" for ext, n in skipped.items())
             log.info("Skipped %d file(s) in %s that are not in %s: %s.", sum(skipped.values()),
-                     root, sorted(exts), detail)
+                     root, exts, detail)
         if not entries:
-            log.warning("No images with extensions %s found in %s.", sorted(exts), root)
+            log.warning("No images with extensions %s found in %s.", exts, root)
         return cls(entries, class_names=names, root=root, skipped=skipped)
 
     @classmethod

@@ -133,6 +133,12 @@ class RecordDataset(_Base):
             raise IndexError(f"RecordDataset index {i} out of range for {len(self)} items.")
         return unpack_header(self._file.read(int(self._rows[i])))
 
+    def header(self, i: int):
+        """``(label, id)`` of item ``i``, reading only its record header (not the image)."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"RecordDataset index {i} out of range for {len(self)} items.")
+        return self._file.label(int(self._rows[i]))
+
     def image(self, i: int) -> np.ndarray:
         """Item ``i`` decoded, without any transform: ``(H, W, 3)`` uint8 RGB."""
         _, rid, buf = self.record(i)

@@ -1,0 +1,117 @@
+"""One extension list, one folder lister, one image source for every input form."""
+
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune as ft
+from finetune.data import DEFAULT_EXTS, IMAGE_EXTENSIONS, ImageList, list_images, read_image
+from finetune.data._source import ImageSource
+from finetune.errors import ConfigError, DataError, ImageDecodeError, MissingFileError
+
+
+def test_one_extension_list():
+    assert DEFAULT_EXTS is IMAGE_EXTENSIONS
+    assert {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".pgm", ".ppm", ".tif"} <= set(IMAGE_EXTENSIONS)
+    assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
+
+
+def test_list_images_follows_links_once_and_agrees_with_image_list(linked_folder):
+    root, names = linked_folder
+    t0 = time.time()
+    paths = list_images(root)
+    assert time.time() - t0 < 5
+    assert [os.path.relpath(p, root) for p in paths] == names
+    images = ImageList.from_folder(root)
+    assert sorted(images.paths) == sorted(paths)
+    assert images.class_names == ["a", "b"] and images.skipped == {".txt": 1}
+
+
+def test_list_images_sorts_by_relative_path_and_filters(tmp_path):
+    for name in ("z.png", "a/y.PNG", "a/b/x.jpg", "c.gif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [os.path.relpath(p, tmp_path) for p in list_images(tmp_path)] == ["a/b/x.jpg", "a/y.PNG", "z.png"]
+    assert [os.path.relpath(p, tmp_path) for p in list_images(tmp_path, recursive=False)] == ["z.png"]
+    assert [os.path.relpath(p, tmp_path) for p in list_images(tmp_path, exts=["GIF"])] == ["c.gif"]
+
+
+def test_list_images_errors_say_what_to_do(tmp_path):
+    with pytest.raises(MissingFileError, match="does not exist"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"holds no image files \(.*\.pgm.*\)\. Put images there"):
+        list_images(tmp_path)
+
+
+def test_every_input_form_decodes_to_the_same_pixels(image_folder, tmp_path):
+    images = ImageList.from_folder(image_folder)
+    path = images.paths[0]
+    rgb = read_image(path, "RGB")
+    encoded = open(path, "rb").read()
+    ft.pack(images, tmp_path / "data", workers=1, encoding=".png")
+    images.write_lst(tmp_path / "data.lst")
+    records = ft.RecordDataset(tmp_path / "data")
+
+    class Dataset:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return rgb[:, :, ::-1], 7
+
+    forms = [path, encoded, rgb[:, :, ::-1].copy(), [(path, 0)], images, records, Dataset()]
+    for form in forms:
+        source = ImageSource(form, color="BGR")
+        np.testing.assert_array_equal(source.read(0, "RGB"), rgb, err_msg=repr(form)[:80])
+        np.testing.assert_array_equal(source.read(0, "BGR"), rgb[:, :, ::-1])
+    assert [item.label for item in ImageSource(images)][:3] == images.labels[:3]
+    record_items = ImageSource(records).items
+    assert [item.label for item in record_items] == images.labels
+    assert record_items[0].source == images.entries[0].path  # named by the .lst beside the records
+    assert len(ImageSource(image_folder)) == len(images)
+    assert len(ImageSource([image_folder, path])) == len(images) + 1
+
+
+def test_arrays_batches_and_their_colour_order():
+    batch = np.zeros((5, 8, 9, 3), np.uint8)
+    batch[..., 0] = 255
+    source = ImageSource(batch, color="RGB")
+    assert len(source) == 5 and [item.source for item in source][:2] == ["array[0]", "array[1]"]
+    assert source.read(4, "BGR")[0, 0].tolist() == [0, 0, 255]
+    assert len(ImageSource(np.zeros((3, 20, 20), np.uint8), color="RGB")) == 3  # (N, H, W) grey
+    assert ImageSource(np.zeros((20, 20), np.uint8), color="RGB").read(0).shape == (20, 20, 3)
+    with pytest.raises(ConfigError, match="color='BGR'"):
+        ImageSource(batch)
+    with pytest.raises(ConfigError, match="'color' parameter"):
+        ImageSource(batch, color="rgb")
+    with pytest.raises(ConfigError, match=r"\(H, W\[, C\]\)"):
+        ImageSource(np.zeros((2, 2, 2, 2, 2), np.uint8), color="RGB")
+    with pytest.warns(UserWarning, match="Multiply by 255"):
+        ImageSource(np.zeros((8, 8, 3), np.float32), color="RGB").read(0)
+    assert ImageSource(np.full((4, 4, 3), 300), color="RGB").read(0).max() == 255  # integers are clipped
+
+
+def test_unknown_inputs_and_preprocessed_tensors_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="Cannot read input 1 of the images: a float"):
+        ImageSource(["a.jpg", 1.5])
+    with pytest.raises(ConfigError, match="Cannot read calibration images from a int"):
+        ImageSource(3, what="calibration images")
+    with pytest.raises(ConfigError, match="already preprocessed"):
+        ImageSource([np.zeros((3, 16, 16), np.float32)], color="RGB").read(0)
+    with pytest.raises(DataError, match="No calibration images found: folder"):
+        ImageSource([tmp_path], what="calibration images")
+
+
+def test_decoding_is_lazy_and_per_item(tmp_path):
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((4, 4, 3), np.uint8))
+    source = ImageSource([good, tmp_path / "missing.png", b"junk"])
+    assert len(source) == 3 and source.read(0).shape == (4, 4, 3)
+    with pytest.raises(MissingFileError):
+        source.read(1)
+    with pytest.raises(ImageDecodeError, match="bytes\\[2\\]"):
+        source.read(2)
