@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _inputs, _names, _predictor, _results
+from .use import _names, _predictor, _results
 
-_MODULES = (_predictor, _results, _names, _inputs)
+_MODULES = (_predictor, _results, _names)
 
 
 def __getattr__(name: str):
+    if name == "IMAGE_EXTENSIONS":  # now the one list of finetune.data
+        from .data import IMAGE_EXTENSIONS
+
+        warnings.warn("finetune.predict.IMAGE_EXTENSIONS is deprecated; use finetune.data.IMAGE_EXTENSIONS "
+                      "instead.", DeprecationWarning, stacklevel=2)
+        return IMAGE_EXTENSIONS
     if not name.startswith("__"):
         for module in _MODULES:
             if hasattr(module, name):

@@ -102,7 +102,7 @@ def _stem(name: str) -> str:
 
 
 def _image_inputs(images: list) -> list:
-    from ..features._inputs import list_images
+    from ..data import list_images
 
     paths = []
     for item in images:

@@ -11,9 +11,10 @@ import numpy as np
 
 from .._context import resolve_ctx
 from .._version import __version__
+from ..data._source import ImageSource
 from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError, check_choice
 from ..models._create import _for_use
-from ._inputs import ImageSource, resize_keep_aspect
+from ._geometry import resize_keep_aspect
 from ._mop import MOP
 from ._pooling import Pooling
 from ._registry import get_pooling
@@ -220,7 +221,7 @@ class FeatureExtractor:
         Images of equal prepared size are batched together (up to
         ``batch_size``); the others run alone. ``indices`` are positions in ``images``.
         """
-        source = images if isinstance(images, ImageSource) else ImageSource(images, color, self.preprocess.color)
+        source = images if isinstance(images, ImageSource) else ImageSource(images, color=color)
         ctxs = self._ctxs()
         if scale != 1.0 and not self._keep_aspect() and "fc" in self.layer_kinds().values():
             raise ConfigError("Multi-scale extraction needs convolutional layers; a fully connected "
@@ -233,7 +234,7 @@ class FeatureExtractor:
         pending = {}
         window = self.batch_size * 4
         for i in order:
-            x = self.prepare(source[i], scale)
+            x = self.prepare(source.read(i, self.preprocess.color), scale)
             pending.setdefault(x.shape, []).append((i, x))
             if sum(len(v) for v in pending.values()) >= window or len(pending[x.shape]) >= self.batch_size:
                 full = [s for s, v in pending.items() if len(v) >= self.batch_size] or list(pending)
@@ -274,7 +275,7 @@ class FeatureExtractor:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def _raw(self, images, color: str, progress: bool) -> np.ndarray:
-        source = ImageSource(images, color, self.preprocess.color)
+        source = ImageSource(images, color=color)
         result = None
         for scale in self.scales:
             for idx, outs in self.iter_layer_outputs(source, scale=scale, progress=progress):
@@ -305,12 +306,13 @@ class FeatureExtractor:
         FeatureExtractor
             ``self``.
         """
-        source = ImageSource(images, color, self.preprocess.color)
+        source = ImageSource(images, color=color)
         mops = {layer: [p for p in pools if isinstance(p, MOP)] for layer, pools in self.poolings.items()}
         if any(mops.values()):
             n = len(source)
             pick = np.unique(np.linspace(0, n - 1, min(n, max_images or n)).astype(int))
-            subset = ImageSource([source[int(i)] for i in pick], self.preprocess.color, self.preprocess.color)
+            subset = ImageSource([source.read(int(i), self.preprocess.color) for i in pick],
+                                 color=self.preprocess.color)
             maps = {layer: [] for layer in self.layers}
             for _, outs in self.iter_layer_outputs(subset, progress=progress):
                 for layer, out in zip(self.layers, outs):
@@ -333,10 +335,13 @@ class FeatureExtractor:
 
         Parameters
         ----------
-        images : str, path-like, numpy.ndarray, sequence or dataset
-            A folder (recursive, sorted by path), an image file, an array
-            ``(H, W[, C])`` / ``(N, H, W, C)`` uint8, a list of paths or arrays,
-            or a dataset returning images or ``(image, label)``.
+        images : str, path-like, bytes, numpy.ndarray, sequence, ImageList, RecordDataset or dataset
+            A folder (every image below it, sorted by path, as
+            :func:`finetune.data.list_images` lists it), an image file,
+            encoded bytes, an array ``(H, W[, C])`` / ``(N, H, W, C)`` uint8,
+            a list of these, an :class:`~finetune.ImageList`, a
+            :class:`~finetune.RecordDataset` (its stored images, raw), or a
+            dataset returning images or ``(image, label)``.
         color : {"RGB", "BGR"}
             Colour order of in-memory arrays (files are decoded in the right order).
         progress : bool

@@ -24,12 +24,12 @@ import logging
 import os
 import tempfile
 import warnings
-from pathlib import Path
 
 import mxnet as mx
 import numpy as np
 
 from .._version import __version__
+from ..data._source import ImageSource
 from ..errors import ConfigError, DataError, ModelError, check_choice, check_range
 from . import _modeldir as _model
 
@@ -37,7 +37,6 @@ __all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
 log = logging.getLogger(__name__)
 
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 CALIB_MODES = ("naive", "entropy")
 
 
@@ -171,19 +170,12 @@ def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
         raise DataError(f"Calibration arrays must be normalised (N, C, H, W) float32 batches. "
                         f"Got {images.dtype} with shape {images.shape} instead; pass image files to "
                         "have the model's preprocessing applied.")
-    from ..data import read_image
-
-    paths = []
-    for x in [images] if isinstance(images, (str, os.PathLike)) else images:
-        p = Path(x)
-        if p.is_dir():
-            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in _IMAGE_EXTS))
-        else:
-            paths.append(p)
-    if not paths:
+    source = ImageSource(images, what="calibration images")
+    if not len(source):
         raise DataError(f"No calibration images found in {images!r}; give image files or folders of images.")
     pre = model.preprocess
-    return np.stack([pre.transform(read_image(p, pre.color), pre.color) for p in paths[:limit]]).astype(np.float32)
+    n = len(source) if limit is None else min(int(limit), len(source))
+    return np.stack([pre.transform(source.read(i, pre.color), pre.color) for i in range(n)]).astype(np.float32)
 
 
 def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int = 500,
@@ -195,10 +187,13 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     model : Model, Backbone or HybridBlock
         A float32 network with ``.preprocess`` (and ``.class_names``),
         giving logits for a normalised batch.
-    calibration : numpy.ndarray, path, folder or list of paths
+    calibration : numpy.ndarray, path, folder, list of paths, ImageList or RecordDataset
         A few hundred images like the ones the model will see (training
         images are right): a normalised ``(N, C, H, W)`` float32 array, or
-        image files / folders, which go through ``model.preprocess``.
+        images in any form :class:`~finetune.Predictor` reads (files,
+        folders, encoded bytes, an :class:`~finetune.ImageList`, a
+        :class:`~finetune.RecordDataset`), which go through
+        ``model.preprocess``.
     calib_mode : {"naive", "entropy"}
         ``"naive"`` takes each layer's observed min/max as its range;
         ``"entropy"`` chooses the range that minimises the KL divergence

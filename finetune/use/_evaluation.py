@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data._source import ImageSource, is_image_list, is_record_dataset
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 
 __all__ = ["EvaluationReport", "evaluate"]
@@ -232,17 +233,15 @@ def _nan_to_none(obj):
 # ------------------------------------------------------------------------- evaluate
 def _labelled_items(dataset, labels, class_names, color):
     """Items with integer labels from every accepted dataset form."""
-    from ._inputs import _as_items, _is_image_list, _is_record_dataset
-
     if labels is not None:
-        items = _as_items(dataset, color)
+        items = ImageSource(dataset, color=color).items
         labels = list(labels)
         if len(labels) != len(items):
             raise DataError(f"{len(labels)} labels for {len(items)} images.")
         for item, lab in zip(items, labels):
             item.label = lab
-    elif _is_record_dataset(dataset) or _is_image_list(dataset):
-        items = _as_items(dataset, color)
+    elif is_record_dataset(dataset) or is_image_list(dataset):
+        items = ImageSource(dataset, color=color).items
     else:
         pairs = list(dataset)
         if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
@@ -250,7 +249,7 @@ def _labelled_items(dataset, labels, class_names, color):
                 "evaluate needs labelled images: a RecordDataset, an ImageList, a list of "
                 "(image, label) pairs, or images plus labels=[...]."
             )
-        items = _as_items([p[0] for p in pairs], color)
+        items = ImageSource([p[0] for p in pairs], color=color).items
         for item, (_, lab) in zip(items, pairs):
             item.label = lab
     for item in items:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import cv2
 import mxnet as mx
 import numpy as np
 
 from .._context import resolve_ctx
-from ..data import decode_image, read_image, to_color
+from ..data._source import ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models._create import _for_use
 
@@ -187,14 +186,13 @@ class GradCAM:
     def __repr__(self) -> str:
         return f"GradCAM({type(self.model).__name__}, layer={self.layer!r})"
 
-    def _read(self, image, color):
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image, "RGB"), Path(image).name
-        if isinstance(image, (bytes, bytearray)):
-            return decode_image(bytes(image), "RGB"), "bytes"
-        if color is None:
-            raise ConfigError("Decoded arrays need their colour order: pass color='RGB' or color='BGR'.")
-        return to_color(np.asarray(image), color, "RGB"), "array"
+    def _read(self, image, color) -> np.ndarray:
+        """The one image to explain, decoded ``(H, W, 3)`` RGB."""
+        source = ImageSource(image, color=color)
+        if len(source) != 1:
+            raise ConfigError(f"GradCAM explains one image per call. Got {len(source)} images; call it once "
+                              "for each (e.g. for each path of finetune.data.list_images(folder)).")
+        return source.read(0, "RGB")
 
     def __call__(self, image, target=None, *, color: str | None = None) -> GradCAMResult:
         """The class-activation map of one image.
@@ -214,7 +212,7 @@ class GradCAM:
         -------
         GradCAMResult
         """
-        rgb, _ = self._read(image, color)
+        rgb = self._read(image, color)
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
         index = None if target is None else self._target_index(target, None, None)

@@ -7,7 +7,9 @@ preprocessing from the model — never from the caller — so prediction cannot
 disagree with training (colour order, mean image, resize and crop).
 
 Inputs can be image files, folders, encoded bytes, decoded arrays (whose
-colour order must be stated) or a :class:`~finetune.RecordDataset`. Images
+colour order must be stated) or a :class:`~finetune.RecordDataset`, read by
+the one image source of :mod:`finetune.data` that feature extraction,
+Grad-CAM and calibration use too. Images
 are decoded and transformed in a thread pool (OpenCV releases the GIL) while
 the previous batch runs through the hybridized network. An input that cannot
 be read becomes a :class:`Prediction` with an ``error`` instead of stopping the
@@ -26,16 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from .._context import resolve_ctx
+from ..data._source import ImageSource
 from ..errors import FinetuneError, MissingFileError, check_range
 from ..models import create_model
 from ..models._create import _for_use
-from ._inputs import _as_items, _load_pixels
 from ._names import load_name_map
 from ._results import Prediction, Predictions
 
 __all__ = ["Predictor"]
 
 log = logging.getLogger(__name__)
+
+
+def _load_pixels(item, preprocess) -> np.ndarray:
+    """Decode one :class:`~finetune.data._source.ImageItem` and transform it: ``(C, H, W)`` float32."""
+    return preprocess.transform(item.read(preprocess.color), preprocess.color)
 
 
 def _cores() -> int:
@@ -166,11 +173,13 @@ class Predictor:
 
         Parameters
         ----------
-        inputs : path, folder, bytes, array, list of those, or RecordDataset
-            Image files, folders (all images below, sorted), encoded image
+        inputs : path, folder, bytes, array, list of those, ImageList, RecordDataset or dataset
+            Image files, folders (all images below, sorted, as
+            :func:`finetune.data.list_images` lists them), encoded image
             bytes, decoded ``(H, W, 3)`` / ``(N, H, W, 3)`` uint8 arrays in 0–255
-            (state their ``color``), or a record dataset (stored images, with
-            their labels).
+            (state their ``color``), ``(image, label)`` pairs, an
+            :class:`~finetune.ImageList` or a record dataset (stored images,
+            with their labels), or a dataset giving arrays.
         top_k : int
             How many classes per image (clipped to the number of classes).
         color : {"RGB", "BGR"} or None
@@ -183,7 +192,7 @@ class Predictor:
             images have their ``error`` set.
         """
         check_range("Predictor.predict", "top_k", top_k, 1)
-        items = _as_items(inputs, color)
+        items = ImageSource(inputs, color=color).items
         probs, errors = self._run(items)
         return self._to_predictions(items, probs, errors, int(top_k))
 
@@ -201,7 +210,7 @@ class Predictor:
             ``(N, K)`` float32; the row of an unreadable image is NaN (and a
             warning names it).
         """
-        items = _as_items(inputs, color)
+        items = ImageSource(inputs, color=color).items
         probs, errors = self._run(items)
         if errors:
             first = next(iter(errors.items()))
@@ -213,7 +222,7 @@ class Predictor:
 
     def logits(self, inputs, *, color: str | None = None) -> np.ndarray:
         """The network's raw outputs ``(N, K)`` (pre-softmax); NaN rows for unreadable images."""
-        items = _as_items(inputs, color)
+        items = ImageSource(inputs, color=color).items
         out, _ = self._run(items, softmax=False)
         return out
 

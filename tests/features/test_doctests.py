@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-MODULES = ["_evaluation", "_extractor", "_index", "_inputs", "_mop", "_oxford", "_pooling",
+MODULES = ["_evaluation", "_extractor", "_geometry", "_index", "_mop", "_oxford", "_pooling",
            "_postprocess", "_testing"]
 
 

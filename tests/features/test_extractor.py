@@ -86,7 +86,7 @@ def test_several_poolings_concatenate(net, images):
 
 def test_inputs_folder_paths_bgr_arrays_and_datasets(net, image_folder):
     fx = FeatureExtractor(net, "relu2", "avg")
-    from finetune.features._inputs import list_images
+    from finetune.data import list_images
 
     paths = list_images(image_folder)
     from_folder = fx.extract(image_folder)
@@ -179,3 +179,20 @@ def test_two_cpu_contexts_give_the_same_descriptors(images):
     one = FeatureExtractor(TinyNet(), "relu2", "max", batch_size=4).extract(images)
     two = FeatureExtractor(TinyNet(), "relu2", "max", batch_size=4, ctx=[mx.cpu(0), mx.cpu(1)]).extract(images)
     assert np.allclose(one, two, atol=1e-6)
+
+
+def test_folder_with_rare_formats_and_link_loops_is_listed_once(net, linked_folder):
+    import os
+    import time
+
+    from finetune.data import ImageList, read_image
+
+    root, names = linked_folder
+    fx = FeatureExtractor(net, "relu2", "avg")
+    t0 = time.time()
+    desc = fx.extract(root)
+    assert time.time() - t0 < 30
+    assert desc.shape == (len(names), 8)
+    assert len(ImageList.from_folder(root)) == len(names)
+    by_hand = fx.extract([read_image(os.path.join(root, n)) for n in names])
+    assert np.allclose(desc, by_hand, atol=1e-6)

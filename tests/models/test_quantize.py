@@ -116,3 +116,19 @@ def test_fuse_keeps_outputs_and_backend_through_predictor(model, calib):
     assert fused._backend == "MKLDNN"
     assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
     assert repr(fused) == "FusedModel(float32, oneDNN, classes=3)"
+
+
+def test_calibration_folder_with_rare_formats_and_link_loops_is_listed_once(model, linked_folder):
+    import time
+
+    from finetune.models._quantize import _calibration_batch
+
+    root, names = linked_folder
+    t0 = time.time()
+    batch = _calibration_batch(model, root)
+    assert time.time() - t0 < 30
+    assert batch.shape == (len(names), 3, *model.preprocess.size) and batch.dtype == np.float32
+    assert _calibration_batch(model, root, limit=2).shape[0] == 2
+    first = model.preprocess.transform(ft.read_image(root / names[0], model.preprocess.color),
+                                       model.preprocess.color)
+    np.testing.assert_allclose(batch[0], first, atol=1e-6)

@@ -74,3 +74,15 @@ def test_result_saves_png(tmp_path):
     r.save(tmp_path / "cam.png")
     assert (tmp_path / "cam.png").stat().st_size > 100
     assert repr(r).startswith("GradCAMResult(")
+
+
+def test_one_image_from_any_form_and_a_folder_is_refused(tiny_model, image_folder):
+    path = sorted(image_folder.rglob("*.png"))[0]
+    cam = GradCAM(tiny_model)
+    from_file = cam(path)
+    np.testing.assert_allclose(cam(path.read_bytes()).heatmap, from_file.heatmap, atol=1e-6)
+    np.testing.assert_allclose(cam(from_file.image[:, :, ::-1], color="BGR").heatmap, from_file.heatmap, atol=1e-6)
+    with pytest.raises(ConfigError, match="one image per call. Got 24 images"):
+        cam(image_folder)
+    with pytest.raises(ConfigError, match="color="):
+        cam(from_file.image)

@@ -1,4 +1,6 @@
 import json
+import os
+import time
 
 import cv2
 import mxnet as mx
@@ -157,3 +159,17 @@ def test_mean_image_model_uses_it(image_folder):
 def test_folder_without_images_is_an_error(tiny_model, tmp_path):
     with pytest.raises(DataError, match="no image files"):
         Predictor(tiny_model).predict(tmp_path)
+
+
+def test_folder_with_rare_formats_and_link_loops_is_listed_once(tiny_model, linked_folder):
+    from finetune.data import ImageList
+
+    root, names = linked_folder
+    t0 = time.time()
+    preds = Predictor(tiny_model).predict(root)
+    assert time.time() - t0 < 30
+    assert [os.path.relpath(p.source, root) for p in preds] == names  # .webp .pgm .jpe .PPM, once each
+    assert all(p.ok for p in preds), preds.errors
+    assert sorted(p.source for p in preds) == sorted(ImageList.from_folder(root).paths)
+    np.testing.assert_allclose(Predictor(tiny_model).predict_proba([root / n for n in names]),
+                               Predictor(tiny_model).predict_proba(root), atol=1e-6)
