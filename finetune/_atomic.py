@@ -40,7 +40,7 @@ import tempfile
 from .errors import WriteError
 
 __all__ = ["atomic_dir", "atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover",
-           "recover_dir"]
+           "recover_dir", "scratch_dir"]
 
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC, errno.EFBIG}
 
@@ -529,3 +529,28 @@ def _newest(folder: str):
                 if t >= when:
                     best, when = p, t
     return best
+
+
+@contextlib.contextmanager
+def scratch_dir(path):
+    """Yield a hidden scratch folder beside ``path``, removed when the ``with`` block ends.
+
+    For outputs that a third-party writer produces under names it chooses
+    (``HybridBlock.export(prefix)``): write them into the scratch folder,
+    then move them onto the temporaries of :func:`atomic_paths` (same file
+    system, so the moves are renames). A scratch folder left by a killed
+    process is removed by the next :func:`scratch_dir` or :func:`atomic_dir`
+    on ``path``.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    _sweep_dirs(path)
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmpdir", dir=parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
