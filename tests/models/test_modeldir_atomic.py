@@ -104,6 +104,7 @@ def test_kill_9_during_save_leaves_the_old_or_the_new_directory_and_the_next_sav
     assert os.listdir(target.parent) == ["m"]
 
 
+@pytest.mark.slow
 def test_disk_full_during_save_is_a_write_error_naming_the_file_and_keeps_the_old_directory(old_model, tmp_path):
     target = tmp_path / "m"
     old_model.save(target)
