@@ -182,6 +182,9 @@ class WriteError(FinetuneError, OSError):
     ``filename`` are those of the underlying :class:`OSError`.
     """
 
+    def __str__(self) -> str:  # the message, not OSError's "[Errno N] None: 'file'" once errno is set
+        return str(self.args[0]) if self.args else super().__str__()
+
 
 class MissingExtraError(FinetuneError, ImportError):
     """A feature needs an optional dependency that is not installed (the message names the extra)."""

@@ -7,12 +7,13 @@ and ``eval-retrieval`` read back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 
-from .._atomic import atomic_files
+from .._atomic import atomic_files, recover
 
 log = logging.getLogger("finetune")
 
@@ -86,6 +87,8 @@ def _load_descriptors(path: str):
 
     from ..errors import MissingFileError, ShapeError
 
+    with contextlib.suppress(OSError):  # finish an extract a kill interrupted: never new descriptors with old ids
+        recover([path, ids_path(path)])
     if not os.path.exists(path):
         raise MissingFileError(f"Descriptor file {path!r} does not exist.")
     x = np.load(path, allow_pickle=False)

@@ -22,6 +22,8 @@ import logging
 import os
 import time
 
+from .._atomic import atomic_open
+
 log = logging.getLogger("finetune.quickstart")
 
 
@@ -72,13 +74,13 @@ def _write_report(folder, report, history_path, probe) -> None:
         plots.plot_history(history_path, os.path.join(folder, "training_curves.png"), title="fine-tuning")
     plots.plot_confusion_matrix(report, path=os.path.join(folder, "confusion_matrix.png"))
     plots.plot_errors(report, os.path.join(folder, "most_confident_errors.png"), n=16)
-    with open(os.path.join(folder, "most_confident_errors.csv"), "w", newline="", encoding="utf-8") as f:
+    with atomic_open(os.path.join(folder, "most_confident_errors.csv"), "w", newline="", encoding="utf-8") as f:
         rows = report.most_confident_errors(50)
         w = csv.DictWriter(f, fieldnames=["source", "label_name", "predicted_name", "probability"],
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    with open(os.path.join(folder, "per_class.csv"), "w", newline="", encoding="utf-8") as f:
+    with atomic_open(os.path.join(folder, "per_class.csv"), "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["class", "images", "accuracy"])
         for c in report.per_class:
@@ -135,7 +137,7 @@ def run(args) -> int:
     summary = {"test_top1": report.top1, "test_images": report.num_images, "train_seconds": round(train_s, 1),
                "total_seconds": round(total_s, 1), "model_dir": model_dir, "recipe": repr(recipe),
                "linear_probe_top1": probe["test_top1"] if probe else None}
-    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
+    with atomic_open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     line = (f"\nResult: {100 * report.top1:.1f} % top-1 on {report.num_images} official test images "
             f"(fine-tuned {train_s / 60:.1f} min, whole run {total_s / 60:.1f} min)")

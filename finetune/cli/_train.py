@@ -26,6 +26,8 @@ import shutil
 import sys
 import uuid
 
+from .._atomic import atomic_open, atomic_write
+
 log = logging.getLogger("finetune")
 
 _ARTIFACTS = ("history.csv", "history.json", "checkpoints", "plan.txt", "head", "fine_tune", "lr_find.json")
@@ -374,7 +376,8 @@ def _lr_find(args) -> int:
     matplotlib.use("Agg")
     ax = result.plot()
     ax.set_title(f"{args.backbone}, {size} px, {recipe.optimizer}")
-    ax.figure.savefig(args.out, dpi=100, bbox_inches="tight")
+    with atomic_open(args.out) as f:
+        ax.figure.savefig(f, format=os.path.splitext(args.out)[1][1:].lower() or None, dpi=100, bbox_inches="tight")
     result.save(os.path.splitext(args.out)[0] + ".json")
     print(f"Suggested learning rate: {result.suggestion:.3g} (plot: {args.out}); "
           f"use it with: finetune train {args.backbone} --lr {result.suggestion:.3g} ...")
@@ -394,8 +397,7 @@ def _train(args) -> int:
     if rank0 and not args.resume:
         _save_model_dir(model, args.out)  # marks --out as a model directory from the start
     if rank0:
-        with open(os.path.join(args.out, "plan.txt"), "w", encoding="utf-8") as f:
-            f.write(str(trainer.plan()) + "\n")
+        atomic_write(os.path.join(args.out, "plan.txt"), str(trainer.plan()) + "\n")
     trainer.fit(train, val, epochs=args.epochs, resume=args.out if args.resume else None)
     if rank0:
         _save_model_dir(model, args.out)

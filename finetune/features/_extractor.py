@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import os
 import mxnet as mx
 import numpy as np
 
+from .._atomic import atomic_paths, recover
 from .._context import resolve_ctx
 from .._version import __version__
 from ..data._source import ImageSource
@@ -371,7 +373,11 @@ class FeatureExtractor:
         }
 
     def save(self, path, *, save_model: bool = True) -> None:
-        """Save settings, learned PCA / MOP state and (if it can save itself) the model to a folder."""
+        """Save settings, learned PCA / MOP state and (if it can save itself) the model to a folder.
+
+        The model directory is replaced atomically first, then the settings
+        and the learned states together, as one unit.
+        """
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         config = self.get_config()
@@ -379,20 +385,28 @@ class FeatureExtractor:
         if save_model and hasattr(self.model, "save"):
             self.model.save(os.path.join(path, "model"))
             config["model"] = "model"
+        states = {}  # file name -> arrays; written with the config as one unit
         if self.pca is not None and self.pca.fitted:
-            self.pca.save(os.path.join(path, "pca.npz"))
+            states["pca.npz"] = self.pca._state()
         for layer_i, layer in enumerate(self.layers):
             for pool_i, pool in enumerate(self.poolings[layer]):
                 if isinstance(pool, MOP) and pool.fitted:
-                    np.savez(os.path.join(path, f"mop_{layer_i}_{pool_i}.npz"), **pool.state())
-        with open(os.path.join(path, _CONFIG), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
+                    states[f"mop_{layer_i}_{pool_i}.npz"] = pool.state()
+        names = [_CONFIG] + list(states)
+        with atomic_paths([os.path.join(path, n) for n in names]) as temps:
+            for name, tmp in zip(names[1:], temps[1:]):
+                with open(tmp, "wb") as f:
+                    np.savez(f, **states[name])
+            with open(temps[0], "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2)
 
     @classmethod
     def load(cls, path, model=None, *, ctx=None) -> "FeatureExtractor":
         """Load a saved extractor; pass ``model`` when the folder holds none."""
         path = os.fspath(path)
         cfg_path = os.path.join(path, _CONFIG)
+        with contextlib.suppress(OSError):  # finish a save a kill interrupted
+            recover([cfg_path])
         if not os.path.exists(cfg_path):
             raise MissingFileError(f"{cfg_path!r} does not exist; is {path!r} a saved FeatureExtractor?")
         with open(cfg_path, encoding="utf-8") as f:

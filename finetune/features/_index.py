@@ -15,11 +15,13 @@ selects an approximate faiss structure (IVF, IVF-PQ, HNSW; the optional
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import numpy as np
 
+from .._atomic import atomic_paths, recover
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
 from . import _ann
 from ._postprocess import l2_normalize
@@ -318,17 +320,22 @@ class RetrievalIndex:
         An approximate index writes its ids and settings to ``path`` and the
         faiss index (built now if needed) beside it, to ``path + ".faiss"``;
         the descriptors themselves are not kept (for IVF-PQ that is the point).
+        The two files are replaced together, as one unit (see
+        :func:`finetune._atomic.atomic_paths`).
         """
         path = os.fspath(path)
         meta = {"metric": self.metric, "chunk_size": self.chunk_size, "query_batch": self.query_batch,
                 **self._ann_params()}
         vectors = self.vectors
-        if self.method != "exact":
+        exact = self.method == "exact"
+        if not exact:
             self.build()
-            _ann.write(self._ann, path + ".faiss")
             vectors = np.zeros((0, 0), np.float32)
-        with open(path, "wb") as f:
-            np.savez(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
+        with atomic_paths([path] if exact else [path, path + ".faiss"]) as temps:
+            if not exact:
+                _ann.write(self._ann, temps[1])
+            with open(temps[0], "wb") as f:
+                np.savez(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path, *, mmap: bool = True) -> "RetrievalIndex":
@@ -340,6 +347,8 @@ class RetrievalIndex:
         :meth:`augment` or expand queries (it has no descriptors).
         """
         path = os.fspath(path)
+        with contextlib.suppress(OSError):  # finish a save a kill interrupted
+            recover([path])
         if not os.path.exists(path):
             raise MissingFileError(f"Index file {path!r} does not exist.")
         try:

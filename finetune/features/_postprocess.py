@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..errors import ConfigError, MissingFileError, ShapeError
 
 __all__ = ["PCAWhitening", "l2_normalize"]
@@ -116,12 +117,17 @@ class PCAWhitening:
         return self.fit(x).transform(x)
 
     def save(self, path) -> None:
-        """Save to an ``.npz`` file."""
+        """Save to an ``.npz`` file (atomically)."""
         if not self.fitted:
             raise ConfigError("PCAWhitening: nothing to save, fit() it first.")
-        np.savez(os.fspath(path), mean=self.mean_, components=self.components_,
-                 explained_variance=self.explained_variance_,
-                 flags=np.array([self.whiten, self.normalize]))
+        path = os.fspath(path)
+        with atomic_open(path if path.endswith(".npz") else path + ".npz") as f:  # np.savez's naming
+            np.savez(f, **self._state())
+
+    def _state(self) -> dict:
+        """The arrays :meth:`save` writes."""
+        return {"mean": self.mean_, "components": self.components_,
+                "explained_variance": self.explained_variance_, "flags": np.array([self.whiten, self.normalize])}
 
     @classmethod
     def load(cls, path) -> "PCAWhitening":

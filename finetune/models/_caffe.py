@@ -25,6 +25,7 @@ import os
 import mxnet as mx
 import numpy as np
 
+from .._atomic import atomic_paths
 from ..data import Preprocess
 from ..errors import CaffeFormatError, ConfigError, UnknownNameError, UnsupportedLayerError
 from ._caffe_layers import BUILDERS
@@ -128,20 +129,26 @@ class CaffeNet:
         """Write ``prefix-symbol.json``, ``prefix-0000.params`` and ``prefix-preprocess.json``.
 
         The first two are an MXNet checkpoint (``mx.model.load_checkpoint(prefix, 0)``);
-        the last is :meth:`finetune.Preprocess.save` output. Returns the paths.
+        the last is :meth:`finetune.Preprocess.save` output. The checkpoint and
+        ``prefix-caffe.json`` are replaced together, as one unit, the
+        preprocessing file on its own; each atomically. Returns the paths.
         """
         prefix = os.fspath(prefix)
         folder = os.path.dirname(prefix)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        mx.model.save_checkpoint(prefix, 0, self.symbol, self.arg_params, self.aux_params,
-                                 remove_amp_cast=False)
-        self.preprocess.save(f"{prefix}-preprocess.json")
         meta = {k: getattr(self, k) for k in ("name", "input_shape", "layer_names", "layer_types",
                                               "classifier", "logits_layer", "num_features",
                                               "output_is_softmax")}
-        with open(f"{prefix}-caffe.json", "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
+        # what mx.model.save_checkpoint writes, replaced together with the metadata as one unit
+        arrays = {**{f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in self.arg_params.items()},
+                  **{f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in self.aux_params.items()}}
+        with atomic_paths([f"{prefix}-symbol.json", f"{prefix}-0000.params", f"{prefix}-caffe.json"]) as temps:
+            self.symbol.save(temps[0], remove_amp_cast=False)
+            mx.nd.save(temps[1], arrays)
+            with open(temps[2], "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=1)
+        self.preprocess.save(f"{prefix}-preprocess.json")
         return [f"{prefix}-symbol.json", f"{prefix}-0000.params", f"{prefix}-preprocess.json",
                 f"{prefix}-caffe.json"]
 

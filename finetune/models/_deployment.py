@@ -8,11 +8,13 @@ folder (:class:`~finetune.errors.UnsafePathError` otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import warnings
 from pathlib import Path
 
+from .._atomic import recover
 from ..errors import MissingFileError, ModelError
 from ._paths import inside
 
@@ -69,6 +71,8 @@ def read_deployment(directory) -> Deployment:
     """Read the manifest of a deployment folder."""
     directory = Path(directory)
     path = directory / _MANIFEST
+    with contextlib.suppress(OSError):  # finish an export a kill interrupted (read-only: nothing to do)
+        recover([path])
     if not path.is_file():
         raise MissingFileError(f"{str(directory)!r} is not a deployment folder (no {_MANIFEST}).")
     try:

@@ -11,21 +11,24 @@ evaluation and feature extraction read::
       weights.params   every parameter by its stable name (mx.nd.save)
       mean_image.npy   only when the preprocessing has a mean image
 
-Writes are atomic: everything is written into a temporary sibling folder
-that then replaces ``dir`` in one rename, so a crash never leaves a
-half-written model behind.
+Writes are atomic (:func:`finetune._atomic.atomic_dir`): everything is
+written into a hidden sibling folder that is then swapped in under a
+journal, so a kill or a full disk leaves either the previous model
+directory or the complete new one, never a half-written one. Readers
+finish a swap a kill interrupted (:func:`read_config` calls
+:func:`~finetune._atomic.recover_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
-import uuid
 
 import mxnet as mx
 import numpy as np
 
+from .._atomic import atomic_dir, recover_dir
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError
@@ -35,51 +38,34 @@ FORMAT = "finetune-model"
 FORMAT_VERSION = 1
 
 
-def _atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
     path = os.path.abspath(os.fspath(path))
+    recover_dir(path)
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise ConfigError(f"Cannot save a model to {path!r}: it is a file.")
         if os.listdir(path) and not os.path.exists(os.path.join(path, "config.json")):
             raise ConfigError(f"Cannot save a model to {path!r}: the folder is not empty and is not a model "
                               "directory. Choose a new or empty folder.")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-    os.makedirs(tmp)
-    try:
-        config = dict(config, weights="weights.params")
+    config = dict(config, weights="weights.params")
+    with atomic_dir(path, what="model directory") as tmp:
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
         mx.nd.save(os.path.join(tmp, "weights.params"), arrays)
         if preprocess.mean_image is not None:
-            np.save(os.path.join(tmp, "mean_image.npy"), preprocess.mean_image)
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            with open(os.path.join(tmp, "mean_image.npy"), "wb") as f:
+                np.save(f, preprocess.mean_image)
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:  # last: marks it complete
             json.dump(config, f, indent=1)
-        old = None
-        if os.path.exists(path):
-            old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def read_config(path) -> dict:
     """Read and check ``config.json`` of a model directory."""
     path = os.fspath(path)
+    with contextlib.suppress(OSError):  # a read-only folder cannot be recovered, nor need it
+        recover_dir(path)
     if not os.path.isdir(path):
         raise MissingFileError(f"Model directory {path!r} does not exist.")
     cfg_path = os.path.join(path, "config.json")

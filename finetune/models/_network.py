@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
+from .._atomic import atomic_paths
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError
 from . import _graph
 from ._graph_probe import probe_block
-from ._modeldir import FORMAT, FORMAT_VERSION, _atomic_text, _write_model_dir
+from ._modeldir import FORMAT, FORMAT_VERSION, _write_model_dir
 
 def _check_preprocess(preprocess):
     if not isinstance(preprocess, Preprocess):
@@ -212,7 +212,9 @@ class _Network(HybridBlock):
                                                prefix + "-0000.params")
 
         and gives the same logits. ``prefix-classes.json`` holds the class
-        names when there are any.
+        names when there are any. The graph, weights and class names are
+        replaced together, as one unit (the preprocessing file beside them
+        on its own), each atomically.
 
         Returns
         -------
@@ -228,12 +230,14 @@ class _Network(HybridBlock):
         saved = {("arg:" if n in args else "aux:") + n: a for n, a in arrays.items() if n in args | aux}
         paths = {"symbol": prefix + "-symbol.json", "params": prefix + "-0000.params",
                  "preprocess": prefix + "-preprocess.json"}
-        _atomic_text(paths["symbol"], symbol.tojson())
-        tmp = paths["params"] + f".tmp-{uuid.uuid4().hex}"
-        mx.nd.save(tmp, saved)
-        os.replace(tmp, paths["params"])
-        self.preprocess.save(paths["preprocess"])
         if self.class_names is not None:
             paths["classes"] = prefix + "-classes.json"
-            _atomic_text(paths["classes"], json.dumps(self.class_names, indent=1))
+        with atomic_paths([paths[k] for k in ("symbol", "params", "classes") if k in paths]) as temps:
+            with open(temps[0], "w", encoding="utf-8") as f:
+                f.write(symbol.tojson())
+            mx.nd.save(temps[1], saved)
+            if "classes" in paths:
+                with open(temps[2], "w", encoding="utf-8") as f:
+                    json.dump(self.class_names, f, indent=1)
+        self.preprocess.save(paths["preprocess"])
         return paths

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..errors import ConfigError, check_range
 from ._callbacks import Callback, StopTraining
 from ._schedule import Schedule
@@ -131,8 +132,8 @@ class LRFinderResult:
         return {"lrs": self.lrs.tolist(), "losses": self.losses.tolist(), "suggestion": self.suggestion}
 
     def save(self, path) -> None:
-        """Write the result as JSON (``lrs``, ``losses``, ``suggestion``)."""
-        with open(path, "w", encoding="utf-8") as f:
+        """Write the result as JSON (``lrs``, ``losses``, ``suggestion``), atomically."""
+        with atomic_open(path, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f)
 
 

@@ -31,6 +31,7 @@ import re
 import cv2
 import numpy as np
 
+from .._atomic import atomic_write
 from ..data import Augment, RecordDataset
 from ..errors import ConfigError, UnknownNameError, check_choice, check_range
 from ._losses import LabelSmoothingLoss
@@ -355,8 +356,7 @@ class Recipe:
         pre = model.preprocess
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, "plan.txt"), "w", encoding="utf-8") as f:
-                f.write(str(plan) + "\n")
+            atomic_write(os.path.join(out_dir, "plan.txt"), str(plan) + "\n")
         train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
         plain_train = RecordDataset(train_path, pre)
         val_ds = RecordDataset(val_path, pre) if val_path else None

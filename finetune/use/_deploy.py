@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_paths, scratch_dir
 from ..errors import ModelError, check_range
 from ..models import graph as _graph
 from ..models._deployment import _FORMAT, _MANIFEST, Deployment, _imports, read_deployment
@@ -235,26 +236,34 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     ctx = resolve_ctx(ctx)[0]
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    prefix = str(out / name)
-    _export_mxnet(model, prefix, ctx)
-    sym_file, par_file, pre_file = prefix + "-symbol.json", prefix + "-0000.params", prefix + "-preprocess.json"
-    model.preprocess.save(pre_file)
-    shape = _input_of(model)
-    onnx_file = None
-    if onnx:
-        onnx_file = prefix + ".onnx"
-        _export_onnx(sym_file, par_file, shape, onnx_file)
-    class_names = getattr(model, "class_names", None)
-    dep = Deployment(str(out), sym_file, par_file, pre_file, onnx_file, _input_name(sym_file, par_file),
-                     shape, list(class_names) if class_names is not None else None, {})
-    if verify:
-        rng = np.random.default_rng(0)
-        x = rng.normal(0, 1, (2,) + shape[1:]).astype(np.float32)
-        reference = model(mx.nd.array(x, ctx=ctx))
-        reference = (reference[0] if isinstance(reference, (list, tuple)) else reference).asnumpy()
-        diffs = verify_deployment(dep, x, reference, atol=atol, ctx=ctx)
-        dep = dataclasses.replace(dep, max_diff=diffs)
-    _write_manifest(dep)
+    with scratch_dir(out / name) as scratch:  # written and checked here, then moved in as one unit
+        prefix = os.path.join(scratch, name)
+        _export_mxnet(model, prefix, ctx)
+        sym_file, par_file, pre_file = prefix + "-symbol.json", prefix + "-0000.params", prefix + "-preprocess.json"
+        model.preprocess.save(pre_file)
+        shape = _input_of(model)
+        onnx_file = None
+        if onnx:
+            onnx_file = prefix + ".onnx"
+            _export_onnx(sym_file, par_file, shape, onnx_file)
+        class_names = getattr(model, "class_names", None)
+        dep = Deployment(scratch, sym_file, par_file, pre_file, onnx_file, _input_name(sym_file, par_file),
+                         shape, list(class_names) if class_names is not None else None, {})
+        if verify:
+            rng = np.random.default_rng(0)
+            x = rng.normal(0, 1, (2,) + shape[1:]).astype(np.float32)
+            reference = model(mx.nd.array(x, ctx=ctx))
+            reference = (reference[0] if isinstance(reference, (list, tuple)) else reference).asnumpy()
+            diffs = verify_deployment(dep, x, reference, atol=atol, ctx=ctx)
+            dep = dataclasses.replace(dep, max_diff=diffs)
+        _write_manifest(dep)
+        names = [_MANIFEST] + sorted(n for n in os.listdir(scratch) if n != _MANIFEST)
+        with atomic_paths([out / n for n in names]) as temps:
+            for n, tmp in zip(names, temps):
+                os.replace(os.path.join(scratch, n), tmp)
+    final = lambda p: str(out / os.path.basename(p)) if p else None  # noqa: E731
+    dep = dataclasses.replace(dep, directory=str(out), symbol=final(dep.symbol), params=final(dep.params),
+                              preprocess=final(dep.preprocess), onnx=final(dep.onnx))
     log.info("Exported %s", dep)
     return dep
 

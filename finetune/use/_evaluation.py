@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..data._source import ImageSource, is_image_list, is_record_dataset
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 
@@ -196,12 +197,9 @@ class EvaluationReport:
         })
 
     def save(self, path) -> None:
-        """Write :meth:`to_dict` as JSON (UTF-8)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        """Write :meth:`to_dict` as JSON (UTF-8), atomically."""
+        with atomic_open(os.fspath(path), "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path) -> "EvaluationReport":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..errors import ConfigError, DataError, MissingFileError
 
 __all__ = ["load_history", "plot_confusion_matrix", "plot_errors", "plot_gradcam", "plot_history", "plot_predictions"]
@@ -53,7 +54,8 @@ def _save(fig, path):
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(os.fspath(path), dpi=fig.dpi, bbox_inches="tight")
+        with atomic_open(path) as f:  # matplotlib takes the format from the name; the temporary has none
+            fig.savefig(f, format=path.suffix[1:].lower() or None, dpi=fig.dpi, bbox_inches="tight")
         log.info("Wrote %s", path)
     return fig
 

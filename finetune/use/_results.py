@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+
+from .._atomic import atomic_write
 
 __all__ = ["Prediction", "Predictions"]
 
@@ -156,7 +157,7 @@ class Predictions(list):
         """The predictions as JSON (a list of :meth:`Prediction.to_dict`); also written to ``path``."""
         text = json.dumps([p.to_dict() for p in self], indent=indent, ensure_ascii=False)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            atomic_write(path, text + "\n")
         return text
 
     def __repr__(self) -> str:

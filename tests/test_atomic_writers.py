@@ -1,0 +1,268 @@
+"""Every writer on the atomic-write helper: kill -9 and a full disk keep the previous output, typed errors."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finetune import _atomic
+from finetune._atomic import atomic_dir, atomic_paths, recover_dir
+from finetune.errors import WriteError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def _run(script, **kw):
+    return subprocess.run([sys.executable, "-c", script.format(root=ROOT, **kw)], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT)
+
+
+# ------------------------------------------------------------------ the helper
+def test_atomic_dir_replaces_the_folder_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "d"
+    for text in ("old", "new"):
+        with atomic_dir(target) as tmp:
+            with open(os.path.join(tmp, "a.txt"), "w") as f:
+                f.write(text)
+    assert (target / "a.txt").read_text() == "new" and _listing(tmp_path) == ["d"]
+
+
+def test_an_error_in_atomic_dir_keeps_the_old_folder_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "d"
+    with atomic_dir(target) as tmp:
+        open(os.path.join(tmp, "a.txt"), "w").write("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(target) as tmp:
+            open(os.path.join(tmp, "b.txt"), "w").write("half")
+            raise KeyboardInterrupt
+    assert _listing(target) == ["a.txt"] and _listing(tmp_path) == ["d"]
+
+
+_KILL_DIR = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from finetune import _atomic
+calls = []
+real = os.replace
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+_atomic.os.replace = replace
+with _atomic.atomic_dir({target!r}) as tmp:
+    open(os.path.join(tmp, "a.txt"), "w").write("new")
+"""
+
+
+@pytest.mark.parametrize("n, expect", [(1, "old"), (2, "new"), (3, "new")])
+def test_kill_9_during_the_swap_leaves_old_or_new_once_recovered(tmp_path, n, expect):
+    target = tmp_path / "d"
+    with atomic_dir(target) as tmp:
+        open(os.path.join(tmp, "a.txt"), "w").write("old")
+    r = _run(_KILL_DIR, target=str(target), n=n)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    recover_dir(target)  # what the next atomic_dir and every reader do first
+    assert (target / "a.txt").read_text() == expect
+    with atomic_dir(target) as tmp:  # sweeps the killed writer's temporaries
+        open(os.path.join(tmp, "a.txt"), "w").write("again")
+    assert _listing(tmp_path) == ["d"] and (target / "a.txt").read_text() == "again"
+
+
+def test_atomic_paths_commits_files_written_by_name_together(tmp_path):
+    a, b = tmp_path / "x.npz", tmp_path / "x.npz.faiss"
+    with atomic_paths([a, b]) as (ta, tb):
+        open(ta, "wb").write(b"a")
+        open(tb, "wb").write(b"b")
+    with pytest.raises(RuntimeError):
+        with atomic_paths([a, b]) as (ta, tb):
+            open(ta, "wb").write(b"A")
+            raise RuntimeError("the second writer failed")
+    assert (a.read_bytes(), b.read_bytes()) == (b"a", b"b") and _listing(tmp_path) == ["x.npz", "x.npz.faiss"]
+
+
+def test_a_writer_failing_without_oserror_on_a_full_file_size_limit_is_a_write_error(tmp_path):
+    script = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from finetune._atomic import atomic_path
+from finetune.errors import WriteError
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    with atomic_path({target!r}) as tmp:
+        import os
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            os.write(fd, b"x" * 4000)
+        except OSError:
+            pass
+        raise RuntimeError("FileStream.Write incomplete")  # how MXNet reports it
+except WriteError as e:
+    print("WriteError", e.errno, e)
+    sys.exit(3)
+"""
+    target = tmp_path / "mean.bin"
+    target.write_bytes(b"old")
+    r = _run(script, target=str(target))
+    assert r.returncode == 3, r.stderr
+    assert "WriteError 27" in r.stdout and "mean.bin" in r.stdout
+    assert target.read_bytes() == b"old" and _listing(tmp_path) == ["mean.bin"]
+
+
+# ------------------------------------------------------------------ disk full, writer by writer
+def _index(path):
+    from finetune.features import RetrievalIndex
+
+    index = RetrievalIndex()
+    index.add(np.eye(4, dtype=np.float32), ids=list("abcd"))
+    index.save(path)
+
+
+def _lr_find_result(path):
+    from finetune.train import LRFinderResult
+
+    LRFinderResult(np.logspace(-5, 0, 10), np.linspace(2, 1, 10)).save(path)
+
+
+def _plot(path):
+    from finetune.use import plot_history
+
+    plot_history([{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}], path)
+
+
+def _predictions(path):
+    from finetune.use import Predictions
+
+    Predictions([]).to_json(path)
+
+
+def _pca(path):
+    from finetune.features import PCAWhitening
+
+    PCAWhitening(2).fit(np.random.default_rng(0).normal(size=(10, 4))).save(path)
+
+
+def _mean(path):
+    from finetune.data import MeanImage
+
+    MeanImage(np.full((3, 4, 4), 100.0)).save(path)
+
+
+WRITERS = {"index.npz": _index, "lr_find.json": _lr_find_result, "curves.png": _plot, "preds.json": _predictions,
+           "pca.npz": _pca, "mean.bin": _mean}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_disk_full_keeps_the_previous_output_and_is_a_write_error_naming_the_file(tmp_path, monkeypatch, name):
+    path = tmp_path / name
+    WRITERS[name](path)
+    old = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_atomic.os, "fsync", full)
+    with pytest.raises(WriteError, match=name) as info:
+        WRITERS[name](path)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert path.read_bytes() == old and _listing(tmp_path) == [name]
+
+
+# ------------------------------------------------------------------ kill -9, writer by writer
+_KILL_BEFORE_RENAME = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from finetune import _atomic
+from tests.test_atomic_writers import WRITERS
+real, calls = os.replace, []
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+_atomic.os.replace = replace
+WRITERS[{name!r}]({path!r})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["index.npz", "mean.bin"])
+def test_kill_9_before_the_rename_keeps_the_previous_file_and_the_next_write_cleans_up(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"previous")
+    r = _run(_KILL_BEFORE_RENAME, name=name, path=str(path), n=1)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert path.read_bytes() == b"previous" and len(_listing(tmp_path)) == 2  # plus the killed writer's temporary
+    WRITERS[name](path)
+    assert _listing(tmp_path) == [name] and path.read_bytes() != b"previous"
+
+
+_KILL_EXTRACT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import finetune.features._extractor as extractor_module
+from finetune import _atomic
+from finetune.cli import main
+from finetune.features._testing import TinyNet
+extractor_module._load_model = lambda spec: TinyNet()
+real, calls = os.replace, []
+def replace(src, dst):
+    calls.append(dst)
+    if {kill} and len(calls) == 3:  # journal in place, descriptors renamed, ids not yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+_atomic.os.replace = replace
+sys.exit(main(["extract", "tiny", *{images!r}, "--layer", "relu2", "--pool", "{pool}", "--out", {out!r}]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_between_the_renames_of_extract_never_pairs_new_descriptors_with_old_ids(image_folder, tmp_path):
+    from finetune.cli._features import _load_descriptors
+
+    out = tmp_path / "out" / "feats.npy"
+    images = sorted(str(p) for p in image_folder.rglob("*.*"))
+    assert _run(_KILL_EXTRACT, kill=False, images=images[:6], pool="avg", out=str(out)).returncode == 0
+    r = _run(_KILL_EXTRACT, kill=True, images=images, pool="max", out=str(out))
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    x, ids = _load_descriptors(str(out))  # the reader finishes the commit
+    assert len(x) == len(ids) == len(images) and ids[-1] == images[-1]
+    assert _listing(out.parent) == ["feats.ids.txt", "feats.npy"]
+    assert _run(_KILL_EXTRACT, kill=False, images=images[:6], pool="avg", out=str(out)).returncode == 0
+    assert len(_load_descriptors(str(out))[1]) == 6
+
+
+def test_deployment_that_fails_its_check_keeps_the_previous_deployment(tmp_path, monkeypatch):
+    import mxnet as mx
+
+    from finetune import Preprocess
+    from finetune.errors import ModelError
+    from finetune.use import _deploy, export_for_deployment, load_deployment
+
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(2, 3), mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Flatten())
+    net.initialize()
+    net.preprocess, net.class_names = Preprocess(size=(8, 8), resize=8), ["a", "b"]
+    export_for_deployment(net, tmp_path / "dep")
+    before = {n: (tmp_path / "dep" / n).read_bytes() for n in _listing(tmp_path / "dep")}
+
+    def disagree(*args, **kwargs):
+        raise ModelError("the exported network disagrees")
+
+    monkeypatch.setattr(_deploy, "verify_deployment", disagree)
+    net.initialize(mx.init.One(), force_reinit=True)
+    with pytest.raises(ModelError):
+        export_for_deployment(net, tmp_path / "dep")
+    assert {n: (tmp_path / "dep" / n).read_bytes() for n in _listing(tmp_path / "dep")} == before
+    assert load_deployment(tmp_path / "dep").class_names == ["a", "b"]
