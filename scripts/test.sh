@@ -11,4 +11,4 @@ echo "test: building docs (warnings are errors)"
 rm -rf docs/_build
 "$VENV/bin/python" -m sphinx -W --keep-going -q -b html docs docs/_build/html
 echo "test: running pytest"
-"$VENV/bin/python" -m pytest -q "$@"
+"$VENV/bin/python" -m pytest -q --durations=25 "$@"
