@@ -1,18 +1,21 @@
 """Graph surgery on MXNet symbols, the one mechanism behind features, cutting, BatchNorm freezing,
 gradients at a layer, export and Grad-CAM.
 
-The public face of ``finetune.models._graph``; see :mod:`finetune.models.graph`
+The public face of ``finetune.models._graph`` (symbols), ``_graph_probe`` (probes, splitting) and
+``_graph_blocks`` (BatchNorm modes of Gluon blocks); see :mod:`finetune.models.graph`
 in the API reference for how layer names are formed.
 """
 
 from ._graph import (batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph, infer_shape, layer_ops,
                      layer_output, list_layers, rename_inputs, set_batchnorm_global_stats, strip_prefix,
                      strip_softmax)
+from ._graph_blocks import batchnorm_modes, set_block_batchnorm_global_stats
 from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
 
 __all__ = [
     "CUT_INPUT",
     "batchnorm_layers",
+    "batchnorm_modes",
     "cut",
     "data_var",
     "find_classifier",
@@ -25,6 +28,7 @@ __all__ = [
     "probe_block",
     "rename_inputs",
     "set_batchnorm_global_stats",
+    "set_block_batchnorm_global_stats",
     "split_at",
     "strip_prefix",
     "strip_softmax",

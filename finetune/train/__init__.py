@@ -13,7 +13,9 @@ from ._launch import launch
 from ._losses import LabelSmoothingLoss
 from ._lr_find import LRFinderResult, lr_find
 from ._optim import AdamW
-from ._policy import LayerLRPolicy, Plan, Rule
+from ._plan import Plan
+from ._policy import LayerLRPolicy
+from ._rules import Rule
 from ._probe import linear_probe
 from ._recipe import Recipe, RecipePlan
 from ._schedule import ConstantSchedule, CosineSchedule, PlateauSchedule, Schedule, StepSchedule

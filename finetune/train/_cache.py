@@ -20,7 +20,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ._policy import batchnorm_modes
+from ..models.graph import batchnorm_modes
 
 __all__ = ["cache_reason", "compute_features", "split_backbone_head"]
 

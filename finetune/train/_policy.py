@@ -1,99 +1,27 @@
-"""Per-parameter learning rates, weight decay, freezing and BatchNorm modes.
+"""Per-parameter learning rates, weight decay, freezing and BatchNorm modes: :class:`LayerLRPolicy`.
 
-A :class:`LayerLRPolicy` is a list of :class:`Rule` objects matched against
+A :class:`LayerLRPolicy` is a list of :class:`~finetune.Rule` objects matched against
 parameter names (glob patterns, or regular expressions prefixed ``re:``), plus
 "freeze everything up to layer X", "frozen BatchNorm statistics" and an
 optional first stage during which only the new head trains. Applying it sets
 the real Gluon attributes (``lr_mult``, ``wd_mult``, ``grad_req``,
 ``use_global_stats``) on the model's parameters and blocks, so what
-:meth:`LayerLRPolicy.plan` reports is read back from the live objects and
-stays true after ``hybridize()`` and kvstore set-up.
+:meth:`LayerLRPolicy.plan` reports (a :class:`~finetune.train.Plan`) is read
+back from the live objects and stays true after ``hybridize()`` and kvstore set-up.
+BatchNorm blocks are changed and read through :mod:`finetune.models.graph`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import logging
-import re
-from dataclasses import dataclass, field
-
 from ..errors import ConfigError, UnknownNameError, check_range
+from ..models.graph import batchnorm_modes, set_block_batchnorm_global_stats
+from ._plan import Plan
+from ._rules import Rule, _as_rule, _glob_to_re
 
-__all__ = ["LayerLRPolicy", "Plan", "Rule"]
-
-log = logging.getLogger(__name__)
+__all__ = ["LayerLRPolicy", "freeze_batchnorm"]
 
 _ORIG = "_finetune_orig_grad_req"
 _SUFFIXES = ("_fwd", "_output")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One line of a policy: parameters whose name matches ``pattern``.
-
-    Parameters
-    ----------
-    pattern : str
-        A glob pattern on the parameter name (``"head_*"``, ``"*_bias"``), or a
-        regular expression prefixed with ``re:`` (``"re:^stage[12]_"``,
-        matched with :func:`re.search`).
-    lr_mult : float
-        Multiplier of the optimizer's learning rate.
-    wd_mult : float
-        Multiplier of the optimizer's weight decay.
-    trainable : bool
-        ``False`` freezes the matching parameters (``grad_req='null'``).
-    label : str, optional
-        How the rule is shown in :meth:`LayerLRPolicy.plan` (default: the pattern).
-
-    Examples
-    --------
-    >>> Rule("head_*_bias", lr_mult=20)
-    Rule('head_*_bias', lr_mult=20)
-    """
-
-    pattern: str
-    lr_mult: float = 1.0
-    wd_mult: float = 1.0
-    trainable: bool = True
-    label: str | None = field(default=None, compare=False)
-
-    def __post_init__(self):
-        check_range("Rule", "lr_mult", self.lr_mult, 0)
-        check_range("Rule", "wd_mult", self.wd_mult, 0)
-        if self.pattern.startswith("re:"):
-            try:
-                re.compile(self.pattern[3:])
-            except re.error as exc:
-                raise ConfigError(f"Rule pattern {self.pattern!r} is not a valid regular expression: {exc}.") from None
-
-    def matches(self, name: str) -> bool:
-        """Whether the parameter ``name`` matches this rule."""
-        if self.pattern.startswith("re:"):
-            return re.search(self.pattern[3:], name) is not None
-        return fnmatch.fnmatchcase(name, self.pattern)
-
-    def __repr__(self) -> str:
-        extra = "".join(
-            f", {k}={getattr(self, k)!r}" for k, d in (("lr_mult", 1.0), ("wd_mult", 1.0), ("trainable", True))
-            if getattr(self, k) != d
-        )
-        if self.label:
-            extra += f", label={self.label!r}"
-        return f"Rule({self.pattern!r}{extra})"
-
-
-def _as_rule(r) -> Rule:
-    if isinstance(r, Rule):
-        return r
-    if isinstance(r, str):
-        return Rule(r)
-    if isinstance(r, dict):
-        return Rule(**r)
-    if isinstance(r, (tuple, list)):
-        return Rule(*r)
-    raise ConfigError(f"A policy rule must be a Rule, a pattern, a dict or a tuple. Got {r!r} instead.")
 
 
 class LayerLRPolicy:
@@ -336,79 +264,18 @@ class LayerLRPolicy:
         return idx
 
 
-def _glob_to_re(pattern: str) -> str:
-    if pattern.startswith("re:"):
-        return pattern[3:].lstrip("^")
-    return fnmatch.translate(pattern).replace("\\Z", "").replace("(?s:", "(?:")
-
-
 def _params(model) -> dict:
     return dict(model.collect_params().items())
 
 
-class Plan:
-    """The per-parameter table returned by :meth:`LayerLRPolicy.plan`.
-
-    ``rows`` is a list of dicts with keys ``parameter``, ``shape``, ``lr``,
-    ``wd``, ``trainable`` (``"yes"``, ``"frozen"`` or ``"aux"`` for
-    BatchNorm statistics), ``batchnorm`` (``"frozen"``, ``"batch"`` or
-    ``"-"``) and ``rule``. ``str(plan)`` is a text table; :meth:`log` writes
-    it to the ``finetune`` logger.
-    """
-
-    COLUMNS = ("parameter", "shape", "lr", "wd", "trainable", "batchnorm", "rule")
-
-    def __init__(self, rows):
-        self.rows = list(rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __getitem__(self, name: str) -> dict:
-        for r in self.rows:
-            if r["parameter"] == name:
-                return r
-        raise KeyError(name)
-
-    def __repr__(self) -> str:
-        n = sum(r["trainable"] == "yes" for r in self.rows)
-        return f"<Plan: {len(self.rows)} parameters, {n} trainable>"
-
-    def __str__(self) -> str:
-        cells = [list(self.COLUMNS)]
-        for r in self.rows:
-            cells.append([
-                r["parameter"], str(r["shape"]).replace(" ", "") if r["shape"] else "?",
-                f"{r['lr']:.4g}", f"{r['wd']:.4g}", r["trainable"], r["batchnorm"], r["rule"],
-            ])
-        widths = [max(len(c[i]) for c in cells) for i in range(len(self.COLUMNS))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
-
-    def to_json(self) -> str:
-        """The rows as JSON."""
-        return json.dumps(self.rows, indent=1, default=str)
-
-    def log(self, logger=None, level=logging.INFO) -> None:
-        """Write the table to ``logger`` (default: this module's logger)."""
-        (logger or log).log(level, "Learning-rate plan:\n%s", self)
-
-
 # --------------------------------------------------------------- BatchNorm
-def _blocks(model):
-    out = []
-    model.apply(out.append)
-    return out
-
-
 def freeze_batchnorm(model, patterns=None) -> None:
     """Freeze BatchNorm statistics: the model's own ``freeze_batchnorm`` when it has one.
 
     For plain Gluon networks, ``nn.BatchNorm`` blocks (whose parameters match
-    one of ``patterns``, or all) get ``use_global_stats=True``; cached graphs
-    are cleared so a hybridized model picks the change up.
+    one of ``patterns``, or all) get ``use_global_stats=True`` through
+    :func:`finetune.models.graph.set_block_batchnorm_global_stats`, which
+    clears cached graphs so a hybridized model picks the change up.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -420,47 +287,5 @@ def freeze_batchnorm(model, patterns=None) -> None:
             layers = [n for n in getattr(model, "layer_names", []) if any(r.matches(n) for r in rules)]
             model.freeze_batchnorm(layers)
         return
-    from mxnet.gluon import nn
-
-    changed = False
-    for b in _blocks(model):
-        if isinstance(b, nn.BatchNorm):
-            names = [p.name for p in b.params.values()]
-            if rules is None or any(r.matches(n) for r in rules for n in names):
-                if not b._kwargs.get("use_global_stats"):
-                    b._kwargs["use_global_stats"] = True
-                    changed = True
-    if changed:
-        for b in _blocks(model):
-            if hasattr(b, "_clear_cached_op"):
-                b._clear_cached_op()
-
-
-def batchnorm_modes(model) -> dict:
-    """``param name -> "frozen" | "batch"`` for every BatchNorm parameter of ``model``.
-
-    Reads ``nn.BatchNorm`` blocks and the BatchNorm nodes of any symbol graph
-    (``SymbolBlock``) inside the model.
-    """
-    from mxnet.gluon import SymbolBlock, nn
-
-    modes = {}
-    for b in _blocks(model):
-        if isinstance(b, nn.BatchNorm):
-            mode = "frozen" if b._kwargs.get("use_global_stats") else "batch"
-            for p in b.params.values():
-                modes[p.name] = mode
-        elif isinstance(b, SymbolBlock) and b._cached_graph:
-            graph = json.loads(b._cached_graph[1].tojson())
-            nodes = graph["nodes"]
-            prefix = b.params.prefix
-            for node in nodes:
-                if node["op"] != "BatchNorm":
-                    continue
-                attrs = node.get("attrs", node.get("param", {})) or {}
-                frozen = str(attrs.get("use_global_stats", "False")).lower() in ("true", "1")
-                for inp in node["inputs"][1:]:
-                    src = nodes[inp[0]]
-                    if src["op"] == "null":
-                        modes[prefix + src["name"]] = "frozen" if frozen else "batch"
-    return modes
+    match = None if rules is None else (lambda name: any(r.matches(name) for r in rules))
+    set_block_batchnorm_global_stats(model, match)

@@ -36,7 +36,8 @@ from ..data import Augment, RecordDataset
 from ..errors import ConfigError, UnknownNameError, check_choice, check_range
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
-from ._policy import _ORIG, LayerLRPolicy, Rule, _glob_to_re
+from ._policy import _ORIG, LayerLRPolicy
+from ._rules import Rule, _glob_to_re
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 from ._weights import KeepBest
 

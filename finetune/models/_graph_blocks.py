@@ -1,0 +1,97 @@
+"""BatchNorm modes of live Gluon blocks: :func:`set_block_batchnorm_global_stats`, :func:`batchnorm_modes`.
+
+:func:`~finetune.models.graph.set_batchnorm_global_stats` edits a symbol; the
+functions here do the same for networks built from Gluon blocks
+(``nn.BatchNorm`` inside any ``Block``) and read the mode back from both
+kinds (``nn.BatchNorm`` blocks and the BatchNorm nodes of a ``SymbolBlock``'s
+graph). Gluon keeps a BatchNorm block's operator attributes in a private
+dict and has no public setter for ``use_global_stats`` once the block is
+built, so this module is the one place that reaches into it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mxnet.gluon import SymbolBlock, nn
+
+__all__ = ["batchnorm_modes", "set_block_batchnorm_global_stats"]
+
+
+def _blocks(block) -> list:
+    out = []
+    block.apply(out.append)
+    return out
+
+
+def set_block_batchnorm_global_stats(block, match=None, value: bool = True) -> bool:
+    """Set ``use_global_stats`` of the ``nn.BatchNorm`` blocks inside a Gluon block.
+
+    With ``use_global_stats=True`` a BatchNorm layer normalises with its
+    moving mean/variance even in training mode and does not update them.
+    Cached graphs are cleared when anything changes, so a hybridized block
+    picks the change up.
+
+    Parameters
+    ----------
+    block : mxnet.gluon.Block
+    match : callable or None
+        ``match(parameter_name) -> bool``: a BatchNorm block changes when any
+        of its parameters matches; ``None`` means every BatchNorm block.
+    value : bool
+        The new value.
+
+    Returns
+    -------
+    bool
+        Whether any block changed.
+
+    Examples
+    --------
+    >>> from mxnet.gluon import nn
+    >>> net = nn.HybridSequential(prefix="")
+    >>> net.add(nn.Dense(4, in_units=3, prefix="fc_"), nn.BatchNorm(in_channels=4, prefix="bn_"))
+    >>> set_block_batchnorm_global_stats(net), batchnorm_modes(net)["bn_gamma"]
+    (True, 'frozen')
+    """
+    changed = False
+    for b in _blocks(block):
+        if isinstance(b, nn.BatchNorm):
+            names = [p.name for p in b.params.values()]
+            if match is None or any(match(n) for n in names):
+                if bool(b._kwargs.get("use_global_stats")) != bool(value):
+                    b._kwargs["use_global_stats"] = bool(value)
+                    changed = True
+    if changed:
+        for b in _blocks(block):
+            if hasattr(b, "_clear_cached_op"):
+                b._clear_cached_op()
+    return changed
+
+
+def batchnorm_modes(block) -> dict:
+    """``{parameter name: "frozen" | "batch"}`` for every BatchNorm parameter inside a Gluon block.
+
+    Reads ``nn.BatchNorm`` blocks and the BatchNorm nodes of any symbol graph
+    (``SymbolBlock``) inside ``block``; ``"frozen"`` means ``use_global_stats``.
+    """
+    modes = {}
+    for b in _blocks(block):
+        if isinstance(b, nn.BatchNorm):
+            mode = "frozen" if b._kwargs.get("use_global_stats") else "batch"
+            for p in b.params.values():
+                modes[p.name] = mode
+        elif isinstance(b, SymbolBlock) and b._cached_graph:
+            graph = json.loads(b._cached_graph[1].tojson())
+            nodes = graph["nodes"]
+            prefix = b.params.prefix
+            for node in nodes:
+                if node["op"] != "BatchNorm":
+                    continue
+                attrs = node.get("attrs", node.get("param", {})) or {}
+                frozen = str(attrs.get("use_global_stats", "False")).lower() in ("true", "1")
+                for inp in node["inputs"][1:]:
+                    src = nodes[inp[0]]
+                    if src["op"] == "null":
+                        modes[prefix + src["name"]] = "frozen" if frozen else "batch"
+    return modes
