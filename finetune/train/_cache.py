@@ -19,10 +19,11 @@ import logging
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
+from tqdm.auto import tqdm
 
 from ..models.graph import batchnorm_modes
 
-__all__ = ["cache_reason", "compute_features", "split_backbone_head"]
+__all__ = ["cache_reason", "cached_head", "check_split", "compute_features", "split_backbone_head"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,42 @@ def compute_features(backbone, dataset, ctxs, batch_size: int, workers: int = 0,
             loader.close()
     return gluon.data.ArrayDataset(np.concatenate(feats).astype(np.float32),
                                    np.concatenate(labels).astype(np.float32))
+
+
+def cached_head(model, trainable: set, train_ds, val_ds, *, ctxs, batch_size: int, workers_for, required: bool,
+                hybridize: bool, progress: bool, log=log):
+    """``(net, train, val)``: the head and the backbone's features when they can be cached, else the inputs.
+
+    Parameters
+    ----------
+    model : mxnet.gluon.Block
+    trainable : set of str
+        Names of the parameters that train.
+    train_ds, val_ds : Dataset (``val_ds`` may be ``None``)
+    ctxs : list of mx.Context
+    batch_size : int
+    workers_for : callable
+        ``workers_for(dataset) -> int``: loader processes for computing its features.
+    required : bool
+        Whether caching was asked for explicitly (a refusal is then a warning, not a debug message).
+    hybridize, progress : bool
+        Hybridize the head; show a progress bar while computing features.
+    log : logging.Logger
+    """
+    split = split_backbone_head(model, trainable)
+    reason = cache_reason(model, trainable, train_ds, split)
+    if reason is None:
+        x = mx.nd.array(np.stack([np.asarray(train_ds[i][0]) for i in range(min(2, len(train_ds)))]), ctx=ctxs[0])
+        if not check_split(model, split, x):
+            reason = "head(backbone(x)) differs from model(x)"
+    if reason is not None:
+        (log.warning if required else log.debug)("Not caching features: %s.", reason)
+        return model, train_ds, val_ds
+    log.debug("Backbone frozen and data not augmented: computing its features once.")
+    bar = (lambda it: tqdm(it, desc="features", leave=False)) if progress else None
+    backbone, head = split
+    feats = [compute_features(backbone, d, ctxs, batch_size, workers_for(d), bar) if d is not None else None
+             for d in (train_ds, val_ds)]
+    if hybridize and hasattr(head, "hybridize"):
+        head.hybridize(static_alloc=True)
+    return head, feats[0], feats[1]

@@ -1,16 +1,16 @@
-"""The Trainer: data-parallel fine-tuning over devices and machines, with exact resume."""
+"""The Trainer: data-parallel fine-tuning over devices and machines, with exact resume.
+
+This module holds the class, its set-up and its fit loop; batch mixing is in
+``_mixing.py``, validation (and test-time mirroring) in ``_evaluate.py``, the
+state saved for resume in ``_resume.py``, cached backbone features in ``_cache.py``.
+"""
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import os
-import random
-import tempfile
 import time
-import zipfile
 
 import mxnet as mx
 import numpy as np
@@ -18,14 +18,17 @@ from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
 from .._context import resolve_ctx
-from ..errors import CheckpointError, ConfigError, DeviceError, MissingFileError, NonFiniteLossError, check_choice, check_range
-from . import _cache
-from . import _checkpoint as _ckpt
 from ..data import RecordDataset
+from ..errors import ConfigError, DeviceError, NonFiniteLossError, check_choice, check_range
+from . import _cache
 from ._batches import EpochSampler, RecordBatches, SeededItems, _mix, as_dataset
-from ._callbacks import Checkpoint, HistoryLogger, StopTraining, atomic_write
+from ._callbacks import Checkpoint, HistoryLogger, StopTraining
+from ._devices import place_parameters, split_batch, start_kvstore, zero_idle_gradients
+from ._evaluate import batch_stats, evaluate
+from ._mixing import mix_batch, mixed_losses
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
+from ._resume import find_checkpoint, load_state, save_state
 from ._schedule import make_schedule
 from ._weights import WeightAverage, restore, snapshot
 
@@ -178,10 +181,7 @@ class Trainer:
         model = self.model
         self.policy.apply(model, epoch=self.epoch_)
         params = model.collect_params()
-        for p in params.values():
-            if p._data is None and not p._deferred_init:
-                p.initialize(mx.init.Xavier(), ctx=self.ctx_)
-        params.reset_ctx(self.ctx_)
+        place_parameters(params, self.ctx_)
         if self.mixed_precision:
             model.cast("float16")
             self.optimizer_params["multi_precision"] = True
@@ -201,11 +201,7 @@ class Trainer:
                                       update_on_kvstore=False)
         self._tparams = tparams
         if self.num_workers_ > 1 or (self.kvstore or "").startswith("dist"):
-            # initialise the parameter server now, and let every worker finish before any pushes a gradient
-            self._trainer._init_kvstore()
-            self._trainer._init_params()
-            mx.nd.waitall()
-            self._trainer._kvstore._barrier()
+            start_kvstore(self._trainer)
         return self
 
     def plan(self):
@@ -296,24 +292,10 @@ class Trainer:
     def _maybe_cache(self, train_ds, val_ds):
         if self.cache_features is False or self.num_workers_ > 1:
             return self.model, train_ds, val_ds
-        split = _cache.split_backbone_head(self.model, self._trainable)
-        reason = _cache.cache_reason(self.model, self._trainable, train_ds, split)
-        if reason is None:
-            x = mx.nd.array(np.stack([np.asarray(train_ds[i][0]) for i in range(min(2, len(train_ds)))]),
-                            ctx=self.ctx_[0])
-            if not _cache.check_split(self.model, split, x):
-                reason = "head(backbone(x)) differs from model(x)"
-        if reason is not None:
-            (log.warning if self.cache_features is True else log.debug)("Not caching features: %s.", reason)
-            return self.model, train_ds, val_ds
-        log.debug("Backbone frozen and data not augmented: computing its features once.")
-        bar = (lambda it: tqdm(it, desc="features", leave=False)) if self.progress else None
-        backbone, head = split
-        feats = [_cache.compute_features(backbone, d, self.ctx_, self.batch_size, self._workers_for(d), bar)
-                 if d is not None else None for d in (train_ds, val_ds)]
-        if self.hybridize and hasattr(head, "hybridize"):
-            head.hybridize(static_alloc=True)
-        return head, feats[0], feats[1]
+        return _cache.cached_head(self.model, self._trainable, train_ds, val_ds, ctxs=self.ctx_,
+                                  batch_size=self.batch_size, workers_for=self._workers_for,
+                                  required=self.cache_features is True, hybridize=self.hybridize,
+                                  progress=self.progress, log=self.log)
 
     # ------------------------------------------------------------ one epoch
     def _run_epoch(self, epoch, net, loader, sampler, val_ds) -> bool:
@@ -389,33 +371,11 @@ class Trainer:
         return {"train_loss": loss / n, "train_top1": c1 / n, "train_top5": c5 / n}
 
     def _split(self, x, y):
-        n = x.shape[0]
-        ctxs = self.ctx_[:min(len(self.ctx_), n)]
-        xs = gluon.utils.split_and_load(x, ctxs, even_split=False)
-        ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
-        if self.mixed_precision:
-            xs = [xi.astype("float16") for xi in xs]
-        return xs, ys
+        return split_batch(x, y, self.ctx_, float16=self.mixed_precision)
 
     def _mix_batch(self, x, y, epoch, b):
         """Mixup or CutMix of one batch: ``(mixed images, partner labels, weight of the own labels)``."""
-        rng = np.random.RandomState(_mix(self.seed, epoch, b, 0x3C) % (2 ** 32))
-        use_cutmix = self.cutmix and (not self.mixup or rng.uniform() < 0.5)
-        alpha = self.cutmix if use_cutmix else self.mixup
-        lam = float(rng.beta(alpha, alpha))
-        perm = mx.nd.array(rng.permutation(x.shape[0]))
-        x = x.copy() if isinstance(x, mx.nd.NDArray) else mx.nd.array(x)
-        other = mx.nd.take(x, perm)
-        if use_cutmix:
-            h, w = x.shape[2], x.shape[3]
-            ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-            top, left = rng.randint(0, h - ch + 1), rng.randint(0, w - cw + 1)
-            x[:, :, top:top + ch, left:left + cw] = other[:, :, top:top + ch, left:left + cw]
-            lam = 1.0 - ch * cw / (h * w)
-        else:
-            x[:] = lam * x + (1 - lam) * other
-        y = y if isinstance(y, mx.nd.NDArray) else mx.nd.array(y)
-        return x, mx.nd.take(y.astype("float32"), perm), lam
+        return mix_batch(x, y, _mix(self.seed, epoch, b, 0x3C), mixup=self.mixup, cutmix=self.cutmix)
 
     def _step(self, net, x, y, global_n, mix=None) -> np.ndarray:
         xs, ys = self._split(x, y)
@@ -425,18 +385,13 @@ class Trainer:
             outs = [net(xi) for xi in xs]
             losses = [self.loss(o, yi) for o, yi in zip(outs, ys)]
             if mix is not None:
-                lam = mix[1]
-                losses = [lam * l + (1 - lam) * self.loss(o, y2) for l, o, y2 in zip(losses, outs, y2s)]
+                losses = mixed_losses(self.loss, losses, outs, y2s, mix[1])
         autograd.backward(losses)
         if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
-            for p in self._tparams:
-                if p.grad_req != "null":
-                    for g, w in zip(p.list_grad()[len(xs):], p.list_data()[len(xs):]):
-                        g[:] = 0
-                        w._fresh_grad = True
+            zero_idle_gradients(self._tparams, len(xs))
         stats = None
         if self.num_workers_ == 1:  # a non-finite loss must not reach the weights (workers of a cluster all step)
-            stats = sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+            stats = sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
             if not math.isfinite(stats[0]):
                 return stats
         self._trainer.step(global_n)
@@ -444,7 +399,7 @@ class Trainer:
             if self._ema is None:
                 self._ema = WeightAverage(self.model.collect_params(), self.ema)
             self._ema.update()
-        return stats if stats is not None else sum(_batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+        return stats if stats is not None else sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int | None = None) -> dict:
@@ -470,26 +425,9 @@ class Trainer:
         return self._evaluate_now(net, dataset, batch_size)
 
     def _evaluate_now(self, net, dataset, batch_size=None) -> dict:
-        batch_size = batch_size or self.batch_size
         workers = self._workers_for(dataset) if net is self.model else 0
-        if isinstance(dataset, RecordDataset) and workers > 0:
-            loader = dataset.loader(batch_size, shuffle=False, workers=workers)
-        else:
-            loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-        acc = np.zeros(4)
-        try:
-            for x, y in loader:
-                xs, ys = self._split(x, y)
-                for xi, yi in zip(xs, ys):
-                    out = net(xi)
-                    if self.tta and net is self.model and xi.ndim == 4:
-                        out = (out + net(mx.nd.flip(xi, axis=3))) / 2
-                    acc += _batch_stats(out, yi, self.loss(out, yi))
-        finally:
-            if hasattr(loader, "close"):
-                loader.close()
-        n = max(acc[3], 1)
-        return {"loss": acc[0] / n, "top1": acc[1] / n, "top5": acc[2] / n}
+        return evaluate(net, dataset, self.loss, self._split, batch_size or self.batch_size, workers,
+                        tta=self.tta and net is self.model)
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path) -> None:
@@ -498,30 +436,7 @@ class Trainer:
         The file is a zip of JSON and MXNet array files; it holds no pickle, so
         :meth:`load_checkpoint` never runs code from it.
         """
-        path = os.fspath(path)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.model.save_parameters(os.path.join(tmp, "p"))
-            with open(os.path.join(tmp, "p"), "rb") as f:
-                params = f.read()
-        opt_meta, opt_arrays = _ckpt.optimizer_state(self._trainer)
-        np_state = np.random.get_state()
-        state = {
-            "format": _ckpt.FORMAT, "epoch": self.epoch_, "batch": self.batch_, "acc": self._acc.tolist(),
-            "history": self.history_, "schedule": self.schedule.state_dict(),
-            "callbacks": [cb.state_dict() for cb in self._callbacks], "seed": self.seed,
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "python_rng": _jsonable(random.getstate()),
-        }
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("state.json", json.dumps(state))
-            z.writestr("model.params", params)
-            z.writestr("optimizer.json", json.dumps(opt_meta))
-            z.writestr("optimizer.arrays", _ckpt.save_arrays(opt_arrays))
-            if self._ema is not None:
-                z.writestr("ema.arrays", _ckpt.save_arrays(self._ema.state_arrays()))
-        atomic_write(path, buf.getvalue())
-        self.last_checkpoint_ = path
+        save_state(self, path)
 
     def load_checkpoint(self, path) -> None:
         """Restore what :meth:`save_checkpoint` wrote (``path``: a file, or a folder holding ``last.ckpt``).
@@ -533,65 +448,13 @@ class Trainer:
         UnsafeFileError
             The file holds a pickle (older format or planted); nothing is loaded.
         """
-        path = _find_checkpoint(path)
+        path = find_checkpoint(path)
         self.setup()
-        ck = _ckpt.read_checkpoint(path)
-        state = ck["state"]
-        with tempfile.TemporaryDirectory() as tmp:
-            with open(os.path.join(tmp, "p"), "wb") as f:
-                f.write(ck["params"])
-            try:
-                self.model.load_parameters(os.path.join(tmp, "p"), ctx=self.ctx_)
-            except (AssertionError, mx.base.MXNetError, KeyError, ValueError) as e:
-                raise CheckpointError(f"Checkpoint {path!r} does not fit this model: "
-                                      f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else e!r}. "
-                                      "Resume with the model the checkpoint was written for.") from None
-        _ckpt.restore_optimizer_state(self._trainer, ck["optimizer"], ck["arrays"], path)
-        try:
-            self.schedule.load_state_dict(state["schedule"])
-            for cb, st in zip(self._callbacks, state["callbacks"]):
-                cb.load_state_dict(st)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"Checkpoint {path!r}: the schedule or callback state does not fit "
-                                  f"({type(e).__name__}: {e}). Resume with the same schedule and callbacks.") from None
-        if self.ema is not None and ck.get("ema") is not None:
-            self._ema = WeightAverage(self.model.collect_params(), self.ema)
-            self._ema.load_state_arrays(ck["ema"])
-        self.epoch_, self.batch_ = state["epoch"], state["batch"]
-        self._acc = np.asarray(state["acc"], dtype=float)
-        self.history_ = state["history"]
-        s = state["numpy_rng"]
-        np.random.set_state((s[0], np.asarray(s[1], dtype=np.uint32), *s[2:]))
-        r = state["python_rng"]
-        random.setstate((r[0], tuple(r[1]), r[2]))
-        self.last_checkpoint_ = path
+        load_state(self, path)
         log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
-
-
-def _jsonable(x):
-    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _find_checkpoint(path) -> str:
-    path = os.fspath(path)
-    for cand in (path, os.path.join(path, "last.ckpt"), os.path.join(path, "checkpoints", "last.ckpt")):
-        if os.path.isfile(cand):
-            return cand
-    raise MissingFileError(f"No checkpoint at {path!r} (looked for the file, last.ckpt and checkpoints/last.ckpt).")
 
 
 def _all_finite(x) -> bool:
     """Whether every value of a batch (NDArray or numpy) is finite."""
     arr = x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
     return bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
-
-
-def _batch_stats(out, y, loss) -> np.ndarray:
-    """``[loss sum, top-1 hits, top-5 hits, count]`` of one device's batch."""
-    y = y.astype("float32").reshape((-1, 1))
-    out = out.astype("float32")
-    k = min(5, out.shape[1])
-    top = mx.nd.topk(out, k=k, axis=1)
-    hits = mx.nd.broadcast_equal(top, y)
-    parts = mx.nd.concat(loss.sum().reshape(1), hits[:, 0].sum().reshape(1), hits.sum().reshape(1), dim=0)
-    return np.append(parts.asnumpy().astype(np.float64), out.shape[0])

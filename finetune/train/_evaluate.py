@@ -1,0 +1,65 @@
+"""Validation: loss, top-1 and top-5 accuracy of a network over a dataset, with optional mirror TTA.
+
+:func:`batch_stats` is the one place the counts are computed, for training
+batches and validation alike; :func:`evaluate` runs a network in inference
+mode over a dataset and, with ``tta``, averages the logits of each image and
+of its left-right mirror.
+"""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from ..data import RecordDataset
+
+__all__ = ["batch_stats", "evaluate"]
+
+
+def batch_stats(out, y, loss) -> np.ndarray:
+    """``[loss sum, top-1 hits, top-5 hits, count]`` of one device's batch."""
+    y = y.astype("float32").reshape((-1, 1))
+    out = out.astype("float32")
+    k = min(5, out.shape[1])
+    top = mx.nd.topk(out, k=k, axis=1)
+    hits = mx.nd.broadcast_equal(top, y)
+    parts = mx.nd.concat(loss.sum().reshape(1), hits[:, 0].sum().reshape(1), hits.sum().reshape(1), dim=0)
+    return np.append(parts.asnumpy().astype(np.float64), out.shape[0])
+
+
+def evaluate(net, dataset, loss, split, batch_size: int, workers: int = 0, tta: bool = False) -> dict:
+    """``{"loss", "top1", "top5"}`` of ``net`` on ``dataset``.
+
+    Parameters
+    ----------
+    net : callable
+        Maps a device's images ``(n, C, H, W)`` (or features) to logits ``(n, K)``.
+    dataset : Dataset
+        Items ``(image, label)``; a :class:`~finetune.RecordDataset` is read by
+        its shared-memory loader when ``workers > 0``.
+    loss : gluon.loss.Loss
+    split : callable
+        ``split(x, y) -> (xs, ys)``: a batch spread over the devices.
+    batch_size, workers : int
+    tta : bool
+        Average the logits of each image and of its left-right mirror (4-D inputs only).
+    """
+    if isinstance(dataset, RecordDataset) and workers > 0:
+        loader = dataset.loader(batch_size, shuffle=False, workers=workers)
+    else:
+        loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    acc = np.zeros(4)
+    try:
+        for x, y in loader:
+            xs, ys = split(x, y)
+            for xi, yi in zip(xs, ys):
+                out = net(xi)
+                if tta and xi.ndim == 4:
+                    out = (out + net(mx.nd.flip(xi, axis=3))) / 2
+                acc += batch_stats(out, yi, loss(out, yi))
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
+    n = max(acc[3], 1)
+    return {"loss": acc[0] / n, "top1": acc[1] / n, "top5": acc[2] / n}
