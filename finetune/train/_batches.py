@@ -21,9 +21,10 @@ import random
 import numpy as np
 from mxnet import gluon
 
+from ..data import RecordDataset
 from ..errors import ConfigError
 
-__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset"]
+__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "train_loader"]
 
 
 def _mix(*values) -> int:
@@ -173,3 +174,10 @@ class RecordBatches:
     def close(self) -> None:
         """Stop the loader's worker processes."""
         self.loader.close()
+
+
+def train_loader(dataset, sampler: EpochSampler, seed: int, workers: int):
+    """The batches of ``sampler``'s items: a ``RecordDataset``'s fast loader with workers, else a ``DataLoader``."""
+    if isinstance(dataset, RecordDataset) and workers > 0:
+        return RecordBatches(dataset, sampler, seed, workers)
+    return gluon.data.DataLoader(SeededItems(dataset, seed), batch_sampler=sampler, num_workers=workers)

@@ -21,7 +21,7 @@ from .._context import resolve_ctx
 from ..data import RecordDataset
 from ..errors import ConfigError, DeviceError, NonFiniteLossError, check_choice, check_range
 from . import _cache
-from ._batches import EpochSampler, RecordBatches, SeededItems, _mix, as_dataset
+from ._batches import EpochSampler, _mix, as_dataset, train_loader
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining
 from ._devices import place_parameters, split_batch, start_kvstore, zero_idle_gradients
 from ._evaluate import batch_stats, evaluate
@@ -269,10 +269,7 @@ class Trainer:
 
     def _train_loader(self, net, train_ds, sampler):
         """Batches of the sampler's items; RecordDatasets go through their fast shared-memory loader."""
-        workers = self._workers_for(train_ds) if net is self.model else 0
-        if isinstance(train_ds, RecordDataset) and workers > 0:
-            return RecordBatches(train_ds, sampler, self.seed, workers)
-        return gluon.data.DataLoader(SeededItems(train_ds, self.seed), batch_sampler=sampler, num_workers=workers)
+        return train_loader(train_ds, sampler, self.seed, self._workers_for(train_ds) if net is self.model else 0)
 
     def _default_callbacks(self):
         if not self.out_dir or self.rank_ != 0:  # one writer per cluster
@@ -315,25 +312,7 @@ class Trainer:
                 if new_lr != lr:
                     self._trainer.set_learning_rate(new_lr)
                     lr = new_lr
-                mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
-                if not _all_finite(x):
-                    raise NonFiniteLossError(
-                        f"The training inputs of epoch {epoch}, batch {b} hold NaN or infinite values; training "
-                        "them would poison the weights (a ReLU hides them from the loss). Check the data and "
-                        f"its normalisation. The last good checkpoint is {self.last_checkpoint_ or 'none'}.")
-                mix = None
-                if (self.mixup or self.cutmix) and net is self.model:
-                    x, *mix = self._mix_batch(x, y, epoch, b)
-                stats = self._step(net, x, y, sizes[b], mix)
-                if not math.isfinite(stats[0]):
-                    raise NonFiniteLossError(
-                        f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
-                        f"The last good checkpoint is {self.last_checkpoint_ or 'none (set out_dir)'}. "
-                        "Lower the learning rate, or check the data and labels."
-                    )
-                self._acc += stats
-                seen += stats[3]
-                self.batch_ = b + 1
+                seen += self._train_batch(net, x, y, epoch, b, sizes[b])
                 logs = self._train_logs()
                 rate = seen / max(time.time() - t0, 1e-9)
                 bar.update(1)
@@ -345,14 +324,39 @@ class Trainer:
             stop = True
         finally:
             bar.close()
-        seconds = time.time() - t0
+        return self._end_epoch(epoch, net, val_ds, lr, seen, time.time() - t0) or stop
+
+    def _train_batch(self, net, x, y, epoch, b, global_n) -> int:
+        """One optimizer step on batch ``b`` of ``epoch``; returns the number of images this worker trained."""
+        mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
+        if not _all_finite(x):
+            raise NonFiniteLossError(
+                f"The training inputs of epoch {epoch}, batch {b} hold NaN or infinite values; training "
+                "them would poison the weights (a ReLU hides them from the loss). Check the data and "
+                f"its normalisation. The last good checkpoint is {self.last_checkpoint_ or 'none'}.")
+        mix = None
+        if (self.mixup or self.cutmix) and net is self.model:
+            x, *mix = self._mix_batch(x, y, epoch, b)
+        stats = self._step(net, x, y, global_n, mix)
+        if not math.isfinite(stats[0]):
+            raise NonFiniteLossError(
+                f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
+                f"The last good checkpoint is {self.last_checkpoint_ or 'none (set out_dir)'}. "
+                "Lower the learning rate, or check the data and labels."
+            )
+        self._acc += stats
+        self.batch_ = b + 1
+        return stats[3]
+
+    def _end_epoch(self, epoch, net, val_ds, lr, seen, seconds) -> bool:
+        """Validate, record the history row, reset the running sums; whether training should stop."""
         row = {"epoch": epoch, "lr": lr if lr is not None else self.base_lr * self.schedule.factor(epoch),
                **self._train_logs()}
         if val_ds is not None:
             row.update({f"val_{k}": v for k, v in self._evaluate(net, val_ds).items()})
         row["images_per_s"] = seen / max(seconds, 1e-9)
         row["seconds"] = seconds
-        stop |= bool(self.schedule.epoch_end(epoch, row))
+        stop = bool(self.schedule.epoch_end(epoch, row))
         self.history_.append(row)
         self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)
         shown = [f"{k} {row[k]:.4g}" for k in ("lr", "train_loss", "train_top1", "val_loss", "val_top1") if k in row]
