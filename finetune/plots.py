@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _plots
+from .use import _confusion_plot, _figures, _history_plot, _plots
 
-_MODULES = (_plots,)
+_MODULES = (_plots, _history_plot, _confusion_plot, _figures)
 
 
 def __getattr__(name: str):

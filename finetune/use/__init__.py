@@ -14,11 +14,13 @@ Every object here reads the preprocessing from the model (its
   :func:`load_deployment` reads back and :func:`verify_deployment` checks.
 """
 
+from ._confusion_plot import plot_confusion_matrix
 from ._deploy import Deployment, export_for_deployment, load_deployment, verify_deployment
 from ._evaluation import EvaluationReport, evaluate
+from ._history_plot import load_history, plot_history
 from ._interpret import GradCAM, GradCAMResult
 from ._names import load_name_map
-from ._plots import load_history, plot_confusion_matrix, plot_errors, plot_gradcam, plot_history, plot_predictions
+from ._plots import plot_errors, plot_gradcam, plot_predictions
 from ._predictor import Predictor
 from ._results import Prediction, Predictions
 
