@@ -171,6 +171,10 @@ class Parser(argparse.ArgumentParser):
         if spec is not None:
             old, required = spec
             value = namespace.__dict__.pop("_out_positional", None)
+            if value is None:  # argparse fills an optional positional before the options that follow it
+                value = next((x for x in extras if not x.startswith("-")), None)
+                if value is not None:
+                    extras.remove(value)
             if value is not None:
                 if namespace.out is not None:
                     self.error(f"the output is given twice: {old} {value!r} and --out {namespace.out!r}; "

@@ -40,7 +40,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("gradcam", help="Grad-CAM heat map of one image",
                        description="Where MODEL looks: the Grad-CAM map of IMAGE for its predicted class "
-                       "(or --class), overlaid on the image.")
+                       "(or --target), overlaid on the image.")
     _model_args(p)
     p.add_argument("image", help="image file")
     p.add_argument("--layer", help="convolutional layer (default: the last one)")
