@@ -110,6 +110,12 @@ def test_help_shows_the_new_spelling_only(base, old, new, dest, value):
     assert not re.search(rf"(?<![\w-]){re.escape(old[0])}(?![\w-])", text)
 
 
+def test_a_deprecated_switch_takes_a_legacy_value_like_the_new_one(capsys):
+    assert main(["backbones", "--names=true", "--family", "squeezenet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == ["squeezenet1.0", "squeezenet1.1"] and "deprecated" in captured.err
+
+
 def test_a_positional_output_and_out_together_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["pack", "src", "p", "--out", "q"])

@@ -76,7 +76,8 @@ def _legacy_flags(parser: argparse.ArgumentParser, argv: list) -> list:
     sub = parser._subparsers._group_actions[0].choices.get(argv[0]) if parser._subparsers else None
     if sub is None:
         return argv
-    switches = {opt for action in sub._actions if isinstance(action, argparse._StoreTrueAction)
+    switches = {opt for action in sub._actions
+                if isinstance(action, argparse._StoreTrueAction) or getattr(action, "kind", None) == "store_true"
                 for opt in action.option_strings}
     out = [argv[0]]
     for token in argv[1:]:
