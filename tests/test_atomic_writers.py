@@ -223,7 +223,7 @@ def replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
 _atomic.os.replace = replace
-sys.exit(main(["extract", "tiny", *{images!r}, "--layer", "relu2", "--pool", "{pool}", "--out", {out!r}]))
+sys.exit(main(["extract", "tiny", *{images!r}, "--layer", "relu2", "--pooling", "{pool}", "--out", {out!r}]))
 """
 
 

@@ -43,7 +43,7 @@ def test_quickstart_runs_end_to_end_and_writes_a_loadable_model(tmp_path):
 
     out = tmp_path / "qs"
     assert main(["-q", "quickstart", "--out", str(out), "--per-class", "6", "--test-per-class", "2",
-                 "--epochs", "1", "--head-epochs", "1", "--size", "32"]) == 0
+                 "--epochs", "1", "--head-epochs", "1", "--input-size", "32"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["test_top1"] <= 1.0
     model = ft.load_model(summary["model_dir"])

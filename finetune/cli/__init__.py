@@ -5,6 +5,11 @@ Each stage of the library registers its subcommands from its own module
 defines ``register(subparsers)`` that adds parsers whose ``handler`` default
 is a function ``handler(args) -> int``.
 
+Options several commands share (``--ctx``, ``--workers``, ``--batch-size``,
+``--seed``, ``--out``, ...) are defined once, in ``_options``, named like the
+API parameters they set and with their defaults; renamed spellings stay
+accepted as deprecated aliases.
+
 Before anything imports MXNet, :func:`main` sets ``OMP_NUM_THREADS`` to the
 number of cores unless the user set it: MXNet's CPU build otherwise uses only
 half of them.
@@ -39,8 +44,9 @@ def configure_threads(environ=os.environ) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from .._version import __version__
+    from ._options import Parser
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="finetune",
         description="Transfer learning of image CNNs on Apache MXNet / Gluon.",
     )
@@ -70,7 +76,8 @@ def _legacy_flags(parser: argparse.ArgumentParser, argv: list) -> list:
     sub = parser._subparsers._group_actions[0].choices.get(argv[0]) if parser._subparsers else None
     if sub is None:
         return argv
-    switches = {opt for action in sub._actions if isinstance(action, argparse._StoreTrueAction)
+    switches = {opt for action in sub._actions
+                if isinstance(action, argparse._StoreTrueAction) or getattr(action, "kind", None) == "store_true"
                 for opt in action.option_strings}
     out = [argv[0]]
     for token in argv[1:]:

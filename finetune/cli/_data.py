@@ -8,6 +8,8 @@ import logging
 import os
 import random
 
+from ._options import add_alias, add_positional_out, add_shared
+
 log = logging.getLogger("finetune")
 
 _IM2REC_EXTS = [".jpeg", ".jpg", ".png"]
@@ -30,16 +32,19 @@ def register(sub) -> None:
     """Add the data subcommands to ``sub``."""
     _register_im2rec(sub)
     p = sub.add_parser("split", help="list a class-per-folder tree into stratified .lst files",
+                       usage="%(prog)s ROOT --out PREFIX [options]",
                        description="Scan ROOT (one folder per class) and write PREFIX_<part>.lst "
                        "files plus PREFIX_classes.txt, split per class with a seed.")
     p.add_argument("root", help="folder with one sub-folder per class")
-    p.add_argument("prefix", help="output prefix, e.g. data/flowers")
+    add_positional_out(p, "PREFIX")
+    add_shared(p, "out", metavar="PREFIX", help="output prefix, e.g. data/flowers (required)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2],
                        help="fraction of each class per part (default: 0.8 0.2)")
     group.add_argument("--per-class", type=int, help="N images per class in the first part, the rest in the second")
-    p.add_argument("--names", nargs="+", help="part names (default: train val [test])")
-    p.add_argument("--seed", type=int, default=0)
+    add_alias(p, "--names", p.add_argument("--part-names", nargs="+", metavar="NAME",
+                                           help="names of the parts (default: train val [test])"))
+    add_shared(p, "seed")
     p.add_argument("--exts", nargs="+", default=None, action=_Extensions,
                    help="image extensions (default: common formats)")
     p.add_argument("--no-recursive", dest="recursive", action="store_false")
@@ -49,52 +54,59 @@ def register(sub) -> None:
     p = sub.add_parser("check", help="decode every image and report the bad ones")
     p.add_argument("source", help="image folder or .lst / .csv file")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--min-size", type=int, default=16, help="shorter side below this is 'too small'")
+    add_shared(p, "workers")
+    p.add_argument("--min-size", type=int, default=16, help="shorter side below this is 'too small' (default: 16)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a file is bad")
     p.set_defaults(handler=_check)
 
-    p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx")
+    p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx",
+                       usage="%(prog)s SOURCE --out PREFIX [options]")
     p.add_argument("source", help="image folder or .lst / .csv file")
-    p.add_argument("prefix", help="output prefix")
+    add_positional_out(p, "PREFIX")
+    add_shared(p, "out", metavar="PREFIX", help="output prefix: PREFIX.rec, PREFIX.idx (required)")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
-    _pack_options(p, workers_default=None)
+    _pack_options(p)
+    add_alias(p, "--num-thread", add_shared(p, "workers"))
     p.set_defaults(handler=_pack)
 
-    p = sub.add_parser("mean", help="compute a mean image (mean.bin) and RGB mean/std of a .rec")
+    p = sub.add_parser("mean", help="compute a mean image (mean.bin) and RGB mean/std of a .rec",
+                       usage="%(prog)s REC --out MEAN_BIN --size H W [options]")
     p.add_argument("rec", help=".rec file or its prefix")
-    p.add_argument("output", help="mean.bin to write (MXNet format, RGB)")
+    add_positional_out(p, "OUTPUT")
+    add_shared(p, "out", metavar="MEAN_BIN", help="mean.bin to write (MXNet format, RGB) (required)")
     p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop")
-    p.add_argument("--workers", type=int, default=None)
+    add_shared(p, "workers")
     p.set_defaults(handler=_mean)
 
-    p = sub.add_parser("balance", help="oversample the classes of a training .lst up to a target")
+    p = sub.add_parser("balance", help="oversample the classes of a training .lst up to a target",
+                       usage="%(prog)s LST --out LST --target N --out-dir DIR [options]")
     p.add_argument("lst", help="training .lst")
-    p.add_argument("output", help="the balanced .lst to write")
-    p.add_argument("--target", type=int, required=True)
+    add_positional_out(p, "OUTPUT")
+    add_shared(p, "out", metavar="LST", help="the balanced .lst to write (required)")
+    p.add_argument("--target", type=int, required=True, help="images per class")
     p.add_argument("--out-dir", required=True, help="where the new images go")
     p.add_argument("--root", help="image root of the .lst (default: its folder)")
-    p.add_argument("--seed", type=int, default=0)
+    add_shared(p, "seed")
     p.set_defaults(handler=_balance)
 
-    p = sub.add_parser("fashion-mnist", help="write a class-per-folder PNG sample of Fashion-MNIST")
-    p.add_argument("output", help="folder to create")
-    p.add_argument("--per-class", type=int, default=100)
+    p = sub.add_parser("fashion-mnist", help="write a class-per-folder PNG sample of Fashion-MNIST",
+                       usage="%(prog)s --out DIR [options]")
+    add_positional_out(p, "OUTPUT")
+    add_shared(p, "out", metavar="DIR", help="folder to create (required)")
+    p.add_argument("--per-class", type=int, default=100, help="images per class (default: 100)")
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--size", type=int, default=None, help="upscale to SIZE x SIZE")
-    p.add_argument("--seed", type=int, default=0)
+    add_shared(p, "seed")
     p.set_defaults(handler=_fashion)
 
 
-def _pack_options(p, workers_default):
+def _pack_options(p):
     p.add_argument("--pass-through", action="store_true", help="store the files unchanged (still checked)")
     p.add_argument("--resize", type=int, default=0, help="resize the shorter side to this (0: keep)")
     p.add_argument("--center-crop", action="store_true", help="crop the centre square first")
     p.add_argument("--quality", type=int, default=None,
                    help="JPEG quality 1-100 (default 95) or PNG compression 0-9 (default 3)")
-    p.add_argument("--num-thread", "--workers", dest="workers", type=int, default=workers_default,
-                   help="worker processes (default: all cores); record order is always the list order")
     p.add_argument("--color", type=int, default=1, choices=[-1, 0, 1],
                    help="1: colour, 0: greyscale, -1: unchanged")
     p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"])
@@ -122,7 +134,10 @@ def _register_im2rec(sub):
     g.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="do not shuffle the .lst")
     g.add_argument("--seed", type=int, default=100, help="seed of the shuffle and of the split")
     r = p.add_argument_group("Options for creating database")
-    _pack_options(r, workers_default=None)
+    _pack_options(r)
+    # stock im2rec.py's spelling, kept here (not deprecated): this command is its drop-in
+    r.add_argument("--num-thread", "--workers", dest="workers", type=int, default=None,
+                   help="worker processes (default: all cores); record order is always the list order")
     p.set_defaults(handler=_im2rec)
 
 
@@ -216,12 +231,12 @@ def _split(args) -> int:
         parts = images.split(per_class=args.per_class, seed=args.seed)
     else:
         parts = images.split(args.ratios, seed=args.seed)
-    names = args.names or ["train", "val", "test"][:len(parts)]
+    names = args.part_names or ["train", "val", "test"][:len(parts)]
     if len(names) != len(parts):
-        raise ConfigError(f"--names needs {len(parts)} names for {len(parts)} parts. Got {names}.")
-    classes = args.prefix + "_classes.txt"
+        raise ConfigError(f"--part-names needs {len(parts)} names for {len(parts)} parts. Got {names}.")
+    classes = args.out + "_classes.txt"
     for name, part in zip(names, parts):
-        path = f"{args.prefix}_{name}.lst"
+        path = f"{args.out}_{name}.lst"
         part.write_lst(path, shuffle=args.shuffle, seed=args.seed, classes_path=classes)
         print(f"{path}: {len(part)} images")
     print(f"{classes}: {len(images.class_names)} classes")
@@ -247,7 +262,7 @@ def _check(args) -> int:
 def _pack(args) -> int:
     images = _source_list(args.source, args.root)
     _print_skipped(images)
-    report = _run_pack(images, args.prefix, args)
+    report = _run_pack(images, args.out, args)
     print(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
           f"{len(report.bad)} skipped.")
     for bad in report.bad:
@@ -259,8 +274,8 @@ def _mean(args) -> int:
     from ..data import MeanImage
 
     mean = MeanImage.compute(args.rec, size=tuple(args.size), resize=args.resize, workers=args.workers)
-    mean.save(args.output)
-    print(f"{args.output}: {mean!r}")
+    mean.save(args.out)
+    print(f"{args.out}: {mean!r}")
     return 0
 
 
@@ -269,15 +284,15 @@ def _balance(args) -> int:
 
     images = ImageList.from_lst(args.lst, root=args.root)
     out = balance(images, args.target, args.out_dir, seed=args.seed)
-    out.write_lst(args.output, seed=args.seed)
-    print(f"{args.output}: {len(out)} images ({len(out) - len(images)} new in {args.out_dir})")
+    out.write_lst(args.out, seed=args.seed)
+    print(f"{args.out}: {len(out)} images ({len(out) - len(images)} new in {args.out_dir})")
     return 0
 
 
 def _fashion(args) -> int:
     from ..data import write_fashion_mnist_folder
 
-    images = write_fashion_mnist_folder(args.output, args.per_class, split=args.split,
+    images = write_fashion_mnist_folder(args.out, args.per_class, split=args.split,
                                         seed=args.seed, size=args.size)
-    print(f"{args.output}: {len(images)} images in {len(images.class_names)} classes")
+    print(f"{args.out}: {len(images)} images in {len(images.class_names)} classes")
     return 0

@@ -14,6 +14,7 @@ import os
 import sys
 
 from .._atomic import atomic_files, recover
+from ._options import add_alias, add_shared, ctx_of
 
 log = logging.getLogger("finetune")
 
@@ -27,8 +28,9 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, zoo name, or saved extractor folder")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (recursive)")
     p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune inspect MODEL')")
-    p.add_argument("--pool", action="append",
-                   help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; default gem)")
+    add_alias(p, "--pool", p.add_argument("--pooling", action="append", metavar="NAME",
+                                          help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; "
+                                               "default: gem)"), kind="append")
     p.add_argument("--gem-p", type=float, default=3.0, help="GeM power (default 3)")
     p.add_argument("--scales", default="1", help="comma-separated scales, e.g. 1,0.7071,0.5")
     p.add_argument("--resize", type=int, help="size of the --resize-side at scale 1 (default: the model's)")
@@ -40,19 +42,20 @@ def register(sub) -> None:
                    help="extract the queries of an Oxford/Paris ground truth (folder or revisited .pkl), "
                         "cropped to their boxes, finding their images in IMAGES")
     p.add_argument("--save-extractor", help="save the (fitted) extractor to this folder")
-    p.add_argument("--out", required=True, help="descriptor file to write (.npy)")
-    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1'")
-    p.add_argument("--batch-size", type=int, default=32)
+    add_shared(p, "out", required=True, metavar="NPY", help="descriptor file to write (.npy; ids beside it)")
+    add_shared(p, "ctx")
+    add_shared(p, "batch_size")
+    add_shared(p, "progress")
     p.set_defaults(handler=_extract)
 
     p = sub.add_parser("retrieve", help="top-k search of query descriptors in a database",
                        description="Exact top-k search (cosine) of --queries in --index.")
     p.add_argument("--index", required=True, help="database descriptors (.npy) or a saved RetrievalIndex (.npz)")
     p.add_argument("--queries", required=True, help="query descriptors (.npy)")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
     p.add_argument("--aqe", type=int, default=0, help="average query expansion with this many results")
     p.add_argument("--dba", type=int, default=0, help="database-side augmentation with this many neighbours")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    add_shared(p, "json")
     p.set_defaults(handler=_retrieve)
 
     p = sub.add_parser("eval-retrieval", help="mAP of descriptors under the Oxford / revisited protocols",
@@ -64,9 +67,9 @@ def register(sub) -> None:
     p.add_argument("--queries", help="query descriptors (.npy); default: leave-one-out on --index")
     p.add_argument("--labels", help="class label of every database row, one per line (class-level mAP)")
     p.add_argument("--query-labels", help="class label of every query row, one per line")
-    p.add_argument("--aqe", type=int, default=0)
-    p.add_argument("--dba", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--aqe", type=int, default=0, help="average query expansion with this many results")
+    p.add_argument("--dba", type=int, default=0, help="database-side augmentation with this many neighbours")
+    add_shared(p, "json")
     p.set_defaults(handler=_eval)
 
 
@@ -146,17 +149,17 @@ def _build_extractor(args):
     from ..errors import ConfigError
 
     if os.path.exists(os.path.join(args.model, "extractor.json")):
-        return FeatureExtractor.load(args.model, ctx=args.ctx)
+        return FeatureExtractor.load(args.model, ctx=ctx_of(args))
     if not args.layer:
         raise ConfigError("Give at least one --layer (list them with 'finetune inspect MODEL').")
-    names = args.pool or ["gem"]
+    names = args.pooling or ["gem"]
     pooling = {layer: [GeM(args.gem_p) if n.lower() == "gem" else get_pooling(n) for n in names]
                for layer in args.layer}
     try:
         scales = tuple(float(s) for s in args.scales.split(","))
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated numbers. Got {args.scales!r}.") from None
-    return FeatureExtractor(args.model, args.layer, pooling, ctx=args.ctx, batch_size=args.batch_size,
+    return FeatureExtractor(args.model, args.layer, pooling, ctx=ctx_of(args), batch_size=args.batch_size,
                             scales=scales, resize=args.resize, resize_side=args.resize_side, pca=args.pca)
 
 
@@ -173,13 +176,13 @@ def _extract(args) -> int:
         if not args.fit_on:
             raise ConfigError("PCA / MOP must be learned: give --fit-on with a folder of training images.")
         log.info("Fitting on %s ...", args.fit_on)
-        fx.fit(args.fit_on, progress=True)
+        fx.fit(args.fit_on, progress=args.progress)
     paths = _image_inputs(args.images)
     if args.queries_of:
         images, ids = _query_crops(_load_gt(args.queries_of), paths)
     else:
         images, ids = paths, paths
-    desc = fx.extract(images, progress=True)
+    desc = fx.extract(images, progress=args.progress)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     # descriptors and their ids replace the previous pair together
     npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it

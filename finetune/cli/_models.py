@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from ._options import add_alias
+
 log = logging.getLogger("finetune")
 
 
@@ -14,7 +16,8 @@ def register(subparsers) -> None:
                                           "of features a new head receives, parameters and where their "
                                           "ImageNet weights come from.")
     p.add_argument("--family", default=None, help="only this family, e.g. resnet, vgg, efficientnet_lite")
-    p.add_argument("--names", action="store_true", help="names only (fast: builds nothing)")
+    add_alias(p, "--names", p.add_argument("--names-only", action="store_true",
+                                           help="names only (fast: builds nothing)"), kind="store_true")
     p.set_defaults(handler=backbones)
 
     p = subparsers.add_parser("inspect", help="show the layers, parameters and preprocessing of a model",
@@ -33,7 +36,7 @@ def backbones(args) -> int:
     from ..models._zoo import describe, list_backbones
 
     names = list_backbones(args.family)
-    if args.names:
+    if args.names_only:
         print("\n".join(names))
         return 0
     rows = [describe(n) for n in tqdm(names, desc="backbones", unit="net", leave=False)]

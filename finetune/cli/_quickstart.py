@@ -23,6 +23,7 @@ import os
 import time
 
 from .._atomic import atomic_open
+from ._options import add_alias, add_shared, ctx_of
 
 log = logging.getLogger("finetune.quickstart")
 
@@ -34,7 +35,7 @@ def register(sub) -> None:
         help="fine-tune a pretrained network end to end on the built-in data set (Fashion-MNIST)",
         description=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
+    add_shared(p, "out", default="runs/quickstart", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="zoo backbone (default: %(default)s)")
     p.add_argument("--per-class", type=int, default=100,
                    help="training images per class taken from the training set (default: %(default)s)")
@@ -42,12 +43,13 @@ def register(sub) -> None:
                    help="test images per class from the official test set (default: %(default)s, i.e. all)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's)")
     p.add_argument("--head-epochs", type=int, help="head warm-up epochs (default: the recipe's)")
-    p.add_argument("--size", type=int, help="input size in pixels (default: chosen by the recipe)")
+    add_alias(p, "--size", add_shared(p, "input_size"))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one Recipe field, e.g. --set input_size=128 (repeatable)")
     p.add_argument("--no-baseline", action="store_true", help="skip the linear-probe baseline")
-    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu' or 'cpu*2' (default: the current device)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_shared(p, "ctx")
+    add_shared(p, "seed")
+    add_shared(p, "progress")
     p.set_defaults(handler=run)
 
 
@@ -56,9 +58,11 @@ def _recipe(args):
     from ._train import _value
 
     changes = {"seed": args.seed}
-    for field, value in (("epochs", args.epochs), ("head_epochs", args.head_epochs), ("input_size", args.size)):
+    for field, value in (("epochs", args.epochs), ("head_epochs", args.head_epochs)):
         if value is not None:
             changes[field] = value
+    if args.input_size != "auto":
+        changes["input_size"] = args.input_size
     for item in args.set:
         k, _, v = item.partition("=")
         changes[k.strip().replace("-", "_")] = _value(v)
@@ -119,7 +123,8 @@ def run(args) -> int:
     log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of every layer)",
              recipe.head_epochs, recipe.epochs)
     t_train = time.time()
-    recipe.fit(model, train_rec, val_rec, ctx=args.ctx, out_dir=os.path.join(out, "train"))
+    recipe.fit(model, train_rec, val_rec, ctx=ctx_of(args), out_dir=os.path.join(out, "train"),
+               progress=args.progress)
     train_s = time.time() - t_train
     model_dir = os.path.join(out, "model")
     model.save(model_dir)

@@ -27,6 +27,7 @@ import sys
 import uuid
 
 from .._atomic import atomic_open, atomic_write
+from ._options import add_alias, add_shared, ctx_of
 
 log = logging.getLogger("finetune")
 
@@ -36,6 +37,7 @@ _ARTIFACTS = ("history.csv", "history.json", "checkpoints", "plan.txt", "head", 
 _MANUAL = {"policy": "all", "schedule": "constant", "freeze_until": None, "factor": 0.1,
            "step_epochs": [10], "warmup": 0.0, "patience": 0, "stop_after": None, "backbone_lr_mult": 0.01}
 # options both modes share: manual-mode default, and the Recipe field they set
+# (--batch-size and --seed are shared options whose defaults are the recipe's too: no preset changes them)
 _SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimizer": ("sgd", "optimizer"),
            "lr": (None, "lr"), "momentum": (None, "momentum"), "wd": (None, "wd"),
            "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
@@ -49,6 +51,10 @@ def _add_source(p) -> None:
     p.add_argument("--train", required=True, help="training .rec (or its prefix)")
 
 
+def _add_num_classes(p) -> None:
+    add_alias(p, "--classes", add_shared(p, "num_classes"))
+
+
 def register(sub) -> None:
     """Add ``train``, ``lr-find`` and ``launch`` to the ``finetune`` command line."""
     p = sub.add_parser("train", help="fine-tune a backbone on .rec files",
@@ -56,13 +62,13 @@ def register(sub) -> None:
                        "(plus history and checkpoints).")
     _add_source(p)
     p.add_argument("--val", help="validation .rec (or its prefix)")
-    p.add_argument("--out", required=True, help="output model directory")
+    add_shared(p, "out", required=True, metavar="DIR", help="output model directory")
     g = p.add_argument_group("head")
-    g.add_argument("--classes", type=int, help="number of classes (default: from the records' class names)")
+    _add_num_classes(g)
     g.add_argument("--hidden", type=int, nargs="*", default=[], help="hidden layer sizes of the new head")
     g.add_argument("--dropout", type=float, help="dropout before the new layer (recipe: 0.2)")
     g.add_argument("--cut-at", help="layer to cut the backbone at (default: before its classifier)")
-    g.add_argument("--input-size", type=int, help="train/predict at this square size (default: the backbone's)")
+    add_shared(g, "input_size")
     g = p.add_argument_group("recipe")
     g.add_argument("--recipe", help="default, sgd-pretrained, adam-plateau, head-only, or manual "
                    "(default: default; manual when a manual-mode option is given)")
@@ -78,22 +84,24 @@ def register(sub) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", help="sgd, nag, adam, adamw, rmsprop (recipe: adam; manual: sgd)")
     g.add_argument("--lr", type=float, help="base learning rate (default: the optimizer's)")
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--wd", type=float)
+    g.add_argument("--momentum", type=float, help="SGD/NAG momentum (recipe: 0.9; manual: the optimizer's)")
+    g.add_argument("--wd", type=float, help="weight decay (recipe: 0; manual: the optimizer's)")
     g.add_argument("--schedule", help="manual mode: constant, step, cosine or plateau (default: constant)")
     g.add_argument("--factor", type=float, help="manual mode: step/plateau LR factor (default: 0.1)")
     g.add_argument("--step-epochs", type=int, nargs="+", help="manual mode, step: one N (every N) or a list")
-    g.add_argument("--warmup", type=float, help="manual mode, cosine: warm-up epochs")
+    add_alias(g, "--warmup", g.add_argument("--warmup-epochs", type=float, dest="warmup", metavar="EPOCHS",
+                                                help="manual mode, cosine: warm-up epochs (default: 0)"))
     g.add_argument("--patience", type=int, help="manual mode, plateau: epochs without improvement")
     g.add_argument("--stop-after", type=int, help="manual mode, plateau: stop after this many reductions")
     g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 12; manual: 10)")
-    g.add_argument("--batch-size", type=int, help="per worker, split over --ctx devices (default: 32)")
+    add_shared(g, "batch_size")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip (enables feature caching)")
     g = p.add_argument_group("devices and run")
-    g.add_argument("--ctx", help="devices, e.g. cpu, 'cpu*2', 'gpu:0,1' (default: the current device)")
+    add_shared(g, "ctx")
     g.add_argument("--kvstore", default="device", help="device, local, dist_sync, ... (default: device)")
-    g.add_argument("--workers", type=int, help="data loader processes (default: one per core)")
-    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    add_shared(g, "workers")
+    add_shared(g, "seed")
+    add_shared(g, "progress")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N batches")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoints/last.ckpt")
     p.set_defaults(handler=_train)
@@ -102,16 +110,18 @@ def register(sub) -> None:
                        description="Train BACKBONE (with a new head, as `finetune train` would) for a few "
                        "steps with an exponentially growing learning rate; write the plot and the suggestion.")
     _add_source(p)
-    p.add_argument("--out", default="lr_find.png", help="plot to write; the numbers go beside it as .json "
-                   "(default: %(default)s)")
-    p.add_argument("--classes", type=int, help="number of classes (default: from the records' class names)")
+    add_shared(p, "out", default="lr_find.png", metavar="PNG",
+               help="plot to write; the numbers go beside it as .json (default: %(default)s)")
+    _add_num_classes(p)
+    add_shared(p, "input_size")
     p.add_argument("--start-lr", type=float, default=1e-7)
     p.add_argument("--end-lr", type=float, default=1.0)
     p.add_argument("--num-steps", type=int, default=100)
     p.add_argument("--recipe", help="recipe preset whose policy, optimizer and augmentation to use (default: default)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change one Recipe field")
-    p.add_argument("--ctx", help="devices (default: the current device)")
-    p.set_defaults(handler=_lr_find, hidden=(), cut_at=None, input_size=None, no_augment=False, freeze_bn=False,
+    add_shared(p, "ctx")
+    add_shared(p, "progress")
+    p.set_defaults(handler=_lr_find, hidden=(), cut_at=None, no_augment=False, freeze_bn=False,
                    **{k: None for k in _SHARED})
 
     p = sub.add_parser("launch", help="run a command as dist_sync workers on this machine",
@@ -216,8 +226,8 @@ def recipe_from_args(args):
     from ..train import Recipe
 
     changes = {field: getattr(args, k) for k, (_, field) in _SHARED.items() if getattr(args, k) is not None}
-    if args.input_size:
-        changes["input_size"] = int(args.input_size)
+    if args.input_size != "auto":
+        changes["input_size"] = args.input_size
     if args.no_augment:
         changes["augment"] = None
     if args.freeze_bn:
@@ -240,15 +250,15 @@ def _recipe_model(args, recipe):
     if isinstance(net, models.Model):
         return net
     names = data.RecordDataset(args.train).class_names
-    k = args.classes or (len(names) if names else None)
+    k = args.num_classes or (len(names) if names else None)
     if not k:
-        raise ConfigError("Cannot tell the number of classes: the records have no class-name file; pass --classes.")
+        raise ConfigError("Cannot tell the number of classes: the records have no class-name file; "
+                          "pass --num-classes.")
     names = names if names and len(names) == k else [str(i) for i in range(k)]
     return recipe.build_model(net, names, hidden=tuple(args.hidden), cut_at=args.cut_at)
 
 
 def _train_recipe(args) -> int:
-    from .._context import parse_ctx
 
     recover_artifacts(args.out)
     recipe = recipe_from_args(args)
@@ -258,9 +268,9 @@ def _train_recipe(args) -> int:
         return 0
     if not args.resume:
         _save_model_dir(model, args.out)  # marks --out as a model directory from the start
-    trainer = recipe.fit(model, args.train, args.val, ctx=parse_ctx(args.ctx) if args.ctx else None, out_dir=args.out,
+    trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
                          workers=args.workers, kvstore=args.kvstore, resume=args.resume,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, progress=args.progress)
     if trainer is None or trainer.rank_ == 0:
         _save_model_dir(model, args.out)
         last = trainer.history_[-1] if trainer is not None and trainer.history_ else {}
@@ -275,13 +285,12 @@ def build(args):
     """Model, datasets, policy and Trainer from parsed ``finetune train --recipe manual`` arguments."""
     _mode(args)
     from .. import data, models
-    from .._context import parse_ctx
     from ..errors import ConfigError
     from ..train import LayerLRPolicy, Trainer
 
     net = _backbone(args)
-    if args.input_size:
-        s = int(args.input_size)
+    if args.input_size != "auto":
+        s = args.input_size
         net.preprocess = net.preprocess.replace(size=(s, s), resize=s)
     train = data.RecordDataset(args.train, net.preprocess, train=not args.no_augment)
     val = data.RecordDataset(args.val, net.preprocess) if args.val else None
@@ -289,12 +298,13 @@ def build(args):
         model = net
     else:
         names = train.class_names
-        k = args.classes or (len(names) if names else None)
+        k = args.num_classes or (len(names) if names else None)
         if not k:
-            raise ConfigError("Cannot tell the number of classes: the records have no class-name file; pass --classes.")
+            raise ConfigError("Cannot tell the number of classes: the records have no class-name file; "
+                              "pass --num-classes.")
         model = models.HeadReplacer(k, hidden=tuple(args.hidden), dropout=args.dropout, cut_at=args.cut_at).apply(
             net, names if names and len(names) == k else None)
-        if args.input_size:
+        if args.input_size != "auto":
             model.preprocess = net.preprocess
     kw = {"freeze_until": args.freeze_until, "freeze_bn": args.freeze_bn, "head_epochs": args.head_epochs}
     if args.policy == "pretrained":
@@ -305,9 +315,9 @@ def build(args):
     opt = {k: v for k, v in (("learning_rate", args.lr), ("momentum", args.momentum), ("wd", args.wd))
            if v is not None}
     trainer = Trainer(model, policy=policy, optimizer=args.optimizer, optimizer_params=opt,
-                      batch_size=args.batch_size, ctx=parse_ctx(args.ctx) if args.ctx else None, kvstore=args.kvstore,
+                      batch_size=args.batch_size, ctx=ctx_of(args), kvstore=args.kvstore,
                       schedule=_schedule(args), seed=args.seed, workers=args.workers, out_dir=args.out,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, progress=args.progress)
     return model, train, val, trainer
 
 
@@ -357,7 +367,6 @@ def _save_model_dir(model, out) -> None:
 
 def _lr_find(args) -> int:
     from .. import data
-    from .._context import parse_ctx
     from ..train import lr_find
 
     recipe = recipe_from_args(args)
@@ -369,8 +378,8 @@ def _lr_find(args) -> int:
     opt = {"wd": recipe.wd, **({"momentum": recipe.momentum} if recipe.optimizer in ("sgd", "nag") else {})}
     result = lr_find(model, train, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps,
                      policy=recipe.policy(model), optimizer=recipe.optimizer, optimizer_params=opt,
-                     batch_size=recipe.batch_size, ctx=parse_ctx(args.ctx) if args.ctx else None,
-                     loss=recipe.loss(), seed=recipe.seed)
+                     batch_size=recipe.batch_size, ctx=ctx_of(args),
+                     loss=recipe.loss(), seed=recipe.seed, progress=args.progress)
     import matplotlib
 
     matplotlib.use("Agg")

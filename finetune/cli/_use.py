@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ._options import add_alias, add_shared, ctx_of
+
 log = logging.getLogger("finetune")
 
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_shared(p, "json")
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser("evaluate", help="top-1/top-k, per-class accuracy and confusions on labelled images",
@@ -31,19 +33,19 @@ def register(sub) -> None:
                        "a class-per-folder tree.")
     _model_args(p)
     p.add_argument("records", help=".rec / prefix, .lst / .csv, or a class-per-folder tree")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=5, help="the k of top-k accuracy (default: 5)")
     p.add_argument("--report", help="write the full report as JSON here")
     p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("gradcam", help="Grad-CAM heat map of one image",
                        description="Where MODEL looks: the Grad-CAM map of IMAGE for its predicted class "
-                       "(or --class), overlaid on the image.")
+                       "(or --target), overlaid on the image.")
     _model_args(p)
     p.add_argument("image", help="image file")
     p.add_argument("--layer", help="convolutional layer (default: the last one)")
-    p.add_argument("--class", dest="target", help="class index or name (default: the predicted class)")
-    p.add_argument("--out", required=True, help="overlay image to write (.png / .jpg)")
+    add_alias(p, "--class", p.add_argument("--target", help="class index or name (default: the predicted class)"))
+    add_shared(p, "out", required=True, metavar="IMAGE", help="overlay image to write (.png / .jpg)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the heat map in the overlay")
     p.set_defaults(handler=_gradcam)
 
@@ -51,7 +53,7 @@ def register(sub) -> None:
                        description="Write MODEL's deployment files into --out and check they give the "
                        "same outputs.")
     _model_args(p, batch=False)
-    p.add_argument("--out", required=True, help="output folder")
+    add_shared(p, "out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (mx.onnx exporter)")
     p.add_argument("--name", default="model", help="file prefix (default: model)")
     p.add_argument("--int8", action="store_true",
@@ -64,9 +66,10 @@ def register(sub) -> None:
 def _model_args(p, batch: bool = True) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, deployment folder, MXNet checkpoint prefix "
                    "or zoo name")
-    p.add_argument("--ctx", default=None, help="devices, e.g. 'cpu', 'gpu:0,1' (default: current)")
+    add_shared(p, "ctx")
     if batch:
-        p.add_argument("--batch-size", type=int, default=32)
+        add_shared(p, "batch_size")
+        add_shared(p, "workers")
 
 
 def load_any_model(spec: str, ctx=None):
@@ -81,12 +84,11 @@ def load_any_model(spec: str, ctx=None):
 
 
 def _predictor(args, **kw):
-    from .._context import parse_ctx
     from ..use import Predictor
 
-    ctx = parse_ctx(args.ctx) if args.ctx else None
+    ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
-    return Predictor(model, ctx=ctx, batch_size=getattr(args, "batch_size", 32), **kw)
+    return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers, **kw)
 
 
 def _predict(args) -> int:
@@ -161,10 +163,9 @@ def _report_plots(report, dataset, folder: Path) -> None:
 
 
 def _gradcam(args) -> int:
-    from .._context import parse_ctx
     from ..use import GradCAM
 
-    ctx = parse_ctx(args.ctx) if args.ctx else None
+    ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
     target = args.target
     if target is not None and target.isdigit():
@@ -177,10 +178,9 @@ def _gradcam(args) -> int:
 
 
 def _export(args) -> int:
-    from .._context import parse_ctx
     from ..use import export_for_deployment
 
-    ctx = parse_ctx(args.ctx) if args.ctx else None
+    ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
     if args.int8:
         return _export_int8(model, args)

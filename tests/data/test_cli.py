@@ -79,7 +79,7 @@ def test_stock_im2rec_records_are_read_by_record_dataset(image_folder, tmp_path)
 
 def test_split_check_pack_mean_balance_commands(image_folder, tmp_path, capsys):
     prefix = str(tmp_path / "s")
-    assert main(["split", str(image_folder), prefix, "--per-class", "6", "--seed", "1"]) == 0
+    assert main(["split", str(image_folder), "--out", prefix, "--per-class", "6", "--seed", "1"]) == 0
     assert ImageList.from_lst(prefix + "_train.lst").class_counts() == {0: 6, 1: 6, 2: 6}
     (image_folder / "dog" / "bad.jpg").write_text("nope")
     (image_folder / "dog" / "anim.gif").write_bytes(b"GIF89a")
@@ -87,12 +87,12 @@ def test_split_check_pack_mean_balance_commands(image_folder, tmp_path, capsys):
     assert "{'.gif': 1}" in capsys.readouterr().out
     assert main(["check", str(image_folder), "--strict", "--workers", "1"]) == 1
     assert "bad.jpg: not an image" in capsys.readouterr().out
-    assert main(["pack", prefix + "_train.lst", prefix + "_train", "--root", str(image_folder),
+    assert main(["pack", prefix + "_train.lst", "--out", prefix + "_train", "--root", str(image_folder),
                  "--resize", "36", "--workers", "2"]) == 0
     assert len(RecordDataset(prefix + "_train")) == 18
-    assert main(["mean", prefix + "_train", str(tmp_path / "mean.bin"), "--size", "32", "32"]) == 0
+    assert main(["mean", prefix + "_train", "--out", str(tmp_path / "mean.bin"), "--size", "32", "32"]) == 0
     assert mx.nd.load(str(tmp_path / "mean.bin"))["mean_img"].shape == (3, 32, 32)
-    assert main(["balance", prefix + "_val.lst", str(tmp_path / "bal.lst"), "--target", "4",
+    assert main(["balance", prefix + "_val.lst", "--out", str(tmp_path / "bal.lst"), "--target", "4",
                  "--out-dir", str(tmp_path / "extra"), "--root", str(image_folder)]) == 0
     assert ImageList.from_lst(tmp_path / "bal.lst").class_counts() == {0: 4, 1: 4, 2: 4}
 

@@ -20,7 +20,7 @@ def tiny_model(monkeypatch):
 
 def test_extract_retrieve_and_class_map(tiny_model, image_folder, tmp_path, capsys):
     out = tmp_path / "feats.npy"
-    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--pool", "max", "--pool", "gem",
+    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--pooling", "max", "--pooling", "gem",
                  "--scales", "1,0.5", "--out", str(out)]) == 0
     feats = np.load(out)
     ids = (tmp_path / "feats.ids.txt").read_text().split()
@@ -65,8 +65,8 @@ def test_eval_retrieval_oxford_layout_with_query_crops(tiny_model, tmp_path, cap
     db = tmp_path / "db.npy"
     q = tmp_path / "q.npy"
     assert main(["extract", "tiny", *[str(imgs / f"{n}.jpg") for n in ["a_1", "a_2", "b_1", "b_2"]],
-                 "--layer", "relu2", "--pool", "avg", "--out", str(db)]) == 0
-    assert main(["extract", "tiny", str(imgs), "--queries-of", str(gt), "--layer", "relu2", "--pool", "avg",
+                 "--layer", "relu2", "--pooling", "avg", "--out", str(db)]) == 0
+    assert main(["extract", "tiny", str(imgs), "--queries-of", str(gt), "--layer", "relu2", "--pooling", "avg",
                  "--out", str(q)]) == 0
     assert (tmp_path / "q.ids.txt").read_text().split() == ["qa_1", "qb_1"]
     capsys.readouterr()

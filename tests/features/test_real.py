@@ -75,6 +75,6 @@ def test_extractor_save_load_with_the_model_and_cli_zoo_name(lite0, last_conv, t
     model_dir_fx = FeatureExtractor(str(tmp_path / "fx" / "model"), last_conv, ["gem", "crow"], resize=96)
     assert np.allclose(model_dir_fx.extract(photos), desc, atol=1e-5)
     out = tmp_path / "f.npy"
-    assert main(["extract", "efficientnet_lite0", *map(str, photos), "--layer", last_conv, "--pool", "gem",
-                 "--pool", "crow", "--resize", "96", "--out", str(out)]) == 0
+    assert main(["extract", "efficientnet_lite0", *map(str, photos), "--layer", last_conv, "--pooling", "gem",
+                 "--pooling", "crow", "--resize", "96", "--out", str(out)]) == 0
     assert np.allclose(np.load(out), desc, atol=1e-5)

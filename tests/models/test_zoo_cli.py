@@ -9,7 +9,7 @@ def test_backbones_lists_sizes_and_feature_counts(capsys):
     assert main(["backbones", "--family", "squeezenet"]) == 0
     out = capsys.readouterr().out
     assert "squeezenet1.1" in out and "224x224" in out and " 512 " in out
-    assert main(["backbones", "--names"]) == 0
+    assert main(["backbones", "--names-only"]) == 0
     assert capsys.readouterr().out.split() == ft.list_backbones()
 
 

@@ -49,7 +49,7 @@ def test_evaluate_records_writes_report_and_plots(model_dir, tiny_model, image_f
 
 def test_gradcam_and_export_commands(model_dir, image_folder, tmp_path, capsys):
     image = str(sorted((image_folder / "fish").iterdir())[0])
-    assert main(["-q", "gradcam", model_dir, image, "--class", "dog", "--out", str(tmp_path / "h.png")]) == 0
+    assert main(["-q", "gradcam", model_dir, image, "--target", "dog", "--out", str(tmp_path / "h.png")]) == 0
     assert "dog" in capsys.readouterr().out
     assert cv2.imread(str(tmp_path / "h.png")).shape[:2] == cv2.imread(image).shape[:2]
     assert main(["-q", "export", model_dir, "--out", str(tmp_path / "exp"), "--onnx"]) == 0

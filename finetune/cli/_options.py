@@ -1,0 +1,186 @@
+"""The options several ``finetune`` commands share, defined once.
+
+A shared option has one spelling, one help text and one default everywhere,
+and that spelling and default are those of the library parameter it sets
+(``--batch-size`` is ``batch_size=32`` of :class:`~finetune.Trainer`,
+:class:`~finetune.Predictor`, :class:`~finetune.FeatureExtractor`, ...);
+:data:`SHARED` records which API parameters each option stands for, and a
+test checks that their defaults agree. The one exception is the output:
+every command writes its result to ``--out`` (a file, a folder or a prefix,
+``out_dir=`` / ``prefix`` / ``path`` in the API).
+
+Spellings that were renamed keep working as deprecated aliases
+(:func:`add_alias`, :func:`add_positional_out`): they set the same value and
+print one ``warning:`` line on stderr naming the new spelling.
+
+argparse has no notion of a deprecated option (Python 3.13's
+``deprecated=True`` is not available on 3.11), hence the small actions here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NamedTuple
+
+__all__ = ["SHARED", "Parser", "add_alias", "add_positional_out", "add_shared", "ctx_of", "input_size"]
+
+
+def input_size(text: str):
+    """``--input-size``: ``auto`` or a positive number of pixels."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive number of pixels. Got {text!r}.")
+    return value
+
+
+class Option(NamedTuple):
+    """One shared option: its flag, ``add_argument`` keywords and the API parameters it sets."""
+
+    flag: str
+    kwargs: dict
+    api: tuple  # "module:Callable" whose parameter ``dest`` has the same default
+
+
+SHARED = {
+    "ctx": Option("--ctx", dict(default=None, metavar="CTX",
+                               help="devices, e.g. cpu, 'cpu*2', 'gpu:0,1' (default: the current device)"),
+                  ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find",
+                   "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
+    "workers": Option("--workers", dict(type=int, default=None, metavar="N",
+                                       help="processes that read and decode images (default: from the core count)"),
+                      ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.use:Predictor",
+                       "finetune.data:pack", "finetune.data:check", "finetune.data:MeanImage.compute")),
+    "batch_size": Option("--batch-size", dict(type=int, default=32, metavar="N",
+                                             help="images per batch, split over the --ctx devices (default: 32)"),
+                         ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",
+                          "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
+    "seed": Option("--seed", dict(type=int, default=0, help="random seed (default: 0)"),
+                   ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",
+                    "finetune.data:ImageList.split", "finetune.data:balance",
+                    "finetune.data:write_fashion_mnist_folder")),
+    "input_size": Option("--input-size", dict(type=input_size, default="auto", metavar="PIXELS",
+                                             help="square input size, or auto (default: auto, the recipe's choice "
+                                                  "from the backbone and the images)"),
+                         ("finetune.train:Recipe",)),
+    "num_classes": Option("--num-classes", dict(type=int, default=None, metavar="N",
+                                               help="number of classes (default: from the records' class names)"),
+                          ("finetune.models:Backbone.from_zoo",)),
+    "progress": Option("--no-progress", dict(dest="progress", action="store_false", default=True,
+                                            help="no progress bars"),
+                       ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find")),
+    "json": Option("--json", dict(action="store_true", default=False,
+                                  help="print JSON instead of a table"), ()),
+    "out": Option("--out", dict(default=None, help="output"), ()),
+}
+
+
+def add_shared(parser, name: str, **changes) -> argparse.Action:
+    """Add the shared option ``name`` (a key of :data:`SHARED`) to ``parser``; return its action.
+
+    Only ``--out`` takes a per-command ``help``, ``metavar``, ``required``
+    and ``default`` (what is written, and where); every other shared option
+    is added exactly as :data:`SHARED` defines it, so its default is the API's.
+    """
+    allowed = {"help", "required", "metavar", "default"} if name == "out" else set()
+    if set(changes) - allowed:
+        raise TypeError(f"add_shared({name!r}) takes no {sorted(set(changes) - allowed)}: the option is shared.")
+    option = SHARED[name]
+    return parser.add_argument(option.flag, **{**option.kwargs, **changes})
+
+
+def ctx_of(args):
+    """The devices ``--ctx`` names (a list of ``mx.Context``), or ``None`` for the current one."""
+    if not getattr(args, "ctx", None):
+        return None
+    from .._context import parse_ctx
+
+    return parse_ctx(args.ctx)
+
+
+# ------------------------------------------------------------ deprecated spellings
+def _warn(parser, namespace, old: str, new: str) -> None:
+    """One ``warning:`` line per deprecated spelling and command line."""
+    seen = namespace.__dict__.setdefault("_deprecated", set())
+    if old in seen:
+        return
+    seen.add(old)
+    sys.stderr.write(f"{parser.prog}: warning: {old} is deprecated; use {new}\n")
+
+
+class _Alias(argparse.Action):
+    """An old spelling of an option: warns, then does what the new spelling does."""
+
+    def __init__(self, option_strings, dest, new: str = "", kind: str = "store", **kwargs):
+        if kind == "store_true":
+            kwargs.update(nargs=0, const=True)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new, self.kind = new, kind
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _warn(parser, namespace, option_string, self.new)
+        if self.kind == "append":
+            items = list(getattr(namespace, self.dest, None) or [])
+            setattr(namespace, self.dest, items + [values])
+        elif self.kind == "store_true":
+            setattr(namespace, self.dest, True)
+        else:
+            setattr(namespace, self.dest, values)
+
+
+def add_alias(parser, old: str, new_action: argparse.Action, kind: str = "store") -> None:
+    """Accept ``old`` as a deprecated spelling of ``new_action`` (hidden from ``--help``).
+
+    ``kind`` is what the new option does: ``store``, ``append`` or ``store_true``.
+    """
+    kwargs = {} if kind == "store_true" else {"type": new_action.type, "nargs": new_action.nargs,
+                                               "metavar": new_action.metavar}
+    parser.add_argument(old, dest=new_action.dest, action=_Alias, new=new_action.option_strings[-1], kind=kind,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+class _PositionalOut(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not None:
+            setattr(namespace, self.dest, values)
+
+
+def add_positional_out(parser, old: str, required: bool = True) -> None:
+    """Accept the output as a trailing positional ``old`` (the former spelling) besides ``--out``.
+
+    Call after the command's other positionals. The value reaches ``args.out``
+    with a deprecation warning; both together, or neither when ``required``,
+    is a usage error.
+    """
+    parser.add_argument("_out_positional", nargs="?", default=None, action=_PositionalOut, metavar=old,
+                        help=argparse.SUPPRESS)
+    parser._out_positional = (old, required)
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that resolves a deprecated positional output after parsing."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        spec = getattr(self, "_out_positional", None)
+        if spec is not None:
+            old, required = spec
+            value = namespace.__dict__.pop("_out_positional", None)
+            if value is None:  # argparse fills an optional positional before the options that follow it
+                value = next((x for x in extras if not x.startswith("-")), None)
+                if value is not None:
+                    extras.remove(value)
+            if value is not None:
+                if namespace.out is not None:
+                    self.error(f"the output is given twice: {old} {value!r} and --out {namespace.out!r}; "
+                               "give --out only")
+                _warn(self, namespace, f"the positional {old}", f"--out {old}")
+                namespace.out = value
+            if required and namespace.out is None:
+                self.error("the following arguments are required: --out")
+        return namespace, extras
