@@ -20,7 +20,7 @@ from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
-from ._modeldir import _load_params, read_config, read_preprocess, read_symbol, read_weights
+from ._modeldir import _load_params, read_config, read_preprocess, read_symbol, read_weights, symbol_class_names
 from ._network import _Network
 from ._zoo import get_entry
 
@@ -255,7 +255,9 @@ class Backbone(_Network):
             what MXNet's model-zoo ResNet checkpoints expect (they normalise
             inside the graph with a ``bn_data`` layer).
         class_names : list of str or None
-            Default: ``prefix-classes.json`` when it exists.
+            Default: the class names :meth:`export` keeps in
+            ``prefix-symbol.json``, else ``prefix-classes.json`` when it
+            exists (written by earlier versions of :meth:`export`).
 
         Examples
         --------
@@ -275,6 +277,8 @@ class Backbone(_Network):
             preprocess = Preprocess.load(f"{prefix}-preprocess.json")  # written by export()
         if preprocess is None:
             preprocess = Preprocess(mean=(0, 0, 0), std=(1, 1, 1))
+        if class_names is None:
+            class_names = symbol_class_names(f"{prefix}-symbol.json")
         if class_names is None and os.path.exists(f"{prefix}-classes.json"):
             with open(f"{prefix}-classes.json", encoding="utf-8") as f:
                 class_names = json.load(f)

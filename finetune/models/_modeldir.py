@@ -11,6 +11,19 @@ evaluation and feature extraction read::
       weights.params   every parameter by its stable name (mx.nd.save)
       mean_image.npy   only when the preprocessing has a mean image
 
+A deployment folder (:func:`~finetune.export_for_deployment`) is such a
+directory plus the runtime files named in ``config.json``'s ``"deployment"``
+section (:mod:`finetune.models._deployment`); there, ``"weights"`` names the
+MXNet export's ``model-0000.params`` instead of ``weights.params``, so the
+weights are stored once. Its keys carry MXNet's ``arg:`` / ``aux:`` prefixes
+(what ``mx.model.load_checkpoint`` needs); :func:`read_weights` removes them,
+which leaves the parameter names ``save`` writes (for every finetune network
+the Gluon parameter names are the graph's variable names).
+
+Format versions: 1 — ``save``; 2 — a deployment folder (a ``"deployment"``
+section, prefixed weight keys). A reader refuses versions newer than its own,
+so an older finetune asks to be upgraded instead of failing on the prefixes.
+
 Writes are atomic (:func:`finetune._atomic.atomic_dir`): everything is
 written into a hidden sibling folder that is then swapped in under a
 journal, so a kill or a full disk leaves either the previous model
@@ -35,7 +48,8 @@ from ..errors import ConfigError, MissingFileError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SAVE_VERSION = 1  # what plain ``save`` writes: readable by every finetune since the first
 
 
 def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
@@ -96,7 +110,12 @@ def read_weights(path, config: dict) -> dict:
         raise ModelError(f"The weights file {wpath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
     if not isinstance(arrays, dict):
         raise ModelError(f"The weights file {wpath!r} holds no named parameters.")
-    return arrays
+    return {_unprefixed(k): v for k, v in arrays.items()}
+
+
+def _unprefixed(name: str) -> str:
+    """A parameter name without MXNet's ``arg:`` / ``aux:`` checkpoint prefix."""
+    return name[4:] if name.startswith(("arg:", "aux:")) else name
 
 
 def read_preprocess(path, config: dict) -> Preprocess:
@@ -134,3 +153,37 @@ def _load_params(params, arrays: dict, ctxs, where: str = "") -> None:
         if shape is None or not all(s > 0 for s in shape):
             p.shape = tuple(arr.shape)
         p._load_init(arr.astype(p.dtype, copy=False) if arr.dtype != np.dtype(p.dtype) else arr, ctxs)
+
+
+# ------------------------------------------------- MXNet export (``prefix-symbol.json``)
+CLASS_NAMES_ATTR = "finetune_class_names"
+
+
+def symbol_json(symbol, class_names=None) -> str:
+    """The JSON of ``symbol``, with the class names as a graph attribute when there are any.
+
+    MXNet keeps graph-level attributes of a symbol file (``"attrs"``, beside
+    ``"mxnet_version"``) when it reads the file and ignores the ones it does
+    not know, so ``mx.sym.load`` and ``SymbolBlock.imports`` read the file
+    as before. The text is written unescaped (``ensure_ascii=False``):
+    MXNet's JSON reader does not understand ``\\u`` escapes.
+    """
+    text = symbol.tojson()
+    if class_names is None:
+        return text
+    graph = json.loads(text)
+    graph.setdefault("attrs", {})[CLASS_NAMES_ATTR] = ["list_str", [str(c) for c in class_names]]
+    return json.dumps(graph, indent=2, ensure_ascii=False)
+
+
+def symbol_class_names(symbol_file):
+    """The class names stored in a symbol file by :func:`symbol_json`, or None."""
+    try:
+        with open(symbol_file, encoding="utf-8") as f:
+            attrs = json.load(f).get("attrs", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    entry = attrs.get(CLASS_NAMES_ATTR) if isinstance(attrs, dict) else None
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+        return None
+    return [str(c) for c in entry[1]]

@@ -8,7 +8,6 @@ model directory stores besides the graph and weights).
 
 from __future__ import annotations
 
-import json
 import os
 
 import mxnet as mx
@@ -21,7 +20,7 @@ from ..data import Preprocess
 from ..errors import ConfigError
 from . import _graph
 from ._graph_probe import probe_block
-from ._modeldir import FORMAT, FORMAT_VERSION, _write_model_dir
+from ._modeldir import FORMAT, SAVE_VERSION, _write_model_dir, symbol_json
 
 def _check_preprocess(preprocess):
     if not isinstance(preprocess, Preprocess):
@@ -189,7 +188,7 @@ class _Network(HybridBlock):
         """
         config = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": SAVE_VERSION,
             "finetune_version": __version__,
             "mxnet_version": mx.__version__,
             "class": type(self).__name__,
@@ -204,22 +203,30 @@ class _Network(HybridBlock):
         return self.to_symbol()
 
     def export(self, prefix) -> dict:
-        """Write ``prefix-symbol.json``, ``prefix-0000.params`` and ``prefix-preprocess.json``.
+        """Write the plain MXNet files of the network, for tools other than finetune.
 
-        The pair loads with MXNet alone::
+        The low-level writer: ``prefix-symbol.json`` (the whole graph, input
+        ``"data"``, output the logits; the class names are kept in the file
+        as the graph attribute ``"finetune_class_names"``), ``prefix-0000.params``
+        (``arg:`` / ``aux:`` keys, as ``mx.model.save_checkpoint`` writes) and
+        ``prefix-preprocess.json`` (the :class:`~finetune.Preprocess`). The
+        pair loads with MXNet alone::
 
             net = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
                                                prefix + "-0000.params")
+            sym, args, aux = mx.model.load_checkpoint(prefix, 0)
 
-        and gives the same logits. ``prefix-classes.json`` holds the class
-        names when there are any. The graph, weights and class names are
-        replaced together, as one unit (the preprocessing file beside them
-        on its own), each atomically.
+        and gives the same logits; :meth:`Backbone.from_checkpoint` reads
+        the three files back. To ship a network, use
+        :func:`~finetune.export_for_deployment`, which calls this and keeps
+        the files in a model directory. The graph and weights are replaced
+        together, as one unit (the preprocessing file beside them on its
+        own), each atomically.
 
         Returns
         -------
         dict
-            ``{"symbol": path, "params": path, "preprocess": path[, "classes": path]}``.
+            ``{"symbol": path, "params": path, "preprocess": path}``.
         """
         prefix = os.fspath(prefix)
         folder = os.path.dirname(os.path.abspath(prefix))
@@ -230,14 +237,9 @@ class _Network(HybridBlock):
         saved = {("arg:" if n in args else "aux:") + n: a for n, a in arrays.items() if n in args | aux}
         paths = {"symbol": prefix + "-symbol.json", "params": prefix + "-0000.params",
                  "preprocess": prefix + "-preprocess.json"}
-        if self.class_names is not None:
-            paths["classes"] = prefix + "-classes.json"
-        with atomic_paths([paths[k] for k in ("symbol", "params", "classes") if k in paths]) as temps:
+        with atomic_paths([paths["symbol"], paths["params"]]) as temps:
             with open(temps[0], "w", encoding="utf-8") as f:
-                f.write(symbol.tojson())
+                f.write(symbol_json(symbol, self.class_names))
             mx.nd.save(temps[1], saved)
-            if "classes" in paths:
-                with open(temps[2], "w", encoding="utf-8") as f:
-                    json.dump(self.class_names, f, indent=1)
         self.preprocess.save(paths["preprocess"])
         return paths

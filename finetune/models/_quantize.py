@@ -70,7 +70,7 @@ class QuantizedModel(mx.gluon.SymbolBlock):
     def save(self, path) -> str:
         """Write a model directory that :func:`~finetune.load_model` reads; returns its path."""
         config = {
-            "format": _model.FORMAT, "format_version": _model.FORMAT_VERSION,
+            "format": _model.FORMAT, "format_version": _model.SAVE_VERSION,
             "finetune_version": __version__, "mxnet_version": mx.__version__,
             "class": "QuantizedModel", "preprocess": self.preprocess.to_dict(),
             "class_names": self.class_names, "quantization": self.calibration,
