@@ -31,9 +31,10 @@ def image_folder(tmp_path):
     return root
 
 
-@pytest.fixture(params=["block", "caffe", "deployment"])
+@pytest.fixture(params=["block", "caffe", "deployment", "legacy_deployment"])
 def any_model_source(request, tmp_path):
-    """A plain HybridBlock, a Caffe (prototxt, caffemodel) pair or a deployment folder (see tests/model_sources.py)."""
+    """A plain HybridBlock, a Caffe (prototxt, caffemodel) pair, a deployment folder or one of the earlier
+    ``deploy.json`` layout (see tests/model_sources.py)."""
     from tests.model_sources import source
 
     return source(request.param, tmp_path)

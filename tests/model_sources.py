@@ -1,13 +1,15 @@
 """Tiny networks of every kind :func:`finetune.create_model` accepts, written in a temporary folder.
 
 A plain Gluon block, a Caffe pair (prototxt + caffemodel written without
-Caffe), a deployment folder and an MXNet checkpoint — all the same small
+Caffe), a deployment folder (and one of the earlier ``deploy.json``
+layout) and an MXNet checkpoint — all the same small
 conv net on 16x16 images with three classes, so consumer tests run in
 well under a second per source.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import mxnet as mx
@@ -79,6 +81,35 @@ def deployment_folder(folder) -> str:
     return ft.export_for_deployment(tiny_block(), os.fspath(folder)).directory
 
 
+def legacy_deployment_folder(folder, block=None, *, onnx: bool = False) -> str:
+    """A deployment folder of the earlier layout, written by hand as ``export_for_deployment`` wrote it.
+
+    ``model-symbol.json`` + ``model-0000.params`` (Gluon's ``HybridBlock.export``),
+    ``model-preprocess.json``, optionally ``model.onnx``, and the ``deploy.json``
+    manifest; no ``config.json``. Readers must keep loading such folders.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    net = block if block is not None else tiny_block()
+    prefix = os.path.join(folder, "model")
+    net.hybridize()
+    net(mx.nd.zeros((1, 3) + tuple(net.preprocess.size)))
+    mx.gluon.HybridBlock.export(net, prefix)
+    net.preprocess.save(prefix + "-preprocess.json")
+    if onnx:
+        from finetune.use._deploy import _export_onnx
+
+        _export_onnx(prefix + "-symbol.json", prefix + "-0000.params", (1, 3) + tuple(net.preprocess.size),
+                     prefix + ".onnx")
+    manifest = {"format": "finetune-deployment", "symbol": "model-symbol.json", "params": "model-0000.params",
+                "preprocess": "model-preprocess.json", "onnx": "model.onnx" if onnx else None,
+                "input_name": "data", "input_shape": [1, 3] + list(net.preprocess.size),
+                "class_names": list(net.class_names), "max_diff": {"mxnet": 0.0}, "finetune_version": "0.1.0"}
+    with open(os.path.join(folder, "deploy.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return folder
+
+
 def checkpoint_prefix(folder) -> str:
     """An MXNet checkpoint (``prefix-symbol.json`` + ``prefix-0000.params``) of :func:`tiny_block`."""
     os.makedirs(os.fspath(folder), exist_ok=True)
@@ -88,11 +119,14 @@ def checkpoint_prefix(folder) -> str:
 
 
 def source(kind: str, folder):
-    """The ``create_model`` spec of one kind: ``"block"``, ``"caffe"``, ``"deployment"`` or ``"checkpoint"``."""
+    """The ``create_model`` spec of one kind: ``"block"``, ``"caffe"``, ``"deployment"``, ``"legacy_deployment"``
+    or ``"checkpoint"``."""
     if kind == "block":
         return tiny_block()
     if kind == "caffe":
         return caffe_pair(folder)
     if kind == "deployment":
         return deployment_folder(os.path.join(os.fspath(folder), "deploy"))
+    if kind == "legacy_deployment":
+        return legacy_deployment_folder(os.path.join(os.fspath(folder), "legacy"))
     return checkpoint_prefix(folder)

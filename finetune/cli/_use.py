@@ -49,13 +49,14 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the heat map in the overlay")
     p.set_defaults(handler=_gradcam)
 
-    p = sub.add_parser("export", help="deployment files (-symbol.json, .params, preprocessing, ONNX)",
-                       description="Write MODEL's deployment files into --out and check they give the "
+    p = sub.add_parser("export", help="a deployment folder: a model directory plus MXNet (and ONNX) files",
+                       description="Write MODEL as a deployment folder into --out (a model directory with the "
+                       "MXNet graph and weights, and optionally model.onnx) and check the files give the "
                        "same outputs.")
     _model_args(p, batch=False)
     add_shared(p, "out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (mx.onnx exporter)")
-    p.add_argument("--name", default="model", help="file prefix (default: model)")
+    p.add_argument("--name", default="model", help="prefix of the MXNet / ONNX files (default: model)")
     p.add_argument("--int8", action="store_true",
                    help="write an INT8 model directory instead (CPU, oneDNN; needs --calibration)")
     p.add_argument("--calibration", metavar="DATA", nargs="+",
@@ -185,7 +186,8 @@ def _export(args) -> int:
     if args.int8:
         return _export_int8(model, args)
     dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)
-    for key in ("symbol", "params", "preprocess", "onnx"):
+    print(f"{'model':<10} {dep.directory}")  # a model directory: load_model, predict, inspect read it
+    for key in ("symbol", "params", "onnx"):
         if getattr(dep, key):
             print(f"{key:<10} {getattr(dep, key)}")
     for runtime, diff in dep.max_diff.items():

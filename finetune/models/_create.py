@@ -8,11 +8,9 @@ import re
 
 import mxnet as mx
 
-from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from ._backbone import Backbone
 from ._block import BlockModel
-from ._deployment import _is_deployment, read_deployment
 from ._model import load_model
 from ._protocol import ModelProtocol
 from ._zoo import list_backbones
@@ -32,7 +30,8 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
 
         - a zoo name (see :func:`~finetune.list_backbones`), e.g. ``"resnet50_v1b"``;
         - a model directory (written by ``save``);
-        - a deployment folder (written by :func:`~finetune.export_for_deployment`);
+        - a deployment folder (written by :func:`~finetune.export_for_deployment`: a model
+          directory with MXNet / ONNX files, or a ``deploy.json`` folder of the earlier layout);
         - a Caffe pair ``(prototxt, caffemodel)``, or a ``.prototxt`` with
           ``weights=caffemodel``;
         - an MXNet checkpoint prefix (``prefix-symbol.json`` +
@@ -101,9 +100,7 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
     path = os.fspath(spec)
     if os.path.isdir(path):
         _no_options("a model directory or deployment folder", weights, preprocess, class_names, options)
-        if _is_deployment(path):
-            return _from_deployment(path, ctx)
-        return load_model(path, ctx=ctx)
+        return load_model(path, ctx=ctx)  # a deployment folder is a model directory (or, earlier, deploy.json)
     if path.lower().endswith(".prototxt"):
         if weights is None:
             raise ConfigError("A .prototxt needs its weights: pass weights='model.caffemodel' "
@@ -148,22 +145,6 @@ def _from_caffe(prototxt, caffemodel, ctx, options):
             raise ConfigError(f"A Caffe model is a pair of paths (prototxt, caffemodel); its {kind} is a "
                               f"{type(p).__name__}.")
     return Backbone.from_caffe(prototxt, caffemodel, ctx=ctx, **options)
-
-
-def _from_deployment(folder, ctx):
-    dep = read_deployment(folder)
-    for path in (dep.symbol, dep.params, dep.preprocess):
-        if not os.path.isfile(path):
-            raise MissingFileError(f"The deployment file {path!r} is missing.")
-    try:
-        symbol = mx.sym.load(dep.symbol)
-        saved = mx.nd.load(dep.params)
-    except mx.base.MXNetError as exc:
-        raise ModelError(f"Cannot read the deployment {folder!r}: {str(exc).strip().splitlines()[0]}") from None
-    arrays = {k.split(":", 1)[-1]: v for k, v in saved.items()}
-    return Backbone.from_symbol(symbol, arrays, {}, Preprocess.load(dep.preprocess), class_names=dep.class_names,
-                                input_name=dep.input_name, name=os.path.basename(os.path.abspath(folder)),
-                                ctx=ctx)
 
 
 def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):

@@ -1,9 +1,23 @@
 """Reading a deployment folder (written by :func:`~finetune.export_for_deployment`).
 
-The reader lives with the models so that :func:`~finetune.create_model` can
-open a deployment folder like any other source; the writer is in
-:mod:`finetune.use`. Every file named in the manifest must lie inside the
-folder (:class:`~finetune.errors.UnsafePathError` otherwise).
+A deployment folder **is a model directory** (what ``save`` writes, read by
+:func:`~finetune.load_model`) plus the runtime files: the MXNet graph
+(``model-symbol.json``), whose ``model-0000.params`` are also the model
+directory's weights, and optionally ``model.onnx``. Their names, the input
+name and shape and the verification result are the ``"deployment"``
+section of the folder's ``config.json``; the preprocessing and the class
+names are the model directory's own.
+
+Folders written before the two formats were one — the MXNet export files,
+``model-preprocess.json`` and a ``deploy.json`` manifest, no
+``config.json`` — are still read (:func:`read_deployment`,
+:func:`load_legacy`).
+
+The reader lives with the models so that :func:`~finetune.load_model` and
+:func:`~finetune.create_model` can open a deployment folder like any other
+model directory; the writer is in :mod:`finetune.use`. Every file named in
+``config.json`` or ``deploy.json`` must lie inside the folder
+(:class:`~finetune.errors.UnsafePathError` otherwise).
 """
 
 from __future__ import annotations
@@ -11,16 +25,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import warnings
 from pathlib import Path
 
-from .._atomic import recover
+from .._atomic import recover, recover_dir
+from ..data import Preprocess
 from ..errors import MissingFileError, ModelError
+from ._modeldir import read_config, read_preprocess
 from ._paths import inside
 
-__all__ = ["Deployment", "read_deployment"]
+__all__ = ["Deployment", "is_deployment", "load_legacy", "read_deployment", "read_deployment_preprocess"]
 
-_MANIFEST = "deploy.json"
+SECTION = "deployment"  # the key of config.json that makes a model directory a deployment folder
+_MANIFEST = "deploy.json"  # the manifest of the earlier layout
 _FORMAT = "finetune-deployment"
 
 
@@ -31,9 +49,15 @@ class Deployment:
     Attributes
     ----------
     directory : str
-        The folder.
-    symbol, params, preprocess : str
-        Paths of ``-symbol.json``, ``-0000.params`` and ``-preprocess.json``.
+        The folder (a model directory).
+    symbol, params : str
+        Paths of ``model-symbol.json`` and ``model-0000.params`` (the MXNet
+        graph and its weights, which are also the model directory's weights).
+    preprocess : str
+        The file holding the :class:`~finetune.Preprocess`: the folder's
+        ``config.json`` (its ``"preprocess"`` section, with
+        ``mean_image.npy`` for a mean image); in a folder of the earlier
+        layout, ``model-preprocess.json``.
     onnx : str or None
         Path of the ONNX file, if one was written.
     input_name : str
@@ -63,32 +87,104 @@ class Deployment:
         return f"Deployment({self.directory!r}, {files}, max_diff: {diffs or 'not verified'})"
 
 
-def _is_deployment(directory) -> bool:
-    return (Path(directory) / _MANIFEST).is_file()
+def _config_of(directory):
+    """The folder's ``config.json`` as a dict, or None when it has none."""
+    if not (Path(directory) / "config.json").is_file():
+        return None
+    return read_config(directory)
+
+
+def is_deployment(directory) -> bool:
+    """Whether ``directory`` is a deployment folder (of either layout)."""
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return isinstance(json.loads((directory / "config.json").read_text(encoding="utf-8")).get(SECTION),
+                              dict)
+        return False
+    return (directory / _MANIFEST).is_file()
 
 
 def read_deployment(directory) -> Deployment:
-    """Read the manifest of a deployment folder."""
+    """The :class:`Deployment` of a folder: ``config.json``'s ``"deployment"`` section, or ``deploy.json``."""
     directory = Path(directory)
+    with contextlib.suppress(OSError):  # finish a write a kill interrupted (read-only: nothing to do)
+        recover_dir(directory)
+        recover([directory / _MANIFEST])
+    config = _config_of(directory) if directory.is_dir() else None
+    if config is None:
+        return _read_manifest(directory)
+    section = config.get(SECTION)
+    if not isinstance(section, dict):
+        raise MissingFileError(f"{str(directory)!r} is a model directory but not a deployment folder (its "
+                               f"config.json has no {SECTION!r} section); write one with "
+                               "finetune.export_for_deployment.")
+    full = lambda n: inside(directory, n, what="deployment file") if n else None  # noqa: E731
+    try:
+        return Deployment(str(directory), full(section["symbol"]), full(section["params"]),
+                          str(directory / "config.json"), full(section.get("onnx")), section["input_name"],
+                          tuple(section["input_shape"]), config.get("class_names"), section.get("max_diff", {}))
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"The {SECTION!r} section of {str(directory / 'config.json')!r} is corrupt: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _read_manifest(directory: Path) -> Deployment:
+    """A folder of the earlier layout: MXNet export files and a ``deploy.json`` manifest."""
     path = directory / _MANIFEST
-    with contextlib.suppress(OSError):  # finish an export a kill interrupted (read-only: nothing to do)
-        recover([path])
     if not path.is_file():
-        raise MissingFileError(f"{str(directory)!r} is not a deployment folder (no {_MANIFEST}).")
+        raise MissingFileError(f"{str(directory)!r} is not a deployment folder (no config.json with a "
+                               f"{SECTION!r} section, nor a {_MANIFEST}).")
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelError(f"The manifest {str(path)!r} is corrupt: {exc}") from None
+        names = {k: m[k] for k in ("symbol", "params", "preprocess", "input_name", "input_shape")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"The manifest {str(path)!r} is corrupt: {type(exc).__name__}: {exc}") from None
     full = lambda n: inside(directory, n, what="deployment file") if n else None  # noqa: E731
-    return Deployment(str(directory), full(m["symbol"]), full(m["params"]), full(m["preprocess"]),
-                      full(m.get("onnx")), m["input_name"], tuple(m["input_shape"]),
+    return Deployment(str(directory), full(names["symbol"]), full(names["params"]), full(names["preprocess"]),
+                      full(m.get("onnx")), names["input_name"], tuple(names["input_shape"]),
                       m.get("class_names"), m.get("max_diff", {}))
+
+
+def read_deployment_preprocess(dep: Deployment) -> Preprocess:
+    """The :class:`~finetune.Preprocess` of a deployment (from ``config.json`` or ``model-preprocess.json``)."""
+    if os.path.basename(dep.preprocess) == "config.json":
+        config = read_config(dep.directory)
+        return read_preprocess(dep.directory, config)
+    if not os.path.isfile(dep.preprocess):
+        raise MissingFileError(f"The deployment file {dep.preprocess!r} is missing.")
+    return Preprocess.load(dep.preprocess)
+
+
+def load_legacy(folder, *, ctx=None):
+    """A :class:`~finetune.Backbone` from a deployment folder of the earlier layout (``deploy.json``)."""
+    import mxnet as mx
+
+    from ._backbone import Backbone
+
+    dep = read_deployment(folder)
+    for path in (dep.symbol, dep.params, dep.preprocess):
+        if not os.path.isfile(path):
+            raise MissingFileError(f"The deployment file {path!r} is missing.")
+    try:
+        symbol = mx.sym.load(dep.symbol)
+        saved = mx.nd.load(dep.params)
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"Cannot read the deployment {os.fspath(folder)!r}: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
+    arrays = {k.split(":", 1)[-1]: v for k, v in saved.items()}
+    return Backbone.from_symbol(symbol, arrays, {}, Preprocess.load(dep.preprocess), class_names=dep.class_names,
+                                input_name=dep.input_name, name=os.path.basename(os.path.abspath(folder)),
+                                ctx=ctx)
 
 
 def _imports(dep: Deployment, ctx):
     """``SymbolBlock.imports`` without its warning about the (float32) input type."""
     import mxnet as mx
 
+    for path in (dep.symbol, dep.params):
+        if not os.path.isfile(path):
+            raise MissingFileError(f"The deployment file {path!r} is missing.")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot decide type")
         return mx.gluon.SymbolBlock.imports(dep.symbol, [dep.input_name], dep.params, ctx=ctx)

@@ -12,6 +12,7 @@ from ..data import Preprocess
 from ..errors import ConfigError, ModelError
 from . import _graph
 from ._backbone import Backbone
+from ._deployment import is_deployment, load_legacy
 from ._headblock import build_head
 from ._modeldir import _load_params, read_config
 from ._network import _Network
@@ -138,6 +139,11 @@ class Model(_Network):
 def load_model(path, *, ctx=None):
     """Load a model directory written by ``save`` (a :class:`Model` or a :class:`Backbone`).
 
+    A deployment folder (:func:`~finetune.export_for_deployment`) is a model
+    directory too and loads the same way; a deployment folder of the earlier
+    layout (a ``deploy.json`` manifest, no ``config.json``) loads as a
+    :class:`Backbone` of its MXNet files.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -166,6 +172,8 @@ def load_model(path, *, ctx=None):
     >>> ft.load_model(folder).class_names
     ['a', 'b', 'c']
     """
+    if not os.path.isfile(os.path.join(os.fspath(path), "config.json")) and is_deployment(path):
+        return load_legacy(path, ctx=ctx)
     config = read_config(path)
     kind = config.get("class")
     if kind == "QuantizedModel":

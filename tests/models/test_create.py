@@ -13,7 +13,7 @@ from finetune.errors import (ConfigError, MissingFileError, ModelError, ModelPro
 from finetune.testing import check_model
 from tests.model_sources import CLASSES, source, tiny_block
 
-KINDS = ["block", "caffe", "deployment", "checkpoint"]
+KINDS = ["block", "caffe", "deployment", "legacy_deployment", "checkpoint"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -23,7 +23,7 @@ def test_every_source_gives_a_conforming_model(kind, tmp_path):
     check_model(model)
 
 
-@pytest.mark.parametrize("kind", ["block", "deployment", "checkpoint"])
+@pytest.mark.parametrize("kind", ["block", "deployment", "legacy_deployment", "checkpoint"])
 def test_logits_are_those_of_the_original_block(kind, tmp_path):
     x = mx.nd.array(np.random.default_rng(0).normal(size=(2, 3, 16, 16)))
     expected = tiny_block()(x).asnumpy()
@@ -127,12 +127,31 @@ def test_saved_paths_must_stay_inside_the_folder(tmp_path):
             ft.load_model(folder)
 
 
-def test_deployment_manifest_paths_must_stay_inside_the_folder(tmp_path):
+def test_deployment_paths_must_stay_inside_the_folder(tmp_path):
     folder = source("deployment", tmp_path)
+    cfg = os.path.join(folder, "config.json")
+    original = json.load(open(cfg))
+    (tmp_path / "model-0000.params").write_bytes(open(os.path.join(folder, "model-0000.params"), "rb").read())
+    config = json.loads(json.dumps(original))
+    config["weights"] = "../model-0000.params"  # what load_model reads
+    json.dump(config, open(cfg, "w"))
+    for load in (ft.create_model, ft.load_model, ft.Predictor.load):
+        with pytest.raises(UnsafePathError, match="weights file"):
+            load(folder)
+    for key in ("symbol", "params", "onnx"):  # what load_deployment and verify_deployment read
+        config = json.loads(json.dumps(original))
+        config["deployment"][key] = "../model-0000.params"
+        json.dump(config, open(cfg, "w"))
+        with pytest.raises(UnsafePathError, match="deployment file"):
+            ft.load_deployment(folder)
+
+
+def test_legacy_deployment_manifest_paths_must_stay_inside_the_folder(tmp_path):
+    folder = source("legacy_deployment", tmp_path)
     manifest = os.path.join(folder, "deploy.json")
     m = json.load(open(manifest))
     m["params"] = "../../model-0000.params"
     json.dump(m, open(manifest, "w"))
-    for load in (ft.create_model, ft.load_deployment, ft.Predictor.load):
+    for load in (ft.create_model, ft.load_model, ft.load_deployment, ft.Predictor.load):
         with pytest.raises(UnsafePathError, match="deployment file"):
             load(folder)

@@ -116,19 +116,40 @@ def test_weights_that_do_not_fit_raise(model, tmp_path):
 
 def test_export_reproduces_outputs_with_plain_mxnet(model, tmp_path, x):
     paths = model.export(os.fspath(tmp_path / "deploy" / "net"))
-    assert sorted(paths) == ["classes", "params", "preprocess", "symbol"]
+    assert sorted(paths) == ["params", "preprocess", "symbol"]
+    assert sorted(os.listdir(tmp_path / "deploy")) == ["net-0000.params", "net-preprocess.json", "net-symbol.json"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = mx.gluon.SymbolBlock.imports(paths["symbol"], ["data"], paths["params"])
     np.testing.assert_allclose(net(x).asnumpy(), model(x).asnumpy(), rtol=1e-6, atol=1e-6)
     sym, args, aux = mx.model.load_checkpoint(os.fspath(tmp_path / "deploy" / "net"), 0)
     assert "head_classifier_weight" in args and any(k.endswith("running_mean") for k in aux)
-    with open(paths["classes"]) as f:
-        assert json.load(f) == ["a", "b", "c"]
+    with open(paths["symbol"], encoding="utf-8") as f:  # the class names travel inside the graph file
+        assert json.load(f)["attrs"]["finetune_class_names"] == ["list_str", ["a", "b", "c"]]
     back = ft.Backbone.from_checkpoint(tmp_path / "deploy" / "net", 0)  # reads preprocess and classes too
     assert back.preprocess == model.preprocess and back.class_names == ["a", "b", "c"]
     assert back.classifier == "head_classifier_fwd"
     np.testing.assert_allclose(back(x).asnumpy(), model(x).asnumpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_checkpoints_of_earlier_exports_keep_their_classes_file(model, tmp_path, x):
+    paths = model.export(os.fspath(tmp_path / "net"))
+    with open(paths["symbol"], encoding="utf-8") as f:
+        graph = json.load(f)
+    del graph["attrs"]["finetune_class_names"]  # what export wrote before: names in prefix-classes.json
+    with open(paths["symbol"], "w", encoding="utf-8") as f:
+        json.dump(graph, f)
+    with open(tmp_path / "net-classes.json", "w", encoding="utf-8") as f:
+        json.dump(["x", "y", "z"], f)
+    assert ft.Backbone.from_checkpoint(tmp_path / "net", 0).class_names == ["x", "y", "z"]
+
+
+def test_unicode_class_names_survive_export(tmp_path, x):
+    names = ["café", "日本", 'quote"back\\slash']
+    model = ft.HeadReplacer(3).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None), class_names=names)
+    paths = model.export(os.fspath(tmp_path / "net"))
+    mx.sym.load(paths["symbol"])  # MXNet's reader takes the unescaped text
+    assert ft.Backbone.from_checkpoint(tmp_path / "net", 0).class_names == names
 
 
 def test_layer_gradient_matches_finite_differences(model, x):
