@@ -157,7 +157,7 @@ class UnsafeFileError(ModelError):
 
 
 class UnsafePathError(ModelError):
-    """A model directory or deployment manifest names a file outside its folder."""
+    """A model directory's config.json (or an earlier deployment's deploy.json) names a file outside its folder."""
 
 
 class ModelProtocolError(ModelError, TypeError):

@@ -1,4 +1,4 @@
-"""Resolving a file name read from a model directory's ``config.json`` or a deployment manifest.
+"""Resolving a file name read from a model directory's ``config.json`` (or an earlier ``deploy.json``).
 
 Such names come from files that may have been written by someone else; a
 name is resolved inside its folder, and one that points outside it
@@ -22,7 +22,7 @@ def inside(folder, name, *, what: str = "file") -> str:
     folder : str or os.PathLike
         The model directory or deployment folder.
     name : str
-        A file name read from the folder's config or manifest.
+        A file name read from the folder's ``config.json`` (or ``deploy.json``).
     what : str
         What the name is, for the error message (e.g. ``"weights file"``).
 
