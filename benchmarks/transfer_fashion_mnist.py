@@ -16,6 +16,10 @@ One table from one run, each row with its wall time:
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/transfer_fashion_mnist.py [--rows pixels,probe,recipe] [--json out.json]
+
+On two cores, two processes of one thread each (each with its share of
+``--rows`` and its own ``--json``) finish the table sooner; ``--render a.json
+b.json`` prints their rows as one table.
 """
 
 from __future__ import annotations
@@ -134,11 +138,26 @@ DESCRIPTIONS = {
 }
 
 
+def merge(parts) -> dict:
+    """One result from the JSON of several processes of one run (same settings, rows split between them)."""
+    keys = ("per_class", "test_images", "recipe", "threads", "machine")
+    for other in parts[1:]:
+        if any(other[k] != parts[0][k] for k in keys):
+            differ = [k for k in keys if other[k] != parts[0][k]]
+            raise SystemExit(f"These results are not from one run: they differ in {differ}.")
+    rows = {}
+    for part in parts:
+        rows.update(part["rows"])
+    return {**parts[0], "rows": rows, "processes": len(parts)}
+
+
 def render_rst(results) -> str:
     """The results as a reStructuredText table (for the docs)."""
+    n = results.get("processes", 1)
+    how = "one run" if n == 1 else f"one run in {n} processes side by side"
     lines = [f"Measured {results['date']} on {results['machine']} (shared, OMP_NUM_THREADS="
-             f"{results['threads']}), {results['per_class']} training images per class (90 % train, 10 % "
-             f"validation), all {results['test_images']} official test images, one run of "
+             f"{results['threads']} per process), {results['per_class']} training images per class (90 % train, "
+             f"10 % validation), all {results['test_images']} official test images, {how} of "
              "``benchmarks/transfer_fashion_mnist.py``:", "",
              ".. list-table::", "   :header-rows: 1", "",
              "   * - row", "     - test top-1", "     - wall time"]
@@ -160,11 +179,15 @@ def main(argv=None):
     p.add_argument("--json", help="write (and update after each row) the results here")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
     p.add_argument("--tiny", action="store_true", help="a smoke run: 6 images/class, 50 test images, 1 epoch")
-    p.add_argument("--render", metavar="JSON", help="only print the results of an earlier run as a docs table")
+    p.add_argument("--render", metavar="JSON", nargs="+",
+                   help="only print the results of an earlier run (its processes' JSON files) as a docs table")
     args = p.parse_args(argv)
     if args.render:
-        with open(args.render, encoding="utf-8") as f:
-            print(render_rst(json.load(f)), end="")
+        parts = []
+        for name in args.render:
+            with open(name, encoding="utf-8") as f:
+                parts.append(json.load(f))
+        print(render_rst(merge(parts)), end="")
         return None
     logging.basicConfig(level=logging.WARNING)
     rows = [r for r in args.rows.split(",") if r]
