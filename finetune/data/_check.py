@@ -7,32 +7,28 @@ than ``min_size``. A file is *converted* (kept, with a note) when it is
 greyscale, has an alpha channel, is CMYK, uses a palette or has 16 bits per
 channel: the decoder turns all of these into 8-bit 3-channel images.
 
-The header parsing (JPEG SOF markers, PNG IHDR) is written here because it
-only needs a few bytes, and reading them is far cheaper than decoding twice.
+The header checks (pixel count, truncation) are those every decoder runs
+(``finetune.data._image.refuse_unsafe``); the notes on conversions read a few
+header bytes, far cheaper than decoding twice.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from ..errors import ConfigError, ImageDecodeError
-from ._image import decode_image, pixel_problem
+from ._image import _jpeg_info, decode_image, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
 from ._parallel import ordered_map
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
 log = logging.getLogger("finetune.data")
-
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
-          (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
-
 
 class BadImage(NamedTuple):
     """A file that cannot be used, and why.
@@ -57,44 +53,6 @@ class BadImage(NamedTuple):
     detail: str
 
 
-def sniff_format(buf: bytes) -> str | None:
-    """The image format named by the first bytes, or ``None``."""
-    for magic, name in _MAGIC:
-        if buf.startswith(magic):
-            return name
-    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def _jpeg_info(buf: bytes):
-    """``(height, width, components)`` from the JPEG SOF marker, or ``None``."""
-    pos, n = 2, len(buf)
-    while pos + 4 <= n:
-        if buf[pos] != 0xFF:
-            return None
-        marker = buf[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", buf[pos + 2:pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 10 > n:
-                return None
-            _, h, w, comps = struct.unpack(">BHHB", buf[pos + 4:pos + 10])
-            return h, w, comps
-        pos += 2 + length
-    return None
-
-
-def _jpeg_complete(buf: bytes) -> bool:
-    """True when an end-of-image marker follows the last start-of-scan marker."""
-    return buf.rfind(b"\xff\xd9") > buf.rfind(b"\xff\xda") >= 0
-
-
 def inspect_header(buf: bytes):
     """Checks that need no decoding: ``(reason, detail, notes, format)``.
 
@@ -103,21 +61,17 @@ def inspect_header(buf: bytes):
     if len(buf) == 0:
         return "zero bytes", "the file is empty (0 bytes)", [], None
     fmt = sniff_format(buf)
-    problem = pixel_problem(buf)
+    problem = pixel_problem(buf, fmt=fmt) or truncation_problem(buf, fmt)
     if problem:
         return (*problem, [], fmt)
     notes = []
     if fmt == "jpeg":
-        if not _jpeg_complete(buf):
-            return "truncated", "the JPEG data ends before its end-of-image marker", [], fmt
         info = _jpeg_info(buf)
         if info and info[2] == 1:
             notes.append("grayscale")
         elif info and info[2] == 4:
             notes.append("CMYK")
     elif fmt == "png":
-        if b"IEND" not in buf[-32:]:
-            return "truncated", "the PNG data ends before its IEND chunk", [], fmt
         if len(buf) >= 26:
             depth, ctype = buf[24], buf[25]
             notes += {0: ["grayscale"], 3: ["palette"], 4: ["grayscale", "alpha channel"],

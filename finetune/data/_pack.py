@@ -22,8 +22,8 @@ import numpy as np
 
 from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
-from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes, size_problem,
-                     sniff_format, undecodable)
+from ._check import BadImage, _progress, inspect_header, read_bytes, size_problem, undecodable
+from ._image import _jpeg_info, sniff_format
 from ._imagelist import ImageList
 from ._listfiles import classes_path_for
 from ._parallel import default_workers, ordered_map
