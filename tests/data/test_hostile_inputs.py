@@ -186,3 +186,57 @@ def test_decode_image_refuses_a_truncated_jpeg_or_png():
     png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
     with pytest.raises(ImageDecodeError, match="before its IEND chunk"):
         decode_image(png[:-20])
+
+
+def _damaged_jpeg():
+    """A JPEG with 64 bytes of its scan data overwritten; it still ends with its end-of-image marker."""
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (7, 7), 2)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    mid = (jpg.find(b"\xff\xda") + len(jpg)) // 2
+    return jpg[:mid] + rng.integers(0, 256, 64, dtype=np.uint8).tobytes() + jpg[mid + 64:], img
+
+
+def _damaged_png():
+    """A PNG whose IDAT data has 32 bytes zeroed (the CRC no longer matches)."""
+    png = cv2.imencode(".png", np.random.default_rng(4).integers(0, 255, (60, 80, 3), dtype=np.uint8))[1].tobytes()
+    i = png.find(b"IDAT")
+    (length,) = struct.unpack(">I", png[i - 4:i])
+    mid = i + 4 + length // 2
+    return png[:mid] + bytes(32) + png[mid + 32:]
+
+
+def test_check_and_pack_report_images_that_decode_only_partly(tmp_path, capfd):
+    jpg, original = _damaged_jpeg()
+    decoded = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and np.abs(decoded.astype(int) - original).mean() > 5  # OpenCV passes it
+    assert capfd.readouterr().err.startswith("Corrupt JPEG data")  # and only prints libjpeg's warning
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "damaged.jpg").write_bytes(jpg)
+    (root / "a" / "damaged.png").write_bytes(_damaged_png())
+    cv2.imwrite(str(root / "a" / "ok.jpg"), original)
+    images = ImageList.from_folder(root)
+    for workers in (0, 2):
+        report = check(images, workers=workers, min_size=1)
+        bad = {os.path.basename(b.path): b for b in report.bad}
+        assert sorted(bad) == ["damaged.jpg", "damaged.png"] and len(report.good) == 1
+        assert bad["damaged.jpg"].reason == "damaged"
+        assert "Corrupt JPEG data" in bad["damaged.jpg"].detail and "re-encode" in bad["damaged.jpg"].detail
+        assert bad["damaged.png"].reason == "corrupt" and "libpng error" in bad["damaged.png"].detail
+    packed = pack(images, tmp_path / "out", workers=0)
+    assert packed.written == 1 and sorted(b.reason for b in packed.bad) == ["corrupt", "damaged"]
+    printed = capfd.readouterr().err.splitlines()
+    assert not [line for line in printed if line.startswith(("Corrupt JPEG", "libpng"))]  # reported, not printed
+
+
+def test_decoder_capture_passes_other_output_on(capfd):
+    from finetune.data._check import decode_reporting
+
+    png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    img, messages, damaged = decode_reporting(png)
+    assert img.shape == (4, 4, 3) and messages == [] and not damaged
+    os.write(2, b"before\n")
+    decode_reporting(_damaged_jpeg()[0])
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "before\nafter\n"
