@@ -214,3 +214,53 @@ def test_found_caffemodel_inputs(data):
     from finetune.models._caffe_proto import read_caffemodel
 
     _only_typed_errors(read_caffemodel, _file("found.caffemodel", data))
+
+
+# ------------------------------------------------------------------ PyTorch .pth
+@pytest.fixture(scope="module")
+def pth_seeds():
+    """A small valid ``.pth`` in each layout (zip, legacy), and the zip's members."""
+    from tests.models.test_torch_pickle import WRITERS, _sample
+
+    seeds = {}
+    with pytest.MonkeyPatch.context() as mp:
+        state, storages, _ = _sample(mp)
+        for fmt, write in WRITERS.items():
+            path = os.path.join(WORK, f"seed-{fmt}.pth")
+            write(path, state, storages)
+            with open(path, "rb") as f:
+                seeds[fmt] = f.read()
+    with zipfile.ZipFile(io.BytesIO(seeds["zip"])) as z:
+        seeds["members"] = {n: z.read(n) for n in z.namelist()}
+    return seeds
+
+
+def _read_pth(data):
+    from finetune.models._torch_pickle import read_torch_state_dict
+
+    _only_typed_errors(read_torch_state_dict, _file("f.pth", data))
+
+
+def test_fuzz_pth_whole_file(pth_seeds):
+    @FUZZ
+    @given(st.sampled_from(["zip", "legacy"]), st.data())
+    def run(fmt, draw):
+        _read_pth(draw.draw(mutations(pth_seeds[fmt])))
+
+    run()
+
+
+def test_fuzz_pth_zip_members(pth_seeds):
+    """One member of a well-formed zip mutated, so the fuzzer reaches the unpickler and the storages."""
+    members = pth_seeds["members"]
+
+    @FUZZ
+    @given(st.sampled_from(sorted(members)), st.data())
+    def run(member, draw):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, value in members.items():
+                z.writestr(n, draw.draw(mutations(value)) if n == member else value)
+        _read_pth(buf.getvalue())
+
+    run()

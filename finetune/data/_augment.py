@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from ._check import _jpeg_info, sniff_format
+from ._image import _jpeg_info, refuse_unsafe, sniff_format
 
 __all__ = ["Augment"]
 
@@ -110,14 +110,21 @@ class Augment:
         return bool(self.brightness or self.contrast or self.saturation or self.hue or self.pca_noise)
 
 
-def decode_bgr(buf: bytes, want_h: int, want_w: int, crop=None):
+def decode_bgr(buf: bytes, want_h: int, want_w: int, crop=None, source: str = "<bytes>"):
     """Decode to BGR uint8, at reduced size when the wanted region allows it.
 
     ``crop`` is a function ``(h, w) -> (top, left, ch, cw)`` choosing a region
     of the full-size image; it is called with the full size (from the JPEG
     header) so the choice is identical whatever the decode size. Returns
-    ``(image, (top, left, ch, cw))`` in the coordinates of the returned image.
+    ``(image, (top, left, ch, cw))`` in the coordinates of the returned image,
+    or ``(None, None)`` when OpenCV cannot decode it.
+
+    Raises
+    ------
+    ImageTooLargeError, ImageDecodeError
+        From :func:`~finetune.data._image.refuse_unsafe`, before decoding.
     """
+    refuse_unsafe(buf, source)
     arr = np.frombuffer(buf, np.uint8)
     info = _jpeg_info(buf) if sniff_format(buf) == "jpeg" else None
     if info is not None:
@@ -210,17 +217,21 @@ def jitter_colour(img, aug: Augment, rng, bgr: bool):
     return np.clip(img, 0, 255, out=img)
 
 
-def train_crop(buf, aug: Augment, pre, rng):
-    """Decode and geometrically augment one record: ``(H, W, 3)`` BGR array of ``pre.size``."""
+def train_crop(buf, aug: Augment, pre, rng, source: str = "<bytes>"):
+    """Decode and geometrically augment one record: ``(H, W, 3)`` BGR array of ``pre.size``.
+
+    ``None`` when OpenCV cannot decode ``buf``; raises as :func:`decode_bgr`.
+    """
     out_h, out_w = pre.size
     if aug.random_resized_crop:
-        img, (top, left, ch, cw) = decode_bgr(buf, out_h, out_w, random_area(rng, aug.scale, aug.ratio))
+        img, region = decode_bgr(buf, out_h, out_w, random_area(rng, aug.scale, aug.ratio), source)
         if img is None:
             return None
+        top, left, ch, cw = region
         img = cv2.resize(img[top:top + ch, left:left + cw], (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     else:
         target = pre.resize if pre.resize is not None else max(out_h, out_w)
-        img, _ = decode_bgr(buf, target, target)
+        img, _ = decode_bgr(buf, target, target, source=source)
         if img is None:
             return None
         h, w = img.shape[:2]
@@ -254,11 +265,13 @@ def erase(img, rng, scale=(0.02, 0.25), ratio=(0.3, 3.3)):
     return img
 
 
-def eval_crop(buf, pre):
+def eval_crop(buf, pre, source: str = "<bytes>"):
     """Decode and apply the evaluation geometry of ``pre``: ``(H, W, 3)`` BGR.
 
     Decodes at full size, so the result equals :meth:`Preprocess.transform`'s.
+    ``None`` when OpenCV cannot decode ``buf``; raises as :func:`decode_bgr`.
     """
+    refuse_unsafe(buf, source)
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         return None

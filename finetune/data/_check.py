@@ -2,37 +2,44 @@
 
 A file is *bad* (left out by :func:`check` and :func:`~finetune.pack`) when it
 cannot be read, is empty, is not an image, is truncated (OpenCV would decode a
-truncated JPEG silently, filling the missing part with grey), or is smaller
-than ``min_size``. A file is *converted* (kept, with a note) when it is
+truncated JPEG silently, filling the missing part with grey), is damaged (its
+decoder reports corrupt data but decodes it anyway, with a grey or garbled
+region), or is smaller than ``min_size``. A file is *converted* (kept, with a note) when it is
 greyscale, has an alpha channel, is CMYK, uses a palette or has 16 bits per
 channel: the decoder turns all of these into 8-bit 3-channel images.
 
-The header parsing (JPEG SOF markers, PNG IHDR) is written here because it
-only needs a few bytes, and reading them is far cheaper than decoding twice.
+The header checks (pixel count, truncation) are those every decoder runs
+(``finetune.data._image.refuse_unsafe``); the notes on conversions read a few
+header bytes, far cheaper than decoding twice.
+
+Damage inside a JPEG's entropy-coded data is found by libjpeg only while
+decoding, and OpenCV merely prints libjpeg's warning ("Corrupt JPEG data: ...")
+on the process's standard error. :func:`decode_reporting` therefore points
+file descriptor 2 at a temporary file for the duration of one ``imdecode``
+and reads the decoder's messages back (other text written there meanwhile is
+passed on to the real standard error). Pillow would not help: it decodes with
+the same libjpeg and discards its warnings.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
+import sys
+import tempfile
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, ImageDecodeError
-from ._image import decode_image, pixel_problem
+from ..errors import ConfigError
+from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
 from ._parallel import ordered_map
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
 log = logging.getLogger("finetune.data")
-
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
-          (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
-
 
 class BadImage(NamedTuple):
     """A file that cannot be used, and why.
@@ -45,7 +52,8 @@ class BadImage(NamedTuple):
         The full path of the file.
     reason : str
         One of ``"unreadable"``, ``"zero bytes"``, ``"not an image"``,
-        ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"too small"``,
+        ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"damaged"``
+        (decodes only partly: the decoder reports corrupt data), ``"too small"``,
         ``"too large"`` (more pixels than ``finetune.data.MAX_IMAGE_PIXELS``).
     detail : str
         A sentence for humans.
@@ -57,44 +65,6 @@ class BadImage(NamedTuple):
     detail: str
 
 
-def sniff_format(buf: bytes) -> str | None:
-    """The image format named by the first bytes, or ``None``."""
-    for magic, name in _MAGIC:
-        if buf.startswith(magic):
-            return name
-    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def _jpeg_info(buf: bytes):
-    """``(height, width, components)`` from the JPEG SOF marker, or ``None``."""
-    pos, n = 2, len(buf)
-    while pos + 4 <= n:
-        if buf[pos] != 0xFF:
-            return None
-        marker = buf[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", buf[pos + 2:pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 10 > n:
-                return None
-            _, h, w, comps = struct.unpack(">BHHB", buf[pos + 4:pos + 10])
-            return h, w, comps
-        pos += 2 + length
-    return None
-
-
-def _jpeg_complete(buf: bytes) -> bool:
-    """True when an end-of-image marker follows the last start-of-scan marker."""
-    return buf.rfind(b"\xff\xd9") > buf.rfind(b"\xff\xda") >= 0
-
-
 def inspect_header(buf: bytes):
     """Checks that need no decoding: ``(reason, detail, notes, format)``.
 
@@ -103,21 +73,17 @@ def inspect_header(buf: bytes):
     if len(buf) == 0:
         return "zero bytes", "the file is empty (0 bytes)", [], None
     fmt = sniff_format(buf)
-    problem = pixel_problem(buf)
+    problem = pixel_problem(buf, fmt=fmt) or truncation_problem(buf, fmt)
     if problem:
         return (*problem, [], fmt)
     notes = []
     if fmt == "jpeg":
-        if not _jpeg_complete(buf):
-            return "truncated", "the JPEG data ends before its end-of-image marker", [], fmt
         info = _jpeg_info(buf)
         if info and info[2] == 1:
             notes.append("grayscale")
         elif info and info[2] == 4:
             notes.append("CMYK")
     elif fmt == "png":
-        if b"IEND" not in buf[-32:]:
-            return "truncated", "the PNG data ends before its IEND chunk", [], fmt
         if len(buf) >= 26:
             depth, ctype = buf[24], buf[25]
             notes += {0: ["grayscale"], 3: ["palette"], 4: ["grayscale", "alpha channel"],
@@ -127,13 +93,68 @@ def inspect_header(buf: bytes):
     return None, "", notes, fmt
 
 
-def undecodable(fmt):
-    """``(reason, detail)`` for bytes of format ``fmt`` that OpenCV could not decode."""
+def undecodable(fmt, messages=()):
+    """``(reason, detail)`` for bytes of format ``fmt`` that OpenCV could not decode.
+
+    ``messages`` are the decoder's own (see :func:`decode_reporting`), quoted in the detail.
+    """
     if fmt is None:
         return "not an image", "the content is not in any image format OpenCV reads"
     if fmt == "gif":
         return "unsupported format", "GIF files cannot be decoded by OpenCV"
-    return "corrupt", f"the {fmt.upper()} data cannot be decoded"
+    said = f" ({'; '.join(messages)})" if messages else ""
+    return "corrupt", f"the {fmt.upper()} data cannot be decoded{said}"
+
+
+# libjpeg's warnings about damaged data ("Warning: unknown JFIF revision" and the like are harmless)
+_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters")
+_DECODER = _DAMAGE + ("libpng error", "libpng warning", "Not a JPEG file", "Warning:")
+_CAPTURE = {}
+
+
+def _capture_file():
+    """A temporary file of this process (a forked worker must not share its parent's offset)."""
+    pid = os.getpid()
+    if _CAPTURE.get("pid") != pid:
+        _CAPTURE.update(pid=pid, file=tempfile.TemporaryFile())
+    return _CAPTURE["file"]
+
+
+def decode_reporting(buf: bytes, flag: int = cv2.IMREAD_COLOR):
+    """``cv2.imdecode`` that also returns the messages its decoders wrote to standard error.
+
+    Returns
+    -------
+    (numpy.ndarray or None, list of str, bool)
+        The image (``None`` when OpenCV cannot decode it), the messages of
+        libjpeg / libpng, and whether libjpeg reported damaged data (the
+        image then has a grey or garbled region).
+    """
+    tmp = _capture_file()
+    tmp.seek(0)
+    tmp.truncate()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(tmp.fileno(), 2)
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    tmp.seek(0)
+    lines = tmp.read(64 * 1024).decode("utf-8", "replace").splitlines()
+    messages = [ln.strip() for ln in lines if ln.strip().startswith(_DECODER)]
+    other = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_DECODER)]
+    if other:  # not ours: pass it on
+        os.write(2, ("\n".join(other) + "\n").encode())
+    return img, messages, any(m.startswith(_DAMAGE) for m in messages)
+
+
+def damage(fmt, messages):
+    """``(reason, detail)`` for an image its decoder reported damaged but decoded."""
+    said = "; ".join(m for m in messages if m.startswith(_DAMAGE))
+    return "damaged", (f"the {(fmt or 'image').upper()} data is damaged ({said}): it decodes "
+                       "only partly, with a grey or garbled region; re-copy or re-encode the file")
 
 
 def size_problem(h, w, min_size):
@@ -146,6 +167,9 @@ def size_problem(h, w, min_size):
 def examine(buf: bytes, source: str = "<bytes>", *, min_size: int = 1):
     """Look at an encoded image (header checks, then one decode) without keeping it.
 
+    The header checks are those of the training decoder and the decode is
+    its ``cv2.imdecode``, so a file passing here decodes there.
+
     Returns
     -------
     tuple
@@ -157,9 +181,11 @@ def examine(buf: bytes, source: str = "<bytes>", *, min_size: int = 1):
     reason, detail, notes, fmt = inspect_header(buf)
     if reason is not None:
         return reason, detail, notes
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    img, messages, damaged = decode_reporting(buf)
     if img is None:
-        return (*undecodable(fmt), [])
+        return (*undecodable(fmt, messages), [])
+    if damaged:
+        return (*damage(fmt, messages), [])
     h, w = img.shape[:2]
     problem = size_problem(h, w, min_size)
     if problem:
@@ -239,13 +265,7 @@ def _check_one_unsafe(min_size, item):
     buf, err = read_bytes(path)
     if buf is None:
         return "unreadable", err, []
-    reason, detail, notes = examine(buf, path, min_size=min_size)
-    if reason is None:
-        try:  # the real decoder, as training will call it
-            decode_image(buf, "RGB", source=path)
-        except ImageDecodeError as exc:
-            return "corrupt", str(exc), []
-    return reason, detail, notes
+    return examine(buf, path, min_size=min_size)
 
 
 def check(images, *, workers=None, min_size=16) -> CheckReport:

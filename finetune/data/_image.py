@@ -3,16 +3,22 @@
 OpenCV's ``imdecode`` is the decoder MXNet's own record tools use, so an image
 that decodes here decodes identically inside ``ImageRecordIter``.
 
-Before decoding, the pixel count an image declares in its header (read with
-Pillow, which parses headers without decoding) is compared with
-``finetune.data.MAX_IMAGE_PIXELS``, so a small file declaring a huge image
-cannot take gigabytes of memory in ``check``, ``pack`` or prediction.
+Before decoding, :func:`refuse_unsafe` compares the pixel count an image
+declares in its header with ``finetune.data.MAX_IMAGE_PIXELS``, so a small
+file declaring a huge image cannot take gigabytes of memory, and refuses a
+JPEG or PNG that ends early (OpenCV would decode it silently, filling the
+missing part with grey). Every decoder of user data (``check``, ``pack``,
+prediction, training from records) runs it. JPEG and PNG headers are parsed
+here, as they need only a few bytes (and training decodes millions of them);
+other formats with Pillow's format plugins, which parse headers without
+decoding.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import sys
 import warnings
 
@@ -22,9 +28,11 @@ import numpy as np
 from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, MissingFileError
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "decode_image", "declared_pixels", "pixel_problem", "read_image",
-           "to_color"]
+           "refuse_unsafe", "sniff_format", "to_color", "truncation_problem"]
 
 _COLORS = ("RGB", "BGR", "GRAY")
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
+          (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
 #: Default of ``finetune.data.MAX_IMAGE_PIXELS``: 16384 x 16384 pixels (768 MiB as RGB uint8).
 DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
@@ -37,12 +45,79 @@ def _max_pixels(max_pixels=None) -> int | None:
     return getattr(package, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
 
 
-def declared_pixels(buf: bytes):
+def sniff_format(buf: bytes) -> str | None:
+    """The image format named by the first bytes, or ``None``."""
+    for magic, name in _MAGIC:
+        if buf.startswith(magic):
+            return name
+    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _jpeg_info(buf: bytes):
+    """``(height, width, components)`` from the JPEG SOF marker, or ``None``."""
+    pos, n = 2, len(buf)
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", buf[pos + 2:pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 10 > n:
+                return None
+            _, h, w, comps = struct.unpack(">BHHB", buf[pos + 4:pos + 10])
+            return h, w, comps
+        pos += 2 + length
+    return None
+
+
+def _jpeg_complete(buf: bytes) -> bool:
+    """True when an end-of-image marker follows the last start-of-scan marker.
+
+    Searches backwards for the end-of-image marker (at the very end of a
+    complete file), then only the bytes after it for a later scan: about a
+    microsecond, where searching the whole entropy-coded data for the last
+    scan marker takes tens.
+    """
+    end = buf.rfind(b"\xff\xd9")
+    return end >= 0 and buf.find(b"\xff\xda", end) < 0 and buf.find(b"\xff\xda", 0, end) >= 0
+
+
+def truncation_problem(buf: bytes, fmt: str | None = None):
+    """``("truncated", detail)`` when a JPEG or PNG ends before its last marker, else ``None``.
+
+    OpenCV decodes such files without an error, filling the missing part
+    with grey.
+    """
+    fmt = fmt if fmt is not None else sniff_format(buf)
+    if fmt == "jpeg" and not _jpeg_complete(buf):
+        return "truncated", "the JPEG data ends before its end-of-image marker"
+    if fmt == "png" and b"IEND" not in buf[-32:]:
+        return "truncated", "the PNG data ends before its IEND chunk"
+    return None
+
+
+def declared_pixels(buf: bytes, fmt: str | None = None):
     """``(width, height)`` declared by an image header, without decoding; ``None`` if unknown.
 
-    Uses Pillow's format plugins directly (what ``PIL.Image.open`` does before
-    its own bomb check, whose fixed limit we replace by ours).
+    JPEG (its SOF marker) and PNG (its IHDR chunk) are read here; other
+    formats with Pillow's format plugins directly (what ``PIL.Image.open``
+    does before its own bomb check, whose fixed limit we replace by ours).
     """
+    fmt = fmt if fmt is not None else sniff_format(buf)
+    if fmt == "jpeg":
+        info = _jpeg_info(buf)
+        if info is not None:
+            return info[1], info[0]
+    elif fmt == "png" and len(buf) >= 24 and buf[12:16] == b"IHDR":
+        return struct.unpack(">II", buf[16:24])
     from PIL import Image
 
     prefix = buf[:16]
@@ -64,7 +139,7 @@ def declared_pixels(buf: bytes):
     return None
 
 
-def pixel_problem(buf: bytes, max_pixels=None):
+def pixel_problem(buf: bytes, max_pixels=None, fmt: str | None = None):
     """``(reason, detail)`` when ``buf`` declares more pixels than allowed, else ``None``.
 
     Parameters
@@ -74,11 +149,13 @@ def pixel_problem(buf: bytes, max_pixels=None):
     max_pixels : int, optional
         The cap; default ``finetune.data.MAX_IMAGE_PIXELS``. ``0`` or a
         negative value disables the check.
+    fmt : str, optional
+        The format, when already known (see :func:`sniff_format`).
     """
     cap = _max_pixels(max_pixels)
     if not cap or cap <= 0:
         return None
-    size = declared_pixels(buf)
+    size = declared_pixels(buf, fmt)
     if size is None:
         return None
     w, h = size
@@ -86,6 +163,37 @@ def pixel_problem(buf: bytes, max_pixels=None):
         return "too large", (f"it declares {w}x{h} = {w * h} pixels, more than MAX_IMAGE_PIXELS={cap}; "
                              "raise finetune.data.MAX_IMAGE_PIXELS to accept it")
     return None
+
+
+def refuse_unsafe(buf: bytes, source: str = "<bytes>", max_pixels=None) -> None:
+    """Raise before decoding ``buf`` if it is empty, declares too many pixels or is truncated.
+
+    Parameters
+    ----------
+    buf : bytes
+        The encoded image.
+    source : str
+        Name used in error messages.
+    max_pixels : int, optional
+        As for :func:`decode_image`.
+
+    Raises
+    ------
+    ImageTooLargeError
+        The header declares more than ``max_pixels`` pixels.
+    ImageDecodeError
+        The bytes are empty, or a JPEG / PNG ends before its last marker.
+    """
+    if len(buf) == 0:
+        raise ImageDecodeError(f"{source}: the file is empty (0 bytes).")
+    fmt = sniff_format(buf)
+    problem = pixel_problem(buf, max_pixels, fmt)
+    if problem:
+        raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
+    problem = truncation_problem(buf, fmt)
+    if problem:
+        raise ImageDecodeError(f"{source}: the image is truncated: {problem[1]}; "
+                               "OpenCV would fill the missing part with grey. Re-copy or re-encode the file.")
 
 
 def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max_pixels=None) -> np.ndarray:
@@ -114,7 +222,8 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max
     ImageTooLargeError
         The header declares more than ``max_pixels`` pixels; nothing was decoded.
     ImageDecodeError
-        The bytes are empty or not a decodable image.
+        The bytes are empty, truncated (a JPEG or PNG ending before its last
+        marker) or not a decodable image.
 
     Examples
     --------
@@ -129,11 +238,7 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max
     """
     if color not in _COLORS:
         raise ConfigError(f"The 'color' parameter must be one of {_COLORS}. Got {color!r} instead.")
-    if len(buf) == 0:
-        raise ImageDecodeError(f"{source}: the file is empty (0 bytes).")
-    problem = pixel_problem(buf, max_pixels)
-    if problem:
-        raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
+    refuse_unsafe(buf, source, max_pixels)
     arr = np.frombuffer(buf, dtype=np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if color == "GRAY" else cv2.IMREAD_COLOR
     img = cv2.imdecode(arr, flag)

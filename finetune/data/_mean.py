@@ -17,7 +17,7 @@ import struct
 import numpy as np
 
 from .._atomic import atomic_path
-from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice
+from ..errors import ConfigError, DataError, ImageDecodeError, MissingFileError, ShapeError, check_choice
 from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
@@ -262,7 +262,11 @@ def _partial_sums(ctx, chunk):
     records = RecordFile(where, idx) if kind == "rec" else None
     for i in range(*chunk):
         if records is not None:
-            img = eval_crop(unpack_header(records.read(int(rows[i])))[2], pre)
+            try:
+                img = eval_crop(unpack_header(records.read(int(rows[i])))[2], pre, f"{where}: record {i}")
+            except ImageDecodeError as exc:
+                log.warning("MeanImage: skipping %s", exc)
+                continue
             if img is None:
                 continue
             img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)

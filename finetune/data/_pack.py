@@ -22,8 +22,9 @@ import numpy as np
 
 from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
-from ._check import (BadImage, _jpeg_info, _progress, inspect_header, read_bytes, size_problem,
-                     sniff_format, undecodable)
+from ._check import (BadImage, _progress, damage, decode_reporting, inspect_header, read_bytes, size_problem,
+                     undecodable)
+from ._image import _jpeg_info, sniff_format
 from ._imagelist import ImageList
 from ._listfiles import classes_path_for
 from ._parallel import default_workers, ordered_map
@@ -132,9 +133,11 @@ def _pack_one_unsafe(opts, item):
         return None, (reason, detail)
     header = _header(label, index, opts["pack_label"])
     flag, factor = _decode_flag(buf, opts)
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+    img, messages, damaged = decode_reporting(buf, flag)
     if img is None:
-        return None, undecodable(fmt)
+        return None, undecodable(fmt, messages)
+    if damaged:
+        return None, damage(fmt, messages)
     problem = size_problem(img.shape[0] * factor, img.shape[1] * factor, opts["min_size"])
     if problem:
         return None, problem

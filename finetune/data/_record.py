@@ -9,6 +9,7 @@ with the dataset, but moves every sample through a queue).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -18,8 +19,9 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, RecordFormatError, check_choice
+from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop
+from ._image import decode_image
 from ._listfiles import find_class_names
 from ._parallel import default_workers, fork_pool
 from ._preprocess import Preprocess
@@ -140,31 +142,54 @@ class RecordDataset(_Base):
         return self._file.label(int(self._rows[i]))
 
     def image(self, i: int) -> np.ndarray:
-        """Item ``i`` decoded, without any transform: ``(H, W, 3)`` uint8 RGB."""
+        """Item ``i`` decoded, without any transform: ``(H, W, 3)`` uint8 RGB.
+
+        Raises
+        ------
+        ImageTooLargeError
+            The stored image declares more than ``finetune.data.MAX_IMAGE_PIXELS`` pixels.
+        RecordFormatError
+            The stored image is truncated or cannot be decoded.
+        """
         _, rid, buf = self.record(i)
-        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise self._bad_image(i, rid)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        with self._checked(i, rid) as source:
+            return decode_image(buf, "RGB", source=source)
 
     @property
     def labels(self) -> np.ndarray:
         """The label of every item (reads only the record headers)."""
         return np.asarray([_label(self._file.label(int(r))[0]) for r in self._rows])
 
-    def _bad_image(self, i, rid):
+    def _bad_image(self, i, rid, why="data OpenCV cannot decode"):
         return RecordFormatError(
-            f"{self.path}: record {i} (id {rid}) holds data OpenCV cannot decode; the .rec is "
+            f"{self.path}: record {i} (id {rid}) holds {why}; the .rec is "
             "corrupt. Re-create it with finetune pack (it skips bad images).")
+
+    @contextlib.contextmanager
+    def _checked(self, i, rid):
+        """Turn the decoder's refusals into errors naming the record.
+
+        A bomb stays an :class:`ImageTooLargeError` (the cap can be raised);
+        a truncated or undecodable image is a :class:`RecordFormatError`.
+        """
+        source = f"{self.path}: record {i} (id {rid})"
+        try:
+            yield source
+        except ImageTooLargeError:
+            raise
+        except ImageDecodeError as exc:
+            why = str(exc).removeprefix(source + ": ").rstrip(".")
+            raise self._bad_image(i, rid, f"an image that cannot be used ({why})") from None
 
     def load(self, i: int, rng=None, out=None):
         """Item ``i`` as ``(image (C, H, W) float32, label)``, written into ``out`` if given."""
         label, rid, buf = self.record(i)
-        if self.train:
-            rng = rng if rng is not None else np.random
-            img = train_crop(buf, self.augment, self.preprocess, rng)
-        else:
-            img = eval_crop(buf, self.preprocess)
+        with self._checked(i, rid) as source:
+            if self.train:
+                rng = rng if rng is not None else np.random
+                img = train_crop(buf, self.augment, self.preprocess, rng, source)
+            else:
+                img = eval_crop(buf, self.preprocess, source)
         if img is None:
             raise self._bad_image(i, rid)
         if out is None:
@@ -255,8 +280,8 @@ def _worker_batch(task):
     slot, indices, seed = task
     try:
         return slot, _fill(_WORKER["ds"], _WORKER["views"][slot], indices, seed), None
-    except RecordFormatError as exc:
-        return slot, None, str(exc)
+    except (RecordFormatError, ImageTooLargeError) as exc:  # sent back and raised in the main process
+        return slot, None, exc
 
 
 class RecordLoader:
@@ -353,7 +378,7 @@ class RecordLoader:
         try:
             for slot, labels, error in self._pool.imap(_worker_batch, tasks()):
                 if error is not None:
-                    raise RecordFormatError(error)
+                    raise error
                 data = _to_nd(mx, self._views[slot][:len(labels)])
                 free.put(slot)
                 yield data, mx.nd.array(labels)

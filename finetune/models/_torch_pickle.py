@@ -31,6 +31,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -43,6 +44,10 @@ _LEGACY_PROTOCOL = 1001
 _MAX_EXPANDED = 1 << 27  # elements an expanded (stride-0) tensor may reach
 _MAX_ZIP_EXPANSION = 64  # members may declare at most this multiple of the file size
 _MAX_DEPTH = 64
+_MAX_OUTPUT_SLACK = 1 << 28  # bytes the tensors may reach beyond _MAX_ZIP_EXPANSION times the file size
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+               ValueError, OverflowError, OSError)  # zipfile on damaged archives (RuntimeError: encrypted;
+#                                            OSError: a seek to a negative offset)
 
 # torch storage class name -> NumPy dtype of its elements
 _STORAGE_DTYPES = {
@@ -204,11 +209,19 @@ def _unpickle(file, path: str, storages: dict):
         raise ModelError(f"Malformed .pth file {path!r}: {type(exc).__name__}: {exc}") from None
 
 
+def _member(zf, name: str, path: str) -> bytes:
+    try:
+        return zf.read(name)
+    except _ZIP_ERRORS as exc:
+        raise ModelError(f"Malformed .pth file {path!r}: its member {name!r} cannot be read "
+                         f"({type(exc).__name__}: {exc}).") from None
+
+
 def _read_zip(path: str, storages: dict):
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise ModelError(f"Malformed .pth file {path!r}: {exc}") from None
+    except _ZIP_ERRORS as exc:
+        raise ModelError(f"Malformed .pth file {path!r}: {type(exc).__name__}: {exc}") from None
     with zf:
         names = zf.namelist()
         size = os.path.getsize(path)
@@ -220,16 +233,16 @@ def _read_zip(path: str, storages: dict):
         if len(pkl) != 1:
             raise ModelError(f"{path!r} is a zip file but not a PyTorch checkpoint (no single data.pkl).")
         prefix = pkl[0][: -len("data.pkl")]
-        obj = _unpickle(io.BytesIO(zf.read(pkl[0])), path, storages)
+        obj = _unpickle(io.BytesIO(_member(zf, pkl[0], path)), path, storages)
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            byteorder = _member(zf, prefix + "byteorder", path).decode("ascii", "replace").strip()
         order = "<" if byteorder == "little" else ">"
         for key, storage in storages.items():
             member = prefix + "data/" + key
             if member not in names:
                 raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} is missing.")
-            raw = zf.read(member)
+            raw = _member(zf, member, path)
             dtype = storage.stype.dtype.newbyteorder(order)
             if len(raw) % dtype.itemsize:
                 raise ModelError(f"Malformed .pth file {path!r}: storage {key!r} has a partial element.")
@@ -272,7 +285,7 @@ def _read_legacy(path: str, storages: dict):
     return obj
 
 
-def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
+def _materialise(ref: _TensorRef, path: str, reserve) -> np.ndarray:
     storage, offset = ref.storage, ref.offset
     if isinstance(storage, _StorageView):
         offset += storage.offset
@@ -285,7 +298,7 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
         raise ModelError(f"Malformed .pth file {path!r}: the data of storage {storage.key!r} is missing.")
     limit = len(data) if limit is None else min(limit, len(data))
     if 0 in ref.shape:
-        out = np.zeros(ref.shape, storage.stype.dtype)
+        out = np.zeros(ref.shape, storage.stype.dtype)  # no elements: nothing to reserve
     else:
         last = offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
         numel = int(np.prod(ref.shape, dtype=np.float64))
@@ -295,6 +308,7 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
         if last >= limit:
             raise ModelError(f"Malformed .pth file {path!r}: a tensor of shape {ref.shape} reaches past "
                              f"the end of storage {storage.key!r}.")
+        reserve(ref.shape, data.dtype)
         item = data.itemsize
         out = np.lib.stride_tricks.as_strided(
             data[offset:], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
@@ -305,15 +319,50 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
     return out
 
 
-def _collect(obj, prefix: str, out: dict, path: str, depth: int = 0) -> None:
+class _Budget:
+    """What the tensors of one file may take: each tensor read once, all within ``limit`` bytes.
+
+    A pickle can name one tensor under many keys (a few bytes each) and can
+    give small storages large stride-0 shapes; without a total, a small file
+    could ask for terabytes.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.limit = _MAX_ZIP_EXPANSION * os.path.getsize(path) + _MAX_OUTPUT_SLACK
+        self.used = 0
+        self.arrays: dict = {}  # id(_TensorRef) -> array: a tensor named twice is read once
+        self.dicts: set = set()
+
+    def array(self, ref: _TensorRef) -> np.ndarray:
+        if id(ref) not in self.arrays:
+            self.arrays[id(ref)] = _materialise(ref, self.path, self.reserve)
+        return self.arrays[id(ref)]
+
+    def reserve(self, shape, dtype) -> None:
+        """Count a tensor about to be allocated; raise if the file's tensors outgrow the limit."""
+        nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if self.used + nbytes > self.limit:
+            raise ModelError(f"Malformed .pth file {self.path!r}: its tensors would take more than "
+                             f"{self.limit} bytes ({_MAX_ZIP_EXPANSION} times the file's size and "
+                             f"{_MAX_OUTPUT_SLACK} more); it was not read.")
+        self.used += nbytes
+
+
+def _collect(obj, prefix: str, out: dict, budget: _Budget, depth: int = 0) -> None:
+    path = budget.path
     if depth > _MAX_DEPTH:
         raise ModelError(f"Malformed .pth file {path!r}: dictionaries nested more than {_MAX_DEPTH} deep "
                          f"(at {prefix[:200]!r}); a state dict is not that deep.")
     if isinstance(obj, _TensorRef):
-        out[prefix] = _materialise(obj, path)
+        out[prefix] = budget.array(obj)
     elif isinstance(obj, dict):
+        if id(obj) in budget.dicts:  # shared sub-dicts would make the walk exponential in the depth
+            raise ModelError(f"Malformed .pth file {path!r}: the dictionary at {prefix[:200]!r} also "
+                             "appears elsewhere in the file; a state dict is a tree.")
+        budget.dicts.add(id(obj))
         for key, value in obj.items():
-            _collect(value, f"{prefix}.{key}" if prefix else str(key), out, path, depth + 1)
+            _collect(value, f"{prefix}.{key}" if prefix else str(key), out, budget, depth + 1)
 
 
 def read_torch_state_dict(path) -> dict:
@@ -358,7 +407,7 @@ def read_torch_state_dict(path) -> dict:
         is_zip = f.read(4) == b"PK\x03\x04"  # how torch.load tells the layouts apart
     obj = _read_zip(path, storages) if is_zip else _read_legacy(path, storages)
     out: dict = {}
-    _collect(obj, "", out, path)
+    _collect(obj, "", out, _Budget(path))
     if not out:
         raise ModelError(f"{path!r} holds no tensors (top-level object: {type(obj).__name__}).")
     return out

@@ -28,12 +28,11 @@ import math
 import os
 import re
 
-import cv2
 import numpy as np
 
 from .._atomic import atomic_write
 from ..data import Augment, RecordDataset
-from ..errors import ConfigError, UnknownNameError, check_choice, check_range
+from ..errors import ConfigError, DataError, UnknownNameError, check_choice, check_range
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
 from ._policy import _ORIG, LayerLRPolicy
@@ -459,8 +458,8 @@ def _image_side(data, n: int = 16) -> int | None:
         return None
     sides = []
     for i in range(min(n, len(ds))):
-        buf = ds.record(i)[2]
-        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is not None:
-            sides.append(min(img.shape[:2]))
+        try:
+            sides.append(min(ds.image(i).shape[:2]))
+        except DataError:  # checked decoding: a bomb or a damaged record is left out of the hint
+            continue
     return int(np.median(sides)) if sides else None

@@ -12,7 +12,7 @@ import pytest
 import finetune.data as fdata
 from finetune.data import ImageList, MeanImage, balance, check, decode_image, pack, read_image
 from finetune.data._recordio import RecordFile
-from finetune.errors import DataError, ImageTooLargeError, ListFormatError, RecordFormatError
+from finetune.errors import DataError, ImageDecodeError, ImageTooLargeError, ListFormatError, RecordFormatError
 
 
 def _png_bomb(w=30000, h=30000) -> bytes:
@@ -138,3 +138,105 @@ def test_mean_of_zero_readable_images_is_an_error_not_nan(tmp_path):
     (root / "a" / "1.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="none of the 1 images could be read"):
         MeanImage.compute(ImageList.from_folder(root), size=(8, 8), workers=0)
+
+
+def _record_file(tmp_path, payloads):
+    """A ``.rec`` / ``.idx`` pair holding ``payloads`` as they are (no checks, as MXNet's im2rec would)."""
+    from finetune.data._recordio import RecordWriter
+
+    prefix = tmp_path / "raw"
+    with open(f"{prefix}.rec", "wb") as rec, open(f"{prefix}.idx", "w") as idx:
+        w = RecordWriter(rec, idx)
+        for k, payload in enumerate(payloads):
+            w.write(k, struct.pack("IfQQ", 0, float(k), k, 0) + payload)
+        w.close()
+    return prefix
+
+
+def _truncated_jpeg():
+    rng = np.random.default_rng(0)
+    jpg = cv2.imencode(".jpg", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    return jpg[: len(jpg) * 2 // 3]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_records_holding_a_bomb_or_a_truncated_jpeg_are_refused_before_decoding(tmp_path, train):
+    good = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
+    ds = fdata.RecordDataset(_record_file(tmp_path, [good, _png_bomb(), _truncated_jpeg()]),
+                             fdata.Preprocess(size=(16, 16)), train=train)
+    assert ds.image(0).shape == (20, 20, 3) and ds[0][0].shape == (3, 16, 16)
+    t0 = time.time()
+    for access in (ds.image, ds.__getitem__):
+        with pytest.raises(ImageTooLargeError, match=r"raw\.rec: record 1 \(id 1\).*30000x30000"):
+            access(1)
+        with pytest.raises(RecordFormatError, match=r"record 2 \(id 2\).*truncated.*end-of-image"):
+            access(2)
+    assert time.time() - t0 < 5
+    loader = ds.loader(3, workers=1, shuffle=False)
+    try:
+        with pytest.raises(ImageTooLargeError, match="record 1"):
+            list(loader)
+    finally:
+        loader.close()
+
+
+def test_decode_image_refuses_a_truncated_jpeg_or_png():
+    with pytest.raises(ImageDecodeError, match="x.jpg: the image is truncated: the JPEG data ends before"):
+        decode_image(_truncated_jpeg(), source="x.jpg")
+    png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ImageDecodeError, match="before its IEND chunk"):
+        decode_image(png[:-20])
+
+
+def _damaged_jpeg():
+    """A JPEG with 64 bytes of its scan data overwritten; it still ends with its end-of-image marker."""
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (7, 7), 2)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    mid = (jpg.find(b"\xff\xda") + len(jpg)) // 2
+    return jpg[:mid] + rng.integers(0, 256, 64, dtype=np.uint8).tobytes() + jpg[mid + 64:], img
+
+
+def _damaged_png():
+    """A PNG whose IDAT data has 32 bytes zeroed (the CRC no longer matches)."""
+    png = cv2.imencode(".png", np.random.default_rng(4).integers(0, 255, (60, 80, 3), dtype=np.uint8))[1].tobytes()
+    i = png.find(b"IDAT")
+    (length,) = struct.unpack(">I", png[i - 4:i])
+    mid = i + 4 + length // 2
+    return png[:mid] + bytes(32) + png[mid + 32:]
+
+
+def test_check_and_pack_report_images_that_decode_only_partly(tmp_path, capfd):
+    jpg, original = _damaged_jpeg()
+    decoded = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and np.abs(decoded.astype(int) - original).mean() > 5  # OpenCV passes it
+    assert capfd.readouterr().err.startswith("Corrupt JPEG data")  # and only prints libjpeg's warning
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "damaged.jpg").write_bytes(jpg)
+    (root / "a" / "damaged.png").write_bytes(_damaged_png())
+    cv2.imwrite(str(root / "a" / "ok.jpg"), original)
+    images = ImageList.from_folder(root)
+    for workers in (0, 2):
+        report = check(images, workers=workers, min_size=1)
+        bad = {os.path.basename(b.path): b for b in report.bad}
+        assert sorted(bad) == ["damaged.jpg", "damaged.png"] and len(report.good) == 1
+        assert bad["damaged.jpg"].reason == "damaged"
+        assert "Corrupt JPEG data" in bad["damaged.jpg"].detail and "re-encode" in bad["damaged.jpg"].detail
+        assert bad["damaged.png"].reason == "corrupt" and "libpng error" in bad["damaged.png"].detail
+    packed = pack(images, tmp_path / "out", workers=0)
+    assert packed.written == 1 and sorted(b.reason for b in packed.bad) == ["corrupt", "damaged"]
+    printed = capfd.readouterr().err.splitlines()
+    assert not [line for line in printed if line.startswith(("Corrupt JPEG", "libpng"))]  # reported, not printed
+
+
+def test_decoder_capture_passes_other_output_on(capfd):
+    from finetune.data._check import decode_reporting
+
+    png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    img, messages, damaged = decode_reporting(png)
+    assert img.shape == (4, 4, 3) and messages == [] and not damaged
+    os.write(2, b"before\n")
+    decode_reporting(_damaged_jpeg()[0])
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "before\nafter\n"

@@ -348,3 +348,34 @@ def test_zip_members_declaring_more_than_the_file_holds_are_refused(tmp_path, mo
     path.write_bytes(bytes(raw))
     with pytest.raises(ModelError, match="declare"):
         read_torch_state_dict(path)
+
+
+def test_shared_sub_dicts_are_refused_instead_of_walked_exponentially(tmp_path, monkeypatch):
+    state, storages, _ = _sample(monkeypatch)
+    obj = state
+    for _ in range(60):  # 2**60 paths through 60 dicts
+        obj = {"a": obj, "b": obj}
+    write_zip(tmp_path / "dag.pth", obj, storages)
+    monkeypatch.undo()
+    with pytest.raises(ModelError, match="also appears elsewhere"):
+        read_torch_state_dict(tmp_path / "dag.pth")
+
+
+def test_a_tensor_named_many_times_is_read_once(tmp_path, monkeypatch):
+    rebuild, st = _fake_torch(monkeypatch)
+    s = _StorageRef(st["FloatStorage"], "0", np.arange(1 << 16, dtype=np.float32))
+    t = _Tensor(rebuild, s, 0, (1 << 16,), (1,))
+    write_zip(tmp_path / "many.pth", {f"k{i}": t for i in range(20000)}, [s])  # 20000 x 256 KiB if copied
+    monkeypatch.undo()
+    sd = read_torch_state_dict(tmp_path / "many.pth")
+    assert len(sd) == 20000 and len({id(v) for v in sd.values()}) == 1
+
+
+def test_many_expanded_tensors_cannot_exhaust_memory(tmp_path, monkeypatch):
+    rebuild, st = _fake_torch(monkeypatch)
+    s = _StorageRef(st["FloatStorage"], "0", np.zeros(1, np.float32))
+    # each within the per-tensor cap (2**27 elements), 64 of them 32 GiB from a file of a few kB
+    write_zip(tmp_path / "w.pth", {f"x{i}": _Tensor(rebuild, s, 0, (1 << 13, 1 << 14), (0, 0)) for i in range(64)}, [s])
+    monkeypatch.undo()
+    with pytest.raises(ModelError, match="would take more than"):
+        read_torch_state_dict(tmp_path / "w.pth")
