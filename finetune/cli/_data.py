@@ -8,7 +8,7 @@ import logging
 import os
 import random
 
-from ._options import add_alias, add_positional_out, add_shared
+from ._options import add_alias, add_out, add_shared
 
 log = logging.getLogger("finetune")
 
@@ -36,8 +36,7 @@ def register(sub) -> None:
                        description="Scan ROOT (one folder per class) and write PREFIX_<part>.lst "
                        "files plus PREFIX_classes.txt, split per class with a seed.")
     p.add_argument("root", help="folder with one sub-folder per class")
-    add_positional_out(p, "PREFIX")
-    add_shared(p, "out", metavar="PREFIX", help="output prefix, e.g. data/flowers (required)")
+    add_out(p, "PREFIX", metavar="PREFIX", help="output prefix, e.g. data/flowers (required)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2],
                        help="fraction of each class per part (default: 0.8 0.2)")
@@ -62,8 +61,7 @@ def register(sub) -> None:
     p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx",
                        usage="%(prog)s SOURCE --out PREFIX [options]")
     p.add_argument("source", help="image folder or .lst / .csv file")
-    add_positional_out(p, "PREFIX")
-    add_shared(p, "out", metavar="PREFIX", help="output prefix: PREFIX.rec, PREFIX.idx (required)")
+    add_out(p, "PREFIX", metavar="PREFIX", help="output prefix: PREFIX.rec, PREFIX.idx (required)")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
     _pack_options(p)
     add_alias(p, "--num-thread", add_shared(p, "workers"))
@@ -72,8 +70,7 @@ def register(sub) -> None:
     p = sub.add_parser("mean", help="compute a mean image (mean.bin) and RGB mean/std of a .rec",
                        usage="%(prog)s REC --out MEAN_BIN --size H W [options]")
     p.add_argument("rec", help=".rec file or its prefix")
-    add_positional_out(p, "OUTPUT")
-    add_shared(p, "out", metavar="MEAN_BIN", help="mean.bin to write (MXNet format, RGB) (required)")
+    add_out(p, "OUTPUT", metavar="MEAN_BIN", help="mean.bin to write (MXNet format, RGB) (required)")
     p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop")
     add_shared(p, "workers")
@@ -82,8 +79,7 @@ def register(sub) -> None:
     p = sub.add_parser("balance", help="oversample the classes of a training .lst up to a target",
                        usage="%(prog)s LST --out LST --target N --out-dir DIR [options]")
     p.add_argument("lst", help="training .lst")
-    add_positional_out(p, "OUTPUT")
-    add_shared(p, "out", metavar="LST", help="the balanced .lst to write (required)")
+    add_out(p, "OUTPUT", metavar="LST", help="the balanced .lst to write (required)")
     p.add_argument("--target", type=int, required=True, help="images per class")
     p.add_argument("--out-dir", required=True, help="where the new images go")
     p.add_argument("--root", help="image root of the .lst (default: its folder)")
@@ -92,8 +88,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("fashion-mnist", help="write a class-per-folder PNG sample of Fashion-MNIST",
                        usage="%(prog)s --out DIR [options]")
-    add_positional_out(p, "OUTPUT")
-    add_shared(p, "out", metavar="DIR", help="folder to create (required)")
+    add_out(p, "OUTPUT", metavar="DIR", help="folder to create (required)")
     p.add_argument("--per-class", type=int, default=100, help="images per class (default: 100)")
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--size", type=int, default=None, help="upscale to SIZE x SIZE")

@@ -162,6 +162,15 @@ def add_positional_out(parser, old: str, required: bool = True) -> None:
     parser._out_positional = (old, required)
 
 
+def add_out(parser, old: str, **changes) -> argparse.Action:
+    """Add ``--out`` (``changes`` as for :func:`add_shared`) and its former trailing positional ``old``.
+
+    Call after the command's other positionals; returns the ``--out`` action.
+    """
+    add_positional_out(parser, old)
+    return add_shared(parser, "out", **changes)
+
+
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` that resolves a deprecated positional output after parsing."""
 
