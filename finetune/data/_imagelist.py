@@ -6,30 +6,21 @@ sorted order (``os.walk`` with sorted ``dirs``), and every folder that holds at
 least one matching image gets the next label. The class name is the folder's
 path relative to the root (``"cat"``, or ``"animals/cat"`` in deeper trees).
 
-Splitting is stratified per class and written here rather than with
-``sklearn.model_selection.train_test_split(stratify=...)``: that function
-refuses classes with a single image and has no "N images per class" mode
-(the Caltech-256 protocol), while the per-class allocation below handles both
-and gives every class the requested proportion (largest-remainder rounding).
+Splitting is stratified per class (the allocation is in ``_split.py``); the
+``.lst`` and CSV formats are read and written by ``_listfiles.py``.
 """
 
 from __future__ import annotations
 
 import collections
-import csv
-import io
 import logging
-import math
 import os
 import random
 from typing import NamedTuple
 
-import numpy as np
-
-from .._atomic import atomic_open
-from ..errors import ConfigError, ListFormatError, MissingFileError, check_range
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
-from ._listfiles import _is_number, _norm_label, classes_path_for, find_class_names, write_class_names
+from ._listfiles import classes_path_for, find_class_names, read_csv, read_lst, write_class_names, write_lst
+from ._split import stratified_split
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 
@@ -38,22 +29,6 @@ log = logging.getLogger("finetune.data")
 #: Extensions :meth:`ImageList.from_folder` accepts by default: :data:`IMAGE_EXTENSIONS`, the
 #: one list every folder reader of finetune uses (kept under this name for compatibility).
 DEFAULT_EXTS = IMAGE_EXTENSIONS
-
-
-def _read_text_lines(path, newline=None):
-    """The lines of a UTF-8 text file (a byte-order mark is dropped); non-UTF-8 raises ListFormatError.
-
-    ``newline`` is as for :func:`open` (``""`` for the csv module).
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ListFormatError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
-                              f"{e.start}). Save the file as UTF-8.") from None
-    return io.StringIO(text, newline=newline)
 
 
 class ImageEntry(NamedTuple):
@@ -234,29 +209,7 @@ class ImageList:
             A line does not have the im2rec layout (the line number is given).
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise MissingFileError(f"List file {path!r} does not exist.")
-        entries = []
-        for n, line in enumerate(_read_text_lines(path), 1):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.rstrip("\n").split("\t")]
-            if len(parts) < 3:
-                raise ListFormatError(
-                    f"{path}, line {n}: expected 'index<TAB>label<TAB>path' (at least 3 "
-                    f"tab-separated fields), got {len(parts)}: {line.strip()!r:.200}.")
-            try:
-                index, label = int(parts[0]), _norm_label(parts[1:-1])
-            except ValueError:
-                raise ListFormatError(
-                    f"{path}, line {n}: index must be an integer and labels numbers; "
-                    f"got {line.strip()!r:.200}.") from None
-            labels = label if isinstance(label, tuple) else (label,)
-            if not 0 <= index < 2 ** 63 or not all(math.isfinite(v) for v in labels):
-                raise ListFormatError(
-                    f"{path}, line {n}: the index must be in [0, 2**63) and labels finite numbers; "
-                    f"got {line.strip()!r:.200}.")
-            entries.append((index, parts[-1], label))
+        entries = read_lst(path)
         if class_names is None:
             class_names = find_class_names(path)
         if root is None:
@@ -280,30 +233,7 @@ class ImageList:
             Label order for textual labels.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise MissingFileError(f"CSV file {path!r} does not exist.")
-        try:
-            rows = [r for r in csv.reader(_read_text_lines(path, newline="")) if r and any(c.strip() for c in r)]
-        except csv.Error as e:
-            raise ListFormatError(f"{path}: not a readable CSV file ({e}).") from None
-        if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-            rows = rows[1:]
-        for n, row in enumerate(rows, 1):
-            if len(row) < 2:
-                raise ListFormatError(f"{path}, row {n}: expected 'path,label', got {row!r}.")
-        raw = [row[1].strip() for row in rows]
-        numeric = all(_is_number(r) for r in raw)
-        if numeric:
-            labels = [_norm_label([r]) for r in raw]
-        else:
-            if class_names is None:
-                class_names = sorted(set(raw))
-            lookup = {name: i for i, name in enumerate(class_names)}
-            missing = sorted(set(raw) - set(lookup))
-            if missing:
-                raise ListFormatError(f"{path}: labels {missing} are not in class_names {class_names}.")
-            labels = [lookup[r] for r in raw]
-        entries = [(i, row[0].strip(), lab) for i, (row, lab) in enumerate(zip(rows, labels))]
+        entries, class_names = read_csv(path, class_names)
         if root is None:
             root = os.path.dirname(os.path.abspath(path))
         return cls(entries, class_names=class_names, root=root)
@@ -344,41 +274,7 @@ class ImageList:
         >>> first.class_counts(), len(rest)
         ({0: 3, 1: 3}, 4)
         """
-        if (ratios is None) == (per_class is None):
-            raise ConfigError("ImageList.split needs exactly one of 'ratios' or 'per_class'. "
-                              f"Got ratios={ratios!r}, per_class={per_class!r}.")
-        if per_class is not None:
-            if int(per_class) != per_class or per_class < 1:
-                raise ConfigError(f"The 'per_class' parameter of ImageList.split must be a positive "
-                                  f"integer. Got {per_class!r} instead.")
-        else:
-            ratios = [float(r) for r in ratios]
-            for r in ratios:
-                check_range("ImageList.split", "ratios", r, 0, 1)
-            if len(ratios) < 1 or abs(sum(ratios) - 1) > 1e-6:
-                raise ConfigError(f"The 'ratios' of ImageList.split must sum to 1. Got {ratios} "
-                                  f"(sum {sum(ratios):g}) instead.")
-        rng = np.random.RandomState(seed)
-        by_class = collections.defaultdict(list)
-        for pos, lab in enumerate(self.single_labels()):
-            by_class[lab].append(pos)
-        nparts = 2 if per_class is not None else len(ratios)
-        parts = [[] for _ in range(nparts)]
-        for lab in sorted(by_class):
-            members = np.array(by_class[lab])
-            members = members[rng.permutation(len(members))]
-            if per_class is not None:
-                k = min(int(per_class), len(members))
-                if k < per_class:
-                    log.warning("Class %s has only %d images (< per_class=%d); none left for the "
-                                "second part.", self._name(lab), len(members), per_class)
-                counts = [k, len(members) - k]
-            else:
-                counts = _allocate(len(members), ratios)
-            start = 0
-            for part, c in zip(parts, counts):
-                part.extend(members[start:start + c].tolist())
-                start += c
+        parts = stratified_split(self.single_labels(), ratios, per_class=per_class, seed=seed, name=self._name)
         return tuple(self.subset(sorted(p)) for p in parts)
 
     def _name(self, label) -> str:
@@ -416,23 +312,10 @@ class ImageList:
         entries = list(self.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            for e in entries:
-                labels = e.label if isinstance(e.label, tuple) else (e.label,)
-                f.write("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
+        write_lst(path, entries)
         classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
         names = self.class_names
         if names is None:
             names = [str(i) for i in range(max(self.single_labels(), default=-1) + 1)]
         write_class_names(classes_path, names)
         return classes_path
-
-
-def _allocate(n: int, ratios) -> list:
-    """Split ``n`` items by ``ratios`` with largest-remainder rounding."""
-    exact = [n * r for r in ratios]
-    counts = [int(np.floor(x)) for x in exact]
-    order = sorted(range(len(ratios)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[: n - sum(counts)]:
-        counts[i] += 1
-    return counts
