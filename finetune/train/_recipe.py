@@ -22,27 +22,21 @@ with the LR divided by 5 on plateaus).
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import os
 import re
 
 import numpy as np
 
-from .._atomic import atomic_write
 from ..data import Augment, RecordDataset
 from ..errors import ConfigError, DataError, UnknownNameError, check_choice, check_range
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
 from ._policy import _ORIG, LayerLRPolicy
+from ._recipe_fit import _path, fit_recipe
 from ._rules import Rule, _glob_to_re
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
-from ._weights import KeepBest
 
 __all__ = ["Recipe", "RecipePlan"]
-
-log = logging.getLogger(__name__)
 
 _AUTO = "auto"
 
@@ -346,71 +340,8 @@ class Recipe:
             Its ``history_`` holds the fine-tuning epochs; ``head_history_`` on
             the recipe's return value holds the warm-up's.
         """
-        from ._lr_find import lr_find
-        from ._trainer import Trainer
-
-        plan = self.plan(model, train, val)
-        log.info("%r decides:\n%s", self, plan)
-        s = plan.size
-        model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
-        pre = model.preprocess
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-            atomic_write(os.path.join(out_dir, "plan.txt"), str(plan) + "\n")
-        train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
-        plain_train = RecordDataset(train_path, pre)
-        val_ds = RecordDataset(val_path, pre) if val_path else None
-        head_history = []
-        last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
-        resume = bool(resume and last and os.path.isfile(last))
-        if resume:
-            log.info("recipe: resuming the fine-tuning stage from %s", last)
-        if self.head_epochs and not resume:
-            warm = Trainer(model, policy=LayerLRPolicy.head_only(), optimizer="adam",
-                           optimizer_params={"learning_rate": self.head_lr}, batch_size=self.batch_size, ctx=ctx,
-                           seed=self.seed, workers=workers, progress=progress, loss=self.loss(), kvstore=kvstore,
-                           out_dir=os.path.join(out_dir, "head") if out_dir else None)
-            warm.fit(plain_train, val_ds, epochs=self.head_epochs)
-            head_history = warm.history_
-        if not self.epochs:
-            return warm if self.head_epochs and not resume else None
-        aug = self.augmentation()
-        train_ds = RecordDataset(train_path, pre, train=aug is not None, augment=aug)
-        lr = self.lr
-        opt = {"wd": self.wd}
-        if self.optimizer in ("sgd", "nag"):
-            opt["momentum"] = self.momentum
-        policy = self.policy(model)
-        if lr == "find":
-            saved = os.path.join(out_dir, "lr_find.json") if out_dir else None
-            if resume and saved and os.path.isfile(saved):
-                with open(saved, encoding="utf-8") as f:
-                    lr = float(json.load(f)["suggestion"])
-            else:
-                found = lr_find(model, train_ds, policy=policy, optimizer=self.optimizer, optimizer_params=opt,
-                                batch_size=self.batch_size, ctx=ctx, loss=self.loss(), seed=self.seed,
-                                progress=progress)
-                lr = found.suggestion
-                if saved:
-                    found.save(saved)
-            log.info("recipe: LR-range test suggests %.3g", lr)
-        cbs = list(callbacks or [])
-        if val_ds is not None and self.keep_best:
-            # two standard errors of an accuracy on this many images: smaller differences are noise
-            cbs.append(KeepBest("val_top1", min_delta=2 * math.sqrt(0.25 / max(len(val_ds), 1))))
-        if val_ds is not None and self.early_stopping:
-            from ._callbacks import EarlyStopping
-            cbs.append(EarlyStopping("val_top1", patience=self.early_stopping))
-        trainer = Trainer(model, policy=policy, optimizer=self.optimizer,
-                          optimizer_params={"learning_rate": lr, **opt}, batch_size=self.batch_size, ctx=ctx,
-                          schedule=self.make_schedule(), loss=self.loss(), seed=self.seed, workers=workers,
-                          out_dir=os.path.join(out_dir, "fine_tune") if out_dir else None, progress=progress,
-                          ema=self.ema, tta=self.tta, kvstore=kvstore, checkpoint_every=checkpoint_every,
-                          mixup=self.mixup, cutmix=self.cutmix)
-        trainer.fit(train_ds, val_ds, epochs=self.epochs, callbacks=cbs, resume=last if resume else None)
-        trainer.head_history_ = head_history
-        trainer.recipe_plan_ = plan
-        return trainer
+        return fit_recipe(self, model, train, val, ctx=ctx, out_dir=out_dir, workers=workers, progress=progress,
+                          callbacks=callbacks, kvstore=kvstore, resume=resume, checkpoint_every=checkpoint_every)
 
 
 class RecipePlan:
@@ -432,15 +363,6 @@ class RecipePlan:
     def __str__(self) -> str:
         w = max(len(r[0]) for r in self.rows)
         return "\n".join(f"{a:<{w}}  {b}" + (f"  ({c})" if c else "") for a, b, c in self.rows)
-
-
-def _path(data, what) -> str:
-    if isinstance(data, RecordDataset):
-        return data.path
-    if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)
-    raise ConfigError(f"Recipe.fit needs {what} records: a RecordDataset or a .rec path. "
-                      f"Got {type(data).__name__} instead.")
 
 
 def _native_size(model) -> tuple:

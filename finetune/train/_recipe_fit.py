@@ -1,0 +1,100 @@
+"""Running a :class:`~finetune.train.Recipe`: the head warm-up, then full fine-tuning.
+
+:meth:`Recipe.fit <finetune.train.Recipe.fit>` delegates here; the decisions
+themselves (input size, policy, schedule, augmentation) are the recipe's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+from .._atomic import atomic_write
+from ..data import RecordDataset
+from ..errors import ConfigError
+from ._callbacks import EarlyStopping
+from ._lr_find import lr_find
+from ._policy import LayerLRPolicy
+from ._trainer import Trainer
+from ._weights import KeepBest
+
+__all__ = ["fit_recipe"]
+
+log = logging.getLogger("finetune.train._recipe")
+
+
+def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True,
+               callbacks=None, kvstore="device", resume: bool = False, checkpoint_every: int = 0):
+    """Run ``recipe`` on ``model``; the parameters and return value are those of :meth:`Recipe.fit`."""
+    plan = recipe.plan(model, train, val)
+    log.info("%r decides:\n%s", recipe, plan)
+    s = plan.size
+    model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
+    pre = model.preprocess
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write(os.path.join(out_dir, "plan.txt"), str(plan) + "\n")
+    train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
+    plain_train = RecordDataset(train_path, pre)
+    val_ds = RecordDataset(val_path, pre) if val_path else None
+    head_history = []
+    last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
+    resume = bool(resume and last and os.path.isfile(last))
+    if resume:
+        log.info("recipe: resuming the fine-tuning stage from %s", last)
+    if recipe.head_epochs and not resume:
+        warm = Trainer(model, policy=LayerLRPolicy.head_only(), optimizer="adam",
+                       optimizer_params={"learning_rate": recipe.head_lr}, batch_size=recipe.batch_size, ctx=ctx,
+                       seed=recipe.seed, workers=workers, progress=progress, loss=recipe.loss(), kvstore=kvstore,
+                       out_dir=os.path.join(out_dir, "head") if out_dir else None)
+        warm.fit(plain_train, val_ds, epochs=recipe.head_epochs)
+        head_history = warm.history_
+    if not recipe.epochs:
+        return warm if recipe.head_epochs and not resume else None
+    aug = recipe.augmentation()
+    train_ds = RecordDataset(train_path, pre, train=aug is not None, augment=aug)
+    lr = recipe.lr
+    opt = {"wd": recipe.wd}
+    if recipe.optimizer in ("sgd", "nag"):
+        opt["momentum"] = recipe.momentum
+    policy = recipe.policy(model)
+    if lr == "find":
+        saved = os.path.join(out_dir, "lr_find.json") if out_dir else None
+        if resume and saved and os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as f:
+                lr = float(json.load(f)["suggestion"])
+        else:
+            found = lr_find(model, train_ds, policy=policy, optimizer=recipe.optimizer, optimizer_params=opt,
+                            batch_size=recipe.batch_size, ctx=ctx, loss=recipe.loss(), seed=recipe.seed,
+                            progress=progress)
+            lr = found.suggestion
+            if saved:
+                found.save(saved)
+        log.info("recipe: LR-range test suggests %.3g", lr)
+    cbs = list(callbacks or [])
+    if val_ds is not None and recipe.keep_best:
+        # two standard errors of an accuracy on this many images: smaller differences are noise
+        cbs.append(KeepBest("val_top1", min_delta=2 * math.sqrt(0.25 / max(len(val_ds), 1))))
+    if val_ds is not None and recipe.early_stopping:
+        cbs.append(EarlyStopping("val_top1", patience=recipe.early_stopping))
+    trainer = Trainer(model, policy=policy, optimizer=recipe.optimizer,
+                      optimizer_params={"learning_rate": lr, **opt}, batch_size=recipe.batch_size, ctx=ctx,
+                      schedule=recipe.make_schedule(), loss=recipe.loss(), seed=recipe.seed, workers=workers,
+                      out_dir=os.path.join(out_dir, "fine_tune") if out_dir else None, progress=progress,
+                      ema=recipe.ema, tta=recipe.tta, kvstore=kvstore, checkpoint_every=checkpoint_every,
+                      mixup=recipe.mixup, cutmix=recipe.cutmix)
+    trainer.fit(train_ds, val_ds, epochs=recipe.epochs, callbacks=cbs, resume=last if resume else None)
+    trainer.head_history_ = head_history
+    trainer.recipe_plan_ = plan
+    return trainer
+
+
+def _path(data, what) -> str:
+    if isinstance(data, RecordDataset):
+        return data.path
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    raise ConfigError(f"Recipe.fit needs {what} records: a RecordDataset or a .rec path. "
+                      f"Got {type(data).__name__} instead.")
