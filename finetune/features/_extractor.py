@@ -1,21 +1,22 @@
-"""FeatureExtractor: retrieval descriptors from named layers of any protocol model."""
+"""FeatureExtractor: retrieval descriptors from named layers of any protocol model.
+
+The folder it saves to (settings, PCA and MOP states) is ``_extractor_io.py``'s.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 
 import mxnet as mx
 import numpy as np
 
-from .._atomic import atomic_paths, recover
 from .._context import resolve_ctx
 from .._version import __version__
 from ..data._source import ImageSource
-from ..errors import ConfigError, MissingFileError, ShapeError, UnknownNameError, check_choice
+from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
 from ..models._create import _for_use
+from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP
 from ._pooling import Pooling
@@ -25,9 +26,6 @@ from ._postprocess import PCAWhitening, l2_normalize
 __all__ = ["FeatureExtractor"]
 
 log = logging.getLogger(__name__)
-
-_CONFIG = "extractor.json"
-
 
 def _as_model(model):
     """The network behind ``model``: a block with its own ``features`` and ``layer_names`` as it is, else
@@ -378,39 +376,13 @@ class FeatureExtractor:
         The model directory is replaced atomically first, then the settings
         and the learned states together, as one unit.
         """
-        path = os.fspath(path)
-        os.makedirs(path, exist_ok=True)
-        config = self.get_config()
-        config["model"] = None
-        if save_model and hasattr(self.model, "save"):
-            self.model.save(os.path.join(path, "model"))
-            config["model"] = "model"
-        states = {}  # file name -> arrays; written with the config as one unit
-        if self.pca is not None and self.pca.fitted:
-            states["pca.npz"] = self.pca._state()
-        for layer_i, layer in enumerate(self.layers):
-            for pool_i, pool in enumerate(self.poolings[layer]):
-                if isinstance(pool, MOP) and pool.fitted:
-                    states[f"mop_{layer_i}_{pool_i}.npz"] = pool.state()
-        names = [_CONFIG] + list(states)
-        with atomic_paths([os.path.join(path, n) for n in names]) as temps:
-            for name, tmp in zip(names[1:], temps[1:]):
-                with open(tmp, "wb") as f:
-                    np.savez(f, **states[name])
-            with open(temps[0], "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2)
+        save_folder(self, path, save_model=save_model)
 
     @classmethod
     def load(cls, path, model=None, *, ctx=None) -> "FeatureExtractor":
         """Load a saved extractor; pass ``model`` when the folder holds none."""
         path = os.fspath(path)
-        cfg_path = os.path.join(path, _CONFIG)
-        with contextlib.suppress(OSError):  # finish a save a kill interrupted
-            recover([cfg_path])
-        if not os.path.exists(cfg_path):
-            raise MissingFileError(f"{cfg_path!r} does not exist; is {path!r} a saved FeatureExtractor?")
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = json.load(f)
+        cfg = read_config(path)
         if model is None:
             if not cfg.get("model"):
                 raise ConfigError(f"{path!r} holds no model; pass 'model=' to FeatureExtractor.load.")
@@ -420,12 +392,5 @@ class FeatureExtractor:
         obj = cls(model, cfg["layers"], pooling, ctx=ctx, batch_size=cfg["batch_size"], scales=cfg["scales"],
                   resize=cfg["resize"], resize_side=cfg.get("resize_side", "shorter"), keep_aspect=cfg["keep_aspect"], pca=cfg["pca"], whiten=cfg["whiten"],
                   normalize=cfg["normalize"])
-        if obj.pca is not None and os.path.exists(os.path.join(path, "pca.npz")):
-            obj.pca = PCAWhitening.load(os.path.join(path, "pca.npz"))
-        for layer_i, layer in enumerate(obj.layers):
-            for pool_i, pool in enumerate(obj.poolings[layer]):
-                f = os.path.join(path, f"mop_{layer_i}_{pool_i}.npz")
-                if isinstance(pool, MOP) and os.path.exists(f):
-                    with np.load(f, allow_pickle=False) as arrays:
-                        pool.set_state(dict(arrays))
+        load_states(obj, path)
         return obj
