@@ -1,15 +1,10 @@
-"""Atomic file writes: the one way finetune's writers put files on disk.
+"""Atomic writes: the one way finetune's writers put files and folders on disk.
 
-A file is written to a temporary file in the same folder, flushed, fsynced
-and renamed over the target with :func:`os.replace`, so a reader (or a
-process killed half-way) sees either the previous file or the complete new
-one, never a part. :func:`atomic_files` commits several files as one unit
-(a ``.rec`` with its ``.idx``, descriptors with their ids): the new files are
-written beside the targets first, then renamed in order under a small
-journal; if the process dies between renames, the next :func:`atomic_files`
-or :func:`recover` on those targets finishes the interrupted commit, so the
-set is always all-old or all-new once any finetune writer looks at it.
-:func:`atomic_paths` does the same for writers that take file names.
+Every writer imports from here. Files — one at a time (:func:`atomic_open`,
+:func:`atomic_write`, :func:`atomic_path`) or several committed as one unit
+under a journal (:func:`atomic_files`, :func:`atomic_paths`, :func:`recover`)
+— are written by :mod:`finetune._atomic_files`, re-exported here: a reader
+sees the previous output or the complete new one, never a part.
 :func:`atomic_dir` replaces a whole folder (a model directory): the new
 folder is written as a hidden sibling, then swapped in under a journal, so
 the previous folder survives until the new one is complete (the next
@@ -21,9 +16,6 @@ file-size limit (``EFBIG``) raises :class:`~finetune.errors.WriteError` naming
 the file, with the previous output intact. Writers that report a failed write
 their own way (MXNet raises ``MXNetError``) get the same error when the
 disk is found full or the file at the size limit.
-
-File writes and multi-file units live in :mod:`finetune._atomic_files`;
-this module re-exports them and holds the folder swaps and their recovery.
 
 Written by hand: no maintained library offers journaled multi-file commits
 and folder swaps with this cleanup (``atomicwrites`` is archived and
