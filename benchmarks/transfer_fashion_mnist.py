@@ -148,6 +148,8 @@ def merge(parts) -> dict:
     rows = {}
     for part in parts:
         rows.update(part["rows"])
+    order = {row: i for i, row in enumerate(ROWS)}
+    rows = dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(ROWS))))
     return {**parts[0], "rows": rows, "processes": len(parts)}
 
 
