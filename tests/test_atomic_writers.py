@@ -26,7 +26,7 @@ def _run(script, **kw):
                           env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT)
 
 
-# ------------------------------------------------------------------ the helper
+# ------------------------------------------------------------------ atomic_dir itself
 def test_atomic_dir_replaces_the_folder_and_leaves_nothing_beside_it(tmp_path):
     target = tmp_path / "d"
     for text in ("old", "new"):
@@ -47,18 +47,22 @@ def test_an_error_in_atomic_dir_keeps_the_old_folder_and_removes_the_temporary(t
     assert _listing(target) == ["a.txt"] and _listing(tmp_path) == ["d"]
 
 
-_KILL_DIR = """
+# A child process that dies (SIGKILL) at the n-th os.replace of the atomic-write module.
+_KILL_AT_REPLACE = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
+import numpy as np
 from finetune import _atomic
-calls = []
-real = os.replace
+real, calls = os.replace, []
 def replace(src, dst):
     calls.append(dst)
     if len(calls) == {n}:
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
 _atomic.os.replace = replace
+"""
+
+_KILL_DIR = _KILL_AT_REPLACE + """
 with _atomic.atomic_dir({target!r}) as tmp:
     open(os.path.join(tmp, "a.txt"), "w").write("new")
 """
@@ -179,19 +183,8 @@ def test_disk_full_keeps_the_previous_output_and_is_a_write_error_naming_the_fil
 
 
 # ------------------------------------------------------------------ kill -9, writer by writer
-_KILL_BEFORE_RENAME = """
-import os, signal, sys
-sys.path.insert(0, {root!r})
-import numpy as np
-from finetune import _atomic
+_KILL_BEFORE_RENAME = _KILL_AT_REPLACE + """
 from tests.test_atomic_writers import WRITERS
-real, calls = os.replace, []
-def replace(src, dst):
-    calls.append(dst)
-    if len(calls) == {n}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(src, dst)
-_atomic.os.replace = replace
 WRITERS[{name!r}]({path!r})
 """
 
