@@ -74,6 +74,26 @@ def batchnorm_modes(block) -> dict:
 
     Reads ``nn.BatchNorm`` blocks and the BatchNorm nodes of any symbol graph
     (``SymbolBlock``) inside ``block``; ``"frozen"`` means ``use_global_stats``.
+
+    Parameters
+    ----------
+    block : mxnet.gluon.Block
+        The network (or any part of it) to read.
+
+    Returns
+    -------
+    dict
+        Parameter name → ``"frozen"`` (running statistics used in training)
+        or ``"batch"`` (batch statistics in training); empty when ``block``
+        has no BatchNorm.
+
+    Examples
+    --------
+    >>> from mxnet.gluon import nn
+    >>> net = nn.HybridSequential(prefix="")
+    >>> net.add(nn.Dense(4, in_units=3, prefix="fc_"), nn.BatchNorm(in_channels=4, prefix="bn_"))
+    >>> sorted(set(batchnorm_modes(net).values()))
+    ['batch']
     """
     modes = {}
     for b in _blocks(block):
