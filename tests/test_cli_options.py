@@ -15,6 +15,7 @@ from finetune.cli._options import SHARED
 EXCEPTIONS = {
     ("im2rec", "seed"): (["--seed"], 100),
     ("im2rec", "workers"): (["--num-thread", "--workers"], None),
+    ("train", "batch_size"): (["--batch-size"], None),  # the recipe's own (16) unless given
 }
 
 

@@ -58,7 +58,7 @@ SHARED = {
                        "finetune.data:pack", "finetune.data:check", "finetune.data:MeanImage.compute")),
     "batch_size": Option("--batch-size", dict(type=int, default=32, metavar="N",
                                              help="images per batch, split over the --ctx devices (default: 32)"),
-                         ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",
+                         ("finetune.train:Trainer", "finetune.train:lr_find",
                           "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
     "seed": Option("--seed", dict(type=int, default=0, help="random seed (default: 0)"),
                    ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",

@@ -36,7 +36,7 @@ log = logging.getLogger("finetune")
 _MANUAL = {"policy": "all", "schedule": "constant", "freeze_until": None, "factor": 0.1,
            "step_epochs": [10], "warmup": 0.0, "patience": 0, "stop_after": None, "backbone_lr_mult": 0.01}
 # options both modes share: manual-mode default, and the Recipe field they set
-# (--batch-size and --seed are shared options whose defaults are the recipe's too: no preset changes them)
+# (with no value given, a recipe run takes the recipe's or preset's own value)
 _SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimizer": ("sgd", "optimizer"),
            "lr": (None, "lr"), "momentum": (None, "momentum"), "wd": (None, "wd"),
            "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
@@ -92,8 +92,10 @@ def register(sub) -> None:
                                                 help="manual mode, cosine: warm-up epochs (default: 0)"))
     g.add_argument("--patience", type=int, help="manual mode, plateau: epochs without improvement")
     g.add_argument("--stop-after", type=int, help="manual mode, plateau: stop after this many reductions")
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 12; manual: 10)")
-    add_shared(g, "batch_size")
+    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 30; manual: 10)")
+    # not the shared --batch-size: the recipe's batch differs from the API-wide 32, so no value means "the recipe's"
+    g.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images per step, split over the --ctx devices (recipe: 16; manual: 32)")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip (enables feature caching)")
     g = p.add_argument_group("devices and run")
     add_shared(g, "ctx")

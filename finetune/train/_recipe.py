@@ -52,6 +52,9 @@ class Recipe:
         images are about that large, else three times the images' side
         (rounded up to a multiple of 32, at least 96), never above native.
     batch_size : int
+        Images per fine-tuning step. With frozen BatchNorm statistics the
+        batch size does not affect normalisation, and smaller batches give
+        more updates per epoch on small data sets.
     head_epochs : int
         Epochs of the head warm-up on cached backbone features (0: none).
     head_lr : float
@@ -112,17 +115,17 @@ class Recipe:
     --------
     >>> Recipe()
     Recipe()
-    >>> Recipe(ema=None, epochs=30)
-    Recipe(epochs=30, ema=None)
+    >>> Recipe(ema=None, epochs=40)
+    Recipe(epochs=40, ema=None)
     >>> Recipe.preset("sgd-pretrained").optimizer
     'sgd'
     """
 
     input_size: int | str = _AUTO
-    batch_size: int = 32
+    batch_size: int = 16
     head_epochs: int = 30
     head_lr: float = 3e-3
-    epochs: int = 20
+    epochs: int = 30
     optimizer: str = "adam"
     lr: float | str = 5e-4
     momentum: float = 0.9
@@ -208,7 +211,7 @@ class Recipe:
         5 whenever validation accuracy drops, stopping after the third drop.
         ``"head-only"``: the warm-up only (a linear probe trained by SGD).
         """
-        plain = dict(head_epochs=0, label_smoothing=0.0, ema=None, tta=False, layer_decay=None, erasing=0.0,
+        plain = dict(batch_size=32, head_epochs=0, label_smoothing=0.0, ema=None, tta=False, layer_decay=None, erasing=0.0,
                      dropout=0.0, warmup_epochs=0.0, crop_scale=(0.08, 1.0))
         presets = {
             "default": {},
