@@ -48,7 +48,8 @@ def test_search_scale_tiny():
     pytest.importorskip("faiss")
     rows = load("search_scale").ratio_rows(["--tiny"])
     check_rows(rows)
-    assert len(rows) == 4 and rows[0][2] == 1.0
+    assert [m.split()[2] for m, *_ in rows] == ["exact", "ivf", "ivfpq", "ivfpq+rerank", "hnsw"]
+    assert rows[0][2] == 1.0 and "on disk" in rows[3][0]
 
 
 def test_run_all_tiny_prints_one_table():
@@ -60,4 +61,4 @@ def test_run_all_tiny_prints_one_table():
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["benchmark", "measure", "value"]
-    assert sum(line.startswith("search_scale") for line in lines) == 4
+    assert sum(line.startswith("search_scale") for line in lines) == 5
