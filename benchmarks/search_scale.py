@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 
+NEEDS = ("faiss",)  # the faiss extra; run_all.py skips this benchmark without it
+
 sys.modules.setdefault("torch", None)  # gluoncv 0.10 refuses to import beside torch >= 2
 
 import numpy as np  # noqa: E402
