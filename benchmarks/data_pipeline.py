@@ -12,9 +12,12 @@
 
 The images are real photos (scikit-image, scikit-learn, foolbox's ImageNet
 samples), resized to camera-like 640–1024 px and colour-jittered so that no
-two files are identical. Run::
+two files are identical. ``--tiny`` (a smoke test) packs and loads 32
+synthetic 256–320 px images for one epoch and skips the start-up timings
+(its list file is written by ``finetune im2rec --list``).
+Run::
 
-    OMP_NUM_THREADS=2 python benchmarks/data_pipeline.py [--images 480]
+    OMP_NUM_THREADS=2 python benchmarks/data_pipeline.py [--images 480] [--tiny]
 """
 
 from __future__ import annotations
@@ -35,16 +38,27 @@ HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
 
 
-def make_images(root: Path, n: int, seed: int = 0) -> None:
-    """``n`` JPEG photos in 4 class folders."""
-    from tests.ingredients import foolbox_imagenet, real_photos
+def synthetic_sources(rng, count: int = 4) -> list:
+    """Smooth colour images with noise (``--tiny``: no photos needed)."""
+    h, w = 360, 480
+    ramp = np.linspace(0, 1, w, dtype=np.float32)[None, :, None] * np.linspace(1, 0, h, dtype=np.float32)[:, None, None]
+    return [np.clip(255 * ramp * rng.uniform(0.3, 1, 3) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+            for _ in range(count)]
 
-    sources = [cv2.imread(str(p)) for p in real_photos()] + [cv2.imread(str(p)) for p, _ in foolbox_imagenet()]
-    sources = [s for s in sources if s is not None]
+
+def make_images(root: Path, n: int, seed: int = 0, tiny: bool = False) -> None:
+    """``n`` JPEG photos in 4 class folders (synthetic images with ``tiny``)."""
     rng = np.random.default_rng(seed)
+    if tiny:
+        sources, sizes = synthetic_sources(rng), (256, 321)
+    else:
+        from tests.ingredients import foolbox_imagenet, real_photos
+
+        sources = [cv2.imread(str(p)) for p in real_photos()] + [cv2.imread(str(p)) for p, _ in foolbox_imagenet()]
+        sources, sizes = [s for s in sources if s is not None], (640, 1025)
     for i in range(n):
         img = sources[i % len(sources)]
-        longer = int(rng.integers(640, 1025))
+        longer = int(rng.integers(*sizes))
         h, w = img.shape[:2]
         scale = longer / max(h, w)
         img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
@@ -67,18 +81,20 @@ def timed(cmd, env, check=True):
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def bench_pack(work: Path, images: Path, n: int, env) -> dict:
+def bench_pack(work: Path, images: Path, n: int, env, startup: bool = True) -> dict:
     import mxnet as mx
 
     stock = os.path.join(os.path.dirname(mx.__file__), "tools", "im2rec.py")
     ours = [sys.executable, "-m", "finetune", "-q", "im2rec"]
     prefix = str(work / "bench")
-    subprocess.run([sys.executable, stock, "--list", "--recursive", prefix, str(images)], check=True,
-                   env=env, stdout=subprocess.DEVNULL)
+    lister = [sys.executable, stock] if startup else ours  # the drop-in lists alike, without MXNet's start-up
+    subprocess.run([*lister, "--list", "--recursive", prefix, str(images)], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
     opts = ["--resize", "256", "--quality", "95"]
     results = {}
-    for label, cmd in [("stock im2rec start-up (no list)", [sys.executable, stock, prefix + "_none", str(images)]),
-                       ("finetune im2rec start-up (no list)", [*ours, prefix + "_none", str(images)])]:
+    probes = [("stock im2rec start-up (no list)", [sys.executable, stock, prefix + "_none", str(images)]),
+              ("finetune im2rec start-up (no list)", [*ours, prefix + "_none", str(images)])]
+    for label, cmd in probes if startup else []:
         seconds, _ = timed(cmd, env, check=False)  # both stop at once: no list file
         print(f"  {label:46s} {seconds:6.2f} s")
     for label, cmd in [("stock im2rec, 1 thread (default)", [sys.executable, stock, *opts, prefix, str(images)]),
@@ -155,31 +171,55 @@ def bench_load(prefix: str, epochs: int = 2) -> dict:
     return results
 
 
-def main() -> int:
+# (measure, ours, baseline, baseline's name): the ratios the run reports, finetune / MXNet
+RATIOS = [
+    ("pack, equal threads (1)", "finetune im2rec, 1 thread", "stock im2rec, 1 thread (default)"),
+    ("pack, equal threads (2)", "finetune im2rec, default (all cores)", "stock im2rec, 2 threads"),
+    ("pack, defaults", "finetune im2rec, default (all cores)", "stock im2rec, 1 thread (default)"),
+    ("load, equal threads (2)", "RecordDataset.loader, 2 workers", "ImageRecordIter, 2 threads"),
+    ("load, defaults", "RecordDataset.loader, default", "ImageRecordIter, 4 threads (default)"),
+]
+
+
+def run(argv=None) -> dict:
+    """Every rate measured (images/s, and images per CPU-second under ``"<label> cpu"``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=480)
     parser.add_argument("--keep", help="keep the work folder here")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke test: 32 synthetic small images, one epoch, no start-up timings")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.images = 32
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     work = Path(args.keep or tempfile.mkdtemp(prefix="ft_bench_"))
     images = work / "images"
     try:
-        print(f"{args.images} photos (640-1024 px) in {work}; {os.cpu_count()} cores, "
-              f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-        make_images(images, args.images)
-        pack = bench_pack(work, images, args.images, env)
-        load = bench_load(str(work / "bench"))
+        print(f"{args.images} {'synthetic images (256-320' if args.tiny else 'photos (640-1024'} px) in {work}; "
+              f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+        make_images(images, args.images, tiny=args.tiny)
+        rates = bench_pack(work, images, args.images, env, startup=not args.tiny)
+        rates.update(bench_load(str(work / "bench"), epochs=1 if args.tiny else 2))
         print(f"load average after the run: {os.getloadavg()}")
-        print("ratios (finetune / MXNet), wall-clock throughput [and per CPU-second]:")
-        print(f"  pack, equal threads (1):  {pack['finetune im2rec, 1 thread'] / pack['stock im2rec, 1 thread (default)']:.2f}x  [{pack['finetune im2rec, 1 thread cpu'] / pack['stock im2rec, 1 thread (default) cpu']:.2f}x]")
-        print(f"  pack, equal threads (2):  {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 2 threads']:.2f}x  [{pack['finetune im2rec, default (all cores) cpu'] / pack['stock im2rec, 2 threads cpu']:.2f}x]")
-        print(f"  pack, defaults:           {pack['finetune im2rec, default (all cores)'] / pack['stock im2rec, 1 thread (default)']:.2f}x  [{pack['finetune im2rec, default (all cores) cpu'] / pack['stock im2rec, 1 thread (default) cpu']:.2f}x]")
-        print(f"  load, equal threads (2):  {load['RecordDataset.loader, 2 workers'] / load['ImageRecordIter, 2 threads']:.2f}x  [{load['RecordDataset.loader, 2 workers cpu'] / load['ImageRecordIter, 2 threads cpu']:.2f}x]")
-        print(f"  load, defaults:           {load['RecordDataset.loader, default'] / load['ImageRecordIter, 4 threads (default)']:.2f}x  [{load['RecordDataset.loader, default cpu'] / load['ImageRecordIter, 4 threads (default) cpu']:.2f}x]")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    return rates
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py`` (images/s, wall clock)."""
+    rates = run(argv)
+    return [(f"{measure} img/s", rates[ours], rates[ours] / rates[base], base, "")
+            for measure, ours, base in RATIOS]
+
+
+def main(argv=None) -> int:
+    rates = run(argv)
+    print("ratios (finetune / MXNet), wall-clock throughput [and per CPU-second]:")
+    for measure, ours, base in RATIOS:
+        print(f"  {measure + ':':<25} {rates[ours] / rates[base]:.2f}x  [{rates[ours + ' cpu'] / rates[base + ' cpu']:.2f}x]")
     return 0
 
 

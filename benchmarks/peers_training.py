@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+NEEDS = ("torch", "timm")  # the PyTorch side (the bench extra); run_all.py skips this benchmark without them
+
 PAIRS = {"lite0": ("efficientnet_lite0", "tf_efficientnet_lite0"), "resnet50": ("resnet50_v1b", "resnet50")}
 OPT = {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}
 

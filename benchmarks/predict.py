@@ -12,9 +12,12 @@ bounds what overlapping them with the forward pass can gain.
 Measured on 2 shared cores (load average ~9): hand-written 6.3 img/s,
 Predictor 6.5 img/s (1.03x); decoding was 3 % of the loop, so 1.03x is the bound.
 
+``--tiny`` is a smoke test: 8 synthetic JPEGs, batch 4, one run, random
+weights (no photos or weights needed).
+
 Run::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/predict.py [--images 96] [--batch-size 32]
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/predict.py [--images 96] [--batch-size 32] [--tiny]
 """
 
 from __future__ import annotations
@@ -33,18 +36,24 @@ import numpy as np
 import finetune as ft
 
 
-def make_folder(n: int) -> Path:
-    """``n`` JPEGs of several sizes made from foolbox's ImageNet photos and scikit-image photos."""
+def photos() -> list:
+    """foolbox's ImageNet photos and three scikit-image photos (BGR)."""
     import importlib.util
 
     import skimage.data
 
-    folder = Path(tempfile.mkdtemp(prefix="ft_bench_predict_"))
     foolbox = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
     sources = [cv2.imread(str(p)) for p in sorted(foolbox.glob("imagenet_*.jpg"))]
-    sources += [cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR),
-                cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR),
-                cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)]
+    return sources + [cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR),
+                      cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR),
+                      cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)]
+
+
+def make_folder(n: int, tiny: bool = False) -> Path:
+    """``n`` JPEGs of several sizes made from real photos (random noise images with ``tiny``)."""
+    folder = Path(tempfile.mkdtemp(prefix="ft_bench_predict_"))
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(2)] if tiny else photos()
     sizes = [(375, 500), (480, 640), (333, 500), (512, 512), (600, 800)]
     for i in range(n):
         img = sources[i % len(sources)]
@@ -73,16 +82,20 @@ def hand_written(net, paths, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def main() -> None:
+def run(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows; the report is printed on the way."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each, alternated (best is kept)")
-    args = parser.parse_args()
-    folder = make_folder(args.images)
+    parser.add_argument("--tiny", action="store_true", help="smoke test: 8 noise JPEGs, batch 4, random weights")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.images, args.batch_size, args.repeat = 8, 4, 1
+    folder = make_folder(args.images, tiny=args.tiny)
     try:
         paths = sorted(folder.glob("*.jpg"))
-        net = ft.Backbone.from_zoo("efficientnet_lite0")
+        net = ft.Backbone.from_zoo("efficientnet_lite0", weights=None if args.tiny else "imagenet")
         predictor = ft.Predictor(net, batch_size=args.batch_size)  # hybridizes net
         hand_written(net, paths[: args.batch_size], args.batch_size)  # warm-up (graph, memory)
         predictor.predict_proba(paths[: args.batch_size])
@@ -113,6 +126,17 @@ def main() -> None:
               f"{t_hand / max(t_hand - t_decode, t_decode):.2f}x")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    return [(f"lite0 b{args.batch_size} Predictor.predict img/s", n / t_pred, t_hand / t_pred,
+             "hand-written OpenCV loop", f"the {t_hand / max(t_hand - t_decode, t_decode):.2f}x decode bound")]
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py``."""
+    return run(argv)
+
+
+def main(argv=None) -> None:
+    run(argv)
 
 
 if __name__ == "__main__":

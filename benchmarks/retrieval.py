@@ -5,9 +5,11 @@ Compared with a straightforward numpy baseline (similarity matrix, full
 flat inner-product index (``IndexFlatIP``). All three return the same exact
 top-k; the script checks that they agree.
 
+``--tiny`` is a smoke test: 2,000 x 64, 50 queries, top-10.
+
 Run::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/retrieval.py [--n 100000] [--queries 1000]
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/retrieval.py [--n 100000] [--queries 1000] [--tiny]
 """
 
 from __future__ import annotations
@@ -38,13 +40,17 @@ def timed(fn, repeat: int = 2):
     return best, result
 
 
-def main(argv=None) -> None:
+def run(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows; the report is printed on the way."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--tiny", action="store_true", help="smoke test: 2,000 x 64, 50 queries, top-10")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.n, args.dim, args.queries, args.k = 2000, 64, 50, 10
 
     rng = np.random.default_rng(0)
     db = l2_normalize(rng.normal(size=(args.n, args.dim)).astype(np.float32))
@@ -63,8 +69,7 @@ def main(argv=None) -> None:
         import faiss  # noqa: F401
     except ImportError:
         faiss = None
-        print("faiss-cpu: not installed (its only wheel here, 1.15.1, requires numpy>=1.25; "
-              "MXNet 1.9.1 needs numpy<1.24) -- skipped")
+        print('faiss-cpu: not installed (pip install "finetune[faiss]") -- skipped')
     if faiss is not None:
         fidx = faiss.IndexFlatIP(args.dim)
         fidx.add(db)
@@ -77,6 +82,18 @@ def main(argv=None) -> None:
     peak = index.query_batch * index.chunk_size * 4 / 2 ** 20
     print(f"RetrievalIndex working memory per step: {peak:.0f} MiB "
           f"(query_batch {index.query_batch} x chunk {index.chunk_size} float32)")
+    label = f"{args.n}x{args.dim} top-{args.k}"
+    return [(f"{label} {name} queries/s", args.queries / t, t_base / t, "numpy full sort", "")
+            for name, t in rows[1:]]
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py``."""
+    return run(argv)
+
+
+def main(argv=None) -> None:
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ after fine-tuning) on the real data set we have here:
 
 Extraction and fine-tuning use the same input size by default (64 px): a run
 extracting at 96 px from a network fine-tuned at 64 px lost mAP to the
-resolution change. Run (about 10 minutes of CPU on 2 cores)::
+resolution change. ``--tiny`` is a smoke test of the whole script on a few
+images per class (its numbers mean nothing). Run (about 10 minutes of CPU on
+2 cores)::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/retrieval_fashion_mnist.py
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/retrieval_fashion_mnist.py [--tiny]
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def collect(fx, images):
     return out
 
 
-def poolings():
+def poolings(max_patches: int = 20000):
     from finetune.features import MOP, RMAC, AvgPooling, CroW, GeM, MaxPooling, SumPooling
 
     return {
         "SUM (SPoC)": SumPooling(), "AVG": AvgPooling(), "MAX (MAC)": MaxPooling(), "GeM p=3": GeM(3.0),
         "CroW": CroW(), "R-MAC L=3": RMAC(3), "R-MAC + MAC": RMAC(3, global_mac=True),
-        "MOP (k=16, d=64)": MOP(16, patch_dim=64, max_patches=20000),
+        "MOP (k=16, d=64)": MOP(16, patch_dim=64, max_patches=max_patches),
     }
 
 
@@ -94,7 +96,7 @@ def evaluate_network(name, model, sets, labels, args, conv, pooled, logits, extr
     outs = {k: collect(fx, v) for k, v in sets.items()}
     stamp(f"{name}: layer outputs of {sum(len(v) for v in sets.values())} images at {args.size} px")
     rows = {}
-    rows_spec = [(f"{conv} {p}", conv, pool) for p, pool in poolings().items()]
+    rows_spec = [(f"{conv} {p}", conv, pool) for p, pool in poolings(args.max_patches).items()]
     rows_spec += [(f"{pooled} (pooled output)", pooled, None)]
     rows_spec += [(f"new head: {layer}", layer, None) for layer in extra]
     rows_spec += [("logits", logits, None)]
@@ -162,7 +164,13 @@ def main(argv=None) -> None:
     ap.add_argument("--save-model", help="save the fine-tuned model directory here")
     ap.add_argument("--hidden", type=int, default=0,
                     help="a hidden layer of this size in the new head (an fc6-like layer to search with)")
+    ap.add_argument("--max-patches", type=int, default=20000, help="MOP codebook training patches")
+    ap.add_argument("--tiny", action="store_true",
+                    help="smoke test: 2 queries, 4 database, 8 PCA and 4 fine-tuning images per class, 1 epoch")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.queries, args.database, args.pca_train, args.finetune, args.epochs = 2, 4, 8, 4, 1
+        args.pca, args.max_patches = 16, 2000
 
     import finetune as ft
     from finetune.data import load_fashion_mnist

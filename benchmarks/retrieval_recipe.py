@@ -7,9 +7,13 @@ model (its pooled backbone output and its logits), computed with the model's
 own preprocessing; the same layers of the pretrained network (before
 fine-tuning) are the baseline.
 
+``--tiny`` is a smoke test of the script: 100 test images at 32 px and, without
+``MODEL_DIR``, Lite0 with a new untrained 10-way head in place of a fine-tuned
+model (its numbers mean nothing).
+
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/retrieval_recipe.py MODEL_DIR
+    OMP_NUM_THREADS=2 python benchmarks/retrieval_recipe.py MODEL_DIR [--tiny]
 """
 
 from __future__ import annotations
@@ -46,14 +50,32 @@ def scores(model, layers, images, labels, q, d):
     return out
 
 
+def untrained_model(size: int):
+    """``--tiny`` without a model: Lite0 (ImageNet weights) with a new, untrained 10-way head at ``size`` px."""
+    from finetune.data import FASHION_MNIST_CLASSES
+
+    model = ft.HeadReplacer(10).apply(ft.Backbone.from_zoo("efficientnet_lite0"),
+                                      class_names=list(FASHION_MNIST_CLASSES))
+    model.preprocess = model.preprocess.replace(size=(size, size), resize=size)
+    return model
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a model directory (e.g. one written by finetune quickstart)")
+    p.add_argument("model", nargs="?", help="a model directory (e.g. one written by finetune quickstart)")
     p.add_argument("--queries", type=int, default=100, help="queries per class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="use only the first N test images (smoke runs)")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke test: 100 test images, 4 queries per class, 32 px; MODEL optional")
     args = p.parse_args(argv)
-    model = ft.load_model(args.model)
+    if args.model is None and not args.tiny:
+        p.error("MODEL is required (except with --tiny)")
+    if args.tiny:
+        args.limit, args.queries = min(args.limit or 100, 100), min(args.queries, 4)
+    model = ft.load_model(args.model) if args.model else untrained_model(32)
+    if args.tiny:
+        model.preprocess = model.preprocess.replace(size=(32, 32), resize=32)
     images, labels = load_fashion_mnist("test")
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]

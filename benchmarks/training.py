@@ -11,9 +11,12 @@ Prints, from one run:
    frozen backbone every epoch (target >= 10x), per training epoch and for
    the whole run including the one-off feature pass.
 
+``--tiny`` is a smoke test: MobileNet 0.25 at 32 px, 16 images, one round,
+two head epochs.
+
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/training.py [--arch resnet18_v1] [--size 64] [--rounds 4]
+    OMP_NUM_THREADS=2 python benchmarks/training.py [--arch resnet18_v1] [--size 64] [--rounds 4] [--tiny]
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def bench_loop(args, x, y):
     print(f"    Trainer.fit             : {statistics.median(mine):7.1f} img/s  (epochs: "
           f"{', '.join(f'{v:.1f}' for v in mine)})")
     print(f"    ratio (median of per-epoch ratios): {statistics.median(ratios):.3f}  (target >= 0.95)")
+    return statistics.median(mine), statistics.median(ratios)
 
 
 def bench_cache(args, x, y):
@@ -96,9 +100,11 @@ def bench_cache(args, x, y):
     print(f"    cached features         : {ec:8.3f} s/epoch, {tc:7.1f} s total (incl. one feature pass)")
     print(f"    final training loss, relative difference between the two: {abs(lr_ - lc) / abs(lr_):.1e}")
     print(f"    speed-up per epoch: {er / ec:.0f}x   whole run: {tr / tc:.1f}x  (target >= 10x)")
+    return ec, er / ec, tc, tr / tc
 
 
-def main(argv=None):
+def run(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows; the report is printed on the way."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="resnet18_v1")
     p.add_argument("--size", type=int, default=64)
@@ -106,12 +112,30 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--head-epochs", type=int, default=10)
+    p.add_argument("--tiny", action="store_true", help="smoke test: mobilenet0.25, 32 px, 16 images, one round")
     args = p.parse_args(argv)
+    if args.tiny:
+        args.arch, args.size, args.batch, args.images, args.rounds, args.head_epochs = "mobilenet0.25", 32, 8, 16, 1, 2
     rng = np.random.RandomState(0)
     x = rng.normal(size=(args.images, 3, args.size, args.size)).astype(np.float32)
     y = np.arange(args.images) % 10
-    bench_loop(args, x, y)
-    bench_cache(args, x, y)
+    fit_rate, fit_ratio = bench_loop(args, x, y)
+    cached_epoch, epoch_speedup, cached_run, run_speedup = bench_cache(args, x, y)
+    label = f"{args.arch} {args.size}px b{args.batch}"
+    return [(f"{label} Trainer.fit img/s", fit_rate, fit_ratio, "hand-written Gluon loop", ">= 0.95x"),
+            (f"{label} head-only s/epoch, cached features", cached_epoch, epoch_speedup,
+             "recomputing the frozen backbone", ">= 10x"),
+            (f"{label} head-only whole run s, cached", cached_run, run_speedup, "recomputing the frozen backbone",
+             "")]
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py`` (ratio: speed-up over the baseline)."""
+    return run(argv)
+
+
+def main(argv=None):
+    run(argv)
 
 
 if __name__ == "__main__":

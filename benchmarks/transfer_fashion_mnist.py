@@ -56,6 +56,7 @@ ABLATIONS = {
     "-keep-best": dict(keep_best=False),
 }
 ROWS = ["pixels", "probe", "recipe", "-tta", "scratch", *ABLATIONS]
+TINY_ROWS = ["pixels", "probe", "recipe", "-tta"]  # the --tiny default: one of each kind of row
 
 
 def prepare(root, per_class, seed, test_per_class=1000):
@@ -172,7 +173,7 @@ def render_rst(results) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {ROWS}")
+    p.add_argument("--rows", help=f"comma-separated, from {ROWS} (default: all; with --tiny {TINY_ROWS})")
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the recipe's fine-tuning epochs")
@@ -180,7 +181,8 @@ def main(argv=None):
                    help="change a field of the recipe every row starts from (repeatable)")
     p.add_argument("--json", help="write (and update after each row) the results here")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
-    p.add_argument("--tiny", action="store_true", help="a smoke run: 6 images/class, 50 test images, 1 epoch")
+    p.add_argument("--tiny", action="store_true",
+                   help="a smoke run: 6 images/class, 50 test images, 1 epoch, 32 px, rows pixels to -tta")
     p.add_argument("--render", metavar="JSON", nargs="+",
                    help="only print the results of an earlier run (its processes' JSON files) as a docs table")
     args = p.parse_args(argv)
@@ -192,7 +194,7 @@ def main(argv=None):
         print(render_rst(merge(parts)), end="")
         return None
     logging.basicConfig(level=logging.WARNING)
-    rows = [r for r in args.rows.split(",") if r]
+    rows = [r for r in (args.rows or ",".join(TINY_ROWS if args.tiny else ROWS)).split(",") if r]
     test_per_class = 1000
     if args.tiny:
         args.per_class, test_per_class = 6, 5

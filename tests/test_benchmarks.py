@@ -1,8 +1,10 @@
-"""Smoke test: every peer benchmark runs in its ``--tiny`` mode (no timing is checked)."""
+"""Smoke test: every benchmark runs in its ``--tiny`` mode (no timing is checked)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
+
+# every benchmark, and the test that runs its --tiny mode
+COVERED = {
+    "data_pipeline": "test_data_pipeline_tiny",
+    "peers_inference": "test_peers_inference_tiny",
+    "peers_training": "test_peers_training_tiny",
+    "predict": "test_predict_tiny",
+    "retrieval": "test_retrieval_tiny",
+    "retrieval_fashion_mnist": "test_retrieval_fashion_mnist_tiny",
+    "retrieval_recipe": "test_retrieval_recipe_tiny",
+    "search_scale": "test_search_scale_tiny",
+    "training": "test_training_tiny",
+    "transfer_fashion_mnist": "test_benchmark_transfer::test_transfer_benchmark_tiny_prints_every_row",
+}
 
 
 def load(name: str):
@@ -25,20 +41,57 @@ def check_rows(rows) -> None:
     for measure, value, ratio, baseline, target in rows:
         assert isinstance(measure, str) and baseline and value == value  # not NaN
         assert ratio is None or ratio > 0
+        assert isinstance(target, str)
+
+
+def test_every_benchmark_has_a_tiny_mode_and_a_smoke_test():
+    assert set(COVERED) == {p.stem for p in load("run_all").benchmarks()}
+    for stem, test in COVERED.items():
+        assert '"--tiny"' in (BENCH / f"{stem}.py").read_text(encoding="utf-8"), stem
+        module, _, name = test.rpartition("::")
+        where = importlib.import_module(f"tests.{module}") if module else sys.modules[__name__]
+        assert callable(getattr(where, name, None)), test
+
+
+@pytest.mark.slow  # runs MXNet's im2rec.py as a command three times
+def test_data_pipeline_tiny():
+    rows = load("data_pipeline").ratio_rows(["--tiny"])
+    check_rows(rows)
+    assert [m.split(",")[0] for m, *_ in rows] == ["pack"] * 3 + ["load"] * 2
+
+
+def test_training_tiny():
+    rows = load("training").ratio_rows(["--tiny"])
+    check_rows(rows)
+    assert [r[3] for r in rows] == ["hand-written Gluon loop"] + ["recomputing the frozen backbone"] * 2
+
+
+def test_predict_tiny():
+    rows = load("predict").ratio_rows(["--tiny"])
+    check_rows(rows)
+    assert len(rows) == 1 and "Predictor.predict" in rows[0][0]
+
+
+def test_retrieval_tiny():
+    rows = load("retrieval").ratio_rows(["--tiny"])
+    check_rows(rows)
+    names = ["finetune RetrievalIndex"] + (["faiss IndexFlatIP"] if importlib.util.find_spec("faiss") else [])
+    assert [" ".join(m.split()[2:-1]) for m, *_ in rows] == names
 
 
 def test_peers_inference_tiny():
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    # without onnxruntime the ONNX Runtime side is left out, the others run
     rows = load("peers_inference").ratio_rows(["--tiny"])
     check_rows(rows)
-    assert {m.split()[1] for m, *_ in rows} == {"fp32", "fused", "int8", "ort"}
+    sides = {"fp32", "fused", "int8"} | ({"ort"} if importlib.util.find_spec("onnxruntime") else set())
+    assert {m.split()[1] for m, *_ in rows} == sides
 
 
 def test_peers_training_tiny():
     # torch and timm are only imported by the PyTorch side's own process
-    if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm (the bench extra) is not installed")
+    missing = load("run_all").missing(BENCH / "peers_training.py")
+    if missing:
+        pytest.skip(f"{', '.join(missing)} (the bench extra) not installed")
     rows = load("peers_training").ratio_rows(["--tiny"])
     check_rows(rows)
     assert [m.split()[-1] for m, *_ in rows] == ["nchw", "channels_last", "finetune"]
@@ -48,16 +101,46 @@ def test_search_scale_tiny():
     pytest.importorskip("faiss")
     rows = load("search_scale").ratio_rows(["--tiny"])
     check_rows(rows)
-    assert len(rows) == 4 and rows[0][2] == 1.0
+    assert [m.split()[2] for m, *_ in rows] == ["exact", "ivf", "ivfpq", "ivfpq+rerank", "hnsw"]
+    assert rows[0][2] == 1.0 and "on disk" in rows[3][0]
+
+
+@pytest.mark.realdata
+def test_retrieval_recipe_tiny(capsys):
+    # without a model directory: Lite0 with an untrained head stands in for the fine-tuned model
+    result = load("retrieval_recipe").main(["--tiny"])
+    assert len(result) == 2 and all(0 <= m <= 1 for m, _ in result.values())
+    assert "| descriptor | pretrained mAP | fine-tuned mAP |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_retrieval_fashion_mnist_tiny(capsys):
+    load("retrieval_fashion_mnist").main(["--tiny"])
+    out = capsys.readouterr().out
+    assert "class-level retrieval mAP" in out and "logits" in out and "done" in out
+
+
+def test_run_all_reads_what_a_benchmark_needs_without_importing_it(tmp_path):
+    run_all = load("run_all")
+    assert run_all.needs(BENCH / "search_scale.py") == ("faiss",)
+    assert run_all.needs(BENCH / "peers_training.py") == ("torch", "timm")
+    assert run_all.needs(BENCH / "retrieval.py") == ()
+    script = tmp_path / "bench.py"
+    script.write_text('raise SystemExit("imported")\nNEEDS = ("os", "no_such_module_here")\n')
+    assert run_all.missing(script) == ["no_such_module_here"]
 
 
 def test_run_all_tiny_prints_one_table():
-    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--tiny", "--only", "search_scale"],
-                         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    if "failed: MissingExtraError" in out.stdout:  # without faiss: reported, exit status 1
-        assert out.returncode == 1 and 'pip install "finetune[faiss]"' in out.stdout
-        return
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), "PATH": "",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--tiny", "--only", "retrieval,search_scale"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["benchmark", "measure", "value"]
-    assert sum(line.startswith("search_scale") for line in lines) == 4
+    assert sum(line.startswith("retrieval ") for line in lines) >= 1
+    if importlib.util.find_spec("faiss"):
+        assert sum(line.startswith("search_scale") for line in lines) == 5
+    else:  # reported, not a failure
+        assert "[search_scale] skipped: needs faiss (not installed)" in lines

@@ -19,7 +19,8 @@ def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     for expected in ("quickstart", "im2rec", "pack", "check", "split", "train", "predict", "evaluate",
-                     "gradcam", "export", "convert-caffe", "extract", "retrieve", "eval-retrieval"):
+                     "gradcam", "export", "convert-caffe", "extract", "index", "retrieve",
+                     "eval-retrieval"):
         assert expected in commands, expected
     for name, sub in commands.items():
         assert sub.format_help().strip(), name

@@ -53,6 +53,12 @@ def test_a_shared_option_has_one_spelling_default_and_help(command, dest):
         assert action.type == option.kwargs.get("type")
 
 
+def test_the_index_settings_offer_every_method_of_retrieval_index():
+    from finetune.features._ann import METHODS
+
+    assert SHARED["method"].kwargs["choices"] == METHODS
+
+
 def test_no_command_spells_an_output_differently():
     for name, sub in _commands().items():
         flags = {f for a in sub._actions if a.help is not argparse.SUPPRESS for f in a.option_strings}

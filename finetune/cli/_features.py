@@ -1,8 +1,10 @@
-"""Retrieval from the command line: ``extract``, ``retrieve``, ``eval-retrieval``.
+"""Retrieval from the command line: ``extract``, ``index``, ``retrieve``, ``eval-retrieval``.
 
 Descriptors are ``.npy`` files; the ids of their rows (image paths) go to a
-text file beside them, ``<name>.ids.txt``, one per line, which ``retrieve``
-and ``eval-retrieval`` read back.
+text file beside them, ``<name>.ids.txt``, one per line, which ``index``,
+``retrieve`` and ``eval-retrieval`` read back. ``index`` builds and saves a
+:class:`~finetune.RetrievalIndex` (exact, or a faiss structure) that
+``retrieve`` and ``eval-retrieval`` take in place of the descriptors.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 
 from .._atomic import atomic_files, recover
-from ._options import add_alias, add_shared, ctx_of
+from ._options import add_alias, add_index_options, add_shared, ctx_of, index_kwargs
 
 log = logging.getLogger("finetune")
 
@@ -48,8 +50,18 @@ def register(sub) -> None:
     add_shared(p, "progress")
     p.set_defaults(handler=_extract)
 
+    p = sub.add_parser("index", help="build and save a search index of descriptors (.npz)",
+                       description="Build a RetrievalIndex of DESCRIPTORS (exact, or an approximate faiss index "
+                       "with --method) and save it to --out for retrieve / eval-retrieval.")
+    p.add_argument("descriptors", metavar="DESCRIPTORS", help="database descriptors (.npy; ids beside it)")
+    add_index_options(p)
+    add_shared(p, "out", required=True, metavar="NPZ",
+               help="index file to write (.npz; a faiss index also writes NPZ.faiss, re-ranking NPZ.vectors.npy)")
+    p.set_defaults(handler=_build_index)
+
     p = sub.add_parser("retrieve", help="top-k search of query descriptors in a database",
-                       description="Exact top-k search (cosine) of --queries in --index.")
+                       description="Top-k search of --queries in --index: exact cosine search of descriptors, "
+                       "or the search of a saved index (see 'finetune index').")
     p.add_argument("--index", required=True, help="database descriptors (.npy) or a saved RetrievalIndex (.npz)")
     p.add_argument("--queries", required=True, help="query descriptors (.npy)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
@@ -63,7 +75,8 @@ def register(sub) -> None:
                        "(--gt folder), revisited ROxford/RParis (--gt .pkl: easy/medium/hard mAP and "
                        "mP@1,5,10) or class-level (--labels/--query-labels).")
     p.add_argument("--gt", help="ground-truth folder (<query>_good/ok/junk/query.txt) or gnd_*.pkl")
-    p.add_argument("--index", required=True, help="database descriptors (.npy)")
+    p.add_argument("--index", required=True,
+                   help="database descriptors (.npy), or with --gt also a saved RetrievalIndex (.npz)")
     p.add_argument("--queries", help="query descriptors (.npy); default: leave-one-out on --index")
     p.add_argument("--labels", help="class label of every database row, one per line (class-level mAP)")
     p.add_argument("--query-labels", help="class label of every query row, one per line")
@@ -207,6 +220,17 @@ def _index(path: str, dba: int):
     if dba:
         index.augment(dba)
     return index
+
+
+def _build_index(args) -> int:
+    from ..features import RetrievalIndex
+
+    index = RetrievalIndex(**index_kwargs(args))  # bad settings fail before the descriptors are read
+    x, ids = _load_descriptors(args.descriptors)
+    index.add(x, ids=ids)
+    index.save(args.out)
+    log.info("Wrote %r to %s.", index, args.out)
+    return 0
 
 
 def _retrieve(args) -> int:

@@ -9,6 +9,11 @@ test checks that their defaults agree. The one exception is the output:
 every command writes its result to ``--out`` (a file, a folder or a prefix,
 ``out_dir=`` / ``prefix`` / ``path`` in the API).
 
+The settings of :class:`~finetune.RetrievalIndex` (``--method``,
+``--refine``, ...) are declared here too, as one group
+(:func:`add_index_options`), so that the same test holds them to the
+constructor's defaults.
+
 Spellings that were renamed keep working as deprecated aliases
 (:func:`add_alias`, :func:`add_positional_out`): they set the same value and
 print one ``warning:`` line on stderr naming the new spelling.
@@ -23,7 +28,8 @@ import argparse
 import sys
 from typing import NamedTuple
 
-__all__ = ["SHARED", "Parser", "add_alias", "add_positional_out", "add_shared", "ctx_of", "input_size"]
+__all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
+           "ctx_of", "index_kwargs", "input_size"]
 
 
 def input_size(text: str):
@@ -79,6 +85,45 @@ SHARED = {
     "out": Option("--out", dict(default=None, help="output"), ()),
 }
 
+_INDEX = ("finetune.features:RetrievalIndex",)
+SHARED.update({
+    "metric": Option("--metric", dict(choices=("cosine", "ip"), default="cosine",
+                                      help="cosine (L2-normalised) or ip (raw inner product) (default: cosine)"),
+                     _INDEX),
+    "method": Option("--method", dict(choices=("exact", "ivf", "ivfpq", "hnsw"), default="exact",
+                                      help="exact scan, or a faiss index: ivf, ivfpq (compressed), hnsw; the "
+                                           "faiss ones need the faiss extra (default: exact)"), _INDEX),
+    "nlist": Option("--nlist", dict(type=int, default=None, metavar="N",
+                                    help="ivf/ivfpq cells (default: about 4 sqrt(number of descriptors))"), _INDEX),
+    "nprobe": Option("--nprobe", dict(type=int, default=16, metavar="N",
+                                      help="ivf/ivfpq cells scanned per query (default: 16)"), _INDEX),
+    "pq_m": Option("--pq-m", dict(type=int, default=None, metavar="BYTES",
+                                  help="ivfpq bytes per descriptor, dividing the dimension (default: dimension / 4)"),
+                   _INDEX),
+    "hnsw_m": Option("--hnsw-m", dict(type=int, default=32, metavar="N",
+                                      help="hnsw links per descriptor (default: 32)"), _INDEX),
+    "ef_search": Option("--ef-search", dict(type=int, default=64, metavar="N",
+                                            help="hnsw candidate list per query (default: 64)"), _INDEX),
+    "refine": Option("--refine", dict(type=int, default=None, metavar="N",
+                                      help="ivfpq re-ranking: fetch top-k x N candidates and order them by exact "
+                                           "scores from the saved descriptors; 1: off (default: 10 for ivfpq)"),
+                     _INDEX),
+})
+INDEX_OPTIONS = ("metric", "method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search", "refine")
+
+
+def add_index_options(parser) -> None:
+    """Add the :class:`~finetune.RetrievalIndex` settings (:data:`INDEX_OPTIONS`) to ``parser``, as a group."""
+    group = parser.add_argument_group("index settings (RetrievalIndex parameters)")
+    for name in INDEX_OPTIONS:
+        option = SHARED[name]
+        group.add_argument(option.flag, **option.kwargs)
+
+
+def index_kwargs(args) -> dict:
+    """The :class:`~finetune.RetrievalIndex` keyword arguments of parsed :func:`add_index_options`."""
+    return {name: getattr(args, name) for name in INDEX_OPTIONS}
+
 
 def add_shared(parser, name: str, **changes) -> argparse.Action:
     """Add the shared option ``name`` (a key of :data:`SHARED`) to ``parser``; return its action.
@@ -87,6 +132,8 @@ def add_shared(parser, name: str, **changes) -> argparse.Action:
     and ``default`` (what is written, and where); every other shared option
     is added exactly as :data:`SHARED` defines it, so its default is the API's.
     """
+    if name in INDEX_OPTIONS:
+        raise TypeError(f"add_shared({name!r}): the index settings go together, through add_index_options.")
     allowed = {"help", "required", "metavar", "default"} if name == "out" else set()
     if set(changes) - allowed:
         raise TypeError(f"add_shared({name!r}) takes no {sorted(set(changes) - allowed)}: the option is shared.")

@@ -16,17 +16,29 @@ All use inner product; with ``metric="cosine"`` the vectors are normalised
 first, as for exact search. A saved index file is read back memory-mapped
 (``faiss.IO_FLAG_MMAP``) where the structure allows (IVF lists), so a large
 database is paged in from disk on demand instead of read whole.
+
+Re-ranking (``refine``, IVF-PQ only): product-quantised scores are too coarse
+to order near neighbours (recall@10 0.27 at 1M x 128 with 32 bytes a vector),
+so the index is asked for ``k * refine`` candidates and :func:`rerank` scores
+them exactly against the original descriptors. Those are gathered row by row
+from the descriptor matrix, which a loaded index keeps memory-mapped on disk:
+only the candidates' rows are read. faiss's ``IndexRefineFlat`` does the same
+but holds a full float copy of every vector in RAM (and in its file), which
+would undo what the compression saves; hence this design.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import os
 
 import numpy as np
 
-from ..errors import ConfigError, MissingExtraError
+from ..errors import ConfigError, DataError, MissingExtraError, MissingFileError
 
 METHODS = ("exact", "ivf", "ivfpq", "hnsw")
+REFINE = 10  # default re-ranking factor of "ivfpq": k * 10 candidates are scored exactly
 
 
 def import_faiss():
@@ -84,6 +96,77 @@ def set_search_params(index, method: str, *, nprobe: int, ef_search: int) -> Non
         index.hnsw.efSearch = int(ef_search)
 
 
+def refine_factor(method: str, refine) -> int:
+    """Candidates fetched per result: ``refine``, or by default :data:`REFINE` for IVF-PQ and 1 otherwise.
+
+    Raises :class:`ConfigError` for ``refine < 1``, or ``refine > 1`` with a
+    method whose scores are exact already (nothing to re-rank).
+    """
+    if refine is None:
+        return REFINE if method == "ivfpq" else 1
+    if isinstance(refine, bool) or not isinstance(refine, numbers.Integral) or refine < 1:
+        raise ConfigError(f"The 'refine' parameter of RetrievalIndex must be an integer >= 1 (1: no re-ranking). "
+                          f"Got {refine!r} instead.")
+    if refine > 1 and method != "ivfpq":
+        raise ConfigError(f"The 'refine' parameter of RetrievalIndex re-ranks compressed scores, so it applies to "
+                          f"method='ivfpq' only; method={method!r} scores exactly already. Got refine={refine!r}; "
+                          "use refine=1 (or None), or raise nprobe / ef_search for recall.")
+    return int(refine)
+
+
+def rerank(queries: np.ndarray, rows: np.ndarray, vectors, k: int, *, budget: int = 1 << 24):
+    """Order candidate rows by their exact inner product with each query; keep the top ``k``.
+
+    Parameters
+    ----------
+    queries : numpy.ndarray
+        ``(Q, D)`` float32 queries (normalised already for cosine).
+    rows : numpy.ndarray
+        ``(Q, C)`` candidate row numbers into ``vectors``; ``-1`` marks none.
+    vectors : numpy.ndarray or numpy.memmap
+        ``(N, D)`` descriptors. Only the candidates' rows are read, in
+        ascending order, so a memory-mapped matrix is paged in sparsely.
+    k : int
+        Results per query (at most ``C``).
+    budget : int
+        Floats of gathered candidates held at once (bounds the memory).
+
+    Returns
+    -------
+    rows, scores : numpy.ndarray
+        ``(Q, k)`` row numbers and exact scores, descending; missing places
+        are ``-1`` with score ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vectors = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], np.float32)
+    >>> rows, scores = rerank(np.array([[0.0, 1.0]], np.float32), np.array([[0, 1, 2, -1]]), vectors, 2)
+    >>> rows.tolist(), [[round(float(s), 2) for s in row] for row in scores]
+    ([[2, 1]], [[1.0, 0.8]])
+    """
+    n_q, n_c = rows.shape
+    k = min(int(k), n_c)
+    out_i = np.full((n_q, k), -1, np.int64)
+    out_s = np.full((n_q, k), -np.inf, np.float32)
+    step = max(1, budget // max(1, n_c * vectors.shape[1]))
+    for start in range(0, n_q, step):
+        r = rows[start:start + step]
+        valid = r >= 0
+        unique, where = np.unique(r[valid], return_inverse=True)
+        gathered = np.asarray(vectors[unique], dtype=np.float32)  # one sorted gather
+        slots = np.zeros(r.shape, np.int64)
+        slots[valid] = where
+        q = np.asarray(queries[start:start + step], np.float32)
+        sim = (gathered[slots] @ q[:, :, None])[:, :, 0]
+        sim[~valid] = -np.inf
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        out_s[start:start + len(r)] = np.take_along_axis(sim, order, axis=1)
+        out_i[start:start + len(r)] = np.take_along_axis(r, order, axis=1)
+    out_i[out_s == -np.inf] = -1
+    return out_i, out_s
+
+
 def write(index, path: str) -> None:
     import_faiss().write_index(index, path)
 
@@ -97,3 +180,17 @@ def read(path: str, *, mmap: bool = True):
         except RuntimeError:  # structures without mmap support (e.g. HNSW) are read whole
             pass
     return faiss.read_index(path)
+
+
+def read_vectors(path: str, shape: tuple, *, mmap: bool = True) -> np.ndarray:
+    """The ``(N, D)`` float32 descriptors saved beside an index for re-ranking (memory-mapped with ``mmap``)."""
+    if not os.path.exists(path):
+        raise MissingFileError(f"The descriptor file {path!r} of an index that re-ranks (refine > 1) is missing.")
+    try:
+        vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path!r} is not a descriptor file: {exc}") from None
+    if vectors.shape != tuple(shape) or vectors.dtype != np.float32:
+        raise DataError(f"{path!r} holds {vectors.dtype} descriptors of shape {vectors.shape}; the index has "
+                        f"{shape[0]} of dimension {shape[1]} (float32).")
+    return vectors

@@ -67,16 +67,30 @@ class RetrievalIndex:
         HNSW links per vector.
     ef_search : int
         HNSW candidate list length per query (more: better recall, slower).
+    refine : int or None
+        IVF-PQ re-ranking: the faiss index returns ``k * refine``
+        candidates, which are then ordered by their exact inner product
+        with the query, computed from the original descriptors (``1``: the
+        compressed scores as they are). ``None``: 10 for ``"ivfpq"``, 1 for
+        the other methods, whose scores are exact already. The descriptors
+        are saved beside the index and memory-mapped on :meth:`load`, so
+        only the candidates' rows are read from disk (faiss's
+        ``IndexRefineFlat`` would keep a full copy of them in RAM).
 
     Raises
     ------
     MissingExtraError
         An approximate ``method`` without faiss installed.
+    ConfigError
+        A parameter out of range, e.g. ``refine < 1``, or ``refine > 1``
+        with a method other than ``"ivfpq"``.
 
     Attributes
     ----------
     vectors : numpy.ndarray
-        ``(N, D)`` float32 database.
+        ``(N, D)`` float32 database (a read-only ``numpy.memmap`` when
+        loaded from a re-ranking IVF-PQ file; empty when loaded from a file
+        that holds only a faiss index).
     ids : numpy.ndarray
         ``(N,)`` ids (integers by default, or the strings/ints given to :meth:`add`).
 
@@ -92,7 +106,7 @@ class RetrievalIndex:
 
     def __init__(self, metric: str = "cosine", *, chunk_size: int = 65536, query_batch: int = 1024,
                  method: str = "exact", nlist: int | None = None, nprobe: int = 16, pq_m: int | None = None,
-                 hnsw_m: int = 32, ef_search: int = 64):
+                 hnsw_m: int = 32, ef_search: int = 64, refine: int | None = None):
         check_choice("RetrievalIndex", "metric", metric, ("cosine", "ip"))
         check_choice("RetrievalIndex", "method", method, _ann.METHODS)
         if int(chunk_size) < 1 or int(query_batch) < 1:
@@ -100,6 +114,7 @@ class RetrievalIndex:
         for name, value in (("nprobe", nprobe), ("hnsw_m", hnsw_m), ("ef_search", ef_search),
                             ("nlist", nlist or 1), ("pq_m", pq_m or 1)):
             check_range("RetrievalIndex", name, value, 1)
+        _ann.refine_factor(method, refine)  # validates
         if method != "exact":
             _ann.import_faiss()  # fail now, not at the first search
         self.metric = metric
@@ -108,28 +123,38 @@ class RetrievalIndex:
         self.method = method
         self.nlist, self.nprobe, self.pq_m = nlist, int(nprobe), pq_m
         self.hnsw_m, self.ef_search = int(hnsw_m), int(ef_search)
-        self.vectors = np.zeros((0, 0), np.float32)
+        self.refine = None if refine is None else int(refine)
+        self.vectors = np.zeros((0, 0), np.float32)  # may be memory-mapped after load()
         self.ids = np.zeros((0,), np.int64)
         self._ann = None  # the faiss index, built from self.vectors (or read from a file)
-        self._mapped = False  # loaded from a file without the vectors
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __repr__(self) -> str:
         method = "" if self.method == "exact" else f", method={self.method!r}"
+        if self.method == "ivfpq":
+            method += f", refine={self._refine()}"
         return f"RetrievalIndex(metric={self.metric!r}{method}, size={len(self)}, dim={self.dim})"
 
     @property
     def dim(self) -> int | None:
         """Descriptor dimension (``None`` while empty)."""
-        if self._mapped:
+        if not self._has_vectors:
             return int(self._ann.d)
         return self.vectors.shape[1] if len(self) else None
 
+    @property
+    def _has_vectors(self) -> bool:
+        """False for an approximate index loaded from a file that holds only the faiss index."""
+        return len(self.vectors) == len(self.ids)
+
+    def _refine(self) -> int:
+        return _ann.refine_factor(self.method, self.refine)
+
     def _ann_params(self) -> dict:
         return {"method": self.method, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
-                "hnsw_m": self.hnsw_m, "ef_search": self.ef_search}
+                "hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "refine": self.refine}
 
     def build(self) -> "RetrievalIndex":
         """Build the approximate index now (otherwise done at the first search); returns ``self``."""
@@ -140,7 +165,7 @@ class RetrievalIndex:
         return self
 
     def _need_vectors(self, what: str) -> None:
-        if self._mapped:
+        if not self._has_vectors:
             raise ConfigError(f"RetrievalIndex.{what} needs the descriptors, and this {self.method!r} index was "
                               "loaded from a file that holds only the faiss index; rebuild it from the vectors.")
 
@@ -175,12 +200,22 @@ class RetrievalIndex:
             self.vectors, self.ids = x, ids
 
     def _search_ann(self, q: np.ndarray, k: int):
-        """Top-k through the faiss index; rows faiss could not fill are -1 with score -inf."""
+        """Top-k through the faiss index; rows faiss could not fill are -1 with score -inf.
+
+        With re-ranking, ``k * refine`` candidates are fetched and ordered by
+        their exact scores against the (possibly memory-mapped) descriptors.
+        """
         self.build()
         _ann.set_search_params(self._ann, self.method, nprobe=self.nprobe, ef_search=self.ef_search)
-        scores, rows = self._ann.search(np.ascontiguousarray(q, np.float32), k)
+        q = np.ascontiguousarray(q, np.float32)
+        factor = self._refine()
+        scores, rows = self._ann.search(q, min(k * factor, len(self)))
+        rows = rows.astype(np.int64)
+        if factor > 1:
+            self._need_vectors("search(refine > 1)")
+            return _ann.rerank(q, rows, self.vectors, k)
         scores[rows < 0] = -np.inf
-        return rows.astype(np.int64), scores
+        return rows, scores
 
     def _search_idx(self, q: np.ndarray, k: int):
         """Top-k database row indices and scores for prepared queries.
@@ -303,7 +338,7 @@ class RetrievalIndex:
         self._need_vectors("augment")
         self._ann = None
         k = min(int(k) + 1, len(self))
-        new = np.empty_like(self.vectors)
+        new = np.empty(self.vectors.shape, np.float32)
         for start in range(0, len(self), self.query_batch):
             q = self.vectors[start:start + self.query_batch]
             idx, _ = self._search_idx(q, k)
@@ -319,8 +354,10 @@ class RetrievalIndex:
 
         An approximate index writes its ids and settings to ``path`` and the
         faiss index (built now if needed) beside it, to ``path + ".faiss"``;
-        the descriptors themselves are not kept (for IVF-PQ that is the point).
-        The two files are replaced together, as one unit (see
+        the descriptors themselves are not kept (for IVF-PQ that is the point),
+        except for re-ranking (IVF-PQ with ``refine > 1``): then they go to
+        ``path + ".vectors.npy"``, a plain ``.npy`` that :meth:`load`
+        memory-maps. The files are replaced together, as one unit (see
         :func:`finetune._atomic.atomic_paths`).
         """
         path = os.fspath(path)
@@ -328,12 +365,20 @@ class RetrievalIndex:
                 **self._ann_params()}
         vectors = self.vectors
         exact = self.method == "exact"
+        paths = [path]
         if not exact:
             self.build()
             vectors = np.zeros((0, 0), np.float32)
-        with atomic_paths([path] if exact else [path, path + ".faiss"]) as temps:
+            paths.append(path + ".faiss")
+            if self._refine() > 1:
+                self._need_vectors("save")
+                paths.append(path + ".vectors.npy")
+        with atomic_paths(paths) as temps:
             if not exact:
                 _ann.write(self._ann, temps[1])
+            if len(temps) == 3:
+                with open(temps[2], "wb") as f:
+                    np.save(f, self.vectors)
             with open(temps[0], "wb") as f:
                 np.savez(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
 
@@ -343,8 +388,10 @@ class RetrievalIndex:
 
         An approximate index's faiss file is memory-mapped (``mmap=True``)
         where faiss supports it (IVF lists), so a large database is read
-        from disk on demand. Such an index searches, but cannot :meth:`add`,
-        :meth:`augment` or expand queries (it has no descriptors).
+        from disk on demand; so are the descriptors kept for re-ranking
+        (IVF-PQ with ``refine > 1``). An index saved without its descriptors
+        searches, but cannot :meth:`add`, :meth:`augment` or expand queries.
+        Files written before re-ranking existed load with ``refine=1``.
         """
         path = os.fspath(path)
         with contextlib.suppress(OSError):  # finish a save a kill interrupted
@@ -356,6 +403,7 @@ class RetrievalIndex:
                 meta = json.loads(str(f["meta"]))
                 params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
                           if k in meta}
+                params["refine"] = meta.get("refine", 1)  # files from before re-ranking: none
                 obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
                 obj.vectors, obj.ids = f["vectors"], f["ids"]
         except (KeyError, ValueError, OSError) as exc:
@@ -363,5 +411,7 @@ class RetrievalIndex:
         if obj.method != "exact":
             if not os.path.exists(path + ".faiss"):
                 raise MissingFileError(f"The faiss file {path + '.faiss'!r} of the index {path!r} is missing.")
-            obj._ann, obj._mapped = _ann.read(path + ".faiss", mmap=mmap), True
+            obj._ann = _ann.read(path + ".faiss", mmap=mmap)
+            if obj._refine() > 1:
+                obj.vectors = _ann.read_vectors(path + ".vectors.npy", (len(obj.ids), obj._ann.d), mmap=mmap)
         return obj

@@ -1,4 +1,4 @@
-"""finetune extract / retrieve / eval-retrieval end to end on tiny data."""
+"""finetune extract / index / retrieve / eval-retrieval end to end on tiny data."""
 
 import json
 
@@ -74,3 +74,50 @@ def test_eval_retrieval_oxford_layout_with_query_crops(tiny_model, tmp_path, cap
     res = json.loads(capsys.readouterr().out)
     assert res["mAP"] == 1.0  # dark and bright images separate perfectly
     assert main(["eval-retrieval", "--gt", str(gt), "--index", str(db)]) == 1
+
+
+def _descriptors(tmp_path, n=640, dim=16):
+    """``n`` clustered descriptors in ``db.npy`` with string ids beside them."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(12, dim))[rng.integers(0, 12, n)] + 0.05 * rng.normal(size=(n, dim))).astype(np.float32)
+    np.save(tmp_path / "db.npy", x)
+    (tmp_path / "db.ids.txt").write_text("".join(f"img{i}\n" for i in range(n)))
+    return tmp_path / "db.npy"
+
+
+def test_index_saves_an_exact_index_that_retrieve_reads(tmp_path, capsys):
+    from finetune import RetrievalIndex
+
+    db = _descriptors(tmp_path, n=40)
+    assert main(["index", str(db), "--metric", "ip", "--out", str(tmp_path / "db.npz")]) == 0
+    index = RetrievalIndex.load(tmp_path / "db.npz")
+    assert (index.method, index.metric, len(index), index.ids[3]) == ("exact", "ip", 40, "img3")
+    capsys.readouterr()
+    assert main(["retrieve", "--index", str(tmp_path / "db.npz"), "--queries", str(db), "--top-k", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["img7"][0][0] == "img7"
+
+
+def test_index_builds_a_reranking_ivfpq_index(tmp_path, capsys):
+    pytest.importorskip("faiss")
+    from finetune import RetrievalIndex
+
+    db = _descriptors(tmp_path)
+    out = tmp_path / "pq.npz"
+    assert main(["index", str(db), "--method", "ivfpq", "--nlist", "12", "--nprobe", "4", "--pq-m", "4",
+                 "--refine", "100", "--out", str(out)]) == 0
+    index = RetrievalIndex.load(out)
+    assert (index.method, index.nlist, index.nprobe, index.pq_m, index.refine) == ("ivfpq", 12, 4, 4, 100)
+    assert (tmp_path / "pq.npz.vectors.npy").is_file()
+    capsys.readouterr()
+    assert main(["retrieve", "--index", str(out), "--queries", str(db), "--top-k", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert np.mean([hits[0][0] == qid for qid, hits in res.items()]) >= 0.95  # exact scores: each finds itself
+
+
+def test_index_refuses_bad_settings_before_reading(tmp_path, capsys):
+    assert main(["index", str(tmp_path / "missing.npy"), "--method", "ivfpq", "--refine", "0",
+                 "--out", str(tmp_path / "x.npz")]) == 1
+    assert "'refine'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index", "db.npy", "--method", "annoy", "--out", "x.npz"])
