@@ -140,6 +140,9 @@ class Trainer(TrainerSetup):
                                num_parts=self.num_workers_, part_index=self.rank_)
         loader = self._train_loader(net, train_ds, sampler)
         self._callbacks = self._default_callbacks() + list(callbacks or [])
+        # checkpoints are written after the other callbacks have seen the batch or epoch, so they hold
+        # that state (the order of _callbacks itself is the order of their states in a checkpoint)
+        self._hooked = sorted(self._callbacks, key=lambda cb: isinstance(cb, Checkpoint))
         if resume is not None:
             self.load_checkpoint(resume)
         self.schedule.setup(epochs)
@@ -177,7 +180,7 @@ class Trainer(TrainerSetup):
                 Checkpoint(os.path.join(self.out_dir, "checkpoints"), every_n_batches=self.checkpoint_every)]
 
     def _call(self, hook, *args):
-        for cb in self._callbacks:
+        for cb in self._hooked:
             getattr(cb, hook)(self, *args)
 
     def _restage(self, epoch):
@@ -260,7 +263,7 @@ class Trainer(TrainerSetup):
         self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)
         shown = [f"{k} {row[k]:.4g}" for k in ("lr", "train_loss", "train_top1", "val_loss", "val_top1") if k in row]
         log.info("epoch %d: %s (%.0f img/s, %.0f s)", epoch, ", ".join(shown), row["images_per_s"], seconds)
-        for cb in self._callbacks:
+        for cb in self._hooked:
             try:
                 cb.on_epoch_end(self, epoch, row)
             except StopTraining as exc:

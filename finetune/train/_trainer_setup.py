@@ -69,6 +69,7 @@ class TrainerSetup:
         self._acc = np.zeros(4)
         self._trainer = None
         self._callbacks = []
+        self._hooked = []
         self.last_checkpoint_ = None
         self.log = log
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import zipfile
 
 import mxnet as mx
 import numpy as np
@@ -260,6 +263,69 @@ def test_keep_best_ignores_differences_within_min_delta():
         (x, y), epochs=3, callbacks=[Scores(), best])
     assert best.best_epoch_ == 1
     np.testing.assert_array_equal(params(net)["head_fc_weight"], last["head_fc_weight"])  # the last epoch's
+
+
+_SCORES = [0.2, 0.9, 0.5, 0.9 - 1e-3]  # validation score forced: best at epoch 1 of 4
+
+
+class _Scores(ft.Callback):
+    def __init__(self):
+        self.snaps = {}
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        logs["val_top1"] = _SCORES[epoch]
+        self.snaps[epoch] = params(trainer.model)
+
+
+class _Crash(ft.Callback):
+    def on_batch_end(self, trainer, epoch, batch, logs):
+        if epoch == 2 and batch == 1:
+            raise KeyboardInterrupt
+
+
+def _interrupt_after_the_best_epoch(out_dir):
+    """Train towards 4 epochs, killed in epoch 2: last.ckpt is the end of epoch 1, the best one."""
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(mlp(), optimizer_params={"lr": 0.3}, batch_size=10, progress=False, out_dir=out_dir).fit(
+            data(), epochs=4, callbacks=[_Scores(), KeepBest("val_top1"), _Crash()])
+    return os.path.join(out_dir, "checkpoints", "last.ckpt")
+
+
+def _resume(out_dir):
+    best = KeepBest("val_top1")
+    trainer = Trainer(mlp(seed=9), optimizer_params={"lr": 0.3}, batch_size=10, progress=False, out_dir=out_dir)
+    trainer.fit(data(), epochs=4, callbacks=[_Scores(), best], resume=out_dir)
+    return trainer, best
+
+
+def test_keep_best_weights_are_checkpointed_and_restored_after_a_resume(tmp_path):
+    scores, full_best = _Scores(), KeepBest("val_top1")
+    full = Trainer(mlp(), optimizer_params={"lr": 0.3}, batch_size=10, progress=False,
+                   out_dir=str(tmp_path / "full")).fit(data(), epochs=4, callbacks=[scores, full_best])
+    assert full_best.restored_ and full_best.best_epoch_ == 1
+    last = _interrupt_after_the_best_epoch(str(tmp_path / "cut"))
+    with zipfile.ZipFile(last) as z:
+        assert "callbacks.arrays" in z.namelist()
+    resumed, best = _resume(str(tmp_path / "cut"))
+    assert [r["epoch"] for r in resumed.history_] == [0, 1, 2, 3]
+    assert best.best_epoch_ == 1 and best.best_ == 0.9 and best.restored_
+    for k, v in params(resumed.model).items():  # the best epoch's weights, trained before the interruption
+        np.testing.assert_array_equal(v, scores.snaps[1][k], err_msg=k)
+        np.testing.assert_array_equal(v, params(full.model)[k], err_msg=k)
+
+
+def test_keep_best_resumes_from_a_checkpoint_without_its_weights(tmp_path, caplog):
+    last = _interrupt_after_the_best_epoch(str(tmp_path))
+    with zipfile.ZipFile(last) as z:  # a checkpoint of the earlier layout: no callbacks.arrays member
+        members = {n: z.read(n) for n in z.namelist() if n != "callbacks.arrays"}
+    with zipfile.ZipFile(last, "w") as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    with caplog.at_level(logging.WARNING, logger="finetune.train._weights"):
+        resumed, best = _resume(str(tmp_path))
+    assert best.best_epoch_ == 1 and not best.restored_
+    assert "does not hold its weights" in caplog.text
+    assert [r["epoch"] for r in resumed.history_] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("kind", ["mixup", "cutmix"])
