@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import zipfile
 
 import mxnet as mx
@@ -14,11 +15,12 @@ import pytest
 import finetune as ft
 from finetune.data import Augment, RecordDataset
 from finetune.data._augment import train_crop
-from finetune.errors import ConfigError, UnknownNameError
-from finetune.train import (KeepBest, LabelSmoothingLoss, LRFinderResult, Recipe, Trainer, WeightAverage,
-                            lr_find)
+from finetune.errors import ConfigError, ModelError, UnknownNameError
+from finetune.models.graph import batchnorm_modes
+from finetune.train import (KeepBest, LabelSmoothingLoss, LayerLRPolicy, LRFinderResult, Recipe, Trainer,
+                            WeightAverage, lr_find)
 
-from ._nets import data, mlp, params
+from ._nets import data, graph_model, mlp, params
 
 
 # ---------------------------------------------------------------- the recipe object
@@ -230,6 +232,51 @@ def test_lr_find_runs_restores_the_weights_and_plots(tmp_path):
     assert json.loads((tmp_path / "lr.json").read_text())["suggestion"] == r.suggestion
     with pytest.raises(ConfigError):
         lr_find(net, (x, y), start_lr=1.0, end_lr=0.1)
+    lazy = mx.gluon.nn.Dense(3, prefix="head_")  # deferred initialisation: no values yet
+    lazy.initialize()
+    with pytest.raises(ModelError, match="head_weight"):
+        lr_find(lazy, (x.reshape(len(x), -1), y), progress=False)
+
+
+def _state(net, user_trainer) -> tuple:
+    """Everything lr_find could leave changed on ``net``, and the global generators."""
+    rows = {n: {"value": p.data(p.list_ctx()[0]).asnumpy().tobytes(),
+                "grad": p.list_grad()[0].asnumpy().tobytes() if p.grad_req != "null" else None,
+                "lr_mult": p.lr_mult, "wd_mult": p.wd_mult, "grad_req": p.grad_req, "ctx": p.list_ctx(),
+                "user's trainer": p._trainer is user_trainer, "policy mark": hasattr(p, "_finetune_orig_grad_req")}
+            for n, p in net.collect_params().items()}
+    return rows, batchnorm_modes(net), net._active, np.random.get_state()[1].tobytes(), random.getstate()
+
+
+def _train_mode_logits(net, x):
+    with mx.autograd.train_mode():  # BatchNorm uses batch or running statistics, as its mode says
+        return net(mx.nd.array(x)).asnumpy()
+
+
+@pytest.mark.parametrize("make,channels", [(lambda: mlp(bn=True), 2), (graph_model, 3)],
+                         ids=["gluon-batchnorm", "graph-batchnorm"])
+def test_lr_find_leaves_the_model_exactly_as_it_was(make, channels):
+    net = make()
+    x, y = data(n=80, channels=channels)
+    ps = net.collect_params()
+    first, second = list(ps.values())[:2]
+    first.lr_mult, first.wd_mult = 0.5, 2.0  # the user's settings, which the policy overrides
+    second.grad_req = "null"
+    user_trainer = mx.gluon.Trainer(ps, "sgd")
+    with mx.autograd.record():  # gradients the user has not used yet
+        loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(x[:8])), mx.nd.array(y[:8]))
+    loss.backward()
+    np.random.seed(3)
+    random.seed(3)
+    logits = _train_mode_logits(net, x[:8])
+    before = _state(net, user_trainer)
+    lr_find(net, (x, y), policy=LayerLRPolicy.pretrained(0.1, freeze_bn=True), start_lr=1e-4, end_lr=1,
+            num_steps=12, batch_size=8, optimizer="adam", ctx=[mx.cpu(0), mx.cpu(1)], progress=False)
+    after = _state(net, user_trainer)
+    for name in before[0]:
+        assert after[0][name] == before[0][name], name
+    assert after[1:] == before[1:]  # BatchNorm modes, hybridization, numpy and random states
+    np.testing.assert_array_equal(_train_mode_logits(net, x[:8]), logits)
 
 
 # ---------------------------------------------------------------- end to end, tiny
