@@ -70,6 +70,7 @@ class TrainerSetup:
         self._trainer = None
         self._callbacks = []
         self._hooked = []
+        self._inputs_first = True  # check inputs before the forward pass (see Trainer._step)
         self.last_checkpoint_ = None
         self.log = log
 
