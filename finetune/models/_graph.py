@@ -25,6 +25,7 @@ import mxnet as mx
 from ..errors import ConfigError, ModelError, ShapeError, UnknownNameError
 
 __all__ = [
+    "batchnorm_global_stats",
     "batchnorm_layers",
     "cut",
     "data_var",
@@ -197,6 +198,32 @@ def set_batchnorm_global_stats(symbol, layers=None, value: bool = True):
     for name in chosen:
         bn_nodes[name].setdefault("attrs", {})["use_global_stats"] = str(bool(value))
     return _dump(graph)
+
+
+def batchnorm_global_stats(symbol) -> dict:
+    """``{BatchNorm layer name: use_global_stats}`` of ``symbol``, in graph order.
+
+    The reader of :func:`set_batchnorm_global_stats`: ``True`` means the layer
+    normalises with its moving statistics in training too (frozen).
+
+    Parameters
+    ----------
+    symbol : mx.sym.Symbol
+
+    Returns
+    -------
+    dict of str to bool
+        Empty when ``symbol`` has no BatchNorm layer.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> x = mx.sym.BatchNorm(mx.sym.var("data"), name="bn1")
+    >>> batchnorm_global_stats(x), batchnorm_global_stats(set_batchnorm_global_stats(x, ["bn1"]))
+    ({'bn1': False}, {'bn1': True})
+    """
+    return {n["name"]: str((n.get("attrs") or n.get("param") or {}).get("use_global_stats", "False")).lower()
+            in ("true", "1") for n in _load(symbol)["nodes"] if n["op"] == "BatchNorm"}
 
 
 def batchnorm_layers(symbol) -> list:

@@ -6,14 +6,15 @@ The public face of ``finetune.models._graph`` (symbols), ``_graph_probe`` (probe
 in the API reference for how layer names are formed.
 """
 
-from ._graph import (batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph, infer_shape, layer_ops,
-                     layer_output, list_layers, rename_inputs, set_batchnorm_global_stats, strip_prefix,
-                     strip_softmax)
+from ._graph import (batchnorm_global_stats, batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph,
+                     infer_shape, layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats,
+                     strip_prefix, strip_softmax)
 from ._graph_blocks import batchnorm_modes, set_block_batchnorm_global_stats
 from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
 
 __all__ = [
     "CUT_INPUT",
+    "batchnorm_global_stats",
     "batchnorm_layers",
     "batchnorm_modes",
     "cut",

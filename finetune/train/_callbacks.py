@@ -12,7 +12,10 @@ Hooks, in the order they are called::
 Raise :class:`StopTraining` from any hook to end training cleanly (the
 current epoch's ``on_epoch_end`` still runs when raised from a batch hook).
 A callback with state that must survive a resume implements ``state_dict`` /
-``load_state_dict``.
+``load_state_dict`` (JSON-ready values) and, for arrays such as weights,
+``state_arrays`` / ``load_state_arrays``. The :class:`Checkpoint` callback's
+``on_epoch_end`` runs after every other callback's, so the checkpoint of an
+epoch holds their state of that epoch.
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ class Callback:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
 
+    def state_arrays(self) -> dict:
+        """Arrays to keep in checkpoints, ``{name: NDArray}`` (e.g. weights); none by default."""
+        return {}
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Restore :meth:`state_arrays` (called after :meth:`load_state_dict`; ``{}`` if the checkpoint has none)."""
+
 
 def _better(mode, value, best, min_delta=0.0):
     if best is None:
@@ -95,10 +105,13 @@ class Checkpoint(Callback):
     """Save the full training state: ``last.ckpt`` (each epoch, and every N batches) and ``best.ckpt``.
 
     A checkpoint holds the model parameters, the optimizer state, the
-    schedule and callback states, the epoch and batch position, the running
-    metrics and the RNG states; ``Trainer.fit(..., resume=directory)``
-    continues from ``last.ckpt`` exactly. Files are written atomically, so a
-    crash (or ``kill -9``) never leaves a half-written checkpoint.
+    schedule and callback states (with their arrays, such as the best
+    epoch's weights of :class:`~finetune.train.KeepBest`), the epoch and
+    batch position, the running metrics and the RNG states;
+    ``Trainer.fit(..., resume=directory)`` continues from ``last.ckpt``
+    exactly. Files are written atomically, so a crash (or ``kill -9``) never
+    leaves a half-written checkpoint. At an epoch's end it saves after the
+    other callbacks have seen the epoch.
 
     Parameters
     ----------

@@ -31,13 +31,15 @@ import mxnet as mx
 
 from ..errors import CheckpointError, UnsafeFileError
 
-__all__ = ["FORMAT", "check_array_file", "optimizer_state", "read_checkpoint", "restore_optimizer_state"]
+__all__ = ["FORMAT", "check_array_file", "optimizer_state", "read_checkpoint", "restore_optimizer_state",
+           "save_arrays"]
 
 #: Version written into ``state.json``; older versions held a pickle and are refused.
 FORMAT = 2
 MEMBERS = ("state.json", "model.params", "optimizer.json", "optimizer.arrays")
-#: Members a checkpoint may add: the weight average of ``Trainer(ema=...)``.
-OPTIONAL = ("ema.arrays",)
+#: Members a checkpoint may add: the weight average of ``Trainer(ema=...)``, and the callbacks' arrays
+#: (keyed ``"<index of the callback>:<name>"``, e.g. the best epoch's weights of ``KeepBest``).
+OPTIONAL = ("ema.arrays", "callbacks.arrays")
 #: Uncompressed size the members may declare, as a multiple of the file's size.
 MAX_EXPANSION = 64
 _SKIP = {"param_dict", "idx2name", "sym_info", "lr_scheduler", "_index_update_count",
@@ -111,8 +113,11 @@ def read_checkpoint(path: str) -> dict:
     -------
     dict
         ``state`` (dict), ``params`` (bytes, ``mx.nd.save`` format),
-        ``optimizer`` (dict), ``arrays`` (dict of str to NDArray) and
-        ``ema`` (the weight average's arrays, or ``None``).
+        ``optimizer`` (dict), ``arrays`` (dict of str to NDArray),
+        ``ema`` (the weight average's arrays, or ``None``) and
+        ``callback_arrays`` (a list with one dict of str to NDArray per
+        callback of ``state.json``; the dicts are empty when the file has no
+        ``callbacks.arrays``).
 
     Raises
     ------
@@ -136,7 +141,7 @@ def read_checkpoint(path: str) -> dict:
             raise
         raise CheckpointError(f"Checkpoint {path!r} cannot be read: {e}. It is truncated or damaged; "
                               "resume from another checkpoint.") from None
-    for name in ("model.params", "optimizer.arrays", "ema.arrays"):
+    for name in ("model.params", "optimizer.arrays") + OPTIONAL:
         if name in raw and raw[name][:1] in _PICKLE_MAGIC:
             raise UnsafeFileError(f"Checkpoint {path!r}: member {name!r} looks like a pickle, which could "
                                   "run code when loaded; it was not loaded.")
@@ -147,7 +152,21 @@ def read_checkpoint(path: str) -> dict:
     _arrays(path, raw["model.params"], "model.params")
     _check_optimizer(path, meta, arrays)
     ema = _arrays(path, raw["ema.arrays"], "ema.arrays") if "ema.arrays" in raw else None
-    return {"state": state, "params": raw["model.params"], "optimizer": meta, "arrays": arrays, "ema": ema}
+    callback_arrays = _by_callback(path, _arrays(path, raw["callbacks.arrays"], "callbacks.arrays")
+                                   if "callbacks.arrays" in raw else {}, len(state["callbacks"]))
+    return {"state": state, "params": raw["model.params"], "optimizer": meta, "arrays": arrays, "ema": ema,
+            "callback_arrays": callback_arrays}
+
+
+def _by_callback(path, arrays: dict, count: int) -> list:
+    """Split ``callbacks.arrays`` into one dict per callback index (``count``: callbacks in state.json)."""
+    out = [{} for _ in range(count)]
+    for key, value in arrays.items():
+        index, sep, name = key.partition(":")
+        if not (sep and name and index.isdigit() and int(index) < count):
+            _bad(path, f"names in callbacks.arrays must be '<callback index below {count}>:<name>'", key)
+        out[int(index)][name] = value
+    return out
 
 
 def _check_members(path, infos, size):

@@ -3,8 +3,12 @@
 The loss of a network trained with a learning rate rising from tiny to huge
 first stays flat, then falls steeply, then explodes. A good learning rate lies
 on the steep descent; :func:`lr_find` suggests the point of steepest descent of
-the smoothed loss (in log-LR), before its minimum. The model's weights are put
-back afterwards, so the test leaves no trace.
+the smoothed loss (in log-LR), before its minimum. Everything the test changes
+on the model — weights, BatchNorm statistics and modes, gradients, ``lr_mult``,
+``wd_mult``, ``grad_req``, devices, the Gluon trainer the parameters are tied
+to (recorded by ``_model_state.py``) — and the ``numpy`` and ``random``
+generator states are put back afterwards, so the test leaves no
+trace (MXNet's own generator, which it reseeds, cannot be read back).
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 
 import numpy as np
 
 from .._atomic import atomic_open
 from ..errors import ConfigError, check_range
 from ._callbacks import Callback, StopTraining
+from ._model_state import ModelState
 from ._schedule import Schedule
-from ._weights import restore, snapshot
 
 __all__ = ["LRFinderResult", "lr_find"]
 
@@ -140,7 +145,14 @@ class LRFinderResult:
 def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps: int = 100,
             diverge: float = 4.0, policy=None, optimizer: str = "adam", optimizer_params=None,
             batch_size: int = 32, ctx=None, loss=None, seed: int = 0, progress: bool = True) -> LRFinderResult:
-    """Run the LR range test on ``model`` and ``train``; the model's weights are restored afterwards.
+    """Run the LR range test on ``model`` and ``train``; the model is left exactly as it was.
+
+    The test trains ``model`` itself for up to ``num_steps`` steps, with
+    ``policy`` applied and on ``ctx``; afterwards its weights, BatchNorm
+    statistics and modes, gradients, per-parameter ``lr_mult`` / ``wd_mult``
+    / ``grad_req`` and devices are put back, and so are the ``numpy`` and
+    ``random`` generator states. The model is run as it is: hybridized only if
+    it already was.
 
     Parameters
     ----------
@@ -158,6 +170,11 @@ def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_st
     Returns
     -------
     LRFinderResult
+
+    Raises
+    ------
+    ModelError
+        A parameter of ``model`` has no value yet (initialise the model first).
 
     Examples
     --------
@@ -177,9 +194,6 @@ def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_st
         raise ConfigError(f"lr_find needs end_lr > start_lr. Got start_lr={start_lr!r}, end_lr={end_lr!r}.")
     check_range("lr_find", "num_steps", num_steps, 3)
     check_range("lr_find", "diverge", diverge, 1, None, low_open=True)
-    params = model.collect_params()
-    saved = snapshot(params)
-    grad_reqs = {n: p.grad_req for n, p in params.items()}
     opt = dict(optimizer_params or {})
     opt["learning_rate"] = start_lr
     n = len(train[0]) if isinstance(train, tuple) else len(train)
@@ -187,15 +201,15 @@ def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_st
     epochs = math.ceil(num_steps / steps_per_epoch)
     record = _Record(num_steps, diverge)
     trainer = Trainer(model, policy=policy, optimizer=optimizer, optimizer_params=opt, batch_size=batch_size,
-                      ctx=ctx, loss=loss, seed=seed, progress=progress, cache_features=False,
+                      ctx=ctx, loss=loss, seed=seed, progress=progress, cache_features=False, hybridize=False,
                       schedule=_Exponential(end_lr / start_lr, num_steps / steps_per_epoch))
+    saved, np_rng, py_rng = ModelState.capture(model), np.random.get_state(), random.getstate()
     try:
         trainer.fit(train, epochs=epochs, callbacks=[record])
     finally:
-        restore(params, saved)
-        for name, p in params.items():
-            if p.grad_req != grad_reqs[name]:
-                p.grad_req = grad_reqs[name]
+        saved.restore()
+        np.random.set_state(np_rng)
+        random.setstate(py_rng)
     result = LRFinderResult(record.lrs, record.losses)
     log.info("LR range test: %d steps from %.2g to %.2g, suggestion %.3g", len(result.lrs), result.lrs[0],
              result.lrs[-1], result.suggestion)

@@ -3,7 +3,8 @@
 :func:`save_state` gathers everything a run needs to continue exactly —
 weights, optimizer state (:mod:`finetune.train._checkpoint` writes it
 without pickle), position (epoch, batch, running sums), history, schedule
-and callback state, the random generators and the weight average — into
+and callback state (with the callbacks' arrays, such as the best epoch's
+weights), the random generators and the weight average — into
 one zip written atomically; :func:`load_state` puts it back into a set-up
 :class:`~finetune.Trainer`. The file names no Python class or module, so it
 does not depend on where the Trainer's code lives.
@@ -53,6 +54,10 @@ def save_state(trainer, path) -> None:
         z.writestr("optimizer.arrays", _ckpt.save_arrays(opt_arrays))
         if trainer._ema is not None:
             z.writestr("ema.arrays", _ckpt.save_arrays(trainer._ema.state_arrays()))
+        cb_arrays = {f"{i}:{name}": value for i, cb in enumerate(trainer._callbacks)
+                     for name, value in cb.state_arrays().items()}
+        if cb_arrays:
+            z.writestr("callbacks.arrays", _ckpt.save_arrays(cb_arrays))
     atomic_write(path, buf.getvalue())
     trainer.last_checkpoint_ = path
 
@@ -73,8 +78,9 @@ def load_state(trainer, path: str) -> None:
     _ckpt.restore_optimizer_state(trainer._trainer, ck["optimizer"], ck["arrays"], path)
     try:
         trainer.schedule.load_state_dict(state["schedule"])
-        for cb, st in zip(trainer._callbacks, state["callbacks"]):
+        for cb, st, arrays in zip(trainer._callbacks, state["callbacks"], ck["callback_arrays"]):
             cb.load_state_dict(st)
+            cb.load_state_arrays(arrays)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"Checkpoint {path!r}: the schedule or callback state does not fit "
                               f"({type(e).__name__}: {e}). Resume with the same schedule and callbacks.") from None

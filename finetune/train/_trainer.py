@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 
 from ..data import RecordDataset
 from ..errors import NonFiniteLossError, check_range
+from ..models.graph import batchnorm_modes
 from . import _cache
 from ._batches import EpochSampler, _mix, as_dataset, train_loader
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining
 from ._devices import split_batch, zero_idle_gradients
-from ._evaluate import batch_stats, evaluate
+from ._evaluate import batch_stats, evaluate, input_peak
 from ._mixing import mix_batch, mixed_losses
+from ._policy import _ORIG
 from ._resume import find_checkpoint, load_state, save_state
 from ._trainer_setup import TrainerSetup
 from ._weights import WeightAverage, restore, snapshot
@@ -140,6 +142,9 @@ class Trainer(TrainerSetup):
                                num_parts=self.num_workers_, part_index=self.rank_)
         loader = self._train_loader(net, train_ds, sampler)
         self._callbacks = self._default_callbacks() + list(callbacks or [])
+        # checkpoints are written after the other callbacks have seen the batch or epoch, so they hold
+        # that state (the order of _callbacks itself is the order of their states in a checkpoint)
+        self._hooked = sorted(self._callbacks, key=lambda cb: isinstance(cb, Checkpoint))
         if resume is not None:
             self.load_checkpoint(resume)
         self.schedule.setup(epochs)
@@ -177,7 +182,7 @@ class Trainer(TrainerSetup):
                 Checkpoint(os.path.join(self.out_dir, "checkpoints"), every_n_batches=self.checkpoint_every)]
 
     def _call(self, hook, *args):
-        for cb in self._callbacks:
+        for cb in self._hooked:
             getattr(cb, hook)(self, *args)
 
     def _restage(self, epoch):
@@ -197,6 +202,7 @@ class Trainer(TrainerSetup):
     def _run_epoch(self, epoch, net, loader, sampler, val_ds) -> bool:
         sizes = sampler.global_sizes(epoch)
         self.batches_per_epoch_ = nb = len(sizes)
+        self._inputs_first = _updates_statistics(net)
         start = self.batch_
         sampler.set_epoch(epoch, start)
         self._call("on_epoch_begin", epoch)
@@ -228,15 +234,15 @@ class Trainer(TrainerSetup):
     def _train_batch(self, net, x, y, epoch, b, global_n) -> int:
         """One optimizer step on batch ``b`` of ``epoch``; returns the number of images this worker trained."""
         mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
-        if not _all_finite(x):
+        mix = None
+        if (self.mixup or self.cutmix) and net is self.model:
+            x, *mix = self._mix_batch(x, y, epoch, b)
+        stats, inputs_finite = self._step(net, x, y, global_n, mix)
+        if not inputs_finite:
             raise NonFiniteLossError(
                 f"The training inputs of epoch {epoch}, batch {b} hold NaN or infinite values; training "
                 "them would poison the weights (a ReLU hides them from the loss). Check the data and "
                 f"its normalisation. The last good checkpoint is {self.last_checkpoint_ or 'none'}.")
-        mix = None
-        if (self.mixup or self.cutmix) and net is self.model:
-            x, *mix = self._mix_batch(x, y, epoch, b)
-        stats = self._step(net, x, y, global_n, mix)
         if not math.isfinite(stats[0]):
             raise NonFiniteLossError(
                 f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
@@ -260,7 +266,7 @@ class Trainer(TrainerSetup):
         self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)
         shown = [f"{k} {row[k]:.4g}" for k in ("lr", "train_loss", "train_top1", "val_loss", "val_top1") if k in row]
         log.info("epoch %d: %s (%.0f img/s, %.0f s)", epoch, ", ".join(shown), row["images_per_s"], seconds)
-        for cb in self._callbacks:
+        for cb in self._hooked:
             try:
                 cb.on_epoch_end(self, epoch, row)
             except StopTraining as exc:
@@ -280,8 +286,24 @@ class Trainer(TrainerSetup):
         """Mixup or CutMix of one batch: ``(mixed images, partner labels, weight of the own labels)``."""
         return mix_batch(x, y, _mix(self.seed, epoch, b, 0x3C), mixup=self.mixup, cutmix=self.cutmix)
 
-    def _step(self, net, x, y, global_n, mix=None) -> np.ndarray:
+    def _step(self, net, x, y, global_n, mix=None) -> tuple:
+        """Forward, backward and update on one batch: ``(stats, whether every input was finite)``.
+
+        Non-finite inputs never update the weights. Their check is a maximum
+        computed on each device (:func:`input_peak`), read back with the loss
+        statistics in one transfer — unless the forward pass itself would
+        write the inputs into live BatchNorm statistics, in which case it is
+        read before the forward pass. One worker also skips the update when
+        the loss is not finite; the workers of a cluster all step.
+        """
         xs, ys = self._split(x, y)
+        peaks = [input_peak(xi) for xi in xs]
+        if peaks[0] is None:  # integer inputs hold no NaN
+            peaks = None
+        elif self._inputs_first:
+            if not all(math.isfinite(float(p.asscalar())) for p in peaks):
+                return None, False
+            peaks = None
         if mix is not None:
             y2s = gluon.utils.split_and_load(mix[0], self.ctx_[:len(xs)], even_split=False)
         with autograd.record():
@@ -293,16 +315,20 @@ class Trainer(TrainerSetup):
         if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
             zero_idle_gradients(self._tparams, len(xs))
         stats = None
-        if self.num_workers_ == 1:  # a non-finite loss must not reach the weights (workers of a cluster all step)
-            stats = sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
-            if not math.isfinite(stats[0]):
-                return stats
+        if self.num_workers_ == 1 or peaks is not None:
+            stats = sum(batch_stats(o, yi, l, p) for o, yi, l, p in zip(outs, ys, losses, peaks or [None] * len(outs)))
+            if peaks is not None and not math.isfinite(stats[4]):
+                return stats[:4], False
+            if self.num_workers_ == 1 and not math.isfinite(stats[0]):
+                return stats[:4], True
         self._trainer.step(global_n)
         if self.ema is not None:
             if self._ema is None:
                 self._ema = WeightAverage(self.model.collect_params(), self.ema)
             self._ema.update()
-        return stats if stats is not None else sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+        if stats is None:
+            stats = sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
+        return stats[:4], True
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int | None = None) -> dict:
@@ -357,7 +383,13 @@ class Trainer(TrainerSetup):
         log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
 
 
-def _all_finite(x) -> bool:
-    """Whether every value of a batch (NDArray or numpy) is finite."""
-    arr = x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
-    return bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
+def _updates_statistics(net) -> bool:
+    """Whether a training forward pass of ``net`` writes into auxiliary states (live BatchNorm statistics).
+
+    Auxiliary states (parameters without gradients) that are not the
+    statistics of a frozen BatchNorm layer count as written: a NaN input
+    would reach them before any check after the forward pass.
+    """
+    modes = batchnorm_modes(net)
+    return any(modes.get(name) != "frozen" for name, p in net.collect_params().items()
+               if getattr(p, _ORIG, p.grad_req) == "null")

@@ -69,6 +69,8 @@ class TrainerSetup:
         self._acc = np.zeros(4)
         self._trainer = None
         self._callbacks = []
+        self._hooked = []
+        self._inputs_first = True  # check inputs before the forward pass (see Trainer._step)
         self.last_checkpoint_ = None
         self.log = log
 

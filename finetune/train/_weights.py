@@ -6,7 +6,9 @@
   final steps, which matters most with few images and few steps an epoch.
 - :class:`KeepBest` — a callback that remembers the weights of the epoch with
   the best validation score (the averaged ones when averaging is on) and puts
-  them back into the model when training ends.
+  them back into the model when training ends. The weights travel in the
+  trainer's checkpoints, so a resumed run can still go back to an epoch
+  trained before the interruption.
 """
 
 from __future__ import annotations
@@ -120,11 +122,21 @@ class KeepBest(Callback):
     the trainer averages weights (``Trainer(ema=...)``). Ties go to the later
     epoch, so with a score that stops improving the last good weights win.
 
+    Its state — the best score, its epoch and its weights — is saved in the
+    trainer's checkpoints (the weights as the checkpoint's
+    ``callbacks.arrays`` member) and comes back with
+    ``Trainer.fit(..., resume=...)``. A checkpoint written before the
+    weights were saved restores the score and epoch only; if that epoch is
+    still the best at the end, the last epoch's weights are kept, with a
+    warning in the log.
+
     Parameters
     ----------
     monitor : str
         A key of the history rows, e.g. ``"val_top1"`` or ``"val_loss"``.
     mode : {"auto", "max", "min"}
+    min_delta : float
+        Restore the best epoch only if it beats the last epoch by more than this.
 
     Attributes
     ----------
@@ -160,14 +172,16 @@ class KeepBest(Callback):
             self._weights = trainer.evaluation_weights()
 
     def on_train_end(self, trainer):
-        if self._weights is None:
-            return
-        last = trainer.epoch_ - 1
-        if self.best_epoch_ == last or self.last_ is None:
+        if self.best_epoch_ is None or self.best_epoch_ == trainer.epoch_ - 1 or self.last_ is None:
             return
         if not _better(_auto_mode(self.mode, self.monitor), self.best_, self.last_, self.min_delta):
             log.info("Keeping the last epoch's weights: the best epoch (%d, %s %.4g) is within %.3g of it.",
                      self.best_epoch_, self.monitor, self.best_, self.min_delta)
+            return
+        if self._weights is None:
+            log.warning("Keeping the last epoch's weights: the best epoch (%d, %s %.4g) was trained before the "
+                        "resume, and the checkpoint resumed from does not hold its weights (it was written by "
+                        "an earlier version).", self.best_epoch_, self.monitor, self.best_)
             return
         log.info("Keeping the weights of epoch %d (%s %.4g) instead of the last epoch's (%.4g).",
                  self.best_epoch_, self.monitor, self.best_, self.last_)
@@ -175,10 +189,21 @@ class KeepBest(Callback):
         self.restored_ = True
 
     def state_dict(self):
-        return {"best": self.best_, "best_epoch": self.best_epoch_}
+        return {"best": self.best_, "best_epoch": self.best_epoch_, "last": self.last_}
 
     def load_state_dict(self, state):
-        self.best_, self.best_epoch_ = state.get("best"), state.get("best_epoch")
+        self.best_, self.best_epoch_, self.last_ = state.get("best"), state.get("best_epoch"), state.get("last")
+        self._weights = None
+
+    def state_arrays(self) -> dict:
+        """The best epoch's weights, ``{parameter name: NDArray}`` (empty before the first validation)."""
+        if self._weights is None:
+            return {}
+        return {n: mx.nd.array(v, dtype=v.dtype) for n, v in self._weights.items()}
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        """Restore :meth:`state_arrays`; ``{}`` (a checkpoint without them) leaves no weights to restore."""
+        self._weights = {n: a.asnumpy() for n, a in arrays.items()} or None
 
 
 def snapshot(params) -> dict:

@@ -6,11 +6,13 @@ import pickle
 import struct
 import zipfile
 
+import mxnet as mx
 import numpy as np
 import pytest
 
 from finetune.errors import CheckpointError, FinetuneError, UnsafeFileError
 from finetune.train import Callback, Trainer
+from finetune.train._checkpoint import save_arrays
 
 from ._nets import data, mlp, params
 
@@ -90,7 +92,7 @@ class _Plant:
         return (open, (self.target, "w"))
 
 
-@pytest.mark.parametrize("member", ["optimizer.states", "optimizer.arrays", "model.params"])
+@pytest.mark.parametrize("member", ["optimizer.states", "optimizer.arrays", "model.params", "callbacks.arrays"])
 def test_planted_pickle_payload_is_refused_and_never_runs(tmp_path, member):
     ckpt = _trained(tmp_path)
     marker = tmp_path / "pwned"
@@ -132,6 +134,11 @@ DAMAGE = {
     "deep nesting": lambda p, m: _rewrite(p, {**m, "optimizer.json": json.dumps(
         {**json.loads(m["optimizer.json"]), "states": [[0, json.loads('{"tuple": [' * 50 + "]}" * 50)]]}).encode()}),
     "huge declared size": lambda p, m: _declare_huge(p),
+    "garbage callback arrays": lambda p, m: _rewrite(p, {**m, "callbacks.arrays": b"\x12\x01" + b"\x00" * 40}),
+    "callback arrays of no callback": lambda p, m: _rewrite(p, {**m, "callbacks.arrays": save_arrays(
+        {"7:weight": mx.nd.zeros(2)})}),
+    "callback arrays without an index": lambda p, m: _rewrite(p, {**m, "callbacks.arrays": save_arrays(
+        {"weight": mx.nd.zeros(2)})}),
 }
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import random
+import zipfile
 
 import mxnet as mx
 import numpy as np
@@ -11,11 +15,12 @@ import pytest
 import finetune as ft
 from finetune.data import Augment, RecordDataset
 from finetune.data._augment import train_crop
-from finetune.errors import ConfigError, UnknownNameError
-from finetune.train import (KeepBest, LabelSmoothingLoss, LRFinderResult, Recipe, Trainer, WeightAverage,
-                            lr_find)
+from finetune.errors import ConfigError, ModelError, UnknownNameError
+from finetune.models.graph import batchnorm_modes
+from finetune.train import (KeepBest, LabelSmoothingLoss, LayerLRPolicy, LRFinderResult, Recipe, Trainer,
+                            WeightAverage, lr_find)
 
-from ._nets import data, mlp, params
+from ._nets import data, graph_model, mlp, params
 
 
 # ---------------------------------------------------------------- the recipe object
@@ -227,6 +232,51 @@ def test_lr_find_runs_restores_the_weights_and_plots(tmp_path):
     assert json.loads((tmp_path / "lr.json").read_text())["suggestion"] == r.suggestion
     with pytest.raises(ConfigError):
         lr_find(net, (x, y), start_lr=1.0, end_lr=0.1)
+    lazy = mx.gluon.nn.Dense(3, prefix="head_")  # deferred initialisation: no values yet
+    lazy.initialize()
+    with pytest.raises(ModelError, match="head_weight"):
+        lr_find(lazy, (x.reshape(len(x), -1), y), progress=False)
+
+
+def _state(net, user_trainer) -> tuple:
+    """Everything lr_find could leave changed on ``net``, and the global generators."""
+    rows = {n: {"value": p.data(p.list_ctx()[0]).asnumpy().tobytes(),
+                "grad": p.list_grad()[0].asnumpy().tobytes() if p.grad_req != "null" else None,
+                "lr_mult": p.lr_mult, "wd_mult": p.wd_mult, "grad_req": p.grad_req, "ctx": p.list_ctx(),
+                "user's trainer": p._trainer is user_trainer, "policy mark": hasattr(p, "_finetune_orig_grad_req")}
+            for n, p in net.collect_params().items()}
+    return rows, batchnorm_modes(net), net._active, np.random.get_state()[1].tobytes(), random.getstate()
+
+
+def _train_mode_logits(net, x):
+    with mx.autograd.train_mode():  # BatchNorm uses batch or running statistics, as its mode says
+        return net(mx.nd.array(x)).asnumpy()
+
+
+@pytest.mark.parametrize("make,channels", [(lambda: mlp(bn=True), 2), (graph_model, 3)],
+                         ids=["gluon-batchnorm", "graph-batchnorm"])
+def test_lr_find_leaves_the_model_exactly_as_it_was(make, channels):
+    net = make()
+    x, y = data(n=80, channels=channels)
+    ps = net.collect_params()
+    first, second = list(ps.values())[:2]
+    first.lr_mult, first.wd_mult = 0.5, 2.0  # the user's settings, which the policy overrides
+    second.grad_req = "null"
+    user_trainer = mx.gluon.Trainer(ps, "sgd")
+    with mx.autograd.record():  # gradients the user has not used yet
+        loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(x[:8])), mx.nd.array(y[:8]))
+    loss.backward()
+    np.random.seed(3)
+    random.seed(3)
+    logits = _train_mode_logits(net, x[:8])
+    before = _state(net, user_trainer)
+    lr_find(net, (x, y), policy=LayerLRPolicy.pretrained(0.1, freeze_bn=True), start_lr=1e-4, end_lr=1,
+            num_steps=12, batch_size=8, optimizer="adam", ctx=[mx.cpu(0), mx.cpu(1)], progress=False)
+    after = _state(net, user_trainer)
+    for name in before[0]:
+        assert after[0][name] == before[0][name], name
+    assert after[1:] == before[1:]  # BatchNorm modes, hybridization, numpy and random states
+    np.testing.assert_array_equal(_train_mode_logits(net, x[:8]), logits)
 
 
 # ---------------------------------------------------------------- end to end, tiny
@@ -260,6 +310,69 @@ def test_keep_best_ignores_differences_within_min_delta():
         (x, y), epochs=3, callbacks=[Scores(), best])
     assert best.best_epoch_ == 1
     np.testing.assert_array_equal(params(net)["head_fc_weight"], last["head_fc_weight"])  # the last epoch's
+
+
+_SCORES = [0.2, 0.9, 0.5, 0.9 - 1e-3]  # validation score forced: best at epoch 1 of 4
+
+
+class _Scores(ft.Callback):
+    def __init__(self):
+        self.snaps = {}
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        logs["val_top1"] = _SCORES[epoch]
+        self.snaps[epoch] = params(trainer.model)
+
+
+class _Crash(ft.Callback):
+    def on_batch_end(self, trainer, epoch, batch, logs):
+        if epoch == 2 and batch == 1:
+            raise KeyboardInterrupt
+
+
+def _interrupt_after_the_best_epoch(out_dir):
+    """Train towards 4 epochs, killed in epoch 2: last.ckpt is the end of epoch 1, the best one."""
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(mlp(), optimizer_params={"lr": 0.3}, batch_size=10, progress=False, out_dir=out_dir).fit(
+            data(), epochs=4, callbacks=[_Scores(), KeepBest("val_top1"), _Crash()])
+    return os.path.join(out_dir, "checkpoints", "last.ckpt")
+
+
+def _resume(out_dir):
+    best = KeepBest("val_top1")
+    trainer = Trainer(mlp(seed=9), optimizer_params={"lr": 0.3}, batch_size=10, progress=False, out_dir=out_dir)
+    trainer.fit(data(), epochs=4, callbacks=[_Scores(), best], resume=out_dir)
+    return trainer, best
+
+
+def test_keep_best_weights_are_checkpointed_and_restored_after_a_resume(tmp_path):
+    scores, full_best = _Scores(), KeepBest("val_top1")
+    full = Trainer(mlp(), optimizer_params={"lr": 0.3}, batch_size=10, progress=False,
+                   out_dir=str(tmp_path / "full")).fit(data(), epochs=4, callbacks=[scores, full_best])
+    assert full_best.restored_ and full_best.best_epoch_ == 1
+    last = _interrupt_after_the_best_epoch(str(tmp_path / "cut"))
+    with zipfile.ZipFile(last) as z:
+        assert "callbacks.arrays" in z.namelist()
+    resumed, best = _resume(str(tmp_path / "cut"))
+    assert [r["epoch"] for r in resumed.history_] == [0, 1, 2, 3]
+    assert best.best_epoch_ == 1 and best.best_ == 0.9 and best.restored_
+    for k, v in params(resumed.model).items():  # the best epoch's weights, trained before the interruption
+        np.testing.assert_array_equal(v, scores.snaps[1][k], err_msg=k)
+        np.testing.assert_array_equal(v, params(full.model)[k], err_msg=k)
+
+
+def test_keep_best_resumes_from_a_checkpoint_without_its_weights(tmp_path, caplog):
+    last = _interrupt_after_the_best_epoch(str(tmp_path))
+    with zipfile.ZipFile(last) as z:  # a checkpoint of the earlier layout: no callbacks.arrays member
+        members = {n: z.read(n) for n in z.namelist() if n != "callbacks.arrays"}
+    with zipfile.ZipFile(last, "w") as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    with caplog.at_level(logging.WARNING, logger="finetune.train._weights"):
+        resumed, best = _resume(str(tmp_path))
+    assert best.best_epoch_ == 1 and not best.restored_
+    assert "does not hold its weights" in caplog.text
+    assert [r["epoch"] for r in resumed.history_] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("kind", ["mixup", "cutmix"])

@@ -7,6 +7,7 @@ import pytest
 from finetune.errors import ConfigError, DeviceError, NonFiniteLossError, UnknownNameError
 from finetune.train import (Callback, CosineSchedule, EarlyStopping, LayerLRPolicy, PlateauSchedule,
                             StepSchedule, StopTraining, Trainer)
+from finetune.train._evaluate import input_peak
 
 from ._nets import data, mlp, params
 
@@ -174,6 +175,51 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     for k in full:
         np.testing.assert_array_equal(full[k], resumed[k], err_msg=k)
     assert [r["epoch"] for r in t.history_] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("batchnorm", ["none", "live", "frozen"])
+def test_non_finite_inputs_never_reach_weights_or_batchnorm_statistics(batchnorm, bad):
+    x, y = data()
+    x[25, 1, 3, 3] = bad
+    net = mlp(bn=batchnorm != "none")
+    policy = LayerLRPolicy(freeze_bn=batchnorm == "frozen")
+    seen = params(net)
+
+    class Grab(Callback):
+        def on_batch_end(self, trainer, epoch, batch, logs):
+            seen.update(params(trainer.model))
+
+    with pytest.raises(NonFiniteLossError, match=r"inputs of epoch 0, batch \d hold NaN or infinite"):
+        Trainer(net, policy=policy, batch_size=10, progress=False).fit((x, y), epochs=1, callbacks=[Grab()])
+    for k, v in params(net).items():  # running statistics included: those after the last good batch
+        np.testing.assert_array_equal(v, seen[k], err_msg=k)
+
+
+def test_the_input_check_copies_no_batch_to_the_host(monkeypatch):
+    copied = []
+    to_numpy = mx.nd.NDArray.asnumpy
+
+    def spy(self):
+        copied.append(self.size)
+        return to_numpy(self)
+
+    monkeypatch.setattr(mx.nd.NDArray, "asnumpy", spy)
+    for bn in (False, True):  # the check read with the loss statistics, and before the forward pass
+        Trainer(mlp(bn=bn), batch_size=10, progress=False).fit(data(), epochs=1)
+    assert copied and max(copied) < 10 * 2 * 4 * 4  # scalars and counts only, never a batch
+
+
+def test_the_input_check_neither_overflows_nor_misses_a_single_nan():
+    huge = mx.nd.full((4, 8), 3e38)  # finite, though any sum of two overflows float32
+    assert np.isfinite(input_peak(huge).asscalar())
+    assert np.isfinite(input_peak(mx.nd.full((300, 300), 60000.0, dtype="float16")).asscalar())
+    assert input_peak(mx.nd.array([1, 2], dtype="int32")) is None
+    for at in (0, 17, 31):
+        for bad in (np.nan, np.inf, -np.inf):
+            x = np.full(32, 3e38, dtype="float32")
+            x[at] = bad
+            assert not np.isfinite(input_peak(mx.nd.array(x).reshape((4, 8))).asscalar()), (at, bad)
 
 
 def test_nan_inputs_raise_before_they_reach_the_weights():
