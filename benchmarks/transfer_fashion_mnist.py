@@ -20,6 +20,10 @@ Usage::
 On two cores, two processes of one thread each (each with its share of
 ``--rows`` and its own ``--json``) finish the table sooner; ``--render a.json
 b.json`` prints their rows as one table.
+
+``--dev N`` also scores every trained row on ``N`` per class of the other
+official training images (never the sample, never the test set): the
+held-out set the defaults are chosen on, so the test set is only reported.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import logging  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import load_fashion_mnist, write_fashion_mnist_folder  # noqa: E402
+from finetune.data import FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder  # noqa: E402
 from finetune.train import Recipe  # noqa: E402
 
 ABLATIONS = {
@@ -59,13 +64,35 @@ ROWS = ["pixels", "probe", "recipe", "-tta", "scratch", *ABLATIONS]
 TINY_ROWS = ["pixels", "probe", "recipe", "-tta"]  # the --tiny default: one of each kind of row
 
 
-def prepare(root, per_class, seed, test_per_class=1000):
-    """Records of the training sample (train/val) and of the whole official test set, at 28 px."""
+def write_dev_folder(out_dir, sample_dir, per_class, seed):
+    """``per_class`` official *training* images per class outside the sample in ``sample_dir``.
+
+    A held-out set for choosing the recipe's defaults without looking at the
+    test set (the sample's file names carry their index in the training set).
+    """
+    used = {int(os.path.splitext(f)[0].rsplit("_", 1)[1])
+            for _, _, files in os.walk(sample_dir) for f in files if f.endswith(".png")}
+    images, labels = load_fashion_mnist("train")
+    rng = np.random.RandomState(12345 + seed)
+    for label, name in enumerate(FASHION_MNIST_CLASSES):
+        members = [i for i in np.flatnonzero(labels == label) if i not in used]
+        os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+        for i in rng.choice(members, size=per_class, replace=False):
+            cv2.imwrite(os.path.join(out_dir, name, f"train_{i:05d}.png"), images[i])
+    return ft.ImageList.from_folder(out_dir, exts=(".png",))
+
+
+def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0):
+    """Records of the training sample (train/val), of the whole official test set and of the dev set, at 28 px."""
     images = write_fashion_mnist_folder(os.path.join(root, "train"), per_class, split="train", seed=seed)
     train, val = images.split(ratios=(0.9, 0.1), seed=seed)
     test = write_fashion_mnist_folder(os.path.join(root, "test"), test_per_class, split="test", seed=seed)
+    splits = [("train", train), ("val", val), ("test", test)]
+    if dev_per_class:
+        splits.append(("dev", write_dev_folder(os.path.join(root, "dev"), os.path.join(root, "train"),
+                                               dev_per_class, seed)))
     paths = {}
-    for name, lst in (("train", train), ("val", val), ("test", test)):
+    for name, lst in splits:
         lst.write_lst(os.path.join(root, f"{name}.lst"), shuffle=False)
         ft.pack(lst, os.path.join(root, name), encoding=".png")
         paths[name] = os.path.join(root, f"{name}.rec")
@@ -120,6 +147,8 @@ def run_row(row, paths, names, recipe, out_dir):
     trainer = r.fit(model, paths["train"], paths["val"], out_dir=os.path.join(out_dir, row), progress=False)
     report = ft.evaluate(model, ft.RecordDataset(paths["test"], model.preprocess), tta=r.tta)
     info = {"val_top1": [round(h["val_top1"], 4) for h in trainer.history_], "size": model.preprocess.size[0]}
+    if "dev" in paths:
+        info["dev_top1"] = ft.evaluate(model, ft.RecordDataset(paths["dev"], model.preprocess), tta=r.tta).top1
     kept = [cb for cb in trainer._callbacks if type(cb).__name__ == "KeepBest"]
     if kept:
         info["kept_epoch"] = kept[0].best_epoch_ if kept[0].restored_ else len(trainer.history_) - 1
@@ -180,6 +209,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a field of the recipe every row starts from (repeatable)")
     p.add_argument("--json", help="write (and update after each row) the results here")
+    p.add_argument("--dev", type=int, default=0, metavar="N",
+                   help="also score trained rows on N other official training images per class (a held-out set "
+                        "for choosing defaults without the test set; default: 0, none)")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
     p.add_argument("--tiny", action="store_true",
                    help="a smoke run: 6 images/class, 50 test images, 1 epoch, 32 px, rows pixels to -tta")
@@ -205,7 +237,8 @@ def main(argv=None):
     recipe = recipe.replace(**{k: _value(v) for k, _, v in (s.partition("=") for s in args.set)})
     work = args.work or tempfile.mkdtemp(prefix="transfer_")
     t0 = time.time()
-    paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class)
+    paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class,
+                           args.dev if not args.tiny else min(args.dev, 3))
     results = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
                "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe),
