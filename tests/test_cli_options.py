@@ -184,9 +184,13 @@ def test_batch_size_workers_and_ctx_reach_the_predictor(monkeypatch):
     args = build_parser().parse_args(["evaluate", "m", "r.rec", "--batch-size", "8", "--workers", "2", "--ctx", "cpu"])
     _use._predictor(args)
     assert seen["batch_size"] == 8 and seen["workers"] == 2 and [str(c) for c in seen["ctx"]] == ["cpu(0)"]
+    assert seen["tta"] is False
     args = build_parser().parse_args(["predict", "m", "x.jpg"])
     _use._predictor(args)
     assert seen["batch_size"] == 32 and seen["workers"] is None and seen["ctx"] is None
+    for command in (["evaluate", "m", "r.rec", "--tta"], ["predict", "m", "x.jpg", "--tta"]):
+        _use._predictor(build_parser().parse_args(command))
+        assert seen["tta"] is True, command
 
 
 def test_num_classes_input_size_and_seed_reach_the_recipe_and_head(monkeypatch):

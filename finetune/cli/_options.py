@@ -80,6 +80,11 @@ SHARED = {
     "progress": Option("--no-progress", dict(dest="progress", action="store_false", default=True,
                                             help="no progress bars"),
                        ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find")),
+    "tta": Option("--tta", dict(action="store_true", default=False,
+                                help="mirror test-time augmentation: average each image's logits with its "
+                                     "mirror's (twice the compute; for models trained with mirroring, as the "
+                                     "recipe does)"),
+                  ("finetune.use:Predictor", "finetune.use:evaluate")),
     "json": Option("--json", dict(action="store_true", default=False,
                                   help="print JSON instead of a table"), ()),
     "out": Option("--out", dict(default=None, help="output"), ()),

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
+    add_shared(p, "tta")
     add_shared(p, "json")
     p.set_defaults(handler=_predict)
 
@@ -36,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, help="the k of top-k accuracy (default: 5)")
     p.add_argument("--report", help="write the full report as JSON here")
     p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
+    add_shared(p, "tta")
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("gradcam", help="Grad-CAM heat map of one image",
@@ -89,7 +91,8 @@ def _predictor(args, **kw):
 
     ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
-    return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers, **kw)
+    return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers,
+                     tta=getattr(args, "tta", False), **kw)
 
 
 def _predict(args) -> int:
