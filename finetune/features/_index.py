@@ -209,10 +209,11 @@ class RetrievalIndex:
         _ann.set_search_params(self._ann, self.method, nprobe=self.nprobe, ef_search=self.ef_search)
         q = np.ascontiguousarray(q, np.float32)
         factor = self._refine()
+        if factor > 1:
+            self._need_vectors("search(refine > 1)")  # before the search, not after it
         scores, rows = self._ann.search(q, min(k * factor, len(self)))
         rows = rows.astype(np.int64)
         if factor > 1:
-            self._need_vectors("search(refine > 1)")
             return _ann.rerank(q, rows, self.vectors, k)
         scores[rows < 0] = -np.inf
         return rows, scores
