@@ -121,7 +121,7 @@ def run(args) -> int:
     plan = recipe.plan(model, train_rec, val_rec)
 
     log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of every layer)",
-             recipe.head_epochs, recipe.epochs)
+             recipe.head_epochs, plan.epochs)
     t_train = time.time()
     recipe.fit(model, train_rec, val_rec, ctx=ctx_of(args), out_dir=os.path.join(out, "train"),
                progress=args.progress)

@@ -92,7 +92,7 @@ def register(sub) -> None:
                                                 help="manual mode, cosine: warm-up epochs (default: 0)"))
     g.add_argument("--patience", type=int, help="manual mode, plateau: epochs without improvement")
     g.add_argument("--stop-after", type=int, help="manual mode, plateau: stop after this many reductions")
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 30; manual: 10)")
+    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 30 up to 900 images, fewer above; manual: 10)")
     # not the shared --batch-size: the recipe's batch differs from the API-wide 32, so no value means "the recipe's"
     g.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per step, split over the --ctx devices (recipe: 16; manual: 32)")

@@ -39,6 +39,7 @@ from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 __all__ = ["Recipe", "RecipePlan"]
 
 _AUTO = "auto"
+_AUTO_EPOCHS, _AUTO_EPOCHS_IMAGES, _AUTO_EPOCHS_MIN = 30, 900, 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +60,12 @@ class Recipe:
         Epochs of the head warm-up on cached backbone features (0: none).
     head_lr : float
         Adam learning rate of the warm-up.
-    epochs : int
-        Epochs of fine-tuning every layer.
+    epochs : int or "auto"
+        Epochs of fine-tuning every layer. ``"auto"``: 30 for up to 900
+        training images (the data size the defaults were chosen on), and
+        ``30 * sqrt(900 / n)`` for ``n`` images above that, rounded, at least
+        3 (12 epochs for 5,400 images, 4 for 54,000): a larger data set gives
+        more steps per epoch and needs fewer passes.
     optimizer : str
         ``"adam"`` (default), ``"sgd"``, ``"nag"``, ``"adamw"``, ``"rmsprop"``.
     lr : float or "find"
@@ -125,7 +130,7 @@ class Recipe:
     batch_size: int = 16
     head_epochs: int = 30
     head_lr: float = 3e-3
-    epochs: int = 30
+    epochs: int | str = _AUTO
     optimizer: str = "adam"
     lr: float | str = 5e-4
     momentum: float = 0.9
@@ -157,7 +162,8 @@ class Recipe:
             check_range(o, "input_size", self.input_size, 16, 2048)
         check_range(o, "batch_size", self.batch_size, 1)
         check_range(o, "head_epochs", self.head_epochs, 0)
-        check_range(o, "epochs", self.epochs, 0)
+        if self.epochs != _AUTO:
+            check_range(o, "epochs", self.epochs, 0)
         check_range(o, "head_lr", self.head_lr, 0, None, low_open=True)
         if self.lr != "find":
             if isinstance(self.lr, str):
@@ -236,6 +242,24 @@ class Recipe:
         size = min(size, int(native))
         return size, f"3x the images' {image_side} px, rounded up to a multiple of 32 (at least 96)"
 
+    def choose_epochs(self, n_images: int | None) -> tuple:
+        """``(epochs, reason)``: the fine-tuning epochs for ``n_images`` training images.
+
+        Examples
+        --------
+        >>> Recipe().choose_epochs(900)[0], Recipe().choose_epochs(5400)[0], Recipe().choose_epochs(54000)[0]
+        (30, 12, 4)
+        >>> Recipe(epochs=8).choose_epochs(54000)
+        (8, 'set')
+        """
+        if self.epochs != _AUTO:
+            return int(self.epochs), "set"
+        if not n_images or n_images <= _AUTO_EPOCHS_IMAGES:
+            return _AUTO_EPOCHS, f"{n_images or '?'} training images: {_AUTO_EPOCHS} up to {_AUTO_EPOCHS_IMAGES}"
+        epochs = max(_AUTO_EPOCHS_MIN, round(_AUTO_EPOCHS * math.sqrt(_AUTO_EPOCHS_IMAGES / n_images)))
+        return epochs, (f"{n_images} training images: {_AUTO_EPOCHS} x sqrt({_AUTO_EPOCHS_IMAGES} / {n_images}), "
+                        f"at least {_AUTO_EPOCHS_MIN}")
+
     def augmentation(self) -> Augment | None:
         """The training :class:`~finetune.Augment` (``None``: no augmentation)."""
         if self.augment is None or isinstance(self.augment, Augment):
@@ -270,14 +294,16 @@ class Recipe:
         """The training loss: softmax cross-entropy with ``label_smoothing``."""
         return LabelSmoothingLoss(self.label_smoothing)
 
-    def make_schedule(self):
-        """The LR schedule of the fine-tuning stage."""
+    def make_schedule(self, epochs: int | None = None):
+        """The LR schedule of the fine-tuning stage, for ``epochs`` (default: the recipe's, 30 when ``"auto"``)."""
+        if epochs is None:
+            epochs = self.choose_epochs(None)[0]
         if self.schedule == "cosine":
-            return CosineSchedule(warmup_epochs=min(self.warmup_epochs, max(self.epochs - 1, 0)))
+            return CosineSchedule(warmup_epochs=min(self.warmup_epochs, max(epochs - 1, 0)))
         if self.schedule == "plateau":
             return PlateauSchedule(self.plateau_factor, monitor="val_top1", stop_after=self.plateau_stop_after)
         if self.schedule == "step":
-            return StepSchedule(0.1, epochs=max(1, math.ceil(self.epochs * 0.75)))
+            return StepSchedule(0.1, epochs=max(1, math.ceil(epochs * 0.75)))
         return None
 
     def plan(self, model, train, val=None) -> "RecipePlan":
@@ -285,12 +311,14 @@ class Recipe:
         native = int(max(_native_size(model)))
         side = _image_side(train)
         size, why = self.choose_input_size(native, side)
+        epochs, epochs_why = self.choose_epochs(_num_images(train))
         rows = [("input size", f"{size} px", why)]
         rows.append(("head warm-up", f"{self.head_epochs} epochs, Adam {self.head_lr:g}, cached features"
                      if self.head_epochs else "off", ""))
         lr = "LR-range test" if self.lr == "find" else f"{self.lr:g}"
-        rows.append(("fine-tuning", f"{self.epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
-                     + (f", wd {self.wd:g}" if self.wd else ""), "every layer"))
+        rows.append(("fine-tuning", f"{epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
+                     + (f", wd {self.wd:g}" if self.wd else ""),
+                     "every layer" + (f"; {epochs_why}" if epochs_why != "set" else "")))
         ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
         rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
                      f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
@@ -312,7 +340,7 @@ class Recipe:
         if self.early_stopping and val is not None:
             sel += f", early stopping after {self.early_stopping}"
         rows.append(("weights kept", sel, ""))
-        return RecipePlan(rows, size=size)
+        return RecipePlan(rows, size=size, epochs=epochs)
 
     # ------------------------------------------------------------ running it
     def fit(self, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True, callbacks=None,
@@ -355,13 +383,15 @@ class RecipePlan:
     rows : list of tuple of str
     size : int
         The chosen input size.
+    epochs : int
+        The chosen fine-tuning epochs.
     """
 
-    def __init__(self, rows, size: int):
-        self.rows, self.size = list(rows), int(size)
+    def __init__(self, rows, size: int, epochs: int):
+        self.rows, self.size, self.epochs = list(rows), int(size), int(epochs)
 
     def __repr__(self) -> str:
-        return f"RecipePlan({len(self.rows)} ingredients, size={self.size})"
+        return f"RecipePlan({len(self.rows)} ingredients, size={self.size}, epochs={self.epochs})"
 
     def __str__(self) -> str:
         w = max(len(r[0]) for r in self.rows)
@@ -375,11 +405,23 @@ def _native_size(model) -> tuple:
     return tuple(model.preprocess.size)
 
 
+def _open(data):
+    """``data`` as a RecordDataset, or None when it cannot be opened (the plan's hints are then unknown)."""
+    try:
+        return data if isinstance(data, RecordDataset) else RecordDataset(_path(data, "train"))
+    except Exception:  # noqa: BLE001 - the hints only; the dataset is opened again for real later
+        return None
+
+
+def _num_images(data) -> int | None:
+    ds = _open(data)
+    return len(ds) if ds is not None else None
+
+
 def _image_side(data, n: int = 16) -> int | None:
     """The median shorter side of the first ``n`` stored images of ``data`` (None if unknown)."""
-    try:
-        ds = data if isinstance(data, RecordDataset) else RecordDataset(_path(data, "train"))
-    except Exception:  # noqa: BLE001 - the size is a hint; the dataset is opened again for real later
+    ds = _open(data)
+    if ds is None:
         return None
     sides = []
     for i in range(min(n, len(ds))):

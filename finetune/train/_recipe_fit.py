@@ -30,6 +30,7 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     """Run ``recipe`` on ``model``; the parameters and return value are those of :meth:`Recipe.fit`."""
     plan = recipe.plan(model, train, val)
     log.info("%r decides:\n%s", recipe, plan)
+    recipe = recipe.replace(epochs=plan.epochs)
     s = plan.size
     model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
     pre = model.preprocess

@@ -53,6 +53,37 @@ def test_input_size_comes_from_the_backbone_and_the_images():
     assert Recipe(input_size=64).choose_input_size(224, 28)[0] == 64
 
 
+def test_epochs_come_from_the_number_of_training_images():
+    r = Recipe()
+    assert r.epochs == "auto" and repr(r) == "Recipe()"
+    assert [r.choose_epochs(n)[0] for n in (None, 100, 900, 3600, 5400, 54000, 10 ** 7)] == [30, 30, 30, 15, 12, 4, 3]
+    assert "sqrt" in r.choose_epochs(5400)[1]
+    assert Recipe(epochs=7).choose_epochs(54000) == (7, "set")
+    assert Recipe(epochs=0).choose_epochs(10) == (0, "set")
+    with pytest.raises(ConfigError, match="epochs"):
+        Recipe(epochs=-1)
+    assert Recipe().make_schedule().warmup_epochs == 1.0  # "auto" schedules as for 30 epochs
+    assert Recipe(epochs=1).make_schedule().warmup_epochs == 0  # no warm-up longer than the run
+
+
+def test_fit_trains_the_epochs_the_plan_chose(image_folder, tmp_path, monkeypatch):
+    import finetune.train._recipe as recipe_module
+
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "r", workers=1)
+    rec = str(tmp_path / "r.rec")
+    # a rule scaled down to test size: 2 epochs up to 1 image, then 2 * sqrt(1 / n), at least 1
+    monkeypatch.setattr(recipe_module, "_AUTO_EPOCHS", 2)
+    monkeypatch.setattr(recipe_module, "_AUTO_EPOCHS_IMAGES", 1)
+    monkeypatch.setattr(recipe_module, "_AUTO_EPOCHS_MIN", 1)
+    recipe = Recipe(input_size=32, head_epochs=0, batch_size=8)
+    model = recipe.build_model(ft.Backbone.from_zoo("mobilenetv2_0.25", weights=None), images.class_names)
+    plan = recipe.plan(model, rec)
+    assert plan.epochs == 1 and f"{len(images)} training images" in str(plan)
+    trainer = recipe.fit(model, rec, workers=0, progress=False)
+    assert len(trainer.history_) == 1 and trainer.recipe_plan_.epochs == 1
+
+
 def test_plan_lists_every_ingredient_and_follows_switches(image_folder, tmp_path):
     images = ft.ImageList.from_folder(image_folder)
     ft.pack(images, tmp_path / "r", workers=1)
