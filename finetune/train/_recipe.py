@@ -162,6 +162,9 @@ class Recipe:
             check_range(o, "input_size", self.input_size, 16, 2048)
         check_range(o, "batch_size", self.batch_size, 1)
         check_range(o, "head_epochs", self.head_epochs, 0)
+        if isinstance(self.epochs, str) and self.epochs != _AUTO:
+            raise ConfigError("The 'epochs' parameter of Recipe must be a whole number or 'auto'. "
+                              f"Got {self.epochs!r}.")
         if self.epochs != _AUTO:
             check_range(o, "epochs", self.epochs, 0)
         check_range(o, "head_lr", self.head_lr, 0, None, low_open=True)
@@ -309,9 +312,10 @@ class Recipe:
     def plan(self, model, train, val=None) -> "RecipePlan":
         """The decisions for ``model`` and data ``train`` as a printable :class:`RecipePlan`."""
         native = int(max(_native_size(model)))
-        side = _image_side(train)
+        ds = _open(train)  # opened once for both hints
+        side = _image_side(ds) if ds is not None else None
         size, why = self.choose_input_size(native, side)
-        epochs, epochs_why = self.choose_epochs(_num_images(train))
+        epochs, epochs_why = self.choose_epochs(len(ds) if ds is not None else None)
         rows = [("input size", f"{size} px", why)]
         rows.append(("head warm-up", f"{self.head_epochs} epochs, Adam {self.head_lr:g}, cached features"
                      if self.head_epochs else "off", ""))
@@ -411,11 +415,6 @@ def _open(data):
         return data if isinstance(data, RecordDataset) else RecordDataset(_path(data, "train"))
     except Exception:  # noqa: BLE001 - the hints only; the dataset is opened again for real later
         return None
-
-
-def _num_images(data) -> int | None:
-    ds = _open(data)
-    return len(ds) if ds is not None else None
 
 
 def _image_side(data, n: int = 16) -> int | None:

@@ -62,6 +62,8 @@ def test_epochs_come_from_the_number_of_training_images():
     assert Recipe(epochs=0).choose_epochs(10) == (0, "set")
     with pytest.raises(ConfigError, match="epochs"):
         Recipe(epochs=-1)
+    with pytest.raises(ConfigError, match="whole number or 'auto'"):
+        Recipe(epochs="Auto")
     assert Recipe().make_schedule().warmup_epochs == 1.0  # "auto" schedules as for 30 epochs
     assert Recipe(epochs=1).make_schedule().warmup_epochs == 0  # no warm-up longer than the run
 
