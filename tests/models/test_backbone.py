@@ -96,8 +96,9 @@ def test_freeze_batchnorm_keeps_moving_statistics(hybridize):
     y = _train_step(model, x)
     after = _bn_stats(model)
     assert all(np.array_equal(changed[k], after[k]) for k in changed)
-    # frozen BN in training mode computes what inference computes (no dropout in this head)
-    np.testing.assert_allclose(y.asnumpy(), model(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    # frozen BN in training mode computes what inference computes (no dropout in this head); oneDNN's
+    # training and inference kernels round differently on some CPUs (1.7e-5 seen with AVX-512)
+    np.testing.assert_allclose(y.asnumpy(), model(x).asnumpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_freeze_some_batchnorm_layers_by_name():
