@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import os
 import subprocess
@@ -25,6 +26,7 @@ COVERED = {
     "retrieval_recipe": "test_retrieval_recipe_tiny",
     "search_scale": "test_search_scale_tiny",
     "training": "test_training_tiny",
+    "training_step": "test_training_step_tiny",
     "transfer_fashion_mnist": "test_benchmark_transfer::test_transfer_benchmark_tiny_prints_every_row",
 }
 
@@ -64,6 +66,25 @@ def test_training_tiny():
     rows = load("training").ratio_rows(["--tiny"])
     check_rows(rows)
     assert [r[3] for r in rows] == ["hand-written Gluon loop"] + ["recomputing the frozen backbone"] * 2
+
+
+def test_training_step_tiny():
+    rows = load("training_step").ratio_rows(["--tiny"])
+    check_rows(rows)
+    assert [m.split(", ")[-1] for m, *_ in rows] == ["batch 4 img/s", "ReLU for ReLU6 img/s", "fixed even padding img/s"]
+
+
+def test_training_step_variants_change_the_graph():
+    import mxnet as mx
+
+    bench = load("training_step")
+    ops = {}
+    for name, kw in (("recipe", {}), ("relu", {"relu": True}), ("pad", {"even_pad": True})):
+        graph = json.loads(bench.Step(name, 32, 2, **kw).net(mx.sym.var("data")).tojson())
+        ops[name] = [n["op"] for n in graph["nodes"]]
+    assert "clip" in ops["recipe"] and "Crop" in ops["recipe"]
+    assert "clip" not in ops["relu"] and "relu" in ops["relu"]
+    assert "Crop" not in ops["pad"] and "clip" in ops["pad"]
 
 
 def test_predict_tiny():

@@ -1,0 +1,170 @@
+"""Where one fine-tuning step of EfficientNet-Lite0 spends its time, and what would change it.
+
+The step is the default recipe's: every layer trainable with its layer-wise
+learning rates, frozen BatchNorm statistics, Adam, the network hybridized with
+``static_alloc`` (data loading and the EMA update are left out). Each variant
+below is its own hybridized copy of the network; their steps alternate, one
+variant after the other, and the median step time of each is reported against
+the recipe's step (ratio of images/s):
+
+- ``batch 32``: the same step on batches of 32 instead of the recipe's 16;
+- ``ReLU for ReLU6``: MXNet's oneDNN ``relu`` in place of ``clip(x, 0, 6)``
+  (another function: a probe of where the time goes, not an option);
+- ``fixed even padding``: one ``pad`` of ``(k//2 - 1, k//2)`` before each
+  stride-2 convolution in place of the SAME pad-and-crop, exact only when every
+  stride-2 layer sees an even size (inputs divisible by 32): a bound on what
+  the size-agnostic SAME padding costs.
+
+The recipe's step is also run under MXNet's profiler, and its most expensive
+operators are printed in milliseconds per step.
+
+``--tiny`` is a smoke test: 32 px, batch 2, one round.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/training_step.py [--size 96] [--rounds 8] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
+
+import finetune as ft  # noqa: E402
+from finetune.models import _efficientnet_lite as lite  # noqa: E402
+from finetune.train import Recipe  # noqa: E402
+
+
+def _relu(self, F, x):
+    return F.relu(x, name="fwd")
+
+
+def _even_pad(self, F, x):
+    a = self._kernel // 2
+    return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, a - 1, a, a - 1, a), name="fwd")
+
+
+@contextlib.contextmanager
+def _forward_of(cls, method):
+    """``cls.hybrid_forward`` replaced by ``method`` while a network is built (the zoo traces it into a graph)."""
+    if method is None:
+        yield
+        return
+    saved = cls.hybrid_forward
+    cls.hybrid_forward = method
+    try:
+        yield
+    finally:
+        cls.hybrid_forward = saved
+
+
+class Step:
+    """One variant: a hybridized Lite0 with the recipe's policy, its optimizer and a fixed batch."""
+
+    def __init__(self, name, size, batch, *, relu=False, even_pad=False, seed=0):
+        self.name, self.batch = name, batch
+        mx.random.seed(seed)
+        recipe = Recipe()
+        with _forward_of(lite._ReLU6, _relu if relu else None), \
+                _forward_of(lite._SamePad2x, _even_pad if even_pad else None):
+            backbone = ft.Backbone.from_zoo("efficientnet_lite0", weights=None)
+        model = recipe.build_model(backbone, [str(i) for i in range(10)])
+        recipe.policy(model).apply(model)
+        self.net = model
+        self.net.hybridize(static_alloc=True)
+        params = {k: p for k, p in self.net.collect_params().items() if p.grad_req != "null"}
+        self.trainer = gluon.Trainer(params, "adam", {"learning_rate": recipe.lr})
+        self.loss = recipe.loss()
+        rng = np.random.RandomState(seed)
+        self.x = mx.nd.array(rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32))
+        self.y = mx.nd.array(np.arange(batch) % 10)
+
+    def __call__(self) -> float:
+        """One step; its wall time in seconds."""
+        mx.nd.waitall()
+        t0 = time.perf_counter()
+        with autograd.record():
+            loss = self.loss(self.net(self.x), self.y)
+        loss.backward()
+        self.trainer.step(self.batch)
+        mx.nd.waitall()
+        return time.perf_counter() - t0
+
+
+def profile(step, steps: int, top: int) -> list:
+    """``(operator, ms per step)`` of the ``top`` most expensive operators over ``steps`` steps."""
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+    mx.profiler.set_state("run")
+    for _ in range(steps):
+        step()
+    mx.profiler.set_state("stop")
+    stats = json.loads(mx.profiler.dumps(reset=True, format="json"))
+    ops = stats.get("Time", {}).get("operator", {})
+    rows = sorted(((name, v["Total"] / steps) for name, v in ops.items()), key=lambda r: -r[1])
+    return rows[:top]
+
+
+def run(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows; the report is printed on the way."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=96, help="input size; a multiple of 32 (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=16, help="the recipe's batch (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=8, help="alternating rounds (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (default: %(default)s)")
+    p.add_argument("--top", type=int, default=12, help="operators shown from the profile (default: %(default)s)")
+    p.add_argument("--tiny", action="store_true", help="smoke test: 32 px, batch 2, one round")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.size, args.batch, args.rounds, args.warmup, args.top = 32, 2, 1, 1, 5
+    if args.size % 32:
+        p.error(f"--size must be a multiple of 32 for the fixed-padding variant; got {args.size}")
+    steps = [Step("recipe", args.size, args.batch),
+             Step(f"batch {2 * args.batch}", args.size, 2 * args.batch),
+             Step("ReLU for ReLU6", args.size, args.batch, relu=True),
+             Step("fixed even padding", args.size, args.batch, even_pad=True)]
+    for s in steps:
+        for _ in range(args.warmup):
+            s()
+    times = {s.name: [] for s in steps}
+    for _ in range(args.rounds):
+        for s in steps:
+            times[s.name].append(s())
+    rate = {s.name: s.batch / statistics.median(times[s.name]) for s in steps}
+    base = rate["recipe"]
+    print(f"EfficientNet-Lite0 {args.size}px, one fine-tuning step, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+          f"{args.rounds} alternating rounds, medians")
+    print(f"  {'variant':<22} {'batch':>5} {'ms/step':>9} {'img/s':>8} {'vs recipe':>10}")
+    for s in steps:
+        print(f"  {s.name:<22} {s.batch:>5} {1000 * statistics.median(times[s.name]):>9.1f} "
+              f"{rate[s.name]:>8.1f} {rate[s.name] / base:>9.2f}x")
+    print(f"  the recipe's step under the profiler, ms per step ({max(2, args.rounds // 2)} steps):")
+    for name, ms in profile(steps[0], max(2, args.rounds // 2), args.top):
+        print(f"    {name:<28} {ms:8.2f}")
+    label = f"Lite0 {args.size}px step"
+    return [(f"{label}, batch {s.batch}, {s.name} img/s", rate[s.name], rate[s.name] / base,
+             f"the recipe's step (batch {args.batch})", "") for s in steps[1:]]
+
+
+def ratio_rows(argv=None) -> list:
+    """``(measure, value, ratio, baseline, target)`` rows for ``run_all.py`` (ratio: images/s over the recipe's step)."""
+    return run(argv)
+
+
+def main(argv=None):
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()
