@@ -29,6 +29,7 @@ held-out set the defaults are chosen on, so the test set is only reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -183,11 +184,22 @@ def merge(parts) -> dict:
     return {**parts[0], "rows": rows, "processes": len(parts)}
 
 
+def machine() -> str:
+    """``"<CPU model>, <n> cores"`` (the architecture where the model name cannot be read)."""
+    model = platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def render_rst(results) -> str:
     """The results as a reStructuredText table (for the docs)."""
     n = results.get("processes", 1)
     how = "one run" if n == 1 else f"one run in {n} processes side by side"
-    lines = [f"Measured {results['date']} on {results['machine']} (shared, OMP_NUM_THREADS="
+    load = results.get("load")
+    where = f"load average {load:.1f} at the start" if load is not None else "shared"
+    lines = [f"Measured {results['date']} on {results['machine']} ({where}, OMP_NUM_THREADS="
              f"{results['threads']} per process), {results['per_class']} training images per class (90 % train, "
              f"10 % validation), all {results['test_images']} official test images, {how} of "
              "``benchmarks/transfer_fashion_mnist.py``:", "",
@@ -239,8 +251,8 @@ def main(argv=None):
     t0 = time.time()
     paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class,
                            args.dev if not args.tiny else min(args.dev, 3))
-    results = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
+    results = {"date": datetime.date.today().isoformat(), "machine": machine(),
+               "load": round(os.getloadavg()[0], 1), "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
                "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe),
                "prepare_s": round(time.time() - t0, 1), "rows": {}}
     for row in rows:
