@@ -13,23 +13,27 @@ model (its numbers mean nothing).
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/retrieval_recipe.py MODEL_DIR [--tiny]
+    OMP_NUM_THREADS=2 python benchmarks/retrieval_recipe.py MODEL_DIR [--tiny] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import finetune as ft  # noqa: E402
 from finetune.data import load_fashion_mnist  # noqa: E402
+from transfer_fashion_mnist import machine  # noqa: E402
 
 
 def split(labels, per_class, seed):
@@ -68,6 +72,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="use only the first N test images (smoke runs)")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: 100 test images, 4 queries per class, 32 px; MODEL optional")
+    p.add_argument("--json", help="also write the results (mAP and seconds per descriptor, settings, machine) here")
     args = p.parse_args(argv)
     if args.model is None and not args.tiny:
         p.error("MODEL is required (except with --tiny)")
@@ -96,6 +101,17 @@ def main(argv=None):
     for layer in layers:
         b = f"{before[layer][0]:.3f}" if layer in before else "-"
         print(f"| {layer} | {b} | {after[layer][0]:.3f} |")
+    if args.json:
+        result = {"script": "benchmarks/retrieval_recipe.py", "date": datetime.date.today().isoformat(),
+                  "machine": machine(), "threads": os.environ.get("OMP_NUM_THREADS"),
+                  "model": os.path.basename(os.path.normpath(args.model)) if args.model else "untrained head",
+                  "queries": len(q), "database": len(d), "input_size": size,
+                  "map": {f"pretrained {pooled}": round(before[pooled][0], 4),
+                          **{f"fine-tuned {layer}": round(after[layer][0], 4) for layer in layers}},
+                  "seconds": {f"pretrained {pooled}": round(before[pooled][1], 1),
+                              **{f"fine-tuned {layer}": round(after[layer][1], 1) for layer in layers}}}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
     return after
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import json
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -127,11 +127,15 @@ def test_search_scale_tiny():
 
 
 @pytest.mark.realdata
-def test_retrieval_recipe_tiny(capsys):
+def test_retrieval_recipe_tiny(capsys, tmp_path):
     # without a model directory: Lite0 with an untrained head stands in for the fine-tuned model
-    result = load("retrieval_recipe").main(["--tiny"])
+    result = load("retrieval_recipe").main(["--tiny", "--json", str(tmp_path / "r.json")])
     assert len(result) == 2 and all(0 <= m <= 1 for m, _ in result.values())
     assert "| descriptor | pretrained mAP | fine-tuned mAP |" in capsys.readouterr().out
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["queries"] + written["database"] == 100 and written["input_size"] == 32
+    assert {k.split()[0] for k in written["map"]} == {"pretrained", "fine-tuned"} and len(written["map"]) == 3
+    assert all(0 <= m <= 1 for m in written["map"].values())
 
 
 @pytest.mark.slow
