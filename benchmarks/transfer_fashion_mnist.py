@@ -21,6 +21,10 @@ On two cores, two processes of one thread each (each with its share of
 ``--rows`` and its own ``--json``) finish the table sooner; ``--render a.json
 b.json`` prints their rows as one table.
 
+An interrupted run continues with ``--resume --work DIR`` (the same
+``DIR`` and settings): the records are reused and each trained row picks up
+from its last finished epoch.
+
 ``--dev N`` also scores every trained row on ``N`` per class of the other
 official training images (never the sample, never the test set): the
 held-out set the defaults are chosen on, so the test set is only reported.
@@ -83,8 +87,22 @@ def write_dev_folder(out_dir, sample_dir, per_class, seed):
     return ft.ImageList.from_folder(out_dir, exts=(".png",))
 
 
-def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0):
-    """Records of the training sample (train/val), of the whole official test set and of the dev set, at 28 px."""
+def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0, reuse=False):
+    """Records of the training sample (train/val), of the whole official test set and of the dev set, at 28 px.
+
+    With ``reuse``, the records an earlier call wrote to ``root`` with the same
+    arguments are used as they are (a resumed run must train on the same
+    files); otherwise, and when the arguments differ, they are written anew.
+    """
+    sample = {"per_class": per_class, "seed": seed, "test_per_class": test_per_class, "dev_per_class": dev_per_class}
+    stamp = os.path.join(root, "sample.json")
+    if reuse and os.path.isfile(stamp):
+        with open(stamp, encoding="utf-8") as f:
+            same = json.load(f) == sample
+        paths = {name: os.path.join(root, f"{name}.rec")
+                 for name in ("train", "val", "test", *(("dev",) if dev_per_class else ()))}
+        if same and all(os.path.isfile(path) for path in paths.values()):
+            return paths, ft.ImageList.from_folder(os.path.join(root, "train"), exts=(".png",)).class_names
     images = write_fashion_mnist_folder(os.path.join(root, "train"), per_class, split="train", seed=seed)
     train, val = images.split(ratios=(0.9, 0.1), seed=seed)
     test = write_fashion_mnist_folder(os.path.join(root, "test"), test_per_class, split="test", seed=seed)
@@ -97,6 +115,8 @@ def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0):
         lst.write_lst(os.path.join(root, f"{name}.lst"), shuffle=False)
         ft.pack(lst, os.path.join(root, name), encoding=".png")
         paths[name] = os.path.join(root, f"{name}.rec")
+    with open(stamp, "w", encoding="utf-8") as f:
+        json.dump(sample, f)
     return paths, images.class_names
 
 
@@ -133,7 +153,7 @@ def new_model(names, recipe, weights="imagenet"):
     return recipe.build_model(backbone, names)
 
 
-def run_row(row, paths, names, recipe, out_dir):
+def run_row(row, paths, names, recipe, out_dir, resume=False):
     if row == "pixels":
         return logistic(*arrays(paths["train"]), *arrays(paths["val"]), *arrays(paths["test"]))
     if row == "probe":
@@ -145,9 +165,11 @@ def run_row(row, paths, names, recipe, out_dir):
     changes = ABLATIONS.get(row, {})
     r = recipe.replace(**changes)
     model = new_model(names, r, weights=None if row == "scratch" else "imagenet")
-    trainer = r.fit(model, paths["train"], paths["val"], out_dir=os.path.join(out_dir, row), progress=False)
+    trainer = r.fit(model, paths["train"], paths["val"], out_dir=os.path.join(out_dir, row), progress=False,
+                    resume=resume)
     report = ft.evaluate(model, ft.RecordDataset(paths["test"], model.preprocess), tta=r.tta)
-    info = {"val_top1": [round(h["val_top1"], 4) for h in trainer.history_], "size": model.preprocess.size[0]}
+    info = {"val_top1": [round(h["val_top1"], 4) for h in trainer.history_], "size": model.preprocess.size[0],
+            "epoch_seconds": [round(h["seconds"], 1) for h in trainer.history_]}
     if "dev" in paths:
         info["dev_top1"] = ft.evaluate(model, ft.RecordDataset(paths["dev"], model.preprocess), tta=r.tta).top1
     kept = [cb for cb in trainer._callbacks if type(cb).__name__ == "KeepBest"]
@@ -225,6 +247,10 @@ def main(argv=None):
                    help="also score trained rows on N other official training images per class (a held-out set "
                         "for choosing defaults without the test set; default: 0, none)")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the trained rows from the checkpoints an interrupted run left in --work (its "
+                        "records are reused; a row's time is then this process's part, and its epoch_seconds "
+                        "hold every epoch's)")
     p.add_argument("--tiny", action="store_true",
                    help="a smoke run: 6 images/class, 50 test images, 1 epoch, 32 px, rows pixels to -tta")
     p.add_argument("--render", metavar="JSON", nargs="+",
@@ -247,14 +273,16 @@ def main(argv=None):
 
     recipe = Recipe(seed=args.seed) if args.epochs is None else Recipe(seed=args.seed, epochs=args.epochs)
     recipe = recipe.replace(**{k: _value(v) for k, _, v in (s.partition("=") for s in args.set)})
+    if args.resume and not args.work:
+        p.error("--resume needs the --work folder of the interrupted run")
     work = args.work or tempfile.mkdtemp(prefix="transfer_")
     t0 = time.time()
     paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class,
-                           args.dev if not args.tiny else min(args.dev, 3))
+                           args.dev if not args.tiny else min(args.dev, 3), reuse=args.resume)
     results = {"date": datetime.date.today().isoformat(), "machine": machine(),
                "load": round(os.getloadavg()[0], 1), "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
                "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe),
-               "prepare_s": round(time.time() - t0, 1), "rows": {}}
+               "prepare_s": round(time.time() - t0, 1), "resumed": args.resume, "rows": {}}
     for row in rows:
         t = time.time()
         rec = results["rows"].get("recipe")
@@ -264,7 +292,7 @@ def main(argv=None):
         if row == "-keep-best" and rec and rec.get("kept_epoch") == len(rec["val_top1"]) - 1:
             results["rows"][row] = {**rec, "seconds": 0.0, "note": "the recipe kept its last epoch"}
             continue
-        top1, info = run_row(row, paths, names, recipe, os.path.join(work, "runs"))
+        top1, info = run_row(row, paths, names, recipe, os.path.join(work, "runs"), resume=args.resume)
         results["rows"][row] = {"top1": top1, "seconds": round(time.time() - t, 1), **info}
         print(f"{row:18s} {100 * top1:6.2f} %  {time.time() - t:7.1f} s", flush=True)
         if args.json:

@@ -24,6 +24,11 @@ def test_transfer_benchmark_tiny_prints_every_row(tmp_path, capsys):
     assert set(results["rows"]) == {"pixels", "probe", "recipe", "-tta", "-ema"}
     assert all(0 <= r["top1"] <= 1 for r in results["rows"].values())
     assert "| recipe |" in capsys.readouterr().out
+    # an interrupted run continues from its checkpoints on the same records: here nothing is left to train
+    resumed = _load("transfer_fashion_mnist").main(
+        ["--tiny", "--rows", "recipe", "--work", str(tmp_path), "--resume"])
+    assert resumed["resumed"] and resumed["rows"]["recipe"]["top1"] == results["rows"]["recipe"]["top1"]
+    assert resumed["rows"]["recipe"]["epoch_seconds"] == results["rows"]["recipe"]["epoch_seconds"]
     retrieval = _load("retrieval_recipe").main([str(tmp_path / "runs" / "recipe_model"), "--limit", "200",
                                                 "--queries", "4"])
     assert all(0 <= m <= 1 for m, _ in retrieval.values())
