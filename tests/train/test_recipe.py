@@ -186,6 +186,28 @@ def test_weight_average_warm_up_and_swap():
     assert net.weight.data().asscalar() == 10.0
 
 
+def test_weight_average_update_is_the_formula_for_many_parameters_of_each_dtype():
+    # more float32 parameters than one fused operator call takes, and some that go one by one
+    rng = np.random.RandomState(0)
+    params = {}
+    for i in range(130):
+        dtype = "float16" if i % 40 == 7 else "float64" if i % 40 == 9 else "float32"
+        p = mx.gluon.Parameter(f"p{i}", shape=(rng.randint(1, 5), 3), dtype=dtype)
+        p.initialize(mx.init.Normal(1.0))
+        params[p.name] = p
+    ema = WeightAverage(params, decay=0.9)
+    start = {n: a.asnumpy().astype(np.float64) for n, a in ema.average.items()}
+    for p in params.values():
+        p.set_data(mx.nd.array(rng.normal(size=p.shape), dtype=p.dtype))
+    d = ema.current_decay()
+    ema.update()
+    for n, p in params.items():
+        want = d * start[n] + (1 - d) * p.data().asnumpy().astype(np.float64)
+        tol = 3e-3 if np.dtype(p.dtype) == np.float16 else 1e-6
+        np.testing.assert_allclose(ema.average[n].asnumpy(), want, rtol=tol, atol=tol, err_msg=n)
+    assert ema.steps == 1
+
+
 def test_ema_state_is_checkpointed_and_resumes_identically(tmp_path):
     x, y = data()
     kw = dict(optimizer="sgd", optimizer_params={"lr": 0.2}, ema=0.9, batch_size=10, progress=False)
