@@ -13,7 +13,12 @@ the recipe's step (ratio of images/s):
 - ``fixed even padding``: one ``pad`` of ``(k//2 - 1, k//2)`` before each
   stride-2 convolution in place of the SAME pad-and-crop, exact only when every
   stride-2 layer sees an even size (inputs divisible by 32): a bound on what
-  the size-agnostic SAME padding costs.
+  the size-agnostic SAME padding costs;
+- ``+ EMA``: the recipe's step followed by its weight-average update
+  (:class:`~finetune.train.WeightAverage`, one multi-tensor call per 60
+  parameters), and ``+ EMA, per parameter``: the same average updated with
+  four operator calls per parameter (how it was written before) — their ratio
+  is what the multi-tensor update saves.
 
 The recipe's step is also run under MXNet's profiler, and its most expensive
 operators are printed in milliseconds per step.
@@ -44,7 +49,7 @@ from mxnet import autograd, gluon  # noqa: E402
 
 import finetune as ft  # noqa: E402
 from finetune.models import _efficientnet_lite as lite  # noqa: E402
-from finetune.train import Recipe  # noqa: E402
+from finetune.train import Recipe, WeightAverage  # noqa: E402
 
 
 def _relu(self, F, x):
@@ -54,6 +59,15 @@ def _relu(self, F, x):
 def _even_pad(self, F, x):
     a = self._kernel // 2
     return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, a - 1, a, a - 1, a), name="fwd")
+
+
+def _ema_per_parameter(ema):
+    """The average's update with four operator calls per parameter (the baseline of the multi-tensor one)."""
+    d = ema.current_decay()
+    for n, p in ema.params.items():
+        avg = ema.average[n]
+        avg[:] = d * avg + (1.0 - d) * p.list_data()[0]
+    ema.steps += 1
 
 
 @contextlib.contextmanager
@@ -73,7 +87,7 @@ def _forward_of(cls, method):
 class Step:
     """One variant: a hybridized Lite0 with the recipe's policy, its optimizer and a fixed batch."""
 
-    def __init__(self, name, size, batch, *, relu=False, even_pad=False, seed=0):
+    def __init__(self, name, size, batch, *, relu=False, even_pad=False, ema=None, seed=0):
         self.name, self.batch = name, batch
         mx.random.seed(seed)
         recipe = Recipe()
@@ -90,6 +104,8 @@ class Step:
         rng = np.random.RandomState(seed)
         self.x = mx.nd.array(rng.uniform(-1, 1, size=(batch, 3, size, size)).astype(np.float32))
         self.y = mx.nd.array(np.arange(batch) % 10)
+        self.ema = WeightAverage(self.net.collect_params(), recipe.ema) if ema else None
+        self.ema_update = _ema_per_parameter if ema == "per parameter" else WeightAverage.update
 
     def __call__(self) -> float:
         """One step; its wall time in seconds."""
@@ -99,6 +115,8 @@ class Step:
             loss = self.loss(self.net(self.x), self.y)
         loss.backward()
         self.trainer.step(self.batch)
+        if self.ema is not None:
+            self.ema_update(self.ema)
         mx.nd.waitall()
         return time.perf_counter() - t0
 
@@ -133,7 +151,9 @@ def run(argv=None) -> list:
     steps = [Step("recipe", args.size, args.batch),
              Step(f"batch {2 * args.batch}", args.size, 2 * args.batch),
              Step("ReLU for ReLU6", args.size, args.batch, relu=True),
-             Step("fixed even padding", args.size, args.batch, even_pad=True)]
+             Step("fixed even padding", args.size, args.batch, even_pad=True),
+             Step("+ EMA", args.size, args.batch, ema="multi-tensor"),
+             Step("+ EMA, per parameter", args.size, args.batch, ema="per parameter")]
     for s in steps:
         for _ in range(args.warmup):
             s()
@@ -153,8 +173,13 @@ def run(argv=None) -> list:
     for name, ms in profile(steps[0], max(2, args.rounds // 2), args.top):
         print(f"    {name:<28} {ms:8.2f}")
     label = f"Lite0 {args.size}px step"
-    return [(f"{label}, batch {s.batch}, {s.name} img/s", rate[s.name], rate[s.name] / base,
+    rows = [(f"{label}, batch {s.batch}, {s.name} img/s", rate[s.name], rate[s.name] / base,
              f"the recipe's step (batch {args.batch})", "") for s in steps[1:]]
+    ema, loop = rate["+ EMA"], rate["+ EMA, per parameter"]
+    print(f"  the multi-tensor EMA update against the per-parameter one: {ema / loop:.2f}x")
+    rows.append((f"{label}, batch {args.batch}, with the multi-tensor EMA update img/s", ema, ema / loop,
+                 "the same step with the per-parameter EMA update", ""))
+    return rows
 
 
 def ratio_rows(argv=None) -> list:
