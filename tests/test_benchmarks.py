@@ -73,8 +73,10 @@ def test_training_step_tiny():
     check_rows(rows)
     assert [m.split(", ")[-1] for m, *_ in rows] == ["batch 4 img/s", "ReLU for ReLU6 img/s", "fixed even padding img/s",
                                                      "+ EMA img/s", "per parameter img/s",
-                                                     "with the multi-tensor EMA update img/s"]
-    assert rows[-1][3] == "the same step with the per-parameter EMA update"
+                                                     "with the multi-tensor EMA update img/s",
+                                                     "Lite0 32px Trainer.fit epoch with the multi-tensor EMA update s"]
+    assert rows[-2][3] == "the same step with the per-parameter EMA update"
+    assert rows[-1][3] == "the same epoch with the per-parameter EMA update"
 
 
 def test_training_step_variants_change_the_graph():
