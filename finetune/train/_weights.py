@@ -76,9 +76,8 @@ class WeightAverage:
         """Fold the parameters' current values into the average.
 
         Float32 parameters are updated by MXNet's multi-tensor SGD operator,
-        one call for up to :data:`_FUSED_MAX` of them (per parameter, four
-        operator calls from Python cost more than the arithmetic); others
-        one by one.
+        one call for up to 60 of them (four operator calls per parameter from
+        Python cost more than the arithmetic); others one by one.
         """
         d = self.current_decay()
         fused = []
