@@ -10,10 +10,13 @@ the recipe's step (ratio of images/s):
 - ``batch 32``: the same step on batches of 32 instead of the recipe's 16;
 - ``ReLU for ReLU6``: MXNet's oneDNN ``relu`` in place of ``clip(x, 0, 6)``
   (another function: a probe of where the time goes, not an option);
-- ``fixed even padding``: one ``pad`` of ``(k//2 - 1, k//2)`` before each
-  stride-2 convolution in place of the SAME pad-and-crop, exact only when every
-  stride-2 layer sees an even size (inputs divisible by 32): a bound on what
-  the size-agnostic SAME padding costs;
+- ``pad-and-crop graph``: the network's graph for any input size, where
+  each stride-2 convolution's SAME padding pads wide and centre-crops to a
+  size computed in the graph. The recipe's step runs the graph folded for its
+  batch's size instead (one constant ``pad`` per stride-2 convolution; see
+  :func:`finetune.models.graph.fold_padding`), so this ratio is what the
+  folding saves. The same two graphs also alternate by epoch inside one
+  ``Trainer.fit``;
 - ``+ EMA``: the recipe's step followed by its weight-average update
   (:class:`~finetune.train.WeightAverage`, one multi-tensor call per 60
   parameters), and ``+ EMA, per parameter``: the same average updated with
@@ -58,11 +61,6 @@ def _relu(self, F, x):
     return F.relu(x, name="fwd")
 
 
-def _even_pad(self, F, x):
-    a = self._kernel // 2
-    return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, a - 1, a, a - 1, a), name="fwd")
-
-
 def _ema_per_parameter(ema):
     """The average's update with four operator calls per parameter (the baseline of the multi-tensor one)."""
     d = ema.current_decay()
@@ -89,14 +87,15 @@ def _forward_of(cls, method):
 class Step:
     """One variant: a hybridized Lite0 with the recipe's policy, its optimizer and a fixed batch."""
 
-    def __init__(self, name, size, batch, *, relu=False, even_pad=False, ema=None, seed=0):
+    def __init__(self, name, size, batch, *, relu=False, fold=True, ema=None, seed=0):
         self.name, self.batch = name, batch
         mx.random.seed(seed)
         recipe = Recipe()
-        with _forward_of(lite._ReLU6, _relu if relu else None), \
-                _forward_of(lite._SamePad2x, _even_pad if even_pad else None):
+        with _forward_of(lite._ReLU6, _relu if relu else None):
             backbone = ft.Backbone.from_zoo("efficientnet_lite0", weights=None)
         model = recipe.build_model(backbone, [str(i) for i in range(10)])
+        if not fold:
+            _set_folding(model, False)
         recipe.policy(model).apply(model)
         self.net = model
         self.net.hybridize(static_alloc=True)
@@ -139,7 +138,7 @@ def profile(step, steps: int, top: int) -> list:
 def run(argv=None) -> list:
     """``(measure, value, ratio, baseline, target)`` rows; the report is printed on the way."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=int, default=96, help="input size; a multiple of 32 (default: %(default)s)")
+    p.add_argument("--size", type=int, default=96, help="input size (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="the recipe's batch (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=8, help="alternating rounds (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (default: %(default)s)")
@@ -148,12 +147,10 @@ def run(argv=None) -> list:
     args = p.parse_args(argv)
     if args.tiny:
         args.size, args.batch, args.rounds, args.warmup, args.top = 32, 2, 1, 1, 5
-    if args.size % 32:
-        p.error(f"--size must be a multiple of 32 for the fixed-padding variant; got {args.size}")
     steps = [Step("recipe", args.size, args.batch),
              Step(f"batch {2 * args.batch}", args.size, 2 * args.batch),
              Step("ReLU for ReLU6", args.size, args.batch, relu=True),
-             Step("fixed even padding", args.size, args.batch, even_pad=True),
+             Step("pad-and-crop graph", args.size, args.batch, fold=False),
              Step("+ EMA", args.size, args.batch, ema="multi-tensor"),
              Step("+ EMA, per parameter", args.size, args.batch, ema="per parameter")]
     for s in steps:
@@ -181,26 +178,51 @@ def run(argv=None) -> list:
     print(f"  the multi-tensor EMA update against the per-parameter one: {ema / loop:.2f}x")
     rows.append((f"{label}, batch {args.batch}, with the multi-tensor EMA update img/s", ema, ema / loop,
                  "the same step with the per-parameter EMA update", ""))
-    fused, per_param = fit_epochs_with_ema(args.size, args.batch, 2 if args.tiny else 10, 3 if args.tiny else 13)
-    print(f"  Trainer.fit with EMA, {2 if args.tiny else 10} steps an epoch, median epoch: per-parameter update "
+    n_steps, n_epochs = (2, 3) if args.tiny else (10, 13)
+    fused, per_param = fit_epochs_alternating(args.size, args.batch, n_steps, n_epochs, _switch_ema)
+    print(f"  Trainer.fit with EMA, {n_steps} steps an epoch, median epoch: per-parameter update "
           f"{per_param:.2f} s, multi-tensor {fused:.2f} s, {per_param / fused:.2f}x")
     rows.append((f"Lite0 {args.size}px Trainer.fit epoch with the multi-tensor EMA update s", fused,
                  per_param / fused, "the same epoch with the per-parameter EMA update", ""))
+    folded, crop = fit_epochs_alternating(args.size, args.batch, n_steps, n_epochs, _switch_folding)
+    print(f"  Trainer.fit with EMA, {n_steps} steps an epoch, median epoch: pad-and-crop graph "
+          f"{crop:.2f} s, folded graph {folded:.2f} s, {crop / folded:.2f}x")
+    rows.append((f"Lite0 {args.size}px Trainer.fit epoch with the folded graph s", folded,
+                 crop / folded, "the same epoch with the pad-and-crop graph", ""))
     return rows
 
 
-def fit_epochs_with_ema(size, batch, steps, epochs):
-    """Median epoch seconds of one ``Trainer.fit`` with EMA, the two updates alternating by epoch: ``(multi-tensor, per parameter)``.
+def _set_folding(model, on: bool) -> None:
+    """Let the backbone run its folded graph (the default), or keep the graph for any size."""
+    body = model.body
+    if on:
+        body.__dict__.pop("_folded", None)
+    else:
+        body._folded = lambda shape: None  # an instance attribute hides the method
 
-    Epoch 0 (hybridizing, first allocations) is left out.
+
+def _switch_ema(trainer, odd: bool) -> None:
+    if trainer._ema is not None:  # created at the first step
+        trainer._ema.update = (lambda: _ema_per_parameter(trainer._ema)) if odd else \
+            (lambda: WeightAverage.update(trainer._ema))
+
+
+def _switch_folding(trainer, odd: bool) -> None:
+    _set_folding(trainer.model, not odd)
+
+
+def fit_epochs_alternating(size, batch, steps, epochs, switch):
+    """Median epoch seconds of one ``Trainer.fit`` with EMA, ``switch`` alternating two versions by epoch.
+
+    ``switch(trainer, odd)`` sets up the baseline on odd epochs. Returns
+    ``(even epochs, odd epochs)``; epoch 0 (hybridizing, first
+    allocations) is left out.
     """
     from finetune.train import Callback, Trainer
 
     class Alternate(Callback):
         def on_epoch_begin(self, trainer, epoch):
-            if trainer._ema is not None:  # created at the first step
-                trainer._ema.update = (lambda: _ema_per_parameter(trainer._ema)) if epoch % 2 else \
-                    (lambda: WeightAverage.update(trainer._ema))
+            switch(trainer, bool(epoch % 2))
 
     recipe = Recipe()
     model = recipe.build_model(ft.Backbone.from_zoo("efficientnet_lite0", weights=None), [str(i) for i in range(10)])

@@ -71,25 +71,26 @@ def test_training_tiny():
 def test_training_step_tiny():
     rows = load("training_step").ratio_rows(["--tiny"])
     check_rows(rows)
-    assert [m.split(", ")[-1] for m, *_ in rows] == ["batch 4 img/s", "ReLU for ReLU6 img/s", "fixed even padding img/s",
+    assert [m.split(", ")[-1] for m, *_ in rows] == ["batch 4 img/s", "ReLU for ReLU6 img/s", "pad-and-crop graph img/s",
                                                      "+ EMA img/s", "per parameter img/s",
                                                      "with the multi-tensor EMA update img/s",
-                                                     "Lite0 32px Trainer.fit epoch with the multi-tensor EMA update s"]
-    assert rows[-2][3] == "the same step with the per-parameter EMA update"
-    assert rows[-1][3] == "the same epoch with the per-parameter EMA update"
+                                                     "Lite0 32px Trainer.fit epoch with the multi-tensor EMA update s",
+                                                     "Lite0 32px Trainer.fit epoch with the folded graph s"]
+    assert rows[-3][3] == "the same step with the per-parameter EMA update"
+    assert rows[-2][3] == "the same epoch with the per-parameter EMA update"
+    assert rows[-1][3] == "the same epoch with the pad-and-crop graph"
 
 
 def test_training_step_variants_change_the_graph():
-    import mxnet as mx
-
     bench = load("training_step")
     ops = {}
-    for name, kw in (("recipe", {}), ("relu", {"relu": True}), ("pad", {"even_pad": True})):
-        graph = json.loads(bench.Step(name, 32, 2, **kw).net(mx.sym.var("data")).tojson())
-        ops[name] = [n["op"] for n in graph["nodes"]]
-    assert "clip" in ops["recipe"] and "Crop" in ops["recipe"]
+    for name, kw in (("recipe", {}), ("relu", {"relu": True}), ("crop", {"fold": False})):
+        step = bench.Step(name, 32, 2, **kw)
+        step()
+        ops[name] = [n["op"] for n in json.loads(step.net._cached_graph[1].tojson())["nodes"]]
+    assert "clip" in ops["recipe"] and "Crop" not in ops["recipe"]  # the recipe's step runs the folded graph
     assert "clip" not in ops["relu"] and "relu" in ops["relu"]
-    assert "Crop" not in ops["pad"] and "clip" in ops["pad"]
+    assert "Crop" in ops["crop"] and "clip" in ops["crop"]
 
 
 def test_predict_tiny():

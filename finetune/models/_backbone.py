@@ -10,6 +10,8 @@ freezing, export and Grad-CAM then all work the same way
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import os
 
@@ -20,11 +22,25 @@ from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
+from ._graph_fold import fold_padding, has_shape_tricks
 from ._modeldir import _load_params, read_config, read_preprocess, read_symbol, read_weights, symbol_class_names
 from ._network import _Network
 from ._zoo import get_entry
 
 __all__ = ["Backbone", "imagenet_class_names"]
+
+_SEEN_ONCE = object()
+_FOLDED_SIZES = 8  # input sizes whose folded graphs a backbone keeps
+
+
+class _Folded:
+    """A backbone's graph folded for one input size: its block and a serial number that tells graphs apart."""
+
+    _serials = itertools.count(1)
+
+    def __init__(self, block):
+        self.block = block
+        self.serial = next(self._serials)
 
 def imagenet_class_names() -> list:
     """The 1000 ImageNet class names, in class-index order (from gluoncv)."""
@@ -96,10 +112,50 @@ class Backbone(_Network):
         self.head_pool = head_pool
         self.arch = name
         self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var())
+        self._armed = None  # the _Folded graph during a call, see _Network.forward
         _load_params(self.net.collect_params(), params, resolve_ctx(ctx), where=f"backbone {name!r}")
 
     def hybrid_forward(self, F, x):
-        return self.net(x)
+        return (self.net if self._armed is None else self._armed.block)(x)
+
+    def _shaped_backbones(self) -> list:
+        return [self]
+
+    def _folded(self, shape):
+        """A :class:`_Folded`: :attr:`net` with its graph folded for inputs of ``shape`` ``(C, H, W)``.
+
+        Folding (:func:`~finetune.models.graph.fold_padding`) replaces
+        shape-dependent padding sub-graphs (EfficientNet-Lite's SAME padding)
+        by constant ``Pad`` nodes; the folded block shares :attr:`net`'s
+        parameters, and ``serial`` tells folded graphs apart (also across
+        :meth:`freeze_batchnorm`). ``None`` (run :attr:`net`) when nothing
+        folds, and at the first sight of a size: a size is folded when it
+        comes back, so inputs of ever-changing sizes pay no folding; the
+        last :data:`_FOLDED_SIZES` sizes are remembered.
+        """
+        if "shape_tricks" not in self._caches:
+            self._caches["shape_tricks"] = has_shape_tricks(self._symbol)
+            self._caches["sizes"] = collections.OrderedDict()
+        sizes = self._caches["sizes"]
+        if not self._caches["shape_tricks"]:
+            return None
+        shape = tuple(shape)
+        if shape not in sizes:
+            sizes[shape] = _SEEN_ONCE
+            while len(sizes) > _FOLDED_SIZES:
+                sizes.popitem(last=False)
+            return None
+        sizes.move_to_end(shape)
+        if sizes[shape] is _SEEN_ONCE:
+            symbol, n = fold_padding(self._symbol, (1,) + shape)
+            sizes[shape] = _Folded(mx.gluon.SymbolBlock(symbol, _graph.data_var(),
+                                                        params=self.net.collect_params())) if n else None
+        return sizes[shape]
+
+    def _use_input_shape(self, shape):
+        """Run the graph for inputs of ``shape`` until reset; returns what identifies that graph."""
+        self._armed = self._folded(shape)
+        return None if self._armed is None else self._armed.serial
 
     def to_symbol(self):
         """The graph (input ``"data"``, output logits)."""

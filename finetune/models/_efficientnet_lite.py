@@ -28,10 +28,12 @@ pads ``k // 2`` on both sides of an odd-sized input but ``(k // 2 - 1,
 k // 2)`` on an even-sized one. The graph does not know the input size, so
 :class:`_SamePad2x` pads ``(k // 2, k // 2 + 1)`` and centre-crops to a size
 computed inside the graph: exact at every size, in one symbolic graph
-(export, features and cutting keep working), about 12 % slower than a
-fixed even-size padding. Stride-1 convolutions pad ``k // 2``
-symmetrically, which is SAME exactly. (MXNet's ONNX exporter does not
-support the centre crop, so these networks do not export to ONNX.)
+(export, features and cutting keep working). A :class:`~finetune.Backbone`
+or :class:`~finetune.Model` given a batch runs that graph folded for the
+batch's size (:func:`~finetune.models.graph.fold_padding`: one constant
+``Pad`` per stride-2 convolution, the same numbers, no crop to compute),
+and the ONNX export folds it the same way for its fixed input size.
+Stride-1 convolutions pad ``k // 2`` symmetrically, which is SAME exactly.
 
 Layer (graph node) names: ``stem_conv_fwd``, ``stem_bn_fwd``,
 ``stem_relu_fwd``, ``blocks{i}_expand_conv_fwd`` / ``_depthwise_…`` /

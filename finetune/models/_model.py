@@ -66,6 +66,9 @@ class Model(_Network):
     def hybrid_forward(self, F, x):
         return self.head(self.body(x))
 
+    def _shaped_backbones(self) -> list:
+        return [self.body]
+
     @property
     def preprocess(self) -> Preprocess:
         """The backbone's :class:`~finetune.Preprocess` (shared with :attr:`body`)."""

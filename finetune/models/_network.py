@@ -62,6 +62,7 @@ class _Network(HybridBlock):
         self._preprocess = _check_preprocess(preprocess)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self._caches = _Cache()
+        self._graph_key = None
 
     @property
     def preprocess(self) -> Preprocess:
@@ -71,6 +72,38 @@ class _Network(HybridBlock):
     @preprocess.setter
     def preprocess(self, value: Preprocess) -> None:
         self._preprocess = _check_preprocess(value)
+
+    def forward(self, x, *args):
+        """Run the network; a batch runs the graph folded for its input size (see below).
+
+        For an ``(N, C, H, W)`` NDArray the backbones that receive ``x``
+        unchanged use their graph specialised to ``(C, H, W)``
+        (:func:`~finetune.models.graph.fold_padding`: shape-dependent padding
+        replaced by a constant ``Pad``; the same numbers, fewer operators).
+        A size is folded from its second call on. The specialisation lasts
+        for the call only; a symbol input, and so :meth:`to_symbol`,
+        :meth:`save` and :meth:`export`, always gets the graph for any size.
+        A hybridized network rebuilds its cached graph when the input size
+        changes which graph it needs.
+        """
+        backbones = self._shaped_backbones() if isinstance(x, mx.nd.NDArray) and x.ndim == 4 else []
+        if not backbones:
+            return super().forward(x, *args)
+        shape = tuple(x.shape[1:])
+        previous = [b._armed for b in backbones]
+        try:
+            key = tuple(b._use_input_shape(shape) for b in backbones)
+            if key != self._graph_key:
+                self._clear_cached_op()
+                self._graph_key = key
+            return super().forward(x, *args)
+        finally:
+            for b, armed in zip(backbones, previous):
+                b._armed = armed
+
+    def _shaped_backbones(self) -> list:
+        """The :class:`~finetune.Backbone` blocks that receive this network's input unchanged."""
+        return []
 
     # ----------------------------------------------------------------- graph
     def to_symbol(self):

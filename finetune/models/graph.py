@@ -1,15 +1,16 @@
 """Graph surgery on MXNet symbols, the one mechanism behind features, cutting, BatchNorm freezing,
 gradients at a layer, export and Grad-CAM.
 
-The public face of ``finetune.models._graph`` (symbols), ``_graph_probe`` (probes, splitting) and
-``_graph_blocks`` (BatchNorm modes of Gluon blocks); see :mod:`finetune.models.graph`
-in the API reference for how layer names are formed.
+The public face of ``finetune.models._graph`` (symbols), ``_graph_probe`` (probes, splitting),
+``_graph_blocks`` (BatchNorm modes of Gluon blocks) and ``_graph_fold`` (a graph folded for one
+input size); see :mod:`finetune.models.graph` in the API reference for how layer names are formed.
 """
 
 from ._graph import (batchnorm_global_stats, batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph,
                      infer_shape, layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats,
                      strip_prefix, strip_softmax)
 from ._graph_blocks import batchnorm_modes, set_block_batchnorm_global_stats
+from ._graph_fold import fold_padding, has_shape_tricks
 from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "cut",
     "data_var",
     "find_classifier",
+    "fold_padding",
     "gluon_to_graph",
+    "has_shape_tricks",
     "infer_shape",
     "insert_probe",
     "layer_ops",

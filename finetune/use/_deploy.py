@@ -46,7 +46,7 @@ import numpy as np
 from .._atomic import atomic_dir
 from ..errors import ConfigError, ModelError, check_range
 from ..models._deployment import SECTION, Deployment, _imports, read_deployment, read_deployment_preprocess
-from ._onnx import _export_onnx, _fold_padding, _run_onnx  # noqa: F401  (_fold_padding: tests)
+from ._onnx import _export_onnx, _run_onnx
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
 

@@ -145,13 +145,13 @@ class _FlipPadNet(mx.gluon.HybridBlock):
 
 def test_shape_tricks_are_folded_into_a_constant_pad_for_onnx(tmp_path):
     from finetune import Preprocess
-    from finetune.use._deploy import _fold_padding
+    from finetune.models.graph import fold_padding
 
     net = _FlipPadNet(prefix="fp_")
     net.initialize()
     net.preprocess, net.class_names = Preprocess(size=(9, 9), resize=9), ["a", "b", "c"]
     sym = net(mx.sym.var("data"))
-    folded, n = _fold_padding(sym, (1, 3, 9, 9))
+    folded, n = fold_padding(sym, (1, 3, 9, 9))
     assert n == 1
     ops = [node["op"] for node in json.loads(folded.tojson())["nodes"]]
     assert "reverse" not in ops and ops.count("Pad") == 1
