@@ -80,6 +80,11 @@ class Recipe:
         ``lr * layer_decay``, the next ``lr * layer_decay**2``, and so on.
         ``None`` or 1: one rate everywhere.
     layer_groups : int
+    frozen_groups : int
+        How many of the ``layer_groups`` groups nearest the input stay frozen
+        during fine-tuning (0: none). A frozen group is not trained, and the
+        backward pass stops at the first group that trains, which saves the
+        gradients of the early, high-resolution layers.
     backbone_lr_mult : float
         A further multiplier of every backbone group (1: none).
     batchnorm : {"frozen", "live"}
@@ -137,6 +142,7 @@ class Recipe:
     wd: float = 0.0
     layer_decay: float | None = 0.8
     layer_groups: int = 5
+    frozen_groups: int = 0
     backbone_lr_mult: float = 1.0
     batchnorm: str = "frozen"
     schedule: str = "cosine"
@@ -177,6 +183,7 @@ class Recipe:
         if self.layer_decay is not None:
             check_range(o, "layer_decay", self.layer_decay, 0, 1, low_open=True)
         check_range(o, "layer_groups", self.layer_groups, 1)
+        check_range(o, "frozen_groups", self.frozen_groups, 0, self.layer_groups - 1)
         check_range(o, "backbone_lr_mult", self.backbone_lr_mult, 0)
         check_choice(o, "batchnorm", self.batchnorm, ("frozen", "live"))
         check_choice(o, "schedule", self.schedule, ("cosine", "step", "plateau", "constant"))
@@ -282,15 +289,19 @@ class Recipe:
         names = [n for n, p in model.collect_params().items()
                  if getattr(p, _ORIG, p.grad_req) != "null" and not head_rule.matches(n)]
         decay = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
-        if decay is None or not names:
+        if (decay is None and not self.frozen_groups) or not names:
             rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=self.backbone_lr_mult, label="backbone")
             return LayerLRPolicy([head_rule, rest], freeze_bn=freeze_bn, head=head)
         groups = [g for g in np.array_split(np.arange(len(names)), min(self.layer_groups, len(names))) if len(g)]
         rules = [head_rule]
         for k, g in enumerate(groups):
-            mult = self.backbone_lr_mult * decay ** (len(groups) - k)
             pattern = "re:^(" + "|".join(re.escape(names[i]) for i in g) + ")$"
-            rules.append(Rule(pattern, lr_mult=mult, label=f"group {k + 1}/{len(groups)} from {names[g[0]]}"))
+            label = f"group {k + 1}/{len(groups)} from {names[g[0]]}"
+            if k < self.frozen_groups:
+                rules.append(Rule(pattern, trainable=False, label=label + " (frozen)"))
+                continue
+            mult = self.backbone_lr_mult * (decay ** (len(groups) - k) if decay else 1.0)
+            rules.append(Rule(pattern, lr_mult=mult, label=label))
         return LayerLRPolicy(rules, freeze_bn=freeze_bn, head=head)
 
     def loss(self):
@@ -326,6 +337,9 @@ class Recipe:
         ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
         rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
                      f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
+        if self.frozen_groups:
+            rows.append(("frozen layers", f"the first {self.frozen_groups} of {self.layer_groups} groups",
+                         "not trained; the backward pass stops before them"))
         rows.append(("BatchNorm", self.batchnorm, "pretrained statistics, used in training too"
                      if self.batchnorm == "frozen" else "statistics from each batch"))
         sched = {"cosine": f"cosine, {self.warmup_epochs:g} warm-up epoch(s)", "step": "step x0.1",

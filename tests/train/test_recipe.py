@@ -97,6 +97,8 @@ def test_plan_lists_every_ingredient_and_follows_switches(image_folder, tmp_path
     off = str(Recipe(ema=None, tta=False, layer_decay=None, label_smoothing=0, head_epochs=0).plan(
         model, str(tmp_path / "r.rec")))
     assert "EMA" not in off and "mirror" not in off and "last epoch" in off
+    assert "frozen layers" not in off
+    assert "the first 2 of 5 groups" in str(Recipe(frozen_groups=2).plan(model, str(tmp_path / "r.rec")))
 
 
 # ---------------------------------------------------------------- ingredients
@@ -109,6 +111,24 @@ def test_layer_decay_lowers_the_rate_towards_the_input():
     assert settings["body_fc1_bias"][1] == pytest.approx(0.5)
     flat = Recipe(layer_decay=None).policy(net).resolve(net)
     assert flat["body_fc1_weight"][1] == 1.0
+
+
+def test_frozen_groups_keep_the_layers_nearest_the_input_unchanged():
+    net = mlp()
+    settings = Recipe(layer_decay=0.5, layer_groups=2, frozen_groups=1).policy(net).resolve(net)
+    assert not settings["body_fc1_weight"][3] and settings["body_fc1_bias"][3]  # group 1 of 2 frozen
+    assert settings["body_fc1_bias"][1] == pytest.approx(0.5) and settings["head_fc_weight"][1] == 1.0
+    flat = Recipe(layer_decay=None, layer_groups=2, frozen_groups=1).policy(net).resolve(net)
+    assert not flat["body_fc1_weight"][3] and flat["body_fc1_bias"][1] == 1.0
+    before = params(net)
+    x, y = data()
+    Trainer(net, policy=Recipe(layer_groups=2, frozen_groups=1).policy(net), progress=False, batch_size=10,
+            cache_features=False).fit((x, y), epochs=1)
+    after = params(net)
+    assert np.array_equal(before["body_fc1_weight"], after["body_fc1_weight"])
+    assert not np.array_equal(before["head_fc_weight"], after["head_fc_weight"])
+    with pytest.raises(ConfigError, match="frozen_groups"):
+        Recipe(layer_groups=2, frozen_groups=2)  # something must train
 
 
 def test_frozen_batchnorm_keeps_statistics_and_live_updates_them():
