@@ -1,4 +1,5 @@
-"""BatchNorm modes of live Gluon blocks: :func:`set_block_batchnorm_global_stats`, :func:`batchnorm_modes`.
+"""Layers of live Gluon blocks: BatchNorm modes (:func:`set_block_batchnorm_global_stats`,
+:func:`batchnorm_modes`) and the parameters of fully connected layers (:func:`fully_connected_params`).
 
 :func:`~finetune.models.graph.set_batchnorm_global_stats` edits a symbol; the
 functions here do the same for networks built from Gluon blocks
@@ -15,7 +16,7 @@ import json
 
 from mxnet.gluon import SymbolBlock, nn
 
-__all__ = ["batchnorm_modes", "set_block_batchnorm_global_stats"]
+__all__ = ["batchnorm_modes", "fully_connected_params", "set_block_batchnorm_global_stats"]
 
 
 def _blocks(block) -> list:
@@ -115,3 +116,31 @@ def batchnorm_modes(block) -> dict:
                     if src["op"] == "null":
                         modes[prefix + src["name"]] = "frozen" if frozen else "batch"
     return modes
+
+
+def fully_connected_params(block) -> list:
+    """``(weight name, bias name)`` of every fully connected layer with a bias inside a Gluon block.
+
+    Reads ``nn.Dense`` blocks and the ``FullyConnected`` nodes of any symbol
+    graph (``SymbolBlock``) inside ``block``.
+
+    Examples
+    --------
+    >>> from mxnet.gluon import nn
+    >>> net = nn.HybridSequential(prefix="")
+    >>> net.add(nn.Dense(4, in_units=3, prefix="fc_"), nn.Dense(2, in_units=4, use_bias=False, prefix="out_"))
+    >>> fully_connected_params(net)
+    [('fc_weight', 'fc_bias')]
+    """
+    pairs = []
+    for b in _blocks(block):
+        if isinstance(b, nn.Dense) and b.bias is not None:
+            pairs.append((b.weight.name, b.bias.name))
+        elif isinstance(b, SymbolBlock) and b._cached_graph:
+            nodes = json.loads(b._cached_graph[1].tojson())["nodes"]
+            prefix = b.params.prefix
+            for node in nodes:
+                srcs = [nodes[i[0]] for i in node["inputs"][1:3]]
+                if node["op"] == "FullyConnected" and len(srcs) == 2 and all(n["op"] == "null" for n in srcs):
+                    pairs.append(tuple(prefix + n["name"] for n in srcs))
+    return pairs

@@ -13,7 +13,10 @@ BatchNorm blocks are changed and read through :mod:`finetune.models.graph`.
 
 from __future__ import annotations
 
+import warnings
+
 from ..errors import ConfigError, UnknownNameError, check_range
+from ..models._graph_blocks import fully_connected_params
 from ..models.graph import batchnorm_modes, set_block_batchnorm_global_stats
 from ._plan import Plan
 from ._rules import Rule, _as_rule, _glob_to_re
@@ -209,6 +212,7 @@ class LayerLRPolicy:
                 p.grad_req = want
         if self.freeze_bn:
             freeze_batchnorm(model, None if self.freeze_bn is True else self.freeze_bn)
+        _warn_untrainable_biases(model)
         return self
 
     def trainable_names(self, model) -> list:
@@ -262,6 +266,20 @@ class LayerLRPolicy:
             layers = sorted({n.rsplit("_", 1)[0] for n in params})
             raise UnknownNameError("layer", self.freeze_until, layers)
         return idx
+
+
+def _warn_untrainable_biases(model) -> None:
+    """Warn about fully connected biases that are meant to train while their weight is frozen.
+
+    MXNet 1.9's oneDNN backward of a fully connected layer computes no bias
+    gradient when the weight has none, so such a bias would silently stay as it is.
+    """
+    params = _params(model)
+    for w, b in fully_connected_params(model):
+        if w in params and b in params and params[w].grad_req == "null" and params[b].grad_req != "null":
+            warnings.warn(f"The bias {b!r} is set to train while its layer's weight {w!r} is frozen; MXNet "
+                          "computes no gradient for it then, so it stays as it is. Freeze the bias too, or "
+                          "train the weight.", UserWarning, stacklevel=3)
 
 
 def _params(model) -> dict:

@@ -1,8 +1,11 @@
+import warnings
+
 import mxnet as mx
 import numpy as np
 import pytest
 
 from finetune.errors import ConfigError, UnknownNameError
+from finetune.models._graph_blocks import fully_connected_params
 from finetune.train import LayerLRPolicy, Rule, Trainer
 
 from ._nets import data, mlp, params
@@ -129,3 +132,18 @@ def test_two_stage_head_only_then_all():
 def test_repr():
     assert repr(LayerLRPolicy(freeze_bn=True)) == "LayerLRPolicy([Rule('*')], freeze_bn=True)"
     assert repr(Rule("head_*", lr_mult=10)) == "Rule('head_*', lr_mult=10)"
+
+
+def test_a_bias_set_to_train_under_a_frozen_dense_weight_is_reported():
+    # MXNet's oneDNN backward gives such a bias no gradient: it would silently never train
+    net = mlp()
+    with pytest.warns(UserWarning, match="body_fc1_bias.*Freeze the bias too"):
+        LayerLRPolicy([Rule("body_fc1_weight", trainable=False), "body_fc1_bias", "head_*"]).apply(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerLRPolicy([Rule("body_fc1_*", trainable=False), "head_*"]).apply(mlp())
+    x = mx.sym.FullyConnected(mx.sym.var("data"), num_hidden=2, name="fc")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        block = mx.gluon.SymbolBlock(x, mx.sym.var("data"))
+    assert fully_connected_params(block) == [("fc_weight", "fc_bias")]
