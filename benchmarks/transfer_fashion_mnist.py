@@ -59,6 +59,7 @@ ABLATIONS = {
     "-ema": dict(ema=None),
     "-head-warmup": dict(head_epochs=0),
     "-layer-decay": dict(layer_decay=None),
+    "-frozen-groups": dict(frozen_groups=0),
     "+cutmix": dict(cutmix=1.0),
     "-label-smoothing": dict(label_smoothing=0.0),
     "-erasing": dict(erasing=0.0),

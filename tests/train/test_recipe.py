@@ -92,42 +92,44 @@ def test_plan_lists_every_ingredient_and_follows_switches(image_folder, tmp_path
     model = Recipe().build_model(ft.Backbone.from_zoo("mobilenetv2_0.25", weights=None), images.class_names)
     text = str(Recipe().plan(model, str(tmp_path / "r.rec"), str(tmp_path / "r.rec")))
     for word in ("input size", "head warm-up", "layer-wise LR", "BatchNorm", "cosine", "label smoothing",
-                 "erasing", "EMA", "mirror", "best validation epoch"):
+                 "erasing", "EMA", "mirror", "best validation epoch", "1 of 5 groups, nearest"):
         assert word in text
-    off = str(Recipe(ema=None, tta=False, layer_decay=None, label_smoothing=0, head_epochs=0).plan(
+    off = str(Recipe(ema=None, tta=False, layer_decay=None, label_smoothing=0, head_epochs=0, frozen_groups=0).plan(
         model, str(tmp_path / "r.rec")))
     assert "EMA" not in off and "mirror" not in off and "last epoch" in off
     assert "frozen layers" not in off
-    assert "the first 2 of 5 groups" in str(Recipe(frozen_groups=2).plan(model, str(tmp_path / "r.rec")))
+    assert "2 of 5 groups" in str(Recipe(frozen_groups=2).plan(model, str(tmp_path / "r.rec")))
 
 
 # ---------------------------------------------------------------- ingredients
 def test_layer_decay_lowers_the_rate_towards_the_input():
-    net = mlp()
-    policy = Recipe(layer_decay=0.5, layer_groups=2).policy(net)
+    net = mlp(bn=True)  # body: fc1 (weight, bias), bn1 (gamma, beta)
+    policy = Recipe(layer_decay=0.5, layer_groups=2, frozen_groups=0).policy(net)
     settings = policy.resolve(net)
     assert settings["head_fc_weight"][1] == 1.0
     assert settings["body_fc1_weight"][1] == pytest.approx(0.25)  # the group nearest the input
-    assert settings["body_fc1_bias"][1] == pytest.approx(0.5)
-    flat = Recipe(layer_decay=None).policy(net).resolve(net)
+    assert settings["body_fc1_bias"][1] == pytest.approx(0.25)  # a layer is never split
+    assert settings["body_bn1_gamma"][1] == pytest.approx(0.5)
+    flat = Recipe(layer_decay=None, frozen_groups=0).policy(net).resolve(net)
     assert flat["body_fc1_weight"][1] == 1.0
 
 
 def test_frozen_groups_keep_the_layers_nearest_the_input_unchanged():
-    net = mlp()
-    settings = Recipe(layer_decay=0.5, layer_groups=2, frozen_groups=1).policy(net).resolve(net)
-    assert not settings["body_fc1_weight"][3] and settings["body_fc1_bias"][3]  # group 1 of 2 frozen
-    assert settings["body_fc1_bias"][1] == pytest.approx(0.5) and settings["head_fc_weight"][1] == 1.0
-    flat = Recipe(layer_decay=None, layer_groups=2, frozen_groups=1).policy(net).resolve(net)
-    assert not flat["body_fc1_weight"][3] and flat["body_fc1_bias"][1] == 1.0
+    net = mlp(bn=True)
+    settings = Recipe(layer_decay=0.5, layer_groups=2).policy(net).resolve(net)  # frozen_groups=1 by default
+    assert not settings["body_fc1_weight"][3] and not settings["body_fc1_bias"][3]  # group 1 of 2 frozen
+    assert settings["body_bn1_gamma"][3] and settings["body_bn1_gamma"][1] == pytest.approx(0.5)
+    flat = Recipe(layer_decay=None, layer_groups=2).policy(net).resolve(net)
+    assert not flat["body_fc1_weight"][3] and flat["body_bn1_beta"][1] == 1.0
+    one_layer = mlp()  # a single body layer is one group, and it trains
+    assert all(s[3] for s in Recipe().policy(one_layer).resolve(one_layer).values())
     before = params(net)
     x, y = data()
-    with pytest.warns(UserWarning, match="body_fc1_bias"):  # the toy net's groups split a layer
-        Trainer(net, policy=Recipe(layer_groups=2, frozen_groups=1).policy(net), progress=False, batch_size=10,
-                cache_features=False).fit((x, y), epochs=1)
+    Trainer(net, policy=Recipe(layer_groups=2).policy(net), progress=False, batch_size=10,
+            cache_features=False).fit((x, y), epochs=1)
     after = params(net)
     assert np.array_equal(before["body_fc1_weight"], after["body_fc1_weight"])
-    assert not np.array_equal(before["head_fc_weight"], after["head_fc_weight"])
+    assert not np.array_equal(before["body_bn1_beta"], after["body_bn1_beta"])
     with pytest.raises(ConfigError, match="frozen_groups"):
         Recipe(layer_groups=2, frozen_groups=2)  # something must train
 
