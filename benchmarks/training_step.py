@@ -1,7 +1,7 @@
 """Where one fine-tuning step of EfficientNet-Lite0 spends its time, and what would change it.
 
-The step is the default recipe's: every layer trainable with its layer-wise
-learning rates, frozen BatchNorm statistics, Adam, the network hybridized with
+The step is the default recipe's: the layer group nearest the input frozen,
+the others trainable with their layer-wise learning rates, frozen BatchNorm statistics, Adam, the network hybridized with
 ``static_alloc`` (data loading and the EMA update are left out). Each variant
 below is its own hybridized copy of the network; their steps alternate, one
 variant after the other, and the median step time of each is reported against
@@ -17,6 +17,9 @@ the recipe's step (ratio of images/s):
   :func:`finetune.models.graph.fold_padding`), so this ratio is what the
   folding saves. The same two graphs also alternate by epoch inside one
   ``Trainer.fit``;
+- ``every layer trained``: the recipe's step with its first layer group
+  trained too (``Recipe(frozen_groups=0)``, the default before), where the
+  backward pass goes on through the early, high-resolution layers;
 - ``+ EMA``: the recipe's step followed by its weight-average update
   (:class:`~finetune.train.WeightAverage`, one multi-tensor call per 60
   parameters), and ``+ EMA, per parameter``: the same average updated with
@@ -87,10 +90,10 @@ def _forward_of(cls, method):
 class Step:
     """One variant: a hybridized Lite0 with the recipe's policy, its optimizer and a fixed batch."""
 
-    def __init__(self, name, size, batch, *, relu=False, fold=True, ema=None, seed=0):
+    def __init__(self, name, size, batch, *, relu=False, fold=True, ema=None, train_all=False, seed=0):
         self.name, self.batch = name, batch
         mx.random.seed(seed)
-        recipe = Recipe()
+        recipe = Recipe(frozen_groups=0) if train_all else Recipe()
         with _forward_of(lite._ReLU6, _relu if relu else None):
             backbone = ft.Backbone.from_zoo("efficientnet_lite0", weights=None)
         model = recipe.build_model(backbone, [str(i) for i in range(10)])
@@ -151,6 +154,7 @@ def run(argv=None) -> list:
              Step(f"batch {2 * args.batch}", args.size, 2 * args.batch),
              Step("ReLU for ReLU6", args.size, args.batch, relu=True),
              Step("pad-and-crop graph", args.size, args.batch, fold=False),
+             Step("every layer trained", args.size, args.batch, train_all=True),
              Step("+ EMA", args.size, args.batch, ema="multi-tensor"),
              Step("+ EMA, per parameter", args.size, args.batch, ema="per parameter")]
     for s in steps:

@@ -72,7 +72,7 @@ def test_training_step_tiny():
     rows = load("training_step").ratio_rows(["--tiny"])
     check_rows(rows)
     assert [m.split(", ")[-1] for m, *_ in rows] == ["batch 4 img/s", "ReLU for ReLU6 img/s", "pad-and-crop graph img/s",
-                                                     "+ EMA img/s", "per parameter img/s",
+                                                     "every layer trained img/s", "+ EMA img/s", "per parameter img/s",
                                                      "with the multi-tensor EMA update img/s",
                                                      "Lite0 32px Trainer.fit epoch with the multi-tensor EMA update s",
                                                      "Lite0 32px Trainer.fit epoch with the folded graph s"]

@@ -120,7 +120,7 @@ def run(args) -> int:
     model = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
     plan = recipe.plan(model, train_rec, val_rec)
 
-    log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of every layer)",
+    log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of fine-tuning)",
              recipe.head_epochs, plan.epochs)
     t_train = time.time()
     recipe.fit(model, train_rec, val_rec, ctx=ctx_of(args), out_dir=os.path.join(out, "train"),

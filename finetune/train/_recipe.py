@@ -61,7 +61,7 @@ class Recipe:
     head_lr : float
         Adam learning rate of the warm-up.
     epochs : int or "auto"
-        Epochs of fine-tuning every layer. ``"auto"``: 30 for up to 900
+        Epochs of fine-tuning (every layer but ``frozen_groups``). ``"auto"``: 30 for up to 900
         training images (the data size the defaults were chosen on), and
         ``30 * sqrt(900 / n)`` for ``n`` images above that, rounded, at least
         3 (12 epochs for 5,400 images, 4 for 54,000): a larger data set gives
@@ -336,7 +336,8 @@ class Recipe:
         lr = "LR-range test" if self.lr == "find" else f"{self.lr:g}"
         rows.append(("fine-tuning", f"{epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
                      + (f", wd {self.wd:g}" if self.wd else ""),
-                     "every layer" + (f"; {epochs_why}" if epochs_why != "set" else "")))
+                     ("every layer" if not self.frozen_groups else "every layer but the frozen ones")
+                     + (f"; {epochs_why}" if epochs_why != "set" else "")))
         ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
         rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
                      f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
