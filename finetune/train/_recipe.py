@@ -82,7 +82,8 @@ class Recipe:
     layer_groups : int
     frozen_groups : int
         How many of the ``layer_groups`` groups nearest the input stay frozen
-        during fine-tuning (0: none). A frozen group is not trained, and the
+        during fine-tuning (0: none); the group nearest the head always
+        trains (so with ``layer_groups=1`` nothing is frozen). A frozen group is not trained, and the
         backward pass stops at the first group that trains, which saves the
         gradients of the early, high-resolution layers (the first of five
         groups of EfficientNet-Lite0: a step 1.3x faster, and on held-out
@@ -185,7 +186,7 @@ class Recipe:
         if self.layer_decay is not None:
             check_range(o, "layer_decay", self.layer_decay, 0, 1, low_open=True)
         check_range(o, "layer_groups", self.layer_groups, 1)
-        check_range(o, "frozen_groups", self.frozen_groups, 0, self.layer_groups - 1)
+        check_range(o, "frozen_groups", self.frozen_groups, 0, self.layer_groups)
         check_range(o, "backbone_lr_mult", self.backbone_lr_mult, 0)
         check_choice(o, "batchnorm", self.batchnorm, ("frozen", "live"))
         check_choice(o, "schedule", self.schedule, ("cosine", "step", "plateau", "constant"))
@@ -336,13 +337,15 @@ class Recipe:
         lr = "LR-range test" if self.lr == "find" else f"{self.lr:g}"
         rows.append(("fine-tuning", f"{epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
                      + (f", wd {self.wd:g}" if self.wd else ""),
-                     ("every layer" if not self.frozen_groups else "every layer but the frozen ones")
+                     ("every layer but the frozen ones" if min(self.frozen_groups, self.layer_groups - 1)
+                      else "every layer")
                      + (f"; {epochs_why}" if epochs_why != "set" else "")))
         ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
         rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
                      f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
-        if self.frozen_groups:
-            rows.append(("frozen layers", f"{self.frozen_groups} of {self.layer_groups} groups, nearest the input",
+        frozen = min(self.frozen_groups, self.layer_groups - 1)
+        if frozen:
+            rows.append(("frozen layers", f"{frozen} of {self.layer_groups} groups, nearest the input",
                          "not trained; the backward pass stops before them"))
         rows.append(("BatchNorm", self.batchnorm, "pretrained statistics, used in training too"
                      if self.batchnorm == "frozen" else "statistics from each batch"))

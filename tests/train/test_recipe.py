@@ -131,7 +131,10 @@ def test_frozen_groups_keep_the_layers_nearest_the_input_unchanged():
     assert np.array_equal(before["body_fc1_weight"], after["body_fc1_weight"])
     assert not np.array_equal(before["body_bn1_beta"], after["body_bn1_beta"])
     with pytest.raises(ConfigError, match="frozen_groups"):
-        Recipe(layer_groups=2, frozen_groups=2)  # something must train
+        Recipe(layer_groups=2, frozen_groups=3)
+    for kw in ({"layer_groups": 2, "frozen_groups": 2}, {"layer_groups": 1}):  # the last group always trains
+        settings = Recipe(**kw).policy(net).resolve(net)
+        assert settings["body_bn1_gamma"][3] and (settings["body_fc1_weight"][3] == ("frozen_groups" not in kw))
 
 
 def test_frozen_batchnorm_keeps_statistics_and_live_updates_them():
