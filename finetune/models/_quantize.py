@@ -13,6 +13,14 @@ wraps it like any model, and that ``save``\\ s to a model directory
 :func:`fuse` keeps float32 and only lets oneDNN fuse the graph (a
 :class:`FusedModel`), which is exact to float32 rounding.
 
+Both are made for the input size of the network's preprocessing, the size
+:class:`~finetune.Predictor` feeds: a graph that computes its padding from
+the input's shape (EfficientNet-Lite's TensorFlow SAME padding) is first
+folded for that size (:func:`~finetune.models.graph.fold_padding`), which
+leaves one constant ``Pad`` where six shape operators broke oneDNN's fused
+chain. Such a model then refuses other sizes with a :class:`ShapeError`;
+networks without shape-dependent padding take any size, as before.
+
 MXNet's quantization pass is used as is; this module only feeds it the
 calibration batches, keeps the preprocessing with the result and handles
 saving, which MXNet leaves to the caller.
@@ -30,8 +38,9 @@ import numpy as np
 
 from .._version import __version__
 from ..data._source import ImageSource
-from ..errors import ConfigError, DataError, ModelError, check_choice, check_range
+from ..errors import ConfigError, DataError, ModelError, ShapeError, check_choice, check_range
 from . import _modeldir as _model
+from ._graph_fold import fold_padding, has_shape_tricks
 
 __all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
@@ -40,7 +49,28 @@ log = logging.getLogger(__name__)
 CALIB_MODES = ("naive", "entropy")
 
 
-class QuantizedModel(mx.gluon.SymbolBlock):
+class _InferenceGraph(mx.gluon.SymbolBlock):
+    """A ``SymbolBlock`` for CPU inference that carries preprocessing, class names and its input size."""
+
+    def __init__(self, symbol, preprocess, class_names=None, input_size=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Cannot decide type")
+            super().__init__(symbol, mx.sym.var("data"))
+        self.preprocess = preprocess
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
+
+    def forward(self, x, *args):
+        if self.input_size is not None and isinstance(x, mx.nd.NDArray) and tuple(x.shape[2:]) != self.input_size:
+            h, w = self.input_size
+            raise ShapeError(f"This {type(self).__name__} was made for {h}x{w} inputs (its preprocessing's size): "
+                             f"its graph has the padding for that size folded in. Got a batch of shape "
+                             f"{tuple(x.shape)} instead; resize the images to {h}x{w} (Predictor does), or "
+                             f"make it from a model whose preprocess.size is the size you need.")
+        return super().forward(x, *args)
+
+
+class QuantizedModel(_InferenceGraph):
     """An INT8 network made by :func:`quantize`: logits for a normalised float32 batch.
 
     Runs on CPU only (oneDNN kernels). Follows the model protocol's use side:
@@ -57,14 +87,14 @@ class QuantizedModel(mx.gluon.SymbolBlock):
     calibration : dict
         How it was calibrated: ``calib_mode``, ``num_examples``,
         ``exclude_layers``.
+    input_size : tuple of int or None
+        ``(H, W)`` the graph was specialised to (its shape-dependent padding
+        folded); other sizes raise :class:`~finetune.errors.ShapeError`.
+        ``None``: any size.
     """
 
-    def __init__(self, symbol, preprocess, class_names=None, calibration=None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Cannot decide type")
-            super().__init__(symbol, mx.sym.var("data"))
-        self.preprocess = preprocess
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+    def __init__(self, symbol, preprocess, class_names=None, calibration=None, input_size=None):
+        super().__init__(symbol, preprocess, class_names, input_size)
         self.calibration = dict(calibration or {})
 
     def save(self, path) -> str:
@@ -74,6 +104,7 @@ class QuantizedModel(mx.gluon.SymbolBlock):
             "finetune_version": __version__, "mxnet_version": mx.__version__,
             "class": "QuantizedModel", "preprocess": self.preprocess.to_dict(),
             "class_names": self.class_names, "quantization": self.calibration,
+            "input_size": None if self.input_size is None else list(self.input_size),
         }
         symbol = self._cached_graph[1]
         arrays = {name: p.data(p.list_ctx()[0]).copyto(mx.cpu()) for name, p in self.collect_params().items()}
@@ -85,21 +116,25 @@ class QuantizedModel(mx.gluon.SymbolBlock):
                 f"num_examples={c.get('num_examples')}, classes={len(self.class_names or [])})")
 
 
-class FusedModel(mx.gluon.SymbolBlock):
+class FusedModel(_InferenceGraph):
     """A float32 network whose graph oneDNN fuses (convolution + BatchNorm + activation) on CPU.
 
     Made by :func:`fuse`. Same outputs as the original network (to float32
     rounding); :meth:`hybridize` always partitions the graph for the
     ``"MKLDNN"`` backend, so :class:`~finetune.Predictor`'s own
     ``hybridize(static_alloc=True)`` keeps the fusion.
-    """
 
-    def __init__(self, symbol, preprocess, class_names=None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Cannot decide type")
-            super().__init__(symbol, mx.sym.var("data"))
-        self.preprocess = preprocess
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+    Attributes
+    ----------
+    preprocess : Preprocess
+        Copied from the original network.
+    class_names : list of str or None
+        Copied from the original network.
+    input_size : tuple of int or None
+        ``(H, W)`` the graph was specialised to (its shape-dependent padding
+        folded); other sizes raise :class:`~finetune.errors.ShapeError`.
+        ``None``: any size.
+    """
 
     def hybridize(self, active=True, **kwargs):
         """As ``HybridBlock.hybridize``, with ``backend="MKLDNN"`` unless another is given."""
@@ -122,7 +157,9 @@ def fuse(model) -> FusedModel:
     -------
     FusedModel
         Same input, outputs (to float32 rounding), preprocessing and class
-        names; hybridized for the ``"MKLDNN"`` backend.
+        names; hybridized for the ``"MKLDNN"`` backend. A network whose
+        padding depends on the input size is specialised to
+        ``model.preprocess.size`` (see :attr:`FusedModel.input_size`).
 
     Examples
     --------
@@ -135,8 +172,8 @@ def fuse(model) -> FusedModel:
     """
     if getattr(model, "preprocess", None) is None:
         raise ConfigError("fuse needs a model carrying its preprocessing (.preprocess).")
-    block = _as_symbol_block(model)
-    out = FusedModel(block._cached_graph[1], model.preprocess, getattr(model, "class_names", None))
+    block, input_size = _as_symbol_block(model)
+    out = FusedModel(block._cached_graph[1], model.preprocess, getattr(model, "class_names", None), input_size)
     params = out.collect_params()
     for name, p in block.collect_params().items():
         params[name]._load_init(p.data(), [mx.cpu()])
@@ -152,7 +189,7 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
         if c.device_type != "cpu":
             raise ConfigError(f"A QuantizedModel runs on CPU only (oneDNN INT8 kernels). Got ctx={c} instead.")
     model = QuantizedModel(_model.read_symbol(path), _model.read_preprocess(path, config),
-                           config.get("class_names"), config.get("quantization"))
+                           config.get("class_names"), config.get("quantization"), config.get("input_size"))
     _model.read_weights(path, config)  # checks that the file exists and is readable
     try:
         _load_typed(model, os.path.join(os.fspath(path), config.get("weights", "weights.params")))
@@ -209,7 +246,9 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     Returns
     -------
     QuantizedModel
-        Same input, output, preprocessing and class names.
+        Same input, output, preprocessing and class names. A network whose
+        padding depends on the input size is specialised to
+        ``model.preprocess.size`` (see :attr:`QuantizedModel.input_size`).
 
     Raises
     ------
@@ -240,7 +279,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     data = _calibration_batch(model, calibration, int(num_examples))
     if len(data) == 0:
         raise DataError("quantize got an empty calibration array; give a few hundred images.")
-    fp32 = _as_symbol_block(model)
+    fp32, input_size = _as_symbol_block(model)
     calib = mx.io.NDArrayIter(data, batch_size=min(batch_size, len(data)), data_name="data", last_batch_handle="pad")
     ql = logging.getLogger("finetune.quantize")
     with warnings.catch_warnings():
@@ -252,7 +291,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     ql.debug("calibrated on %d images", len(data))
     out = QuantizedModel(net._cached_graph[1], model.preprocess, getattr(model, "class_names", None),
                          {"calib_mode": calib_mode, "num_examples": int(len(data)),
-                          "exclude_layers": list(exclude_layers or [])})
+                          "exclude_layers": list(exclude_layers or [])}, input_size)
     with tempfile.TemporaryDirectory() as tmp:
         net.collect_params().save(os.path.join(tmp, "w.params"))
         _load_typed(out, os.path.join(tmp, "w.params"))
@@ -265,7 +304,12 @@ def _load_typed(block, filename: str) -> None:
 
 
 def _as_symbol_block(model):
-    """The network as a plain ``SymbolBlock`` on CPU (what MXNet's quantization pass exports)."""
+    """``(block, input_size)``: the network as a plain ``SymbolBlock`` on CPU, for its preprocessing's size.
+
+    A graph with shape-dependent padding is folded for ``model.preprocess``'s
+    input size, which is then returned as ``(H, W)``; otherwise the graph
+    takes any size and ``input_size`` is ``None``.
+    """
     to_symbol = getattr(model, "to_symbol", None)
     if to_symbol is not None:
         symbol = to_symbol()
@@ -276,6 +320,11 @@ def _as_symbol_block(model):
         with tempfile.TemporaryDirectory() as tmp:
             mx.gluon.HybridBlock.export(model, os.path.join(tmp, "net"))
             symbol = mx.sym.load(os.path.join(tmp, "net-symbol.json"))
+    input_size = None
+    if has_shape_tricks(symbol):
+        pre = model.preprocess
+        symbol, folded = fold_padding(symbol, (1, pre.channels, pre.size[0], pre.size[1]))
+        input_size = tuple(pre.size) if folded else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot decide type")
         block = mx.gluon.SymbolBlock(symbol, mx.sym.var("data"))
@@ -284,4 +333,4 @@ def _as_symbol_block(model):
     for name, p in params.items():
         src = source[name]
         p._load_init(src.data(src.list_ctx()[0]).copyto(mx.cpu()), [mx.cpu()])
-    return block
+    return block, input_size

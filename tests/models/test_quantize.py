@@ -132,3 +132,37 @@ def test_calibration_folder_with_rare_formats_and_link_loops_is_listed_once(mode
     first = model.preprocess.transform(ft.read_image(root / names[0], model.preprocess.color),
                                        model.preprocess.color)
     np.testing.assert_allclose(batch[0], first, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def lite_model():
+    model = ft.HeadReplacer(3).apply(ft.Backbone.from_zoo("efficientnet_lite0", weights=None), class_names=list("abc"))
+    model.preprocess = model.preprocess.replace(size=(64, 64), resize=64)
+    return model
+
+
+def _ops(block) -> list:
+    return [node["op"] for node in json.loads(block._cached_graph[1].tojson())["nodes"]]
+
+
+def test_fuse_folds_same_padding_for_the_preprocessing_size(lite_model):
+    fused = ft.fuse(lite_model)
+    assert fused.input_size == (64, 64)
+    assert "Crop" not in _ops(fused) and "UpSampling" not in _ops(fused)  # one constant Pad each instead
+    x = mx.nd.array(np.random.default_rng(2).normal(size=(2, 3, 64, 64)))
+    np.testing.assert_allclose(fused(x).asnumpy(), lite_model(x).asnumpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ft.errors.ShapeError, match="made for 64x64 inputs"):
+        fused(mx.nd.zeros((1, 3, 96, 96)))
+    assert ft.fuse(ft.HeadReplacer(2).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None))).input_size is None
+
+
+def test_quantize_folds_same_padding_and_keeps_the_size_through_save(lite_model, tmp_path):
+    calib = np.random.default_rng(3).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    q = ft.quantize(lite_model, calib, batch_size=4)
+    assert q.input_size == (64, 64) and "Crop" not in _ops(q)
+    again = ft.load_model(q.save(tmp_path / "q"))
+    assert again.input_size == (64, 64)
+    np.testing.assert_array_equal(again(mx.nd.array(calib[:2])).asnumpy(), q(mx.nd.array(calib[:2])).asnumpy())
+    with pytest.raises(ft.errors.ShapeError, match="resize the images to 64x64"):
+        again(mx.nd.zeros((1, 3, 32, 32)))
+    assert ft.Predictor(again).predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
