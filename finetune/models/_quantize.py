@@ -16,10 +16,11 @@ wraps it like any model, and that ``save``\\ s to a model directory
 Both are made for the input size of the network's preprocessing, the size
 :class:`~finetune.Predictor` feeds: a graph that computes its padding from
 the input's shape (EfficientNet-Lite's TensorFlow SAME padding) is first
-folded for that size (:func:`~finetune.models.graph.fold_padding`), which
-leaves one constant ``Pad`` where six shape operators broke oneDNN's fused
-chain. Such a model then refuses other sizes with a :class:`ShapeError`;
-networks without shape-dependent padding take any size, as before.
+folded for that size (:func:`~finetune.models.graph.fold_padding`), and each
+resulting ``Pad`` becomes the padding of the convolution that reads it
+(:func:`~finetune.models.graph.merge_padding`), so oneDNN runs the network
+as one chain of fused convolutions. Such a model refuses other sizes with a
+:class:`ShapeError`; networks without shape-dependent padding take any size.
 
 MXNet's quantization pass is used as is; this module only feeds it the
 calibration batches, keeps the preprocessing with the result and handles
@@ -40,7 +41,7 @@ from .._version import __version__
 from ..data._source import ImageSource
 from ..errors import ConfigError, DataError, ModelError, ShapeError, check_choice, check_range
 from . import _modeldir as _model
-from ._graph_fold import fold_padding, has_shape_tricks
+from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
 
 __all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
@@ -308,7 +309,9 @@ def _as_symbol_block(model):
 
     A graph with shape-dependent padding is folded for ``model.preprocess``'s
     input size, which is then returned as ``(H, W)``; otherwise the graph
-    takes any size and ``input_size`` is ``None``.
+    takes any size and ``input_size`` is ``None``. Each ``Pad`` read only by
+    a convolution then becomes that convolution's padding
+    (:func:`~finetune.models.graph.merge_padding`, weights widened by zero taps).
     """
     to_symbol = getattr(model, "to_symbol", None)
     if to_symbol is not None:
@@ -325,6 +328,7 @@ def _as_symbol_block(model):
         pre = model.preprocess
         symbol, folded = fold_padding(symbol, (1, pre.channels, pre.size[0], pre.size[1]))
         input_size = tuple(pre.size) if folded else None
+    symbol, taps = merge_padding(symbol)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot decide type")
         block = mx.gluon.SymbolBlock(symbol, mx.sym.var("data"))
@@ -332,5 +336,9 @@ def _as_symbol_block(model):
     source = model.collect_params()
     for name, p in params.items():
         src = source[name]
-        p._load_init(src.data(src.list_ctx()[0]).copyto(mx.cpu()), [mx.cpu()])
+        value = src.data(src.list_ctx()[0]).copyto(mx.cpu())
+        if name in taps:  # a convolution that took over a Pad: zero taps where the padding was uneven
+            top, bottom, left, right = taps[name]
+            value = mx.nd.pad(value, mode="constant", pad_width=(0, 0, 0, 0, top, bottom, left, right))
+        p._load_init(value, [mx.cpu()])
     return block, input_size

@@ -10,7 +10,7 @@ from ._graph import (batchnorm_global_stats, batchnorm_layers, cut, data_var, fi
                      infer_shape, layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats,
                      strip_prefix, strip_softmax)
 from ._graph_blocks import batchnorm_modes, set_block_batchnorm_global_stats
-from ._graph_fold import fold_padding, has_shape_tricks
+from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
 from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "layer_ops",
     "layer_output",
     "list_layers",
+    "merge_padding",
     "probe_block",
     "rename_inputs",
     "set_batchnorm_global_stats",

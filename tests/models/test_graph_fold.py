@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from finetune import Backbone, HeadReplacer, load_model
-from finetune.models.graph import fold_padding, has_shape_tricks
+from finetune.models.graph import fold_padding, has_shape_tricks, merge_padding
 
 
 def _ops(symbol) -> list:
@@ -119,3 +119,51 @@ def test_networks_without_shape_tricks_are_left_alone():
         bb(mx.nd.zeros((1, 3, 32, 32)))
     assert not has_shape_tricks(bb.to_symbol())
     assert bb._graph_key == (None,) and not bb._caches["sizes"]
+
+
+def _run(symbol, args):
+    return symbol.eval(ctx=mx.cpu(), **{k: mx.nd.array(v) for k, v in args.items()})[0].asnumpy()
+
+
+@pytest.mark.parametrize("widths, kernel, stride, taps", [
+    ((0, 1, 0, 1), 3, 2, (1, 0, 1, 0)),   # SAME, 3x3, stride 2, even input
+    ((1, 2, 1, 2), 5, 2, (1, 0, 1, 0)),   # SAME, 5x5, stride 2
+    ((1, 1, 2, 2), 3, 1, None),           # symmetric: the padding moves, the kernel stays
+    ((2, 0, 0, 3), 3, 1, (0, 2, 3, 0)),
+])
+def test_merge_padding_gives_the_same_outputs_with_zero_taps(widths, kernel, stride, taps):
+    x = mx.sym.var("data")
+    padded = mx.sym.pad(x, mode="constant", pad_width=(0, 0, 0, 0) + widths)
+    net = mx.sym.relu(mx.sym.Convolution(padded, kernel=(kernel, kernel), stride=(stride, stride), num_filter=4,
+                                         num_group=2, name="conv"))
+    merged, found = merge_padding(net)
+    assert "Pad" not in _ops(merged)
+    assert found == ({} if taps is None else {"conv_weight": taps})
+    rng = np.random.default_rng(0)
+    args = {"data": rng.normal(size=(2, 4, 10, 9)), "conv_weight": rng.normal(size=(4, 2, kernel, kernel)),
+            "conv_bias": rng.normal(size=4)}
+    top, bottom, left, right = taps or (0, 0, 0, 0)
+    wide = dict(args, conv_weight=np.pad(args["conv_weight"], ((0, 0), (0, 0), (top, bottom), (left, right))))
+    np.testing.assert_allclose(_run(merged, wide), _run(net, args), rtol=1e-5, atol=1e-5)
+
+
+def test_merge_padding_leaves_what_it_cannot_merge():
+    x = mx.sym.var("data")
+    shared = mx.sym.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 1, 0, 1))
+    two_readers = mx.sym.Convolution(shared, kernel=(3, 3), num_filter=2, name="a") + \
+        mx.sym.Convolution(shared, kernel=(3, 3), num_filter=2, name="b")
+    edge = mx.sym.Convolution(mx.sym.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 1, 1, 1, 1)), kernel=(3, 3),
+                              num_filter=2, name="c")
+    into_pool = mx.sym.Pooling(mx.sym.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 1, 1, 1, 1)), kernel=(3, 3))
+    dilated = mx.sym.Convolution(mx.sym.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 2, 2, 2, 2)), kernel=(3, 3),
+                                 dilate=(2, 2), num_filter=2, name="d")
+    for net in (two_readers, edge, into_pool, dilated):
+        merged, taps = merge_padding(net)
+        assert merged is net and taps == {}
+
+
+def test_merge_padding_after_folding_leaves_no_pad_in_efficientnet_lite(lite_backbone):
+    folded, _ = fold_padding(lite_backbone.to_symbol(), (1, 3, 64, 64))
+    merged, taps = merge_padding(folded)
+    assert _ops(folded).count("Pad") == 5 and "Pad" not in _ops(merged)
+    assert len(taps) == 5  # every stride-2 SAME padding is uneven at an even size
