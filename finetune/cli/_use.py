@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
     add_shared(p, "tta")
+    _fuse_arg(p)
     add_shared(p, "json")
     p.set_defaults(handler=_predict)
 
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--report", help="write the full report as JSON here")
     p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
     add_shared(p, "tta")
+    _fuse_arg(p)
     p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("gradcam", help="Grad-CAM heat map of one image",
@@ -75,6 +77,12 @@ def _model_args(p, batch: bool = True) -> None:
         add_shared(p, "workers")
 
 
+def _fuse_arg(p) -> None:
+    p.add_argument("--no-fuse", dest="fuse", action="store_const", const=False, default=None,
+                   help="run the network as it is, not its oneDNN-fused copy (Predictor(fuse=False); "
+                   "by default a single CPU runs the fused copy)")
+
+
 def load_any_model(spec: str, ctx=None):
     """A model from a model directory, a deployment folder, a Caffe prototxt or checkpoint prefix, or a zoo name.
 
@@ -92,7 +100,7 @@ def _predictor(args, **kw):
     ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
     return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers,
-                     tta=getattr(args, "tta", False), **kw)
+                     tta=getattr(args, "tta", False), fuse=getattr(args, "fuse", None), **kw)
 
 
 def _predict(args) -> int:

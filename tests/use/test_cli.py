@@ -26,6 +26,17 @@ def test_predict_prints_a_table_or_json(model_dir, image_folder, tmp_path, capsy
     assert len(data) == 1 and len(data[0]["top"]) == 3
 
 
+def test_predict_no_fuse_gives_the_same_probabilities(model_dir, image_folder, capsys):
+    probs = []
+    for extra in ([], ["--no-fuse"]):
+        assert main(["-q", "predict", model_dir, str(image_folder / "cat"), "--json"] + extra) == 0
+        probs.append([row["top"] for row in json.loads(capsys.readouterr().out)])
+    names = [[t["name"] for t in top] for top in probs[0]]
+    assert names == [[t["name"] for t in top] for top in probs[1]]
+    np.testing.assert_allclose([[t["probability"] for t in top] for top in probs[0]],
+                               [[t["probability"] for t in top] for top in probs[1]], atol=1e-5)
+
+
 def test_predict_of_only_unreadable_files_fails(model_dir, tmp_path, capsys):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"no")

@@ -47,6 +47,24 @@ def test_results_do_not_depend_on_batching_threads_or_hybridization(image_folder
     np.testing.assert_allclose(a.sum(axis=1), 1, atol=1e-5)
 
 
+def test_one_cpu_runs_a_fused_copy_with_the_same_results(image_folder):
+    import finetune as ft
+
+    paths = sorted(image_folder.rglob("*.png"))
+    model = ft.HeadReplacer(3).apply(ft.Backbone.from_zoo("efficientnet_lite0", weights=None), class_names=list("abc"))
+    model.preprocess = model.preprocess.replace(size=(32, 32), resize=32)
+    fused, plain = Predictor(model, workers=1), Predictor(model, workers=1, fuse=False)
+    assert fused.fused and isinstance(fused.model, ft.FusedModel) and fused.model.input_size == (32, 32)
+    assert not plain.fused and plain.model is model
+    np.testing.assert_allclose(fused.logits(paths), plain.logits(paths), rtol=1e-4, atol=1e-4)
+    assert fused.class_names == list("abc") and fused.preprocess == model.preprocess
+    # several devices or no hybridization: the network as it is; fuse=True insists on one CPU
+    assert not Predictor(model, ctx=[mx.cpu(0), mx.cpu(1)]).fused
+    assert not Predictor(model, hybridize=False).fused
+    with pytest.raises(ConfigError, match="fuse=False"):
+        Predictor(model, ctx=[mx.cpu(0), mx.cpu(1)], fuse=True)
+
+
 def test_arrays_need_their_colour_order_and_it_is_honoured(tiny_model, image_folder):
     path = sorted(image_folder.rglob("*.jpg"))[0]
     rgb = read_image(path, "RGB")
