@@ -1,13 +1,15 @@
-"""CPU inference: our float32 ``Predictor`` network vs oneDNN-fused float32, INT8 and ONNX Runtime.
+"""CPU inference: the float32 network as it is vs what ``Predictor`` runs (oneDNN-fused), INT8 and ONNX Runtime.
 
-Baseline: the float32 network exactly as :class:`finetune.Predictor` runs it
-(hybridized with ``static_alloc``). Contenders on the same normalised batch,
-the same batch size and the same number of threads (``OMP_NUM_THREADS``):
+Baseline: the float32 network as it is, hybridized with ``static_alloc``
+(``Predictor(fuse=False)``). Contenders on the same normalised batch, the
+same batch size and the same number of threads (``OMP_NUM_THREADS``):
 
-- ``fused``  :func:`finetune.fuse`: the same graph partitioned for the
-  ``"MKLDNN"`` backend (oneDNN operator fusion, float32);
+- ``fused``  what :class:`finetune.Predictor` runs by default on one CPU: the
+  :func:`finetune.fuse` copy (padding folded for the input size and merged
+  into the convolutions, the graph partitioned for oneDNN, float32);
 - ``int8``   :func:`finetune.quantize` (naive calibration);
-- ``ort``    ONNX Runtime on our own ONNX export (``export_for_deployment(onnx=True)``).
+- ``ort``    ONNX Runtime on our own ONNX export (``export_for_deployment(onnx=True)``);
+  a last row puts ``fused`` against it (the target: ours at least as fast).
 
 Sides alternate round by round; the table gives the median images/s and the
 ratio to the baseline. Accuracy: top-1 on foolbox's 20 ImageNet photos (the
@@ -102,9 +104,12 @@ def bench(name: str, model, paths, args, threads: int) -> list:
     x = calib[: args.batch_size]
     model.hybridize(static_alloc=True)
     q.hybridize(static_alloc=True)
+    fused = ft.Predictor(model, batch_size=args.batch_size)
+    if not fused.fused:
+        raise RuntimeError(f"Predictor did not fuse {name}")
     sides = {
         "fp32": lambda b: model(mx.nd.array(b)).asnumpy(),
-        "fused": (lambda blk: lambda b: blk(mx.nd.array(b)).asnumpy())(ft.fuse(model)),
+        "fused": lambda b: fused.model(mx.nd.array(b)).asnumpy(),
         "int8": lambda b: q(mx.nd.array(b)).asnumpy(),
     }
     sess = ort_session(model, threads)
@@ -116,7 +121,10 @@ def bench(name: str, model, paths, args, threads: int) -> list:
         for k, fn in sides.items():
             speeds[k].append(timed(fn, x, args.rounds))
     med = {k: statistics.median(v) for k, v in speeds.items()}
-    rows = [(f"{name} {k} img/s", med[k], med[k] / med["fp32"], "fp32 Predictor network") for k in sides]
+    rows = [(f"{name} {k} img/s", med[k], med[k] / med["fp32"], "fp32 network as it is") for k in sides]
+    if "ort" in med:
+        rows.append((f"{name} fused vs ort img/s", med["fused"], med["fused"] / med["ort"],
+                     "ONNX Runtime on our ONNX export"))
     if args.accuracy:
         y = labels_of(paths)
         acc = {}
