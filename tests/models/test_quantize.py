@@ -113,6 +113,7 @@ def test_fuse_keeps_outputs_and_backend_through_predictor(model, calib):
     x = mx.nd.array(calib[:4])
     np.testing.assert_allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4)
     pred = ft.Predictor(fused)
+    assert pred.fused and pred.model.block is fused  # used as given, not fused again
     assert fused._backend == "MKLDNN"
     assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
     assert repr(fused) == "FusedModel(float32, oneDNN, classes=3)"
@@ -165,4 +166,6 @@ def test_quantize_folds_same_padding_and_keeps_the_size_through_save(lite_model,
     np.testing.assert_array_equal(again(mx.nd.array(calib[:2])).asnumpy(), q(mx.nd.array(calib[:2])).asnumpy())
     with pytest.raises(ft.errors.ShapeError, match="resize the images to 64x64"):
         again(mx.nd.zeros((1, 3, 32, 32)))
-    assert ft.Predictor(again).predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
+    pred = ft.Predictor(again)
+    assert not pred.fused and pred.model.block is again  # INT8 runs as it is
+    assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
