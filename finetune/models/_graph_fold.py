@@ -229,12 +229,11 @@ def merge_padding(symbol) -> tuple:
         for ref in node["inputs"]:
             readers.setdefault(ref[0], []).append(k)
     heads = {ref[0] for ref in graph["heads"]}
-    taps, merged = {}, {}
+    taps, merged = {}, 0
     for k, node in enumerate(nodes):
         if node["op"] != "Pad" or k in heads or len(readers.get(k, [])) != 1:
             continue
-        c = readers[k][0]
-        conv = nodes[c]
+        conv = nodes[readers[k][0]]
         if conv["op"] != "Convolution" or conv["inputs"][0][0] != k or len(conv["inputs"]) < 2:
             continue
         widths = _mergeable(node, conv)
@@ -250,7 +249,7 @@ def merge_padding(symbol) -> tuple:
         conv["inputs"][0] = node["inputs"][0]
         conv["attrs"] = {**conv["attrs"], "pad": str((p, q)),
                          "kernel": str((kh + extra[0] + extra[1], kw + extra[2] + extra[3]))}
-        merged[k] = True
+        merged += 1
         if any(extra):
             taps[weight["name"]] = extra
             weight.get("attrs", {}).pop("__shape__", None)  # the widened shape is inferred from the kernel
