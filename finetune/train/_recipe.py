@@ -39,7 +39,7 @@ from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 __all__ = ["Recipe", "RecipePlan"]
 
 _AUTO = "auto"
-_AUTO_EPOCHS, _AUTO_EPOCHS_IMAGES, _AUTO_EPOCHS_MIN = 30, 900, 3
+_AUTO_EPOCHS, _AUTO_EPOCHS_IMAGES, _AUTO_EPOCHS_MIN = 30, 900, 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Recipe:
         Epochs of fine-tuning (every layer but ``frozen_groups``). ``"auto"``: 30 for up to 900
         training images (the data size the defaults were chosen on), and
         ``30 * sqrt(900 / n)`` for ``n`` images above that, rounded, at least
-        3 (12 epochs for 5,400 images, 4 for 54,000): a larger data set gives
+        6 (12 epochs for 5,400 images, 6 for 54,000): a larger data set gives
         more steps per epoch and needs fewer passes.
     optimizer : str
         ``"adam"`` (default), ``"sgd"``, ``"nag"``, ``"adamw"``, ``"rmsprop"``.
@@ -266,7 +266,7 @@ class Recipe:
         Examples
         --------
         >>> Recipe().choose_epochs(900)[0], Recipe().choose_epochs(5400)[0], Recipe().choose_epochs(54000)[0]
-        (30, 12, 4)
+        (30, 12, 6)
         >>> Recipe(epochs=8).choose_epochs(54000)
         (8, 'set')
         """

@@ -56,7 +56,7 @@ def test_input_size_comes_from_the_backbone_and_the_images():
 def test_epochs_come_from_the_number_of_training_images():
     r = Recipe()
     assert r.epochs == "auto" and repr(r) == "Recipe()"
-    assert [r.choose_epochs(n)[0] for n in (None, 100, 900, 3600, 5400, 54000, 10 ** 7)] == [30, 30, 30, 15, 12, 4, 3]
+    assert [r.choose_epochs(n)[0] for n in (None, 100, 900, 3600, 5400, 54000, 10 ** 7)] == [30, 30, 30, 15, 12, 6, 6]
     assert "sqrt" in r.choose_epochs(5400)[1]
     assert Recipe(epochs=7).choose_epochs(54000) == (7, "set")
     assert Recipe(epochs=0).choose_epochs(10) == (0, "set")
