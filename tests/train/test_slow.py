@@ -78,7 +78,7 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_two_dist_sync_workers_equal_one_worker_with_the_combined_batch(tmp_path):
     code = launch([sys.executable, "-m", "tests.train._worker", "dist", str(tmp_path)], num_workers=2,
-                  num_servers=1, env={"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}, timeout=120, cwd=ROOT)
+                  num_servers=1, env={"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=ROOT)
     assert code == 0
     net = mlp(seed=5)
     net.load_parameters(str(tmp_path / "dist.params"))
