@@ -158,6 +158,9 @@ def run(argv=None) -> list:
                    help="IVF-PQ re-ranking factor of the ivfpq+rerank row (1: no such row)")
     p.add_argument("--hnsw-max", type=int, default=10_000_000,
                    help="skip HNSW on databases larger than this (its build is the slowest)")
+    p.add_argument("--methods", default="exact,ivf,ivfpq,hnsw",
+                   help="comma-separated methods (exact is always run: it is the baseline); every index keeps "
+                        "its own copy of the descriptors, so at 10 M x 128 each costs 5 GB of RAM")
     args = p.parse_args(argv)
     if args.tiny:
         args.n, args.dim, args.queries, args.real, args.repeats = 5000, 32, 50, 0, 1
@@ -167,8 +170,14 @@ def run(argv=None) -> list:
         "ivfpq": {"method": "ivfpq", "nlist": args.nlist, "nprobe": args.nprobe, "refine": 1},
         "hnsw": {"method": "hnsw", "ef_search": args.ef_search},
     }
+    unknown = set(args.methods.split(",")) - set(methods)
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(methods)}")
+    methods = {k: v for k, v in methods.items() if k == "exact" or k in args.methods.split(",")}
     if args.tiny:
-        methods["ivf"]["nlist"] = methods["ivfpq"]["nlist"] = 64
+        for k in ("ivf", "ivfpq"):
+            if k in methods:
+                methods[k]["nlist"] = 64
 
     def chosen(n):
         return {k: v for k, v in methods.items() if k != "hnsw" or n <= args.hnsw_max}
@@ -180,7 +189,8 @@ def run(argv=None) -> list:
         db, q = real(args.real, args.queries)
         real_methods = chosen(len(db))
         for k in ("ivf", "ivfpq"):
-            real_methods[k] = dict(real_methods[k], nlist=None, pq_m=64 if k == "ivfpq" else None)
+            if k in real_methods:
+                real_methods[k] = dict(real_methods[k], nlist=None, pq_m=64 if k == "ivfpq" else None)
         rows += bench(f"lite0 {len(db)}x{db.shape[1]}", db, q, real_methods, args.repeats, args.refine)
     return rows
 

@@ -132,6 +132,14 @@ def test_search_scale_tiny():
     assert rows[0][2] == 1.0 and "on disk" in rows[3][0]
 
 
+def test_search_scale_runs_the_chosen_methods_beside_exact_search():
+    pytest.importorskip("faiss")
+    rows = load("search_scale").ratio_rows(["--tiny", "--methods", "ivfpq"])
+    assert [m.split()[2] for m, *_ in rows] == ["exact", "ivfpq", "ivfpq+rerank"]
+    with pytest.raises(SystemExit):
+        load("search_scale").ratio_rows(["--tiny", "--methods", "ivf,annoy"])
+
+
 @pytest.mark.realdata
 def test_retrieval_recipe_tiny(capsys, tmp_path):
     # without a model directory: Lite0 with an untrained head stands in for the fine-tuned model
