@@ -96,7 +96,7 @@ def test_training_step_variants_change_the_graph():
 def test_predict_tiny():
     rows = load("predict").ratio_rows(["--tiny"])
     check_rows(rows)
-    assert len(rows) == 1 and "Predictor.predict" in rows[0][0]
+    assert len(rows) == 2 and all("Predictor.predict" in r[0] for r in rows)
 
 
 def test_retrieval_tiny():
