@@ -201,7 +201,13 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
 
 
 def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
-    """The (first ``limit``) calibration images as one normalised ``(N, C, H, W)`` float32 array."""
+    """The calibration images as one normalised ``(N, C, H, W)`` float32 array.
+
+    Of more than ``limit`` images, ``limit`` spread evenly over the sorted
+    listing are read, so every class folder of a class-per-folder tree is
+    represented in proportion (the first ``limit`` files would all be of
+    the first class). Arrays are cut to their first ``limit`` rows.
+    """
     if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
         return images[:limit]
     if isinstance(images, np.ndarray):
@@ -213,7 +219,8 @@ def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
         raise DataError(f"No calibration images found in {images!r}; give image files or folders of images.")
     pre = model.preprocess
     n = len(source) if limit is None else min(int(limit), len(source))
-    return np.stack([pre.transform(source.read(i, pre.color), pre.color) for i in range(n)]).astype(np.float32)
+    rows = np.linspace(0, len(source) - 1, n).round().astype(int) if n < len(source) else range(n)
+    return np.stack([pre.transform(source.read(int(i), pre.color), pre.color) for i in rows]).astype(np.float32)
 
 
 def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int = 500,
@@ -237,7 +244,10 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
         ``"entropy"`` chooses the range that minimises the KL divergence
         (slower to calibrate, sometimes more accurate).
     num_examples : int
-        Largest number of calibration images used.
+        Largest number of calibration images used; of more images, this
+        many spread evenly over the listing (every class folder of a
+        class-per-folder tree in proportion), of a larger array its first
+        rows.
     batch_size : int
         Calibration batch size.
     exclude_layers : list of str or None

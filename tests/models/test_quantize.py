@@ -169,3 +169,12 @@ def test_quantize_folds_same_padding_and_keeps_the_size_through_save(lite_model,
     pred = ft.Predictor(again)
     assert not pred.fused and pred.model.block is again  # INT8 runs as it is
     assert pred.predict_proba(np.zeros((2, 40, 40, 3), np.uint8), color="RGB").shape == (2, 3)
+
+
+def test_calibration_images_beyond_the_limit_are_spread_over_every_class_folder(model, image_folder):
+    from finetune.models._quantize import _calibration_batch
+
+    every = _calibration_batch(model, image_folder)  # 3 classes x 8 images, sorted by class
+    some = _calibration_batch(model, image_folder, limit=3)
+    # the first, middle and last images: one of each class, not three of the first
+    np.testing.assert_allclose(some, every[[0, 12, 23]], atol=1e-6)
