@@ -217,8 +217,11 @@ def _export_int8(model, args) -> int:
         raise ConfigError("--int8 needs --calibration DATA: image files or folders to calibrate on.")
     data = _calibration_batch(model, args.calibration, limit=500)  # quantize's default num_examples
     q = quantize(model, data)
-    x = mx.nd.array(data[:256])
-    same = float(np.mean(model(x).asnumpy().argmax(1) == q(x).asnumpy().argmax(1)))
+    agree = []
+    for start in range(0, len(data), 64):  # every calibration image, in batches
+        x = mx.nd.array(data[start:start + 64])
+        agree.append(model(x).asnumpy().argmax(1) == q(x).asnumpy().argmax(1))
+    same = float(np.mean(np.concatenate(agree)))
     print(f"model      {q.save(args.out)}")
-    print(f"verified   int8: top-1 agrees with float32 on {100 * same:.1f} % of {len(x)} calibration images")
+    print(f"verified   int8: top-1 agrees with float32 on {100 * same:.1f} % of {len(data)} calibration images")
     return 0
