@@ -78,10 +78,14 @@ def real(n: int, queries: int):
 
 
 def memory(index) -> int:
+    """Bytes the index holds: the descriptor matrix for exact search, else faiss's own structure."""
     if index.method == "exact":
         return int(index.vectors.nbytes)
     import faiss
 
+    if index.method in ("ivf", "ivfpq"):  # codes + ids + centroids, counted (serialising copies it all)
+        ivf = faiss.extract_index_ivf(index._ann)
+        return int(ivf.ntotal * (ivf.code_size + 8) + ivf.nlist * ivf.d * 4)
     return int(faiss.serialize_index(index._ann).size)  # an index built in memory, not a mapped one
 
 
@@ -106,7 +110,15 @@ def reranking(index, refine: int, folder: str):
     return RetrievalIndex.load(path), os.path.getsize(path + ".faiss")
 
 
-def bench(label: str, db, q, methods: dict, repeats: int, refine: int) -> list:
+def bench(label: str, data: list, methods: dict, repeats: int, refine: int) -> list:
+    """Build each of ``methods`` ("exact" first) on ``data = [db, queries]`` and :func:`measure` them.
+
+    ``data`` is emptied and the later indexes are filled from the exact
+    index's (normalised) copy, so ``db`` itself is freed once that is built:
+    at 10 M x 128 each copy is 5 GB.
+    """
+    db, q = data
+    data.clear()
     indexes, build, size = {}, {}, {}
     folder = tempfile.mkdtemp(prefix="search_scale_")
     try:
@@ -115,6 +127,8 @@ def bench(label: str, db, q, methods: dict, repeats: int, refine: int) -> list:
             index = RetrievalIndex(**kwargs)
             index.add(db)
             index.build()
+            if name == "exact":
+                db = index.vectors
             build[name] = time.perf_counter() - t
             indexes[name], size[name] = index, memory(index)
             if name == "ivfpq" and refine > 1:
@@ -182,16 +196,15 @@ def run(argv=None) -> list:
     def chosen(n):
         return {k: v for k, v in methods.items() if k != "hnsw" or n <= args.hnsw_max}
 
-    db, q = synthetic(args.n, args.dim, args.queries)
-    rows = bench(f"synthetic {args.n}x{args.dim}", db, q, chosen(args.n), args.repeats, args.refine)
-    del db
+    rows = bench(f"synthetic {args.n}x{args.dim}", list(synthetic(args.n, args.dim, args.queries)), chosen(args.n),
+                 args.repeats, args.refine)
     if args.real:
         db, q = real(args.real, args.queries)
-        real_methods = chosen(len(db))
+        label, real_methods = f"lite0 {len(db)}x{db.shape[1]}", chosen(len(db))
         for k in ("ivf", "ivfpq"):
             if k in real_methods:
                 real_methods[k] = dict(real_methods[k], nlist=None, pq_m=64 if k == "ivfpq" else None)
-        rows += bench(f"lite0 {len(db)}x{db.shape[1]}", db, q, real_methods, args.repeats, args.refine)
+        rows += bench(label, [db, q], real_methods, args.repeats, args.refine)
     return rows
 
 
