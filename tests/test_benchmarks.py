@@ -18,6 +18,7 @@ BENCH = ROOT / "benchmarks"
 # every benchmark, and the test that runs its --tiny mode
 COVERED = {
     "data_pipeline": "test_data_pipeline_tiny",
+    "extract": "test_extract_tiny",
     "peers_inference": "test_peers_inference_tiny",
     "peers_training": "test_peers_training_tiny",
     "predict": "test_predict_tiny",
@@ -97,6 +98,14 @@ def test_predict_tiny():
     rows = load("predict").ratio_rows(["--tiny"])
     check_rows(rows)
     assert len(rows) == 2 and all("Predictor.predict" in r[0] for r in rows)
+
+
+def test_extract_tiny():
+    rows = load("extract").ratio_rows(["--tiny"])
+    check_rows(rows)
+    assert len(rows) == 1 and "FeatureExtractor.extract" in rows[0][0]
+    cosine = float(rows[0][0].split("cosine >= ")[1].rstrip(")"))
+    assert cosine > 0.999  # the same descriptors as the hand-written loop
 
 
 def test_retrieval_tiny():
