@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import mxnet as mx
 import numpy as np
 
@@ -39,30 +38,20 @@ import finetune as ft
 LAYER = "top_relu_fwd"
 
 
-def _make_folder(n: int, tiny: bool) -> Path:
-    """The JPEG folder of ``predict.py`` (real photos at several sizes; noise with ``tiny``)."""
+def _predict_module():
+    """``predict.py`` (its JPEG folder and its hand-written preprocessing are shared)."""
     spec = importlib.util.spec_from_file_location("benchmarks_predict", Path(__file__).with_name("predict.py"))
-    predict = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(predict)
-    return predict.make_folder(n, tiny=tiny)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def hand_written(net, paths, batch_size: int, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:
-    """The loop a user writes: decode, resize, crop, normalise, batch, forward, GeM, L2."""
-    mean, std = np.float32(127.0), np.float32(128.0)
+    """The loop a user writes: ``predict.hand_batch``, forward to the layer, GeM, L2."""
+    hand_batch = _predict_module().hand_batch
     out = []
     for s in range(0, len(paths), batch_size):
-        batch = []
-        for path in paths[s:s + batch_size]:
-            img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            h, w = img.shape[:2]
-            scale = 256 / min(h, w)
-            nh, nw = max(256, round(h * scale)), max(256, round(w * scale))
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            top, left = (nh - 224) // 2, (nw - 224) // 2
-            img = img[top:top + 224, left:left + 224]
-            batch.append(((img.astype(np.float32) - mean) / std).transpose(2, 0, 1))
-        maps = net.features(mx.nd.array(np.stack(batch)), LAYER)[0].asnumpy()
+        maps = net.features(mx.nd.array(hand_batch(paths[s:s + batch_size])), LAYER)[0].asnumpy()
         gem = np.power(np.power(np.maximum(maps, eps), p).mean(axis=(2, 3)), 1.0 / p)
         out.append(gem / np.maximum(np.linalg.norm(gem, axis=1, keepdims=True), 1e-12))
     return np.concatenate(out)
@@ -78,7 +67,7 @@ def run(argv=None) -> list:
     args = parser.parse_args(argv)
     if args.tiny:
         args.images, args.batch_size, args.repeat = 8, 4, 1
-    folder = _make_folder(args.images, args.tiny)
+    folder = _predict_module().make_folder(args.images, tiny=args.tiny)
     try:
         paths = sorted(folder.glob("*.jpg"))
         net = ft.Backbone.from_zoo("efficientnet_lite0", weights=None if args.tiny else "imagenet")

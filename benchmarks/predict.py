@@ -65,22 +65,27 @@ def make_folder(n: int, tiny: bool = False) -> Path:
     return folder
 
 
-def hand_written(net, paths, batch_size: int) -> np.ndarray:
-    """The loop a user writes: decode, resize, crop, normalise, batch, forward."""
+def hand_batch(paths) -> np.ndarray:
+    """What a user writes for one batch: decode, resize the shorter side to 256, crop 224, normalise."""
     mean, std = np.float32(127.0), np.float32(128.0)
+    batch = []
+    for p in paths:
+        img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        h, w = img.shape[:2]
+        scale = 256 / min(h, w)
+        nh, nw = max(256, round(h * scale)), max(256, round(w * scale))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        top, left = (nh - 224) // 2, (nw - 224) // 2
+        img = img[top:top + 224, left:left + 224]
+        batch.append(((img.astype(np.float32) - mean) / std).transpose(2, 0, 1))
+    return np.stack(batch)
+
+
+def hand_written(net, paths, batch_size: int) -> np.ndarray:
+    """The loop a user writes: :func:`hand_batch`, forward, softmax."""
     out = []
     for s in range(0, len(paths), batch_size):
-        batch = []
-        for p in paths[s:s + batch_size]:
-            img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
-            h, w = img.shape[:2]
-            scale = 256 / min(h, w)
-            nh, nw = max(256, round(h * scale)), max(256, round(w * scale))
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            top, left = (nh - 224) // 2, (nw - 224) // 2
-            img = img[top:top + 224, left:left + 224]
-            batch.append(((img.astype(np.float32) - mean) / std).transpose(2, 0, 1))
-        logits = net(mx.nd.array(np.stack(batch)))
+        logits = net(mx.nd.array(hand_batch(paths[s:s + batch_size])))
         out.append(mx.nd.softmax(logits).asnumpy())
     return np.concatenate(out)
 
