@@ -322,7 +322,7 @@ class Trainer(TrainerSetup):
             if self.num_workers_ == 1 and not math.isfinite(stats[0]):
                 return stats[:4], True
         self._trainer.step(global_n)
-        if (self.kvstore or "").startswith("dist"):
+        if self._distributed:
             # MXNet 1.9's threaded engine can miss the completion of a parameter-server reply
             # when one array is later waited on alone (``save_parameters`` then hangs for ever);
             # waiting for the whole engine here, once the step is queued, never has.

@@ -106,7 +106,8 @@ class TrainerSetup:
             model.hybridize(static_alloc=True)
         kv = self.kvstore
         self.rank_, self.num_workers_ = 0, 1
-        if kv and kv.startswith("dist"):
+        self._distributed = bool(kv) and kv.startswith("dist")  # MXNet's parameter server
+        if self._distributed:
             kv = mx.kv.create(kv)
             self.rank_, self.num_workers_ = kv.rank, kv.num_workers
             log.info("kvstore %s: worker %d of %d", kv.type, self.rank_, self.num_workers_)
@@ -117,7 +118,7 @@ class TrainerSetup:
         self._trainer = gluon.Trainer(tparams, self.optimizer, dict(self.optimizer_params), kvstore=kv,
                                       update_on_kvstore=False)
         self._tparams = tparams
-        if self.num_workers_ > 1 or (self.kvstore or "").startswith("dist"):
+        if self.num_workers_ > 1 or self._distributed:
             start_kvstore(self._trainer)
         return self
 
