@@ -30,10 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-import mxnet as mx
-import numpy as np
+sys.modules.setdefault("torch", None)  # gluoncv 0.10 refuses to import beside torch >= 2
 
-import finetune as ft
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+import finetune as ft  # noqa: E402
 
 LAYER = "top_relu_fwd"
 

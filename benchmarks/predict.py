@@ -28,15 +28,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import mxnet as mx
-import numpy as np
+sys.modules.setdefault("torch", None)  # gluoncv 0.10 refuses to import beside torch >= 2
 
-import finetune as ft
+import cv2  # noqa: E402
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+import finetune as ft  # noqa: E402
 
 
 def photos() -> list:
