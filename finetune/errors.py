@@ -199,7 +199,7 @@ class NonFiniteLossError(TrainingError):
 
 
 def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``.
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (of the same type: ``1`` is not ``True``).
 
     Parameters
     ----------
@@ -212,17 +212,21 @@ def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
     choices : iterable
         The allowed values.
     """
+    from ._validation import Options, show
+
     choices = list(choices)
-    if value not in choices:
+    if not Options(choices).is_satisfied_by(value):
         allowed = ", ".join(repr(c) for c in choices)
         raise ConfigError(
-            f"The {param!r} parameter of {owner} must be one of {allowed}. Got {value!r} instead."
+            f"The {param!r} parameter of {owner} must be one of {allowed}. Got {show(value)} instead."
         )
 
 
 def check_range(owner: str, param: str, value, low=None, high=None, *,
                 low_open: bool = False, high_open: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value <= high``.
+    """Raise :class:`ConfigError` unless ``value`` is a finite number with ``low <= value <= high``.
+
+    NaN, infinities, bools and non-numbers never pass (see :class:`finetune._validation.Interval`).
 
     Parameters
     ----------
@@ -235,20 +239,14 @@ def check_range(owner: str, param: str, value, low=None, high=None, *,
     low_open, high_open : bool
         Exclude the bound itself.
     """
-    bad = False
-    try:
-        if low is not None:
-            bad |= value <= low if low_open else value < low
-        if high is not None:
-            bad |= value >= high if high_open else value > high
-    except TypeError:
-        bad = True
-    if bad:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
+    from numbers import Real
+
+    from ._validation import Interval, show
+
+    closed = {(False, False): "both", (False, True): "left", (True, False): "right", (True, True): "neither"}
+    interval = Interval(Real, low, high, closed=closed[(low_open, high_open)])
+    if not interval.is_satisfied_by(value):
+        what = "" if Interval(Real).is_satisfied_by(value) else "a finite number "
         raise ConfigError(
-            f"The {param!r} parameter of {owner} must be in {left}{lo}, {hi}{right}. "
-            f"Got {value!r} instead."
+            f"The {param!r} parameter of {owner} must be {what}in {interval.bounds()}. Got {show(value)} instead."
         )
