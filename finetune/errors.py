@@ -52,9 +52,11 @@ __all__ = [
     "ListFormatError",
     "MissingExtraError",
     "MissingFileError",
+    "MixedOutputError",
     "ModelError",
     "ModelProtocolError",
     "NonFiniteLossError",
+    "OutputExistsError",
     "RecordFormatError",
     "ShapeError",
     "TrainingError",
@@ -196,6 +198,28 @@ class TrainingError(FinetuneError, RuntimeError):
 
 class NonFiniteLossError(TrainingError):
     """The training loss became NaN or infinite."""
+
+
+class OutputExistsError(FinetuneError, FileExistsError):
+    """An output would replace a file or folder finetune did not write; ``filename`` names what is in the way."""
+
+    def __init__(self, message: str, filename=None):
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class MixedOutputError(DataError):
+    """The parts of a multi-file output (``.rec`` + ``.idx`` + class names, a folder) come from different writes.
+
+    ``filename`` names the part that does not belong.
+    """
+
+    def __init__(self, message: str, filename=None):
+        super().__init__(message)
+        self.filename = filename
 
 
 def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
