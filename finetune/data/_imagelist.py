@@ -19,8 +19,10 @@ import random
 from typing import NamedTuple
 
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
-from ._listfiles import classes_path_for, find_class_names, read_csv, read_lst, write_class_names, write_lst
+from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, read_csv, read_lst,
+                         write_lst)
 from ._split import stratified_split
+from ._text import atomic_text
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 
@@ -64,6 +66,18 @@ class ImageList:
     skipped : dict, optional
         Files left out while scanning, ``{extension: count}``.
 
+    Raises
+    ------
+    ListFormatError
+        With ``class_names``, a single label that is not an integer in
+        ``[0, len(class_names))`` (multi-value labels are not checked).
+
+    Notes
+    -----
+    Paths and class names are kept byte-exact: spaces at either end stay, and
+    a name that is not valid UTF-8 (as :func:`os.listdir` returns it, with
+    lone surrogates) is written back to lists as the same bytes.
+
     Examples
     --------
     >>> images = ImageList([(0, "a.jpg", 0), (1, "b.jpg", 1)], class_names=["cat", "dog"])
@@ -76,6 +90,8 @@ class ImageList:
         self.class_names = list(class_names) if class_names is not None else None
         self.root = os.fspath(root) if root is not None else None
         self.skipped = dict(skipped or {})
+        check_labels(self.labels, self.class_names,
+                     lambda i: f"ImageList entry {i} ({self.entries[i].path!r})")
 
     # ------------------------------------------------------------- container
     def __len__(self) -> int:
@@ -206,12 +222,18 @@ class ImageList:
         Raises
         ------
         ListFormatError
-            A line does not have the im2rec layout (the line number is given).
+            A line does not have the im2rec layout, or (with class names) its
+            label is not an integer in ``[0, len(class_names))``; the line number is given.
+
+        Notes
+        -----
+        The path field is kept exactly (spaces included); only the line
+        terminator is removed. Text that is not UTF-8 is read byte-exact.
         """
         path = os.fspath(path)
-        entries = read_lst(path)
         if class_names is None:
             class_names = find_class_names(path)
+        entries = read_lst(path, class_names)
         if root is None:
             root = os.path.dirname(os.path.abspath(path))
         return cls(entries, class_names=class_names, root=root)
@@ -307,15 +329,23 @@ class ImageList:
         -------
         str
             The path of the class-names file.
+
+        Raises
+        ------
+        ListFormatError
+            A path or class name is empty or holds a tab, newline or carriage
+            return (the list's separators); it is named and nothing is written.
         """
         path = os.fspath(path)
         entries = list(self.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
-        write_lst(path, entries)
         classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
         names = self.class_names
         if names is None:
             names = [str(i) for i in range(max(self.single_labels(), default=-1) + 1)]
-        write_class_names(classes_path, names)
+        classes = class_names_text(names, classes_path)  # refused before anything is written
+        write_lst(path, entries)
+        with atomic_text(classes_path) as f:
+            f.write(classes)
         return classes_path

@@ -7,15 +7,15 @@ and the ``<prefix>_classes.txt`` class-name files.
 from __future__ import annotations
 
 import csv
-import io
 import math
+import numbers
 import os
 
-from .._atomic import atomic_open
 from ..errors import ListFormatError, MissingFileError
+from ._text import atomic_text, check_name, read_lines, read_text
 
-__all__ = ["classes_path_for", "find_class_names", "read_class_names", "read_csv", "read_lst", "write_class_names",
-           "write_lst"]
+__all__ = ["check_labels", "classes_path_for", "find_class_names", "read_class_names", "read_csv", "read_lst",
+           "write_class_names", "write_lst"]
 
 
 def _norm_label(values):
@@ -34,6 +34,50 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def _is_class(label, num_classes: int) -> bool:
+    if isinstance(label, numbers.Integral):
+        return 0 <= label < num_classes
+    return isinstance(label, numbers.Real) and float(label).is_integer() and 0 <= label < num_classes
+
+
+def check_labels(labels, class_names, where) -> None:
+    """Refuse a label that is not the index of one of ``class_names``.
+
+    With class names, a single label must be an integer in ``[0, len(class_names))``.
+    Multi-value labels (MXNet's free-form tuples) and lists without class names are not checked.
+
+    Parameters
+    ----------
+    labels : sequence
+        One label per entry.
+    class_names : sequence of str or None
+        The classes; ``None`` checks nothing.
+    where : callable
+        ``where(position)`` names an entry in the error message (file and line).
+
+    Raises
+    ------
+    ListFormatError
+        The first label that is not a class, named with ``where``.
+
+    Examples
+    --------
+    >>> check_labels([0, 2, 1.0], ["a", "b", "c"], str)
+    >>> check_labels([0, 7], ["a", "b", "c"], lambda i: f"x.lst, line {i + 1}")
+    Traceback (most recent call last):
+    ...
+    finetune.errors.ListFormatError: x.lst, line 2: label 7 is not a class: with 3 class names a label \
+must be an integer in [0, 3). Fix the label or the class names.
+    """
+    if class_names is None:
+        return
+    n = len(class_names)
+    for pos, label in enumerate(labels):
+        if not isinstance(label, tuple) and not _is_class(label, n):
+            raise ListFormatError(f"{where(pos)}: label {label!r} is not a class: with {n} class names a label "
+                                  f"must be an integer in [0, {n}). Fix the label or the class names.")
+
+
 def classes_path_for(path) -> str:
     """``<prefix>_classes.txt`` for ``<prefix>.lst`` / ``<prefix>.rec`` / ``<prefix>``."""
     path = os.fspath(path)
@@ -43,18 +87,30 @@ def classes_path_for(path) -> str:
     return path + "_classes.txt"
 
 
+def class_names_text(names, path) -> str:
+    """The text of a class-names file: one name per line, each checked by :func:`check_name`."""
+    return "".join(check_name(n, f"The class name #{i} (for {os.fspath(path)!r})") + "\n"
+                   for i, n in enumerate(names))
+
+
 def write_class_names(path, names) -> None:
-    """Write class names one per line (label order), atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{n}\n" for n in names)
+    """Write class names one per line (label order), atomically; names are kept byte-exact.
+
+    Raises
+    ------
+    ListFormatError
+        A name is empty or holds a tab, newline or carriage return (nothing is written).
+    """
+    text = class_names_text(names, path)
+    with atomic_text(path) as f:
+        f.write(text)
 
 
 def read_class_names(path):
-    """Read a class-names file; ``None`` if it does not exist."""
+    """Read a class-names file (one name per line, kept exactly); ``None`` if it does not exist."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    return read_lines(path)
 
 
 def find_class_names(path):
@@ -69,31 +125,19 @@ def find_class_names(path):
         stem = stem.rsplit("_", 1)[0]
 
 
-def _read_text_lines(path, newline=None):
-    """The lines of a UTF-8 text file (a byte-order mark is dropped); non-UTF-8 raises ListFormatError.
+def read_lst(path: str, class_names=None) -> list:
+    """The ``(index, path, label)`` rows of an im2rec ``.lst`` file; see :meth:`ImageList.from_lst`.
 
-    ``newline`` is as for :func:`open` (``""`` for the csv module).
+    The path (last field) is kept exactly, spaces included; only the line terminator is removed.
+    With ``class_names``, every single label must be one of their indices (:func:`check_labels`).
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ListFormatError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
-                              f"{e.start}). Save the file as UTF-8.") from None
-    return io.StringIO(text, newline=newline)
-
-
-def read_lst(path: str) -> list:
-    """The ``(index, path, label)`` rows of an im2rec ``.lst`` file; see :meth:`ImageList.from_lst`."""
     if not os.path.isfile(path):
         raise MissingFileError(f"List file {path!r} does not exist.")
-    entries = []
-    for n, line in enumerate(_read_text_lines(path), 1):
+    entries, lines = [], []
+    for n, line in enumerate(read_text(path), 1):
         if not line.strip():
             continue
-        parts = [p.strip() for p in line.rstrip("\n").split("\t")]
+        parts = line.rstrip("\n").split("\t")
         if len(parts) < 3:
             raise ListFormatError(
                 f"{path}, line {n}: expected 'index<TAB>label<TAB>path' (at least 3 "
@@ -110,26 +154,33 @@ def read_lst(path: str) -> list:
                 f"{path}, line {n}: the index must be in [0, 2**63) and labels finite numbers; "
                 f"got {line.strip()!r:.200}.")
         entries.append((index, parts[-1], label))
+        lines.append(n)
+    check_labels([e[2] for e in entries], class_names, lambda i: f"{path}, line {lines[i]}")
     return entries
 
 
 def read_csv(path: str, class_names=None) -> tuple:
-    """``(rows, class_names)`` of a ``path,label`` CSV file; see :meth:`ImageList.from_csv`."""
+    """``(rows, class_names)`` of a ``path,label`` CSV file; see :meth:`ImageList.from_csv`.
+
+    Fields are kept exactly as the CSV holds them (spaces included).
+    """
     if not os.path.isfile(path):
         raise MissingFileError(f"CSV file {path!r} does not exist.")
     try:
-        rows = [r for r in csv.reader(_read_text_lines(path, newline="")) if r and any(c.strip() for c in r)]
+        rows = [r for r in csv.reader(read_text(path, newline="")) if r and any(c.strip() for c in r)]
     except csv.Error as e:
         raise ListFormatError(f"{path}: not a readable CSV file ({e}).") from None
+    first = 1
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-        rows = rows[1:]
-    for n, row in enumerate(rows, 1):
+        rows, first = rows[1:], 2
+    for n, row in enumerate(rows, first):
         if len(row) < 2:
             raise ListFormatError(f"{path}, row {n}: expected 'path,label', got {row!r}.")
-    raw = [row[1].strip() for row in rows]
+    raw = [row[1] for row in rows]
     numeric = all(_is_number(r) for r in raw)
     if numeric:
         labels = [_norm_label([r]) for r in raw]
+        check_labels(labels, class_names, lambda i: f"{path}, row {i + first}")
     else:
         if class_names is None:
             class_names = sorted(set(raw))
@@ -138,13 +189,22 @@ def read_csv(path: str, class_names=None) -> tuple:
         if missing:
             raise ListFormatError(f"{path}: labels {missing} are not in class_names {class_names}.")
         labels = [lookup[r] for r in raw]
-    entries = [(i, row[0].strip(), lab) for i, (row, lab) in enumerate(zip(rows, labels))]
+    entries = [(i, row[0], lab) for i, (row, lab) in enumerate(zip(rows, labels))]
     return entries, class_names
 
 
 def write_lst(path: str, entries) -> None:
-    """Write ``entries`` (:class:`ImageEntry` rows) as im2rec ``.lst`` lines (labels as ``%f``), atomically."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        for e in entries:
-            labels = e.label if isinstance(e.label, tuple) else (e.label,)
-            f.write("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
+    """Write ``entries`` (:class:`ImageEntry` rows) as im2rec ``.lst`` lines (labels as ``%f``), atomically.
+
+    Raises
+    ------
+    ListFormatError
+        An image path is empty or holds a tab, newline or carriage return (nothing is written).
+    """
+    lines = []
+    for e in entries:
+        check_name(e.path, f"The image path of entry {e.index} (for {os.fspath(path)!r})", "Rename the file")
+        labels = e.label if isinstance(e.label, tuple) else (e.label,)
+        lines.append("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
+    with atomic_text(path) as f:
+        f.writelines(lines)
