@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from ._image import _jpeg_info, refuse_unsafe, sniff_format
+from ._image import _jpeg_info, check_geometry, refuse_unsafe, sniff_format
 
 __all__ = ["Augment"]
 
@@ -110,21 +110,23 @@ class Augment:
         return bool(self.brightness or self.contrast or self.saturation or self.hue or self.pca_noise)
 
 
-def decode_bgr(buf: bytes, want_h: int, want_w: int, crop=None, source: str = "<bytes>"):
+def decode_bgr(buf: bytes, want_h: int, want_w: int, crop=None, source: str = "<bytes>", resize=None):
     """Decode to BGR uint8, at reduced size when the wanted region allows it.
 
     ``crop`` is a function ``(h, w) -> (top, left, ch, cw)`` choosing a region
     of the full-size image; it is called with the full size (from the JPEG
     header) so the choice is identical whatever the decode size. Returns
     ``(image, (top, left, ch, cw))`` in the coordinates of the returned image,
-    or ``(None, None)`` when OpenCV cannot decode it.
+    or ``(None, None)`` when OpenCV cannot decode it. ``resize`` is the
+    resize ``(h, w) -> (new_h, new_w)`` the caller will make, checked with
+    the header's size.
 
     Raises
     ------
     ImageTooLargeError, ImageDecodeError
         From :func:`~finetune.data._image.refuse_unsafe`, before decoding.
     """
-    refuse_unsafe(buf, source)
+    refuse_unsafe(buf, source, resize=resize)
     arr = np.frombuffer(buf, np.uint8)
     info = _jpeg_info(buf) if sniff_format(buf) == "jpeg" else None
     if info is not None:
@@ -231,13 +233,18 @@ def train_crop(buf, aug: Augment, pre, rng, source: str = "<bytes>"):
         img = cv2.resize(img[top:top + ch, left:left + cw], (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     else:
         target = pre.resize if pre.resize is not None else max(out_h, out_w)
-        img, _ = decode_bgr(buf, target, target, source=source)
+
+        def geometry(h, w):
+            nh, nw = (target, target) if pre.resize_mode == "stretch" else shorter_side(h, w, target)
+            return max(nh, out_h), max(nw, out_w)
+
+        img, _ = decode_bgr(buf, target, target, source=source, resize=geometry)
         if img is None:
             return None
         h, w = img.shape[:2]
-        nh, nw = (target, target) if pre.resize_mode == "stretch" else shorter_side(h, w, target)
-        nh, nw = max(nh, out_h), max(nw, out_w)
+        nh, nw = geometry(h, w)
         if (nh, nw) != (h, w):
+            check_geometry(w, h, geometry, source=source)
             img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         if aug.random_crop:
             top, left = rng.randint(0, nh - out_h + 1), rng.randint(0, nw - out_w + 1)
@@ -271,8 +278,8 @@ def eval_crop(buf, pre, source: str = "<bytes>"):
     Decodes at full size, so the result equals :meth:`Preprocess.transform`'s.
     ``None`` when OpenCV cannot decode ``buf``; raises as :func:`decode_bgr`.
     """
-    refuse_unsafe(buf, source)
+    refuse_unsafe(buf, source, resize=lambda h, w: pre.crop_box(h, w)[:2])
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         return None
-    return pre.resize_crop(img)
+    return pre.resize_crop(img, source=source)

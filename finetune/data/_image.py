@@ -12,6 +12,15 @@ prediction, training from records) runs it. JPEG and PNG headers are parsed
 here, as they need only a few bytes (and training decodes millions of them);
 other formats with Pillow's format plugins, which parse headers without
 decoding.
+
+:func:`check_geometry` is the one limit on sizes: from an image's width and
+height (its header's, or a decoded array's) and the resize a caller is about
+to make, it refuses zero or negative sides, a decoded image or a resized
+image over ``MAX_IMAGE_PIXELS``, and an extreme aspect ratio that a resize
+would enlarge (``finetune.data.MAX_ASPECT_RATIO``) — before anything is
+allocated. A 1,000,000 x 1 PNG is a few kilobytes, but resizing its shorter
+side to 32 pixels would make 32,000,000 x 32. Every resize of user images
+(packing, training crops, :class:`~finetune.Preprocess`) calls it.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ import numpy as np
 
 from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, MissingFileError
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "decode_image", "declared_pixels", "pixel_problem", "read_image",
-           "refuse_unsafe", "sniff_format", "to_color", "truncation_problem"]
+__all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_IMAGE_PIXELS", "check_geometry", "decode_image",
+           "declared_pixels", "geometry_problem", "pixel_problem", "read_image", "refuse_unsafe", "sniff_format",
+           "to_color", "truncation_problem"]
 
 _COLORS = ("RGB", "BGR", "GRAY")
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
@@ -36,6 +46,9 @@ _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "g
 
 #: Default of ``finetune.data.MAX_IMAGE_PIXELS``: 16384 x 16384 pixels (768 MiB as RGB uint8).
 DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
+#: Default of ``finetune.data.MAX_ASPECT_RATIO``: an image whose longer side is more than
+#: 100 times its shorter side is not enlarged by a resize.
+DEFAULT_MAX_ASPECT_RATIO = 100
 
 
 def _max_pixels(max_pixels=None) -> int | None:
@@ -43,6 +56,87 @@ def _max_pixels(max_pixels=None) -> int | None:
         return max_pixels
     package = sys.modules.get(__package__)  # read at call time, so assigning the package attribute works
     return getattr(package, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def _max_aspect_ratio() -> float | None:
+    package = sys.modules.get(__package__)
+    return getattr(package, "MAX_ASPECT_RATIO", DEFAULT_MAX_ASPECT_RATIO)
+
+
+def geometry_problem(width: int, height: int, resize=None, *, max_pixels=None):
+    """``(reason, detail)`` when decoding a ``width x height`` image, or resizing it, must be refused; else ``None``.
+
+    Parameters
+    ----------
+    width, height : int
+        The size the header declares (or a decoded array's).
+    resize : callable, optional
+        ``resize(height, width) -> (new_height, new_width)``: the size the
+        caller will resize the image to, before any crop.
+    max_pixels : int, optional
+        As for :func:`decode_image`.
+    """
+    width, height = int(width), int(height)
+    if width <= 0 or height <= 0:
+        return "corrupt", f"its header declares {width}x{height} pixels; both sides must be positive"
+    cap = _max_pixels(max_pixels)
+    cap = cap if cap and cap > 0 else None
+    if cap is not None and width * height > cap:
+        return "too large", (f"it declares {width}x{height} = {width * height} pixels, more than "
+                             f"MAX_IMAGE_PIXELS={cap}; raise finetune.data.MAX_IMAGE_PIXELS to accept it")
+    if resize is None:
+        return None
+    new_h, new_w = (int(v) for v in resize(height, width))
+    if cap is not None and new_w * new_h > cap:
+        return "too large", (f"it is {width}x{height} pixels and the resize would make it {new_w}x{new_h} = "
+                             f"{new_w * new_h} pixels, more than MAX_IMAGE_PIXELS={cap}")
+    ratio, ratio_cap = max(width, height) / min(width, height), _max_aspect_ratio()
+    if ratio_cap and ratio_cap > 0 and ratio > ratio_cap and new_w * new_h > width * height:
+        return "too large", (f"it is {width}x{height} pixels (aspect ratio {ratio:.0f}:1, more than "
+                             f"MAX_ASPECT_RATIO={ratio_cap}) and the resize would enlarge it to {new_w}x{new_h}; "
+                             "crop it first, or raise finetune.data.MAX_ASPECT_RATIO")
+    return None
+
+
+def check_geometry(width: int, height: int, resize=None, *, source: str = "<image>", max_pixels=None) -> None:
+    """Raise before decoding or resizing a ``width x height`` image whose size is not allowed.
+
+    The one limit on image sizes (see the module docstring): callers pass the
+    header's size before decoding, or a decoded array's size before resizing.
+
+    Parameters
+    ----------
+    width, height : int
+        The image size.
+    resize : callable, optional
+        ``resize(height, width) -> (new_height, new_width)``, the resize about to be made.
+    source : str
+        Name used in error messages.
+    max_pixels : int, optional
+        As for :func:`decode_image`.
+
+    Raises
+    ------
+    ImageDecodeError
+        A side is zero or negative.
+    ImageTooLargeError
+        The image, or the resized image, has more than ``MAX_IMAGE_PIXELS``
+        pixels, or a resize would enlarge an image whose aspect ratio is over
+        ``MAX_ASPECT_RATIO``.
+
+    Examples
+    --------
+    >>> check_geometry(1_000_000, 1, lambda h, w: (32, w * 32 // h), source="strip.png")
+    Traceback (most recent call last):
+    ...
+    finetune.errors.ImageTooLargeError: strip.png: the image is too large: it is 1000000x1 pixels and the resize would make it 32000000x32 = 1024000000 pixels, more than MAX_IMAGE_PIXELS=268435456.
+    """
+    problem = geometry_problem(width, height, resize, max_pixels=max_pixels)
+    if problem is None:
+        return
+    if problem[0] == "corrupt":
+        raise ImageDecodeError(f"{source}: the image is corrupt: {problem[1]}.")
+    raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
 
 
 def sniff_format(buf: bytes) -> str | None:
@@ -139,8 +233,11 @@ def declared_pixels(buf: bytes, fmt: str | None = None):
     return None
 
 
-def pixel_problem(buf: bytes, max_pixels=None, fmt: str | None = None):
-    """``(reason, detail)`` when ``buf`` declares more pixels than allowed, else ``None``.
+def pixel_problem(buf: bytes, max_pixels=None, fmt: str | None = None, resize=None):
+    """``(reason, detail)`` when ``buf`` declares a size that is not allowed, else ``None``.
+
+    See :func:`geometry_problem`: too many pixels (decoded or after
+    ``resize``), or a zero side.
 
     Parameters
     ----------
@@ -151,22 +248,17 @@ def pixel_problem(buf: bytes, max_pixels=None, fmt: str | None = None):
         negative value disables the check.
     fmt : str, optional
         The format, when already known (see :func:`sniff_format`).
+    resize : callable, optional
+        ``resize(height, width) -> (new_height, new_width)``, the resize the caller will make.
     """
-    cap = _max_pixels(max_pixels)
-    if not cap or cap <= 0:
-        return None
     size = declared_pixels(buf, fmt)
     if size is None:
         return None
-    w, h = size
-    if w * h > cap:
-        return "too large", (f"it declares {w}x{h} = {w * h} pixels, more than MAX_IMAGE_PIXELS={cap}; "
-                             "raise finetune.data.MAX_IMAGE_PIXELS to accept it")
-    return None
+    return geometry_problem(size[0], size[1], resize, max_pixels=max_pixels)
 
 
-def refuse_unsafe(buf: bytes, source: str = "<bytes>", max_pixels=None) -> None:
-    """Raise before decoding ``buf`` if it is empty, declares too many pixels or is truncated.
+def refuse_unsafe(buf: bytes, source: str = "<bytes>", max_pixels=None, *, resize=None) -> None:
+    """Raise before decoding ``buf`` if it is empty, declares a size not allowed or is truncated.
 
     Parameters
     ----------
@@ -176,20 +268,23 @@ def refuse_unsafe(buf: bytes, source: str = "<bytes>", max_pixels=None) -> None:
         Name used in error messages.
     max_pixels : int, optional
         As for :func:`decode_image`.
+    resize : callable, optional
+        The resize the caller will make, as for :func:`check_geometry`.
 
     Raises
     ------
     ImageTooLargeError
-        The header declares more than ``max_pixels`` pixels.
+        The header declares more than ``max_pixels`` pixels (or the resize would make more).
     ImageDecodeError
-        The bytes are empty, or a JPEG / PNG ends before its last marker.
+        The bytes are empty, the header declares a zero side, or a JPEG / PNG
+        ends before its last marker.
     """
     if len(buf) == 0:
         raise ImageDecodeError(f"{source}: the file is empty (0 bytes).")
     fmt = sniff_format(buf)
-    problem = pixel_problem(buf, max_pixels, fmt)
-    if problem:
-        raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
+    size = declared_pixels(buf, fmt)
+    if size is not None:
+        check_geometry(size[0], size[1], resize, source=source, max_pixels=max_pixels)
     problem = truncation_problem(buf, fmt)
     if problem:
         raise ImageDecodeError(f"{source}: the image is truncated: {problem[1]}; "

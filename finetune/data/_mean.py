@@ -272,7 +272,7 @@ def _partial_sums(ctx, chunk):
             img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)
         else:
             try:
-                img = pre.resize_crop(read_image(where[i], "RGB"))
+                img = pre.resize_crop(read_image(where[i], "RGB"), source=where[i])
             except DataError as exc:
                 log.warning("MeanImage: skipping %s", exc)
                 continue

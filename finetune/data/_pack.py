@@ -22,13 +22,14 @@ import numpy as np
 
 from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
-from ._check import (BadImage, _progress, damage, decode_reporting, inspect_header, read_bytes, size_problem,
-                     undecodable)
-from ._image import _jpeg_info, sniff_format
+from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
+                     size_problem, undecodable)
+from ._image import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
-from ._listfiles import classes_path_for
+from ._listfiles import check_labels, class_names_text, classes_path_for
 from ._parallel import default_workers, ordered_map
 from ._recordio import RecordWriter
+from ._text import TEXT
 
 __all__ = ["PackReport", "pack"]
 
@@ -64,6 +65,15 @@ class PackReport(NamedTuple):
     written: int
     bad: list
     seconds: float
+
+
+def im2rec_size(h: int, w: int, resize: int, center_crop: bool) -> tuple:
+    """``(new_h, new_w)`` that :func:`im2rec_resize` makes of an ``h x w`` image."""
+    if center_crop:
+        h = w = min(h, w)
+    if not resize:
+        return h, w
+    return (h * resize // w, resize) if h > w else (resize, w * resize // h)
 
 
 def im2rec_resize(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray:
@@ -131,6 +141,13 @@ def _pack_one_unsafe(opts, item):
     reason, detail, _, fmt = inspect_header(buf)
     if reason is not None:
         return None, (reason, detail)
+
+    def geometry(h, w):
+        return im2rec_size(h, w, opts["resize"], opts["center_crop"])
+
+    problem = None if opts["pass_through"] else pixel_problem(buf, fmt=fmt, resize=geometry)
+    if problem:
+        return None, problem
     header = _header(label, index, opts["pack_label"])
     flag, factor = _decode_flag(buf, opts)
     img, messages, damaged = decode_reporting(buf, flag)
@@ -147,6 +164,9 @@ def _pack_one_unsafe(opts, item):
         img = (img // 257).astype(np.uint8)
     if opts["encoding"] == ".jpg" and img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)  # JPEG has no alpha channel
+    problem = geometry_problem(img.shape[1], img.shape[0], geometry)
+    if problem:
+        return None, problem
     img = im2rec_resize(img, opts["resize"], opts["center_crop"])
     params = ([cv2.IMWRITE_JPEG_QUALITY, opts["quality"]] if opts["encoding"] == ".jpg"
               else [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]])
@@ -162,12 +182,16 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
 
     Records keep the list order (also with several workers); the record key
     and header id are each entry's index. Bad images are skipped and
-    reported, never fatal. The files are written under temporary names and
+    reported, never fatal (the first 20 logged one by one, the rest counted). The files are written under temporary names and
     replace the previous ones as one unit at the end, so an interrupted pack
     leaves the previous output (or the complete new one), never a new
     ``.rec`` beside an old ``.idx``; a full disk raises
     :class:`~finetune.errors.WriteError` and leaves no temporary file.
-    The class names, when known, are written to ``<prefix>_classes.txt``.
+    The class names, when known, are written to ``<prefix>_classes.txt``
+    byte-exact; a name the file cannot hold (empty, or with a tab, newline or
+    carriage return) or a label that is not an integer in
+    ``[0, len(class_names))`` raises :class:`~finetune.errors.ListFormatError`
+    before anything is written.
 
     Parameters
     ----------
@@ -234,25 +258,29 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     workers = default_workers() if workers is None else int(workers)
     rec_path, idx_path = prefix + ".rec", prefix + ".idx"
     outputs, modes = [rec_path, idx_path], ["wb", "w"]
-    if images.class_names is not None:
+    if images.class_names is not None:  # names and labels refused before anything is written
         outputs.append(classes_path_for(prefix))
         modes.append("w")
+        classes = class_names_text(images.class_names, outputs[-1])
+        check_labels(images.labels, images.class_names, lambda i: f"pack: entry {i} ({images[i].path!r})")
     start = time.time()
     bad, written = [], 0
     # records, index and class names replace the previous ones as one unit
-    with atomic_files(outputs, modes, encoding="utf-8") as files:
+    warn = ProblemLog("Skipped", "skipped images", "the report's 'bad' list")
+    with atomic_files(outputs, modes, **TEXT) as files:
         writer = RecordWriter(files[0], files[1])
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
         for (index, path, _), (record, problem) in zip(items, _progress(results, len(items), "pack")):
             if record is None:
                 bad.append(BadImage(index, path, *problem))
-                log.warning("Skipped %s: %s (%s).", path, *problem)
+                warn(path, *problem)
                 continue
             writer.write(index, record)
             written += 1
         writer.close()
         if images.class_names is not None:
-            files[2].writelines(f"{n}\n" for n in images.class_names)
+            files[2].write(classes)
+    warn.close()
     seconds = time.time() - start
     log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds)
     return PackReport(rec_path, idx_path, written, bad, seconds)

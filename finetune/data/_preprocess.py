@@ -36,7 +36,7 @@ import numpy as np
 
 from .._atomic import atomic_files, atomic_open
 from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
-from ._image import read_image, to_color
+from ._image import check_geometry, read_image, to_color
 
 __all__ = ["Preprocess"]
 
@@ -247,9 +247,15 @@ class Preprocess:
         new_h, new_w = max(new_h, out_h), max(new_w, out_w)
         return new_h, new_w, (new_h - out_h) // 2, (new_w - out_w) // 2
 
-    def resize_crop(self, image: np.ndarray) -> np.ndarray:
-        """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``."""
+    def resize_crop(self, image: np.ndarray, *, source: str = "<image>") -> np.ndarray:
+        """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``.
+
+        The resize is refused (:func:`~finetune.data._image.check_geometry`,
+        naming ``source``) when it would exceed ``finetune.data.MAX_IMAGE_PIXELS``
+        or enlarge an image of extreme aspect ratio.
+        """
         h, w = image.shape[:2]
+        check_geometry(w, h, lambda hh, ww: self.crop_box(hh, ww)[:2], source=source)
         new_h, new_w, top, left = self.crop_box(h, w)
         if (new_h, new_w) != (h, w):
             image = cv2.resize(image, (new_w, new_h), interpolation=_INTERP[self.interpolation])
@@ -277,7 +283,9 @@ class Preprocess:
 
     def read(self, path) -> np.ndarray:
         """Read an image file and :meth:`transform` it: ``(C, H, W)`` float32."""
-        return self.transform(read_image(path, self.color), self.color)
+        image = to_color(read_image(path, self.color), self.color, self.color)
+        chw = np.ascontiguousarray(self.resize_crop(image, source=os.fspath(path)).transpose(2, 0, 1), np.float32)
+        return self.normalize(chw)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

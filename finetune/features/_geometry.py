@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..data._image import check_geometry
+
 __all__ = ["resize_keep_aspect"]
 
 
@@ -42,8 +44,13 @@ def resize_keep_aspect(image: np.ndarray, target: float, side: str = "shorter",
     (20, 40, 3)
     """
     h, w = image.shape[:2]
-    f = float(target) / (min(h, w) if side == "shorter" else max(h, w))
-    new_h, new_w = max(1, int(round(h * f))), max(1, int(round(w * f)))
+
+    def geometry(h, w):
+        f = float(target) / (min(h, w) if side == "shorter" else max(h, w))
+        return max(1, int(round(h * f))), max(1, int(round(w * f)))
+
+    check_geometry(w, h, geometry)
+    new_h, new_w = geometry(h, w)
     if (new_h, new_w) == (h, w):
         return image
     return cv2.resize(image, (new_w, new_h), interpolation=interpolation)
