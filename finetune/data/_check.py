@@ -23,6 +23,7 @@ the same libjpeg and discards its warnings.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -36,10 +37,56 @@ from ..errors import ConfigError
 from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
 from ._parallel import ordered_map
+from ._text import shown
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
 log = logging.getLogger("finetune.data")
+
+#: Problem files logged (or listed in a summary) one by one before the rest are only counted.
+MAX_LISTED = 20
+
+
+def count_line(n: int, what: str, reasons) -> str:
+    """``"... and 9,980 more missing files (9,980 unreadable)"``: the tail of a capped listing."""
+    counts = collections.Counter(reasons)
+    detail = ", ".join(f"{c:,} {r}" for r, c in sorted(counts.items()))
+    return f"... and {n:,} more {what} ({detail})"
+
+
+class ProblemLog:
+    """Log the first ``limit`` problem files one by one, then only count them.
+
+    Call it once per problem; :meth:`close` logs one line with the number of
+    files not shown, per reason, and where all of them are listed.
+
+    Parameters
+    ----------
+    message : str
+        The start of each line, e.g. ``"Bad image"``.
+    what : str
+        The problems in the plural, e.g. ``"bad images"``.
+    full_list : str
+        Where every problem is listed, e.g. ``"the report's 'bad' list"``.
+    limit : int
+        Problems logged one by one.
+    """
+
+    def __init__(self, message: str, what: str, full_list: str, limit: int = MAX_LISTED):
+        self.message, self.what, self.full_list, self.limit = message, what, full_list, int(limit)
+        self.reasons = []
+
+    def __call__(self, path, reason: str, detail: str) -> None:
+        self.reasons.append(reason)
+        if len(self.reasons) <= self.limit:
+            log.warning("%s %s: %s (%s).", self.message, shown(path), reason, detail)
+
+    def close(self) -> None:
+        """Log the count of the problems not logged one by one (nothing when all were)."""
+        hidden = self.reasons[self.limit:]
+        if hidden:
+            log.warning("%s; every one is in %s.", count_line(len(hidden), self.what, hidden), self.full_list)
+
 
 class BadImage(NamedTuple):
     """A file that cannot be used, and why.
@@ -224,17 +271,20 @@ class CheckReport:
             out[b.reason] = out.get(b.reason, 0) + 1
         return dict(sorted(out.items()))
 
-    def summary(self, max_converted: int = 5) -> str:
-        """A few lines for humans: every bad file, and the conversions counted by kind."""
+    def summary(self, max_converted: int = 5, max_bad: int = MAX_LISTED) -> str:
+        """A few lines for humans: the first ``max_bad`` bad files (the rest counted per reason), and
+        the conversions counted by kind. Paths that are not UTF-8 are shown with ``\\xNN`` escapes."""
         lines = [f"{len(self.good)} good, {len(self.bad)} bad, {len(self.converted)} converted."]
-        lines += [f"  bad: {b.path}: {b.reason} ({b.detail})" for b in self.bad]
+        lines += [f"  bad: {shown(b.path)}: {b.reason} ({b.detail})" for b in self.bad[:max_bad]]
+        if len(self.bad) > max_bad:
+            lines.append("  " + count_line(len(self.bad) - max_bad, "bad", [b.reason for b in self.bad[max_bad:]]))
         kinds = {}
         for _, notes in self.converted:
             for note in notes:
                 kinds[note] = kinds.get(note, 0) + 1
         if kinds:
             lines.append("  converted on decoding: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
-        lines += [f"  converted: {p}: {', '.join(n)}" for p, n in self.converted[:max_converted]]
+        lines += [f"  converted: {shown(p)}: {', '.join(n)}" for p, n in self.converted[:max_converted]]
         if len(self.converted) > max_converted:
             lines.append(f"  ... and {len(self.converted) - max_converted} more converted")
         return "\n".join(lines)
@@ -271,7 +321,9 @@ def _check_one_unsafe(min_size, item):
 def check(images, *, workers=None, min_size=16) -> CheckReport:
     """Decode every image with the training decoder and report the bad ones.
 
-    Never raises on a bad file; runs over ``workers`` processes.
+    Never raises on a bad file; runs over ``workers`` processes. The first
+    ``MAX_LISTED`` (20) bad files are logged one by one, the rest in one line
+    counting them per reason; :attr:`CheckReport.bad` lists every one.
 
     Parameters
     ----------
@@ -306,6 +358,7 @@ def check(images, *, workers=None, min_size=16) -> CheckReport:
     results = _progress(ordered_map(_check_one, int(min_size), items, workers=workers),
                         len(items), "check")
     good, bad, converted = [], [], []
+    warn = ProblemLog("Bad image", "bad images", "the report's 'bad' list")
     for pos, (reason, detail, notes) in enumerate(results):
         index, path = items[pos]
         if reason is None:
@@ -314,7 +367,8 @@ def check(images, *, workers=None, min_size=16) -> CheckReport:
                 converted.append((path, notes))
         else:
             bad.append(BadImage(index, path, reason, detail))
-            log.warning("Bad image %s: %s (%s).", path, reason, detail)
+            warn(path, reason, detail)
+    warn.close()
     return CheckReport(images.subset(good), bad, converted)
 
 
