@@ -24,7 +24,7 @@ from .._atomic import atomic_files
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
-from ._image import _jpeg_info, sniff_format
+from ._image import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
 from ._listfiles import check_labels, class_names_text, classes_path_for
 from ._parallel import default_workers, ordered_map
@@ -65,6 +65,15 @@ class PackReport(NamedTuple):
     written: int
     bad: list
     seconds: float
+
+
+def im2rec_size(h: int, w: int, resize: int, center_crop: bool) -> tuple:
+    """``(new_h, new_w)`` that :func:`im2rec_resize` makes of an ``h x w`` image."""
+    if center_crop:
+        h = w = min(h, w)
+    if not resize:
+        return h, w
+    return (h * resize // w, resize) if h > w else (resize, w * resize // h)
 
 
 def im2rec_resize(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray:
@@ -132,6 +141,13 @@ def _pack_one_unsafe(opts, item):
     reason, detail, _, fmt = inspect_header(buf)
     if reason is not None:
         return None, (reason, detail)
+
+    def geometry(h, w):
+        return im2rec_size(h, w, opts["resize"], opts["center_crop"])
+
+    problem = None if opts["pass_through"] else pixel_problem(buf, fmt=fmt, resize=geometry)
+    if problem:
+        return None, problem
     header = _header(label, index, opts["pack_label"])
     flag, factor = _decode_flag(buf, opts)
     img, messages, damaged = decode_reporting(buf, flag)
@@ -148,6 +164,9 @@ def _pack_one_unsafe(opts, item):
         img = (img // 257).astype(np.uint8)
     if opts["encoding"] == ".jpg" and img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)  # JPEG has no alpha channel
+    problem = geometry_problem(img.shape[1], img.shape[0], geometry)
+    if problem:
+        return None, problem
     img = im2rec_resize(img, opts["resize"], opts["center_crop"])
     params = ([cv2.IMWRITE_JPEG_QUALITY, opts["quality"]] if opts["encoding"] == ".jpg"
               else [cv2.IMWRITE_PNG_COMPRESSION, opts["quality"]])
