@@ -56,6 +56,8 @@ def register(sub) -> None:
     add_shared(p, "workers")
     p.add_argument("--min-size", type=int, default=16, help="shorter side below this is 'too small' (default: 16)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a file is bad")
+    add_shared(p, "out", metavar="CSV", help="write every bad file to this CSV (path,reason,detail); "
+               "the summary shows the first 20")
     p.set_defaults(handler=_check)
 
     p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx",
@@ -192,8 +194,10 @@ def _im2rec_list(args) -> int:
             part.write_lst(f"{stem}_{name}.lst", shuffle=args.shuffle, seed=args.seed,
                            classes_path=args.prefix + "_classes.txt")
     write_class_names(args.prefix + "_classes.txt", images.class_names)
+    from ..data._text import shown
+
     for label, name in enumerate(images.class_names):
-        print(name, label)
+        print(shown(name), label)
     _print_skipped(images)
     return 0
 
@@ -205,8 +209,7 @@ def _pack_one_list(args, lst) -> None:
     print(f"Creating .rec file from {lst} in {os.path.dirname(lst)}")
     report = _run_pack(images, os.path.splitext(lst)[0], args)
     print(f"{report.written} images written to {report.rec}; {len(report.bad)} skipped.")
-    for bad in report.bad:
-        print(f"  skipped {bad.path}: {bad.reason} ({bad.detail})")
+    _print_bad(report.bad)
 
 
 def _run_pack(images, prefix, args):
@@ -244,12 +247,41 @@ def _print_skipped(images) -> None:
         print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
 
 
+def _print_bad(bad) -> None:
+    """The first MAX_LISTED skipped files one per line, the rest counted per reason."""
+    from ..data._check import MAX_LISTED, count_line
+    from ..data._text import shown
+
+    for b in bad[:MAX_LISTED]:
+        print(f"  skipped {shown(b.path)}: {b.reason} ({b.detail})")
+    if len(bad) > MAX_LISTED:
+        print("  " + count_line(len(bad) - MAX_LISTED, "skipped", [b.reason for b in bad[MAX_LISTED:]]))
+
+
+def _write_bad(path, bad) -> None:
+    """Every bad file as ``path,reason,detail`` CSV rows (names byte-exact), atomically."""
+    import csv
+
+    from ..data._text import atomic_text
+
+    with atomic_text(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason", "detail"])
+        writer.writerows((b.path, b.reason, b.detail) for b in bad)
+
+
 def _check(args) -> int:
     from ..data import check
+    from ..data._check import MAX_LISTED
 
     images = _source_list(args.source, args.root)
     report = check(images, workers=args.workers, min_size=args.min_size)
     print(report.summary())
+    if args.out:
+        _write_bad(args.out, report.bad)
+        print(f"{args.out}: {len(report.bad)} bad file(s)")
+    elif len(report.bad) > MAX_LISTED:
+        print("  (write every bad file to a CSV with --out FILE)")
     _print_skipped(images)
     return 1 if args.strict and report.bad else 0
 
@@ -260,8 +292,7 @@ def _pack(args) -> int:
     report = _run_pack(images, args.out, args)
     print(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
           f"{len(report.bad)} skipped.")
-    for bad in report.bad:
-        print(f"  skipped {bad.path}: {bad.reason} ({bad.detail})")
+    _print_bad(report.bad)
     return 0
 
 

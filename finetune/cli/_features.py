@@ -94,8 +94,9 @@ def ids_path(npy: str) -> str:
 
 
 def _read_lines(path: str) -> list:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    from ..data._text import read_lines
+
+    return read_lines(path)
 
 
 def _load_descriptors(path: str):
@@ -199,7 +200,10 @@ def _extract(args) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     # descriptors and their ids replace the previous pair together
     npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
-    with atomic_files([npy, ids_path(args.out)], ["wb", "w"], encoding="utf-8") as (f, fi):
+    from ..data._text import TEXT, check_name
+
+    ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
+    with atomic_files([npy, ids_path(args.out)], ["wb", "w"], **TEXT) as (f, fi):
         np.save(f, desc)
         fi.writelines(i + "\n" for i in ids)
     if args.save_extractor:
@@ -234,6 +238,8 @@ def _build_index(args) -> int:
 
 
 def _retrieve(args) -> int:
+    from ..data._text import shown
+
     index = _index(args.index, args.dba)
     q, qids = _load_descriptors(args.queries)
     scores, ids = index.search(q, args.top_k, aqe=args.aqe)
@@ -245,7 +251,7 @@ def _retrieve(args) -> int:
     else:
         for qid, row_i, row_s in zip(qids, ids, scores):
             for rank, (i, s) in enumerate(zip(row_i, row_s), 1):
-                sys.stdout.write(f"{qid}\t{rank}\t{i}\t{s:.6f}\n")
+                sys.stdout.write(f"{shown(qid)}\t{rank}\t{shown(i)}\t{s:.6f}\n")
     return 0
 
 

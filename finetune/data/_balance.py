@@ -47,12 +47,21 @@ def _class_folder(out_dir, name) -> str:
     """``out_dir/name``, refused unless it resolves to a folder inside ``out_dir``."""
     base = os.path.realpath(out_dir)
     folder = os.path.realpath(os.path.join(base, str(name)))
-    if (not str(name).strip() or os.path.isabs(str(name)) or "\0" in str(name)
+    if (not str(name) or os.path.isabs(str(name)) or "\0" in str(name)
             or folder == base or os.path.commonpath([base, folder]) != base):
         raise DataError(f"balance: the class name {name!r} does not name a folder inside {out_dir!r} "
                         "(it is empty, absolute, or leads out of it with '..' or a link). Fix the class names "
                         "(e.g. the classes file) so each is a plain folder name.")
     return folder
+
+
+def _write_image(path: str, img, ext: str) -> None:
+    """Encode and write ``img``; unlike ``cv2.imwrite`` any file name works (one that is not UTF-8 too)."""
+    ok, data = cv2.imencode(ext, img)
+    if not ok:
+        raise ConfigError(f"balance: OpenCV cannot encode images as {ext!r}; use ext='.jpg' or '.png'.")
+    with open(path, "wb") as f:
+        f.write(data.tobytes())
 
 
 def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, shift=0.1, shear=0.1,
@@ -129,7 +138,7 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
                 raise DataError(f"balance: {exc} Run finetune.check first to drop bad images.") from None
             new = random_affine(img, rng, rotation=rotation, shift=shift, shear=shear, zoom=zoom, flip=flip)
             path = os.path.join(folder, f"balance_{k:05d}{ext}")
-            cv2.imwrite(path, new)
+            _write_image(path, new, ext)
             entries.append((next_index, path, source.label))
             next_index += 1
         log.info("Class %s: %d images + %d augmented.", name, len(members), missing)

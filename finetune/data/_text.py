@@ -37,9 +37,12 @@ def open_text(path, mode: str = "r", *, newline=None):
     return open(path, mode, encoding=encoding, errors="surrogateescape", newline=newline)
 
 
-def atomic_text(path):
-    """:func:`~finetune._atomic.atomic_open` of one name-holding text file: written whole or not at all."""
-    return atomic_open(path, "w", **TEXT)
+def atomic_text(path, **kwargs):
+    """:func:`~finetune._atomic.atomic_open` of one name-holding text file: written whole or not at all.
+
+    ``kwargs`` (e.g. ``newline=""`` for the csv module) go to :func:`open`.
+    """
+    return atomic_open(path, "w", **TEXT, **kwargs)
 
 
 def read_text(path, newline=None) -> io.StringIO:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data._text import read_lines
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, UnsafeFileError
 from ._evaluation import _positions, precision_at_k, ranked_ap
 
@@ -94,7 +95,11 @@ class OxfordGroundTruth:
 
     @classmethod
     def from_folder(cls, path) -> "OxfordGroundTruth":
-        """Read every ``<query>_{good,ok,junk,query}.txt`` quadruple in ``path``."""
+        """Read every ``<query>_{good,ok,junk,query}.txt`` quadruple in ``path``.
+
+        Image names are kept byte-exact (UTF-8, other bytes as they are; only
+        the line terminator is removed), as ``finetune extract`` writes its ids.
+        """
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise MissingFileError(f"Ground-truth folder {path!r} does not exist.")
@@ -108,8 +113,7 @@ class OxfordGroundTruth:
                 fname = os.path.join(path, f"{name}_{suffix}.txt")
                 if not os.path.exists(fname):
                     raise MissingFileError(f"Ground-truth file {fname!r} is missing.")
-                with open(fname, encoding="utf-8") as f:
-                    lists[suffix] = [line.strip() for line in f if line.strip()]
+                lists[suffix] = read_lines(fname)
             parts = lists["query"][0].split() if lists["query"] else []
             if len(parts) != 5:
                 raise DataError(f"{name}_query.txt must hold '<image> x1 y1 x2 y2'. Got {lists['query']!r}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..data._text import read_text
 from ..errors import DataError, MissingFileError
 
 __all__ = ["load_name_map"]
@@ -18,7 +19,10 @@ def load_name_map(source) -> dict:
     source : dict, str or path-like
         A dict, a JSON file holding an object, or a text file with one
         ``name<TAB>display`` pair per line (UTF-8; empty lines and lines
-        starting with ``#`` are skipped).
+        starting with ``#`` are skipped). Names are kept byte-exact: nothing
+        is stripped but the line terminator, and bytes that are not UTF-8
+        (a Latin-1 file) stand for the same bytes in a class name, as
+        :func:`os.listdir` reads them from folder names.
 
     Returns
     -------
@@ -37,8 +41,7 @@ def load_name_map(source) -> dict:
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise MissingFileError(f"Name map file {path!r} does not exist.")
-    with open(path, encoding="utf-8-sig") as f:
-        text = f.read()
+    text = read_text(path).read()
     if path.lower().endswith(".json") or text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -48,14 +51,14 @@ def load_name_map(source) -> dict:
             raise DataError(f"Name map {path!r} must hold a JSON object {{name: display}}.")
         return {str(k): str(v) for k, v in data.items()}
     names = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): names may hold \x85, \u2028, ...
         if not line.strip() or line.startswith("#"):
             continue
-        parts = line.rstrip("\r\n").split("\t")
+        parts = line.split("\t")
         if len(parts) != 2:
             raise DataError(
                 f"{path}:{number}: expected 'name<TAB>display', got {line!r}. "
                 "Separate the class name and its display name by one tab."
             )
-        names[parts[0].strip()] = parts[1].strip()
+        names[parts[0]] = parts[1]
     return names
