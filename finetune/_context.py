@@ -5,15 +5,47 @@
 everywhere; a list means data-parallel over those devices. A GPU that is not
 there raises :class:`~finetune.errors.DeviceError` — there is no silent
 fallback to the CPU.
+
+Device ids are checked where they enter: a negative id, a GPU that MXNet
+does not see, or more CPU devices than :func:`max_cpu_devices` raise a
+typed error before anything is allocated.
 """
 
 from __future__ import annotations
+
+import os
 
 import mxnet as mx
 
 from .errors import ConfigError, DeviceError
 
-__all__ = ["parse_ctx", "resolve_ctx"]
+__all__ = ["MIN_CPU_DEVICES", "max_cpu_devices", "parse_ctx", "resolve_ctx"]
+
+#: CPU contexts are MXNet's simulated devices: a few more than the cores are fine (``"cpu*2"`` tests
+#: data-parallel training on one core), so the limit is the core count but never below this.
+MIN_CPU_DEVICES = 8
+
+
+def max_cpu_devices() -> int:
+    """How many CPU contexts (ids ``0 .. n-1``) may be asked for: the core count, at least :data:`MIN_CPU_DEVICES`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(cores, MIN_CPU_DEVICES)
+
+
+def _check_ids(ctxs, spec) -> None:
+    """Refuse negative device ids and CPU ids (or counts) beyond :func:`max_cpu_devices`."""
+    for c in ctxs:
+        if c.device_id < 0:
+            raise ConfigError(f"Device {c} in {spec!r} has a negative id; device ids start at 0.")
+    limit = max_cpu_devices()
+    cpus = [c for c in ctxs if c.device_type == "cpu"]
+    if cpus and (len(cpus) > limit or max(c.device_id for c in cpus) >= limit):
+        raise DeviceError(f"{spec!r} asks for {len(cpus)} CPU device(s) up to id "
+                          f"{max(c.device_id for c in cpus)}; this machine allows ids 0 to {limit - 1} "
+                          f"({limit} CPU devices: its cores, at least {MIN_CPU_DEVICES}).")
 
 
 def resolve_ctx(ctx=None) -> list:
@@ -31,8 +63,11 @@ def resolve_ctx(ctx=None) -> list:
 
     Raises
     ------
+    ConfigError
+        A negative device id, or no device.
     DeviceError
-        A GPU is asked for but MXNet sees fewer GPUs.
+        A GPU is asked for but MXNet sees fewer GPUs, or more CPU devices
+        than :func:`max_cpu_devices`.
 
     Examples
     --------
@@ -53,6 +88,7 @@ def resolve_ctx(ctx=None) -> list:
             ctxs.extend(resolve_ctx(c))
     if not ctxs:
         raise ConfigError("The 'ctx' parameter must name at least one device. Got an empty list.")
+    _check_ids(ctxs, ctx)
     gpus = [c for c in ctxs if c.device_type == "gpu"]
     if gpus:
         available = mx.context.num_gpus()
@@ -81,6 +117,13 @@ def parse_ctx(spec: str) -> list:
     -------
     list of mx.Context
 
+    Raises
+    ------
+    ConfigError
+        The text cannot be parsed, or an id is negative.
+    DeviceError
+        More CPU devices than :func:`max_cpu_devices`.
+
     Examples
     --------
     >>> parse_ctx("cpu:0,1")
@@ -96,7 +139,13 @@ def parse_ctx(spec: str) -> list:
         try:
             if "*" in item:
                 kind, count = item.split("*")
-                ctxs.extend(mx.Context(kind, i) for i in range(int(count)))
+                count = int(count)
+                if count < 1 or kind not in ("cpu", "gpu"):
+                    raise ValueError
+                if count > max_cpu_devices():
+                    raise DeviceError(f"{spec!r} asks for {count} {kind.upper()} devices; this machine allows "
+                                      f"at most {max_cpu_devices()} (its cores, at least {MIN_CPU_DEVICES}).")
+                ctxs.extend(mx.Context(kind, i) for i in range(count))
                 continue
             if ":" in item:
                 kind, index = item.split(":")
@@ -110,6 +159,7 @@ def parse_ctx(spec: str) -> list:
         except ValueError:
             raise ConfigError(
                 f"Cannot parse device {item!r} in {spec!r}. Use e.g. 'cpu', 'cpu:0,1', "
-                "'cpu*2' or 'gpu:0,1,2,3'."
+                f"'cpu*2' or 'gpu:0,1,2,3' (ids from 0)."
             ) from None
+    _check_ids(ctxs, spec)
     return ctxs

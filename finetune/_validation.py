@@ -157,6 +157,8 @@ class Options(Constraint):
 
     def __str__(self) -> str:
         shown = sorted(self.options, key=lambda o: (type(o).__name__, str(o)))
+        if len(shown) == 1:
+            return repr(shown[0])
         return "one of " + ", ".join(repr(o) for o in shown)
 
 
@@ -260,7 +262,7 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
     ----------
     owner : str
         Who the parameters belong to, for the message (``"Trainer"``,
-        ``"config.json of 'model'"``, ``"--set"``).
+        ``"config.json of 'model'"``); ``""`` leaves it out.
     params : dict
         ``{name: value}``; names without a constraint are not checked.
     constraints : dict
@@ -270,9 +272,21 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
     Raises
     ------
     ConfigError
-        ``The 'lr' parameter of Trainer must be a finite float in (0, inf). Got nan instead.``
+        ``The 'lr' parameter of Trainer must be a finite float in (0, inf). Got nan instead.``;
+        for a number of the right kind that is only out of range, the message
+        gives the range alone: ``The 'decay' parameter of LayerLRPolicy must be
+        in (0, 1]. Got 1.5 instead.``
     """
+    of = f" of {owner}" if owner else ""
     for name, value in params.items():
         if name in constraints and not satisfies(value, constraints[name]):
-            raise ConfigError(f"The {name!r} parameter of {owner} must be {describe(constraints[name])}. "
+            raise ConfigError(f"The {name!r} parameter{of} must be {_wanted(value, constraints[name])}. "
                               f"Got {show(value)} instead.")
+
+
+def _wanted(value, constraints) -> str:
+    """What the value should be: only the range when it is a number of the right kind, else everything."""
+    only = constraints[0] if isinstance(constraints, list) and len(constraints) == 1 else constraints
+    if isinstance(only, Interval) and Interval(only.kind, allow_inf=only.allow_inf).is_satisfied_by(value):
+        return "in " + only.bounds()
+    return describe(constraints)

@@ -3,16 +3,28 @@
 Workers are forked, so they inherit the arguments without pickling and never
 touch MXNet; each one limits OpenCV to one thread, which is faster than letting
 several processes fight over the cores.
+
+Interrupts are the main process's business: workers ignore SIGINT (a Ctrl-C
+reaches every process of the terminal's group, and a worker interrupted while
+holding the pool's queue lock hangs the pool) and die on SIGTERM, which is
+what ``Pool.terminate`` sends. When the main process is interrupted, it
+stops the pool with :func:`stop_pool`: terminate, wait a few seconds, kill
+what is left.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import signal
+import threading
 
 import cv2
 
-__all__ = ["default_workers", "fork_pool", "ordered_map"]
+__all__ = ["default_workers", "fork_pool", "ordered_map", "resolve_workers", "stop_pool"]
+
+log = logging.getLogger(__name__)
 
 _STATE = {}
 
@@ -23,6 +35,43 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers, what: str = "workers", owner: str = "") -> int:
+    """The number of worker processes to start for a requested ``workers``, capped at the machine.
+
+    Parameters
+    ----------
+    workers : int or None
+        ``None``: :func:`default_workers`. 0 means "in this process". More
+        than the machine has (:func:`default_workers`) is capped there, with
+        one WARNING: extra processes only compete for the same cores (and
+        100000 of them exhaust the file descriptors).
+    what, owner : str
+        The parameter (or flag) and who takes it, for the messages.
+
+    Raises
+    ------
+    ConfigError
+        ``workers`` is negative or not an integer.
+
+    Examples
+    --------
+    >>> resolve_workers(0), resolve_workers(1), resolve_workers(None) == default_workers()
+    (0, 1, True)
+    """
+    from numbers import Integral
+
+    from .._validation import Interval, validate
+
+    if workers is None:
+        return default_workers()
+    validate(owner, {what: workers}, {what: Interval(Integral, 0, None)})
+    cap = default_workers()
+    if workers > cap:
+        log.warning("%s=%d is more than the %d usable core(s); using %d worker processes.", what, workers, cap, cap)
+        return cap
+    return int(workers)
 
 
 def _init(fn, context):
@@ -40,14 +89,45 @@ def ordered_map(fn, context, items, *, workers=None, chunksize=8):
 
     ``workers`` of 1 (or fewer items than 2) runs in this process.
     """
-    workers = default_workers() if workers is None else int(workers)
+    workers = resolve_workers(workers)
     items = list(items)
     if workers <= 1 or len(items) < 2:
         for item in items:
             yield fn(context, item)
         return
-    with fork_pool(workers, _init, (fn, context)) as pool:
+    pool = fork_pool(workers, _init, (fn, context))
+    try:
         yield from pool.imap(_call, items, chunksize=max(1, chunksize))
+    finally:  # also on KeyboardInterrupt, or a consumer that stops early
+        stop_pool(pool)
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _worker_signals(initializer, *initargs):
+    """Worker start: SIGINT ignored, SIGTERM the default (die), both unblocked; then ``initializer``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def stop_pool(pool, timeout: float = 5.0) -> None:
+    """Terminate a pool's workers, waiting at most ``timeout`` seconds before killing the ones left.
+
+    ``Pool.terminate`` joins its workers and helper threads without a time
+    limit; a worker stuck in native code would hang the interrupted program.
+    """
+    workers = list(getattr(pool, "_pool", ()))
+    stopper = threading.Thread(target=pool.terminate, name="finetune-stop-pool", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    for process in workers:
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
 
 
 def fork_pool(workers, initializer, initargs):
@@ -57,11 +137,18 @@ def fork_pool(workers, initializer, initargs):
     OpenCV function waits forever for threads that were not copied. Dropping
     this process to one OpenCV thread while forking (and restoring it after)
     gives the children a clean, single-threaded OpenCV.
+
+    SIGINT and SIGTERM are blocked while forking, so a worker never runs the
+    parent's handlers: it starts ignoring SIGINT and dying on SIGTERM (see
+    the module docstring). A signal arriving meanwhile reaches the parent
+    once the pool is up. Stop the pool with :func:`stop_pool`.
     """
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
-        return multiprocessing.get_context("fork").Pool(workers, initializer=initializer,
-                                                        initargs=initargs)
+        return multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals,
+                                                        initargs=(initializer, *initargs))
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         cv2.setNumThreads(previous)

@@ -22,9 +22,10 @@ import numpy as np
 from mxnet import gluon
 
 from ..data import RecordDataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
-__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "train_loader"]
+__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "check_dataset_labels", "check_labels",
+           "train_loader"]
 
 
 def _mix(*values) -> int:
@@ -49,6 +50,58 @@ def as_dataset(data, what: str = "train"):
         f"The {what!r} data must be a Dataset (e.g. finetune.RecordDataset or a gluon Dataset) or an "
         f"(images, labels) pair of arrays. Got {type(data).__name__} instead."
     )
+
+
+def check_labels(labels, num_classes: int | None = None, what: str = "train") -> None:
+    """Raise :class:`DataError` unless every label is a class index: a whole number in ``[0, num_classes)``.
+
+    ``labels`` of more than one dimension (one-hot or soft labels) are not
+    class indices and are left alone. The message names the first bad item
+    (its index in the data set) and how many are bad.
+
+    Examples
+    --------
+    >>> check_labels([0, 1, 2], 3)
+    >>> check_labels([0, float("nan"), 1], 3)
+    Traceback (most recent call last):
+    ...
+    finetune.errors.DataError: The 'train' data has 1 label(s) that are not class indices (whole numbers in [0, 2]); the first is item 1, with label nan.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or not len(y):
+        return
+    allowed = f"whole numbers in [0, {num_classes - 1}]" if num_classes else "whole numbers >= 0"
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"The {what!r} labels must be class indices ({allowed}). Got {y.dtype} values, "
+                        f"e.g. {y[0]!r}.")
+    yf = y.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(yf) | (yf < 0) | (yf != np.floor(yf))
+        if num_classes:
+            bad |= yf >= num_classes
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"The {what!r} data has {int(bad.sum())} label(s) that are not class indices ({allowed}); "
+                        f"the first is item {i}, with label {y[i].item()!r}.")
+
+
+def check_dataset_labels(dataset, num_classes: int | None = None, what: str = "train") -> None:
+    """:func:`check_labels` on a data set whose labels can be had without reading the images.
+
+    That is an ``(images, labels)`` pair turned into an ``ArrayDataset`` by
+    :func:`as_dataset`, or a data set with a ``labels()`` method (such as
+    :class:`~finetune.RecordDataset`, which reads only the record headers).
+    Other data sets are not checked here.
+    """
+    if dataset is None:
+        return
+    if isinstance(dataset, gluon.data.ArrayDataset) and len(dataset._data) == 2:
+        labels = dataset._data[1]
+    elif callable(getattr(dataset, "labels", None)):
+        labels = dataset.labels()
+    else:
+        return
+    check_labels(labels.asnumpy() if hasattr(labels, "asnumpy") else labels, num_classes, what)
 
 
 class EpochSampler(gluon.data.Sampler):

@@ -8,10 +8,12 @@ MXNet 1.9's registry has ``sgd``, ``nag``, ``adam`` and ``rmsprop`` but no
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import mxnet as mx
 
-from ..errors import UnknownNameError
+from .._validation import Interval, is_number, validate
+from ..errors import ConfigError, UnknownNameError
 
 __all__ = ["AdamW", "DEFAULTS", "make_optimizer_params"]
 
@@ -71,13 +73,49 @@ class AdamW(mx.optimizer.Optimizer):
         weight[:] = weight - step * mean / (mx.nd.sqrt(var) + self.epsilon * math.sqrt(c2)) - lr * wd * weight
 
 
-def make_optimizer_params(name: str, params: dict | None) -> dict:
-    """The optimizer's defaults updated with ``params``; unknown names raise with suggestions."""
+#: The allowed values of the optimizer settings finetune knows; any other numeric setting must be finite.
+PARAM_CONSTRAINTS = {
+    "learning_rate": Interval(Real, 0, None, closed="neither"),
+    "momentum": Interval(Real, 0, 1, closed="left"),
+    "wd": Interval(Real, 0, None),
+    "beta1": Interval(Real, 0, 1, closed="left"),
+    "beta2": Interval(Real, 0, 1, closed="left"),
+    "epsilon": Interval(Real, 0, None, closed="neither"),
+    "gamma1": Interval(Real, 0, 1, closed="left"),
+    "gamma2": Interval(Real, 0, 1, closed="left"),
+    "rescale_grad": Interval(Real, 0, None, closed="neither"),
+    "clip_gradient": [Interval(Real, 0, None, closed="neither"), None],
+}
+
+
+def make_optimizer_params(name: str, params: dict | None, owner: str = "the optimizer") -> dict:
+    """The optimizer's defaults updated with ``params``, checked; unknown names raise with suggestions.
+
+    Raises
+    ------
+    UnknownNameError
+        ``name`` is not a registered MXNet optimizer.
+    ConfigError
+        A setting is out of its range (:data:`PARAM_CONSTRAINTS`: ``learning_rate`` (``lr``) in
+        ``(0, inf)``, ``momentum`` in ``[0, 1)``, ...), or a numeric setting is not finite.
+
+    Examples
+    --------
+    >>> make_optimizer_params("sgd", {"lr": 0.1})["learning_rate"]
+    0.1
+    """
     name = name.lower()
     if name not in mx.optimizer.Optimizer.opt_registry:
         raise UnknownNameError("optimizer", name, set(DEFAULTS) | set(mx.optimizer.Optimizer.opt_registry))
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"The 'optimizer_params' parameter of {owner} must be a dict. Got {params!r} instead.")
     out = dict(DEFAULTS.get(name, {"learning_rate": 0.01}))
-    out.update(params or {})
-    if "lr" in out:
-        out["learning_rate"] = out.pop("lr")
+    given = dict(params or {})
+    if "lr" in given:
+        given["learning_rate"] = given.pop("lr")
+    out.update(given)
+    finite = Interval(Real, None, None)
+    constraints = {k: PARAM_CONSTRAINTS.get(k, finite) for k, v in out.items()
+                   if k in PARAM_CONSTRAINTS or is_number(v)}
+    validate(owner, out, constraints)
     return out

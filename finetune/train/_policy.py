@@ -14,8 +14,10 @@ BatchNorm blocks are changed and read through :mod:`finetune.models.graph`.
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
-from ..errors import ConfigError, UnknownNameError, check_range
+from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from ..errors import ConfigError, UnknownNameError
 from ..models._graph_blocks import fully_connected_params
 from ..models.graph import batchnorm_modes, set_block_batchnorm_global_stats
 from ._plan import Plan
@@ -67,14 +69,27 @@ class LayerLRPolicy:
     head_bias    (2,)   0.1    0   yes        -          'head_*'
     """
 
+    _parameter_constraints = {
+        "freeze_until": [InstanceOf(str, name="a layer name (str)"), None],
+        "freeze_bn": [Options([True, False]), InstanceOf(str, name="a pattern (str)"),
+                      Sequence(InstanceOf(str, name="a pattern (str)"))],
+        "head": InstanceOf(str, name="a pattern (str)"),
+        "head_epochs": Interval(Integral, 0, None),
+        "backbone_lr_mult": Interval(Real, 0, None),
+        "weight_mult": Interval(Real, 0, None),
+        "bias_mult": Interval(Real, 0, None),
+        "decay": Interval(Real, 0, 1, closed="right"),
+    }
+
     def __init__(self, rules=None, *, freeze_until: str | None = None, freeze_bn=False,
                  head: str = "head_*", head_epochs: int = 0):
+        validate("LayerLRPolicy", {"freeze_until": freeze_until, "freeze_bn": freeze_bn, "head": head,
+                                   "head_epochs": head_epochs}, self._parameter_constraints)
         self.rules = [_as_rule(r) for r in (rules if rules is not None else ["*"])]
         self.freeze_until = freeze_until
         self.freeze_bn = freeze_bn
         self.head = head
         self.head_epochs = int(head_epochs)
-        check_range("LayerLRPolicy", "head_epochs", self.head_epochs, 0)
         self._head_rule = Rule(head)
 
     # ----------------------------------------------------------- presets
@@ -84,7 +99,7 @@ class LayerLRPolicy:
 
         The head rule takes precedence over the catch-all rule for the backbone.
         """
-        check_range("LayerLRPolicy.pretrained", "backbone_lr_mult", backbone_lr_mult, 0)
+        validate("LayerLRPolicy.pretrained", {"backbone_lr_mult": backbone_lr_mult}, cls._parameter_constraints)
         rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=backbone_lr_mult, label="not head")
         return cls([Rule(head), rest], head=head, **kw)
 
@@ -92,6 +107,8 @@ class LayerLRPolicy:
     def boosted_head(cls, weight_mult: float = 10.0, bias_mult: float = 20.0, *, head: str = "head_*",
                      **kw) -> "LayerLRPolicy":
         """The new head's weights at 10×, its biases at 20×, everything else at 1×."""
+        validate("LayerLRPolicy.boosted_head", {"weight_mult": weight_mult, "bias_mult": bias_mult},
+                 cls._parameter_constraints)
         h = _glob_to_re(head)
         return cls([
             Rule(f"re:^(?!{h})", label="not head"),
@@ -121,7 +138,7 @@ class LayerLRPolicy:
         decay : float
             In (0, 1].
         """
-        check_range("LayerLRPolicy", "decay", decay, 0, 1, low_open=True)
+        validate("LayerLRPolicy", {"decay": decay}, cls._parameter_constraints)
         stages = list(stages)
         n = len(stages)
         rules = [Rule(p, lr_mult=decay ** (n - i)) for i, p in enumerate(stages)]

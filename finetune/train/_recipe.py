@@ -24,11 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from numbers import Integral, Real
 
 import numpy as np
 
+from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..data import Augment, RecordDataset
-from ..errors import ConfigError, DataError, UnknownNameError, check_choice, check_range
+from ..errors import ConfigError, DataError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
 from ._policy import _ORIG, LayerLRPolicy
@@ -40,6 +42,42 @@ __all__ = ["Recipe", "RecipePlan"]
 
 _AUTO = "auto"
 _AUTO_EPOCHS, _AUTO_EPOCHS_IMAGES, _AUTO_EPOCHS_MIN = 30, 900, 6
+_BOOL = Options([True, False])
+_FRACTION = Interval(Real, 0, 1)
+
+#: The allowed values of every :class:`Recipe` field (a test checks that every field has one).
+RECIPE_CONSTRAINTS = {
+    "input_size": [Interval(Integral, 16, 2048), Options([_AUTO])],
+    "batch_size": Interval(Integral, 1, None),
+    "head_epochs": Interval(Integral, 0, None),
+    "head_lr": Interval(Real, 0, None, closed="neither"),
+    "epochs": [Interval(Integral, 0, None), Options([_AUTO])],
+    "optimizer": InstanceOf(str, name="an optimizer name (str)"),
+    "lr": [Interval(Real, 0, None, closed="neither"), Options(["find"])],
+    "momentum": Interval(Real, 0, 1, closed="left"),
+    "wd": Interval(Real, 0, None),
+    "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
+    "layer_groups": Interval(Integral, 1, None),
+    "frozen_groups": Interval(Integral, 0, None),
+    "backbone_lr_mult": Interval(Real, 0, None),
+    "batchnorm": Options(["frozen", "live"]),
+    "schedule": Options(["cosine", "step", "plateau", "constant"]),
+    "warmup_epochs": Interval(Real, 0, None),
+    "plateau_factor": Interval(Real, 0, 1, closed="neither"),
+    "plateau_stop_after": [Interval(Integral, 1, None), None],
+    "label_smoothing": Interval(Real, 0, 1, closed="left"),
+    "augment": [Options([_AUTO]), None, InstanceOf(Augment)],
+    "crop_scale": Sequence(Interval(Real, 0, 1, closed="right"), lengths=(2,)),
+    "erasing": _FRACTION,
+    "dropout": Interval(Real, 0, 1, closed="left"),
+    "mixup": Interval(Real, 0, None),
+    "cutmix": Interval(Real, 0, None),
+    "ema": [Interval(Real, 0, 1, closed="neither"), None],
+    "tta": _BOOL,
+    "keep_best": _BOOL,
+    "early_stopping": [Interval(Integral, 1, None), None],
+    "seed": Interval(Integral, None, None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,44 +204,18 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self):
-        o = "Recipe"
-        if self.input_size != _AUTO:
-            check_range(o, "input_size", self.input_size, 16, 2048)
-        check_range(o, "batch_size", self.batch_size, 1)
-        check_range(o, "head_epochs", self.head_epochs, 0)
         if isinstance(self.epochs, str) and self.epochs != _AUTO:
             raise ConfigError("The 'epochs' parameter of Recipe must be a whole number or 'auto'. "
                               f"Got {self.epochs!r}.")
-        if self.epochs != _AUTO:
-            check_range(o, "epochs", self.epochs, 0)
-        check_range(o, "head_lr", self.head_lr, 0, None, low_open=True)
-        if self.lr != "find":
-            if isinstance(self.lr, str):
-                raise ConfigError(f"The 'lr' parameter of Recipe must be a number or 'find'. Got {self.lr!r}.")
-            check_range(o, "lr", self.lr, 0, None, low_open=True)
-        check_range(o, "wd", self.wd, 0)
-        make_optimizer_params(self.optimizer, None)  # unknown names fail now, with suggestions
-        if self.layer_decay is not None:
-            check_range(o, "layer_decay", self.layer_decay, 0, 1, low_open=True)
-        check_range(o, "layer_groups", self.layer_groups, 1)
-        check_range(o, "frozen_groups", self.frozen_groups, 0, self.layer_groups)
-        check_range(o, "backbone_lr_mult", self.backbone_lr_mult, 0)
-        check_choice(o, "batchnorm", self.batchnorm, ("frozen", "live"))
-        check_choice(o, "schedule", self.schedule, ("cosine", "step", "plateau", "constant"))
-        check_range(o, "warmup_epochs", self.warmup_epochs, 0)
-        check_range(o, "label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        if not (self.augment == _AUTO or self.augment is None or isinstance(self.augment, Augment)):
-            raise ConfigError("The 'augment' parameter of Recipe must be 'auto', None or an Augment. "
-                              f"Got {self.augment!r} instead.")
-        check_range(o, "erasing", self.erasing, 0, 1)
-        check_range(o, "dropout", self.dropout, 0, 1, high_open=True)
-        check_range(o, "mixup", self.mixup, 0)
-        check_range(o, "cutmix", self.cutmix, 0)
-        if self.ema is not None:
-            check_range(o, "ema", self.ema, 0, 1, low_open=True, high_open=True)
-        if self.early_stopping is not None:
-            check_range(o, "early_stopping", self.early_stopping, 1)
-        Augment(scale=tuple(self.crop_scale))  # validates the range
+        if isinstance(self.lr, str) and self.lr != "find":
+            raise ConfigError(f"The 'lr' parameter of Recipe must be a number or 'find'. Got {self.lr!r}.")
+        validate("Recipe", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, RECIPE_CONSTRAINTS)
+        if self.frozen_groups > self.layer_groups:
+            raise ConfigError(f"The 'frozen_groups' parameter of Recipe must be at most layer_groups "
+                              f"({self.layer_groups}). Got {self.frozen_groups!r} instead.")
+        make_optimizer_params(self.optimizer, {"learning_rate": self.head_lr, "wd": self.wd, "momentum": self.momentum},
+                              owner="Recipe")  # unknown names fail now, with suggestions
+        Augment(scale=tuple(self.crop_scale))  # low <= high
 
     def __repr__(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)

@@ -10,10 +10,21 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from numbers import Real
 
-from ..errors import ConfigError, check_range
+from .._validation import InstanceOf, Interval, Options, validate
+from ..errors import ConfigError
 
 __all__ = ["Rule"]
+
+
+_RULE_CONSTRAINTS = {
+    "pattern": InstanceOf(str, name="a glob pattern or 're:' regular expression (str)"),
+    "lr_mult": Interval(Real, 0, None),
+    "wd_mult": Interval(Real, 0, None),
+    "trainable": Options([True, False]),
+    "label": [InstanceOf(str, name="a str"), None],
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,7 @@ class Rule:
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        check_range("Rule", "lr_mult", self.lr_mult, 0)
-        check_range("Rule", "wd_mult", self.wd_mult, 0)
+        validate("Rule", vars(self), _RULE_CONSTRAINTS)
         if self.pattern.startswith("re:"):
             try:
                 re.compile(self.pattern[3:])

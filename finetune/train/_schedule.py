@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+from numbers import Integral, Real
 
-from ..errors import ConfigError, UnknownNameError, check_choice, check_range
+from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from ..errors import ConfigError, UnknownNameError
 
 __all__ = ["ConstantSchedule", "CosineSchedule", "PlateauSchedule", "Schedule", "StepSchedule", "make_schedule"]
 
@@ -78,14 +80,19 @@ class StepSchedule(Schedule):
     [1.0, 1.0, 0.1, 0.1, 0.010000000000000002, 0.010000000000000002]
     """
 
+    _parameter_constraints = {
+        "factor": Interval(Real, 0, 1, closed="right"),
+        "epochs": [Interval(Integral, 1, None), Sequence(Interval(Integral, 0, None))],
+    }
+
     def __init__(self, factor: float = 0.1, epochs=10):
-        check_range("StepSchedule", "factor", factor, 0, 1, low_open=True)
+        validate("StepSchedule", {"factor": factor, "epochs": epochs}, self._parameter_constraints)
         self.factor_ = float(factor)
         self.epochs_at = epochs
 
     def factor(self, epoch: float) -> float:
         e = int(math.floor(epoch + 1e-9))
-        if isinstance(self.epochs_at, int):
+        if not isinstance(self.epochs_at, (list, tuple)):
             n = e // max(1, self.epochs_at)
         else:
             n = sum(e >= m for m in self.epochs_at)
@@ -115,9 +122,15 @@ class CosineSchedule(Schedule):
     [0.0, 0.5, 1.0, 0.5, 0.0]
     """
 
+    _parameter_constraints = {
+        "warmup_epochs": Interval(Real, 0, None),
+        "final": Interval(Real, 0, 1),
+        "warmup_start": Interval(Real, 0, 1),
+    }
+
     def __init__(self, warmup_epochs: float = 0.0, final: float = 0.0, warmup_start: float = 0.0):
-        check_range("CosineSchedule", "warmup_epochs", warmup_epochs, 0)
-        check_range("CosineSchedule", "final", final, 0, 1)
+        validate("CosineSchedule", {"warmup_epochs": warmup_epochs, "final": final, "warmup_start": warmup_start},
+                 self._parameter_constraints)
         self.warmup_epochs = float(warmup_epochs)
         self.final = float(final)
         self.warmup_start = float(warmup_start)
@@ -166,13 +179,19 @@ class PlateauSchedule(Schedule):
     0.04
     """
 
+    _parameter_constraints = {
+        "factor": Interval(Real, 0, 1, closed="neither"),
+        "patience": Interval(Integral, 0, None),
+        "monitor": InstanceOf(str, name="a key of the epoch logs (str)"),
+        "mode": Options(["auto", "max", "min"]),
+        "stop_after": [Interval(Integral, 1, None), None],
+        "min_delta": Interval(Real, 0, None),
+    }
+
     def __init__(self, factor: float = 0.1, patience: int = 0, monitor: str = "val_top1", mode: str = "auto",
                  stop_after: int | None = None, min_delta: float = 0.0):
-        check_range("PlateauSchedule", "factor", factor, 0, 1, low_open=True, high_open=True)
-        check_range("PlateauSchedule", "patience", patience, 0)
-        check_choice("PlateauSchedule", "mode", mode, ("auto", "max", "min"))
-        if stop_after is not None:
-            check_range("PlateauSchedule", "stop_after", stop_after, 1)
+        validate("PlateauSchedule", {"factor": factor, "patience": patience, "monitor": monitor, "mode": mode,
+                                     "stop_after": stop_after, "min_delta": min_delta}, self._parameter_constraints)
         self.factor_ = float(factor)
         self.patience = int(patience)
         self.monitor = monitor

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from numbers import Integral
 
 import mxnet as mx
 import numpy as np
@@ -19,13 +20,16 @@ from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
 from ..data import RecordDataset
-from ..errors import NonFiniteLossError, check_range
+from ..data._parallel import default_workers
+from .._validation import Interval, validate
+from ..errors import NonFiniteLossError
 from ..models.graph import batchnorm_modes
 from . import _cache
-from ._batches import EpochSampler, _mix, as_dataset, train_loader
+from ._batches import EpochSampler, _mix, as_dataset, check_dataset_labels, train_loader
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining
 from ._devices import split_batch, zero_idle_gradients
 from ._evaluate import batch_stats, evaluate, input_peak
+from ._losses import LabelSmoothingLoss
 from ._mixing import mix_batch, mixed_losses
 from ._policy import _ORIG
 from ._resume import find_checkpoint, load_state, save_state
@@ -130,12 +134,22 @@ class Trainer(TrainerSetup):
 
         Raises
         ------
+        DataError
+            With a class-index loss (the default): a label of ``train`` or
+            ``val`` is NaN, negative, not a whole number, or not below the
+            model's ``num_classes``; checked before training starts (for
+            ``(images, labels)`` arrays and datasets with a ``labels()`` method,
+            such as :class:`~finetune.RecordDataset`).
         NonFiniteLossError
             The loss became NaN or infinite; checkpoints written before are intact.
         """
-        check_range("Trainer.fit", "epochs", epochs, 1)
+        validate("Trainer.fit", {"epochs": epochs}, {"epochs": Interval(Integral, 1, None)})
         self.setup()
         train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
+        if _class_index_loss(self.loss):
+            k = getattr(self.model, "num_classes", None)
+            check_dataset_labels(train_ds, k, "train")
+            check_dataset_labels(val_ds, k, "val")
         net, train_ds, val_ds = self._maybe_cache(train_ds, val_ds)
         self._net = net
         sampler = EpochSampler(len(train_ds), self.batch_size, seed=self.seed,
@@ -167,9 +181,9 @@ class Trainer(TrainerSetup):
         return self
 
     def _workers_for(self, dataset) -> int:
-        if self.workers is not None:
-            return int(self.workers)
-        return len(os.sched_getaffinity(0)) if isinstance(dataset, RecordDataset) else 0
+        if self._loader_workers is not None:  # ``workers`` as checked and capped by the constructor
+            return self._loader_workers
+        return default_workers() if isinstance(dataset, RecordDataset) else 0
 
     def _train_loader(self, net, train_ds, sampler):
         """Batches of the sampler's items; RecordDatasets go through their fast shared-memory loader."""
@@ -386,6 +400,13 @@ class Trainer(TrainerSetup):
         self.setup()
         load_state(self, path)
         log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
+
+
+def _class_index_loss(loss) -> bool:
+    """Whether ``loss`` takes class indices as labels (so they must be whole numbers in ``[0, K)``)."""
+    if isinstance(loss, LabelSmoothingLoss):
+        return True
+    return isinstance(loss, gluon.loss.SoftmaxCrossEntropyLoss) and getattr(loss, "_sparse_label", True)
 
 
 def _updates_statistics(net) -> bool:

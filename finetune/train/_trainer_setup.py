@@ -9,14 +9,18 @@ The fit loop is :class:`~finetune.train.Trainer`'s, in ``_trainer.py``.
 from __future__ import annotations
 
 import logging
+from numbers import Integral, Real
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
 from .._context import resolve_ctx
-from ..errors import ConfigError, DeviceError, check_choice, check_range
+from .._validation import InstanceOf, Interval, Options, validate
+from ..data._parallel import resolve_workers
+from ..errors import ConfigError, DeviceError
 from ._devices import place_parameters, start_kvstore
+from ._launch import claim_kvstore
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
 from ._schedule import make_schedule
@@ -29,8 +33,31 @@ KVSTORES = ("device", "local", "local_allreduce_device", "local_allreduce_cpu", 
             "dist_sync", "dist_device_sync", "dist_async", None)
 
 
+_BOOL = Options([True, False])
+
+
 class TrainerSetup:
     """Constructor, validation and :meth:`setup` of :class:`~finetune.train.Trainer` (documented there)."""
+
+    #: The allowed values of every constructor argument that is not an object (``model``, ``policy``,
+    #: ``loss``, ``ctx``, ``schedule`` and ``out_dir`` are checked by their own readers).
+    _parameter_constraints = {
+        "optimizer": [InstanceOf(str, name="an optimizer name")],
+        "optimizer_params": [InstanceOf(dict, name="a dict"), None],
+        "batch_size": [Interval(Integral, 1, None)],
+        "kvstore": [Options(KVSTORES)],
+        "seed": [Interval(Integral, None, None)],
+        "workers": [Interval(Integral, 0, None), None],
+        "checkpoint_every": [Interval(Integral, 0, None)],
+        "cache_features": [Options(["auto", True, False])],
+        "mixed_precision": [_BOOL],
+        "hybridize": [_BOOL],
+        "progress": [_BOOL],
+        "ema": [Interval(Real, 0, 1, closed="neither"), None],
+        "tta": [_BOOL],
+        "mixup": [Interval(Real, 0, None)],
+        "cutmix": [Interval(Real, 0, None)],
+    }
 
     def __init__(self, model, *, policy: LayerLRPolicy | None = None, optimizer: str = "sgd",
                  optimizer_params: dict | None = None, batch_size: int = 32, ctx=None, kvstore: str | None = "device",
@@ -38,28 +65,23 @@ class TrainerSetup:
                  checkpoint_every: int = 0, cache_features="auto", mixed_precision: bool = False,
                  hybridize: bool = True, progress: bool = True, ema: float | None = None, tta: bool = False,
                  mixup: float = 0.0, cutmix: float = 0.0):
+        validate("Trainer", dict(locals()), self._parameter_constraints)
+        if policy is not None and not isinstance(policy, LayerLRPolicy):
+            raise ConfigError(f"The 'policy' parameter of Trainer must be a LayerLRPolicy or None. "
+                              f"Got {policy!r} instead.")
         self.model = model
         self.policy = policy if policy is not None else LayerLRPolicy()
         self.optimizer = optimizer.lower()
-        self.optimizer_params = make_optimizer_params(self.optimizer, optimizer_params)
-        check_range("Trainer", "batch_size", batch_size, 1)
-        check_choice("Trainer", "kvstore", kvstore, KVSTORES)
-        if workers is not None:
-            check_range("Trainer", "workers", workers, 0)
-        check_range("Trainer", "checkpoint_every", checkpoint_every, 0)
-        check_choice("Trainer", "cache_features", cache_features, ("auto", True, False))
+        self.optimizer_params = make_optimizer_params(self.optimizer, optimizer_params, owner="Trainer")
+        self._loader_workers = None if workers is None else resolve_workers(workers, "workers", "Trainer")
         self.batch_size, self.ctx, self.kvstore = int(batch_size), ctx, kvstore
         self.schedule = make_schedule(schedule)
         self.loss = loss if loss is not None else gluon.loss.SoftmaxCrossEntropyLoss()
         self.seed, self.workers, self.out_dir = int(seed), workers, out_dir
         self.checkpoint_every, self.cache_features = int(checkpoint_every), cache_features
         self.mixed_precision, self.hybridize, self.progress = mixed_precision, hybridize, progress
-        if ema is not None:
-            check_range("Trainer", "ema", ema, 0, 1, low_open=True, high_open=True)
         self.ema, self.tta = (float(ema) if ema is not None else None), bool(tta)
         self._ema = None
-        check_range("Trainer", "mixup", mixup, 0)
-        check_range("Trainer", "cutmix", cutmix, 0)
         self.mixup, self.cutmix = float(mixup), float(cutmix)
         if mixed_precision:
             self._check_gpu()
@@ -108,7 +130,7 @@ class TrainerSetup:
         self.rank_, self.num_workers_ = 0, 1
         self._distributed = bool(kv) and kv.startswith("dist")  # MXNet's parameter server
         if self._distributed:
-            kv = mx.kv.create(kv)
+            kv = claim_kvstore(kv, params)  # one per process; every parameter becomes rank 0's
             self.rank_, self.num_workers_ = kv.rank, kv.num_workers
             log.info("kvstore %s: worker %d of %d", kv.type, self.rank_, self.num_workers_)
         self._trainable = set(self.policy.trainable_names(model))
