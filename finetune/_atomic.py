@@ -30,13 +30,14 @@ import os
 import shutil
 import tempfile
 
-from ._atomic_files import (_FULL, _alive, _fsync_dir, _native_error, _no_sigxfsz, _remove, _sweep, _temp,
-                            _write_error, atomic_files, atomic_open, atomic_path, atomic_paths, atomic_write,
-                            recover)
+from ._atomic_files import (_FULL, _alive, _fsync_dir, _locked, _native_error, _no_sigxfsz, _remove, _sweep,
+                            _temp, _write_error, atomic_files, atomic_open, atomic_path, atomic_paths, atomic_write,
+                            recover, settled)
+from ._outputs import apply_umask, claim_folder, write_marker
 from .errors import WriteError
 
 __all__ = ["atomic_dir", "atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover",
-           "recover_dir", "scratch_dir"]
+           "recover_dir", "scratch_dir", "settled"]
 
 
 # ----------------------------------------------------------------- folders
@@ -102,7 +103,7 @@ def recover_dir(path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path, *, what: str = "folder"):
+def atomic_dir(path, *, what: str = "folder", kind: str | None = None):
     """Yield a temporary folder that replaces the folder ``path`` when the ``with`` block succeeds.
 
     The temporary folder is a hidden sibling of ``path`` (same file system).
@@ -116,12 +117,19 @@ def atomic_dir(path, *, what: str = "folder"):
     Parameters
     ----------
     path : str or os.PathLike
-        The folder to (re)place; anything in it is replaced.
+        The folder to (re)place. It must be new, empty, or a folder finetune
+        wrote as a ``kind`` folder holding nothing its marker does not list
+        (:func:`finetune._outputs.claim_folder`): a user's file is never
+        deleted.
     what : str
         How error messages call the folder ("model directory").
+    kind : str, optional
+        The kind written into the folder's marker (default: ``what``).
 
     Raises
     ------
+    OutputExistsError
+        ``path`` is a file or a folder finetune may not replace; nothing was written.
     WriteError
         A file cannot be written (disk full, size limit, ...), naming it
         (as it would be inside ``path``); the previous folder is intact and
@@ -133,13 +141,23 @@ def atomic_dir(path, *, what: str = "folder"):
     >>> target = os.path.join(tempfile.mkdtemp(), "out")
     >>> with atomic_dir(target) as tmp:
     ...     _ = open(os.path.join(tmp, "a.txt"), "w").write("new")
-    >>> os.listdir(target)
-    ['a.txt']
+    >>> sorted(os.listdir(target))
+    ['.finetune', 'a.txt']
     """
     path = os.path.abspath(os.fspath(path))
     parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    recover_dir(path)
+    kind = kind or what
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise _write_error(path, e, what) from e
+    with _locked(path, what):
+        recover_dir(path)
+        claim_folder(path, kind, replace=True, what=what)
+        yield from _swap(path, parent, name, what, kind)
+
+
+def _swap(path, parent, name, what, kind):
     _sweep_dirs(path)
     _sweep(_dir_journal(path))
     tmp, in_body, committing = None, False, False
@@ -147,8 +165,10 @@ def atomic_dir(path, *, what: str = "folder"):
         try:
             tmp = tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmpdir", dir=parent)
             in_body = True
+            apply_umask(tmp, folder=True)
             yield tmp
             in_body = False
+            write_marker(tmp, kind)
             _fsync_tree(tmp)
             old = tmp[: -len(".tmpdir")] + ".old"
             journal = _dir_journal(path)

@@ -24,9 +24,10 @@ import os
 import signal
 import tempfile
 
+from ._outputs import apply_umask, check_parts, manifest_path, output_lock, write_manifest
 from .errors import WriteError
 
-__all__ = ["atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover"]
+__all__ = ["atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover", "settled"]
 
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT} if hasattr(errno, "EDQUOT") else {errno.ENOSPC, errno.EFBIG}
 
@@ -35,6 +36,7 @@ def _temp(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
+    apply_umask(tmp)  # the final file gets the user's umask, not mkstemp's 0600
     return tmp
 
 
@@ -200,6 +202,35 @@ def atomic_path(path):
             raise
 
 
+@contextlib.contextmanager
+def _locked(path, what: str = "file"):
+    """:func:`~finetune._outputs.output_lock` of ``path``; a lock that cannot be created is a :class:`WriteError`."""
+    try:
+        lock = output_lock(path)
+        lock.__enter__()
+    except OSError as e:
+        raise _write_error(path, e, what) from e
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def settled(paths, *, what: str = "output") -> None:
+    """Make the multi-file output ``paths`` readable: finish an interrupted commit, check the parts belong together.
+
+    Readers call it before reading; a read-only folder needs no finishing.
+
+    Raises
+    ------
+    MixedOutputError
+        The files come from different writes (see :func:`finetune._outputs.check_parts`).
+    """
+    with contextlib.suppress(OSError):
+        recover(paths)
+    check_parts(paths, what=what)
+
+
 def _journal(paths) -> str:
     first = os.path.abspath(paths[0])
     folder, name = os.path.split(first)
@@ -281,8 +312,8 @@ def atomic_paths(paths):
     >>> a, b = os.path.join(folder, "x.bin"), os.path.join(folder, "x.txt")
     >>> with atomic_paths([a, b]) as (ta, tb):
     ...     _ = open(ta, "wb").write(b"1"); _ = open(tb, "w").write("2")
-    >>> sorted(os.listdir(folder))
-    ['x.bin', 'x.txt']
+    >>> sorted(os.listdir(folder))   # the parts, their manifest and the lock of the unit
+    ['.x.bin.finetune', '.x.bin.lock', 'x.bin', 'x.txt']
     """
     paths = [os.fspath(p) for p in paths]
     with _unit(paths) as (temps, _):
@@ -294,12 +325,21 @@ def _unit(paths):
     """The commit shared by :func:`atomic_files` and :func:`atomic_paths`: yields ``(temps, files)``.
 
     The body may append open file objects to ``files``; they are flushed,
-    fsynced and closed before the renames.
+    fsynced and closed before the renames. A unit of several files is
+    written under the lock of its first file (one writer at a time) and
+    committed with a manifest (:func:`finetune._outputs.write_manifest`) that
+    its readers check with :func:`settled`.
     """
     if len({os.path.dirname(os.path.abspath(p)) for p in paths}) != 1:
         raise ValueError("atomic_files needs every path in the same folder.")
+    with (_locked(paths[0]) if len(paths) > 1 else contextlib.nullcontext()):
+        yield from _commit(paths)
+
+
+def _commit(paths):
     recover(paths)
-    for path in paths + [_journal(paths)]:
+    manifest = manifest_path(paths[0]) if len(paths) > 1 else None
+    for path in paths + [_journal(paths)] + ([manifest] if manifest else []):
         _sweep(path)
     temps, files = [], []
     current, in_body, committing = paths[0], False, False
@@ -321,19 +361,22 @@ def _unit(paths):
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
             current = paths[0]
-            if len(paths) == 1:
+            if manifest is None:
                 os.replace(temps[0], paths[0])
             else:
+                temps.append(_temp(manifest))
+                write_manifest(temps[-1], dict(zip(paths, temps)))
+                targets = paths + [manifest]  # the manifest last: it names the new generation
                 journal = _journal(paths)
                 jtmp = _temp(journal)
                 temps.append(jtmp)
                 with open(jtmp, "w", encoding="utf-8") as f:
-                    json.dump([[os.path.basename(t), os.path.basename(p)] for t, p in zip(temps, paths)], f)
+                    json.dump([[os.path.basename(t), os.path.basename(p)] for t, p in zip(temps, targets)], f)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(jtmp, journal)  # from here on the commit completes, even after a kill
                 committing = True
-                for tmp, path in zip(temps, paths):
+                for tmp, path in zip(temps, targets):
                     os.replace(tmp, path)
                 _remove(journal)
             _fsync_dir(os.path.dirname(os.path.abspath(paths[0])))

@@ -200,7 +200,7 @@ class NonFiniteLossError(TrainingError):
     """The training loss became NaN or infinite."""
 
 
-class OutputExistsError(FinetuneError, FileExistsError):
+class OutputExistsError(ConfigError, FileExistsError):
     """An output would replace a file or folder finetune did not write; ``filename`` names what is in the way."""
 
     def __init__(self, message: str, filename=None):

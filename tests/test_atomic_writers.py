@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _listing(folder):
-    return sorted(os.listdir(folder))
+    """What a writer left in ``folder``, its lock, manifest and marker (which stay by design) left out."""
+    return sorted(n for n in os.listdir(folder) if not n.endswith((".lock", ".finetune")))
 
 
 def _run(script, **kw):

@@ -12,6 +12,7 @@ complete (see ``finetune._atomic``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 
 from .._atomic import atomic_files
+from .._outputs import written_with
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
@@ -267,6 +269,7 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     bad, written = [], 0
     # records, index and class names replace the previous ones as one unit
     warn = ProblemLog("Skipped", "skipped images", "the report's 'bad' list")
+    stale = images.class_names is None and written_with(rec_path, classes_path_for(prefix))
     with atomic_files(outputs, modes, **TEXT) as files:
         writer = RecordWriter(files[0], files[1])
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
@@ -281,6 +284,9 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
         if images.class_names is not None:
             files[2].write(classes)
     warn.close()
+    if stale:  # an earlier pack's class names do not describe these records (names written by hand stay)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(classes_path_for(prefix))
     seconds = time.time() - start
     log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds)
     return PackReport(rec_path, idx_path, written, bad, seconds)

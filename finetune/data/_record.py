@@ -22,8 +22,9 @@ import numpy as np
 from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop
 from ._image import decode_image
-from ._listfiles import find_class_names
-from ._parallel import default_workers, fork_pool
+from .._atomic import settled
+from ._listfiles import classes_path_for, find_class_names
+from ._parallel import default_workers, fork_pool, stop_pool
 from ._preprocess import Preprocess
 from ._recordio import RecordFile, unpack_header
 
@@ -108,6 +109,7 @@ class RecordDataset(_Base):
             raise ConfigError(f"RecordDataset needs 0 <= part_index < num_parts. Got "
                               f"part_index={part_index!r}, num_parts={num_parts!r}.")
         self.num_parts, self.part_index = int(num_parts), int(part_index)
+        settled([rec, idx, classes_path_for(prefix)], what="records (pack them again)")  # one pack's parts only
         self._file = RecordFile(rec, idx if os.path.isfile(idx) else None)
         self._rows = np.array_split(np.arange(len(self._file)), self.num_parts)[self.part_index]
         self.class_names = class_names if class_names is not None else find_class_names(prefix)
@@ -389,15 +391,19 @@ class RecordLoader:
                 self.close()
 
     def close(self):
-        """Stop the worker processes and free the shared memory."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-        for s in self._shms or ():
-            s.close()
-            s.unlink()
-        self._shms = None
+        """Stop the worker processes (within seconds, also on an interrupt) and free the shared memory."""
+        pool, shms = self._pool, self._shms or ()
+        self._pool = self._shms = None
+        try:
+            if pool is not None:
+                stop_pool(pool)
+        finally:
+            self._views = None
+            for s in shms:
+                with contextlib.suppress(BufferError, OSError):
+                    s.close()
+                with contextlib.suppress(FileNotFoundError):
+                    s.unlink()
 
     def __del__(self):
         try:

@@ -23,7 +23,7 @@ from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
 from ._graph_fold import fold_padding, has_shape_tricks
-from ._modeldir import _load_params, read_config, read_preprocess, read_symbol, read_weights, symbol_class_names
+from ._modeldir import _load_params, read_config, read_consistently, read_preprocess, read_symbol, read_weights, symbol_class_names
 from ._network import _Network
 from ._zoo import get_entry
 
@@ -231,10 +231,14 @@ class Backbone(_Network):
     @classmethod
     def load(cls, path, *, ctx=None) -> "Backbone":
         """Load a directory written by :meth:`save` (see :func:`load_model`)."""
-        config = read_config(path)
-        if config.get("class") != "Backbone":
-            raise ModelError(f"{path} holds a {config.get('class')}, not a {cls.__name__}; use finetune.load_model.")
-        return cls._read(path, config, resolve_ctx(ctx), with_class_names=True)[0]
+        def read():
+            config = read_config(path)
+            if config.get("class") != "Backbone":
+                raise ModelError(f"{path} holds a {config.get('class')}, not a {cls.__name__}; use "
+                                 "finetune.load_model.")
+            return cls._read(path, config, resolve_ctx(ctx), with_class_names=True)[0]
+
+        return read_consistently(path, read)
 
     @classmethod
     def _read(cls, path, config: dict, ctxs, *, with_class_names: bool) -> tuple:

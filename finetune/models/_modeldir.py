@@ -42,27 +42,22 @@ import mxnet as mx
 import numpy as np
 
 from .._atomic import atomic_dir, recover_dir
+from .._outputs import folder_generation
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
+KIND = "model directory"  # the kind in the folder's marker (finetune._outputs)
 FORMAT_VERSION = 2
 SAVE_VERSION = 1  # what plain ``save`` writes: readable by every finetune since the first
 
 
 def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
     path = os.path.abspath(os.fspath(path))
-    recover_dir(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ConfigError(f"Cannot save a model to {path!r}: it is a file.")
-        if os.listdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-            raise ConfigError(f"Cannot save a model to {path!r}: the folder is not empty and is not a model "
-                              "directory. Choose a new or empty folder.")
     config = dict(config, weights="weights.params")
-    with atomic_dir(path, what="model directory") as tmp:
+    with atomic_dir(path, what="model directory", kind=KIND) as tmp:
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
@@ -97,6 +92,23 @@ def read_config(path) -> dict:
         raise ModelError(f"{path!r} was written by a newer finetune ({config.get('finetune_version')}); "
                          f"this is {__version__}. Upgrade finetune.")
     return config
+
+
+def read_consistently(path, read):
+    """``read()`` of the model directory ``path``, repeated until no save replaced the folder meanwhile.
+
+    A save swaps the whole folder; a reader that opened ``config.json`` of
+    one generation and ``weights.params`` of the next would pair them. The
+    generation id in the folder's marker is the same before and after a
+    read that saw one folder.
+    """
+    for _ in range(10):
+        before = folder_generation(path)
+        result = read()
+        if folder_generation(path) == before:
+            return result
+    raise ModelError(f"The model directory {os.fspath(path)!r} was replaced 10 times while it was being read; "
+                     "read it when no process is saving into it.")
 
 
 def read_weights(path, config: dict) -> dict:

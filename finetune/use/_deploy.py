@@ -124,19 +124,6 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
     return os.path.basename(params_file)
 
 
-def _check_target(out: str) -> None:
-    """Refuse a file, or a non-empty folder that is neither a model directory nor a deployment folder."""
-    from ..models._deployment import is_deployment
-
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"Cannot export a deployment to {out!r}: it is a file.")
-    if os.path.isdir(out) and os.listdir(out) and not (
-            os.path.isfile(os.path.join(out, "config.json")) or is_deployment(out)):
-        raise ConfigError(f"Cannot export a deployment to {out!r}: the folder is not empty and is not a model "
-                          "directory or deployment folder (it is replaced as a whole). Choose a new or empty "
-                          "folder.")
-
-
 def _input_name(symbol_file: str, params_file: str) -> str:
     import mxnet as mx
 
@@ -214,7 +201,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     import mxnet as mx
 
     from .._context import resolve_ctx
-    from ..models._modeldir import read_config
+    from ..models._modeldir import KIND, read_config
 
     if getattr(model, "preprocess", None) is None:
         raise ModelError("export_for_deployment needs a model with .preprocess (a finetune.Preprocess).")
@@ -227,8 +214,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     model(mx.nd.zeros(shape, ctx=ctx))  # finishes a deferred initialisation before the weights are saved
     net = _as_network(model)
     out = os.path.abspath(os.fspath(directory))
-    _check_target(out)
-    with atomic_dir(out, what="deployment folder") as tmp:  # written and checked here, then swapped in
+    with atomic_dir(out, what="deployment folder", kind=KIND) as tmp:  # written and checked here, then swapped in
         net.save(tmp)
         config = read_config(tmp)
         prefix = os.path.join(tmp, name)

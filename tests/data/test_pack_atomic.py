@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from finetune.data import ImageList, pack
+from tests.listing import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUTS = ("out.rec", "out.idx", "out_classes.txt")
@@ -64,7 +65,7 @@ def test_disk_full_during_pack_is_a_write_error_and_keeps_the_previous_output(ol
     assert r.returncode == 3, r.stderr
     assert "WriteError 27" in r.stdout and "out.rec" in r.stdout  # EFBIG, naming the file
     assert _outputs(out) == old
-    assert sorted(os.listdir(out)) == sorted(OUTPUTS)  # no temporary left behind
+    assert listing(out) == sorted(OUTPUTS)  # no temporary left behind
 
 
 def test_kill_9_at_random_points_leaves_old_or_new_and_a_rerun_completes_identically(old_and_new):
@@ -88,7 +89,7 @@ def test_kill_9_at_random_points_leaves_old_or_new_and_a_rerun_completes_identic
         seen.add("new" if state == new else "old")
         pack(ImageList.from_folder(big), out / "out", workers=0, encoding=".png")
         assert _outputs(out) == new
-        assert sorted(os.listdir(out)) == sorted(OUTPUTS)
+        assert listing(out) == sorted(OUTPUTS)
         pack(ImageList.from_folder(big.parent / "small"), out / "out", workers=0, encoding=".png")
         assert _outputs(out) == old
     assert seen  # the trials ran (which of the two states each saw depends on timing)

@@ -10,6 +10,7 @@ import pytest
 
 import finetune as ft
 from finetune.errors import ConfigError, MissingFileError, ModelError
+from tests.listing import listing
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def x():
 
 def test_directory_layout_and_config(model, tmp_path):
     path = model.save(tmp_path / "m")
-    assert sorted(os.listdir(path)) == ["config.json", "symbol.json", "weights.params"]
+    assert listing(path) == ["config.json", "symbol.json", "weights.params"]
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     assert config["class"] == "Model" and config["format"] == "finetune-model"
@@ -74,12 +75,12 @@ def test_mean_image_is_saved(tmp_path, x):
 def test_save_replaces_a_model_dir_but_refuses_other_folders(model, tmp_path):
     path = model.save(tmp_path / "m")
     model.save(path)  # replace
-    assert sorted(os.listdir(path)) == ["config.json", "symbol.json", "weights.params"]
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no temp leftovers
+    assert listing(path) == ["config.json", "symbol.json", "weights.params"]
+    assert [p for p in listing(tmp_path) if p.startswith(".")] == []  # no temp leftovers
     other = tmp_path / "photos"
     other.mkdir()
     (other / "cat.jpg").write_bytes(b"x")
-    with pytest.raises(ConfigError, match="not empty"):
+    with pytest.raises(ConfigError, match="which finetune did not write"):
         model.save(other)
     assert os.listdir(other) == ["cat.jpg"]
 
@@ -117,7 +118,7 @@ def test_weights_that_do_not_fit_raise(model, tmp_path):
 def test_export_reproduces_outputs_with_plain_mxnet(model, tmp_path, x):
     paths = model.export(os.fspath(tmp_path / "deploy" / "net"))
     assert sorted(paths) == ["params", "preprocess", "symbol"]
-    assert sorted(os.listdir(tmp_path / "deploy")) == ["net-0000.params", "net-preprocess.json", "net-symbol.json"]
+    assert listing(tmp_path / "deploy") == ["net-0000.params", "net-preprocess.json", "net-symbol.json"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = mx.gluon.SymbolBlock.imports(paths["symbol"], ["data"], paths["params"])

@@ -11,6 +11,7 @@ import pytest
 
 import finetune as ft
 from finetune.errors import WriteError
+from tests.listing import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,7 +70,7 @@ except WriteError as e:
 
 
 def _files(folder):
-    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+    return {n: open(os.path.join(folder, n), "rb").read() for n in listing(folder)}
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +99,10 @@ def test_kill_9_during_save_leaves_the_old_or_the_new_directory_and_the_next_sav
     assert _files(target) == (old if expect == "old" else new)
     assert loaded.class_names == (["a", "b", "c"] if expect == "old" else ["x", "y", "z"])
     if point == "write":
-        assert len(os.listdir(target.parent)) == 2  # the killed writer's temporary folder is still there
+        assert len(listing(target.parent)) == 2  # the killed writer's temporary folder is still there
     old_model.save(target)  # the next save sweeps whatever the killed one left
     assert _files(target) == old
-    assert os.listdir(target.parent) == ["m"]
+    assert listing(target.parent) == ["m"]
 
 
 @pytest.mark.slow
@@ -113,7 +114,7 @@ def test_disk_full_during_save_is_a_write_error_naming_the_file_and_keeps_the_ol
     r = _run(_FULL, target=str(target), limit=limit)
     assert r.returncode == 3, r.stderr[-2000:]
     assert "WriteError 27" in r.stdout and "weights.params" in r.stdout and "model directory" in r.stdout
-    assert _files(target) == old and os.listdir(tmp_path) == ["m"]
+    assert _files(target) == old and listing(tmp_path) == ["m"]
     assert ft.load_model(target).class_names == ["a", "b", "c"]
 
 
@@ -134,4 +135,4 @@ def test_an_error_while_saving_keeps_the_old_directory_and_leaves_no_temporary(o
         old_model.save(target)
     assert info.value.errno == 28
     monkeypatch.undo()
-    assert _files(target) == old and os.listdir(tmp_path) == ["m"]
+    assert _files(target) == old and listing(tmp_path) == ["m"]

@@ -10,11 +10,12 @@ from finetune import Predictor, export_for_deployment, load_deployment
 from finetune.errors import ConfigError, MissingFileError, ModelError
 from finetune.testing import check_model
 from finetune.use import verify_deployment
+from tests.listing import listing
 
 
 def test_export_writes_a_model_directory_with_runtime_files(tiny_model, tmp_path):
     dep = export_for_deployment(tiny_model, tmp_path / "dep", onnx=True)
-    names = sorted(p.name for p in (tmp_path / "dep").iterdir())
+    names = listing(tmp_path / "dep")
     assert names == ["config.json", "model-0000.params", "model-symbol.json", "model.onnx", "symbol.json"]
     assert set(dep.max_diff) == {"mxnet", "onnx"} and max(dep.max_diff.values()) < 1e-5
     config = json.loads((tmp_path / "dep" / "config.json").read_text())
@@ -59,7 +60,7 @@ def test_a_mean_image_is_stored_once(tmp_path):
     net.preprocess = ft.Preprocess(size=(16, 16), resize=16,
                                    mean_image=np.full((3, 16, 16), 100, np.float32), std=(64, 64, 64))
     dep = export_for_deployment(net, tmp_path / "dep")
-    names = sorted(p.name for p in (tmp_path / "dep").iterdir())
+    names = listing(tmp_path / "dep")
     assert names == ["config.json", "mean_image.npy", "model-0000.params", "model-symbol.json", "symbol.json"]
     assert load_deployment(dep.directory).preprocess == net.preprocess
     assert ft.load_model(dep.directory).preprocess == net.preprocess
@@ -74,7 +75,7 @@ def test_export_replaces_a_deployment_but_not_other_folders(tiny_model, tmp_path
     assert ft.load_model(legacy).class_names == ["cat", "dog", "fish"]
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "keep.jpg").write_bytes(b"x")
-    with pytest.raises(ConfigError, match="not empty"):
+    with pytest.raises(ConfigError, match="'keep.jpg', which finetune did not write"):
         export_for_deployment(tiny_model, tmp_path / "photos")
     assert os.listdir(tmp_path / "photos") == ["keep.jpg"]
     with pytest.raises(ConfigError, match="plain file name"):

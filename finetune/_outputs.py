@@ -1,0 +1,323 @@
+"""Ownership, locks and generations of what finetune writes.
+
+Three rules make the outputs safe to write over, whatever the user points
+them at:
+
+* **A writer replaces only what finetune made.** Every folder finetune
+  writes carries a marker file, :data:`MARKER` (``.finetune``), that names the
+  kind of folder, the format version, a generation id and every file the
+  writer put there. A folder is replaced only when it is new, empty, or holds
+  a marker of the same kind and nothing the marker does not list; anything
+  else is refused with :class:`~finetune.errors.OutputExistsError` naming the
+  first foreign file. A file named ``config.json`` proves nothing.
+* **One writer at a time.** :func:`output_lock` holds an exclusive lock (a
+  ``filelock`` lock file beside the output, ``.<name>.lock``) around every
+  commit, so two processes writing the same output take turns instead of
+  mixing their files.
+* **Readers check that the parts belong together.** A multi-file output
+  (``.rec`` + ``.idx`` + class names, descriptors + ids, a folder) is
+  committed with a manifest holding the same generation id and a fingerprint
+  of every part (size and SHA-256; of the first and last MiB for parts over
+  16 MiB). :func:`check_parts` compares the parts on disk with it and raises
+  :class:`~finetune.errors.MixedOutputError` when they come from different
+  writes.
+
+Files and folders are created with the permissions the user's ``umask``
+gives any new file (:func:`apply_umask`), not the private ``0600`` of
+:func:`tempfile.mkstemp`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+
+from .errors import MixedOutputError, OutputExistsError
+
+__all__ = ["MARKER", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
+           "manifest_path", "output_lock", "read_marker", "write_manifest", "write_marker", "written_with"]
+
+log = logging.getLogger("finetune")
+
+MARKER = ".finetune"
+MARKER_VERSION = 1
+_BIG = 16 << 20  # parts above this are fingerprinted by size and their first and last MiB
+_EDGE = 1 << 20
+_LEGACY_MODEL_FILES = {"config.json", "symbol.json", "weights.params", "mean_image.npy", "deploy.json"}
+_UMASK_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------- permissions
+def _umask() -> int:
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def apply_umask(path, *, folder: bool = False) -> None:
+    """Give ``path`` the permissions a new file (or folder) gets from the umask.
+
+    :func:`tempfile.mkstemp` and :func:`tempfile.mkdtemp` create ``0600`` /
+    ``0700`` whatever the umask; an output renamed from such a temporary
+    would be private to its writer.
+    """
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+# ---------------------------------------------------------------- locks
+@contextlib.contextmanager
+def output_lock(path):
+    """Hold the exclusive lock of the output ``path`` (a file or a folder) while the block runs.
+
+    The lock is a hidden file ``.<name>.lock`` beside ``path``; another
+    process waiting for it logs once that it waits. A lock held by a process
+    that died is released by the operating system.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
+    >>> with output_lock(target):
+    ...     _ = open(target, "w").write("mine")
+    """
+    import filelock
+
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    lock = filelock.FileLock(os.path.join(folder, f".{name}.lock"))
+    try:
+        lock.acquire(timeout=1)
+    except filelock.Timeout:
+        log.info("Waiting for another process that is writing %s.", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ---------------------------------------------------------------- fingerprints
+def fingerprint(path) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of a file (over 16 MiB: of its size, first and last MiB)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= _BIG:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(f.read(_EDGE))
+            f.seek(size - _EDGE)
+            h.update(f.read(_EDGE))
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _listing(folder: str) -> list:
+    """Every entry under ``folder`` (relative, ``/``-separated), the marker left out."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        for n in dirs + files:
+            r = n if rel == "." else f"{rel}/{n}".replace(os.sep, "/")
+            if r != MARKER:
+                out.append(r)
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- folder markers
+def write_marker(folder, kind: str, *, generation: str | None = None) -> str:
+    """Write the marker of a folder finetune has just filled; return its generation id.
+
+    The marker lists every file in ``folder`` with its fingerprint. Call it
+    last, when the folder is complete.
+    """
+    folder = os.fspath(folder)
+    generation = generation or uuid.uuid4().hex
+    files = {}
+    for rel in _listing(folder):
+        full = os.path.join(folder, rel)
+        if os.path.isfile(full) and not os.path.islink(full):
+            files[rel] = fingerprint(full)
+        else:
+            files[rel] = None  # a folder
+    marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": generation,
+              "files": files}
+    path = os.path.join(folder, MARKER)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(marker, f, indent=1, sort_keys=True)
+    apply_umask(path)
+    return generation
+
+
+def read_marker(folder):
+    """The marker of ``folder`` as a dict, or None when it has none (or an unreadable one)."""
+    try:
+        with open(os.path.join(os.fspath(folder), MARKER), encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(marker, dict) and marker.get("owner") == "finetune" and isinstance(marker.get("files"), dict)):
+        return None
+    return marker
+
+
+def folder_generation(folder):
+    """The generation id of ``folder``'s marker, or None."""
+    marker = read_marker(folder)
+    return marker.get("generation") if marker else None
+
+
+def _legacy_model_files(folder: str):
+    """The files a model directory written before markers may hold, or None when it is not one."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        config = None
+    names = set(_LEGACY_MODEL_FILES)
+    if isinstance(config, dict) and config.get("format") == "finetune-model":
+        names.add(str(config.get("weights", "")))
+        section = config.get("deployment")
+        if isinstance(section, dict):
+            names.update(str(v) for k, v in section.items() if k in ("symbol", "params", "onnx") and v)
+        return names
+    try:
+        with open(os.path.join(folder, "deploy.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(manifest, dict) and manifest.get("format") == "finetune-deployment":
+        names.update(str(v) for v in manifest.values() if isinstance(v, str) and os.path.basename(v) == v)
+        return names
+    return None
+
+
+def claim_folder(path, kind: str, *, replace: bool, what: str = "folder", legacy=()) -> None:
+    """Check that finetune may write the folder ``path`` as a ``kind`` folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output folder.
+    kind : str
+        The marker kind the folder must have if it exists and is not empty.
+    replace : bool
+        The writer replaces the folder as a whole: then every entry in it must
+        be listed by its marker (a file the user added would be lost).
+        Otherwise the writer adds and replaces its own files only, and a marker
+        of the right kind is enough.
+    what : str
+        How messages call the folder ("model directory").
+    legacy : iterable of str
+        Names a folder of this kind written before markers may also hold
+        (besides a model directory's own files); such a folder has a
+        finetune ``config.json``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` is a file, or a non-empty folder finetune did not write as a
+        ``kind`` folder, or (``replace``) one holding a file its marker does not
+        list. The message names the file.
+    """
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputExistsError(f"Cannot write the {what} {path!r}: a file of that name exists. Choose "
+                                "another name or remove the file.", path)
+    if not os.path.isdir(path):
+        return
+    entries = _listing(path)
+    if not entries:
+        return
+    marker = read_marker(path)
+    if marker is not None:
+        if marker.get("kind") != kind:
+            raise OutputExistsError(f"Cannot write the {what} {path!r}: it is a finetune {marker.get('kind')}, "
+                                    f"not a {what}. Choose another folder.", path)
+        if int(marker.get("version", 0)) > MARKER_VERSION:
+            raise OutputExistsError(f"Cannot write the {what} {path!r}: a newer finetune wrote it. Upgrade "
+                                    "finetune or choose another folder.", path)
+        known = set(marker["files"])
+    else:
+        known = _legacy_model_files(path)
+        if known is None:
+            first = entries[0]
+            raise OutputExistsError(
+                f"Cannot write the {what} {path!r}: the folder holds {first!r}, which finetune did not write "
+                f"(it has no {MARKER} marker). Choose a new or empty folder.", os.path.join(path, first))
+        known |= set(legacy)
+    if not replace:
+        return
+    for rel in entries:
+        top = rel.split("/", 1)[0]
+        if rel not in known and top not in known:
+            raise OutputExistsError(
+                f"Cannot replace the {what} {path!r}: it holds {rel!r}, which finetune did not write there and "
+                "which replacing the folder would delete. Move it out or choose another folder.",
+                os.path.join(path, rel))
+
+
+# ---------------------------------------------------------------- manifests of multi-file units
+def manifest_path(first) -> str:
+    """The manifest of the unit whose first file is ``first``: ``.<name>.finetune`` beside it."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(first)))
+    return os.path.join(folder, f".{name}{MARKER}")
+
+
+def write_manifest(target, parts: dict) -> None:
+    """Write the manifest ``target`` of a unit: ``parts`` maps each final file name to the file that holds it now."""
+    manifest = {"owner": "finetune", "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
+                "files": {os.path.basename(final): fingerprint(now) for final, now in parts.items()}}
+    with open(target, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def written_with(first, part) -> bool:
+    """Whether ``part`` is, unchanged, a file the unit of ``first`` was last written with."""
+    try:
+        with open(manifest_path(first), encoding="utf-8") as f:
+            want = json.load(f)["files"][os.path.basename(os.fspath(part))]
+        return fingerprint(part) == want
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def check_parts(paths, *, what: str = "output") -> None:
+    """Raise :class:`MixedOutputError` unless the files ``paths`` are the unit their manifest describes.
+
+    Files written by other tools (no manifest) pass unchecked. A part the
+    manifest lists that no longer exists passes too: its reader reports it.
+    A part the manifest does not list (a class-names file written by hand
+    for records packed without names) passes.
+    """
+    paths = [os.fspath(p) for p in paths]
+    try:
+        with open(manifest_path(paths[0]), encoding="utf-8") as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, KeyError):
+        raise MixedOutputError(f"The manifest {manifest_path(paths[0])!r} of {paths[0]!r} is damaged. Write the "
+                               f"{what} again (or delete the manifest if another tool wrote the files).",
+                               paths[0]) from None
+    for path in paths:
+        want = files.get(os.path.basename(path))
+        if want is None or not os.path.exists(path):
+            continue
+        if fingerprint(path) != want:
+            others = ", ".join(repr(os.path.basename(p)) for p in paths if p != path)
+            raise MixedOutputError(
+                f"{path!r} does not belong with {others}: they come from different writes (two writers at once, "
+                f"a copy over one part, or another tool). Write the {what} again; if another tool wrote "
+                f"these files on purpose, delete {manifest_path(paths[0])!r}.", path)
