@@ -75,7 +75,7 @@ class AdamW(mx.optimizer.Optimizer):
 
 #: The allowed values of the optimizer settings finetune knows; any other numeric setting must be finite.
 PARAM_CONSTRAINTS = {
-    "learning_rate": Interval(Real, 0, None, closed="neither"),
+    "learning_rate": Interval(Real, 0, None),  # 0: the weights stay (e.g. to measure)
     "momentum": Interval(Real, 0, 1, closed="left"),
     "wd": Interval(Real, 0, None),
     "beta1": Interval(Real, 0, 1, closed="left"),
@@ -97,7 +97,7 @@ def make_optimizer_params(name: str, params: dict | None, owner: str = "the opti
         ``name`` is not a registered MXNet optimizer.
     ConfigError
         A setting is out of its range (:data:`PARAM_CONSTRAINTS`: ``learning_rate`` (``lr``) in
-        ``(0, inf)``, ``momentum`` in ``[0, 1)``, ...), or a numeric setting is not finite.
+        ``[0, inf)``, ``momentum`` in ``[0, 1)``, ...), or a numeric setting is not finite.
 
     Examples
     --------
