@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from numbers import Integral, Real
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-from ..errors import ConfigError, UnknownNameError, check_choice, check_range
+from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from ..errors import ConfigError, ModelError, UnknownNameError
 from . import _graph
 from ._backbone import Backbone
 from ._headblock import build_head
@@ -25,6 +27,38 @@ _INITS = {
     "uniform": lambda: mx.init.Uniform(0.07),
 }
 _POOLS = (None, "flatten", "avg", "max")
+_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
+#: Largest number of units of a head layer (classes, hidden units, inputs) accepted from a caller or a file.
+MAX_UNITS = 10_000_000
+
+#: The head spec as ``config.json`` stores it (``Model.head_spec``); :func:`check_head_spec` checks it.
+HEAD_SPEC_CONSTRAINTS = {
+    "num_classes": Interval(Integral, 1, MAX_UNITS),
+    "in_features": Interval(Integral, 1, MAX_UNITS),
+    "hidden": Sequence(Interval(Integral, 1, MAX_UNITS)),
+    "dropout": Interval(Real, 0, 1, closed="left"),
+    "pool": Options(_POOLS[1:]),
+    "activation": Options(_ACTIVATIONS),
+}
+
+
+def check_head_spec(spec, where: str) -> None:
+    """Raise :class:`ModelError` unless ``spec`` is a head spec :func:`build_head` can build.
+
+    ``where`` names the file, e.g. ``"config.json of 'model'"``; the message
+    names the key (``'head.dropout'``) and the value.
+    """
+    if not isinstance(spec, dict):
+        raise ModelError(f"The {where} has 'head' = {spec!r}; expected an object with "
+                         f"{', '.join(HEAD_SPEC_CONSTRAINTS)}.")
+    missing = [k for k in ("num_classes", "in_features") if k not in spec]
+    if missing:
+        raise ModelError(f"The {where} has no 'head.{missing[0]}'; the head cannot be rebuilt.")
+    try:
+        validate("", {f"head.{k}": v for k, v in spec.items()},
+                 {f"head.{k}": c for k, c in HEAD_SPEC_CONSTRAINTS.items()})
+    except ConfigError as exc:
+        raise ModelError(f"The {where}: {exc}") from None
 
 
 class HeadReplacer:
@@ -67,29 +101,21 @@ class HeadReplacer:
     Model(body='resnet18_v1' cut at 'pool1_fwd', head=7 classes, hidden=(32,), dropout=0.4)
     """
 
+    _parameter_constraints = {
+        "num_classes": Interval(Integral, 1, MAX_UNITS),
+        "hidden": [Interval(Integral, 1, MAX_UNITS), Sequence(Interval(Integral, 1, MAX_UNITS))],
+        "dropout": Interval(Real, 0, 1, closed="left"),
+        "cut_at": [InstanceOf(str, name="a layer name (str)"), None],
+        "init": [Options(_INITS), InstanceOf(mx.init.Initializer)],
+        "pool": Options(_POOLS),
+        "activation": Options(_ACTIVATIONS),
+    }
+
     def __init__(self, num_classes: int, *, hidden=(), dropout: float = 0.0, cut_at=None, init="xavier",
                  pool=None, activation: str = "relu"):
-        owner = "HeadReplacer"
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ConfigError(f"The 'num_classes' parameter of {owner} must be a positive int. "
-                              f"Got {num_classes!r} instead.")
-        if isinstance(hidden, (int, np.integer)):
-            hidden = (hidden,)
-        hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            raise ConfigError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. "
-                              f"Got {hidden!r} instead.")
-        check_range(owner, "dropout", dropout, 0, 1, high_open=True)
-        check_choice(owner, "pool", pool, _POOLS)
-        check_choice(owner, "activation", activation, ("relu", "sigmoid", "tanh", "softrelu", "softsign"))
-        if isinstance(init, str):
-            check_choice(owner, "init", init, tuple(_INITS))
-        elif not isinstance(init, mx.init.Initializer):
-            raise ConfigError(f"The 'init' parameter of {owner} must be one of {sorted(_INITS)} or an "
-                              f"mx.init.Initializer. Got {init!r} instead.")
-        if cut_at is not None and not isinstance(cut_at, str):
-            raise ConfigError(f"The 'cut_at' parameter of {owner} must be a layer name or None. "
-                              f"Got {cut_at!r} instead.")
+        validate("HeadReplacer", {"num_classes": num_classes, "hidden": hidden, "dropout": dropout, "cut_at": cut_at,
+                                  "init": init, "pool": pool, "activation": activation}, self._parameter_constraints)
+        hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
         self.num_classes = int(num_classes)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
