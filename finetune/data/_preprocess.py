@@ -30,17 +30,59 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
 
 from .._atomic import atomic_files, atomic_open
-from ..errors import ConfigError, MissingFileError, ShapeError, check_choice
+from .._validation import InstanceOf, Interval, Options, Sequence, is_number, validate
+from ..errors import ConfigError, MissingFileError, ShapeError
 from ._image import check_geometry, read_image, to_color
 
-__all__ = ["Preprocess"]
+__all__ = ["CONSTRAINTS", "MAX_INPUT_SIZE", "Preprocess", "check_dict"]
 
 _INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+
+#: The largest ``size`` side and ``resize`` a :class:`Preprocess` accepts, in pixels (from a caller or a
+#: model directory's config.json): larger values only upsample images to sizes no network is trained at.
+MAX_INPUT_SIZE = 4096
+
+_SIDE = Interval(Integral, 1, MAX_INPUT_SIZE)
+_CHANNELS = (1, 2, 3, 4)
+#: The allowed value of every :class:`Preprocess` field; the constructor and :meth:`Preprocess.from_dict`
+#: (a model directory's config.json) check the same table.
+CONSTRAINTS = {
+    "size": [_SIDE, Sequence(_SIDE, lengths=(2,))],
+    "resize": [_SIDE, None],
+    "color": Options(["RGB", "BGR"]),
+    "mean": Sequence(Interval(Real, None, None), lengths=_CHANNELS),
+    "std": Sequence(Interval(Real, 0, None, closed="neither"), lengths=_CHANNELS),
+    "scale": Interval(Real, 0, None, closed="neither"),
+    "mean_image": [InstanceOf(np.ndarray, name="a (C, H, W) array"), None],
+    "resize_mode": Options(["shorter", "stretch"]),
+    "interpolation": Options(list(_INTERP)),
+}
+
+
+def check_dict(d, where: str, error=ConfigError) -> None:
+    """Raise ``error`` unless ``d`` is a dict of :class:`Preprocess` fields whose values meet :data:`CONSTRAINTS`.
+
+    The message names ``where`` and the key: ``The config.json of 'm' has
+    'preprocess.size' = 'abc'; expected ...``.
+    """
+    from .._validation import describe, satisfies, show
+
+    if not isinstance(d, dict):
+        raise error(f"The {where} has 'preprocess' = {show(d)}; expected an object with the fields "
+                    f"{', '.join(k for k in CONSTRAINTS if k != 'mean_image')}.")
+    known = dict(CONSTRAINTS, has_mean_image=Options([True, False]))
+    known.pop("mean_image")
+    for key, value in d.items():
+        if key not in known:
+            raise error(f"The {where} has an unknown key 'preprocess.{key}'; known: {', '.join(sorted(known))}.")
+        if not satisfies(value, known[key]):
+            raise error(f"The {where} has 'preprocess.{key}' = {show(value)}; expected {describe(known[key])}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -99,20 +141,12 @@ class Preprocess:
 
     def __post_init__(self):
         owner = "Preprocess"
+        validate(owner, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, CONSTRAINTS)
         size = self.size
-        if isinstance(size, (int, np.integer)):
-            size = (int(size), int(size))
-        size = tuple(int(s) for s in size)
-        if len(size) != 2 or min(size) < 1:
-            raise ConfigError(f"The 'size' parameter of {owner} must be (height, width) > 0. Got {self.size!r} instead.")
+        size = (int(size), int(size)) if is_number(size) else tuple(int(s) for s in size)
         object.__setattr__(self, "size", size)
         if self.resize is not None:
-            if int(self.resize) < 1:
-                raise ConfigError(f"The 'resize' parameter of {owner} must be a positive int or None. Got {self.resize!r} instead.")
             object.__setattr__(self, "resize", int(self.resize))
-        check_choice(owner, "color", self.color, ("RGB", "BGR"))
-        check_choice(owner, "resize_mode", self.resize_mode, ("shorter", "stretch"))
-        check_choice(owner, "interpolation", self.interpolation, tuple(_INTERP))
         mean = tuple(float(m) for m in np.atleast_1d(self.mean))
         std = tuple(float(s) for s in np.atleast_1d(self.std))
         if len(mean) == 1:
@@ -121,8 +155,6 @@ class Preprocess:
             std = std * len(mean)
         if len(mean) != len(std):
             raise ConfigError(f"{owner}: 'mean' has {len(mean)} channels but 'std' has {len(std)}.")
-        if min(std) <= 0:
-            raise ConfigError(f"The 'std' parameter of {owner} must be positive. Got {std!r} instead.")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "scale", float(self.scale))
@@ -298,17 +330,32 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, mean_image: np.ndarray | None = None) -> "Preprocess":
-        """Rebuild from :meth:`to_dict` output (plus the mean image, if it had one)."""
+    def from_dict(cls, d: dict, mean_image: np.ndarray | None = None, *, where: str = "Preprocess dict",
+                  error=ConfigError) -> "Preprocess":
+        """Rebuild from :meth:`to_dict` output (plus the mean image, if it had one).
+
+        Every key is checked against the constraints the constructor uses
+        (:data:`CONSTRAINTS`) before anything is built; ``where`` names the
+        source in the message (``"config.json of 'model'"``) and ``error`` is
+        the exception raised (a reader of model directories passes
+        :class:`~finetune.errors.ModelError`).
+
+        Examples
+        --------
+        >>> Preprocess.from_dict({"size": "abc"}, where="config.json of 'm'")
+        Traceback (most recent call last):
+        ...
+        finetune.errors.ConfigError: The config.json of 'm' has 'preprocess.size' = 'abc'; expected an int in [1, 4096] or a sequence of 2 items, each an int in [1, 4096].
+        """
+        check_dict(d, where, error)
         d = dict(d)
         has_mean_image = d.pop("has_mean_image", False)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"Unknown Preprocess fields {sorted(unknown)}; known: {sorted(names)}.")
         if has_mean_image and mean_image is None:
-            raise ConfigError("This Preprocess had a mean image; pass it as 'mean_image'.")
-        return cls(**d, mean_image=mean_image)
+            raise error(f"The {where} says the preprocessing has a mean image; pass it as 'mean_image'.")
+        try:
+            return cls(**d, mean_image=mean_image)
+        except ConfigError as exc:  # a combination of fields that do not fit (mean and std lengths, ...)
+            raise error(f"The {where}: {exc}") from None
 
     def save(self, path) -> None:
         """Save as JSON at ``path``; a mean image goes to ``<path>.mean.npy`` beside it."""
@@ -330,6 +377,6 @@ class Preprocess:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
         mean_image = None
-        if d.get("has_mean_image"):
+        if isinstance(d, dict) and d.get("has_mean_image"):
             mean_image = np.load(path + ".mean.npy")
-        return cls.from_dict(d, mean_image)
+        return cls.from_dict(d, mean_image, where=f"preprocess file {path!r}")
