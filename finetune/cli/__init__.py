@@ -13,6 +13,12 @@ accepted as deprecated aliases.
 Before anything imports MXNet, :func:`main` sets ``OMP_NUM_THREADS`` to the
 number of cores unless the user set it: MXNet's CPU build otherwise uses only
 half of them.
+
+SIGTERM (what ``kill``, job schedulers and container runtimes send) is
+turned into :class:`Terminated`, a ``KeyboardInterrupt``, so it unwinds the
+command exactly as Ctrl-C does: worker pools are stopped, shared memory is
+freed, half-written outputs are removed. The command then exits with 130
+after Ctrl-C and 143 after SIGTERM, printing one line.
 """
 
 from __future__ import annotations
@@ -21,12 +27,22 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 __all__ = ["build_parser", "main"]
 
 _MODULES = ("_quickstart", "_data", "_models", "_caffe", "_train", "_use", "_features")
 log = logging.getLogger("finetune")
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM (see the module docstring)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
 
 
 def configure_threads(environ=os.environ) -> str:
@@ -92,8 +108,26 @@ def _legacy_flags(parser: argparse.ArgumentParser, argv: list) -> list:
 
 def main(argv=None) -> int:
     """Run the ``finetune`` command; returns the process exit code."""
-    threads = configure_threads()
     argv = sys.argv[1:] if argv is None else list(argv)
+    name = next((a for a in argv if not a.startswith("-")), "")
+    prefix = f"finetune {name}:" if name else "finetune:"
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
+    try:  # an interrupt while the subcommands are imported ends as quietly as one while they run
+        return _run(argv)
+    except Terminated:
+        print(f"{prefix} terminated", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list) -> int:
+    threads = configure_threads()
     parser = build_parser()
     command = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
     argv = argv[:command] + _legacy_flags(parser, argv[command:])
@@ -111,6 +145,3 @@ def main(argv=None) -> int:
     except FinetuneError as exc:
         print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"finetune {args.command}: interrupted", file=sys.stderr)
-        return 130

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import threading
+import time
 
 import cv2
 
@@ -115,19 +117,39 @@ def _worker_signals(initializer, *initargs):
 
 
 def stop_pool(pool, timeout: float = 5.0) -> None:
-    """Terminate a pool's workers, waiting at most ``timeout`` seconds before killing the ones left.
+    """Stop a pool at once (its unfinished work is discarded), waiting at most about ``timeout`` seconds.
 
-    ``Pool.terminate`` joins its workers and helper threads without a time
-    limit; a worker stuck in native code would hang the interrupted program.
+    ``Pool.terminate`` alone can hang forever: a worker killed while it held
+    the task queue's read lock or the result queue's write lock (a SIGTERM
+    sent to the whole process group does that) never releases it, and
+    ``terminate`` waits for both locks without a time limit. So the workers
+    are stopped here first (no replacements started), the locks a dead
+    worker held are released, and only then is the pool terminated, in a
+    thread that is given up after ``timeout`` seconds.
     """
+    handler = getattr(pool, "_worker_handler", None)
+    if handler is not None:
+        handler._state = multiprocessing.pool.TERMINATE  # start no replacements for the workers stopped below
+        handler.join(1.0)
     workers = list(getattr(pool, "_pool", ()))
-    stopper = threading.Thread(target=pool.terminate, name="finetune-stop-pool", daemon=True)
-    stopper.start()
-    stopper.join(timeout)
     for process in workers:
-        if process.is_alive():
+        if process.exitcode is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout / 2
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:
             process.kill()
             process.join(1.0)
+    for lock in (getattr(getattr(pool, "_inqueue", None), "_rlock", None),
+                 getattr(getattr(pool, "_outqueue", None), "_wlock", None)):
+        if lock is not None and lock.acquire(timeout=0.2):  # only a worker (all stopped now) holds it long
+            lock.release()
+        elif lock is not None:
+            lock.release()
+    stopper = threading.Thread(target=pool.terminate, name="finetune-stop-pool", daemon=True)
+    stopper.start()
+    stopper.join(timeout / 2)
 
 
 def fork_pool(workers, initializer, initargs):
