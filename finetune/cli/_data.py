@@ -139,6 +139,13 @@ def _register_im2rec(sub):
 
 
 # ---------------------------------------------------------------- handlers
+def _say(*parts) -> None:
+    """``print`` for names and paths: bytes that are not UTF-8 are shown as ``\\xNN`` escapes."""
+    from ..data._text import shown
+
+    print(*(shown(p) for p in parts))
+
+
 def _source_list(source, root=None, exts=None):
     from ..data import DEFAULT_EXTS, ImageList
 
@@ -194,10 +201,8 @@ def _im2rec_list(args) -> int:
             part.write_lst(f"{stem}_{name}.lst", shuffle=args.shuffle, seed=args.seed,
                            classes_path=args.prefix + "_classes.txt")
     write_class_names(args.prefix + "_classes.txt", images.class_names)
-    from ..data._text import shown
-
     for label, name in enumerate(images.class_names):
-        print(shown(name), label)
+        _say(name, label)
     _print_skipped(images)
     return 0
 
@@ -206,9 +211,9 @@ def _pack_one_list(args, lst) -> None:
     from ..data import ImageList
 
     images = ImageList.from_lst(lst, root=args.root)
-    print(f"Creating .rec file from {lst} in {os.path.dirname(lst)}")
+    _say(f"Creating .rec file from {lst} in {os.path.dirname(lst)}")
     report = _run_pack(images, os.path.splitext(lst)[0], args)
-    print(f"{report.written} images written to {report.rec}; {len(report.bad)} skipped.")
+    _say(f"{report.written} images written to {report.rec}; {len(report.bad)} skipped.")
     _print_bad(report.bad)
 
 
@@ -236,26 +241,25 @@ def _split(args) -> int:
     for name, part in zip(names, parts):
         path = f"{args.out}_{name}.lst"
         part.write_lst(path, shuffle=args.shuffle, seed=args.seed, classes_path=classes)
-        print(f"{path}: {len(part)} images")
-    print(f"{classes}: {len(images.class_names)} classes")
+        _say(f"{path}: {len(part)} images")
+    _say(f"{classes}: {len(images.class_names)} classes")
     _print_skipped(images)
     return 0
 
 
 def _print_skipped(images) -> None:
     if images.skipped:
-        print(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
+        _say(f"skipped {sum(images.skipped.values())} file(s) with other extensions: {images.skipped}")
 
 
 def _print_bad(bad) -> None:
     """The first MAX_LISTED skipped files one per line, the rest counted per reason."""
     from ..data._check import MAX_LISTED, count_line
-    from ..data._text import shown
 
     for b in bad[:MAX_LISTED]:
-        print(f"  skipped {shown(b.path)}: {b.reason} ({b.detail})")
+        _say(f"  skipped {b.path}: {b.reason} ({b.detail})")
     if len(bad) > MAX_LISTED:
-        print("  " + count_line(len(bad) - MAX_LISTED, "skipped", [b.reason for b in bad[MAX_LISTED:]]))
+        _say("  " + count_line(len(bad) - MAX_LISTED, "skipped", [b.reason for b in bad[MAX_LISTED:]]))
 
 
 def _write_bad(path, bad) -> None:
@@ -276,12 +280,12 @@ def _check(args) -> int:
 
     images = _source_list(args.source, args.root)
     report = check(images, workers=args.workers, min_size=args.min_size)
-    print(report.summary())
+    _say(report.summary())
     if args.out:
         _write_bad(args.out, report.bad)
-        print(f"{args.out}: {len(report.bad)} bad file(s)")
+        _say(f"{args.out}: {len(report.bad)} bad file(s)")
     elif len(report.bad) > MAX_LISTED:
-        print("  (write every bad file to a CSV with --out FILE)")
+        _say("  (write every bad file to a CSV with --out FILE)")
     _print_skipped(images)
     return 1 if args.strict and report.bad else 0
 
@@ -290,7 +294,7 @@ def _pack(args) -> int:
     images = _source_list(args.source, args.root)
     _print_skipped(images)
     report = _run_pack(images, args.out, args)
-    print(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
+    _say(f"{report.written} images written to {report.rec} in {report.seconds:.1f} s; "
           f"{len(report.bad)} skipped.")
     _print_bad(report.bad)
     return 0
@@ -301,7 +305,7 @@ def _mean(args) -> int:
 
     mean = MeanImage.compute(args.rec, size=tuple(args.size), resize=args.resize, workers=args.workers)
     mean.save(args.out)
-    print(f"{args.out}: {mean!r}")
+    _say(f"{args.out}: {mean!r}")
     return 0
 
 
@@ -311,7 +315,7 @@ def _balance(args) -> int:
     images = ImageList.from_lst(args.lst, root=args.root)
     out = balance(images, args.target, args.out_dir, seed=args.seed)
     out.write_lst(args.out, seed=args.seed)
-    print(f"{args.out}: {len(out)} images ({len(out) - len(images)} new in {args.out_dir})")
+    _say(f"{args.out}: {len(out)} images ({len(out) - len(images)} new in {args.out_dir})")
     return 0
 
 
@@ -320,5 +324,5 @@ def _fashion(args) -> int:
 
     images = write_fashion_mnist_folder(args.out, args.per_class, split=args.split,
                                         seed=args.seed, size=args.size)
-    print(f"{args.out}: {len(images)} images in {len(images.class_names)} classes")
+    _say(f"{args.out}: {len(images)} images in {len(images.class_names)} classes")
     return 0
