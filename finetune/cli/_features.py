@@ -100,17 +100,14 @@ def _read_lines(path: str) -> list:
 
 
 def _load_descriptors(path: str):
-    import numpy as np
-
+    from .._arrays import read_npy
     from ..errors import MissingFileError, ShapeError
 
     with contextlib.suppress(OSError):  # finish an extract a kill interrupted: never new descriptors with old ids
         recover([path, ids_path(path)])
     if not os.path.exists(path):
         raise MissingFileError(f"Descriptor file {path!r} does not exist.")
-    x = np.load(path, allow_pickle=False)
-    if x.ndim != 2:
-        raise ShapeError(f"{path!r} must hold (N, D) descriptors. Got shape {x.shape}.")
+    x = read_npy(path, what="descriptors", kinds="fiu", ndim=2)
     ids = _read_lines(ids_path(path)) if os.path.exists(ids_path(path)) else [str(i) for i in range(len(x))]
     if len(ids) != len(x):
         raise ShapeError(f"{ids_path(path)!r} has {len(ids)} ids for {len(x)} descriptors.")
@@ -181,6 +178,7 @@ def _build_extractor(args):
 def _extract(args) -> int:
     import numpy as np
 
+    from ..data._text import TEXT, check_name
     from ..errors import ConfigError
 
     fx = _build_extractor(args)
@@ -196,13 +194,12 @@ def _extract(args) -> int:
         images, ids = _query_crops(_load_gt(args.queries_of), paths)
     else:
         images, ids = paths, paths
+    # the ids file holds one id per line: a name it cannot hold is refused before the extraction
+    ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
     desc = fx.extract(images, progress=args.progress)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     # descriptors and their ids replace the previous pair together
     npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
-    from ..data._text import TEXT, check_name
-
-    ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
     with atomic_files([npy, ids_path(args.out)], ["wb", "w"], **TEXT) as (f, fi):
         np.save(f, desc)
         fi.writelines(i + "\n" for i in ids)
