@@ -5,11 +5,12 @@
 - schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
 - callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
 - :class:`Recipe` — the default fine-tuning recipe; :func:`lr_find` — the LR range test.
-- :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers).
+- :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers);
+  :func:`worker_rank` — this worker's rank (rank 0 writes the outputs).
 """
 
 from ._callbacks import Callback, Checkpoint, EarlyStopping, HistoryLogger, StopTraining
-from ._launch import launch
+from ._launch import launch, worker_rank
 from ._losses import LabelSmoothingLoss
 from ._lr_find import LRFinderResult, lr_find
 from ._optim import AdamW
@@ -47,4 +48,5 @@ __all__ = [
     "launch",
     "linear_probe",
     "lr_find",
+    "worker_rank",
 ]

@@ -9,6 +9,16 @@ server loop and exits). :func:`launch` starts them all on this machine, runs
 the worker command N times and waits. Across several hosts, use MXNet's own
 ``tools/launch.py`` (``--launcher ssh`` with a host file, or ``mpi``) with the
 same worker command — see the training guide.
+
+A worker process holds at most one ``dist_*`` kvstore: MXNet's parameter
+server lets the scheduler and servers join the start-up barrier of the first
+one only, so creating a second waits for ever, and a second Gluon trainer on
+the first would re-initialise the keys the first one holds. :func:`dist_kvstore`
+creates the process's kvstore once (its rank tells a worker whether it writes
+the outputs); :func:`claim_kvstore` gives it to the one trainer that trains
+over it, refuses a second, and makes every parameter rank 0's, so the workers
+start from the same weights however each built or warmed up its model;
+:func:`broadcast` makes any value rank 0's (a decision taken on every worker).
 """
 
 from __future__ import annotations
@@ -20,11 +30,95 @@ import subprocess
 import sys
 import time
 
+import mxnet as mx
+
 from ..errors import ConfigError, check_range
 
-__all__ = ["launch"]
+__all__ = ["broadcast", "claim_kvstore", "dist_kvstore", "is_distributed", "launch", "worker_rank"]
 
 log = logging.getLogger(__name__)
+
+_BROADCAST_KEYS = 1 << 24  # above the keys of a Gluon trainer (one per trained parameter array)
+_PROCESS = {"kvstore": None, "claimed": False, "next_key": _BROADCAST_KEYS}
+
+
+def is_distributed(kvstore) -> bool:
+    """Whether ``kvstore`` (a type name or None) is MXNet's parameter server (``dist_*``)."""
+    return isinstance(kvstore, str) and kvstore.startswith("dist")
+
+
+def dist_kvstore(kvstore: str):
+    """This process's ``dist_*`` kvstore of type ``kvstore``, created on the first call (every worker must call).
+
+    Raises
+    ------
+    ConfigError
+        The process already holds a parameter-server kvstore of another type.
+    """
+    kv = _PROCESS["kvstore"]
+    if kv is None:
+        kv = _PROCESS["kvstore"] = mx.kv.create(kvstore)
+        log.debug("kvstore %s: worker %d of %d", kv.type, kv.rank, kv.num_workers)
+    elif kv.type != kvstore:
+        raise ConfigError(f"This process already trains over a {kv.type!r} kvstore; MXNet's parameter server "
+                          f"allows one per process. Got kvstore={kvstore!r}: use {kv.type!r} for every stage.")
+    return kv
+
+
+def worker_rank(kvstore="dist_sync") -> int:
+    """The rank of this worker for ``kvstore`` (0 for a local kvstore); rank 0 writes the outputs.
+
+    With a ``dist_*`` kvstore this creates the process's kvstore (see
+    :func:`dist_kvstore`), so every worker must call it at the same point.
+    """
+    return dist_kvstore(kvstore).rank if is_distributed(kvstore) else 0
+
+
+def claim_kvstore(kvstore: str, params):
+    """The process's kvstore for the one trainer that trains over it; every parameter of ``params`` becomes rank 0's.
+
+    Parameters
+    ----------
+    kvstore : str
+        A ``dist_*`` type.
+    params : mxnet.gluon.ParameterDict
+        The model's parameters (trained, frozen and BatchNorm statistics), initialised.
+
+    Raises
+    ------
+    ConfigError
+        A trainer of this process already trains over the parameter server.
+    """
+    kv = dist_kvstore(kvstore)
+    if _PROCESS["claimed"]:
+        raise ConfigError(
+            f"A second Trainer with kvstore={kvstore!r} in one process: MXNet's parameter server serves one "
+            "trainer per worker process (a second would re-initialise the first one's keys and wait for ever). "
+            "Train the other stages locally (kvstore='device') and let the last stage train over the "
+            "parameter server, as Recipe.fit does, or run each stage in its own process.")
+    _PROCESS["claimed"] = True
+    broadcast(kv, [p for p in params.values() if p._data is not None])
+    return kv
+
+
+def broadcast(kv, values):
+    """Make every worker's ``values`` rank 0's; returns them.
+
+    Parameters
+    ----------
+    kv : mxnet.kvstore.KVStore
+        The process's ``dist_*`` kvstore; every worker calls with values of the same shapes, in the same order.
+    values : list of mxnet.gluon.Parameter or mxnet.nd.NDArray
+        Parameters are overwritten on every device; arrays in place.
+    """
+    if not values:
+        return values
+    first = _PROCESS["next_key"]
+    _PROCESS["next_key"] += len(values)
+    outs = [v.list_data() if hasattr(v, "list_data") else [v] for v in values]
+    kv.broadcast(list(range(first, first + len(values))), [o[0] for o in outs], out=outs)
+    mx.nd.waitall()
+    return values
 
 
 def _free_port() -> int:

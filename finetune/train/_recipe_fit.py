@@ -2,6 +2,18 @@
 
 :meth:`Recipe.fit <finetune.train.Recipe.fit>` delegates here; the decisions
 themselves (input size, policy, schedule, augmentation) are the recipe's.
+
+With a ``dist_*`` kvstore every worker runs this with the same arguments.
+MXNet serves one trainer per worker process over the parameter server, so
+the head warm-up runs locally on every worker, on all the training data with
+the same seed, and only the fine-tuning stage trains over the parameter
+server; when it starts, every parameter becomes rank 0's (so the workers
+fine-tune the same warmed-up head), and a learning rate found by the LR-range
+test is rank 0's too. From then on the workers apply the same summed
+gradients to the same weights, so the weight average, validation, the best
+epoch kept and early stopping agree. Only rank 0 writes into ``out_dir``.
+(With ``epochs=0`` the warm-up is the stage that trains over the parameter
+server.)
 """
 
 from __future__ import annotations
@@ -11,10 +23,13 @@ import logging
 import math
 import os
 
+import mxnet as mx
+
 from .._atomic import atomic_write
 from ..data import RecordDataset
 from ..errors import ConfigError
 from ._callbacks import EarlyStopping
+from ._launch import broadcast, dist_kvstore, is_distributed, worker_rank
 from ._lr_find import lr_find
 from ._policy import LayerLRPolicy
 from ._trainer import Trainer
@@ -28,15 +43,18 @@ log = logging.getLogger("finetune.train._recipe")
 def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True,
                callbacks=None, kvstore="device", resume: bool = False, checkpoint_every: int = 0):
     """Run ``recipe`` on ``model``; the parameters and return value are those of :meth:`Recipe.fit`."""
+    rank = worker_rank(kvstore)  # every dist_* worker creates the process's kvstore here
+    writer = out_dir if rank == 0 else None  # one writer per cluster
     plan = recipe.plan(model, train, val)
-    log.info("%r decides:\n%s", recipe, plan)
+    if rank == 0:
+        log.info("%r decides:\n%s", recipe, plan)
     recipe = recipe.replace(epochs=plan.epochs)
     s = plan.size
     model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
     pre = model.preprocess
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        atomic_write(os.path.join(out_dir, "plan.txt"), str(plan) + "\n")
+    if writer:
+        os.makedirs(writer, exist_ok=True)
+        atomic_write(os.path.join(writer, "plan.txt"), str(plan) + "\n")
     train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
     plain_train = RecordDataset(train_path, pre)
     val_ds = RecordDataset(val_path, pre) if val_path else None
@@ -46,10 +64,12 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     if resume:
         log.info("recipe: resuming the fine-tuning stage from %s", last)
     if recipe.head_epochs and not resume:
+        # one stage per process trains over the parameter server: the last one
+        warm_kvstore = "device" if is_distributed(kvstore) and recipe.epochs else kvstore
         warm = Trainer(model, policy=LayerLRPolicy.head_only(), optimizer="adam",
                        optimizer_params={"learning_rate": recipe.head_lr}, batch_size=recipe.batch_size, ctx=ctx,
-                       seed=recipe.seed, workers=workers, progress=progress, loss=recipe.loss(), kvstore=kvstore,
-                       out_dir=os.path.join(out_dir, "head") if out_dir else None)
+                       seed=recipe.seed, workers=workers, progress=progress, loss=recipe.loss(), kvstore=warm_kvstore,
+                       out_dir=os.path.join(writer, "head") if writer else None)
         warm.fit(plain_train, val_ds, epochs=recipe.head_epochs)
         head_history = warm.history_
     if not recipe.epochs:
@@ -71,8 +91,10 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
                             batch_size=recipe.batch_size, ctx=ctx, loss=recipe.loss(), seed=recipe.seed,
                             progress=progress)
             lr = found.suggestion
-            if saved:
+            if saved and writer:
                 found.save(saved)
+        if is_distributed(kvstore):  # every worker trains with rank 0's rate
+            lr = float(broadcast(dist_kvstore(kvstore), [mx.nd.array([lr])])[0].asscalar())
         log.info("recipe: LR-range test suggests %.3g", lr)
     cbs = list(callbacks or [])
     if val_ds is not None and recipe.keep_best:
