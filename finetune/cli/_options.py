@@ -26,10 +26,48 @@ from __future__ import annotations
 
 import argparse
 import sys
+from numbers import Integral, Real
 from typing import NamedTuple
 
+from .._validation import Interval, describe, satisfies
+
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
-           "ctx_of", "index_kwargs", "input_size"]
+           "count", "ctx_of", "index_kwargs", "input_size", "number"]
+
+
+def number(kind=Real, low=None, high=None, closed: str = "both"):
+    """An argparse ``type``: a number of ``kind`` (``Real`` or ``Integral``) in an interval, checked as it is parsed.
+
+    NaN, infinities and overflowing values (``1e400``) are refused like any
+    out-of-range value, as argparse's one-line usage error naming the flag.
+
+    Examples
+    --------
+    >>> number(Real, 0, None, closed="neither")("0.1")
+    0.1
+    >>> number(Real, 0, None, closed="neither")("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a finite float in (0, inf). Got 'nan'.
+    """
+    constraint = Interval(kind, low, high, closed=closed)
+
+    def parse(text: str):
+        try:
+            value = int(text) if kind is Integral else float(text)
+        except ValueError:
+            value = text
+        if not satisfies(value, constraint):
+            raise argparse.ArgumentTypeError(f"must be {describe(constraint)}. Got {text!r}.")
+        return value
+
+    parse.__name__ = "int" if kind is Integral else "float"  # argparse names the type in some messages
+    return parse
+
+
+def count(low: int = 0):
+    """An argparse ``type``: a whole number ``>= low`` (``--workers``: 0, ``--batch-size``: 1)."""
+    return number(Integral, low, None)
 
 
 def input_size(text: str):
@@ -58,15 +96,15 @@ SHARED = {
                                help="devices, e.g. cpu, 'cpu*2', 'gpu:0,1' (default: the current device)"),
                   ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find",
                    "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
-    "workers": Option("--workers", dict(type=int, default=None, metavar="N",
+    "workers": Option("--workers", dict(type=count(0), default=None, metavar="N",
                                        help="processes that read and decode images (default: from the core count)"),
                       ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.use:Predictor",
                        "finetune.data:pack", "finetune.data:check", "finetune.data:MeanImage.compute")),
-    "batch_size": Option("--batch-size", dict(type=int, default=32, metavar="N",
+    "batch_size": Option("--batch-size", dict(type=count(1), default=32, metavar="N",
                                              help="images per batch, split over the --ctx devices (default: 32)"),
                          ("finetune.train:Trainer", "finetune.train:lr_find",
                           "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
-    "seed": Option("--seed", dict(type=int, default=0, help="random seed (default: 0)"),
+    "seed": Option("--seed", dict(type=number(Integral), default=0, help="random seed (default: 0)"),
                    ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",
                     "finetune.data:ImageList.split", "finetune.data:balance",
                     "finetune.data:write_fashion_mnist_folder")),
@@ -74,7 +112,7 @@ SHARED = {
                                              help="square input size, or auto (default: auto, the recipe's choice "
                                                   "from the backbone and the images)"),
                          ("finetune.train:Recipe",)),
-    "num_classes": Option("--num-classes", dict(type=int, default=None, metavar="N",
+    "num_classes": Option("--num-classes", dict(type=count(1), default=None, metavar="N",
                                                help="number of classes (default: from the records' class names)"),
                           ("finetune.models:Backbone.from_zoo",)),
     "progress": Option("--no-progress", dict(dest="progress", action="store_false", default=True,
@@ -98,18 +136,18 @@ SHARED.update({
     "method": Option("--method", dict(choices=("exact", "ivf", "ivfpq", "hnsw"), default="exact",
                                       help="exact scan, or a faiss index: ivf, ivfpq (compressed), hnsw; the "
                                            "faiss ones need the faiss extra (default: exact)"), _INDEX),
-    "nlist": Option("--nlist", dict(type=int, default=None, metavar="N",
+    "nlist": Option("--nlist", dict(type=count(1), default=None, metavar="N",
                                     help="ivf/ivfpq cells (default: about 4 sqrt(number of descriptors))"), _INDEX),
-    "nprobe": Option("--nprobe", dict(type=int, default=16, metavar="N",
+    "nprobe": Option("--nprobe", dict(type=count(1), default=16, metavar="N",
                                       help="ivf/ivfpq cells scanned per query (default: 16)"), _INDEX),
-    "pq_m": Option("--pq-m", dict(type=int, default=None, metavar="BYTES",
+    "pq_m": Option("--pq-m", dict(type=count(1), default=None, metavar="BYTES",
                                   help="ivfpq bytes per descriptor, dividing the dimension (default: dimension / 4)"),
                    _INDEX),
-    "hnsw_m": Option("--hnsw-m", dict(type=int, default=32, metavar="N",
+    "hnsw_m": Option("--hnsw-m", dict(type=count(1), default=32, metavar="N",
                                       help="hnsw links per descriptor (default: 32)"), _INDEX),
-    "ef_search": Option("--ef-search", dict(type=int, default=64, metavar="N",
+    "ef_search": Option("--ef-search", dict(type=count(1), default=64, metavar="N",
                                             help="hnsw candidate list per query (default: 64)"), _INDEX),
-    "refine": Option("--refine", dict(type=int, default=None, metavar="N",
+    "refine": Option("--refine", dict(type=count(1), default=None, metavar="N",
                                       help="ivfpq re-ranking: fetch top-k x N candidates and order them by exact "
                                            "scores from the saved descriptors; 1: off (default: 10 for ivfpq)"),
                      _INDEX),
@@ -150,9 +188,13 @@ def ctx_of(args):
     """The devices ``--ctx`` names (a list of ``mx.Context``), or ``None`` for the current one."""
     if not getattr(args, "ctx", None):
         return None
-    from .._context import parse_ctx
+    from .._context import resolve_ctx
+    from ..errors import FinetuneError
 
-    return parse_ctx(args.ctx)
+    try:
+        return resolve_ctx(args.ctx)
+    except FinetuneError as exc:  # the same error, naming the flag
+        raise type(exc)(f"--ctx {args.ctx!r}: {exc}") from None
 
 
 # ------------------------------------------------------------ deprecated spellings
