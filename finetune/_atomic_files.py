@@ -34,6 +34,7 @@ _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT} if hasattr(errno, "EDQUOT") el
 
 def _temp(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)  # an output's folder is created like the output itself
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     apply_umask(tmp)  # the final file gets the user's umask, not mkstemp's 0600

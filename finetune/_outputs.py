@@ -39,12 +39,14 @@ import uuid
 
 from .errors import MixedOutputError, OutputExistsError
 
-__all__ = ["MARKER", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
+__all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
            "manifest_path", "output_lock", "read_marker", "write_manifest", "write_marker", "written_with"]
 
 log = logging.getLogger("finetune")
 
 MARKER = ".finetune"
+MODEL = "model directory"  # a folder model.save() writes and replaces as a whole
+RUN = "training run"  # a folder training adds to: its model directory (model/), histories, checkpoints
 MARKER_VERSION = 1
 _BIG = 16 << 20  # parts above this are fingerprinted by size and their first and last MiB
 _EDGE = 1 << 20
@@ -244,14 +246,14 @@ def claim_folder(path, kind: str, *, replace: bool, what: str = "folder", legacy
             raise OutputExistsError(f"Cannot write the {what} {path!r}: a newer finetune wrote it. Upgrade "
                                     "finetune or choose another folder.", path)
         known = set(marker["files"])
-    else:
-        known = _legacy_model_files(path)
-        if known is None:
-            first = entries[0]
+    else:  # written before markers: recognised by what it holds
+        known = (_legacy_model_files(path) or set()) | set(legacy)
+        foreign = [rel for rel in entries if rel.split("/", 1)[0] not in known]
+        if foreign:
+            first = foreign[0]
             raise OutputExistsError(
                 f"Cannot write the {what} {path!r}: the folder holds {first!r}, which finetune did not write "
                 f"(it has no {MARKER} marker). Choose a new or empty folder.", os.path.join(path, first))
-        known |= set(legacy)
     if not replace:
         return
     for rel in entries:
@@ -261,6 +263,32 @@ def claim_folder(path, kind: str, *, replace: bool, what: str = "folder", legacy
                 f"Cannot replace the {what} {path!r}: it holds {rel!r}, which finetune did not write there and "
                 "which replacing the folder would delete. Move it out or choose another folder.",
                 os.path.join(path, rel))
+
+
+def adopt_folder(path, kind: str, *, what: str = "folder", legacy=()) -> str:
+    """Make ``path`` a ``kind`` folder that writers add their own files to, and return it.
+
+    Creates the folder (and its parents) with a marker; an existing folder must
+    be empty or already a ``kind`` folder (:func:`claim_folder` with
+    ``replace=False``). Nothing in it is removed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> run = adopt_folder(os.path.join(tempfile.mkdtemp(), "runs", "a"), RUN)
+    >>> read_marker(run)["kind"]
+    'training run'
+    """
+    path = os.fspath(path)
+    claim_folder(path, kind, replace=False, what=what, legacy=legacy)
+    os.makedirs(path, exist_ok=True)
+    if read_marker(path) is None:
+        marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
+                  "files": {}}
+        with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
+            json.dump(marker, f, indent=1, sort_keys=True)
+        apply_umask(os.path.join(path, MARKER))
+    return path
 
 
 # ---------------------------------------------------------------- manifests of multi-file units

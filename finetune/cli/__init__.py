@@ -145,3 +145,7 @@ def _run(argv: list) -> int:
     except FinetuneError as exc:
         print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the system refused (permission, a file where a folder goes, ...)
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -23,9 +23,11 @@ import os
 import time
 
 from .._atomic import atomic_open
+from .._outputs import RUN, adopt_folder
 from ._options import add_alias, add_shared, ctx_of
 
 log = logging.getLogger("finetune.quickstart")
+_EARLIER_FILES = ("images", "records", "train", "model", "report", "summary.json", "test_report.json")
 
 
 def register(sub) -> None:
@@ -99,8 +101,7 @@ def run(args) -> int:
 
     t_start = time.time()
     recipe = _recipe(args)
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
+    out = adopt_folder(os.path.abspath(args.out), RUN, what="quickstart output folder", legacy=_EARLIER_FILES)
     log.info("1/6 writing Fashion-MNIST images to %s", os.path.join(out, "images"))
     train_list = write_fashion_mnist_folder(os.path.join(out, "images", "train"), args.per_class,
                                             split="train", seed=args.seed)

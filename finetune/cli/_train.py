@@ -6,9 +6,10 @@ name, a model directory, or a Caffe ``deploy.prototxt`` with
 (:class:`finetune.train.Recipe`; ``--recipe`` picks a preset, ``--set
 FIELD=VALUE`` changes any ingredient). Options of the hand-set mode
 (``--policy``, ``--schedule``, ...) switch to ``--recipe manual``: one
-Trainer with exactly the options given. ``DIR`` ends up a model directory
-(``finetune.load_model`` / ``Predictor`` read it) that also holds the
-training histories and checkpoints.
+Trainer with exactly the options given. ``DIR`` is a training output folder:
+the model directory in ``DIR/model`` beside the training histories and
+checkpoints; ``finetune.load_model`` / ``Predictor`` read ``DIR`` as its model.
+A folder finetune did not write is refused.
 
 ``finetune lr-find BACKBONE --train REC`` runs the learning-rate range test
 and plots it.
@@ -24,10 +25,11 @@ import logging
 import os
 import shutil
 import sys
+from numbers import Integral
 
 from .._atomic import atomic_open, atomic_write
-from ._artifacts import _save_model_dir, recover_artifacts
-from ._options import add_alias, add_shared, ctx_of
+from .._outputs import RUN, adopt_folder
+from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
 
@@ -40,6 +42,11 @@ _MANUAL = {"policy": "all", "schedule": "constant", "freeze_until": None, "facto
 _SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimizer": ("sgd", "optimizer"),
            "lr": (None, "lr"), "momentum": (None, "momentum"), "wd": (None, "wd"),
            "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
+
+
+_POSITIVE = number(low=0, closed="neither")
+_NONNEGATIVE = number(low=0)
+_FRACTION_OPEN = number(low=0, high=1, closed="left")
 
 
 def _add_source(p) -> None:
@@ -57,15 +64,15 @@ def _add_num_classes(p) -> None:
 def register(sub) -> None:
     """Add ``train``, ``lr-find`` and ``launch`` to the ``finetune`` command line."""
     p = sub.add_parser("train", help="fine-tune a backbone on .rec files",
-                       description="Fine-tune BACKBONE on --train records; --out becomes a model directory "
-                       "(plus history and checkpoints).")
+                       description="Fine-tune BACKBONE on --train records; the model directory is written to "
+                       "--out/model, beside the history and checkpoints (--out loads as the model).")
     _add_source(p)
     p.add_argument("--val", help="validation .rec (or its prefix)")
-    add_shared(p, "out", required=True, metavar="DIR", help="output model directory")
+    add_shared(p, "out", required=True, metavar="DIR", help="output folder (the model goes to DIR/model)")
     g = p.add_argument_group("head")
     _add_num_classes(g)
-    g.add_argument("--hidden", type=int, nargs="*", default=[], help="hidden layer sizes of the new head")
-    g.add_argument("--dropout", type=float, help="dropout before the new layer (recipe: 0.2)")
+    g.add_argument("--hidden", type=count(1), nargs="*", default=[], help="hidden layer sizes of the new head")
+    g.add_argument("--dropout", type=_FRACTION_OPEN, help="dropout before the new layer (recipe: 0.2)")
     g.add_argument("--cut-at", help="layer to cut the backbone at (default: before its classifier)")
     add_shared(g, "input_size")
     g = p.add_argument_group("recipe")
@@ -75,26 +82,26 @@ def register(sub) -> None:
                    help="change one Recipe field, e.g. --set ema=none --set layer_decay=0.7 (repeatable)")
     g = p.add_argument_group("learning-rate policy")
     g.add_argument("--policy", help="manual mode: all, pretrained, boosted-head or head-only (default: all)")
-    g.add_argument("--backbone-lr-mult", type=float, help="manual mode, --policy pretrained (default: 0.01)")
+    g.add_argument("--backbone-lr-mult", type=_NONNEGATIVE, help="manual mode, --policy pretrained (default: 0.01)")
     g.add_argument("--freeze-until", help="freeze every parameter up to this layer")
     g.add_argument("--freeze-bn", action="store_true", help="freeze BatchNorm statistics")
-    g.add_argument("--head-epochs", type=int, help="head-only epochs first (recipe: 30, on cached features; manual: 0)")
+    g.add_argument("--head-epochs", type=count(0), help="head-only epochs first (recipe: 30, on cached features; manual: 0)")
     g.add_argument("--plan", action="store_true", help="print the plan (recipe decisions, or per-parameter) and exit")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", help="sgd, nag, adam, adamw, rmsprop (recipe: adam; manual: sgd)")
-    g.add_argument("--lr", type=float, help="base learning rate (default: the optimizer's)")
-    g.add_argument("--momentum", type=float, help="SGD/NAG momentum (recipe: 0.9; manual: the optimizer's)")
-    g.add_argument("--wd", type=float, help="weight decay (recipe: 0; manual: the optimizer's)")
+    g.add_argument("--lr", type=_POSITIVE, help="base learning rate (default: the optimizer's)")
+    g.add_argument("--momentum", type=number(low=0, high=1, closed="left"), help="SGD/NAG momentum (recipe: 0.9; manual: the optimizer's)")
+    g.add_argument("--wd", type=_NONNEGATIVE, help="weight decay (recipe: 0; manual: the optimizer's)")
     g.add_argument("--schedule", help="manual mode: constant, step, cosine or plateau (default: constant)")
-    g.add_argument("--factor", type=float, help="manual mode: step/plateau LR factor (default: 0.1)")
-    g.add_argument("--step-epochs", type=int, nargs="+", help="manual mode, step: one N (every N) or a list")
-    add_alias(g, "--warmup", g.add_argument("--warmup-epochs", type=float, dest="warmup", metavar="EPOCHS",
+    g.add_argument("--factor", type=number(low=0, high=1, closed="right"), help="manual mode: step/plateau LR factor (default: 0.1)")
+    g.add_argument("--step-epochs", type=count(1), nargs="+", help="manual mode, step: one N (every N) or a list")
+    add_alias(g, "--warmup", g.add_argument("--warmup-epochs", type=_NONNEGATIVE, dest="warmup", metavar="EPOCHS",
                                                 help="manual mode, cosine: warm-up epochs (default: 0)"))
-    g.add_argument("--patience", type=int, help="manual mode, plateau: epochs without improvement")
-    g.add_argument("--stop-after", type=int, help="manual mode, plateau: stop after this many reductions")
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs (recipe: 30 up to 900 images, fewer above; manual: 10)")
+    g.add_argument("--patience", type=count(0), help="manual mode, plateau: epochs without improvement")
+    g.add_argument("--stop-after", type=count(1), help="manual mode, plateau: stop after this many reductions")
+    g.add_argument("--epochs", type=count(0), help="fine-tuning epochs (recipe: 30 up to 900 images, fewer above; manual: 10)")
     # not the shared --batch-size: the recipe's batch differs from the API-wide 32, so no value means "the recipe's"
-    g.add_argument("--batch-size", type=int, default=None, metavar="N",
+    g.add_argument("--batch-size", type=count(1), default=None, metavar="N",
                    help="images per step, split over the --ctx devices (recipe: 16; manual: 32)")
     g.add_argument("--no-augment", action="store_true", help="no random crop/flip (enables feature caching)")
     g = p.add_argument_group("devices and run")
@@ -103,7 +110,7 @@ def register(sub) -> None:
     add_shared(g, "workers")
     add_shared(g, "seed")
     add_shared(g, "progress")
-    g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N batches")
+    g.add_argument("--checkpoint-every", type=count(0), default=0, help="also checkpoint every N batches")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoints/last.ckpt")
     p.set_defaults(handler=_train)
 
@@ -115,9 +122,9 @@ def register(sub) -> None:
                help="plot to write; the numbers go beside it as .json (default: %(default)s)")
     _add_num_classes(p)
     add_shared(p, "input_size")
-    p.add_argument("--start-lr", type=float, default=1e-7)
-    p.add_argument("--end-lr", type=float, default=1.0)
-    p.add_argument("--num-steps", type=int, default=100)
+    p.add_argument("--start-lr", type=_POSITIVE, default=1e-7)
+    p.add_argument("--end-lr", type=_POSITIVE, default=1.0)
+    p.add_argument("--num-steps", type=count(1), default=100)
     p.add_argument("--recipe", help="recipe preset whose policy, optimizer and augmentation to use (default: default)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change one Recipe field")
     add_shared(p, "ctx")
@@ -128,9 +135,9 @@ def register(sub) -> None:
     p = sub.add_parser("launch", help="run a command as dist_sync workers on this machine",
                        description="Start a scheduler, SERVERS servers and WORKERS copies of COMMAND on 127.0.0.1 "
                        "with the DMLC_* variables of MXNet's parameter server.")
-    p.add_argument("-n", "--num-workers", type=int, default=2)
-    p.add_argument("-s", "--num-servers", type=int, default=1)
-    p.add_argument("--port", type=int, help="scheduler port (default: a free one)")
+    p.add_argument("-n", "--num-workers", type=count(1), default=2)
+    p.add_argument("-s", "--num-servers", type=count(1), default=1)
+    p.add_argument("--port", type=number(Integral, 1, 65535), help="scheduler port (default: a free one)")
     p.add_argument("command", nargs="+", help="the worker command, after '--'")
     p.set_defaults(handler=_launch)
 
@@ -144,6 +151,20 @@ def _launch(args) -> int:
     if cmd and cmd[0] == "finetune" and shutil.which("finetune") is None:
         cmd = [sys.executable, "-m", "finetune", *cmd[1:]]
     return launch(cmd, args.num_workers, args.num_servers, port=args.port)
+
+
+def _refuse_head_options(args) -> None:
+    """A model directory as BACKBONE already has its head: the options that would build one are refused."""
+    if not os.path.isdir(args.backbone):
+        return
+    given = [flag for flag, value in (("--num-classes", args.num_classes), ("--hidden", args.hidden or None),
+                                      ("--dropout", args.dropout), ("--cut-at", args.cut_at)) if value is not None]
+    if given:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{', '.join(given)} build a new head on a zoo or Caffe backbone; {args.backbone!r} is a "
+                          "model directory, which already has its head (it is trained as it is). Leave these options "
+                          "out, or start from the zoo name.")
 
 
 def _backbone(args):
@@ -233,13 +254,18 @@ def recipe_from_args(args):
         changes["augment"] = None
     if args.freeze_bn:
         changes["batchnorm"] = "frozen"
+    name = args.recipe or "default"
+    base = Recipe.preset(name)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set needs FIELD=VALUE, e.g. --set ema=0.999. Got {item!r}.")
         k, v = item.split("=", 1)
-        changes[k.strip().replace("-", "_")] = _value(v)
-    name = args.recipe or "default"
-    base = Recipe.preset(name)
+        field, value = k.strip().replace("-", "_"), _value(v)
+        try:  # each value alone against the recipe's constraints, so the error names this --set
+            base.replace(**{field: value})
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc}") from None
+        changes[field] = value
     return base.replace(**changes)
 
 
@@ -259,26 +285,44 @@ def _recipe_model(args, recipe):
     return recipe.build_model(net, names, hidden=tuple(args.hidden), cut_at=args.cut_at)
 
 
-def _train_recipe(args) -> int:
+MODEL_DIR = "model"  # the model directory inside --out, beside the histories and checkpoints
+_EARLIER_RUN_FILES = ("history.csv", "history.json", "checkpoints", "plan.txt", "head", "fine_tune", "lr_find.json")
 
-    recover_artifacts(args.out)
+
+def _start_run(out, model, *, resume: bool) -> None:
+    """Make ``out`` a training run folder (refusing a folder finetune did not write) and save the starting model.
+
+    The model directory lives in ``out/model``: saving it replaces that
+    folder only, never the histories and checkpoints beside it. A run folder
+    written before run folders had a marker (the model at its top) is adopted.
+    """
+    adopt_folder(out, RUN, what="training output folder", legacy=_EARLIER_RUN_FILES)
+    if not resume or not os.path.isdir(os.path.join(out, MODEL_DIR)):
+        model.save(os.path.join(out, MODEL_DIR))
+
+
+def _train_recipe(args) -> int:
+    from ..train import worker_rank
+
     recipe = recipe_from_args(args)
     model = _recipe_model(args, recipe)
     if args.plan:
         print(recipe.plan(model, args.train, args.val))
         return 0
-    if not args.resume:
-        _save_model_dir(model, args.out)  # marks --out as a model directory from the start
+    rank0 = worker_rank(args.kvstore) == 0  # of dist_* workers, rank 0 alone writes --out
+    if rank0:
+        _start_run(args.out, model, resume=args.resume)
     trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
                          workers=args.workers, kvstore=args.kvstore, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, progress=args.progress)
-    if trainer is None or trainer.rank_ == 0:
-        _save_model_dir(model, args.out)
+    if rank0:
+        model.save(os.path.join(args.out, MODEL_DIR))
         last = trainer.history_[-1] if trainer is not None and trainer.history_ else {}
         shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
                           if k in last)
         epochs = len(trainer.history_) if trainer is not None else 0
-        print(f"Trained {epochs} epochs with {recipe!r} ({shown}); model directory: {args.out}")
+        print(f"Trained {epochs} epochs with {recipe!r} ({shown}); model directory: "
+              f"{os.path.join(args.out, MODEL_DIR)}")
     return 0
 
 
@@ -326,6 +370,7 @@ def _lr_find(args) -> int:
     from .. import data
     from ..train import lr_find
 
+    _refuse_head_options(args)
     recipe = recipe_from_args(args)
     model = _recipe_model(args, recipe)
     size = recipe.plan(model, args.train).size
@@ -351,24 +396,24 @@ def _lr_find(args) -> int:
 
 
 def _train(args) -> int:
+    _refuse_head_options(args)
     if _mode(args) != "manual":
         return _train_recipe(args)
-    recover_artifacts(args.out)
     model, train, val, trainer = build(args)
     if args.plan:
         print(trainer.plan())
         return 0
     trainer.setup()
-    rank0 = trainer.rank_ == 0
-    if rank0 and not args.resume:
-        _save_model_dir(model, args.out)  # marks --out as a model directory from the start
+    rank0 = trainer.rank_ == 0  # of dist_* workers, rank 0 alone writes --out
+    if rank0:
+        _start_run(args.out, model, resume=args.resume)
     if rank0:
         atomic_write(os.path.join(args.out, "plan.txt"), str(trainer.plan()) + "\n")
     trainer.fit(train, val, epochs=args.epochs, resume=args.out if args.resume else None)
     if rank0:
-        _save_model_dir(model, args.out)
+        model.save(os.path.join(args.out, MODEL_DIR))
         last = trainer.history_[-1] if trainer.history_ else {}
         shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
                           if k in last)
-        print(f"Trained {len(trainer.history_)} epochs ({shown}); model directory: {args.out}")
+        print(f"Trained {len(trainer.history_)} epochs ({shown}); model directory: {os.path.join(args.out, MODEL_DIR)}")
     return 0

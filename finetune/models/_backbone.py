@@ -23,7 +23,7 @@ from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
 from . import _graph
 from ._graph_fold import fold_padding, has_shape_tricks
-from ._modeldir import _load_params, read_config, read_consistently, read_preprocess, read_symbol, read_weights, symbol_class_names
+from ._modeldir import _load_params, model_dir_of, read_config, read_consistently, read_preprocess, read_symbol, read_weights, symbol_class_names
 from ._network import _Network
 from ._zoo import get_entry
 
@@ -231,6 +231,8 @@ class Backbone(_Network):
     @classmethod
     def load(cls, path, *, ctx=None) -> "Backbone":
         """Load a directory written by :meth:`save` (see :func:`load_model`)."""
+        path = model_dir_of(path)
+
         def read():
             config = read_config(path)
             if config.get("class") != "Backbone":

@@ -14,7 +14,7 @@ from . import _graph
 from ._backbone import Backbone
 from ._deployment import is_deployment, load_legacy
 from ._headblock import build_head
-from ._modeldir import _load_params, read_config, read_consistently
+from ._modeldir import _load_params, model_dir_of, read_config, read_consistently
 from ._network import _Network
 
 __all__ = ["Model", "load_model"]
@@ -175,6 +175,7 @@ def load_model(path, *, ctx=None):
     >>> ft.load_model(folder).class_names
     ['a', 'b', 'c']
     """
+    path = model_dir_of(path)
     if not os.path.isfile(os.path.join(os.fspath(path), "config.json")) and is_deployment(path):
         return load_legacy(path, ctx=ctx)
     return read_consistently(path, lambda: _load(path, ctx))

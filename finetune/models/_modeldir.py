@@ -42,14 +42,14 @@ import mxnet as mx
 import numpy as np
 
 from .._atomic import atomic_dir, recover_dir
-from .._outputs import folder_generation
+from .._outputs import MODEL, RUN, folder_generation, read_marker
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError, MissingFileError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
-KIND = "model directory"  # the kind in the folder's marker (finetune._outputs)
+KIND = MODEL  # the kind in the folder's marker (finetune._outputs)
 FORMAT_VERSION = 2
 SAVE_VERSION = 1  # what plain ``save`` writes: readable by every finetune since the first
 
@@ -88,10 +88,44 @@ def read_config(path) -> dict:
         raise ModelError(f"The config.json of {path!r} is corrupt: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelError(f"The config.json of {path!r} is not a finetune model config.")
+    _check_config(config, f"config.json of {path!r}")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(f"{path!r} was written by a newer finetune ({config.get('finetune_version')}); "
                          f"this is {__version__}. Upgrade finetune.")
     return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    """Raise :class:`ModelError`, naming ``where`` and the key, unless every field readers use has its type and range."""
+    from numbers import Integral
+
+    from .._validation import InstanceOf, Interval, Sequence, describe, satisfies, show
+    from ..data._preprocess import check_dict
+    from ._head import check_head_spec
+
+    fields = {"format_version": Interval(Integral, 0, None), "class": InstanceOf(str, name="a class name (str)"),
+              "class_names": [Sequence(InstanceOf(str, name="a str")), None],
+              "graph": InstanceOf(dict, name="an object"), "weights": InstanceOf(str, name="a file name (str)")}
+    for key, constraint in fields.items():
+        if key in config and not satisfies(config[key], constraint):
+            raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
+    if "preprocess" not in config:
+        raise ModelError(f"The {where} has no 'preprocess' section; it cannot be read.")
+    check_dict(config["preprocess"], where, ModelError)
+    if config.get("class") == "Model" or "head" in config:
+        check_head_spec(config.get("head"), where)
+
+
+def model_dir_of(path):
+    """``path``, or the model directory in it (``model/``) when ``path`` is a training run folder.
+
+    ``finetune train --out DIR`` writes the model to ``DIR/model`` beside its
+    histories and checkpoints; ``DIR`` loads as that model.
+    """
+    marker = read_marker(path)
+    if marker is not None and marker.get("kind") == RUN:
+        return os.path.join(os.fspath(path), "model")
+    return path
 
 
 def read_consistently(path, read):

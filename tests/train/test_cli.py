@@ -1,7 +1,9 @@
 import json
+import os
 import sys
 
 import numpy as np
+
 import pytest
 
 import finetune as ft
@@ -108,17 +110,27 @@ def test_train_cli_defaults_are_the_library_recipe_the_main_job_uses():
     assert _recipe(qs) == Recipe()
 
 
-def test_artifacts_set_aside_by_an_interrupted_save_are_recovered(tmp_path):
-    from finetune.cli._train import recover_artifacts
+def test_the_output_folder_keeps_its_histories_when_the_model_is_saved_and_refuses_a_foreign_folder(tmp_path):
+    import finetune as ft
+    from finetune.cli._train import MODEL_DIR, _start_run
+    from finetune.errors import OutputExistsError
 
-    out = tmp_path / "model"
-    keep = tmp_path / ".model.keep-0123"
-    (keep / "checkpoints").mkdir(parents=True)
-    (keep / "checkpoints" / "last.ckpt").write_bytes(b"ck")
-    (keep / "history.json").write_text("[]")
-    out.mkdir()
-    (out / "config.json").write_text("{}")
-    recover_artifacts(out)
-    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"ck"
-    assert (out / "history.json").exists() and (out / "config.json").exists()
-    assert not keep.exists()
+    bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    model = ft.HeadReplacer(2).apply(bb, class_names=["a", "b"])
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    (project / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="config.json"):
+        _start_run(project, model, resume=False)
+    assert sorted(os.listdir(project)) == ["config.json", "notes.txt"]
+
+    run = tmp_path / "run"
+    _start_run(run, model, resume=False)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ck")
+    (run / "history.json").write_text("[]")
+    model.save(run / MODEL_DIR)  # what training does at its end
+    _start_run(run, model, resume=True)  # a second run on the same folder
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"ck" and (run / "history.json").exists()
+    assert ft.load_model(run).class_names == ["a", "b"]  # the run folder loads as its model
