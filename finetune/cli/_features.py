@@ -9,13 +9,12 @@ text file beside them, ``<name>.ids.txt``, one per line, which ``index``,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
 
-from .._atomic import atomic_files, recover
+from .._atomic import atomic_files, settled
 from ._options import add_alias, add_index_options, add_shared, ctx_of, index_kwargs
 
 log = logging.getLogger("finetune")
@@ -103,8 +102,7 @@ def _load_descriptors(path: str):
     from .._arrays import read_npy
     from ..errors import MissingFileError, ShapeError
 
-    with contextlib.suppress(OSError):  # finish an extract a kill interrupted: never new descriptors with old ids
-        recover([path, ids_path(path)])
+    settled([path, ids_path(path)], what="descriptors")  # finish a killed extract; never new descriptors with old ids
     if not os.path.exists(path):
         raise MissingFileError(f"Descriptor file {path!r} does not exist.")
     x = read_npy(path, what="descriptors", kinds="fiu", ndim=2)
