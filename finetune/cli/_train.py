@@ -154,7 +154,9 @@ def _launch(args) -> int:
 
 
 def _refuse_head_options(args) -> None:
-    """A model directory as BACKBONE already has its head: the options that would build one are refused."""
+    """A bad ``--ctx`` fails before any data is read; and a model directory as BACKBONE already has its head:
+    the options that would build one are refused."""
+    ctx_of(args)
     if not os.path.isdir(args.backbone):
         return
     given = [flag for flag, value in (("--num-classes", args.num_classes), ("--hidden", args.hidden or None),
