@@ -185,7 +185,7 @@ class Sequence(Constraint):
         return all(self.item.is_satisfied_by(v.item() if isinstance(v, np.generic) else v) for v in value)
 
     def __str__(self) -> str:
-        n = "" if self.lengths is None else " or ".join(str(k) for k in self.lengths) + " "
+        n = "" if self.lengths is None else _alternatives([str(k) for k in self.lengths]) + " "
         return f"a sequence of {n}items, each {self.item}"
 
 
@@ -243,10 +243,12 @@ def describe(constraints) -> str:
     """The constraints as a phrase: ``"a finite float in (0, 1) or None"``."""
     if not isinstance(constraints, list):
         constraints = [constraints]
-    parts = ["None" if c is None else str(c) for c in constraints]
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + " or " + parts[-1]
+    return _alternatives(["None" if c is None else str(c) for c in constraints])
+
+
+def _alternatives(parts) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
 def show(value) -> str:

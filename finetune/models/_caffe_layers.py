@@ -42,11 +42,21 @@ def get_num(layer, msg, field, default=None, *, kind=float):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(layer, msg, field, "a number", value)
+    if not math.isfinite(float(value)):
+        raise _bad(layer, msg, field, "a finite number", value)
     if kind is int:
         if float(value) != int(value):
             raise _bad(layer, msg, field, "an integer", value)
         return int(value)
     return float(value)
+
+
+def _at_least(layer, msg, field, value, low: int):
+    """``value`` (an int or a pair of ints), unless a part is below ``low``."""
+    for v in (value if isinstance(value, tuple) else (value,)):
+        if v < low:
+            raise _bad(layer, msg, field, "a positive integer" if low == 1 else f"an integer >= {low}", v)
+    return value
 
 
 def get_ints(layer, msg, field) -> list:
@@ -77,16 +87,21 @@ def get_enum(layer, msg, field, names: dict, default: str) -> str:
     raise _bad(layer, msg, field, "one of " + ", ".join(names), value)
 
 
-def _require(layer, msg, field, *, kind=int):
+def _require(layer, msg, field, *, kind=int, low=1):
+    """A field the layer cannot do without; an int field must be at least ``low`` (``num_output``: 1)."""
     value = get_num(layer, msg, field, kind=kind)
     if value is None:
         raise CaffeFormatError(f"line {msg.line or layer.line}: layer {layer.name!r} ({layer.type}) "
                                f"needs {field!r}.")
-    return value
+    return _at_least(layer, msg, field, value, low) if kind is int else value
 
 
-def _pair(layer, msg, field, h_field, w_field, default):
-    """Caffe's ``kernel_size`` / ``kernel_h`` + ``kernel_w`` style pairs -> (h, w)."""
+def _pair(layer, msg, field, h_field, w_field, default, *, low=1):
+    """Caffe's ``kernel_size`` / ``kernel_h`` + ``kernel_w`` style pairs -> (h, w), each at least ``low``."""
+    return _at_least(layer, msg, field, _pair_values(layer, msg, field, h_field, w_field, default), low)
+
+
+def _pair_values(layer, msg, field, h_field, w_field, default):
     h = get_num(layer, msg, h_field, kind=int)
     w = get_num(layer, msg, w_field, kind=int)
     if h is not None or w is not None:
@@ -126,9 +141,10 @@ def conv(state, layer, inputs):
     sym = op(inputs[0], num_filter=_require(layer, p, "num_output"),
              kernel=_pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None),
              stride=_pair(layer, p, "stride", "stride_h", "stride_w", 1),
-             pad=_pair(layer, p, "pad", "pad_h", "pad_w", 0),
+             pad=_pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0),
              dilate=_pair(layer, p, "dilation", "dilation_h", "dilation_w", 1),
-             num_group=get_num(layer, p, "group", 1, kind=int), no_bias=not bias, name=layer.name)
+             num_group=_at_least(layer, p, "group", get_num(layer, p, "group", 1, kind=int), 1),
+             no_bias=not bias, name=layer.name)
     flip = state.flip_input_channels(layer.name)
     slots = [(f"{layer.name}_weight", "arg",
               lambda b: _blob(b, 0, layer)[:, ::-1] if flip else _blob(b, 0, layer))]
@@ -214,7 +230,7 @@ def pooling(state, layer, inputs):
                               name=layer.name), []
     kernel = _pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
     stride = _pair(layer, p, "stride", "stride_h", "stride_w", 1)
-    pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0)
+    pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0)
     sizes = state.shape(inputs[0])[2:4]
     geometry = list(zip(sizes, kernel, stride, pad))
     want = tuple(_pooled(n, k, s, q) for n, k, s, q in geometry)
@@ -255,13 +271,16 @@ def lrn(state, layer, inputs):
     if get_enum(layer, p, "norm_region", _LRN_REGION, "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
         raise UnsupportedLayerError(f"Layer {layer.name!r} (LRN) uses WITHIN_CHANNEL normalisation; "
                                     "only ACROSS_CHANNELS is supported.")
-    return mx.sym.LRN(inputs[0], nsize=get_num(layer, p, "local_size", 5, kind=int),
+    return mx.sym.LRN(inputs[0], nsize=_at_least(layer, p, "local_size", get_num(layer, p, "local_size", 5, kind=int), 1),
                       alpha=get_num(layer, p, "alpha", 1.0), beta=get_num(layer, p, "beta", 0.75),
                       knorm=get_num(layer, p, "k", 1.0), name=layer.name), []
 
 
 def dropout(state, layer, inputs):
-    ratio = get_num(layer, layer.param("dropout_param"), "dropout_ratio", 0.5)
+    p = layer.param("dropout_param")
+    ratio = get_num(layer, p, "dropout_ratio", 0.5)
+    if not 0 <= ratio < 1:
+        raise _bad(layer, p, "dropout_ratio", "in [0, 1)", ratio)
     return mx.sym.Dropout(inputs[0], p=ratio, name=layer.name), []
 
 

@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from .._validation import InstanceOf, Interval, Options, Sequence, describe, satisfies, show, validate
 from ..errors import ConfigError, ModelError, UnknownNameError
 from . import _graph
 from ._backbone import Backbone
@@ -54,11 +54,10 @@ def check_head_spec(spec, where: str) -> None:
     missing = [k for k in ("num_classes", "in_features") if k not in spec]
     if missing:
         raise ModelError(f"The {where} has no 'head.{missing[0]}'; the head cannot be rebuilt.")
-    try:
-        validate("", {f"head.{k}": v for k, v in spec.items()},
-                 {f"head.{k}": c for k, c in HEAD_SPEC_CONSTRAINTS.items()})
-    except ConfigError as exc:
-        raise ModelError(f"The {where}: {exc}") from None
+    for key, value in spec.items():
+        if key in HEAD_SPEC_CONSTRAINTS and not satisfies(value, HEAD_SPEC_CONSTRAINTS[key]):
+            raise ModelError(f"The {where} has 'head.{key}' = {show(value)}; "
+                             f"expected {describe(HEAD_SPEC_CONSTRAINTS[key])}.")
 
 
 class HeadReplacer:
