@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -52,8 +53,12 @@ def _read_idx(folder, name, magic, header):
     for suffix, opener in (("", open), (".gz", gzip.open)):
         path = os.path.join(folder, name + suffix)
         if os.path.exists(path):
-            with opener(path, "rb") as f:
-                buf = f.read()
+            try:
+                with opener(path, "rb") as f:
+                    buf = f.read()
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                raise DataError(f"{path} cannot be read (a truncated or damaged download?): "
+                                f"{type(exc).__name__}: {exc}. Download it again.") from None
             break
     else:
         raise MissingFileError(f"{os.path.join(folder, name)}(.gz) does not exist.")
@@ -61,7 +66,7 @@ def _read_idx(folder, name, magic, header):
         raise DataError(f"{path} is not an idx file (bad magic number).")
     dims = struct.unpack(">" + "I" * ((header - 4) // 4), buf[4:header])
     data = np.frombuffer(buf, np.uint8, offset=header)
-    if data.size != int(np.prod(dims)):
+    if data.size != int(np.prod(dims, dtype=np.int64)):
         raise DataError(f"{path} is truncated: {data.size} bytes for shape {dims}.")
     return data.reshape(dims)
 

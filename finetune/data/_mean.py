@@ -225,21 +225,39 @@ class MeanImage:
         if path.endswith(".binaryproto") or not _is_ndarray_file(path):
             image, default = read_binaryproto(path), "BGR"
         else:
-            import mxnet as mx
-
-            saved = mx.nd.load(path)
-            if isinstance(saved, dict):
-                if "mean_img" not in saved:
-                    raise DataError(f"{path} holds {sorted(saved)}, not 'mean_img'.")
-                image = saved["mean_img"].asnumpy()
-            else:
-                image = saved[0].asnumpy()
-            default = "RGB"
+            image, default = _read_ndarray_file(path), "RGB"
+        if image.ndim != 3 or image.shape[0] not in (1, 3) or min(image.shape) < 1:
+            raise DataError(f"{path}: a mean image must be (C, H, W) with C = 1 or 3; the file holds shape "
+                            f"{image.shape}.")
+        if not np.isfinite(image).all():
+            raise DataError(f"{path}: the mean image holds NaN or infinite values; the file is damaged.")
         color = color or default
         check_choice("MeanImage.load", "color", color, ("RGB", "BGR"))
         if color == "BGR":
             image = image[::-1]
         return cls(np.ascontiguousarray(image))
+
+
+def _read_ndarray_file(path) -> np.ndarray:
+    """The ``mean_img`` array of an MXNet NDArray file, as float32."""
+    import mxnet as mx
+
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError as exc:
+        raise DataError(f"{path}: not a readable MXNet mean file (it may be truncated): "
+                        f"{str(exc).strip().splitlines()[0]}") from None
+    if isinstance(saved, dict):
+        if "mean_img" not in saved:
+            raise DataError(f"{path} holds {sorted(saved)}, not 'mean_img'.")
+        array = saved["mean_img"]
+    elif len(saved) == 1:
+        array = saved[0]
+    else:
+        raise DataError(f"{path} holds {len(saved)} unnamed arrays; a mean file holds one, 'mean_img'.")
+    if array.dtype not in (np.float32, np.float64, np.float16, np.uint8):
+        raise DataError(f"{path}: the mean image has dtype {np.dtype(array.dtype).name}; expected floats.")
+    return array.asnumpy().astype(np.float32)
 
 
 def _is_ndarray_file(path) -> bool:
@@ -290,7 +308,7 @@ def _varint(buf, pos):
     result = shift = 0
     while True:
         if pos >= len(buf):
-            raise DataError("The mean file ends inside a number: it is truncated.")
+            raise DataError("the file ends inside a number: it is truncated.")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -315,10 +333,17 @@ def _fields(buf, start, end):
         elif wire == 5:
             value, pos = buf[pos:pos + 4], pos + 4
         else:
-            raise DataError(f"Unsupported protobuf wire type {wire} in a Caffe mean file.")
+            raise DataError(f"unsupported protobuf wire type {wire}: not a Caffe mean file, or a damaged one.")
         if pos > end:
-            raise DataError("The Caffe mean file is truncated.")
+            raise DataError("the Caffe mean file is truncated.")
         yield field, wire, value
+
+
+def _floats(value: bytes, dtype: str, path) -> np.ndarray:
+    if len(value) % np.dtype(dtype).itemsize:
+        raise DataError(f"{path}: the Caffe mean file is truncated ({len(value)} bytes of "
+                        f"{np.dtype(dtype).itemsize}-byte numbers).")
+    return np.frombuffer(value, dtype)
 
 
 def read_binaryproto(path) -> np.ndarray:
@@ -330,15 +355,24 @@ def read_binaryproto(path) -> np.ndarray:
     """
     with open(path, "rb") as f:
         buf = f.read()
+    try:
+        return _parse_blob(buf, path)
+    except DataError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise DataError(f"{path}: {exc}") from None
+
+
+def _parse_blob(buf: bytes, path) -> np.ndarray:
     dims = {}
     shape, data, doubles = [], [], []
     for field, wire, value in _fields(buf, 0, len(buf)):
         if field in (1, 2, 3, 4) and wire == 0:
             dims[field] = value
         elif field == 5 and wire in (2, 5):
-            data.append(np.frombuffer(value, "<f4"))
+            data.append(_floats(value, "<f4", path))
         elif field == 8 and wire in (1, 2):
-            doubles.append(np.frombuffer(value, "<f8"))
+            doubles.append(_floats(value, "<f8", path))
         elif field == 7 and wire == 2:
             for f2, w2, v2 in _fields(value, 0, len(value)):
                 if f2 == 1 and w2 == 2:

@@ -35,6 +35,7 @@ import os
 
 import numpy as np
 
+from .._arrays import read_npy
 from ..errors import ConfigError, DataError, MissingExtraError, MissingFileError
 
 METHODS = ("exact", "ivf", "ivfpq", "hnsw")
@@ -179,17 +180,18 @@ def read(path: str, *, mmap: bool = True):
             return faiss.read_index(path, faiss.IO_FLAG_MMAP)
         except RuntimeError:  # structures without mmap support (e.g. HNSW) are read whole
             pass
-    return faiss.read_index(path)
+    try:
+        return faiss.read_index(path)
+    except RuntimeError as exc:  # faiss reports a truncated or foreign file as a RuntimeError
+        detail = str(exc).strip().splitlines()
+        raise DataError(f"{path!r} is not a readable faiss index: {detail[0] if detail else exc}") from None
 
 
 def read_vectors(path: str, shape: tuple, *, mmap: bool = True) -> np.ndarray:
     """The ``(N, D)`` float32 descriptors saved beside an index for re-ranking (memory-mapped with ``mmap``)."""
     if not os.path.exists(path):
         raise MissingFileError(f"The descriptor file {path!r} of an index that re-ranks (refine > 1) is missing.")
-    try:
-        vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path!r} is not a descriptor file: {exc}") from None
+    vectors = read_npy(path, what="descriptors", kinds="f", ndim=2, mmap=mmap)
     if vectors.shape != tuple(shape) or vectors.dtype != np.float32:
         raise DataError(f"{path!r} holds {vectors.dtype} descriptors of shape {vectors.shape}; the index has "
                         f"{shape[0]} of dimension {shape[1]} (float32).")

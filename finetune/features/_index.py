@@ -15,13 +15,13 @@ selects an approximate faiss structure (IVF, IVF-PQ, HNSW; the optional
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
 import numpy as np
 
-from .._atomic import atomic_paths, recover
+from .._arrays import check_array, read_npz
+from .._atomic import atomic_paths, settled
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
 from . import _ann
 from ._postprocess import l2_normalize
@@ -395,24 +395,29 @@ class RetrievalIndex:
         Files written before re-ranking existed load with ``refine=1``.
         """
         path = os.fspath(path)
-        with contextlib.suppress(OSError):  # finish a save a kill interrupted
-            recover([path])
+        settled([path, path + ".faiss", path + ".vectors.npy"], what="index")  # finish a killed save; one save's parts
         if not os.path.exists(path):
             raise MissingFileError(f"Index file {path!r} does not exist.")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
-                          if k in meta}
-                params["refine"] = meta.get("refine", 1)  # files from before re-ranking: none
-                obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
-                obj.vectors, obj.ids = f["vectors"], f["ids"]
-        except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{path!r} is not a RetrievalIndex file: {exc}") from None
+        with read_npz(path, what="RetrievalIndex") as f:
+            meta = json.loads(str(check_array(f["meta"], path, what="settings", kinds="U", ndim=0)))
+            if not isinstance(meta, dict):
+                raise DataError(f"{path!r}: the index settings are not a JSON object: {meta!r}.")
+            params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
+                      if k in meta}
+            params["refine"] = meta.get("refine", 1)  # files from before re-ranking: none
+            obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
+            obj.vectors = check_array(f["vectors"], path, what="descriptors", kinds="f", ndim=2)
+            obj.ids = check_array(f["ids"], path, what="ids", kinds="iuU", ndim=1)
+        if obj.method == "exact" and len(obj.ids) != len(obj.vectors):
+            raise DataError(f"{path!r} has {len(obj.ids)} ids for {len(obj.vectors)} descriptors; "
+                            "the file is damaged. Rebuild the index.")
         if obj.method != "exact":
             if not os.path.exists(path + ".faiss"):
                 raise MissingFileError(f"The faiss file {path + '.faiss'!r} of the index {path!r} is missing.")
             obj._ann = _ann.read(path + ".faiss", mmap=mmap)
+            if obj._ann.ntotal != len(obj.ids):
+                raise DataError(f"{path + '.faiss'!r} holds {obj._ann.ntotal} descriptors but {path!r} has "
+                                f"{len(obj.ids)} ids: the files do not belong together. Rebuild the index.")
             if obj._refine() > 1:
                 obj.vectors = _ann.read_vectors(path + ".vectors.npy", (len(obj.ids), obj._ann.d), mmap=mmap)
         return obj

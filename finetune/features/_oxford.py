@@ -211,6 +211,43 @@ def _safe_load(path) -> object:
         raise DataError(f"{path!r} is not a readable ground-truth pickle: {exc}") from None
 
 
+def _names(values, what: str) -> list:
+    """A list of image names; numpy string arrays and bytes (Python 2 pickles) are accepted."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "US" and values.ndim == 1:
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, (str, bytes)) for v in values):
+        raise DataError(f"{what!r} must be a list of image names (str). Got {type(values).__name__}"
+                        f"{'' if not isinstance(values, (list, tuple)) else ' with other items'}.")
+    return [v.decode("latin1") if isinstance(v, bytes) else v for v in values]
+
+
+def _gnd_entry(g, i: int, n_images: int) -> dict:
+    """One query's ground truth, checked: index arrays within the database, a box of 4 numbers."""
+    if not isinstance(g, dict) or not {"easy", "hard", "junk"} <= set(g):
+        raise DataError(f"gnd[{i}] must be a dict with 'easy', 'hard', 'junk' (and 'bbx').")
+    entry = {}
+    for k in ("easy", "hard", "junk"):
+        values = g[k]
+        if isinstance(values, np.ndarray) and values.dtype.kind not in "iu" and values.size:
+            raise DataError(f"gnd[{i}][{k!r}] must hold image indices (integers). Got dtype {values.dtype}.")
+        try:
+            arr = np.asarray(values, dtype=np.int64).ravel()
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"gnd[{i}][{k!r}] must be a list of image indices. Got {values!r:.80}.") from None
+        if arr.size and (arr.min() < 0 or arr.max() >= n_images):
+            raise DataError(f"gnd[{i}][{k!r}] holds index {int(arr.max() if arr.max() >= n_images else arr.min())}, "
+                            f"outside the {n_images} database images.")
+        entry[k] = arr
+    bbx = g.get("bbx")
+    try:
+        entry["bbx"] = None if bbx is None else tuple(float(v) for v in bbx)
+    except (TypeError, ValueError):
+        raise DataError(f"gnd[{i}]['bbx'] must be 4 numbers (x1, y1, x2, y2). Got {bbx!r:.80}.") from None
+    if entry["bbx"] is not None and len(entry["bbx"]) != 4:
+        raise DataError(f"gnd[{i}]['bbx'] must be 4 numbers (x1, y1, x2, y2). Got {len(entry['bbx'])}.")
+    return entry
+
+
 class RevisitedGroundTruth:
     """The revisited Oxford/Paris protocol (Radenović et al., CVPR 2018).
 
@@ -246,17 +283,12 @@ class RevisitedGroundTruth:
     SETUPS = ("easy", "medium", "hard")
 
     def __init__(self, imlist, qimlist, gnd):
-        self.imlist = [str(n) for n in imlist]
-        self.qimlist = [str(n) for n in qimlist]
-        if len(gnd) != len(self.qimlist):
-            raise DataError(f"'gnd' has {len(gnd)} entries but there are {len(self.qimlist)} queries.")
-        self.gnd = []
-        for i, g in enumerate(gnd):
-            if not isinstance(g, dict) or not {"easy", "hard", "junk"} <= set(g):
-                raise DataError(f"gnd[{i}] must be a dict with 'easy', 'hard', 'junk' (and 'bbx').")
-            entry = {k: np.asarray(g[k], dtype=np.int64).ravel() for k in ("easy", "hard", "junk")}
-            entry["bbx"] = tuple(float(v) for v in g["bbx"]) if g.get("bbx") is not None else None
-            self.gnd.append(entry)
+        self.imlist = _names(imlist, "imlist")
+        self.qimlist = _names(qimlist, "qimlist")
+        if not isinstance(gnd, (list, tuple)) or len(gnd) != len(self.qimlist):
+            got = f"{len(gnd)} entries" if isinstance(gnd, (list, tuple)) else type(gnd).__name__
+            raise DataError(f"'gnd' must be a list of one entry per query ({len(self.qimlist)}). Got {got}.")
+        self.gnd = [_gnd_entry(g, i, len(self.imlist)) for i, g in enumerate(gnd)]
 
     def __repr__(self) -> str:
         return f"RevisitedGroundTruth({len(self.qimlist)} queries, {len(self.imlist)} images)"
@@ -270,7 +302,10 @@ class RevisitedGroundTruth:
         cfg = _safe_load(path)
         if not isinstance(cfg, dict) or not {"gnd", "imlist", "qimlist"} <= set(cfg):
             raise DataError(f"{path!r} must hold a dict with 'gnd', 'imlist' and 'qimlist'.")
-        return cls(cfg["imlist"], cfg["qimlist"], cfg["gnd"])
+        try:
+            return cls(cfg["imlist"], cfg["qimlist"], cfg["gnd"])
+        except DataError as exc:
+            raise DataError(f"{path!r}: {exc}") from None
 
     def setup(self, name: str) -> list:
         """Positive and junk index arrays of every query for ``easy``/``medium``/``hard``."""
