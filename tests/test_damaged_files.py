@@ -250,3 +250,16 @@ def test_a_mean_file_of_another_shape_is_refused(array, tmp_path):
     mx.nd.save(str(tmp_path / "mean.bin"), {"mean_img": mx.nd.array(array)})
     with pytest.raises(FinetuneError, match="mean.bin"):
         MeanImage.load(tmp_path / "mean.bin")
+
+
+def test_a_model_directory_holding_another_networks_weights_fails_at_load(tmp_path):
+    import shutil
+
+    import finetune as ft
+    from finetune.errors import ModelError
+
+    ft.Backbone.from_zoo("mobilenet0.25", weights=None).save(tmp_path / "a")
+    ft.Backbone.from_zoo("mobilenet0.5", weights=None).save(tmp_path / "b")  # same parameter names, wider
+    shutil.copyfile(tmp_path / "b" / "weights.params", tmp_path / "a" / "weights.params")
+    with pytest.raises(ModelError, match="but the network needs"):
+        ft.load_model(tmp_path / "a")

@@ -49,6 +49,17 @@ def imagenet_class_names() -> list:
     return list(ImageNet1kAttr().classes)
 
 
+def _graph_shapes(symbol, input_shape) -> dict:
+    """Parameter name -> shape the graph needs for ``input_shape`` (what is known of it), so weights of
+    another network are refused when loaded, not at the first forward pass."""
+    try:
+        args, _, aux = symbol.infer_shape_partial(**{_graph.data_var().name: input_shape})
+    except mx.base.MXNetError:
+        return {}
+    names = symbol.list_arguments() + symbol.list_auxiliary_states()
+    return {n: tuple(s) for n, s in zip(names, (args or []) + (aux or [])) if s and all(d > 0 for d in s)}
+
+
 class Backbone(_Network):
     """A pretrained (or randomly initialised) network with its original classifier.
 
@@ -113,7 +124,8 @@ class Backbone(_Network):
         self.arch = name
         self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var())
         self._armed = None  # the _Folded graph during a call, see _Network.forward
-        _load_params(self.net.collect_params(), params, resolve_ctx(ctx), where=f"backbone {name!r}")
+        _load_params(self.net.collect_params(), params, resolve_ctx(ctx), where=f"backbone {name!r}",
+                     shapes=_graph_shapes(symbol, (1, preprocess.channels) + tuple(preprocess.size)))
 
     def hybrid_forward(self, F, x):
         return (self.net if self._armed is None else self._armed.block)(x)

@@ -184,8 +184,13 @@ def read_symbol(path):
         raise ModelError(f"The graph file {spath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
 
 
-def _load_params(params, arrays: dict, ctxs, where: str = "") -> None:
-    """Set every parameter of a ParameterDict from ``arrays`` (by name), checking shapes."""
+def _load_params(params, arrays: dict, ctxs, where: str = "", shapes=None) -> None:
+    """Set every parameter of a ParameterDict from ``arrays`` (by name), checking shapes.
+
+    ``shapes`` (name -> shape, e.g. inferred from the graph for the input
+    size) stands in for the shapes a deferred-initialised network does not
+    know yet, so a weights file of another network fails here, at load.
+    """
     missing = [n for n in params.keys() if n not in arrays]
     if missing:
         raise ModelError(f"{len(missing)} parameters are missing{' in ' + where if where else ''}: "
@@ -193,10 +198,12 @@ def _load_params(params, arrays: dict, ctxs, where: str = "") -> None:
     for name, p in params.items():
         arr = arrays[name]
         shape = p.shape
+        if (shape is None or not all(s > 0 for s in shape)) and shapes and name in shapes:
+            shape = shapes[name]
         if shape is not None and all(s > 0 for s in shape) and tuple(shape) != tuple(arr.shape):
             raise ModelError(f"Parameter {name!r} has shape {tuple(arr.shape)}{' in ' + where if where else ''}, "
                              f"but the network needs {tuple(shape)}.")
-        if shape is None or not all(s > 0 for s in shape):
+        if p.shape is None or not all(s > 0 for s in p.shape):
             p.shape = tuple(arr.shape)
         p._load_init(arr.astype(p.dtype, copy=False) if arr.dtype != np.dtype(p.dtype) else arr, ctxs)
 
