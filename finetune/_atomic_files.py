@@ -25,7 +25,7 @@ import signal
 import tempfile
 
 from ._outputs import apply_umask, check_parts, manifest_path, output_lock, write_manifest
-from .errors import WriteError
+from .errors import MixedOutputError, WriteError
 
 __all__ = ["atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover", "settled"]
 
@@ -220,16 +220,38 @@ def _locked(path, what: str = "file"):
 def settled(paths, *, what: str = "output") -> None:
     """Make the multi-file output ``paths`` readable: finish an interrupted commit, check the parts belong together.
 
-    Readers call it before reading; a read-only folder needs no finishing.
+    Readers call it before reading. A commit is finished only when no writer
+    holds the output's lock (a writer that died released it); while a writer
+    is at work, a reader that finds the parts mixed waits for it to finish.
+    A read-only folder needs no finishing.
 
     Raises
     ------
     MixedOutputError
         The files come from different writes (see :func:`finetune._outputs.check_parts`).
     """
-    with contextlib.suppress(OSError):
-        recover(paths)
-    check_parts(paths, what=what)
+    import filelock
+
+    paths = [os.fspath(p) for p in paths]
+    folder, name = os.path.split(os.path.abspath(paths[0]))
+    lock = filelock.FileLock(os.path.join(folder, f".{name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:  # a writer is at work: read what is there, or wait for it if that is mixed
+        try:
+            check_parts(paths, what=what)
+            return
+        except MixedOutputError:
+            lock.acquire()
+    except OSError:  # no lock can be made here (read-only): nobody writes here either
+        check_parts(paths, what=what)
+        return
+    try:
+        with contextlib.suppress(OSError):
+            recover(paths)
+        check_parts(paths, what=what)
+    finally:
+        lock.release()
 
 
 def _journal(paths) -> str:

@@ -11,14 +11,13 @@ length, the data, and padding to 4 bytes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 
 import numpy as np
 
-from .._atomic import recover
-from ..errors import MissingFileError, RecordFormatError
+from .._atomic import settled
+from ..errors import MissingFileError, MixedOutputError, RecordFormatError
 
 __all__ = ["RecordFile", "RecordWriter", "unpack_header"]
 
@@ -58,9 +57,9 @@ class RecordFile:
         self.rec = os.fspath(rec)
         if not os.path.isfile(self.rec):
             raise MissingFileError(f"Record file {self.rec!r} does not exist.")
-        with contextlib.suppress(OSError):  # finish a pack that was killed while renaming its files
-            recover([self.rec])
-        self.size = os.path.getsize(self.rec)
+        settled([self.rec] + ([os.fspath(idx)] if idx else []), what="records (pack them again)")
+        st = os.stat(self.rec)
+        self.size, self._identity = st.st_size, (st.st_dev, st.st_ino)
         self.idx = os.fspath(idx) if idx else None
         self._fd, self._pid = None, None
         if self.idx:
@@ -121,7 +120,13 @@ class RecordFile:
 
     def _pread(self, n, pos) -> bytes:
         if self._fd is None or self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.rec, os.O_RDONLY), os.getpid()
+            fd = os.open(self.rec, os.O_RDONLY)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._identity or st.st_size != self.size:
+                os.close(fd)
+                raise MixedOutputError(f"{self.rec!r} was replaced (packed again?) after its index was read; "
+                                       "open the records again.", self.rec)
+            self._fd, self._pid = fd, os.getpid()
         return os.pread(self._fd, n, pos)
 
     def _head(self, pos):
