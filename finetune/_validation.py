@@ -287,8 +287,10 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
 
 
 def _wanted(value, constraints) -> str:
-    """What the value should be: only the range when it is a number of the right kind, else everything."""
-    only = constraints[0] if isinstance(constraints, list) and len(constraints) == 1 else constraints
-    if isinstance(only, Interval) and Interval(only.kind, allow_inf=only.allow_inf).is_satisfied_by(value):
-        return "in " + only.bounds()
-    return describe(constraints)
+    """What the value should be; an interval is given by its range alone when the value is a number of its kind."""
+    constraints = constraints if isinstance(constraints, list) else [constraints]
+    if not any(isinstance(c, Interval) and Interval(c.kind, allow_inf=c.allow_inf).is_satisfied_by(value)
+               for c in constraints):
+        return describe(constraints)
+    return _alternatives(["None" if c is None else "in " + c.bounds() if isinstance(c, Interval) else str(c)
+                          for c in constraints])

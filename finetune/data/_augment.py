@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from numbers import Real
 
 import cv2
 import numpy as np
 
+from .._validation import Interval, Sequence, satisfies
 from ..errors import ConfigError, check_range
 from ._image import _jpeg_info, check_geometry, refuse_unsafe, sniff_format
 
@@ -88,7 +90,10 @@ class Augment:
     def __post_init__(self):
         owner = "Augment"
         for name in ("scale", "ratio"):
-            value = tuple(float(v) for v in getattr(self, name))
+            raw = getattr(self, name)
+            if not satisfies(raw, Sequence(Interval(Real, 0, None, closed="neither"), lengths=(2,))):
+                raw = (0, 0)  # refused below with the same message (NaN, infinities, text, wrong lengths)
+            value = tuple(float(v) for v in raw)
             if len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ConfigError(f"The {name!r} parameter of {owner} must be (low, high) with "
                                   f"0 < low <= high. Got {getattr(self, name)!r} instead.")
