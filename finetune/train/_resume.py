@@ -8,10 +8,18 @@ weights), the random generators and the weight average — into
 one zip written atomically; :func:`load_state` puts it back into a set-up
 :class:`~finetune.Trainer`. The file names no Python class or module, so it
 does not depend on where the Trainer's code lives.
+
+A checkpoint also records what its run was trained on (:func:`run_fingerprint`):
+the training and validation data (items, class names, the records' size and
+a hash of their index, or a hash of in-memory labels) and the settings that
+shape the run (optimizer and its parameters, batch size, schedule, loss,
+workers, weight average, batch mixing, seed). :func:`load_state` refuses a
+checkpoint whose run differs from the one resuming it, naming what differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -27,7 +35,7 @@ from ..errors import CheckpointError, MissingFileError
 from . import _checkpoint as _ckpt
 from ._weights import WeightAverage
 
-__all__ = ["find_checkpoint", "load_state", "save_state"]
+__all__ = ["find_checkpoint", "load_state", "run_fingerprint", "save_state"]
 
 
 def save_state(trainer, path) -> None:
@@ -46,6 +54,8 @@ def save_state(trainer, path) -> None:
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "python_rng": _jsonable(random.getstate()),
     }
+    if getattr(trainer, "_fingerprint", None) is not None:
+        state["fingerprint"] = trainer._fingerprint
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("state.json", json.dumps(state))
@@ -66,6 +76,7 @@ def load_state(trainer, path: str) -> None:
     """Restore into a set-up ``trainer`` what :func:`save_state` wrote to the file ``path``."""
     ck = _ckpt.read_checkpoint(path)
     state = ck["state"]
+    check_fingerprint(path, state.get("fingerprint"), getattr(trainer, "_fingerprint", None))
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "p"), "wb") as f:
             f.write(ck["params"])
@@ -108,3 +119,92 @@ def find_checkpoint(path) -> str:
 
 def _jsonable(x):
     return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+# ------------------------------------------------------------------ what a run was trained on
+def run_fingerprint(trainer, train, val=None) -> dict:
+    """What ``trainer`` is about to train on: data and settings, as JSON values (see :func:`check_fingerprint`).
+
+    Parameters
+    ----------
+    trainer : Trainer
+        Set up (its number of workers is known).
+    train, val : Dataset or None
+        The data as :meth:`Trainer.fit` received it (before any feature caching).
+    """
+    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
+              for k, v in sorted(trainer.optimizer_params.items())}
+    return json.loads(json.dumps({
+        "train": data_fingerprint(train), "val": data_fingerprint(val),
+        "optimizer": trainer.optimizer, "optimizer_params": params, "batch_size": trainer.batch_size,
+        "schedule": repr(trainer.schedule), "loss": type(trainer.loss).__name__,
+        "num_workers": getattr(trainer, "num_workers_", 1), "ema": trainer.ema, "mixup": trainer.mixup,
+        "cutmix": trainer.cutmix, "seed": trainer.seed,
+    }))
+
+
+def data_fingerprint(dataset) -> dict | None:
+    """A cheap summary of ``dataset`` that changes when its items do (``None`` for no data).
+
+    Always the number of items and the class names (when the data set has
+    them); for records (a data set with a ``path`` to a ``.rec``) the file's
+    size and a SHA-256 of its ``.idx``; for ``(images, labels)`` arrays a
+    SHA-256 of the labels. Images are not read.
+    """
+    if dataset is None:
+        return None
+    fp = {"items": len(dataset)}
+    names = getattr(dataset, "class_names", None)
+    if names:
+        fp["classes"] = [str(n) for n in names]
+    path = getattr(dataset, "path", None)
+    if isinstance(path, str) and os.path.isfile(path):
+        fp["records_bytes"] = os.path.getsize(path)
+        idx = os.path.splitext(path)[0] + ".idx"
+        if os.path.isfile(idx):
+            fp["index_sha256"] = _sha256_file(idx)
+    elif isinstance(getattr(dataset, "_data", None), (list, tuple)) and len(dataset._data) == 2:
+        labels = dataset._data[1]
+        labels = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)
+        fp["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(labels, np.float64).tobytes()).hexdigest()
+    return fp
+
+
+def check_fingerprint(path, saved, now) -> None:
+    """Raise :class:`CheckpointError` naming every difference between the run ``saved`` in ``path`` and ``now``.
+
+    Either being ``None`` (a checkpoint written before runs were recorded, or
+    a state loaded outside :meth:`Trainer.fit`) checks nothing.
+    """
+    if saved is None or now is None:
+        return
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"Checkpoint {path!r}: 'fingerprint' in state.json must be an object. "
+                              f"Got {type(saved).__name__} instead.")
+    diffs = [f"{key}: checkpoint {_short(a)}, now {_short(b)}" for key, a, b in _differences(saved, now)]
+    if diffs:
+        raise CheckpointError(
+            f"Checkpoint {path!r} was written by a run on other data or settings, so resuming it would "
+            f"mix two runs. What differs: {'; '.join(diffs)}. Start afresh (a new --out / out_dir, or "
+            "without resume), or resume with the data and settings the checkpoint was trained on.")
+
+
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+    elif a != b:
+        yield prefix, a, b
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -32,7 +32,7 @@ from ._evaluate import batch_stats, evaluate, input_peak
 from ._losses import LabelSmoothingLoss
 from ._mixing import mix_batch, mixed_losses
 from ._policy import _ORIG
-from ._resume import find_checkpoint, load_state, save_state
+from ._resume import find_checkpoint, load_state, run_fingerprint, save_state
 from ._trainer_setup import TrainerSetup
 from ._weights import WeightAverage, restore, snapshot
 
@@ -134,6 +134,10 @@ class Trainer(TrainerSetup):
 
         Raises
         ------
+        CheckpointError
+            ``resume`` names a checkpoint written by a run on other data or
+            settings (classes, records, optimizer, batch size, schedule, ...);
+            the message says what differs.
         DataError
             With a class-index loss (the default): a label of ``train`` or
             ``val`` is NaN, negative, not a whole number, or not below the
@@ -146,6 +150,7 @@ class Trainer(TrainerSetup):
         validate("Trainer.fit", {"epochs": epochs}, {"epochs": Interval(Integral, 1, None)})
         self.setup()
         train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
+        self._fingerprint = run_fingerprint(self, train_ds, val_ds)  # saved in checkpoints, checked on resume
         if _class_index_loss(self.loss):
             k = getattr(self.model, "num_classes", None)
             check_dataset_labels(train_ds, k, "train")

@@ -1,0 +1,105 @@
+"""Resume checks what it resumes: a checkpoint records its run's data and settings, a mismatch is refused."""
+
+import shutil
+
+import numpy as np
+import pytest
+from mxnet.gluon import nn
+
+import finetune as ft
+from finetune.errors import CheckpointError
+from finetune.train import LabelSmoothingLoss, Trainer
+from finetune.train._resume import check_fingerprint
+
+from ._nets import data, mlp, params
+
+BASE = dict(batch_size=10, optimizer="sgd", optimizer_params={"lr": 0.05, "momentum": 0.9}, schedule="cosine",
+            seed=0, progress=False)
+
+# every recorded setting, changed one at a time: (Trainer arguments, the name the refusal gives)
+CHANGES = {
+    "optimizer": (dict(optimizer="adam", optimizer_params={"lr": 0.05}), "optimizer"),
+    "learning rate": (dict(optimizer_params={"lr": 0.01, "momentum": 0.9}), "optimizer_params.learning_rate"),
+    "momentum": (dict(optimizer_params={"lr": 0.05, "momentum": 0.5}), "optimizer_params.momentum"),
+    "weight decay": (dict(optimizer_params={"lr": 0.05, "momentum": 0.9, "wd": 1e-3}), "optimizer_params.wd"),
+    "batch size": (dict(batch_size=8), "batch_size"),
+    "schedule": (dict(schedule="step"), "schedule"),
+    "seed": (dict(seed=1), "seed"),
+    "loss": (dict(loss=LabelSmoothingLoss(0.1)), "loss"),
+    "weight average": (dict(ema=0.9), "ema"),
+    "mixup": (dict(mixup=0.2), "mixup"),
+    "cutmix": (dict(cutmix=0.2), "cutmix"),
+}
+
+
+def _first_run(tmp_path, **kw):
+    t = Trainer(mlp(), out_dir=str(tmp_path), **{**BASE, **kw})
+    t.fit(data(40), val=data(12, seed=1), epochs=1)
+    return t
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_resume_with_another_setting_is_refused_naming_it(tmp_path, change):
+    _first_run(tmp_path)
+    kw, name = CHANGES[change]
+    t = Trainer(mlp(seed=2), **{**BASE, **kw})
+    before = params(t.model)
+    with pytest.raises(CheckpointError, match=r"What differs: .*" + name.replace(".", r"\.")) as e:
+        t.fit(data(40), val=data(12, seed=1), epochs=2, resume=str(tmp_path))
+    assert "Start afresh" in str(e.value) and "resume with the data and settings" in str(e.value)
+    after = params(t.model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing was loaded or trained
+
+
+@pytest.mark.parametrize("what, train, val", [
+    ("more training items", data(46), data(12, seed=1)),
+    ("other training labels", (data(40)[0], (data(40)[1] + 1) % 3), data(12, seed=1)),
+    ("other validation data", data(40), data(15, seed=1)),
+    ("no validation data", data(40), None),
+])
+def test_resume_on_other_arrays_is_refused(tmp_path, what, train, val):
+    _first_run(tmp_path)
+    with pytest.raises(CheckpointError, match="(train|val)"):
+        Trainer(mlp(), **BASE).fit(train, val=val, epochs=2, resume=str(tmp_path))
+
+
+def test_resume_with_the_same_data_and_settings_continues(tmp_path):
+    _first_run(tmp_path)
+    t = Trainer(mlp(), **BASE).fit(data(40), val=data(12, seed=1), epochs=2, resume=str(tmp_path))
+    assert [r["epoch"] for r in t.history_] == [0, 1]
+
+
+def _tiny_image_net():
+    net = nn.HybridSequential(prefix="")
+    net.add(nn.GlobalAvgPool2D(), nn.Flatten(), nn.Dense(3, in_units=3, prefix="head_fc_"))
+    net.initialize()
+    return net
+
+
+def test_resume_a_two_class_checkpoint_on_three_class_records_is_refused(image_folder, tmp_path):
+    two = tmp_path / "two"
+    for name in ("cat", "dog"):
+        shutil.copytree(image_folder / name, two / name)
+    pre = ft.Preprocess(size=(8, 8), resize=8)
+    ft.pack(ft.ImageList.from_folder(two), tmp_path / "two", resize=16, workers=1)
+    ft.pack(ft.ImageList.from_folder(image_folder), tmp_path / "three", resize=16, workers=1)
+    run = tmp_path / "run"
+    Trainer(_tiny_image_net(), workers=0, out_dir=str(run), **BASE).fit(
+        ft.RecordDataset(tmp_path / "two", pre), epochs=1)
+    with pytest.raises(CheckpointError) as e:
+        Trainer(_tiny_image_net(), workers=0, **BASE).fit(ft.RecordDataset(tmp_path / "three", pre), epochs=2,
+                                                            resume=str(run))
+    msg = str(e.value)
+    assert "train.classes" in msg and "'fish'" in msg and "train.items" in msg
+    Trainer(_tiny_image_net(), workers=0, **BASE).fit(ft.RecordDataset(tmp_path / "two", pre), epochs=2,
+                                                      resume=str(run))  # the same records resume
+
+
+@pytest.mark.parametrize("saved, now", [(None, {"seed": 0}), ({"seed": 0}, None), (None, None)])
+def test_checkpoints_without_a_fingerprint_still_resume(saved, now):
+    check_fingerprint("last.ckpt", saved, now)  # written before runs were recorded, or loaded outside fit
+
+
+def test_a_malformed_fingerprint_is_a_checkpoint_error():
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        check_fingerprint("last.ckpt", ["seed", 0], {"seed": 0})
