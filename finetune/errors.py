@@ -236,7 +236,7 @@ def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
     choices : iterable
         The allowed values.
     """
-    from ._validation import Options, show
+    from ._constraints import Options, show
 
     choices = list(choices)
     if not Options(choices).is_satisfied_by(value):
@@ -265,7 +265,7 @@ def check_range(owner: str, param: str, value, low=None, high=None, *,
     """
     from numbers import Real
 
-    from ._validation import Interval, show
+    from ._constraints import Interval, show
 
     closed = {(False, False): "both", (False, True): "left", (True, False): "right", (True, True): "neither"}
     interval = Interval(Real, low, high, closed=closed[(low_open, high_open)])

@@ -24,7 +24,7 @@ from finetune.data._preprocess import CONSTRAINTS as PREPROCESS_CONSTRAINTS
 from finetune.data._preprocess import check_dict
 from finetune.errors import ConfigError, DataError, DeviceError, FinetuneError, ModelError, check_choice, check_range
 from finetune.models import HeadReplacer
-from finetune.models._head import HEAD_SPEC_CONSTRAINTS, check_head_spec
+from finetune.models._headblock import HEAD_SPEC_CONSTRAINTS, check_head_spec
 from finetune.train import (CosineSchedule, LayerLRPolicy, PlateauSchedule, Recipe, Rule, StepSchedule,
                             Trainer)
 from finetune.train._batches import check_labels

@@ -9,11 +9,11 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-from .._validation import InstanceOf, Interval, Options, Sequence, describe, satisfies, show, validate
-from ..errors import ConfigError, ModelError, UnknownNameError
+from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from ..errors import ConfigError, UnknownNameError
 from . import _graph
 from ._backbone import Backbone
-from ._headblock import build_head
+from ._headblock import _ACTIVATIONS, MAX_UNITS, build_head
 from ._model import Model
 
 __all__ = ["HeadReplacer", "build_head"]
@@ -27,39 +27,6 @@ _INITS = {
     "uniform": lambda: mx.init.Uniform(0.07),
 }
 _POOLS = (None, "flatten", "avg", "max")
-_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
-#: Largest number of units of a head layer (classes, hidden units, inputs) accepted from a caller or a file.
-MAX_UNITS = 10_000_000
-
-#: The head spec as ``config.json`` stores it (``Model.head_spec``); :func:`check_head_spec` checks it.
-HEAD_SPEC_CONSTRAINTS = {
-    "num_classes": Interval(Integral, 1, MAX_UNITS),
-    "in_features": Interval(Integral, 1, MAX_UNITS),
-    "hidden": Sequence(Interval(Integral, 1, MAX_UNITS)),
-    "dropout": Interval(Real, 0, 1, closed="left"),
-    "pool": Options(_POOLS[1:]),
-    "activation": Options(_ACTIVATIONS),
-}
-
-
-def check_head_spec(spec, where: str) -> None:
-    """Raise :class:`ModelError` unless ``spec`` is a head spec :func:`build_head` can build.
-
-    ``where`` names the file, e.g. ``"config.json of 'model'"``; the message
-    names the key (``'head.dropout'``) and the value.
-    """
-    if not isinstance(spec, dict):
-        raise ModelError(f"The {where} has 'head' = {spec!r}; expected an object with "
-                         f"{', '.join(HEAD_SPEC_CONSTRAINTS)}.")
-    missing = [k for k in ("num_classes", "in_features") if k not in spec]
-    if missing:
-        raise ModelError(f"The {where} has no 'head.{missing[0]}'; the head cannot be rebuilt.")
-    for key, value in spec.items():
-        if key in HEAD_SPEC_CONSTRAINTS and not satisfies(value, HEAD_SPEC_CONSTRAINTS[key]):
-            raise ModelError(f"The {where} has 'head.{key}' = {show(value)}; "
-                             f"expected {describe(HEAD_SPEC_CONSTRAINTS[key])}.")
-
-
 class HeadReplacer:
     """Replace a backbone's classifier by a new head.
 

@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 from mxnet.gluon import nn
 
-__all__ = ["build_head"]
+from .._validation import Interval, Options, Sequence, describe, satisfies, show
+from ..errors import ModelError
+
+__all__ = ["HEAD_SPEC_CONSTRAINTS", "MAX_UNITS", "build_head", "check_head_spec"]
+
+_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
+#: Largest number of units of a head layer (classes, hidden units, inputs) accepted from a caller or a file.
+MAX_UNITS = 10_000_000
+
+#: The head spec as ``config.json`` stores it (``Model.head_spec``); :func:`check_head_spec` checks it.
+HEAD_SPEC_CONSTRAINTS = {
+    "num_classes": Interval(Integral, 1, MAX_UNITS),
+    "in_features": Interval(Integral, 1, MAX_UNITS),
+    "hidden": Sequence(Interval(Integral, 1, MAX_UNITS)),
+    "dropout": Interval(Real, 0, 1, closed="left"),
+    "pool": Options(["flatten", "avg", "max"]),
+    "activation": Options(_ACTIVATIONS),
+}
+
+
+def check_head_spec(spec, where: str) -> None:
+    """Raise :class:`ModelError` unless ``spec`` is a head spec :func:`build_head` can build.
+
+    ``where`` names the file, e.g. ``"config.json of 'model'"``; the message
+    names the key (``'head.dropout'``) and the value.
+    """
+    if not isinstance(spec, dict):
+        raise ModelError(f"The {where} has 'head' = {spec!r}; expected an object with "
+                         f"{', '.join(HEAD_SPEC_CONSTRAINTS)}.")
+    missing = [k for k in ("num_classes", "in_features") if k not in spec]
+    if missing:
+        raise ModelError(f"The {where} has no 'head.{missing[0]}'; the head cannot be rebuilt.")
+    for key, value in spec.items():
+        if key in HEAD_SPEC_CONSTRAINTS and not satisfies(value, HEAD_SPEC_CONSTRAINTS[key]):
+            raise ModelError(f"The {where} has 'head.{key}' = {show(value)}; "
+                             f"expected {describe(HEAD_SPEC_CONSTRAINTS[key])}.")
 
 
 def build_head(spec: dict) -> nn.HybridSequential:

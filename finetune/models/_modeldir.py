@@ -101,7 +101,7 @@ def _check_config(config: dict, where: str) -> None:
 
     from .._validation import InstanceOf, Interval, Sequence, describe, satisfies, show
     from ..data._preprocess import check_dict
-    from ._head import check_head_spec
+    from ._headblock import check_head_spec
 
     fields = {"format_version": Interval(Integral, 0, None), "class": InstanceOf(str, name="a class name (str)"),
               "class_names": [Sequence(InstanceOf(str, name="a str")), None],
