@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from finetune import RetrievalIndex
 from finetune.errors import ConfigError, DataError, MissingExtraError, MissingFileError
 from finetune.features._ann import rerank
+from tests.listing import listing
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,7 @@ def test_a_reranking_index_saves_its_descriptors_and_maps_them_on_load(clustered
     index = pq_pair[0]
     path = tmp_path / "pq.npz"
     index.save(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pq.npz", "pq.npz.faiss", "pq.npz.vectors.npy"]
+    assert listing(tmp_path) == ["pq.npz", "pq.npz.faiss", "pq.npz.vectors.npy"]
     again = RetrievalIndex.load(path)
     assert again.refine is None and again._refine() == 10 and isinstance(again.vectors, np.memmap)
     s1, i1 = index.search(queries, k=10)
@@ -195,7 +197,7 @@ def test_a_reranking_index_saves_its_descriptors_and_maps_them_on_load(clustered
     again.add(db[:3])  # ... and adding (the faiss index is rebuilt from them)
     assert len(again) == len(db) + 3 and not isinstance(again.vectors, np.memmap)
     (tmp_path / "pq.npz.vectors.npy").write_bytes(b"not an array")
-    with pytest.raises(DataError, match="descriptor file"):
+    with pytest.raises(DataError, match="does not belong"):  # not the file the index was saved with
         RetrievalIndex.load(path)
     (tmp_path / "pq.npz.vectors.npy").unlink()
     with pytest.raises(MissingFileError, match="vectors.npy"):
@@ -207,7 +209,7 @@ def test_refine_is_remembered_and_files_from_before_reranking_load_with_none(clu
 
     index = pq_pair[1]
     index.save(tmp_path / "plain.npz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.npz", "plain.npz.faiss"]  # no descriptors
+    assert listing(tmp_path) == ["plain.npz", "plain.npz.faiss"]  # no descriptors
     assert RetrievalIndex.load(tmp_path / "plain.npz").refine == 1
     with np.load(tmp_path / "plain.npz") as f:
         arrays = dict(f)
@@ -216,5 +218,6 @@ def test_refine_is_remembered_and_files_from_before_reranking_load_with_none(clu
     arrays["meta"] = np.array(json.dumps(meta))
     with open(tmp_path / "plain.npz", "wb") as f:
         np.savez(f, **arrays)
+    os.remove(tmp_path / ".plain.npz.finetune")  # files from before re-ranking had no manifest either
     old = RetrievalIndex.load(tmp_path / "plain.npz")
     assert old.refine == 1 and old.search(clustered[1], k=3)[1].shape == (50, 3)
