@@ -69,7 +69,7 @@ def run(argv=None) -> list:
         import faiss  # noqa: F401
     except ImportError:
         faiss = None
-        print('faiss-cpu: not installed (pip install "finetune[faiss]") -- skipped')
+        print('faiss-cpu: not installed (pip install faiss-cpu==1.7.4) -- skipped')
     if faiss is not None:
         fidx = faiss.IndexFlatIP(args.dim)
         fidx.add(db)

@@ -2,7 +2,7 @@
 
 Exact search scans every descriptor; past a few million descriptors that is
 too slow or does not fit in memory. faiss (the optional ``faiss`` extra,
-``pip install "finetune[faiss]"``) provides the structures that avoid the
+``pip install faiss-cpu==1.7.4``) provides the structures that avoid the
 scan, and this module only chooses and builds them:
 
 ``"ivf"``    inverted file: k-means cells, each query scans ``nprobe`` cells
@@ -49,7 +49,7 @@ def import_faiss():
     except ImportError:
         raise MissingExtraError(
             "Approximate search needs faiss, which is not installed. "
-            'Install the extra: pip install "finetune[faiss]" (or use method="exact").'
+            'Install it: pip install faiss-cpu==1.7.4 (or use method="exact").'
         ) from None
     return faiss
 

@@ -56,7 +56,7 @@ class RetrievalIndex:
         ``"exact"`` scans every descriptor (the default, and the fastest up
         to a few million). The others are approximate faiss indexes, built
         at the first search after :meth:`add` (or by :meth:`build`); they
-        need the ``faiss`` extra (``pip install "finetune[faiss]"``).
+        need the ``faiss`` extra (``pip install faiss-cpu==1.7.4``).
     nlist : int or None
         IVF cells (``None``: about ``4 sqrt(N)``).
     nprobe : int
