@@ -89,3 +89,28 @@ def test_two_dist_sync_workers_equal_one_worker_with_the_combined_batch(tmp_path
     for k in ref:
         np.testing.assert_allclose(mine[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert not np.allclose(ref["head_fc_weight"], params(mlp())["head_fc_weight"])
+
+
+@pytest.mark.slow
+def test_default_recipe_on_two_dist_sync_workers_finishes_with_the_same_weights(image_folder, tmp_path, capfd):
+    """Head warm-up, fine-tuning, EMA, TTA validation and keep-best on two workers: same weights, one writer."""
+    import finetune as ft
+
+    ft.pack(ft.ImageList.from_folder(image_folder), tmp_path / "all", resize=40, workers=1)
+    code = launch([sys.executable, "-m", "tests.train._worker", "recipe", str(tmp_path)], num_workers=2,
+                  num_servers=1, env={"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=ROOT)
+    assert code == 0
+    w0, w1 = _load(tmp_path / "worker0.params"), _load(tmp_path / "worker1.params")
+    assert sorted(w0) == sorted(w1)
+    for k in w0:
+        np.testing.assert_array_equal(w0[k], w1[k], err_msg=k)
+    reports = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Trained ")]
+    assert len(reports) == 1  # rank 0 alone saves and reports
+    ft.load_model(reports[0].rsplit("model directory: ", 1)[1]).save_parameters(str(tmp_path / "saved.params"))
+    saved = _load(tmp_path / "saved.params")
+    for k in w0:
+        np.testing.assert_array_equal(saved[k], w0[k], err_msg=k)
+    assert not [p.name for p in tmp_path.iterdir() if ".keep" in p.name]
+    histories = [json.loads(p.read_text()) for p in (tmp_path / "run").rglob("history.json")]
+    assert sorted(len(h) for h in histories) == [1, 30]  # fine-tuning, head warm-up: one writer each
+    assert all("val_top1" in row for h in histories for row in h)
