@@ -168,7 +168,7 @@ def atomic_open(path, mode: str = "wb", **kwargs):
 def atomic_write(path, data) -> None:
     """Write ``data`` (bytes or str) to ``path`` atomically; see :func:`atomic_open`."""
     with atomic_open(path, "w" if isinstance(data, str) else "wb",
-                     **({"encoding": "utf-8"} if isinstance(data, str) else {})) as f:
+                     **({"encoding": "utf-8", "errors": "surrogateescape"} if isinstance(data, str) else {})) as f:
         f.write(data)
 
 

@@ -59,7 +59,7 @@ def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: 
     config = dict(config, weights="weights.params")
     with atomic_dir(path, what="model directory", kind=KIND) as tmp:
         for name, text in files.items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+            with open(os.path.join(tmp, name), "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
         mx.nd.save(os.path.join(tmp, "weights.params"), arrays)
         if preprocess.mean_image is not None:
@@ -82,7 +82,7 @@ def read_config(path) -> dict:
         raise MissingFileError(f"{path!r} is not a finetune model directory: it has no config.json "
                                "(write one with model.save(dir)).")
     try:
-        with open(cfg_path, encoding="utf-8") as f:
+        with open(cfg_path, encoding="utf-8", errors="surrogateescape") as f:
             config = json.load(f)
     except (OSError, ValueError) as exc:
         raise ModelError(f"The config.json of {path!r} is corrupt: {exc}") from None
@@ -232,7 +232,7 @@ def symbol_json(symbol, class_names=None) -> str:
 def symbol_class_names(symbol_file):
     """The class names stored in a symbol file by :func:`symbol_json`, or None."""
     try:
-        with open(symbol_file, encoding="utf-8") as f:
+        with open(symbol_file, encoding="utf-8", errors="surrogateescape") as f:  # names byte-exact
             attrs = json.load(f).get("attrs", {})
     except (OSError, ValueError, AttributeError):
         return None

@@ -271,7 +271,7 @@ class _Network(HybridBlock):
         paths = {"symbol": prefix + "-symbol.json", "params": prefix + "-0000.params",
                  "preprocess": prefix + "-preprocess.json"}
         with atomic_paths([paths["symbol"], paths["params"]]) as temps:
-            with open(temps[0], "w", encoding="utf-8") as f:
+            with open(temps[0], "w", encoding="utf-8", errors="surrogateescape") as f:  # names byte-exact
                 f.write(symbol_json(symbol, self.class_names))
             mx.nd.save(temps[1], saved)
         self.preprocess.save(paths["preprocess"])

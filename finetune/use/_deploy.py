@@ -253,7 +253,7 @@ def _write_config(folder: str, config: dict, dep: Deployment) -> None:
     config[SECTION] = {"symbol": rel(dep.symbol), "params": rel(dep.params), "onnx": rel(dep.onnx),
                        "input_name": dep.input_name, "input_shape": list(dep.input_shape),
                        "max_diff": dep.max_diff, "finetune_version": __version__}
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8", errors="surrogateescape") as f:
         json.dump(config, f, indent=1, ensure_ascii=False)
 
 

@@ -198,7 +198,7 @@ class EvaluationReport:
 
     def save(self, path) -> None:
         """Write :meth:`to_dict` as JSON (UTF-8), atomically."""
-        with atomic_open(os.fspath(path), "w", encoding="utf-8") as f:
+        with atomic_open(os.fspath(path), "w", encoding="utf-8", errors="surrogateescape") as f:
             json.dump(self.to_dict(), f, indent=1, ensure_ascii=False)
 
     @classmethod
