@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from ..errors import ConfigError
@@ -25,15 +26,19 @@ directory outputs logits (the Softmax input).
 """
 
 
-def _floats(text: str, what: str, count: int | None = None) -> tuple:
+def _floats(text: str, what: str, count: int | None = None, *, sizes: bool = False) -> tuple:
+    """The finite numbers of ``text`` (``"104,117,123"``); with ``sizes``, whole numbers from 1 to 65536."""
     try:
         values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
         values = ()
-    if not values or (count is not None and len(values) != count):
+    if sizes and not all(v.is_integer() and 1 <= v <= 65536 for v in values):
+        values = ()
+    if not values or (count is not None and len(values) != count) or not all(math.isfinite(v) for v in values):
         n = f"{count} " if count else ""
-        raise ConfigError(f"The {what} option needs {n}comma-separated numbers. Got {text!r} instead.")
-    return values
+        kind = "whole numbers from 1 to 65536" if sizes else "finite numbers"
+        raise ConfigError(f"The {what} option needs {n}comma-separated {kind}. Got {text!r} instead.")
+    return tuple(int(v) for v in values) if sizes else values
 
 
 def register(subparsers) -> None:
@@ -63,7 +68,7 @@ def convert(args) -> int:
     from ..models._caffe import convert_caffe
 
     mean = _floats(args.mean, "--mean") if args.mean else None
-    shape = tuple(int(v) for v in _floats(args.input_shape, "--input-shape", 3)) if args.input_shape else None
+    shape = _floats(args.input_shape, "--input-shape", 3, sizes=True) if args.input_shape else None
     options = dict(input_shape=shape, mean=mean, mean_file=args.mean_file, to_rgb=args.to_rgb)
     net = convert_caffe(args.prototxt, args.caffemodel, **options)
     log.info("Converted %d Caffe layers; classifier %r, logits %r, input %s.", len(net.layer_names),

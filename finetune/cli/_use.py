@@ -106,9 +106,9 @@ def _predictor(args, **kw):
 def _predict(args) -> int:
     predictor = _predictor(args, names=args.names)
     preds = predictor.predict(args.images, top_k=args.top_k)
-    print(preds.to_json() if args.json else preds.to_table())
+    _say(preds.to_json() if args.json else preds.to_table())
     if preds.errors:
-        print(f"{len(preds.errors)} of {len(preds)} images could not be read.", file=sys.stderr)
+        _say(f"{len(preds.errors)} of {len(preds)} images could not be read.", file=sys.stderr)
     return 0 if len(preds.errors) < len(preds) else 1
 
 
@@ -130,13 +130,20 @@ def _dataset(source: str):
     raise MissingFileError(f"{source!r} is not a .rec file (or prefix), a .lst / .csv list or a folder.")
 
 
+def _say(text, file=None) -> None:
+    """Print ``text`` with bytes of file names that are not UTF-8 escaped (``\\xNN``), never a UnicodeEncodeError."""
+    from ..data._text import shown
+
+    print(shown(text), file=file)
+
+
 def _evaluate(args) -> int:
     from ..use import evaluate
 
     predictor = _predictor(args)
     dataset = _dataset(args.records)
     report = evaluate(predictor, dataset, top_k=args.top_k)
-    print(report)
+    _say(report)
     if args.report:
         report.save(args.report)
         log.info("Wrote %s", args.report)
@@ -185,7 +192,7 @@ def _gradcam(args) -> int:
     cam = GradCAM(model, layer=args.layer, ctx=ctx[0] if ctx else None)
     result = cam(args.image, target)
     result.save(args.out, alpha=args.alpha)
-    print(f"{args.image}: {result.class_name} ({result.probability:.4f}), layer {result.layer} -> {args.out}")
+    _say(f"{args.image}: {result.class_name} ({result.probability:.4f}), layer {result.layer} -> {args.out}")
     return 0
 
 
@@ -197,12 +204,12 @@ def _export(args) -> int:
     if args.int8:
         return _export_int8(model, args)
     dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)
-    print(f"{'model':<10} {dep.directory}")  # a model directory: load_model, predict, inspect read it
+    _say(f"{'model':<10} {dep.directory}")  # a model directory: load_model, predict, inspect read it
     for key in ("symbol", "params", "onnx"):
         if getattr(dep, key):
-            print(f"{key:<10} {getattr(dep, key)}")
+            _say(f"{key:<10} {getattr(dep, key)}")
     for runtime, diff in dep.max_diff.items():
-        print(f"verified   {runtime}: max |difference| of the logits {diff:.2e}")
+        _say(f"verified   {runtime}: max |difference| of the logits {diff:.2e}")
     return 0
 
 
@@ -222,6 +229,6 @@ def _export_int8(model, args) -> int:
         x = mx.nd.array(data[start:start + 64])
         agree.append(model(x).asnumpy().argmax(1) == q(x).asnumpy().argmax(1))
     same = float(np.mean(np.concatenate(agree)))
-    print(f"model      {q.save(args.out)}")
-    print(f"verified   int8: top-1 agrees with float32 on {100 * same:.1f} % of {len(data)} calibration images")
+    _say(f"model      {q.save(args.out)}")
+    _say(f"verified   int8: top-1 agrees with float32 on {100 * same:.1f} % of {len(data)} calibration images")
     return 0

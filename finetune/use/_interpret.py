@@ -71,18 +71,17 @@ class GradCAMResult:
         return cv2.addWeighted(self.image, 1 - alpha, heat, alpha, 0)
 
     def save(self, path, alpha: float = 0.5) -> None:
-        """Write :meth:`overlay` as an image file (PNG, JPEG, ... by extension), atomically."""
+        """Write :meth:`overlay` as an image file (PNG, JPEG, ... by extension), atomically; missing folders are created."""
         path = os.fspath(path)
-        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise ConfigError(f"Cannot write {path!r}; use a .png or .jpg file name in an existing folder.")
         try:
             ok, data = cv2.imencode(os.path.splitext(path)[1] or ".",
                                     cv2.cvtColor(self.overlay(alpha), cv2.COLOR_RGB2BGR))
         except cv2.error:
             ok = False
         if not ok:
-            raise ConfigError(f"Cannot write {path!r}; use a .png or .jpg file name in an existing folder.")
-        atomic_write(path, data.tobytes())
+            raise ConfigError(f"Cannot write {path!r}: OpenCV cannot encode images of that extension; "
+                              "use a .png or .jpg file name.")
+        atomic_write(path, data.tobytes())  # creates the missing folders
 
     def mass_inside(self, box) -> float:
         """Fraction of the heat map's total inside ``box = (top, left, bottom, right)`` (pixels)."""
