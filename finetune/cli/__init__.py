@@ -137,7 +137,7 @@ def _run(argv: list) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    log.info(threads)
+    log.debug(threads)
     from ..errors import FinetuneError
 
     try:

@@ -151,6 +151,11 @@ def _source_list(source, root=None, exts=None):
 
     if os.path.isdir(source):
         return ImageList.from_folder(source, exts=exts or DEFAULT_EXTS)
+    if not os.path.exists(source):
+        from ..errors import MissingFileError
+
+        raise MissingFileError(f"{source!r} does not exist: give a folder of images (one subfolder per class), "
+                               "a .lst or a .csv list.")
     if source.lower().endswith(".csv"):
         return ImageList.from_csv(source, root=root)
     return ImageList.from_lst(source, root=root)

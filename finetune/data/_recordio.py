@@ -56,7 +56,13 @@ class RecordFile:
     def __init__(self, rec, idx=None):
         self.rec = os.fspath(rec)
         if not os.path.isfile(self.rec):
-            raise MissingFileError(f"Record file {self.rec!r} does not exist.")
+            folder = self.rec[: -len(".rec")] if self.rec.endswith(".rec") else self.rec
+            if os.path.isdir(folder.rstrip("/\\")) or os.path.isdir(folder):
+                raise MissingFileError(
+                    f"{folder!r} is a folder, not records: pack its images first (finetune pack {folder} "
+                    "data/train, or finetune.pack), then give the .rec.")
+            raise MissingFileError(f"Record file {self.rec!r} does not exist; write records with finetune pack "
+                                   "(or MXNet's im2rec).")
         settled([self.rec] + ([os.fspath(idx)] if idx else []), what="records (pack them again)")
         st = os.stat(self.rec)
         self.size, self._identity = st.st_size, (st.st_dev, st.st_ino)
