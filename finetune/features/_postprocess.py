@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from .._atomic import atomic_open
-from ..errors import ConfigError, MissingFileError, ShapeError
+from ..errors import ConfigError, DataError, MissingFileError, ShapeError
 
 __all__ = ["PCAWhitening", "l2_normalize"]
 
@@ -132,12 +132,21 @@ class PCAWhitening:
     @classmethod
     def load(cls, path) -> "PCAWhitening":
         """Load what :meth:`save` wrote."""
+        from .._arrays import check_array, read_npz
+
         path = os.fspath(path)
         if not os.path.exists(path):
             raise MissingFileError(f"PCA file {path!r} does not exist.")
-        with np.load(path, allow_pickle=False) as f:
-            whiten, normalize = (bool(v) for v in f["flags"])
-            obj = cls(f["components"].shape[0], whiten=whiten, normalize=normalize)
-            obj.mean_, obj.components_ = f["mean"], f["components"]
-            obj.explained_variance_ = f["explained_variance"]
+        with read_npz(path, what="PCA") as f:  # damage inside the archive is a DataError naming the file
+            flags = check_array(f["flags"], path, what="flags", kinds="bui", ndim=1)
+            components = check_array(f["components"], path, what="components", kinds="f", ndim=2)
+            mean = check_array(f["mean"], path, what="mean", kinds="f", ndim=1)
+            variance = check_array(f["explained_variance"], path, what="explained variance", kinds="f", ndim=1)
+        k, dim = components.shape
+        if flags.shape != (2,) or mean.shape != (dim,) or variance.shape != (k,) or k == 0:
+            raise DataError(f"{path!r} is not a PCAWhitening file: flags {flags.shape}, components {components.shape}, "
+                            f"mean {mean.shape}, explained variance {variance.shape}; expected (2,), (k, d) with "
+                            "k >= 1, (d,) and (k,).")
+        obj = cls(k, whiten=bool(flags[0]), normalize=bool(flags[1]))
+        obj.mean_, obj.components_, obj.explained_variance_ = mean, components, variance
         return obj

@@ -59,14 +59,7 @@ def load_history(history) -> list:
         path = Path(history)
         if not path.is_file():
             raise MissingFileError(f"History file {str(path)!r} does not exist.")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".csv" or not text.lstrip().startswith(("{", "[")):
-            history = list(csv.DictReader(text.splitlines()))
-        else:
-            try:
-                history = json.loads(text)
-            except json.JSONDecodeError:
-                history = [json.loads(line) for line in text.splitlines() if line.strip()]
+        history = _read_history_file(path)
     if isinstance(history, dict):
         if "epochs" in history and isinstance(history["epochs"], list):
             history = history["epochs"]
@@ -90,6 +83,20 @@ def load_history(history) -> list:
         raise DataError("The training history is empty.")
     return rows
 
+
+def _read_history_file(path: Path):
+    """The records or columns of a CSV, JSON or JSON-lines history file; a damaged file is a :class:`DataError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv" or not text.lstrip().startswith(("{", "[")):
+            return list(csv.DictReader(text.splitlines()))
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(f"History file {str(path)!r} is not readable CSV, JSON or JSON lines "
+                        f"({type(exc).__name__}: {exc}); write it again or give another file.") from None
 
 def _column(rows, names):
     for name in names:
