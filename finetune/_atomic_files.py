@@ -233,6 +233,8 @@ def settled(paths, *, what: str = "output") -> None:
     import filelock
 
     paths = [os.fspath(p) for p in paths]
+    if not (os.path.exists(_journal(paths)) or os.path.exists(manifest_path(paths[0]))):
+        return  # not written by finetune (or not at all): nothing to finish or check, no lock file made
     folder, name = os.path.split(os.path.abspath(paths[0]))
     lock = filelock.FileLock(os.path.join(folder, f".{name}.lock"))
     try:

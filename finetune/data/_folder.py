@@ -87,7 +87,8 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
             return
         suffix = os.path.splitext(name)[1].lower()
         if suffix not in exts:
-            skipped[suffix or "(no extension)"] += 1
+            if not (name.startswith(".") and name.endswith((".lock", ".finetune"))):  # finetune's own locks/markers
+                skipped[suffix or "(no extension)"] += 1
             return
         real = os.path.realpath(path)
         if real in seen_files:  # the same file again, through a link
