@@ -252,6 +252,8 @@ class LayerLRPolicy:
         """
         if optimizer is not None:
             lr, wd = optimizer.learning_rate, optimizer.wd
+        rate = Interval(Real, 0, None)
+        validate("LayerLRPolicy.plan", {"lr": lr, "wd": wd}, {"lr": rate, "wd": rate})
         settings = self.resolve(model, None)
         modes = batchnorm_modes(model)
         rows = []

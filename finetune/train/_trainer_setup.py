@@ -74,6 +74,8 @@ class TrainerSetup:
         self.optimizer = optimizer.lower()
         self.optimizer_params = make_optimizer_params(self.optimizer, optimizer_params, owner="Trainer")
         self._loader_workers = None if workers is None else resolve_workers(workers, "workers", "Trainer")
+        if ctx is not None:
+            resolve_ctx(ctx)  # bad ids fail now; the devices themselves are resolved by setup()
         self.batch_size, self.ctx, self.kvstore = int(batch_size), ctx, kvstore
         self.schedule = make_schedule(schedule)
         self.loss = loss if loss is not None else gluon.loss.SoftmaxCrossEntropyLoss()
