@@ -63,7 +63,7 @@ COMMANDS = {
     "train": Command(lambda i, o: ["train", i.model, "--train", i.rec, "--out", o["--out"], "--recipe", "manual",
                                    "--epochs", "1", "--batch-size", "6", "--workers", "1", "--no-progress"],
                      {"--out": "dir"}, heavy=True),
-    "lr-find": Command(lambda i, o: ["lr-find", i.model, "--train", i.rec, "--out", o["--out"], "--num-steps", "2",
+    "lr-find": Command(lambda i, o: ["lr-find", i.model, "--train", i.rec, "--out", o["--out"], "--num-steps", "3",
                                      "--no-progress"], {"--out": "file.png"}, heavy=True),
     "launch": Command(lambda i, o: ["launch", "-n", "1", "-s", "1", "--", sys.executable, "-c", "pass"], heavy=True),
     "predict": Command(lambda i, o: ["predict", i.model, i.images, "--workers", "1", "--top-k", "2"]),
