@@ -41,6 +41,7 @@ __all__ = ["atomic_dir", "atomic_files", "atomic_open", "atomic_path", "atomic_p
 
 
 # ----------------------------------------------------------------- folders
+_BUILDING = set()  # the temporary folders this process's atomic_dir calls are filling
 def _dir_journal(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.swap")
@@ -147,6 +148,10 @@ def atomic_dir(path, *, what: str = "folder", kind: str | None = None):
     path = os.path.abspath(os.fspath(path))
     parent, name = os.path.split(path)
     kind = kind or what
+    if path in _BUILDING:  # a folder this process is building for an outer atomic_dir: written in place
+        yield path
+        write_marker(path, kind)
+        return
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
@@ -166,7 +171,11 @@ def _swap(path, parent, name, what, kind):
             tmp = tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmpdir", dir=parent)
             in_body = True
             apply_umask(tmp, folder=True)
-            yield tmp
+            _BUILDING.add(tmp)
+            try:
+                yield tmp
+            finally:
+                _BUILDING.discard(tmp)
             in_body = False
             write_marker(tmp, kind)
             _fsync_tree(tmp)

@@ -362,6 +362,10 @@ def _unit(paths):
 
 
 def _commit(paths):
+    for path in paths:
+        if os.path.isdir(path):
+            err = IsADirectoryError(errno.EISDIR, "a folder of that name is in the way", path)
+            raise _write_error(path, err)
     recover(paths)
     manifest = manifest_path(paths[0]) if len(paths) > 1 else None
     for path in paths + [_journal(paths)] + ([manifest] if manifest else []):

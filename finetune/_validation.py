@@ -28,12 +28,17 @@ finetune.errors.ConfigError: The 'lr' parameter of Trainer must be a finite floa
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from ._constraints import (Constraint, InstanceOf, Interval, Options, Sequence, _alternatives, describe, is_number,
                            satisfies, show)
 from .errors import ConfigError
 
-__all__ = ["Constraint", "InstanceOf", "Interval", "Options", "Sequence", "describe", "is_number",
+__all__ = ["SEED", "Constraint", "InstanceOf", "Interval", "Options", "Sequence", "describe", "is_number",
            "satisfies", "show", "validate"]
+
+#: A random seed, as NumPy's ``RandomState`` takes it.
+SEED = Interval(Integral, 0, 2 ** 32 - 1)
 
 
 def validate(owner: str, params: dict, constraints: dict) -> None:

@@ -221,3 +221,17 @@ def test_num_classes_input_size_and_seed_reach_the_recipe_and_head(monkeypatch):
     args = build_parser().parse_args(["train", "b", "--train", "t.rec", "--out", "o"])
     _train._recipe_model(args, Spy())
     assert built["class_names"] == ["a", "b", "c"]
+
+
+def test_no_flag_takes_an_unchecked_number():
+    """Every numeric flag is parsed by a checking type (``number`` / ``count``): a bare ``int`` or ``float`` lets
+    negatives, NaN and infinities through to the code behind the flag."""
+    from finetune.cli import build_parser
+
+    parser = build_parser()
+    bare = []
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.type in (int, float):
+                bare.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert bare == []

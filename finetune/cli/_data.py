@@ -7,8 +7,9 @@ import argparse
 import logging
 import os
 import random
+from numbers import Integral, Real
 
-from ._options import add_alias, add_out, add_shared
+from ._options import add_alias, add_out, add_shared, count, number
 
 log = logging.getLogger("finetune")
 
@@ -38,9 +39,9 @@ def register(sub) -> None:
     p.add_argument("root", help="folder with one sub-folder per class")
     add_out(p, "PREFIX", metavar="PREFIX", help="output prefix, e.g. data/flowers (required)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2],
+    group.add_argument("--ratios", type=number(Real, 0, 1, closed="right"), nargs="+", default=[0.8, 0.2],
                        help="fraction of each class per part (default: 0.8 0.2)")
-    group.add_argument("--per-class", type=int, help="N images per class in the first part, the rest in the second")
+    group.add_argument("--per-class", type=count(1), help="N images per class in the first part, the rest in the second")
     add_alias(p, "--names", p.add_argument("--part-names", nargs="+", metavar="NAME",
                                            help="names of the parts (default: train val [test])"))
     add_shared(p, "seed")
@@ -54,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("source", help="image folder or .lst / .csv file")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
     add_shared(p, "workers")
-    p.add_argument("--min-size", type=int, default=16, help="shorter side below this is 'too small' (default: 16)")
+    p.add_argument("--min-size", type=count(0), default=16, help="shorter side below this is 'too small' (default: 16)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a file is bad")
     add_shared(p, "out", metavar="CSV", help="write every bad file to this CSV (path,reason,detail); "
                "the summary shows the first 20")
@@ -73,8 +74,8 @@ def register(sub) -> None:
                        usage="%(prog)s REC --out MEAN_BIN --size H W [options]")
     p.add_argument("rec", help=".rec file or its prefix")
     add_out(p, "OUTPUT", metavar="MEAN_BIN", help="mean.bin to write (MXNet format, RGB) (required)")
-    p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
-    p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop")
+    p.add_argument("--size", type=count(1), nargs=2, required=True, metavar=("H", "W"))
+    p.add_argument("--resize", type=count(1), default=None, help="shorter side before the centre crop")
     add_shared(p, "workers")
     p.set_defaults(handler=_mean)
 
@@ -82,7 +83,7 @@ def register(sub) -> None:
                        usage="%(prog)s LST --out LST --target N --out-dir DIR [options]")
     p.add_argument("lst", help="training .lst")
     add_out(p, "OUTPUT", metavar="LST", help="the balanced .lst to write (required)")
-    p.add_argument("--target", type=int, required=True, help="images per class")
+    p.add_argument("--target", type=count(1), required=True, help="images per class")
     p.add_argument("--out-dir", required=True, help="where the new images go")
     p.add_argument("--root", help="image root of the .lst (default: its folder)")
     add_shared(p, "seed")
@@ -91,20 +92,20 @@ def register(sub) -> None:
     p = sub.add_parser("fashion-mnist", help="write a class-per-folder PNG sample of Fashion-MNIST",
                        usage="%(prog)s --out DIR [options]")
     add_out(p, "OUTPUT", metavar="DIR", help="folder to create (required)")
-    p.add_argument("--per-class", type=int, default=100, help="images per class (default: 100)")
+    p.add_argument("--per-class", type=count(1), default=100, help="images per class (default: 100)")
     p.add_argument("--split", choices=["train", "test"], default="train")
-    p.add_argument("--size", type=int, default=None, help="upscale to SIZE x SIZE")
+    p.add_argument("--size", type=number(Integral, 1, 4096), default=None, help="upscale to SIZE x SIZE")
     add_shared(p, "seed")
     p.set_defaults(handler=_fashion)
 
 
 def _pack_options(p):
     p.add_argument("--pass-through", action="store_true", help="store the files unchanged (still checked)")
-    p.add_argument("--resize", type=int, default=0, help="resize the shorter side to this (0: keep)")
+    p.add_argument("--resize", type=count(0), default=0, help="resize the shorter side to this (0: keep)")
     p.add_argument("--center-crop", action="store_true", help="crop the centre square first")
-    p.add_argument("--quality", type=int, default=None,
+    p.add_argument("--quality", type=number(Integral, 0, 100), default=None,
                    help="JPEG quality 1-100 (default 95) or PNG compression 0-9 (default 3)")
-    p.add_argument("--color", type=int, default=1, choices=[-1, 0, 1],
+    p.add_argument("--color", type=number(Integral, -1, 1), default=1, choices=[-1, 0, 1],
                    help="1: colour, 0: greyscale, -1: unchanged")
     p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"])
     p.add_argument("--pack-label", action="store_true", help="store multi-value labels whole")
@@ -124,16 +125,16 @@ def _register_im2rec(sub):
     g.add_argument("--list", action="store_true", help="create PREFIX.lst (or _train/_val/_test) from ROOT")
     g.add_argument("--exts", nargs="+", default=_IM2REC_EXTS, action=_Extensions,
                    help="acceptable image extensions (also --exts=['.jpg','.png'])")
-    g.add_argument("--chunks", type=int, default=1, help="number of chunks")
-    g.add_argument("--train-ratio", type=float, default=1.0, help="ratio of images for training")
-    g.add_argument("--test-ratio", type=float, default=0.0, help="ratio of images for testing")
+    g.add_argument("--chunks", type=count(1), default=1, help="number of chunks")
+    g.add_argument("--train-ratio", type=number(Real, 0, 1), default=1.0, help="ratio of images for training")
+    g.add_argument("--test-ratio", type=number(Real, 0, 1), default=0.0, help="ratio of images for testing")
     g.add_argument("--recursive", action="store_true", help="one label per sub-folder")
     g.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="do not shuffle the .lst")
-    g.add_argument("--seed", type=int, default=100, help="seed of the shuffle and of the split")
+    g.add_argument("--seed", type=number(Integral, 0, 2 ** 32 - 1), default=100, help="seed of the shuffle and of the split")
     r = p.add_argument_group("Options for creating database")
     _pack_options(r)
     # stock im2rec.py's spelling, kept here (not deprecated): this command is its drop-in
-    r.add_argument("--num-thread", "--workers", dest="workers", type=int, default=None,
+    r.add_argument("--num-thread", "--workers", dest="workers", type=count(0), default=None,
                    help="worker processes (default: all cores); record order is always the list order")
     p.set_defaults(handler=_im2rec)
 

@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import sys
+from numbers import Real
 
 from .._atomic import atomic_files, settled
-from ._options import add_alias, add_index_options, add_shared, ctx_of, index_kwargs
+from ._options import add_alias, add_index_options, add_shared, count, ctx_of, index_kwargs, number
 
 log = logging.getLogger("finetune")
 
@@ -32,12 +33,12 @@ def register(sub) -> None:
     add_alias(p, "--pool", p.add_argument("--pooling", action="append", metavar="NAME",
                                           help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; "
                                                "default: gem)"), kind="append")
-    p.add_argument("--gem-p", type=float, default=3.0, help="GeM power (default 3)")
+    p.add_argument("--gem-p", type=number(Real, 0, None, closed="neither"), default=3.0, help="GeM power (default 3)")
     p.add_argument("--scales", default="1", help="comma-separated scales, e.g. 1,0.7071,0.5")
-    p.add_argument("--resize", type=int, help="size of the --resize-side at scale 1 (default: the model's)")
+    p.add_argument("--resize", type=count(1), help="size of the --resize-side at scale 1 (default: the model's)")
     p.add_argument("--resize-side", choices=("shorter", "longer"), default="shorter",
                    help="which image side --resize sets (default: shorter)")
-    p.add_argument("--pca", type=int, help="PCA-whiten to this many dimensions (needs --fit-on)")
+    p.add_argument("--pca", type=count(1), help="PCA-whiten to this many dimensions (needs --fit-on)")
     p.add_argument("--fit-on", help="folder of training images for PCA / MOP (separate from IMAGES)")
     p.add_argument("--queries-of", metavar="GT",
                    help="extract the queries of an Oxford/Paris ground truth (folder or revisited .pkl), "
@@ -63,9 +64,9 @@ def register(sub) -> None:
                        "or the search of a saved index (see 'finetune index').")
     p.add_argument("--index", required=True, help="database descriptors (.npy) or a saved RetrievalIndex (.npz)")
     p.add_argument("--queries", required=True, help="query descriptors (.npy)")
-    p.add_argument("--top-k", type=int, default=10, help="results per query (default: 10)")
-    p.add_argument("--aqe", type=int, default=0, help="average query expansion with this many results")
-    p.add_argument("--dba", type=int, default=0, help="database-side augmentation with this many neighbours")
+    p.add_argument("--top-k", type=count(1), default=10, help="results per query (default: 10)")
+    p.add_argument("--aqe", type=count(0), default=0, help="average query expansion with this many results")
+    p.add_argument("--dba", type=count(0), default=0, help="database-side augmentation with this many neighbours")
     add_shared(p, "json")
     p.set_defaults(handler=_retrieve)
 
@@ -79,8 +80,8 @@ def register(sub) -> None:
     p.add_argument("--queries", help="query descriptors (.npy); default: leave-one-out on --index")
     p.add_argument("--labels", help="class label of every database row, one per line (class-level mAP)")
     p.add_argument("--query-labels", help="class label of every query row, one per line")
-    p.add_argument("--aqe", type=int, default=0, help="average query expansion with this many results")
-    p.add_argument("--dba", type=int, default=0, help="database-side augmentation with this many neighbours")
+    p.add_argument("--aqe", type=count(0), default=0, help="average query expansion with this many results")
+    p.add_argument("--dba", type=count(0), default=0, help="database-side augmentation with this many neighbours")
     add_shared(p, "json")
     p.set_defaults(handler=_eval)
 

@@ -104,7 +104,7 @@ SHARED = {
                                              help="images per batch, split over the --ctx devices (default: 32)"),
                          ("finetune.train:Trainer", "finetune.train:lr_find",
                           "finetune.use:Predictor", "finetune.use:evaluate", "finetune.features:FeatureExtractor")),
-    "seed": Option("--seed", dict(type=number(Integral), default=0, help="random seed (default: 0)"),
+    "seed": Option("--seed", dict(type=number(Integral, 0, 2 ** 32 - 1), default=0, help="random seed (default: 0)"),
                    ("finetune.train:Trainer", "finetune.train:Recipe", "finetune.train:lr_find",
                     "finetune.data:ImageList.split", "finetune.data:balance",
                     "finetune.data:write_fashion_mnist_folder")),

@@ -24,7 +24,7 @@ import time
 
 from .._atomic import atomic_open
 from .._outputs import RUN, adopt_folder
-from ._options import add_alias, add_shared, ctx_of
+from ._options import add_alias, add_shared, count, ctx_of
 
 log = logging.getLogger("finetune.quickstart")
 _EARLIER_FILES = ("images", "records", "train", "model", "report", "summary.json", "test_report.json")
@@ -39,12 +39,12 @@ def register(sub) -> None:
     )
     add_shared(p, "out", default="runs/quickstart", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="zoo backbone (default: %(default)s)")
-    p.add_argument("--per-class", type=int, default=100,
+    p.add_argument("--per-class", type=count(1), default=100,
                    help="training images per class taken from the training set (default: %(default)s)")
-    p.add_argument("--test-per-class", type=int, default=1000,
+    p.add_argument("--test-per-class", type=count(1), default=1000,
                    help="test images per class from the official test set (default: %(default)s, i.e. all)")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the recipe's)")
-    p.add_argument("--head-epochs", type=int, help="head warm-up epochs (default: the recipe's)")
+    p.add_argument("--epochs", type=count(0), help="fine-tuning epochs (default: the recipe's)")
+    p.add_argument("--head-epochs", type=count(0), help="head warm-up epochs (default: the recipe's)")
     add_alias(p, "--size", add_shared(p, "input_size"))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one Recipe field, e.g. --set input_size=128 (repeatable)")

@@ -27,7 +27,7 @@ import shutil
 import sys
 from numbers import Integral
 
-from .._atomic import atomic_open, atomic_write
+from .._atomic import atomic_write
 from .._outputs import RUN, adopt_folder
 from ._options import add_alias, add_shared, count, ctx_of, number
 
@@ -369,6 +369,9 @@ def build(args):
 
 
 def _lr_find(args) -> int:
+    from ..use._figures import figure_format, save_figure
+
+    figure_format(args.out)  # a name matplotlib cannot write is refused before the range test
     from .. import data
     from ..train import lr_find
 
@@ -389,8 +392,7 @@ def _lr_find(args) -> int:
     matplotlib.use("Agg")
     ax = result.plot()
     ax.set_title(f"{args.backbone}, {size} px, {recipe.optimizer}")
-    with atomic_open(args.out) as f:
-        ax.figure.savefig(f, format=os.path.splitext(args.out)[1][1:].lower() or None, dpi=100, bbox_inches="tight")
+    save_figure(ax.figure, args.out)
     result.save(os.path.splitext(args.out)[0] + ".json")
     print(f"Suggested learning rate: {result.suggestion:.3g} (plot: {args.out}); "
           f"use it with: finetune train {args.backbone} --lr {result.suggestion:.3g} ...")

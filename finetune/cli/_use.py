@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from numbers import Real
 from pathlib import Path
 
-from ._options import add_alias, add_shared, ctx_of
+from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
 
@@ -23,7 +24,7 @@ def register(sub) -> None:
                        "classes with their softmax probabilities.")
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--top-k", type=count(1), default=5, help="classes per image (default: 5)")
     p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
     add_shared(p, "tta")
     _fuse_arg(p)
@@ -35,7 +36,7 @@ def register(sub) -> None:
                        "a class-per-folder tree.")
     _model_args(p)
     p.add_argument("records", help=".rec / prefix, .lst / .csv, or a class-per-folder tree")
-    p.add_argument("--top-k", type=int, default=5, help="the k of top-k accuracy (default: 5)")
+    p.add_argument("--top-k", type=count(1), default=5, help="the k of top-k accuracy (default: 5)")
     p.add_argument("--report", help="write the full report as JSON here")
     p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
     add_shared(p, "tta")
@@ -50,7 +51,7 @@ def register(sub) -> None:
     p.add_argument("--layer", help="convolutional layer (default: the last one)")
     add_alias(p, "--class", p.add_argument("--target", help="class index or name (default: the predicted class)"))
     add_shared(p, "out", required=True, metavar="IMAGE", help="overlay image to write (.png / .jpg)")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the heat map in the overlay")
+    p.add_argument("--alpha", type=number(Real, 0, 1), default=0.5, help="weight of the heat map in the overlay")
     p.set_defaults(handler=_gradcam)
 
     p = sub.add_parser("export", help="a deployment folder: a model directory plus MXNet (and ONNX) files",

@@ -16,6 +16,7 @@ import os
 import cv2
 import numpy as np
 
+from .._validation import SEED, validate
 from ..errors import ConfigError, DataError, check_range
 from ._check import _progress
 from ._image import read_image
@@ -116,6 +117,7 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
     check_range("balance", "rotation", rotation, 0, 180)
     for name, value in (("shift", shift), ("shear", shear), ("zoom", zoom)):
         check_range("balance", name, value, 0, 1, high_open=True)
+    validate("balance", {"seed": seed}, {"seed": SEED})
     rng = np.random.RandomState(seed)
     out_dir = os.fspath(out_dir)
     entries = [(e.index, os.path.abspath(images.full_path(e)), e.label) for e in images]

@@ -11,10 +11,12 @@ import gzip
 import os
 import struct
 import zlib
+from numbers import Integral
 
 import cv2
 import numpy as np
 
+from .._validation import SEED, Interval, validate
 from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, check_choice
 from ._imagelist import ImageList
 
@@ -137,6 +139,8 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
     ImageList
         The written tree, as :meth:`ImageList.from_folder` reads it.
     """
+    validate("write_fashion_mnist_folder", {"per_class": per_class, "seed": seed, "size": size},
+             {"per_class": Interval(Integral, 1, None), "seed": SEED, "size": [Interval(Integral, 1, 4096), None]})
     if classes is None:
         keep = set(FASHION_MNIST_CLASSES)
     elif isinstance(classes, (int, np.integer)):

@@ -35,9 +35,10 @@ from numbers import Integral, Real
 import cv2
 import numpy as np
 
-from .._atomic import atomic_files, atomic_open
+from .._arrays import read_npy
+from .._atomic import atomic_files, atomic_open, settled
 from .._validation import InstanceOf, Interval, Options, Sequence, is_number, validate
-from ..errors import ConfigError, MissingFileError, ShapeError
+from ..errors import ConfigError, DataError, MissingFileError, ShapeError
 from ._image import check_geometry, read_image, to_color
 
 __all__ = ["CONSTRAINTS", "MAX_INPUT_SIZE", "Preprocess", "check_dict"]
@@ -374,9 +375,16 @@ class Preprocess:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise MissingFileError(f"Preprocess file {path!r} does not exist.")
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+        settled([path, path + ".mean.npy"], what="preprocessing")  # the JSON and its mean image: one save's
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                d = json.load(f)
+        except ValueError as exc:
+            raise DataError(f"The preprocess file {path!r} is not valid JSON: {exc}") from None
         mean_image = None
         if isinstance(d, dict) and d.get("has_mean_image"):
-            mean_image = np.load(path + ".mean.npy")
+            mpath = path + ".mean.npy"
+            if not os.path.exists(mpath):
+                raise MissingFileError(f"The preprocess file {path!r} has a mean image, but {mpath!r} is missing.")
+            mean_image = read_npy(mpath, what="mean image", kinds="fiu", ndim=3)
         return cls.from_dict(d, mean_image, where=f"preprocess file {path!r}")

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from .._validation import SEED, validate
 from ..errors import ConfigError, check_range
 
 __all__ = ["stratified_split"]
@@ -40,6 +41,7 @@ def stratified_split(labels, ratios=None, *, per_class=None, seed=0, name=str) -
         if len(ratios) < 1 or abs(sum(ratios) - 1) > 1e-6:
             raise ConfigError(f"The 'ratios' of ImageList.split must sum to 1. Got {ratios} "
                               f"(sum {sum(ratios):g}) instead.")
+    validate("ImageList.split", {"seed": seed}, {"seed": SEED})
     rng = np.random.RandomState(seed)
     by_class = collections.defaultdict(list)
     for pos, lab in enumerate(labels):

@@ -26,6 +26,7 @@ import mxnet as mx
 import numpy as np
 
 from .._atomic import atomic_paths
+from .._mxio import save_arrays
 from ..data import Preprocess
 from ..errors import CaffeFormatError, ConfigError, UnknownNameError, UnsupportedLayerError
 from ._caffe_layers import BUILDERS
@@ -145,7 +146,7 @@ class CaffeNet:
                   **{f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in self.aux_params.items()}}
         with atomic_paths([f"{prefix}-symbol.json", f"{prefix}-0000.params", f"{prefix}-caffe.json"]) as temps:
             self.symbol.save(temps[0], remove_amp_cast=False)
-            mx.nd.save(temps[1], arrays)
+            save_arrays(temps[1], arrays)
             with open(temps[2], "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=1)
         self.preprocess.save(f"{prefix}-preprocess.json")

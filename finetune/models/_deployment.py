@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 from .._atomic import recover, recover_dir
+from .._mxio import load_arrays, load_symbol
 from ..data import Preprocess
 from ..errors import MissingFileError, ModelError
 from ._modeldir import read_config, read_preprocess
@@ -167,8 +168,8 @@ def load_legacy(folder, *, ctx=None):
         if not os.path.isfile(path):
             raise MissingFileError(f"The deployment file {path!r} is missing.")
     try:
-        symbol = mx.sym.load(dep.symbol)
-        saved = mx.nd.load(dep.params)
+        symbol = load_symbol(dep.symbol)
+        saved = load_arrays(dep.params)
     except mx.base.MXNetError as exc:
         raise ModelError(f"Cannot read the deployment {os.fspath(folder)!r}: "
                          f"{str(exc).strip().splitlines()[0]}") from None
@@ -185,6 +186,14 @@ def _imports(dep: Deployment, ctx):
     for path in (dep.symbol, dep.params):
         if not os.path.isfile(path):
             raise MissingFileError(f"The deployment file {path!r} is missing.")
+    symbol, arrays = load_symbol(dep.symbol), load_arrays(dep.params)  # any path, typed errors
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot decide type")
-        return mx.gluon.SymbolBlock.imports(dep.symbol, [dep.input_name], dep.params, ctx=ctx)
+        net = mx.gluon.SymbolBlock(symbol, [mx.sym.var(dep.input_name)])
+        try:
+            net.collect_params().load_dict(arrays, ctx, cast_dtype=True, dtype_source="saved",
+                                           filename=dep.params)
+        except (AssertionError, mx.base.MXNetError, ValueError) as exc:
+            raise ModelError(f"The weights {dep.params!r} do not fit the graph {dep.symbol!r}: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    return net

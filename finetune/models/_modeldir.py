@@ -38,14 +38,15 @@ import contextlib
 import json
 import os
 
-import mxnet as mx
 import numpy as np
 
+from .._arrays import read_npy
 from .._atomic import atomic_dir, recover_dir
+from .._mxio import load_arrays, load_symbol, save_arrays
 from .._outputs import MODEL, RUN, folder_generation, read_marker
 from .._version import __version__
 from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ModelError
+from ..errors import MissingFileError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
@@ -61,7 +62,7 @@ def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: 
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
-        mx.nd.save(os.path.join(tmp, "weights.params"), arrays)
+        save_arrays(os.path.join(tmp, "weights.params"), arrays)
         if preprocess.mean_image is not None:
             with open(os.path.join(tmp, "mean_image.npy"), "wb") as f:
                 np.save(f, preprocess.mean_image)
@@ -150,10 +151,7 @@ def read_weights(path, config: dict) -> dict:
     wpath = inside(path, config.get("weights", "weights.params"), what="weights file")
     if not os.path.exists(wpath):
         raise MissingFileError(f"The weights file {wpath!r} of the model directory is missing.")
-    try:
-        arrays = mx.nd.load(wpath)
-    except mx.base.MXNetError as exc:
-        raise ModelError(f"The weights file {wpath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
+    arrays = load_arrays(wpath)
     if not isinstance(arrays, dict):
         raise ModelError(f"The weights file {wpath!r} holds no named parameters.")
     return {_unprefixed(k): v for k, v in arrays.items()}
@@ -170,7 +168,7 @@ def read_preprocess(path, config: dict) -> Preprocess:
         mpath = os.path.join(os.fspath(path), "mean_image.npy")
         if not os.path.exists(mpath):
             raise MissingFileError(f"The mean image {mpath!r} of the model directory is missing.")
-        mean_image = np.load(mpath)
+        mean_image = read_npy(mpath, what="mean image", kinds="fiu", ndim=3)
     return Preprocess.from_dict(config["preprocess"], mean_image)
 
 
@@ -178,10 +176,7 @@ def read_symbol(path):
     spath = os.path.join(os.fspath(path), "symbol.json")
     if not os.path.exists(spath):
         raise MissingFileError(f"The graph file {spath!r} of the model directory is missing.")
-    try:
-        return mx.sym.load(spath)
-    except mx.base.MXNetError as exc:
-        raise ModelError(f"The graph file {spath!r} is corrupt: {str(exc).strip().splitlines()[0]}") from None
+    return load_symbol(spath)
 
 
 def _load_params(params, arrays: dict, ctxs, where: str = "", shapes=None) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from .._atomic import atomic_paths
+from .._mxio import save_arrays
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError
@@ -273,6 +274,6 @@ class _Network(HybridBlock):
         with atomic_paths([paths["symbol"], paths["params"]]) as temps:
             with open(temps[0], "w", encoding="utf-8", errors="surrogateescape") as f:  # names byte-exact
                 f.write(symbol_json(symbol, self.class_names))
-            mx.nd.save(temps[1], saved)
+            save_arrays(temps[1], saved)
         self.preprocess.save(paths["preprocess"])
         return paths

@@ -44,6 +44,7 @@ import os
 import numpy as np
 
 from .._atomic import atomic_dir
+from .._mxio import load_arrays, load_symbol
 from ..errors import ConfigError, ModelError, check_range
 from ..models._deployment import SECTION, Deployment, _imports, read_deployment, read_deployment_preprocess
 from ._onnx import _export_onnx, _run_onnx
@@ -112,7 +113,7 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
     from ..models._modeldir import _unprefixed, read_weights
 
     own = read_weights(folder, config)
-    exported = {_unprefixed(k): v for k, v in mx.nd.load(params_file).items()}
+    exported = {_unprefixed(k): v for k, v in load_arrays(params_file).items()}
     same = set(own) == set(exported) and all(
         own[k].dtype == exported[k].dtype and own[k].shape == exported[k].shape
         and np.array_equal(own[k].asnumpy(), exported[k].asnumpy()) for k in own)
@@ -127,8 +128,8 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
 def _input_name(symbol_file: str, params_file: str) -> str:
     import mxnet as mx
 
-    sym = mx.sym.load(symbol_file)
-    params = {k.split(":", 1)[-1] for k in mx.nd.load(params_file)}
+    sym = load_symbol(symbol_file)
+    params = {k.split(":", 1)[-1] for k in load_arrays(params_file)}
     inputs = [n for n in sym.list_inputs() if n not in params]
     if len(inputs) != 1:
         raise ModelError(f"Expected one data input in {symbol_file}, found {inputs}.")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from .._atomic import atomic_open
 
-__all__ = ["new_figure", "save_figure"]
+__all__ = ["figure_format", "new_figure", "save_figure"]
+
+_FORMATS = ("eps", "jpeg", "jpg", "pdf", "pgf", "png", "ps", "raw", "rgba", "svg", "svgz", "tif", "tiff", "webp")
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +24,26 @@ def new_figure(width: float, height: float):
     return fig
 
 
+def figure_format(path) -> str:
+    """The image format of a figure file named ``path`` (its suffix); :class:`ConfigError` for one matplotlib cannot write.
+
+    Callers check the name before the work that makes the figure.
+    """
+    from ..errors import ConfigError
+
+    fmt = Path(path).suffix[1:].lower()
+    if fmt not in _FORMATS:
+        raise ConfigError(f"Cannot write a figure to {str(path)!r}: {('.' + fmt) if fmt else 'no suffix'} is not an "
+                          f"image format. Use one of: {', '.join('.' + f for f in _FORMATS)} (e.g. plot.png).")
+    return fmt
+
+
 def save_figure(fig, path):
     """Write ``fig`` to ``path`` atomically (format from the suffix) when ``path`` is given; returns ``fig``."""
     if path is not None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = figure_format(path)
         with atomic_open(path) as f:  # matplotlib takes the format from the name; the temporary has none
-            fig.savefig(f, format=path.suffix[1:].lower() or None, dpi=fig.dpi, bbox_inches="tight")
+            fig.savefig(f, format=fmt, dpi=fig.dpi, bbox_inches="tight")
         log.info("Wrote %s", path)
     return fig

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .._mxio import load_arrays, load_symbol
 from ..errors import ModelError
 from ..models.graph import fold_padding
 
@@ -23,10 +24,10 @@ log = logging.getLogger("finetune.use._deploy")
 def _export_onnx(symbol_file, params_file, shape, onnx_file) -> None:
     import mxnet as mx
 
-    symbol, folded = fold_padding(mx.sym.load(symbol_file), shape)
+    symbol, folded = fold_padding(load_symbol(symbol_file), shape)
     if folded:
         log.info("ONNX: %d shape-dependent padding sub-graphs folded into constant Pad at input %s.", folded, shape)
-    params = {k.split(":", 1)[-1]: v for k, v in mx.nd.load(params_file).items()}
+    params = {k.split(":", 1)[-1]: v for k, v in load_arrays(params_file).items()}
     try:
         mx.onnx.export_model(symbol, params, in_shapes=[shape], in_types=[np.float32],
                              onnx_file_path=onnx_file, dynamic=True,

@@ -88,25 +88,8 @@ TEXT_NUMBERS = {"gradcam": {"--target": 1}, "extract": {"--scales": 1},
 BAD_NUMBERS = ["nan", "-1", "0", "1e400", "abc"]
 
 
-# Cases that fail because of library bugs in code under change elsewhere; strict, so a fix shows up.
-_COMMIT_LEFT = "a folder where the first output file goes: the failed commit leaves its *.tmp files and .commit journal"
-_SEED = "a negative --seed reaches numpy's RandomState: ValueError with a traceback"
-_TMPDIR_LOCK = "export saves a model directory inside the folder being swapped in: its lock file " \
-    "'..DIR.<pid>.<random>.tmpdir.lock' stays behind"
-KNOWN_BUGS = {
-    "export": _TMPDIR_LOCK,
-    "export---out-missing_parent": _TMPDIR_LOCK,
-    "export-space": _TMPDIR_LOCK,
-    "export-unicode": _TMPDIR_LOCK,
-    "pack---out-wrong_kind": _COMMIT_LEFT,
-    "extract---out-wrong_kind": _COMMIT_LEFT,
-    "im2rec--chunks=0": "im2rec --chunks 0: ZeroDivisionError with a traceback",
-    "split--seed=-1": _SEED,
-    "balance--seed=-1": _SEED,
-    "fashion-mnist--seed=-1": _SEED,
-    "fashion-mnist--per-class=-1": "fashion-mnist --per-class -1: numpy ValueError (negative dimensions) with a traceback",
-    "fashion-mnist--size=-1": "fashion-mnist --size -1: cv2.error from resize with a traceback",
-}
+# Cases that fail because of a known library bug; strict, so a fix shows up.
+KNOWN_BUGS = {}
 
 
 def _known(case_id: str) -> list:
@@ -372,15 +355,12 @@ MODEL_READERS = {
     "extract": lambda m, i, out: ["extract", m, i.image, "--layer", i.layer, "--out", os.path.join(out, "f.npy"),
                                   "--no-progress"],
 }
-_MXNET_PATH = "MXNet's file functions encode paths as UTF-8: a model folder name with a byte that is not UTF-8 " \
-              "raises UnicodeEncodeError"
-
 
 def _model_name_cases():
     for name in MODEL_READERS:
         for k, odd_name in enumerate(ODD):
             case = f"{name}-{['space', 'byte', 'unicode'][k]}"
-            marks = [pytest.mark.xfail(strict=True, reason=_MXNET_PATH)] if "\udce9" in odd_name else _known(case)
+            marks = _known(case)
             yield pytest.param(name, odd_name, id=case, marks=marks)
 
 

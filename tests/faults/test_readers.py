@@ -27,17 +27,8 @@ SECONDS = 10  # a reader that takes longer on a small damaged file hangs
 SETTINGS = dict(deadline=None, derandomize=True, database=None,  # the same examples on every run
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-# Readers that fail the check because of library bugs in code under change elsewhere; strict, so a fix shows up.
-_PREPROCESS = "Preprocess.load lets JSONDecodeError / UnicodeDecodeError of a damaged file through"
-KNOWN_BUGS = {
-    "preprocess": _PREPROCESS,
-    "model_weights": "load_model of a weights.params whose parameter names are not UTF-8: MXNet raises "
-                     "UnicodeDecodeError",
-    "model_symbol": "load_model of a symbol.json with bytes that are not UTF-8: MXNet's error message raises "
-                    "UnicodeDecodeError",
-    "preprocess.json": "Preprocess.load of has_mean_image set to a true value without the mean file beside it: "
-                       "FileNotFoundError",
-}
+# Readers that fail the check because of a known library bug; strict, so a fix shows up.
+KNOWN_BUGS = {}
 
 
 def _cases(names) -> list:

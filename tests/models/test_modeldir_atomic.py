@@ -48,7 +48,7 @@ def save(fname, data):
         with open(fname, "r+b") as f:
             f.truncate(os.path.getsize(fname) // 2)
         die()
-_atomic.os.replace, _atomic.shutil.rmtree, _modeldir.mx.nd.save = replace, rmtree, save
+_atomic.os.replace, _atomic.shutil.rmtree, mx.nd.save = replace, rmtree, save
 model.save({target!r})
 """
 
@@ -130,7 +130,7 @@ def test_an_error_while_saving_keeps_the_old_directory_and_leaves_no_temporary(o
             f.write(b"half")
         raise OSError(28, os.strerror(28))
 
-    monkeypatch.setattr(_modeldir.mx.nd, "save", fail)
+    monkeypatch.setattr(mx.nd, "save", fail)
     with pytest.raises(WriteError, match="weights.params") as info:
         old_model.save(target)
     assert info.value.errno == 28
