@@ -12,7 +12,8 @@ import pytest
 import finetune.data as fdata
 from finetune.data import ImageList, MeanImage, balance, check, decode_image, pack, read_image
 from finetune.data._recordio import RecordFile
-from finetune.errors import DataError, ImageDecodeError, ImageTooLargeError, ListFormatError, RecordFormatError
+from finetune.errors import (DataError, ImageDecodeError, ImageTooLargeError, ListFormatError, MixedOutputError,
+                             RecordFormatError)
 
 
 def _png_bomb(w=30000, h=30000) -> bytes:
@@ -107,6 +108,9 @@ def test_non_utf8_lists_are_read_byte_exact(tmp_path):
 def test_bad_idx_files_are_record_format_errors(tmp_path, image_folder, idx):
     pack(ImageList.from_folder(image_folder), tmp_path / "d", workers=0)
     (tmp_path / "d.idx").write_bytes(idx)
+    with pytest.raises(MixedOutputError, match="d.idx"):  # not the index this pack wrote
+        RecordFile(tmp_path / "d.rec", tmp_path / "d.idx")
+    os.remove(tmp_path / ".d.rec.finetune")  # as if another tool had written both: the index itself is checked
     with pytest.raises(RecordFormatError, match="d.idx"):
         RecordFile(tmp_path / "d.rec", tmp_path / "d.idx")
 

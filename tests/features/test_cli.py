@@ -116,8 +116,9 @@ def test_index_builds_a_reranking_ivfpq_index(tmp_path, capsys):
 
 
 def test_index_refuses_bad_settings_before_reading(tmp_path, capsys):
-    assert main(["index", str(tmp_path / "missing.npy"), "--method", "ivfpq", "--refine", "0",
-                 "--out", str(tmp_path / "x.npz")]) == 1
-    assert "'refine'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a usage error of the flag, before anything is read
+        main(["index", str(tmp_path / "missing.npy"), "--method", "ivfpq", "--refine", "0",
+              "--out", str(tmp_path / "x.npz")])
+    assert info.value.code == 2 and "--refine" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["index", "db.npy", "--method", "annoy", "--out", "x.npz"])
