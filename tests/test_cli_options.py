@@ -46,7 +46,8 @@ def test_a_shared_option_has_one_spelling_default_and_help(command, dest):
         assert (action.option_strings, action.default) == EXCEPTIONS[(command, dest)]
         return
     option = SHARED[dest]
-    assert action.option_strings == [option.flag]
+    assert action.option_strings[0] == option.flag  # a switch may add its negation (--tta / --no-tta)
+    assert action.option_strings in ([option.flag], [option.flag, "--no-" + option.flag[2:]])
     if dest != "out":  # what and where the output is differs per command; its spelling does not
         assert action.default == option.kwargs["default"]
         assert action.help == option.kwargs["help"]
@@ -184,13 +185,15 @@ def test_batch_size_workers_and_ctx_reach_the_predictor(monkeypatch):
     args = build_parser().parse_args(["evaluate", "m", "r.rec", "--batch-size", "8", "--workers", "2", "--ctx", "cpu"])
     _use._predictor(args)
     assert seen["batch_size"] == 8 and seen["workers"] == 2 and [str(c) for c in seen["ctx"]] == ["cpu(0)"]
-    assert seen["tta"] is False
+    assert seen["tta"] is None  # the model's own choice
     args = build_parser().parse_args(["predict", "m", "x.jpg"])
     _use._predictor(args)
     assert seen["batch_size"] == 32 and seen["workers"] is None and seen["ctx"] is None
     for command in (["evaluate", "m", "r.rec", "--tta"], ["predict", "m", "x.jpg", "--tta"]):
         _use._predictor(build_parser().parse_args(command))
         assert seen["tta"] is True, command
+        _use._predictor(build_parser().parse_args(command[:-1] + ["--no-tta"]))
+        assert seen["tta"] is False, command
 
 
 def test_num_classes_input_size_and_seed_reach_the_recipe_and_head(monkeypatch):

@@ -118,10 +118,10 @@ SHARED = {
     "progress": Option("--no-progress", dict(dest="progress", action="store_false", default=True,
                                             help="no progress bars"),
                        ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find")),
-    "tta": Option("--tta", dict(action="store_true", default=False,
+    "tta": Option("--tta", dict(action=argparse.BooleanOptionalAction, default=None,
                                 help="mirror test-time augmentation: average each image's logits with its "
-                                     "mirror's (twice the compute; for models trained with mirroring, as the "
-                                     "recipe does)"),
+                                     "mirror's (twice the compute); --no-tta: never (default: what the model "
+                                     "records, e.g. on for a model the recipe trained)"),
                   ("finetune.use:Predictor", "finetune.use:evaluate")),
     "json": Option("--json", dict(action="store_true", default=False,
                                   help="print JSON instead of a table"), ()),

@@ -101,11 +101,14 @@ def _predictor(args, **kw):
     ctx = ctx_of(args)
     model = load_any_model(args.model, ctx)
     return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers,
-                     tta=getattr(args, "tta", False), fuse=getattr(args, "fuse", None), **kw)
+                     tta=getattr(args, "tta", None), fuse=getattr(args, "fuse", None), **kw)
 
 
 def _predict(args) -> int:
     predictor = _predictor(args, names=args.names)
+    if predictor.tta:
+        log.info("Mirror test-time augmentation is on (%s).",
+                 "--tta" if args.tta else "the model's choice; --no-tta turns it off")
     preds = predictor.predict(args.images, top_k=args.top_k)
     _say(preds.to_json() if args.json else preds.to_table())
     if preds.errors:

@@ -15,7 +15,7 @@ from ._backbone import Backbone
 from ._deployment import is_deployment, load_legacy
 from ._headblock import build_head
 from ._modeldir import _load_params, model_dir_of, read_config, read_consistently
-from ._network import _Network
+from ._network import Inference, _Network
 
 __all__ = ["Model", "load_model"]
 
@@ -157,7 +157,9 @@ def load_model(path, *, ctx=None):
     Returns
     -------
     Model or Backbone
-        The same class that was saved, with identical outputs.
+        The same class that was saved, with identical outputs and the
+        same :attr:`~Model.inference` record (a directory without one:
+        plain, no test-time augmentation).
 
     Raises
     ------
@@ -192,8 +194,12 @@ def _load(path, ctx):
         raise ModelError(f"Unknown model class {kind!r} in {os.fspath(path)!r}.")
     ctxs = resolve_ctx(ctx)
     body, arrays = Backbone._read(path, config, ctxs, with_class_names=kind == "Backbone")
+    inference = Inference.from_dict(config.get("inference"))  # checked by read_config; absent: plain
     if kind == "Backbone":
+        body.inference = inference
         return body
     head = build_head(config["head"])
     _load_params(head.collect_params(), arrays, ctxs, where=os.fspath(path))
-    return Model(body, head, config["head"], class_names=config.get("class_names"))
+    model = Model(body, head, config["head"], class_names=config.get("class_names"))
+    model.inference = inference
+    return model

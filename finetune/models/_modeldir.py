@@ -6,7 +6,8 @@ evaluation and feature extraction read::
 
     dir/
       config.json      format version, library versions, class ("Backbone" or "Model"),
-                       preprocessing, class names, graph metadata, head spec
+                       preprocessing, class names, inference (e.g. {"tta": "mirror"};
+                       absent: plain), graph metadata, head spec
       symbol.json      the backbone graph (for a Model: the cut backbone, i.e. the body)
       weights.params   every parameter by its stable name (mx.nd.save)
       mean_image.npy   only when the preprocessing has a mean image
@@ -110,6 +111,10 @@ def _check_config(config: dict, where: str) -> None:
     for key, constraint in fields.items():
         if key in config and not satisfies(config[key], constraint):
             raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
+    if "inference" in config:
+        from ._network import Inference
+
+        Inference.from_dict(config["inference"], where)
     if "preprocess" not in config:
         raise ModelError(f"The {where} has no 'preprocess' section; it cannot be read.")
     check_dict(config["preprocess"], where, ModelError)

@@ -151,8 +151,9 @@ class Recipe:
     ema : float or None
         Decay of the exponential moving average of the weights (``None``: off).
     tta : bool
-        Mirror test-time augmentation in validation (and for the caller's
-        evaluation: the :class:`RecipePlan` says so).
+        Mirror test-time augmentation in validation, recorded in the trained
+        model's ``inference`` so that :class:`~finetune.Predictor` and
+        :func:`~finetune.evaluate` use it by default.
     keep_best : bool
         With validation data: end with the weights of the best validation
         epoch when it beats the last epoch by more than two standard errors
@@ -392,7 +393,9 @@ class Recipe:
         model : finetune.Model
             A pretrained backbone with a new head (``head_*`` parameters),
             e.g. from :meth:`build_model`. Its ``preprocess`` is updated to the
-            chosen input size, so the saved model evaluates as it was trained.
+            chosen input size and its ``inference`` record to the recipe's
+            test-time augmentation (``{"tta": "mirror"}`` when :attr:`tta`),
+            so the saved model predicts and evaluates as it was validated.
         train, val : RecordDataset or str
             Records (or their path); they are reopened with the model's
             preprocessing and the recipe's augmentation.

@@ -1,7 +1,10 @@
 """Running a :class:`~finetune.train.Recipe`: the head warm-up, then full fine-tuning.
 
 :meth:`Recipe.fit <finetune.train.Recipe.fit>` delegates here; the decisions
-themselves (input size, policy, schedule, augmentation) are the recipe's.
+themselves (input size, policy, schedule, augmentation, test-time
+augmentation) are the recipe's. The model leaves with the recipe's input
+size in its preprocessing and its test-time augmentation in its
+``inference`` record, so a saved model predicts the way it was validated.
 
 With a ``dist_*`` kvstore every worker runs this with the same arguments.
 MXNet serves one trainer per worker process over the parameter server, so
@@ -52,6 +55,8 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     s = plan.size
     model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
     pre = model.preprocess
+    # how the trained model is meant to predict travels with it (config.json "inference")
+    model.inference = {"tta": "mirror" if recipe.tta else None}
     if writer:
         os.makedirs(writer, exist_ok=True)
         atomic_write(os.path.join(writer, "plan.txt"), str(plan) + "\n")

@@ -44,6 +44,9 @@ class EvaluationReport:
         ``(source, message)`` of images that could not be read (not scored).
     top_k : int
         The ``k`` of the top-k accuracy (clipped to ``K``).
+    tta : bool or None
+        Whether the probabilities came with mirror test-time augmentation
+        (``None``: not known, e.g. a report built from arrays).
 
     Attributes
     ----------
@@ -68,7 +71,8 @@ class EvaluationReport:
     'cat'
     """
 
-    def __init__(self, labels, probabilities, class_names=None, *, sources=None, errors=(), top_k: int = 5):
+    def __init__(self, labels, probabilities, class_names=None, *, sources=None, errors=(), top_k: int = 5,
+                 tta: bool | None = None):
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         self.probabilities = np.asarray(probabilities, dtype=np.float32)
         if self.probabilities.ndim != 2 or len(self.probabilities) != len(self.labels):
@@ -86,6 +90,7 @@ class EvaluationReport:
         self.sources = list(sources) if sources is not None else [f"image[{i}]" for i in range(len(self.labels))]
         self.errors = [tuple(e) for e in errors]
         self.top_k = int(min(top_k, k))
+        self.tta = None if tta is None else bool(tta)
         self.predicted = self.probabilities.argmax(axis=1) if len(self.labels) else self.labels.copy()
         self._compute()
 
@@ -155,7 +160,8 @@ class EvaluationReport:
 
     def __str__(self) -> str:
         lines = [f"{self.num_images} images, {len(self.class_names)} classes"
-                 + (f", {len(self.errors)} unreadable (not scored)" if self.errors else ""),
+                 + (f", {len(self.errors)} unreadable (not scored)" if self.errors else "")
+                 + ("" if self.tta is None else f", test-time augmentation: {'mirror' if self.tta else 'off'}"),
                  f"top-1 accuracy   {_pct(self.top1)}",
                  f"top-{self.top_k} accuracy   {_pct(self.topk)}",
                  f"mean class acc.  {_pct(self.mean_class_accuracy)}", ""]
@@ -186,6 +192,7 @@ class EvaluationReport:
         return _nan_to_none({
             "summary": self.summary(),
             "top_k": self.top_k,
+            "tta": self.tta,
             "class_names": self.class_names,
             "per_class": self.per_class,
             "confusion": self.confusion.tolist(),
@@ -211,7 +218,7 @@ class EvaluationReport:
         k = len(d["class_names"])
         probs = np.asarray(d["probabilities"], np.float32).reshape(-1, k)
         return cls(d["labels"], probs, d["class_names"], sources=d["sources"],
-                   errors=[tuple(e) for e in d["errors"]], top_k=d["top_k"])
+                   errors=[tuple(e) for e in d["errors"]], top_k=d["top_k"], tta=d.get("tta"))
 
 
 def _pct(x: float) -> str:
@@ -266,7 +273,7 @@ def _label_index(label, class_names, source) -> int:
 
 
 def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_size: int = 32,
-             ctx=None, color: str | None = None, tta: bool = False) -> EvaluationReport:
+             ctx=None, color: str | None = None, tta: bool | None = None) -> EvaluationReport:
     """Classify a labelled image set and report top-1/top-k, per-class accuracy and confusions.
 
     Parameters
@@ -288,8 +295,11 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
         Devices (when a model is given).
     color : {"RGB", "BGR"} or None
         Colour order of decoded arrays, if any.
-    tta : bool
-        Mirror test-time augmentation (when a model is given; see :class:`~finetune.Predictor`).
+    tta : bool or None
+        Mirror test-time augmentation (when a model is given; a
+        :class:`~finetune.Predictor` keeps its own). ``None``: what the
+        model's ``inference`` record says (see :class:`~finetune.Predictor`).
+        The report's :attr:`~EvaluationReport.tta` says which was used.
 
     Returns
     -------
@@ -328,4 +338,5 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     names = class_names if class_names is not None and len(class_names) == k else None
     return EvaluationReport([items[i].label for i in good], probs[good], names,
                             sources=[items[i].source for i in good],
-                            errors=[(items[i].source, msg) for i, msg in errors.items()], top_k=top_k)
+                            errors=[(items[i].source, msg) for i, msg in errors.items()], top_k=top_k,
+                            tta=predictor.tta)

@@ -31,7 +31,6 @@ from .._context import resolve_ctx
 from ..data._source import ImageSource
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
 from ..models import create_model
-from ..models._create import _for_use
 from ._names import load_name_map
 from ._results import Prediction, Predictions
 
@@ -50,6 +49,21 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _resolve_tta(tta, model) -> bool:
+    """``tta`` given, or (``None``) what the model's ``inference`` record asks for (``"mirror"``)."""
+    from .._validation import Options, validate
+
+    validate("Predictor", {"tta": tta}, {"tta": [Options([True, False]), None]})
+    if tta is not None:
+        return bool(tta)
+    for holder in (model, getattr(model, "block", None)):  # a wrapper (BlockModel) or the block it wraps
+        record = getattr(holder, "inference", None)
+        chosen = record.get("tta") if isinstance(record, dict) else getattr(record, "tta", None)
+        if chosen is not None:
+            return chosen == "mirror"
+    return False
 
 
 class Predictor:
@@ -77,10 +91,12 @@ class Predictor:
         Decoding threads; ``None`` uses the number of cores (at most 8).
     hybridize : bool
         Hybridize the model (static graph) for speed.
-    tta : bool
+    tta : bool or None
         Test-time augmentation: average the logits of each image and of its
-        left-right mirror (twice the compute; use it for models trained with
-        mirroring, e.g. by :class:`~finetune.train.Recipe`).
+        left-right mirror (twice the compute). ``None`` (the default) does
+        what the model's ``inference`` record says (a model trained by
+        :class:`~finetune.train.Recipe` asks for it; one without the record
+        runs plainly); ``True`` / ``False`` override it.
     fuse : bool or None
         Run a float32 copy of the network with oneDNN operator fusion
         (:func:`~finetune.fuse`: the same outputs to float32 rounding, 3.8x
@@ -98,6 +114,8 @@ class Predictor:
         :class:`~finetune.FusedModel`.
     fused : bool
         Whether :attr:`model` is a oneDNN-fused copy.
+    tta : bool
+        Whether mirror test-time augmentation is used (the resolved choice).
 
     Examples
     --------
@@ -117,18 +135,18 @@ class Predictor:
     """
 
     def __init__(self, model, *, ctx=None, batch_size: int = 32, names=None,
-                 workers: int | None = None, hybridize: bool = True, tta: bool = False,
+                 workers: int | None = None, hybridize: bool = True, tta: bool | None = None,
                  fuse: bool | None = None):
         check_range("Predictor", "batch_size", batch_size, 1)
         if workers is not None:
             check_range("Predictor", "workers", workers, 1)
-        self.model = _for_use(model, ctx=ctx)
+        self.model = create_model(model, ctx=ctx)
         self.batch_size = int(batch_size)
         self.workers = int(workers) if workers is not None else min(8, _cores())
         self.ctx = resolve_ctx(ctx)
         self.names = load_name_map(names) if names is not None else {}
         self.hybridize = hybridize
-        self.tta = bool(tta)
+        self.tta = _resolve_tta(tta, self.model)
         self._place_model()
         self.fused = self._fuse(fuse)
         if hybridize:
@@ -137,7 +155,7 @@ class Predictor:
     # ------------------------------------------------------------ construction
     @classmethod
     def load(cls, model_dir, *, ctx=None, batch_size: int = 32, names=None,
-             workers: int | None = None, tta: bool = False, fuse: bool | None = None) -> "Predictor":
+             workers: int | None = None, tta: bool | None = None, fuse: bool | None = None) -> "Predictor":
         """Load a saved model directory (or an exported deployment folder) and wrap it.
 
         Parameters
@@ -209,6 +227,8 @@ class Predictor:
             parts.append(f"batch_size={self.batch_size}")
         if self.names:
             parts.append(f"names=<{len(self.names)} names>")
+        if self.tta:
+            parts.append("tta=True")
         return f"Predictor({', '.join(parts)})"
 
     # ---------------------------------------------------------------- running
