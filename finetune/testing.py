@@ -1,11 +1,18 @@
-"""Conformance checks for code that plugs into finetune.
+"""Conformance checks for code that plugs into finetune, and a tiny stand-in network for tests.
 
 :func:`check_model` runs an object through everything the library expects
-of a network (the :class:`~finetune.ModelProtocol`), the way scikit-learn's
-``check_estimator`` runs an estimator: a new backbone, importer or wrapper
-that passes it works with :class:`~finetune.Predictor`,
-:func:`~finetune.evaluate`, :class:`~finetune.GradCAM` and
-:class:`~finetune.FeatureExtractor`.
+of a network at one level of the model protocol, the way scikit-learn's
+``check_estimator`` runs an estimator: ``level="inference"``
+(:class:`~finetune.InferenceModel`: what :class:`~finetune.Predictor` and
+:func:`~finetune.evaluate` need) or ``level="full"``
+(:class:`~finetune.ModelProtocol`: also :class:`~finetune.GradCAM`,
+:class:`~finetune.FeatureExtractor`, :class:`~finetune.train.LayerLRPolicy`
+and the :class:`~finetune.train.Trainer`). A new backbone, importer or
+wrapper that passes it works with those consumers.
+
+:class:`TinyBlock` (made by :func:`tiny_block`) is a small plain Gluon
+network on 16x16 images with three classes that meets the inference level:
+the stand-in that tests feed to every consumer.
 """
 
 from __future__ import annotations
@@ -18,9 +25,68 @@ import numpy as np
 
 from .data import Preprocess
 from .errors import ModelProtocolError
-from .models import ModelProtocol, load_model
+from .models import load_model
+from .models._protocol import LEVELS, missing_members
 
-__all__ = ["check_model"]
+__all__ = ["TINY_CLASSES", "TinyBlock", "check_model", "tiny_block"]
+
+TINY_CLASSES = ("cat", "dog", "fish")
+
+
+class TinyBlock(mx.gluon.HybridBlock):
+    """conv(3->4) - relu - conv(4->8) - relu - global avg pool - dense(3) on 16x16 RGB images.
+
+    A plain Gluon block (no layer access of its own) meeting the inference
+    level of the model protocol: :attr:`preprocess`, :attr:`class_names` and
+    :meth:`save`; :func:`~finetune.create_model` wraps it in a
+    :class:`~finetune.models.BlockModel` for the full level.
+
+    Parameters
+    ----------
+    preprocess : Preprocess or None
+        Default: 16x16, RGB, mean 127 and std 64 on 0-255 pixels.
+    class_names : list of str or None
+        Default: ``["cat", "dog", "fish"]``.
+    **kwargs
+        Passed to ``HybridBlock`` (``prefix``, ``params``).
+
+    Examples
+    --------
+    >>> net = tiny_block()
+    >>> check_model(net, level="inference")
+    >>> net(mx.nd.zeros((2, 3, 16, 16))).shape
+    (2, 3)
+    """
+
+    def __init__(self, *, preprocess: Preprocess | None = None, class_names=None, **kwargs):
+        super().__init__(**kwargs)
+        self.preprocess = preprocess if preprocess is not None else Preprocess(
+            size=(16, 16), resize=16, mean=(127, 127, 127), std=(64, 64, 64))
+        self.class_names = list(class_names) if class_names is not None else list(TINY_CLASSES)
+        with self.name_scope():
+            self.conv1 = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
+            self.conv2 = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=4)
+            self.pool = mx.gluon.nn.GlobalAvgPool2D()
+            self.fc = mx.gluon.nn.Dense(len(self.class_names), in_units=8)
+
+    def hybrid_forward(self, F, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(F.flatten(self.pool(x)))
+
+    def save(self, path) -> str:
+        """Write a model directory (through :class:`~finetune.models.BlockModel`); returns its path."""
+        from .models import BlockModel
+
+        return BlockModel(self).save(path)
+
+
+def tiny_block(seed: int = 0) -> TinyBlock:
+    """A :class:`TinyBlock` with Xavier weights drawn from ``seed`` (prefix ``"tiny_"``)."""
+    mx.random.seed(seed)
+    net = TinyBlock(prefix="tiny_")
+    net.initialize(mx.init.Xavier(magnitude=3))
+    return net
 
 
 def _batch(model, input_size, batch: int):
@@ -39,23 +105,28 @@ def _spatial_layer(model, x):
     return layers[-1]
 
 
-def check_model(model, *, input_size=None, save: bool = True) -> None:
-    """Check that ``model`` meets the model protocol; raise listing every failure.
+def check_model(model, level: str = "full", *, input_size=None, save: bool = True) -> None:
+    """Check that ``model`` meets the model protocol at ``level``; raise listing every failure.
 
-    Checks, on a random batch of two normalised images: the members exist;
-    ``preprocess`` is a :class:`~finetune.Preprocess`; ``class_names`` is
-    ``None`` or one string per output; ``model(x)`` gives finite logits
-    ``(2, K)``; ``layer_names`` is a non-empty list of unique strings;
-    ``features`` returns one array per asked layer, in the order asked, with
-    the batch first; ``layer_gradient`` gives an activation and a gradient of
-    the layer's shape and the same logits as ``model(x)``; and ``save``
-    writes a directory that :func:`~finetune.load_model` reads back into a
-    network with the same logits and class names.
+    Checks, on a random batch of two normalised images — at every level:
+    the members exist; ``preprocess`` is a :class:`~finetune.Preprocess` that
+    survives ``save`` → ``Preprocess.load``; ``class_names`` is ``None`` or
+    one string per output; ``model(x)`` gives finite logits ``(2, K)``; and
+    ``save`` writes a directory that :func:`~finetune.load_model` reads back
+    into a network with the same logits, class names and preprocessing. At
+    the full level also: ``num_classes`` is ``K``; ``to_symbol()`` is a
+    one-output symbol; ``collect_params()`` holds parameters;
+    ``layer_names`` is a non-empty list of unique strings; ``features``
+    returns one array per asked layer, in the order asked, with the batch
+    first; ``layer_gradient`` gives an activation and a gradient of the
+    layer's shape and the same logits as ``model(x)``.
 
     Parameters
     ----------
     model : object
         The network to check, e.g. the result of :func:`~finetune.create_model`.
+    level : {"inference", "full"}
+        :class:`~finetune.InferenceModel` or :class:`~finetune.ModelProtocol`.
     input_size : tuple of int or None
         ``(H, W)`` of the test batch; default: ``model.preprocess.size``
         (give a smaller one for networks that accept any size).
@@ -75,52 +146,82 @@ def check_model(model, *, input_size=None, save: bool = True) -> None:
     >>> check_model(object())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    finetune.errors.ModelProtocolError: object does not meet the model protocol: ...
+    finetune.errors.ModelProtocolError: object does not meet the full level of the model protocol: ...
     """
+    if level not in LEVELS:
+        raise ModelProtocolError(f"The 'level' parameter of check_model must be one of {sorted(LEVELS)}. "
+                                 f"Got {level!r} instead.")
     failures = []
-    name = type(model).__name__
-    if not isinstance(model, ModelProtocol):
-        missing = [m for m in ("preprocess", "class_names", "layer_names", "features", "layer_gradient",
-                               "collect_params", "save") if not hasattr(model, m)]
-        if not callable(model):
-            missing.append("__call__")
+    name = f"{type(model).__name__} does not meet the {level} level"
+    missing = missing_members(model, level)
+    if missing:
         failures.append(f"missing members: {', '.join(missing)}")
+    if "preprocess" in missing or "__call__" in missing:
         _raise(name, failures)
     if not isinstance(model.preprocess, Preprocess):
         failures.append(f"preprocess is a {type(model.preprocess).__name__}, not a finetune.Preprocess")
         _raise(name, failures)
+    _check_preprocess(model.preprocess, failures)
 
     x = _batch(model, input_size, 2)
     logits = _run(failures, "model(x)", lambda: model(x))
     k = None
     if logits is not None:
-        if isinstance(logits, (list, tuple)) or getattr(logits, "ndim", 0) != 2 or logits.shape[0] != 2:
+        if not isinstance(logits, mx.nd.NDArray) or logits.ndim != 2 or logits.shape[0] != 2:
             failures.append(f"model(x) must give logits (2, K) for a batch of 2; got "
-                            f"{getattr(logits, 'shape', type(logits).__name__)}")
+                            f"{logits.shape if isinstance(logits, mx.nd.NDArray) else type(logits).__name__}")
             logits = None
         else:
             k = logits.shape[1]
             if not np.isfinite(logits.asnumpy()).all():
                 failures.append("model(x) gives non-finite logits")
-    names = model.class_names
+    names = None if "class_names" in missing else model.class_names
     if names is not None:
         if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
             failures.append(f"class_names must be None or a list of str; got {type(names).__name__}")
         elif k is not None and len(names) != k:
             failures.append(f"{len(names)} class_names for {k} outputs")
+    if level == "full":
+        _check_full(model, x, logits, k, missing, failures)
+    if save and logits is not None and "save" not in missing:
+        _check_save(model, x, logits, failures)
+    if failures:
+        _raise(name, failures)
 
+
+def _check_preprocess(pre, failures) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "preprocess.json")
+        again = _run(failures, "Preprocess.load(preprocess.save(file))", lambda: (pre.save(path),
+                                                                                 Preprocess.load(path))[1])
+    if again is not None and again != pre:
+        failures.append("preprocess.save → Preprocess.load gives another preprocessing")
+
+
+def _check_full(model, x, logits, k, missing, failures) -> None:
+    if "num_classes" not in missing:
+        n = _run(failures, "num_classes", lambda: model.num_classes)
+        if n is not None and k is not None and n != k:
+            failures.append(f"num_classes is {n} for {k} outputs")
+    if "to_symbol" not in missing:
+        sym = _run(failures, "to_symbol()", model.to_symbol)
+        if sym is not None and not (isinstance(sym, mx.sym.Symbol) and len(sym.list_outputs()) == 1):
+            failures.append(f"to_symbol() must give a symbol with one output (the logits); got {sym!r}")
+    if "collect_params" not in missing:
+        params = _run(failures, "collect_params()", model.collect_params)
+        if params is not None and not len(params.keys()):
+            failures.append("collect_params() holds no parameters")
+    if "layer_names" in missing:
+        return
     layers = _run(failures, "layer_names", lambda: list(model.layer_names))
     if layers is not None:
         if not layers or not all(isinstance(n, str) for n in layers) or len(set(layers)) != len(layers):
             failures.append("layer_names must be a non-empty list of unique strings")
             layers = None
-    if layers is not None:
+    if layers is not None and "features" not in missing:
         _check_features(model, x, layers, failures)
-        _check_gradient(model, x, logits, failures)
-    if save and logits is not None:
-        _check_save(model, x, logits, failures)
-    if failures:
-        _raise(name, failures)
+        if "layer_gradient" not in missing:
+            _check_gradient(model, x, logits, failures)
 
 
 def _run(failures, what, fn):
@@ -175,10 +276,12 @@ def _check_save(model, x, logits, failures) -> None:
             return
         if again.class_names != (None if model.class_names is None else list(model.class_names)):
             failures.append("load_model(save(dir)) has other class_names")
+        if again.preprocess != model.preprocess:
+            failures.append("load_model(save(dir)) has another preprocessing")
         out = _run(failures, "load_model(save(dir))(x)", lambda: again(x))
         if out is not None and not np.allclose(out.asnumpy(), logits.asnumpy(), rtol=1e-4, atol=1e-5):
             failures.append("load_model(save(dir)) gives other logits")
 
 
 def _raise(name, failures):
-    raise ModelProtocolError(f"{name} does not meet the model protocol: " + "; ".join(failures), failures)
+    raise ModelProtocolError(f"{name} of the model protocol: " + "; ".join(failures), failures)

@@ -1,6 +1,6 @@
 """Tiny networks of every kind :func:`finetune.create_model` accepts, written in a temporary folder.
 
-A plain Gluon block, a Caffe pair (prototxt + caffemodel written without
+A plain Gluon block (:func:`finetune.testing.tiny_block`), a Caffe pair (prototxt + caffemodel written without
 Caffe), a deployment folder (and one of the earlier ``deploy.json``
 layout) and an MXNet checkpoint — all the same small
 conv net on 16x16 images with three classes, so consumer tests run in
@@ -16,9 +16,10 @@ import mxnet as mx
 import numpy as np
 
 import finetune as ft
+from finetune.testing import TINY_CLASSES, TinyBlock, tiny_block  # noqa: F401 - the stand-in, for the tests
 from tests.models.test_caffe_encoder import caffemodel_bytes
 
-CLASSES = ["cat", "dog", "fish"]
+CLASSES = list(TINY_CLASSES)
 
 CAFFE_PROTOTXT = """\
 name: "tiny"
@@ -31,33 +32,6 @@ layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
 layer { name: "fc1" type: "InnerProduct" bottom: "pool1" top: "fc1" inner_product_param { num_output: 3 } }
 layer { name: "prob" type: "Softmax" bottom: "fc1" top: "prob" }
 """
-
-
-class TinyBlock(mx.gluon.HybridBlock):
-    """conv(3->4) - relu - conv(4->8) - relu - global avg pool - dense(3): a block without the protocol."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        with self.name_scope():
-            self.conv1 = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
-            self.conv2 = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=4)
-            self.pool = mx.gluon.nn.GlobalAvgPool2D()
-            self.fc = mx.gluon.nn.Dense(len(CLASSES), in_units=8)
-
-    def hybrid_forward(self, F, x):
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        return self.fc(F.flatten(self.pool(x)))
-
-
-def tiny_block(seed: int = 0) -> TinyBlock:
-    """A plain ``HybridBlock`` carrying ``.preprocess`` and ``.class_names`` (nothing else of the protocol)."""
-    mx.random.seed(seed)
-    net = TinyBlock(prefix="tiny_")
-    net.initialize(mx.init.Xavier(magnitude=3))
-    net.preprocess = ft.Preprocess(size=(16, 16), resize=16, mean=(127, 127, 127), std=(64, 64, 64))
-    net.class_names = list(CLASSES)
-    return net
 
 
 def caffe_pair(folder) -> tuple:

@@ -1,6 +1,7 @@
 """Models: the model protocol, pretrained backbones, head replacement, model directories.
 
-:class:`ModelProtocol` is what every network offers; :func:`create_model` makes
+:class:`ModelProtocol` is what every network offers (:class:`InferenceModel`, its
+inference level, what quantized, fused and deployed networks offer); :func:`create_model` makes
 one from any source (zoo name, model directory, deployment folder, Caffe pair,
 MXNet checkpoint, Gluon block). :class:`Backbone` — a pretrained network
 (gluoncv zoo, Caffe, MXNet checkpoint, our own architectures) held as a symbol
@@ -15,19 +16,22 @@ makes an INT8 :class:`QuantizedModel` for CPU inference; :func:`fuse` an fp32
 from ._backbone import Backbone
 from ._block import BlockModel
 from ._create import create_model
+from ._deployment import DeployedModel
 from ._head import HeadReplacer
 from ._inception_resnet_v2 import InceptionResNetV2
 from ._model import Model, load_model
-from ._protocol import ModelProtocol
+from ._protocol import InferenceModel, ModelProtocol
 from ._quantize import FusedModel, QuantizedModel, fuse, quantize
 from ._zoo import list_backbones
 
 __all__ = [
     "Backbone",
     "BlockModel",
+    "DeployedModel",
     "FusedModel",
     "HeadReplacer",
     "InceptionResNetV2",
+    "InferenceModel",
     "Model",
     "ModelProtocol",
     "QuantizedModel",

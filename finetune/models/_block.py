@@ -2,11 +2,11 @@
 
 A plain block that maps a normalised batch to logits lacks the members the
 rest of the library uses (``layer_names``, ``features``, ``layer_gradient``,
-``save``). Tracing it with a symbol gives its whole graph, so the graph
+``save``, ...). Tracing it with a symbol gives its whole graph, so the graph
 surgery of :mod:`finetune.models` provides them. The wrapper shares the
 block's parameters: training the block later changes what the wrapper
-computes. Members the block already has (its own ``layer_names`` and
-``features``) are used as they are.
+computes. A block that already meets the full protocol keeps its own
+``layer_names`` and ``features``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from ..data import Preprocess
 from ..errors import ModelError
 from ._backbone import Backbone
 from ._network import _Network
+from ._protocol import ModelProtocol
 
 __all__ = ["BlockModel"]
 
 
 class BlockModel(_Network):
-    """A ``HybridBlock`` returning logits, wrapped to meet :class:`~finetune.ModelProtocol`.
+    """A ``HybridBlock`` returning logits, wrapped to meet :class:`~finetune.ModelProtocol` (the full level).
 
     Made by :func:`~finetune.create_model` for blocks that lack members of
     the protocol; rarely built directly.
@@ -33,7 +34,7 @@ class BlockModel(_Network):
         ``block(x)`` gives the logits ``(N, K)`` (or a tuple whose first item
         is the logits) for a normalised ``(N, C, H, W)`` batch.
     preprocess : Preprocess or None
-        Default: ``block.preprocess``.
+        Default: ``block.preprocess`` (a plain block may carry it as an attribute).
     class_names : list of str or None
         Default: ``block.class_names`` when it has them.
 
@@ -79,16 +80,44 @@ class BlockModel(_Network):
 
     @property
     def layer_names(self) -> list:
-        """The block's own ``layer_names`` if it has them, else the traced graph's layers."""
-        own = getattr(self.block, "layer_names", None)
-        return list(own) if own is not None else super().layer_names
+        """The block's own ``layer_names`` if it meets the full protocol, else the traced graph's layers."""
+        if isinstance(self.block, ModelProtocol):
+            return list(self.block.layer_names)
+        return super().layer_names
 
     def features(self, x, layers) -> list:
-        """Outputs of the named layers (through the block's own ``features`` when it has one)."""
-        own = getattr(self.block, "features", None)
-        if callable(own):
-            return list(own(x, [layers] if isinstance(layers, str) else list(layers)))
+        """Outputs of the named layers (through the block's own ``features`` if it meets the full protocol)."""
+        if isinstance(self.block, ModelProtocol):
+            return list(self.block.features(x, [layers] if isinstance(layers, str) else list(layers)))
         return super().features(x, layers)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs (of the traced graph, for an input of the preprocessing's size)."""
+        pre = self.preprocess
+        _, out, _ = self.to_symbol().infer_shape(data=(1, pre.channels, *pre.size))
+        return int(out[0][-1])
+
+    def freeze_batchnorm(self, layers=None, frozen: bool = True) -> "BlockModel":
+        """Make the block's ``nn.BatchNorm`` layers (``None``: all) use and keep their moving statistics.
+
+        Parameters
+        ----------
+        layers : list of str or None
+            BatchNorm layer names of :attr:`layer_names` (e.g.
+            ``"net_batchnorm0_fwd"``); ``None`` means all of them.
+        frozen : bool
+            ``False`` undoes it.
+        """
+        from .graph import set_block_batchnorm_global_stats
+
+        match = None
+        if layers is not None:
+            wanted = {n[:-len("_fwd")] if n.endswith("_fwd") else n for n in layers}
+            match = lambda name: any(name.startswith(w + "_") for w in wanted)  # noqa: E731
+        set_block_batchnorm_global_stats(self.block, match, frozen)
+        self._invalidate()
+        return self
 
     def to_backbone(self) -> Backbone:
         """A :class:`~finetune.Backbone` holding a copy of the traced graph and parameters."""

@@ -15,7 +15,9 @@ Folders written before the two formats were one — the MXNet export files,
 
 The reader lives with the models so that :func:`~finetune.load_model` and
 :func:`~finetune.create_model` can open a deployment folder like any other
-model directory; the writer is in :mod:`finetune.use`. Every file named in
+model directory; the writer is in :mod:`finetune.use`. :class:`DeployedModel`
+is the folder's MXNet graph as an inference model (the inference level of the
+model protocol), what :func:`~finetune.load_deployment` returns. Every file named in
 ``config.json`` or ``deploy.json`` must lie inside the folder
 (:class:`~finetune.errors.UnsafePathError` otherwise).
 """
@@ -35,8 +37,9 @@ from ..data import Preprocess
 from ..errors import MissingFileError, ModelError
 from ._modeldir import read_config, read_preprocess
 from ._paths import inside
+from ._quantize import _InferenceGraph
 
-__all__ = ["Deployment", "is_deployment", "load_legacy", "read_deployment", "read_deployment_preprocess"]
+__all__ = ["DeployedModel", "Deployment", "is_deployment", "load_legacy", "read_deployment", "read_deployment_preprocess"]
 
 SECTION = "deployment"  # the key of config.json that makes a model directory a deployment folder
 _MANIFEST = "deploy.json"  # the manifest of the earlier layout
@@ -179,8 +182,11 @@ def load_legacy(folder, *, ctx=None):
                                 ctx=ctx)
 
 
-def _imports(dep: Deployment, ctx):
-    """``SymbolBlock.imports`` without its warning about the (float32) input type."""
+def _imports(dep: Deployment, ctx, make=None):
+    """``SymbolBlock.imports`` without its warning about the (float32) input type.
+
+    ``make(symbol, input_name)`` builds the block (default: a plain ``SymbolBlock``).
+    """
     import mxnet as mx
 
     for path in (dep.symbol, dep.params):
@@ -189,7 +195,8 @@ def _imports(dep: Deployment, ctx):
     symbol, arrays = load_symbol(dep.symbol), load_arrays(dep.params)  # any path, typed errors
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot decide type")
-        net = mx.gluon.SymbolBlock(symbol, [mx.sym.var(dep.input_name)])
+        net = (make(symbol, dep.input_name) if make is not None
+               else mx.gluon.SymbolBlock(symbol, [mx.sym.var(dep.input_name)]))
         try:
             net.collect_params().load_dict(arrays, ctx, cast_dtype=True, dtype_source="saved",
                                            filename=dep.params)
@@ -197,3 +204,43 @@ def _imports(dep: Deployment, ctx):
             raise ModelError(f"The weights {dep.params!r} do not fit the graph {dep.symbol!r}: "
                              f"{str(exc).strip().splitlines()[0]}") from None
     return net
+
+
+class DeployedModel(_InferenceGraph):
+    """The MXNet files of a deployment folder as an inference model (what :func:`~finetune.load_deployment` returns).
+
+    Meets the inference level of the model protocol
+    (:class:`~finetune.InferenceModel`): ``model(x)`` gives the logits of a
+    normalised ``(N, C, H, W)`` float32 batch, with :attr:`preprocess` and
+    :attr:`class_names` from the folder; :meth:`save` writes a model
+    directory that :func:`~finetune.load_model` reads (as a
+    :class:`~finetune.Backbone` over the same graph). Layer access and
+    training stay with :func:`~finetune.load_model` on the same folder.
+
+    Attributes
+    ----------
+    preprocess : Preprocess
+        The folder's preprocessing.
+    class_names : list of str or None
+        The folder's class names.
+    deployment : Deployment
+        The files it was read from.
+    """
+
+    def __init__(self, symbol, preprocess, class_names=None, *, input_name: str = "data", deployment=None):
+        super().__init__(symbol, preprocess, class_names, input_name=input_name)
+        self.deployment = deployment
+
+    @classmethod
+    def load(cls, directory, *, ctx=None) -> "DeployedModel":
+        """Read a deployment folder (either layout) onto ``ctx`` (``None``: the current context)."""
+        from .._context import resolve_ctx
+
+        dep = read_deployment(directory)
+        preprocess = read_deployment_preprocess(dep)
+        return _imports(dep, resolve_ctx(ctx), lambda symbol, name: cls(
+            symbol, preprocess, dep.class_names, input_name=name, deployment=dep))
+
+    def __repr__(self) -> str:
+        return f"DeployedModel({self.deployment.directory if self.deployment else None!r}, " \
+               f"classes={len(self.class_names or [])})"

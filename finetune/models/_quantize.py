@@ -39,9 +39,10 @@ import numpy as np
 
 from .._version import __version__
 from ..data._source import ImageSource
-from ..errors import ConfigError, DataError, ModelError, ShapeError, check_choice, check_range
+from ..errors import ConfigError, DataError, ModelError, ModelProtocolError, ShapeError, check_choice, check_range
 from . import _modeldir as _model
 from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
+from ._protocol import ModelProtocol, require_model
 
 __all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
 
@@ -53,10 +54,11 @@ CALIB_MODES = ("naive", "entropy")
 class _InferenceGraph(mx.gluon.SymbolBlock):
     """A ``SymbolBlock`` for CPU inference that carries preprocessing, class names and its input size."""
 
-    def __init__(self, symbol, preprocess, class_names=None, input_size=None):
+    def __init__(self, symbol, preprocess, class_names=None, input_size=None, *, input_name: str = "data"):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot decide type")
-            super().__init__(symbol, mx.sym.var("data"))
+            super().__init__(symbol, mx.sym.var(input_name))
+        self._input_name = input_name
         self.preprocess = preprocess
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
@@ -70,11 +72,21 @@ class _InferenceGraph(mx.gluon.SymbolBlock):
                              f"make it from a model whose preprocess.size is the size you need.")
         return super().forward(x, *args)
 
+    def save(self, path) -> str:
+        """Write a model directory that :func:`~finetune.load_model` reads (a :class:`~finetune.Backbone`
+        over this graph and weights); returns its path."""
+        from ._backbone import Backbone
+
+        arrays = {name: p.data(p.list_ctx()[0]).copyto(mx.cpu()) for name, p in self.collect_params().items()}
+        return Backbone.from_symbol(self._cached_graph[1], arrays, {}, self.preprocess, class_names=self.class_names,
+                                    input_name=self._input_name, name=type(self).__name__).save(path)
+
 
 class QuantizedModel(_InferenceGraph):
     """An INT8 network made by :func:`quantize`: logits for a normalised float32 batch.
 
-    Runs on CPU only (oneDNN kernels). Follows the model protocol's use side:
+    Runs on CPU only (oneDNN kernels). Meets the inference level of the model
+    protocol (:class:`~finetune.InferenceModel`):
     ``model(x)`` for an ``(N, C, H, W)`` float32 batch normalised with
     :attr:`preprocess`, :attr:`class_names`, :meth:`save`; training and
     layer access (``features``, Grad-CAM) stay with the float32 model.
@@ -123,7 +135,9 @@ class FusedModel(_InferenceGraph):
     Made by :func:`fuse`. Same outputs as the original network (to float32
     rounding); :meth:`hybridize` always partitions the graph for the
     ``"MKLDNN"`` backend, so :class:`~finetune.Predictor`'s own
-    ``hybridize(static_alloc=True)`` keeps the fusion.
+    ``hybridize(static_alloc=True)`` keeps the fusion. Meets the inference
+    level of the model protocol; :meth:`save` writes the float32 graph as a
+    :class:`~finetune.Backbone` model directory.
 
     Attributes
     ----------
@@ -151,8 +165,10 @@ def fuse(model) -> FusedModel:
 
     Parameters
     ----------
-    model : Model, Backbone or HybridBlock
-        A network with ``.preprocess`` (and ``.class_names``).
+    model : InferenceModel
+        A Gluon network meeting at least the inference level of the model
+        protocol (a :class:`~finetune.Model`, :class:`~finetune.Backbone`,
+        deployment, ... or a plain block wrapped by :func:`~finetune.create_model`).
 
     Returns
     -------
@@ -171,10 +187,9 @@ def fuse(model) -> FusedModel:
     >>> bool(np.allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4))
     True
     """
-    if getattr(model, "preprocess", None) is None:
-        raise ConfigError("fuse needs a model carrying its preprocessing (.preprocess).")
+    _require_network(model, "fuse")
     block, input_size = _as_symbol_block(model)
-    out = FusedModel(block._cached_graph[1], model.preprocess, getattr(model, "class_names", None), input_size)
+    out = FusedModel(block._cached_graph[1], model.preprocess, model.class_names, input_size)
     params = out.collect_params()
     for name, p in block.collect_params().items():
         params[name]._load_init(p.data(), [mx.cpu()])
@@ -229,9 +244,10 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
 
     Parameters
     ----------
-    model : Model, Backbone or HybridBlock
-        A float32 network with ``.preprocess`` (and ``.class_names``),
-        giving logits for a normalised batch.
+    model : InferenceModel
+        A float32 Gluon network meeting at least the inference level of the
+        model protocol (a :class:`~finetune.Model`, :class:`~finetune.Backbone`,
+        deployment, ... or a plain block wrapped by :func:`~finetune.create_model`).
     calibration : numpy.ndarray, path, folder, list of paths, ImageList or RecordDataset
         A few hundred images like the ones the model will see (training
         images are right): a normalised ``(N, C, H, W)`` float32 array, or
@@ -265,6 +281,8 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     ------
     ConfigError
         An option out of range.
+    ModelProtocolError
+        ``model`` is not a Gluon network meeting the inference level.
     DataError
         No usable calibration images.
 
@@ -285,8 +303,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     check_choice("quantize", "calib_mode", calib_mode, CALIB_MODES)
     check_range("quantize", "num_examples", num_examples, 1)
     check_range("quantize", "batch_size", batch_size, 1)
-    if getattr(model, "preprocess", None) is None:
-        raise ConfigError("quantize needs a model carrying its preprocessing (.preprocess).")
+    _require_network(model, "quantize")
     data = _calibration_batch(model, calibration, int(num_examples))
     if len(data) == 0:
         raise DataError("quantize got an empty calibration array; give a few hundred images.")
@@ -300,7 +317,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
             fp32, quantized_dtype="auto", quantize_mode="full", exclude_layers=list(exclude_layers or []),
             calib_data=calib, calib_mode=calib_mode, num_calib_examples=len(data), ctx=mx.cpu(), logger=None)
     ql.debug("calibrated on %d images", len(data))
-    out = QuantizedModel(net._cached_graph[1], model.preprocess, getattr(model, "class_names", None),
+    out = QuantizedModel(net._cached_graph[1], model.preprocess, model.class_names,
                          {"calib_mode": calib_mode, "num_examples": int(len(data)),
                           "exclude_layers": list(exclude_layers or [])}, input_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -314,6 +331,14 @@ def _load_typed(block, filename: str) -> None:
     block.collect_params().load(filename, ctx=mx.cpu(), cast_dtype=True, dtype_source="saved")
 
 
+def _require_network(model, who: str) -> None:
+    """A Gluon ``HybridBlock`` meeting the inference level of the model protocol, else ModelProtocolError."""
+    require_model(model, "inference", who)
+    if not isinstance(model, mx.gluon.HybridBlock):
+        raise ModelProtocolError(f"{who} rewrites a Gluon graph: it needs a Gluon HybridBlock. Got a "
+                                 f"{type(model).__name__} instead.", ["not a Gluon HybridBlock"])
+
+
 def _as_symbol_block(model):
     """``(block, input_size)``: the network as a plain ``SymbolBlock`` on CPU, for its preprocessing's size.
 
@@ -323,9 +348,8 @@ def _as_symbol_block(model):
     a convolution then becomes that convolution's padding
     (:func:`~finetune.models.graph.merge_padding`, weights widened by zero taps).
     """
-    to_symbol = getattr(model, "to_symbol", None)
-    if to_symbol is not None:
-        symbol = to_symbol()
+    if isinstance(model, ModelProtocol):
+        symbol = model.to_symbol()
     else:
         model.hybridize()
         pre = model.preprocess

@@ -46,7 +46,7 @@ import numpy as np
 from .._atomic import atomic_dir
 from .._mxio import load_arrays, load_symbol
 from ..errors import ConfigError, ModelError, check_range
-from ..models._deployment import SECTION, Deployment, _imports, read_deployment, read_deployment_preprocess
+from ..models._deployment import SECTION, Deployment, _imports, read_deployment
 from ._onnx import _export_onnx, _run_onnx
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
@@ -259,7 +259,7 @@ def _write_config(folder: str, config: dict, dep: Deployment) -> None:
 
 
 def load_deployment(directory, *, ctx=None):
-    """Load the MXNet files of a deployment folder as a ``SymbolBlock`` following the model protocol.
+    """Load the MXNet files of a deployment folder as an inference model.
 
     What a service without finetune's classes runs. To load the network as
     the finetune model it was (a :class:`~finetune.Model` or
@@ -276,17 +276,14 @@ def load_deployment(directory, *, ctx=None):
 
     Returns
     -------
-    mxnet.gluon.SymbolBlock
-        With ``.preprocess`` and ``.class_names`` set, so a
-        :class:`~finetune.Predictor` can wrap it.
+    DeployedModel
+        A ``SymbolBlock`` meeting the inference level of the model protocol
+        (:class:`~finetune.InferenceModel`: ``preprocess``, ``class_names``,
+        ``save``), so a :class:`~finetune.Predictor` can wrap it.
     """
-    from .._context import resolve_ctx
+    from ..models import DeployedModel
 
-    dep = read_deployment(directory)
-    net = _imports(dep, resolve_ctx(ctx))
-    net.preprocess = read_deployment_preprocess(dep)
-    net.class_names = dep.class_names
-    return net
+    return DeployedModel.load(directory, ctx=ctx)
 
 
 def verify_deployment(deployment, x: np.ndarray, reference: np.ndarray, *, atol: float = 1e-4, ctx=None) -> dict:

@@ -104,3 +104,98 @@ def _check_head_save_load_export(bb, x, tmp_path):
     np.testing.assert_allclose(net(x).asnumpy(), out, rtol=1e-5, atol=1e-6)
     assert ft.Preprocess.load(paths["preprocess"]) == model.preprocess
 
+
+
+# ----------------------------------------------------------------- every kind of model, at its level
+def _zoo(tmp_path):
+    return ft.create_model("mobilenet0.25", weights=None), (32, 32)
+
+
+def _model(tmp_path):
+    return ft.HeadReplacer(3).apply(ft.create_model("mobilenet0.25", weights=None), class_names=["a", "b", "c"]), (32, 32)
+
+
+def _caffe(tmp_path):
+    from tests.model_sources import source
+
+    return ft.create_model(source("caffe", tmp_path)), None
+
+
+def _checkpoint(tmp_path):
+    from tests.model_sources import source
+
+    return ft.create_model(source("checkpoint", tmp_path)), None
+
+
+def _deployment(tmp_path):
+    from tests.model_sources import deployment_folder
+
+    return ft.load_deployment(deployment_folder(tmp_path / "deploy")), None
+
+
+def _legacy_deployment(tmp_path):
+    from tests.model_sources import legacy_deployment_folder
+
+    return ft.load_deployment(legacy_deployment_folder(tmp_path / "legacy")), None
+
+
+def _quantized(tmp_path):
+    from finetune.testing import tiny_block
+
+    calib = np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32)
+    return ft.quantize(ft.create_model(tiny_block()), calib, batch_size=2), None
+
+
+def _fused(tmp_path):
+    from finetune.testing import tiny_block
+
+    return ft.fuse(ft.create_model(tiny_block())), None
+
+
+def _block_model(tmp_path):
+    net = mx.gluon.nn.HybridSequential(prefix="net_")
+    with net.name_scope():
+        net.add(mx.gluon.nn.Conv2D(4, 3, in_channels=3), mx.gluon.nn.BatchNorm(in_channels=4),
+                mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Dense(2, in_units=4))
+    net.initialize()
+    return ft.create_model(net, preprocess=ft.Preprocess(size=(8, 8), resize=8), class_names=["x", "y"]), None
+
+
+def _stand_in(tmp_path):
+    from finetune.testing import tiny_block
+
+    return tiny_block(), None
+
+
+# kind -> (builder, protocol level); a kind meeting the full level is also checked at the inference level
+KINDS = {
+    "zoo_backbone": (_zoo, "full"), "model": (_model, "full"), "caffe": (_caffe, "full"),
+    "checkpoint": (_checkpoint, "full"), "block_model": (_block_model, "full"),
+    "deployment": (_deployment, "inference"), "legacy_deployment": (_legacy_deployment, "inference"),
+    "quantized": (_quantized, "inference"), "fused": (_fused, "inference"), "stand_in": (_stand_in, "inference"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_of_model_passes_check_model_at_its_level(kind, tmp_path):
+    """One conformance test over every kind of model: check_model passes at the kind's level (and at
+    the inference level); isinstance agrees; an inference-only kind is refused at the full level by name."""
+    build, level = KINDS[kind]
+    model, size = build(tmp_path)
+    check_model(model, level, input_size=size)
+    assert isinstance(model, ft.InferenceModel)
+    assert isinstance(model, ft.ModelProtocol) == (level == "full")
+    if level == "full":
+        check_model(model, "inference", input_size=size)
+    else:
+        with pytest.raises(ft.errors.ModelProtocolError, match="missing members: .*layer_names") as info:
+            check_model(model, "full", input_size=size, save=False)
+        assert info.value.failures[0].startswith("missing members")
+
+
+def test_kinds_cover_every_model_class():
+    """Every model class finetune defines has a kind above (a new class must be added to KINDS)."""
+    built = {"Backbone", "Model", "BlockModel", "DeployedModel", "QuantizedModel", "FusedModel", "TinyBlock"}
+    public = {n for n in ft.models.__all__ if isinstance(getattr(ft.models, n), type)
+              and issubclass(getattr(ft.models, n), mx.gluon.Block)}
+    assert public - {"InceptionResNetV2"} <= built
