@@ -52,6 +52,7 @@ __all__ = [
     "ListFormatError",
     "MissingExtraError",
     "MissingFileError",
+    "MissingWeightsError",
     "MixedOutputError",
     "ModelError",
     "ModelProtocolError",
@@ -220,6 +221,14 @@ class MixedOutputError(DataError):
     def __init__(self, message: str, filename=None):
         super().__init__(message)
         self.filename = filename
+
+
+class MissingWeightsError(ModelError, MissingFileError):
+    """The pretrained weights of a zoo architecture are not on this machine and cannot be fetched.
+
+    The message says where they come from and how to get them, or to pass
+    ``weights=None`` (``--weights none``) for random initialisation.
+    """
 
 
 def check_choice(owner: str, param: str, value, choices: Iterable) -> None:

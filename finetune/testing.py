@@ -142,7 +142,7 @@ def check_model(model, level: str = "full", *, input_size=None, save: bool = Tru
     --------
     >>> import finetune as ft
     >>> from finetune.testing import check_model
-    >>> check_model(ft.create_model("mobilenet0.25"), input_size=(32, 32))
+    >>> check_model(ft.create_model("mobilenet0.25", weights=None), input_size=(32, 32))
     >>> check_model(object())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

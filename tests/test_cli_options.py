@@ -180,7 +180,7 @@ def test_batch_size_workers_and_ctx_reach_the_predictor(monkeypatch):
     from finetune.cli import _use
 
     seen = {}
-    monkeypatch.setattr(_use, "load_any_model", lambda spec, ctx: "model")
+    monkeypatch.setattr(_use, "load_any_model", lambda spec, ctx, weights: "model")
     monkeypatch.setattr(use, "Predictor", lambda model, **kw: seen.update(kw, model=model))
     args = build_parser().parse_args(["evaluate", "m", "r.rec", "--batch-size", "8", "--workers", "2", "--ctx", "cpu"])
     _use._predictor(args)

@@ -45,6 +45,7 @@ def register(sub) -> None:
                         "cropped to their boxes, finding their images in IMAGES")
     p.add_argument("--save-extractor", help="save the (fitted) extractor to this folder")
     add_shared(p, "out", required=True, metavar="NPY", help="descriptor file to write (.npy; ids beside it)")
+    add_shared(p, "weights")
     add_shared(p, "ctx")
     add_shared(p, "batch_size")
     add_shared(p, "progress")
@@ -157,6 +158,7 @@ def _query_crops(gt, paths: list):
 def _build_extractor(args):
     from ..features import FeatureExtractor, GeM, get_pooling
     from ..errors import ConfigError
+    from ..models import create_model
 
     if os.path.exists(os.path.join(args.model, "extractor.json")):
         return FeatureExtractor.load(args.model, ctx=ctx_of(args))
@@ -169,7 +171,9 @@ def _build_extractor(args):
         scales = tuple(float(s) for s in args.scales.split(","))
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated numbers. Got {args.scales!r}.") from None
-    return FeatureExtractor(args.model, args.layer, pooling, ctx=ctx_of(args), batch_size=args.batch_size,
+    # FeatureExtractor builds a MODEL it is given by name with create_model's default weights
+    model = args.model if args.weights == "imagenet" else create_model(args.model, weights=args.weights)
+    return FeatureExtractor(model, args.layer, pooling, ctx=ctx_of(args), batch_size=args.batch_size,
                             scales=scales, resize=args.resize, resize_side=args.resize_side, pca=args.pca)
 
 

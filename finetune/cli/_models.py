@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ._options import add_alias
+from ._options import add_alias, add_shared
 
 log = logging.getLogger("finetune")
 
@@ -24,9 +24,12 @@ def register(subparsers) -> None:
                               description="Show a model directory's or a zoo backbone's layers (with output "
                                           "shapes at the native input size), parameter count, classifier, "
                                           "default feature layer and preprocessing. Zoo names are built "
-                                          "with random weights (nothing is downloaded).")
+                                          "as finetune.create_model builds them: with their ImageNet "
+                                          "weights unless --weights says otherwise (--weights none: random, "
+                                          "nothing to download).")
     p.add_argument("model", metavar="MODEL_OR_NAME", help="a model directory or a zoo backbone name")
     p.add_argument("--no-layers", action="store_true", help="summary only")
+    add_shared(p, "weights")
     p.set_defaults(handler=inspect)
 
 
@@ -51,17 +54,17 @@ def backbones(args) -> int:
     return 0
 
 
-def _load(spec: str):
-    """What :func:`finetune.create_model` makes of ``spec``; zoo names with random weights (nothing downloaded)."""
+def _load(spec: str, weights="imagenet"):
+    """What :func:`finetune.create_model` makes of ``spec`` with ``weights`` (``--weights``)."""
     from ..models import create_model
 
-    return create_model(spec)
+    return create_model(spec, weights=weights)
 
 
 def inspect(args) -> int:
     from ..models import _graph
 
-    model = _load(args.model)
+    model = _load(args.model, args.weights)
     pre = model.preprocess
     symbol = model.to_symbol()
     shape = (1, pre.channels, *pre.size)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from .._validation import Interval, describe, satisfies
 
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
-           "count", "ctx_of", "index_kwargs", "input_size", "number"]
+           "count", "ctx_of", "index_kwargs", "input_size", "number", "weights"]
 
 
 def number(kind=Real, low=None, high=None, closed: str = "both"):
@@ -68,6 +68,22 @@ def number(kind=Real, low=None, high=None, closed: str = "both"):
 def count(low: int = 0):
     """An argparse ``type``: a whole number ``>= low`` (``--workers``: 0, ``--batch-size``: 1)."""
     return number(Integral, low, None)
+
+
+def weights(text: str):
+    """``--weights``: ``imagenet`` (the pretrained weights, the default), ``none`` (random) or a weights file.
+
+    Examples
+    --------
+    >>> weights("none") is None, weights("ImageNet"), weights("resnet.params")
+    (True, 'imagenet', 'resnet.params')
+    """
+    value = text.strip()
+    if value.lower() in ("none", "imagenet"):
+        return None if value.lower() == "none" else "imagenet"
+    if not value:
+        raise argparse.ArgumentTypeError("must be 'imagenet', 'none' or a weights file. Got an empty value.")
+    return value
 
 
 def input_size(text: str):
@@ -115,6 +131,10 @@ SHARED = {
     "num_classes": Option("--num-classes", dict(type=count(1), default=None, metavar="N",
                                                help="number of classes (default: from the records' class names)"),
                           ("finetune.models:Backbone.from_zoo",)),
+    "weights": Option("--weights", dict(type=weights, default="imagenet", metavar="WEIGHTS",
+                                       help="for a zoo name: imagenet (its pretrained weights), none (random "
+                                            "initialisation) or a .params / .pth file (default: imagenet)"),
+                      ("finetune.models:create_model", "finetune.models:Backbone.from_zoo")),
     "progress": Option("--no-progress", dict(dest="progress", action="store_false", default=True,
                                             help="no progress bars"),
                        ("finetune.train:Trainer", "finetune.train:Recipe.fit", "finetune.train:lr_find")),

@@ -49,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one Recipe field, e.g. --set input_size=128 (repeatable)")
     p.add_argument("--no-baseline", action="store_true", help="skip the linear-probe baseline")
+    add_shared(p, "weights")
     add_shared(p, "ctx")
     add_shared(p, "seed")
     add_shared(p, "progress")
@@ -117,8 +118,8 @@ def run(args) -> int:
         ft.pack(images, os.path.join(records, name), encoding=".png")
     train_rec, val_rec, test_rec = (os.path.join(records, f"{n}.rec") for n in ("train", "val", "test"))
 
-    log.info("3/6 loading %s with its ImageNet weights and replacing the head", args.backbone)
-    model = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
+    log.info("3/6 loading %s (weights: %s) and replacing the head", args.backbone, args.weights or "random")
+    model = recipe.build_model(ft.create_model(args.backbone, weights=args.weights), train_list.class_names)
     plan = recipe.plan(model, train_rec, val_rec)
 
     log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of fine-tuning)",
@@ -135,7 +136,7 @@ def run(args) -> int:
     probe = None
     if not args.no_baseline:
         log.info("6/6 the baseline: a linear probe on the pretrained backbone's frozen features")
-        fresh = recipe.build_model(ft.Backbone.from_zoo(args.backbone, weights="imagenet"), train_list.class_names)
+        fresh = recipe.build_model(ft.create_model(args.backbone, weights=args.weights), train_list.class_names)
         probe = linear_probe(fresh, train_rec, val_rec, test_rec, size=plan.size)
     total_s = time.time() - t_start
     _write_report(os.path.join(out, "report"), report, os.path.join(out, "train", "fine_tune", "history.json"), probe)

@@ -53,7 +53,7 @@ def _add_source(p) -> None:
     """BACKBONE and the training records: the arguments ``train`` and ``lr-find`` share."""
     p.add_argument("backbone", help="zoo name (e.g. efficientnet_lite0), model directory, or deploy.prototxt")
     p.add_argument("--caffemodel", help="weights for a Caffe deploy.prototxt BACKBONE")
-    p.add_argument("--weights", default="imagenet", help="zoo weights: 'imagenet', 'none' or a .params file")
+    add_shared(p, "weights")
     p.add_argument("--train", required=True, help="training .rec (or its prefix)")
 
 
@@ -181,7 +181,7 @@ def _backbone(args):
         return create_model(src, weights=args.caffemodel)
     if os.path.isdir(src):
         return create_model(src)
-    return create_model(src, weights=None if args.weights.lower() == "none" else args.weights)
+    return create_model(src, weights=args.weights)
 
 
 def _schedule(args):

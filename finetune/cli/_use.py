@@ -2,7 +2,8 @@
 
 ``MODEL`` is a model directory (``Model.save`` / ``Backbone.save``), a
 deployment folder (``finetune export``), or a zoo name such as
-``efficientnet_lite0`` (its ImageNet weights and class names).
+``efficientnet_lite0`` (``--weights``, as ``create_model(weights=)``: its
+ImageNet weights and class names by default, ``none`` for random weights).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def _model_args(p, batch: bool = True) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, deployment folder, MXNet checkpoint prefix "
                    "or zoo name")
     add_shared(p, "ctx")
+    add_shared(p, "weights")
     if batch:
         add_shared(p, "batch_size")
         add_shared(p, "workers")
@@ -84,22 +86,22 @@ def _fuse_arg(p) -> None:
                    "by default a single CPU runs the fused copy)")
 
 
-def load_any_model(spec: str, ctx=None):
-    """A model from a model directory, a deployment folder, a Caffe prototxt or checkpoint prefix, or a zoo name.
+def load_any_model(spec: str, ctx=None, weights="imagenet"):
+    """A model from a model directory, a deployment folder, an MXNet checkpoint prefix or a zoo name.
 
-    What :func:`finetune.create_model` makes of ``spec``; a zoo name gets its
-    ImageNet weights (and class names).
+    What :func:`finetune.create_model` makes of ``spec`` (``--weights`` is its
+    ``weights``: a zoo name gets its ImageNet weights and class names by default).
     """
-    from ..models._create import _for_use
+    from ..models import create_model
 
-    return _for_use(spec, ctx=ctx)
+    return create_model(spec, weights=weights, ctx=ctx)
 
 
 def _predictor(args, **kw):
     from ..use import Predictor
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx)
+    model = load_any_model(args.model, ctx, args.weights)
     return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers,
                      tta=getattr(args, "tta", None), fuse=getattr(args, "fuse", None), **kw)
 
@@ -189,7 +191,7 @@ def _gradcam(args) -> int:
     from ..use import GradCAM
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx)
+    model = load_any_model(args.model, ctx, args.weights)
     target = args.target
     if target is not None and target.isdigit():
         target = int(target)
@@ -204,7 +206,7 @@ def _export(args) -> int:
     from ..use import export_for_deployment
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx)
+    model = load_any_model(args.model, ctx, args.weights)
     if args.int8:
         return _export_int8(model, args)
     dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)

@@ -15,7 +15,7 @@ from .._context import resolve_ctx
 from .._version import __version__
 from ..data._source import ImageSource
 from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
-from ..models._create import _for_use
+from ..models import create_model
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP
@@ -37,8 +37,8 @@ def _as_model(model):
 
 
 def _load_model(spec):
-    """A model from a model directory, deployment folder, Caffe pair, zoo name, ... (see :func:`_for_use`)."""
-    return _for_use(spec)
+    """A model from a model directory, deployment folder, Caffe pair, zoo name, ... (see :func:`~finetune.create_model`)."""
+    return create_model(spec)
 
 
 class FeatureExtractor:

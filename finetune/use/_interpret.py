@@ -26,7 +26,7 @@ from .._atomic import atomic_write
 from .._context import resolve_ctx
 from ..data._source import ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
-from ..models._create import _for_use
+from ..models import create_model
 
 __all__ = ["GradCAM", "GradCAMResult"]
 
@@ -166,7 +166,7 @@ class GradCAM:
     """
 
     def __init__(self, model, layer: str | None = None, *, ctx=None):
-        self.model = _for_use(model, ctx=ctx)
+        self.model = create_model(model, ctx=ctx)
         self.ctx = resolve_ctx(ctx)[0]
         pre = self.model.preprocess
         shape = (1, pre.channels, pre.size[0], pre.size[1])

@@ -43,7 +43,7 @@ def test_model_protocol(name, tmp_path):
     """check_model (the public conformance check), forward, features, HeadReplacer(7), save → load
     (bit-identical), export → SymbolBlock.imports — one network built per backbone."""
     mx.random.seed(0)
-    bb = ft.create_model(name)
+    bb = ft.create_model(name, weights=None)
     entry = get_entry(name)
     side = max(64, entry.min_size) if entry.flexible_size else None
     check_model(bb, input_size=None if side is None else (side, side), save=name in FULL)

@@ -42,13 +42,13 @@ def test_a_wrapped_block_shares_its_parameters():
 
 
 def test_protocol_models_are_returned_as_they_are():
-    bb = ft.create_model("mobilenet0.25")
+    bb = ft.create_model("mobilenet0.25", weights=None)
     assert ft.create_model(bb) is bb
     assert bb.class_names is None  # weights=None: random, no ImageNet names
 
 
 def test_model_directory_round_trip(tmp_path):
-    model = ft.HeadReplacer(3).apply(ft.create_model("mobilenet0.25"), class_names=CLASSES)
+    model = ft.HeadReplacer(3).apply(ft.create_model("mobilenet0.25", weights=None), class_names=CLASSES)
     again = ft.create_model(model.save(tmp_path / "m"))
     assert isinstance(again, ft.Model) and again.class_names == CLASSES
 
@@ -68,8 +68,10 @@ def test_checkpoint_epoch(tmp_path):
     assert ft.create_model(prefix, weights=0).class_names == CLASSES
     with pytest.raises(MissingFileError):
         ft.create_model(prefix, weights=3)
-    with pytest.raises(ConfigError, match="epoch"):
-        ft.create_model(prefix, weights="imagenet")
+    assert ft.create_model(prefix, weights="imagenet").class_names == CLASSES  # the default: the newest epoch
+    for bad in (None, "0"):
+        with pytest.raises(ConfigError, match="epoch"):
+            ft.create_model(prefix, weights=bad)
 
 
 def test_bad_specs_raise_typed_errors(tmp_path):
@@ -83,8 +85,11 @@ def test_bad_specs_raise_typed_errors(tmp_path):
         ft.create_model(("a.prototxt",))
     with pytest.raises(ModelError, match="preprocess"):
         ft.create_model(mx.gluon.nn.Dense(2))
-    with pytest.raises(ConfigError, match="carries its own"):
-        ft.create_model(ft.create_model("mobilenet0.25").save(tmp_path / "m"), weights="imagenet")
+    folder = ft.create_model("mobilenet0.25", weights=None).save(tmp_path / "m")
+    assert ft.create_model(folder, weights="imagenet").layer_names  # the default: the weights it carries
+    for bad in (None, "other.params"):
+        with pytest.raises(ConfigError, match="carries its own"):
+            ft.create_model(folder, weights=bad)
 
 
 def test_check_model_lists_every_failure():

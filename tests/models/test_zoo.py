@@ -40,20 +40,19 @@ def test_duplicate_registration_raises():
     ("inception_resnet_v2", (299, 299), 342, (127.5, 127.5, 127.5)),
 ])
 def test_preprocessing_per_family(name, size, resize, mean):
-    pre = _zoo.entry_preprocess(_zoo.get_entry(name))
+    pre = _zoo.get_entry(name).preprocess
     assert (pre.size, pre.resize, pre.mean, pre.color) == (size, resize, mean, "RGB")
 
 
 def test_imagenet_weights_offline_failure_explains_the_local_path(monkeypatch):
-    import gluoncv.model_zoo
+    from gluoncv.model_zoo import model_store
 
-    def fail(name, pretrained=False, **kwargs):
-        if pretrained:
-            raise OSError("Name or service not known")
-        raise AssertionError("not reached")
+    def fail(name, **kwargs):
+        raise OSError("Name or service not known")
 
-    monkeypatch.setattr(gluoncv.model_zoo, "get_model", fail)
-    with pytest.raises(ModelError, match=r"weights='/path/to/resnet18_v1-xxxxxxxx.params'"):
+    monkeypatch.setattr(model_store, "get_model_file", fail)
+    file = f"resnet18_v1-{model_store.short_hash('resnet18_v1')}.params"
+    with pytest.raises(ModelError, match=rf"weights='/path/to/{file}'"):
         ft.Backbone.from_zoo("resnet18_v1")
     with pytest.raises(ModelError, match="No ImageNet weights for 'inception_resnet_v2'"):
         ft.Backbone.from_zoo("inception_resnet_v2")

@@ -28,7 +28,7 @@ def test_inspect_a_model_directory_and_a_zoo_name(tmp_path, capsys):
     assert main(["inspect", path]) == 0
     out = capsys.readouterr().out
     assert "Model" in out and "cat, dog" in out and "head_classifier_fwd" in out and "256x7x7" in out
-    assert main(["inspect", "squeezenet1.1", "--no-layers"]) == 0
+    assert main(["inspect", "squeezenet1.1", "--no-layers", "--weights", "none"]) == 0
     assert "conv25_fwd" in capsys.readouterr().out
     assert main(["inspect", "resnt18_v1"]) == 1
     assert "Did you mean 'resnet18_v1'" in capsys.readouterr().err
