@@ -143,8 +143,8 @@ def efficientnet_fetch(k: int) -> Callable:
         try:
             return efficientnet_lite_weights_path(k)
         except MissingFileError as exc:
-            raise MissingWeightsError(f"{exc} Or pass weights=None (--weights none) for random "
-                                      "initialisation.") from None
+            raise MissingWeightsError(f"The ImageNet weights of 'efficientnet_lite{k}' are missing: {exc} Or pass "
+                                      "weights=None (--weights none) for random initialisation.") from None
     return fetch
 
 
