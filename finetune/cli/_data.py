@@ -9,6 +9,7 @@ import os
 import random
 from numbers import Integral, Real
 
+from .._progress import results_printed
 from ._options import add_alias, add_out, add_shared, count, number
 
 log = logging.getLogger("finetune")
@@ -226,9 +227,10 @@ def _pack_one_list(args, lst) -> None:
 def _run_pack(images, prefix, args):
     from ..data import pack
 
-    return pack(images, prefix, resize=args.resize, center_crop=args.center_crop,
-                quality=args.quality, encoding=args.encoding, pass_through=args.pass_through,
-                color=args.color, workers=args.workers, pack_label=args.pack_label)
+    with results_printed():  # the caller prints the report and its skipped files
+        return pack(images, prefix, resize=args.resize, center_crop=args.center_crop,
+                    quality=args.quality, encoding=args.encoding, pass_through=args.pass_through,
+                    color=args.color, workers=args.workers, pack_label=args.pack_label)
 
 
 def _split(args) -> int:
@@ -285,7 +287,8 @@ def _check(args) -> int:
     from ..data._check import MAX_LISTED
 
     images = _source_list(args.source, args.root)
-    report = check(images, workers=args.workers, min_size=args.min_size)
+    with results_printed():  # printed below, once
+        report = check(images, workers=args.workers, min_size=args.min_size)
     _say(report.summary())
     if args.out:
         _write_bad(args.out, report.bad)

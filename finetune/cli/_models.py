@@ -34,15 +34,14 @@ def register(subparsers) -> None:
 
 
 def backbones(args) -> int:
-    from tqdm import tqdm
-
+    from .._progress import progress_bar
     from ..models._zoo import describe, list_backbones
 
     names = list_backbones(args.family)
     if args.names_only:
         print("\n".join(names))
         return 0
-    rows = [describe(n) for n in tqdm(names, desc="backbones", unit="net", leave=False)]
+    rows = [describe(n) for n in progress_bar(names, desc="backbones", unit="net")]
     header = f"{'name':22s} {'input':>9s} {'any size':>8s} {'features':>8s} {'params':>8s}  imagenet weights"
     print(header)
     print("-" * len(header))

@@ -13,6 +13,7 @@ import sys
 from numbers import Real
 from pathlib import Path
 
+from .._progress import results_printed
 from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
@@ -111,7 +112,8 @@ def _predict(args) -> int:
     if predictor.tta:
         log.info("Mirror test-time augmentation is on (%s).",
                  "--tta" if args.tta else "the model's choice; --no-tta turns it off")
-    preds = predictor.predict(args.images, top_k=args.top_k)
+    with results_printed():  # unreadable images are rows of the printed table
+        preds = predictor.predict(args.images, top_k=args.top_k)
     _say(preds.to_json() if args.json else preds.to_table())
     if preds.errors:
         _say(f"{len(preds.errors)} of {len(preds)} images could not be read.", file=sys.stderr)
@@ -148,7 +150,8 @@ def _evaluate(args) -> int:
 
     predictor = _predictor(args)
     dataset = _dataset(args.records)
-    report = evaluate(predictor, dataset, top_k=args.top_k)
+    with results_printed():  # unreadable images are listed in the printed report
+        report = evaluate(predictor, dataset, top_k=args.top_k)
     _say(report)
     if args.report:
         report.save(args.report)
@@ -209,7 +212,8 @@ def _export(args) -> int:
     model = load_any_model(args.model, ctx, args.weights)
     if args.int8:
         return _export_int8(model, args)
-    dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)
+    with results_printed():  # printed below
+        dep = export_for_deployment(model, args.out, onnx=args.onnx, name=args.name, ctx=ctx[0] if ctx else None)
     _say(f"{'model':<10} {dep.directory}")  # a model directory: load_model, predict, inspect read it
     for key in ("symbol", "params", "onnx"):
         if getattr(dep, key):

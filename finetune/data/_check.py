@@ -33,6 +33,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .._progress import RESULT
 from ..errors import ConfigError
 from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
@@ -79,13 +80,14 @@ class ProblemLog:
     def __call__(self, path, reason: str, detail: str) -> None:
         self.reasons.append(reason)
         if len(self.reasons) <= self.limit:
-            log.warning("%s %s: %s (%s).", self.message, shown(path), reason, detail)
+            log.warning("%s %s: %s (%s).", self.message, shown(path), reason, detail, extra=RESULT)
 
     def close(self) -> None:
         """Log the count of the problems not logged one by one (nothing when all were)."""
         hidden = self.reasons[self.limit:]
         if hidden:
-            log.warning("%s; every one is in %s.", count_line(len(hidden), self.what, hidden), self.full_list)
+            log.warning("%s; every one is in %s.", count_line(len(hidden), self.what, hidden), self.full_list,
+                        extra=RESULT)
 
 
 class BadImage(NamedTuple):
@@ -373,9 +375,9 @@ def check(images, *, workers=None, min_size=16) -> CheckReport:
 
 
 def _progress(iterable, total, desc):
-    """A tqdm bar on stderr, quiet when logging is above INFO."""
-    from tqdm.auto import tqdm
+    """A progress bar (:func:`finetune._progress.progress_bar`), quiet when logging is above INFO."""
+    from .._progress import progress_bar
 
-    disable = not logging.getLogger("finetune").isEnabledFor(logging.INFO) or total < 2
+    show = logging.getLogger("finetune").isEnabledFor(logging.INFO) and total >= 2
     unit = "chunk" if desc == "mean image" else "img"
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False)
+    return progress_bar(iterable, total=total, desc=desc, unit=unit, show=show)

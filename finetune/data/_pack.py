@@ -23,6 +23,7 @@ import numpy as np
 
 from .._atomic import atomic_files
 from .._outputs import written_with
+from .._progress import RESULT
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
@@ -288,5 +289,5 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
         with contextlib.suppress(FileNotFoundError):
             os.remove(classes_path_for(prefix))
     seconds = time.time() - start
-    log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds)
+    log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds, extra=RESULT)
     return PackReport(rec_path, idx_path, written, bad, seconds)

@@ -228,9 +228,9 @@ class FeatureExtractor:
                               "layer takes one input size only.")
         order = range(len(source))
         if progress:
-            from tqdm import tqdm
+            from .._progress import progress_bar
 
-            order = tqdm(order, desc="extract", unit="img")
+            order = progress_bar(order, desc="extract", unit="img", leave=True)
         pending = {}
         window = self.batch_size * 4
         for i in order:

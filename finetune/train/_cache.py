@@ -19,7 +19,7 @@ import logging
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 from ..models.graph import batchnorm_modes
 
@@ -153,7 +153,7 @@ def cached_head(model, trainable: set, train_ds, val_ds, *, ctxs, batch_size: in
         (log.warning if required else log.debug)("Not caching features: %s.", reason)
         return model, train_ds, val_ds
     log.debug("Backbone frozen and data not augmented: computing its features once.")
-    bar = (lambda it: tqdm(it, desc="features", leave=False)) if progress else None
+    bar = (lambda it: progress_bar(it, desc="features")) if progress else None
     backbone, head = split
     feats = [compute_features(backbone, d, ctxs, batch_size, workers_for(d), bar) if d is not None else None
              for d in (train_ds, val_ds)]

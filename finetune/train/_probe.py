@@ -21,10 +21,10 @@ __all__ = ["linear_probe"]
 def _features(model, data, size, batch_size, workers):
     pre = model.preprocess.replace(size=(size, size), resize=size) if size else model.preprocess
     path = data.path if isinstance(data, RecordDataset) else data
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     ds = compute_features(model.body, RecordDataset(path, pre), resolve_ctx(None)[:1], batch_size, workers,
-                          progress=lambda it: tqdm(it, desc="probe features", unit="batch", leave=False))
+                          progress=lambda it: progress_bar(it, desc="probe features", unit="batch"))
     x = np.stack([ds[i][0] for i in range(len(ds))])
     return x.reshape(len(x), -1), np.asarray([ds[i][1] for i in range(len(ds))], int)
 

@@ -17,7 +17,7 @@ from numbers import Integral
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 from ..data import RecordDataset
 from ..data._parallel import default_workers
@@ -225,8 +225,7 @@ class Trainer(TrainerSetup):
         start = self.batch_
         sampler.set_epoch(epoch, start)
         self._call("on_epoch_begin", epoch)
-        bar = tqdm(total=nb, initial=start, desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=not self.progress)
+        bar = progress_bar(total=nb, initial=start, desc=f"epoch {epoch}", unit="batch", show=self.progress)
         t0, seen, lr = time.time(), 0, None
         stop = False
         try:

@@ -44,6 +44,7 @@ import os
 import numpy as np
 
 from .._atomic import atomic_dir
+from .._progress import RESULT
 from .._mxio import load_arrays, load_symbol
 from ..errors import ConfigError, ModelError, check_range
 from ..models._deployment import SECTION, Deployment, _imports, read_deployment
@@ -225,7 +226,8 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
         onnx_file = None
         if onnx:
             onnx_file = prefix + ".onnx"
-            _export_onnx(sym_file, par_file, shape, onnx_file)
+            with _mxnet_info_silenced():  # its INFO lines name our temporary folder
+                _export_onnx(sym_file, par_file, shape, onnx_file)
         class_names = getattr(model, "class_names", None)
         dep = Deployment(tmp, sym_file, par_file, os.path.join(tmp, "config.json"), onnx_file,
                          _input_name(sym_file, par_file), shape,
@@ -241,8 +243,23 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     final = lambda p: os.path.join(out, os.path.basename(p)) if p else None  # noqa: E731
     dep = dataclasses.replace(dep, directory=out, symbol=final(dep.symbol), params=final(dep.params),
                               preprocess=final(dep.preprocess), onnx=final(dep.onnx))
-    log.info("Exported %s", dep)
+    log.info("Exported %s", dep, extra=RESULT)
     return dep
+
+
+def _mxnet_silent_below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def _mxnet_info_silenced():
+    """Drop MXNet's own INFO lines (it logs on the root logger: "Exported ONNX file <path> saved to disk")."""
+    root = logging.getLogger()
+    root.addFilter(_mxnet_silent_below_warning)
+    try:
+        yield
+    finally:
+        root.removeFilter(_mxnet_silent_below_warning)
 
 
 def _write_config(folder: str, config: dict, dep: Deployment) -> None:

@@ -1,7 +1,7 @@
 """The training history: read from ``history.csv`` / ``history.json`` (or rows), and plotted per epoch.
 
 :func:`plot_history` draws loss and accuracy per epoch, train vs validation,
-with learning-rate reductions marked; :func:`load_history` reads what the
+with learning-rate steps marked; :func:`load_history` reads what the
 :class:`~finetune.HistoryLogger` writes (and similar files from other tools).
 """
 
@@ -106,17 +106,31 @@ def _column(rows, names):
 
 
 def _lr_drops(rows, epochs):
+    """Epochs where the learning rate stepped down: lower than the epoch before, and steady around the step.
+
+    A step (plateau, step schedules) holds the rate before and after it; a
+    schedule that changes the rate every epoch (cosine, warm-up, exponential)
+    has no steps, only its curve, so it gets no marks.
+    """
     _, lr = _column(rows, _LR)
     if lr is None:
         return []
-    return [epochs[i] for i in range(1, len(lr)) if lr[i] < lr[i - 1] * (1 - 1e-9)]
+
+    def same(a, b):
+        return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+    n = len(lr)
+    return [epochs[i] for i in range(1, n) if lr[i] < lr[i - 1] * (1 - 1e-9)
+            and (i < 2 or same(lr[i - 1], lr[i - 2])) and (i + 1 >= n or same(lr[i + 1], lr[i]))]
 
 
 def plot_history(history, path=None, *, title: str | None = None):
     """Training curves: loss and accuracy per epoch, train vs validation.
 
-    Learning-rate reductions (epochs where ``lr`` dropped) are drawn as
-    dashed vertical lines and the best validation accuracy is marked.
+    Learning-rate steps (epochs where ``lr`` dropped and held steady on
+    both sides, as a plateau or step schedule does) are drawn as dashed
+    vertical lines; a rate that changes every epoch (cosine) is not marked.
+    The best validation accuracy is marked.
 
     Parameters
     ----------

@@ -308,7 +308,7 @@ class Predictor:
 
     def _run(self, items, *, softmax: bool = True):
         """Decode in a thread pool, forward in batches; returns ``(array (N, K), {i: error})``."""
-        from tqdm import tqdm
+        from .._progress import RESULT, progress_bar
 
         n = len(items)
         errors: dict = {}
@@ -316,7 +316,7 @@ class Predictor:
         quiet = n <= 4 * self.batch_size  # a bar only for long runs (and only on a terminal)
         failed = 0
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool, \
-                tqdm(total=n, unit="img", desc="predict", disable=True if quiet else None, leave=False) as bar:
+                progress_bar(total=n, unit="img", desc="predict", show=not quiet) as bar:
             for where, batch in self._batches(items, pool, errors):
                 bar.update(len(where) + len(errors) - failed)
                 failed = len(errors)
@@ -328,7 +328,7 @@ class Predictor:
         if outputs is None:
             outputs = np.full((n, len(self.class_names or [])), np.nan, np.float32)
         for i, msg in errors.items():
-            log.warning("Skipping %s: %s", items[i].source, msg)
+            log.warning("Skipping %s: %s", items[i].source, msg, extra=RESULT)
         return outputs, errors
 
     def _batches(self, items, pool, errors):
