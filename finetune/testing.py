@@ -11,8 +11,9 @@ and the :class:`~finetune.train.Trainer`). A new backbone, importer or
 wrapper that passes it works with those consumers.
 
 :class:`TinyBlock` (made by :func:`tiny_block`) is a small plain Gluon
-network on 16x16 images with three classes that meets the inference level:
-the stand-in that tests feed to every consumer.
+network on 16x16 images with three classes that meets the inference level;
+:class:`TinyNet` one with named layers that meets the full level: the
+stand-ins that tests and examples feed to every consumer.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import tempfile
 
 import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
 from .data import Preprocess
 from .errors import ModelProtocolError
 from .models import load_model
 from .models._protocol import LEVELS, missing_members
 
-__all__ = ["TINY_CLASSES", "TinyBlock", "check_model", "tiny_block"]
+__all__ = ["TINY_CLASSES", "TinyBlock", "TinyNet", "check_model", "tiny_block"]
 
 TINY_CLASSES = ("cat", "dog", "fish")
 
@@ -103,6 +105,99 @@ def _spatial_layer(model, x):
         if len(model.features(x, layer)[0].shape) == 4:
             return layer
     return layers[-1]
+
+
+class TinyNet(gluon.HybridBlock):
+    """Full-protocol stand-in: ``conv1 relu1 conv2 relu2 pool fc`` (``fc`` gives the logits).
+
+    A plain Gluon block with named layers like a real backbone that meets
+    the full level of the model protocol by itself (its own ``features``
+    and ``layer_gradient``; ``save`` through
+    :class:`~finetune.models.BlockModel`).
+
+    Parameters
+    ----------
+    classes : int
+        Number of outputs of ``fc``.
+    channels : int
+        Channels of both conv layers.
+    seed : int
+        Seed of the random initialisation.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> net = TinyNet()
+    >>> [o.shape for o in net.features(mx.nd.zeros((1, 3, 16, 20)), ["relu2", "fc"])]
+    [(1, 8, 8, 10), (1, 4)]
+    >>> check_model(net, "full")
+    """
+
+    layer_names = ["conv1", "relu1", "conv2", "relu2", "pool", "fc"]
+
+    def __init__(self, classes: int = 4, channels: int = 8, seed: int = 0):
+        super().__init__(prefix="tiny_")
+        self.preprocess = Preprocess(size=(16, 16), resize=16, mean=(127, 127, 127), std=(128, 128, 128))
+        self.class_names = [f"c{i}" for i in range(classes)]
+        with self.name_scope():
+            self.conv1 = gluon.nn.Conv2D(channels, 3, padding=1, in_channels=3)
+            self.conv2 = gluon.nn.Conv2D(channels, 3, strides=2, padding=1, in_channels=channels)
+            self.fc = gluon.nn.Dense(classes, in_units=channels)
+        mx.random.seed(seed)
+        self.initialize(mx.init.Xavier())
+
+    def _steps(self, F):
+        return [("conv1", self.conv1), ("relu1", F.relu), ("conv2", self.conv2), ("relu2", F.relu),
+                ("pool", lambda v: F.mean(v, axis=(2, 3))), ("fc", self.fc)]
+
+    def _all(self, F, x, grad_at=None):
+        outs = {}
+        for name, step in self._steps(F):
+            outs[name] = x = step(x)
+            if name == grad_at:  # the rest is recorded from here, for the gradient at this layer
+                x.attach_grad()
+                mx.autograd.set_recording(True)
+        return outs
+
+    def hybrid_forward(self, F, x):
+        return self._all(F, x)["fc"]
+
+    def features(self, x, layers):
+        """Outputs of the named layers (a name or a list), in the order asked."""
+        outs = self._all(mx.nd, x)
+        return [outs[name] for name in ([layers] if isinstance(layers, str) else layers)]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs of ``fc``."""
+        return int(self.fc._units)
+
+    def layer_gradient(self, x, layer: str, class_index=None):
+        """``(activation, gradient, logits)`` at ``layer``; the score of ``class_index`` (default: the top class)."""
+        try:
+            outs = self._all(mx.nd, x, grad_at=layer)
+            logits = outs["fc"]
+            index = logits.argmax(axis=1) if class_index is None else mx.nd.full((x.shape[0],), class_index)
+            score = mx.nd.pick(logits, index, axis=1).sum()
+        finally:
+            mx.autograd.set_recording(False)
+        score.backward()
+        return outs[layer], outs[layer].grad, logits
+
+    def to_symbol(self):
+        """The network traced with a symbol (input ``"data"``, output the logits)."""
+        with mx.name.NameManager():
+            return self(mx.sym.var("data"))
+
+    def freeze_batchnorm(self, layers=None, frozen: bool = True) -> "TinyNet":
+        """No BatchNorm layers: nothing to freeze."""
+        return self
+
+    def save(self, path) -> str:
+        """Write a model directory (through :class:`~finetune.models.BlockModel`); returns its path."""
+        from .models import BlockModel
+
+        return BlockModel(self).save(path)
 
 
 def check_model(model, level: str = "full", *, input_size=None, save: bool = True) -> None:

@@ -74,7 +74,8 @@ def test_model_protocol_names_are_public():
     import finetune.testing
 
     assert callable(finetune.create_model) and isinstance(finetune.ModelProtocol, type)
-    assert finetune.testing.__all__ == ["check_model"]
+    assert finetune.InferenceModel in finetune.ModelProtocol.__mro__
+    assert finetune.testing.__all__ == ["TINY_CLASSES", "TinyBlock", "TinyNet", "check_model", "tiny_block"]
 
 
 def test_the_api_reference_documents_public_paths_only():

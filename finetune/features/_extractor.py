@@ -16,6 +16,7 @@ from .._version import __version__
 from ..data._source import ImageSource
 from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
 from ..models import create_model
+from ..models._protocol import ModelProtocol, require_model
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP
@@ -28,12 +29,11 @@ __all__ = ["FeatureExtractor"]
 log = logging.getLogger(__name__)
 
 def _as_model(model):
-    """The network behind ``model``: a block with its own ``features`` and ``layer_names`` as it is, else
-    what :func:`~finetune.create_model` makes of it (zoo names with their ImageNet weights)."""
-    if isinstance(model, mx.gluon.Block) and callable(getattr(model, "features", None)) \
-            and getattr(model, "layer_names", None) is not None:
+    """The network behind ``model``: a model meeting the full protocol as it is, else what
+    :func:`~finetune.create_model` makes of it (zoo names with their ImageNet weights)."""
+    if isinstance(model, ModelProtocol):
         return model
-    return _load_model(model)
+    return require_model(_load_model(model), "full", "FeatureExtractor")
 
 
 def _load_model(spec):
@@ -47,9 +47,9 @@ class FeatureExtractor:
     Parameters
     ----------
     model : model, HybridBlock, str, path or (prototxt, caffemodel)
-        A network following the model protocol (a :class:`~finetune.Backbone`,
-        a fine-tuned :class:`~finetune.Model`, a block with its own
-        ``features(x, layers)`` and ``layer_names``), or anything
+        A network meeting the full model protocol
+        (:class:`~finetune.ModelProtocol`: a :class:`~finetune.Backbone`, a
+        fine-tuned :class:`~finetune.Model`, ...), or anything
         :func:`~finetune.create_model` accepts: a model directory, a
         deployment folder, a Caffe pair, a plain ``HybridBlock`` (its layers
         are those of its traced graph) or a zoo name (with its ImageNet weights).

@@ -32,7 +32,7 @@ def save_folder(extractor, path, *, save_model: bool = True) -> None:
     os.makedirs(path, exist_ok=True)
     config = extractor.get_config()
     config["model"] = None
-    if save_model and hasattr(extractor.model, "save"):
+    if save_model:  # the model meets the full protocol (FeatureExtractor checks it), so it saves
         extractor.model.save(os.path.join(path, "model"))
         config["model"] = "model"
     states = {}  # file name -> arrays; written with the config as one unit

@@ -6,8 +6,8 @@ image to the same features at every epoch. They are computed once, in
 inference mode, and only the head is trained on them, so an epoch costs what
 the head costs.
 
-The model must be ``head(backbone(x))``: either it has ``body`` (or
-``backbone``) and ``head`` child blocks (the model protocol's ``Model``), or it is a
+The model must be ``head(backbone(x))``: either it is a finetune
+:class:`~finetune.Model` (its ``body`` and ``head``), or it is a
 ``HybridSequential`` whose trailing children hold every trainable parameter.
 The split is checked numerically on a few images before it is used.
 """
@@ -48,10 +48,10 @@ class _Seq:
 
 def split_backbone_head(model, trainable: set):
     """``(backbone, head)`` callables with ``model(x) == head(backbone(x))``, or ``None``."""
-    backbone = getattr(model, "body", None) or getattr(model, "backbone", None)
-    head = getattr(model, "head", None)
-    if isinstance(backbone, gluon.Block) and isinstance(head, gluon.Block):
-        return backbone, head
+    from ..models import Model
+
+    if isinstance(model, Model):  # finetune's Model is head(body(x)) by construction
+        return model.body, model.head
     if isinstance(model, gluon.nn.HybridSequential) and len(model) > 1:
         children = list(model)
         for k in range(1, len(children)):
@@ -157,6 +157,6 @@ def cached_head(model, trainable: set, train_ds, val_ds, *, ctxs, batch_size: in
     backbone, head = split
     feats = [compute_features(backbone, d, ctxs, batch_size, workers_for(d), bar) if d is not None else None
              for d in (train_ds, val_ds)]
-    if hybridize and hasattr(head, "hybridize"):
+    if hybridize and isinstance(head, gluon.HybridBlock):
         head.hybridize(static_alloc=True)
     return head, feats[0], feats[1]

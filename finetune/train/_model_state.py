@@ -20,6 +20,7 @@ from __future__ import annotations
 import mxnet as mx
 
 from ..errors import ModelError
+from ..models._protocol import ModelProtocol
 from ..models.graph import batchnorm_global_stats, batchnorm_modes, set_block_batchnorm_global_stats
 from ._policy import _ORIG
 
@@ -114,6 +115,6 @@ class ModelState:
 
 def _symbol_modes(model):
     """``{layer: frozen}`` of a model that freezes BatchNorm in its own graph (finetune's networks), else ``None``."""
-    if hasattr(model, "freeze_batchnorm") and hasattr(model, "to_symbol"):
+    if isinstance(model, ModelProtocol):
         return batchnorm_global_stats(model.to_symbol())
     return None

@@ -19,6 +19,7 @@ from numbers import Integral, Real
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..errors import ConfigError, UnknownNameError
 from ..models._graph_blocks import fully_connected_params
+from ..models._protocol import ModelProtocol
 from ..models.graph import batchnorm_modes, set_block_batchnorm_global_stats
 from ._plan import Plan
 from ._rules import Rule, _as_rule, _glob_to_re
@@ -307,7 +308,7 @@ def _params(model) -> dict:
 
 # --------------------------------------------------------------- BatchNorm
 def freeze_batchnorm(model, patterns=None) -> None:
-    """Freeze BatchNorm statistics: the model's own ``freeze_batchnorm`` when it has one.
+    """Freeze BatchNorm statistics: the model's own ``freeze_batchnorm`` when it meets the full protocol.
 
     For plain Gluon networks, ``nn.BatchNorm`` blocks (whose parameters match
     one of ``patterns``, or all) get ``use_global_stats=True`` through
@@ -317,12 +318,11 @@ def freeze_batchnorm(model, patterns=None) -> None:
     if isinstance(patterns, str):
         patterns = [patterns]
     rules = [Rule(p) for p in patterns] if patterns else None
-    if hasattr(model, "freeze_batchnorm"):
+    if isinstance(model, ModelProtocol):
         if rules is None:
             model.freeze_batchnorm()
         else:
-            layers = [n for n in getattr(model, "layer_names", []) if any(r.matches(n) for r in rules)]
-            model.freeze_batchnorm(layers)
+            model.freeze_batchnorm([n for n in model.layer_names if any(r.matches(n) for r in rules)])
         return
     match = None if rules is None else (lambda name: any(r.matches(name) for r in rules))
     set_block_batchnorm_global_stats(model, match)

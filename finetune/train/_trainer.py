@@ -23,6 +23,7 @@ from ..data import RecordDataset
 from ..data._parallel import default_workers
 from .._validation import Interval, validate
 from ..errors import NonFiniteLossError
+from ..models._protocol import ModelProtocol
 from ..models.graph import batchnorm_modes
 from . import _cache
 from ._batches import EpochSampler, _mix, as_dataset, check_dataset_labels, train_loader
@@ -152,7 +153,7 @@ class Trainer(TrainerSetup):
         train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
         self._fingerprint = run_fingerprint(self, train_ds, val_ds)  # saved in checkpoints, checked on resume
         if _class_index_loss(self.loss):
-            k = getattr(self.model, "num_classes", None)
+            k = self.model.num_classes if isinstance(self.model, ModelProtocol) else None
             check_dataset_labels(train_ds, k, "train")
             check_dataset_labels(val_ds, k, "val")
         net, train_ds, val_ds = self._maybe_cache(train_ds, val_ds)
@@ -206,7 +207,7 @@ class Trainer(TrainerSetup):
 
     def _restage(self, epoch):
         self.policy.apply(self.model, epoch=epoch)
-        if self.hybridize and hasattr(self.model, "hybridize"):
+        if self.hybridize:
             self.model.hybridize(static_alloc=True)
 
     def _maybe_cache(self, train_ds, val_ds):

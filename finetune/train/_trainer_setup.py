@@ -126,7 +126,7 @@ class TrainerSetup:
         if self.mixed_precision:
             model.cast("float16")
             self.optimizer_params["multi_precision"] = True
-        if self.hybridize and hasattr(model, "hybridize"):
+        if self.hybridize:
             model.hybridize(static_alloc=True)
         kv = self.kvstore
         self.rank_, self.num_workers_ = 0, 1

@@ -27,6 +27,7 @@ from .._context import resolve_ctx
 from ..data._source import ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models import create_model
+from ..models._protocol import require_model
 
 __all__ = ["GradCAM", "GradCAMResult"]
 
@@ -168,14 +169,14 @@ class GradCAM:
     def __init__(self, model, layer: str | None = None, *, ctx=None):
         self.model = create_model(model, ctx=ctx)
         self.ctx = resolve_ctx(ctx)[0]
+        require_model(self.model, "full", "GradCAM")
         pre = self.model.preprocess
         shape = (1, pre.channels, pre.size[0], pre.size[1])
-        to_symbol = getattr(self.model, "to_symbol", None)
-        if callable(to_symbol):  # finetune's networks: every op output of the graph, by name
-            symbol = to_symbol()
-            convs = _conv_layers(symbol, shape)
-            outputs = symbol.get_internals().list_outputs()
-        else:  # any other protocol model: its layer_names, by one forward pass
+        symbol = self.model.to_symbol()  # every op output of the graph, by name
+        convs = _conv_layers(symbol, shape)
+        outputs = symbol.get_internals().list_outputs()
+        named = set(self.model.layer_names)
+        if not any(entry[: -len("_output")] in named for entry, _ in convs):  # layers named apart from the graph
             convs = _named_conv_layers(self.model, shape, self.ctx)
             outputs = [c[0] for c in convs]
         if not convs:

@@ -31,6 +31,7 @@ from .._context import resolve_ctx
 from ..data._source import ImageSource
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
 from ..models import create_model
+from ..models._protocol import require_model
 from ._names import load_name_map
 from ._results import Prediction, Predictions
 
@@ -141,6 +142,7 @@ class Predictor:
         if workers is not None:
             check_range("Predictor", "workers", workers, 1)
         self.model = create_model(model, ctx=ctx)
+        require_model(self.model, "inference", "Predictor")
         self.batch_size = int(batch_size)
         self.workers = int(workers) if workers is not None else min(8, _cores())
         self.ctx = resolve_ctx(ctx)
@@ -218,7 +220,7 @@ class Predictor:
     @property
     def class_names(self) -> list | None:
         """The model's class names (``None`` when it has none)."""
-        names = getattr(self.model, "class_names", None)
+        names = self.model.class_names
         return list(names) if names is not None else None
 
     def __repr__(self) -> str:

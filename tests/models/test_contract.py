@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import finetune as ft
+import finetune.testing
 from finetune.models._zoo import get_entry
 from finetune.testing import check_model
 
@@ -167,12 +168,19 @@ def _stand_in(tmp_path):
     return tiny_block(), None
 
 
+def _stand_in_full(tmp_path):
+    from finetune.testing import TinyNet
+
+    return TinyNet(), None
+
+
 # kind -> (builder, protocol level); a kind meeting the full level is also checked at the inference level
 KINDS = {
     "zoo_backbone": (_zoo, "full"), "model": (_model, "full"), "caffe": (_caffe, "full"),
     "checkpoint": (_checkpoint, "full"), "block_model": (_block_model, "full"),
     "deployment": (_deployment, "inference"), "legacy_deployment": (_legacy_deployment, "inference"),
     "quantized": (_quantized, "inference"), "fused": (_fused, "inference"), "stand_in": (_stand_in, "inference"),
+    "stand_in_full": (_stand_in_full, "full"),
 }
 
 
@@ -195,7 +203,8 @@ def test_every_kind_of_model_passes_check_model_at_its_level(kind, tmp_path):
 
 def test_kinds_cover_every_model_class():
     """Every model class finetune defines has a kind above (a new class must be added to KINDS)."""
-    built = {"Backbone", "Model", "BlockModel", "DeployedModel", "QuantizedModel", "FusedModel", "TinyBlock"}
+    built = {"Backbone", "Model", "BlockModel", "DeployedModel", "QuantizedModel", "FusedModel"}
     public = {n for n in ft.models.__all__ if isinstance(getattr(ft.models, n), type)
               and issubclass(getattr(ft.models, n), mx.gluon.Block)}
     assert public - {"InceptionResNetV2"} <= built
+    assert {"TinyBlock", "TinyNet"} <= set(finetune.testing.__all__)
