@@ -24,7 +24,7 @@ from mxnet import gluon
 from ..data import RecordDataset
 from ..errors import ConfigError, DataError
 
-__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "check_dataset_labels", "check_labels",
+__all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "check_dataset_labels", "check_labels", "non_empty",
            "train_loader"]
 
 
@@ -34,9 +34,22 @@ def _mix(*values) -> int:
 
 
 def as_dataset(data, what: str = "train"):
-    """A Gluon ``Dataset`` from a dataset, or from an ``(X, y)`` pair of arrays."""
+    """A Gluon ``Dataset`` from a dataset, or from an ``(X, y)`` pair of arrays; :class:`DataError` when it is empty."""
     if data is None:
         return None
+    return non_empty(_as_dataset(data, what), what)
+
+
+def non_empty(dataset, what: str = "train"):
+    """``dataset``, unless it holds no items: then a :class:`DataError` (training or scoring nothing is a mistake)."""
+    if len(dataset) == 0:
+        where = f" ({dataset.path})" if isinstance(getattr(dataset, "path", None), str) else ""
+        raise DataError(f"The {what!r} data{where} holds no images. Check the folder or list it was packed from "
+                        "(finetune check), then pack it again.")
+    return dataset
+
+
+def _as_dataset(data, what: str):
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         x = np.asarray(x, dtype=np.float32) if not hasattr(x, "asnumpy") else x.asnumpy().astype(np.float32)

@@ -31,6 +31,7 @@ import mxnet as mx
 from .._atomic import atomic_write
 from ..data import RecordDataset
 from ..errors import ConfigError
+from ._batches import non_empty
 from ._callbacks import EarlyStopping
 from ._launch import broadcast, dist_kvstore, is_distributed, worker_rank
 from ._lr_find import lr_find
@@ -61,8 +62,8 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
         os.makedirs(writer, exist_ok=True)
         atomic_write(os.path.join(writer, "plan.txt"), str(plan) + "\n")
     train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
-    plain_train = RecordDataset(train_path, pre)
-    val_ds = RecordDataset(val_path, pre) if val_path else None
+    plain_train = non_empty(RecordDataset(train_path, pre), "train")
+    val_ds = non_empty(RecordDataset(val_path, pre), "val") if val_path else None
     head_history = []
     last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
     resume = bool(resume and last and os.path.isfile(last))
