@@ -48,7 +48,8 @@ def main(argv=None):
     p.add_argument("--data", help="class-per-folder tree (default: Fashion-MNIST sample)")
     p.add_argument("--out", default="runs/caltech101", help="output folder (default: %(default)s)")
     p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--weights", default="imagenet", help="'imagenet' or a local .params file")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (the default of create_model), 'none' (random) or a local .params file")
     p.add_argument("--freeze-until", help="last frozen layer (default: per backbone)")
     p.add_argument("--gradcam-layer", help="default: per backbone, else the last conv layer")
     p.add_argument("--names", help="class name -> display name map (default small mode: Chinese names)")
@@ -87,7 +88,7 @@ def main(argv=None):
     pre = stats.to_preprocess((args.size, args.size), use_image=False, resize=args.resize)
 
     # 3. new head Dense(256)-ReLU-Dropout(0.4)-Dense(K); the input side frozen
-    backbone = ft.Backbone.from_zoo(args.backbone, weights=args.weights)
+    backbone = ft.create_model(args.backbone, weights=None if args.weights.lower() == "none" else args.weights)
     model = ft.HeadReplacer(len(images.class_names), hidden=(256,), dropout=0.4) \
         .apply(backbone, class_names=images.class_names)
     model.preprocess = pre

@@ -38,7 +38,7 @@ log = logging.getLogger("caltech256_finetune")
 
 def small_checkpoint(prefix):
     """Write ``prefix-symbol.json`` + ``prefix-0000.params`` from a zoo network, as a stand-in."""
-    ft.Backbone.from_zoo("efficientnet_lite0", weights="imagenet").export(prefix)
+    ft.create_model("efficientnet_lite0").export(prefix)  # its offline ImageNet weights
     return ft.Preprocess.load(f"{prefix}-preprocess.json")
 
 

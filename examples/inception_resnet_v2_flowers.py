@@ -40,7 +40,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="class-per-folder flower images (default: Fashion-MNIST sample)")
     p.add_argument("--out", default="runs/irv2_flowers", help="output folder (default: %(default)s)")
-    p.add_argument("--weights", default=None, help="local .params for inception_resnet_v2 (default: random init)")
+    p.add_argument("--weights", default="none",
+                   help="local .params / .pth for inception_resnet_v2, or 'none' (default: none, random init: "
+                        "no ImageNet weights ship for it)")
     p.add_argument("--size", type=int, default=80, help="input size, at least 75 (the seed used 299)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
@@ -65,7 +67,8 @@ def main(argv=None):
                 out / name, resize=args.size)
 
     # 2. Inception-ResNet-v2 with global pooling: any input size from 75 px gives logits
-    backbone = ft.Backbone.from_zoo("inception_resnet_v2", weights=args.weights)
+    backbone = ft.create_model("inception_resnet_v2",
+                               weights=None if args.weights.lower() == "none" else args.weights)
     for s in (75, args.size, 299):
         log.info("input %d px -> output %s", s, backbone.output_shape(size=(s, s)))
     model = ft.HeadReplacer(len(images.class_names)).apply(backbone, class_names=images.class_names)

@@ -99,7 +99,8 @@ def main(argv=None):
     p.add_argument("--data", help="class-per-folder tree (default: unbalanced Fashion-MNIST sample)")
     p.add_argument("--out", default="runs/retrieval", help="output folder (default: %(default)s)")
     p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--weights", default="imagenet", help="'imagenet' or a local .params file")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (the default of create_model), 'none' (random) or a local .params file")
     p.add_argument("--configs", help="layer:pooling pairs, e.g. 'flatten_fwd:,top_relu_fwd:gem' "
                                      "(default: several layers x every pooling)")
     p.add_argument("--size", type=int, default=80)
@@ -134,7 +135,7 @@ def main(argv=None):
         dims = len(train)
 
     # 2. mAP of every layer/pooling with the pretrained network
-    backbone = ft.Backbone.from_zoo(args.backbone, weights=args.weights)
+    backbone = ft.create_model(args.backbone, weights=None if args.weights.lower() == "none" else args.weights)
     backbone.preprocess = backbone.preprocess.replace(size=(args.size, args.size), resize=args.size)
     before = retrieval_maps(backbone, configs, train.paths, database, labels, dims)
 
