@@ -74,8 +74,8 @@ def register(sub) -> None:
 def _model_args(p, batch: bool = True) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, deployment folder, MXNet checkpoint prefix "
                    "or zoo name")
-    add_shared(p, "ctx")
     add_shared(p, "weights")
+    add_shared(p, "ctx")
     if batch:
         add_shared(p, "batch_size")
         add_shared(p, "workers")

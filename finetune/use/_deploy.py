@@ -37,6 +37,7 @@ same batch and records the largest difference. Folders of the earlier layout
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
