@@ -100,17 +100,25 @@ def _run_and_signal(args, sig, target, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err, started = [], threading.Event()
+    err = []
 
     def read():
         for raw in iter(lambda: proc.stderr.read(64), b""):
             err.append(raw)
-            if b"img/s" in b"".join(err[-4:]) or b"%|" in raw:
-                started.set()
+
+    def workers() -> int:  # the command's worker processes (its pool), read from /proc
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                return len(f.read().split())
+        except OSError:
+            return 0
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert started.wait(120), b"".join(err).decode(errors="replace")
+    deadline = time.time() + 120
+    while workers() < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert workers() >= 2, b"".join(err).decode(errors="replace")
     time.sleep(random.uniform(0.05, 0.6))
     t0 = time.time()
     if target == "group":
