@@ -59,7 +59,7 @@ def _cycle(graph):
 def test_the_import_graph_finds_imports_inside_functions():
     graph = _import_graph()
     assert "finetune.features._mop" in graph["finetune.features._registry"]
-    assert "finetune.models._create" in graph["finetune.use._predictor"]
+    assert "finetune.models._inference" in graph["finetune.models._modeldir"]
 
 
 def test_no_import_cycles():

@@ -10,7 +10,8 @@ graph + parameters, carrying its :class:`~finetune.Preprocess`.
 fine-tunable :class:`Model`. :func:`load_model` reads what ``save`` writes.
 :class:`BlockModel` gives a plain Gluon block the members of the protocol. :func:`quantize`
 makes an INT8 :class:`QuantizedModel` for CPU inference; :func:`fuse` an fp32
-:class:`FusedModel` with oneDNN operator fusion.
+:class:`FusedModel` with oneDNN operator fusion. :class:`Inference` is how a model is meant to
+be run for prediction (test-time augmentation), saved with it.
 """
 
 from ._backbone import Backbone
@@ -19,6 +20,7 @@ from ._create import create_model
 from ._deployment import DeployedModel
 from ._head import HeadReplacer
 from ._inception_resnet_v2 import InceptionResNetV2
+from ._inference import Inference
 from ._model import Model, load_model
 from ._protocol import InferenceModel, ModelProtocol
 from ._quantize import FusedModel, QuantizedModel, fuse, quantize
@@ -31,6 +33,7 @@ __all__ = [
     "FusedModel",
     "HeadReplacer",
     "InceptionResNetV2",
+    "Inference",
     "InferenceModel",
     "Model",
     "ModelProtocol",

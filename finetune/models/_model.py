@@ -15,7 +15,8 @@ from ._backbone import Backbone
 from ._deployment import is_deployment, load_legacy
 from ._headblock import build_head
 from ._modeldir import _load_params, model_dir_of, read_config, read_consistently
-from ._network import Inference, _Network
+from ._inference import Inference
+from ._network import _Network
 
 __all__ = ["Model", "load_model"]
 

@@ -112,7 +112,7 @@ def _check_config(config: dict, where: str) -> None:
         if key in config and not satisfies(config[key], constraint):
             raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
     if "inference" in config:
-        from ._network import Inference
+        from ._inference import Inference
 
         Inference.from_dict(config["inference"], where)
     if "preprocess" not in config:

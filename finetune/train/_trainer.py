@@ -120,6 +120,17 @@ class Trainer(TrainerSetup):
     """
 
     # ------------------------------------------------------------ fit
+    def _output_width(self, dataset):
+        """The number of logits a plain block gives (its class count), from one item of ``dataset``; None if unknown."""
+        try:
+            x = dataset[0][0]
+            x = (x if isinstance(x, mx.nd.NDArray) else mx.nd.array(np.asarray(x, np.float32)))
+            out = self.model(x.expand_dims(0).as_in_context(self.ctx_[0]))
+        except (mx.base.MXNetError, ValueError, TypeError, IndexError, AttributeError):  # reported by training
+            return None
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return int(out.shape[-1]) if out.ndim == 2 else None
+
     def fit(self, train, val=None, epochs: int = 1, resume=None, callbacks=None):
         """Train for ``epochs`` epochs (in total, counting resumed ones); returns ``self``.
 
@@ -153,7 +164,7 @@ class Trainer(TrainerSetup):
         train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
         self._fingerprint = run_fingerprint(self, train_ds, val_ds)  # saved in checkpoints, checked on resume
         if _class_index_loss(self.loss):
-            k = self.model.num_classes if isinstance(self.model, ModelProtocol) else None
+            k = self.model.num_classes if isinstance(self.model, ModelProtocol) else self._output_width(train_ds)
             check_dataset_labels(train_ds, k, "train")
             check_dataset_labels(val_ds, k, "val")
         net, train_ds, val_ds = self._maybe_cache(train_ds, val_ds)

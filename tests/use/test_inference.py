@@ -11,7 +11,7 @@ import pytest
 import finetune as ft
 from finetune.cli import build_parser
 from finetune.errors import ConfigError, ModelError
-from finetune.models._network import Inference
+from finetune.models._inference import Inference
 
 from .conftest import make_tiny
 
