@@ -1,5 +1,6 @@
 """The layout keeps data flowing one way: no import cycle between finetune's modules, counting imports
-inside functions (which would otherwise hide one)."""
+inside functions (which would otherwise hide one); and private means private: a ``_module`` is imported
+only by the modules of its own package."""
 
 import ast
 from pathlib import Path
@@ -12,23 +13,40 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _import_graph() -> dict:
+def _imports() -> list:
+    """``(importer, imported module, line)`` for every import of every finetune module, inside functions too."""
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {}
+    found = []
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
             if isinstance(node, ast.ImportFrom):
                 base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
                 module = ".".join(base + ([node.module] if node.module else []))
                 for alias in node.names:
                     sub = f"{module}.{alias.name}"
-                    targets.add(sub if sub in files else module)
+                    targets.append(sub if sub in files else module)
             elif isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-        graph[name] = {t for t in targets if t in files and t != name}
+                targets = [alias.name for alias in node.names]
+            found += [(name, t, node.lineno) for t in targets if t in files and t != name]
+    return found
+
+
+def _import_graph() -> dict:
+    graph = {_module_name(p): set() for p in PACKAGE.rglob("*.py")}
+    for importer, target, _ in _imports():
+        graph[importer].add(target)
     return graph
+
+
+def _owner(module: str):
+    """The package a private module belongs to (``finetune.data`` for ``finetune.data._text``), else None."""
+    parts = module.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:i])
+    return None
 
 
 def _cycle(graph):
@@ -65,3 +83,17 @@ def test_the_import_graph_finds_imports_inside_functions():
 def test_no_import_cycles():
     cycle = _cycle(_import_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_private_module_rule_reads_owners():
+    assert _owner("finetune.data._text") == "finetune.data"
+    assert _owner("finetune._atomic") == "finetune"  # root helpers: importable anywhere inside finetune
+    assert _owner("finetune.models.graph") is None
+    assert _owner("finetune.data") is None
+
+
+def test_no_module_imports_another_packages_private_module():
+    offenders = sorted({f"{importer}:{line} imports {target}" for importer, target, line in _imports()
+                        if _owner(target) and not (importer + ".").startswith(_owner(target) + ".")})
+    assert not offenders, ("private modules imported from outside their package (make the name public API "
+                           "of that package, or move the code to a root-level helper):\n" + "\n".join(offenders))
