@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from finetune.data._parallel import ordered_map
+from finetune._parallel import ordered_map
 
 SHM = "/dev/shm"
 

@@ -19,7 +19,7 @@ from finetune._context import max_cpu_devices, parse_ctx, resolve_ctx
 from finetune._validation import Interval, Options, Sequence, satisfies, validate
 from finetune.cli import main
 from finetune.data import Augment, Preprocess
-from finetune.data._parallel import default_workers, resolve_workers
+from finetune._parallel import default_workers, resolve_workers
 from finetune.data._preprocess import CONSTRAINTS as PREPROCESS_CONSTRAINTS
 from finetune.data._preprocess import check_dict
 from finetune.errors import ConfigError, DataError, DeviceError, FinetuneError, ModelError, check_choice, check_range
@@ -291,7 +291,7 @@ def test_resolve_workers_refuses_what_is_not_a_count(n):
 
 
 def test_resolve_workers_warns_once_when_it_caps(caplog):
-    with caplog.at_level(logging.WARNING, logger="finetune.data._parallel"):
+    with caplog.at_level(logging.WARNING, logger="finetune._parallel"):
         assert resolve_workers(100000, "--workers") == default_workers()
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "--workers=100000" in caplog.text
 

@@ -143,7 +143,7 @@ def _register_im2rec(sub):
 # ---------------------------------------------------------------- handlers
 def _say(*parts) -> None:
     """``print`` for names and paths: bytes that are not UTF-8 are shown as ``\\xNN`` escapes."""
-    from ..data._text import shown
+    from .._text import shown
 
     print(*(shown(p) for p in parts))
 
@@ -262,7 +262,7 @@ def _print_skipped(images) -> None:
 
 def _print_bad(bad) -> None:
     """The first MAX_LISTED skipped files one per line, the rest counted per reason."""
-    from ..data._check import MAX_LISTED, count_line
+    from .._listing import MAX_LISTED, count_line
 
     for b in bad[:MAX_LISTED]:
         _say(f"  skipped {b.path}: {b.reason} ({b.detail})")
@@ -274,7 +274,7 @@ def _write_bad(path, bad) -> None:
     """Every bad file as ``path,reason,detail`` CSV rows (names byte-exact), atomically."""
     import csv
 
-    from ..data._text import atomic_text
+    from .._text import atomic_text
 
     with atomic_text(path, newline="") as f:
         writer = csv.writer(f)
@@ -284,7 +284,7 @@ def _write_bad(path, bad) -> None:
 
 def _check(args) -> int:
     from ..data import check
-    from ..data._check import MAX_LISTED
+    from .._listing import MAX_LISTED
 
     images = _source_list(args.source, args.root)
     with results_printed():  # printed below, once

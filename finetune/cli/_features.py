@@ -95,7 +95,7 @@ def ids_path(npy: str) -> str:
 
 
 def _read_lines(path: str) -> list:
-    from ..data._text import read_lines
+    from .._text import read_lines
 
     return read_lines(path)
 
@@ -181,7 +181,7 @@ def _build_extractor(args):
 def _extract(args) -> int:
     import numpy as np
 
-    from ..data._text import TEXT, check_name
+    from .._text import TEXT, check_name
     from ..errors import ConfigError
 
     fx = _build_extractor(args)
@@ -238,7 +238,7 @@ def _build_index(args) -> int:
 
 
 def _retrieve(args) -> int:
-    from ..data._text import shown
+    from .._text import shown
 
     index = _index(args.index, args.dba)
     q, qids = _load_descriptors(args.queries)

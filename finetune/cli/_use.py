@@ -140,7 +140,7 @@ def _dataset(source: str):
 
 def _say(text, file=None) -> None:
     """Print ``text`` with bytes of file names that are not UTF-8 escaped (``\\xNN``), never a UnicodeEncodeError."""
-    from ..data._text import shown
+    from .._text import shown
 
     print(shown(text), file=file)
 

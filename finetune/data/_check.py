@@ -23,7 +23,6 @@ the same libjpeg and discards its warnings.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
@@ -33,26 +32,17 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .._listing import MAX_LISTED, count_line
+from .._parallel import ordered_map
 from .._progress import RESULT
+from .._text import shown
 from ..errors import ConfigError
 from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
-from ._parallel import ordered_map
-from ._text import shown
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
 log = logging.getLogger("finetune.data")
-
-#: Problem files logged (or listed in a summary) one by one before the rest are only counted.
-MAX_LISTED = 20
-
-
-def count_line(n: int, what: str, reasons) -> str:
-    """``"... and 9,980 more missing files (9,980 unreadable)"``: the tail of a capped listing."""
-    counts = collections.Counter(reasons)
-    detail = ", ".join(f"{c:,} {r}" for r, c in sorted(counts.items()))
-    return f"... and {n:,} more {what} ({detail})"
 
 
 class ProblemLog:

@@ -18,11 +18,11 @@ import os
 import random
 from typing import NamedTuple
 
+from .._text import atomic_text
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
 from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, read_csv, read_lst,
                          write_lst)
 from ._split import stratified_split
-from ._text import atomic_text
 
 __all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 

@@ -11,8 +11,8 @@ import math
 import numbers
 import os
 
+from .._text import atomic_text, check_name, read_lines, read_text
 from ..errors import ListFormatError, MissingFileError
-from ._text import atomic_text, check_name, read_lines, read_text
 
 __all__ = ["check_labels", "classes_path_for", "find_class_names", "read_class_names", "read_csv", "read_lst",
            "write_class_names", "write_lst"]

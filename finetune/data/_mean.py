@@ -17,11 +17,11 @@ import struct
 import numpy as np
 
 from .._atomic import atomic_path
+from .._parallel import default_workers, ordered_map
 from ..errors import ConfigError, DataError, ImageDecodeError, MissingFileError, ShapeError, check_choice
 from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
-from ._parallel import default_workers, ordered_map
 from ._preprocess import Preprocess
 
 __all__ = ["MeanImage", "read_binaryproto"]

@@ -23,16 +23,16 @@ import numpy as np
 
 from .._atomic import atomic_files
 from .._outputs import written_with
+from .._parallel import default_workers, ordered_map
 from .._progress import RESULT
+from .._text import TEXT
 from ..errors import ConfigError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
 from ._image import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
 from ._listfiles import check_labels, class_names_text, classes_path_for
-from ._parallel import default_workers, ordered_map
 from ._recordio import RecordWriter
-from ._text import TEXT
 
 __all__ = ["PackReport", "pack"]
 

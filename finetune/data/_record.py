@@ -19,12 +19,12 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
+from .._atomic import settled
+from .._parallel import default_workers, fork_pool, stop_pool
 from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop
 from ._image import decode_image
-from .._atomic import settled
 from ._listfiles import classes_path_for, find_class_names
-from ._parallel import default_workers, fork_pool, stop_pool
 from ._preprocess import Preprocess
 from ._recordio import RecordFile, unpack_header
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data._text import read_lines
+from .._text import read_lines
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, UnsafeFileError
 from ._evaluation import _positions, precision_at_k, ranked_ap
 

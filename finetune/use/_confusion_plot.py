@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from .._figures import new_figure, save_figure
 from ..errors import ConfigError, DataError
-from ._figures import new_figure, save_figure
 
 __all__ = ["plot_confusion_matrix"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._figures import new_figure, save_figure
 from ..errors import DataError, MissingFileError
-from ._figures import new_figure, save_figure
 
 __all__ = ["load_history", "plot_history"]
 

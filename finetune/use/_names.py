@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..data._text import read_text
+from .._text import read_text
 from ..errors import DataError, MissingFileError
 
 __all__ = ["load_name_map"]

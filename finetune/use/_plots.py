@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
+from .._figures import new_figure, save_figure
 from ..errors import ConfigError, DataError
-from ._figures import new_figure, save_figure
 
 __all__ = ["plot_errors", "plot_gradcam", "plot_predictions"]
 

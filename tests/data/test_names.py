@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from finetune.data import ImageList, RecordDataset, check, pack
 from finetune.data._listfiles import find_class_names, read_class_names, read_csv, read_lst
-from finetune.data._text import SEPARATORS, shown
+from finetune._text import SEPARATORS, shown
 from finetune.errors import FinetuneError, ListFormatError
 
 PNG = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()

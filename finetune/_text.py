@@ -19,8 +19,8 @@ from __future__ import annotations
 import io
 import os
 
-from .._atomic import atomic_open
-from ..errors import ListFormatError
+from ._atomic import atomic_open
+from .errors import ListFormatError
 
 __all__ = ["SEPARATORS", "TEXT", "atomic_text", "check_name", "open_text", "read_lines", "read_text", "shown"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .._atomic import atomic_open
+from ._atomic import atomic_open
 
 __all__ = ["figure_format", "new_figure", "save_figure"]
 
@@ -29,7 +29,7 @@ def figure_format(path) -> str:
 
     Callers check the name before the work that makes the figure.
     """
-    from ..errors import ConfigError
+    from .errors import ConfigError
 
     fmt = Path(path).suffix[1:].lower()
     if fmt not in _FORMATS:

@@ -64,7 +64,7 @@ def resolve_workers(workers, what: str = "workers", owner: str = "") -> int:
     """
     from numbers import Integral
 
-    from .._validation import Interval, validate
+    from ._validation import Interval, validate
 
     if workers is None:
         return default_workers()
