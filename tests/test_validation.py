@@ -28,6 +28,7 @@ from finetune.models._headblock import HEAD_SPEC_CONSTRAINTS, check_head_spec
 from finetune.train import (CosineSchedule, LayerLRPolicy, PlateauSchedule, Recipe, Rule, StepSchedule,
                             Trainer)
 from finetune.train._batches import check_labels
+from finetune.train._config import TRAIN_CONFIG_CONSTRAINTS, TrainConfig
 from finetune.train._optim import PARAM_CONSTRAINTS, make_optimizer_params
 from finetune.train._recipe import RECIPE_CONSTRAINTS
 from finetune.train._rules import _RULE_CONSTRAINTS
@@ -140,8 +141,9 @@ def _cases():
         return {n: p.default for n, p in inspect.signature(fn).parameters.items()
                 if n not in skip and p.default is not inspect.Parameter.empty}
 
-    trainer = params(Trainer.__init__)
+    trainer = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # Trainer(**settings) makes one
     yield "Trainer", lambda n, v: Trainer(_tiny_net(), **{n: v}), trainer, Trainer._parameter_constraints
+    yield "TrainConfig", lambda n, v: TrainConfig(**{n: v}), trainer, TRAIN_CONFIG_CONSTRAINTS
     yield ("Trainer optimizer_params", lambda n, v: Trainer(_tiny_net(), optimizer_params={n: v}),
            {n: 0.5 for n in PARAM_CONSTRAINTS}, PARAM_CONSTRAINTS)
     recipe = {f.name: f.default for f in dataclasses.fields(Recipe)}
@@ -315,7 +317,7 @@ def test_labels_are_checked_only_for_class_index_losses():
     from mxnet import gluon
 
     from finetune.train._losses import LabelSmoothingLoss
-    from finetune.train._trainer import _class_index_loss
+    from finetune.train._trainer_setup import _class_index_loss
 
     assert _class_index_loss(gluon.loss.SoftmaxCrossEntropyLoss()) and _class_index_loss(LabelSmoothingLoss(0.1))
     assert not _class_index_loss(gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False))

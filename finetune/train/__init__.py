@@ -1,6 +1,7 @@
 """Training: per-layer learning-rate policies, the data-parallel Trainer, callbacks, launcher.
 
 - :class:`LayerLRPolicy` — LR/WD multipliers, freezing and BatchNorm modes per parameter.
+- :class:`TrainConfig` — the Trainer's settings as one value (with a JSON form).
 - :class:`Trainer` — fit over devices (``split_and_load`` + kvstore) or machines (``dist_sync``).
 - schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
 - callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
@@ -10,6 +11,7 @@
 """
 
 from ._callbacks import Callback, Checkpoint, EarlyStopping, HistoryLogger, StopTraining
+from ._config import TrainConfig
 from ._launch import launch, worker_rank
 from ._losses import LabelSmoothingLoss
 from ._lr_find import LRFinderResult, lr_find
@@ -43,6 +45,7 @@ __all__ = [
     "Schedule",
     "StepSchedule",
     "StopTraining",
+    "TrainConfig",
     "Trainer",
     "WeightAverage",
     "launch",

@@ -122,6 +122,11 @@ def _jsonable(x):
 
 
 # ------------------------------------------------------------------ what a run was trained on
+#: The :class:`~finetune.train.TrainConfig` fields that shape a run (the others — workers, output folder,
+#: progress bars, checkpoint frequency, hybridization, kvstore type — may change between a run and its resume).
+RUN_SETTINGS = ("optimizer", "batch_size", "ema", "mixup", "cutmix", "seed")
+
+
 def run_fingerprint(trainer, train, val=None) -> dict:
     """What ``trainer`` is about to train on: data and settings, as JSON values (see :func:`check_fingerprint`).
 
@@ -133,13 +138,12 @@ def run_fingerprint(trainer, train, val=None) -> dict:
         The data as :meth:`Trainer.fit` received it (before any feature caching).
     """
     params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
-              for k, v in sorted(trainer.optimizer_params.items())}
+              for k, v in sorted(trainer.optimizer_params.items())}  # the config's, with the optimizer's defaults
+    settings = {name: getattr(trainer.config, name) for name in RUN_SETTINGS}
     return json.loads(json.dumps({
-        "train": data_fingerprint(train), "val": data_fingerprint(val),
-        "optimizer": trainer.optimizer, "optimizer_params": params, "batch_size": trainer.batch_size,
+        "train": data_fingerprint(train), "val": data_fingerprint(val), **settings, "optimizer_params": params,
         "schedule": repr(trainer.schedule), "loss": type(trainer.loss).__name__,
-        "num_workers": getattr(trainer, "num_workers_", 1), "ema": trainer.ema, "mixup": trainer.mixup,
-        "cutmix": trainer.cutmix, "seed": trainer.seed,
+        "num_workers": getattr(trainer, "num_workers_", 1),
     }))
 
 

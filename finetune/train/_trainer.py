@@ -1,7 +1,9 @@
 """The Trainer: data-parallel fine-tuning over devices and machines, with exact resume.
 
-This module holds the class and its fit loop; argument checks and device
-set-up are in ``_trainer_setup.py``, batch mixing in
+This module holds the class and its fit loop; its settings are a
+:class:`~finetune.train.TrainConfig` (``_config.py``), the device set-up and
+the checks before fit are in ``_trainer_setup.py``, one optimizer step in
+``_step.py``, batch mixing in
 ``_mixing.py``, validation (and test-time mirroring) in ``_evaluate.py``, the
 state saved for resume in ``_resume.py``, cached backbone features in ``_cache.py``.
 """
@@ -16,89 +18,56 @@ from numbers import Integral
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
 from .._progress import progress_bar
 
 from ..data import RecordDataset
-from ..data._parallel import default_workers
+from .._context import resolve_ctx
+from .._parallel import default_workers, resolve_workers
 from .._validation import Interval, validate
-from ..errors import NonFiniteLossError
-from ..models._protocol import ModelProtocol
-from ..models.graph import batchnorm_modes
-from . import _cache
-from ._batches import EpochSampler, _mix, as_dataset, check_dataset_labels, train_loader
+from ..errors import ConfigError, NonFiniteLossError
+from . import _cache, _trainer_setup
+from ._batches import EpochSampler, _mix, as_dataset, train_loader
 from ._callbacks import Checkpoint, HistoryLogger, StopTraining
-from ._devices import split_batch, zero_idle_gradients
-from ._evaluate import batch_stats, evaluate, input_peak
-from ._losses import LabelSmoothingLoss
-from ._mixing import mix_batch, mixed_losses
-from ._policy import _ORIG
+from ._config import TRAIN_CONFIG_CONSTRAINTS, TrainConfig, make_loss, make_schedule
+from ._devices import split_batch
+from ._evaluate import evaluate
+from ._mixing import mix_batch
+from ._optim import make_optimizer_params
 from ._resume import find_checkpoint, load_state, run_fingerprint, save_state
-from ._trainer_setup import TrainerSetup
-from ._weights import WeightAverage, restore, snapshot
+from ._step import optimizer_step
+from ._weights import restore, snapshot
 
 __all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
 
 
-class Trainer(TrainerSetup):
+def _setting(name: str) -> property:
+    return property(lambda self: getattr(self.config, name), doc=f"``config.{name}`` (read-only).")
+
+
+class Trainer:
     """Fine-tune a Gluon model on one device, several devices, or several machines.
 
     Parameters
     ----------
     model : mxnet.gluon.HybridBlock
         Maps normalised images ``(N, C, H, W)`` to logits ``(N, K)``.
+    config : TrainConfig, optional
+        How to train: optimizer and its parameters, batch size (**per
+        worker**), kvstore, schedule, loss, seed, workers, ``out_dir``,
+        checkpointing, weight average, test-time and batch-mixing
+        augmentation (see :class:`~finetune.train.TrainConfig`). Default:
+        ``TrainConfig()``.
     policy : LayerLRPolicy, optional
-        Per-parameter LR/WD multipliers, freezing and BN modes (default: everything at 1×).
-    optimizer : {"sgd", "nag", "adam", "adamw", "rmsprop"} or any MXNet optimizer name
-    optimizer_params : dict, optional
-        E.g. ``{"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}`` (the
-        defaults for SGD); ``lr`` is accepted for ``learning_rate``.
-    batch_size : int
-        Images per step **per worker**, split over the worker's devices. With
-        ``dist_*`` kvstores the global batch is ``batch_size * num_workers``.
+        Per-parameter LR/WD multipliers, freezing and BN modes (default: everything at 1x).
     ctx : None, mx.Context, str or list
         Devices (see :func:`finetune.resolve_ctx`); a list means data-parallel.
-    kvstore : str
-        ``"device"``, ``"local"``, ``"dist_sync"``, ... (MXNet kvstore types).
-    schedule : None, str or Schedule
-        ``"step"``, ``"cosine"``, ``"plateau"`` or a configured schedule object.
-    loss : gluon.loss.Loss, optional
-        Default: softmax cross-entropy on integer labels.
-    seed : int
-        Data order (a function of ``(seed, epoch)``), augmentation and dropout
-        seeds derive from it — resumed runs replay exactly.
-    workers : int or None
-        Data loader worker processes. ``None``: every core for a
-        :class:`~finetune.RecordDataset` (read by its shared-memory loader,
-        with the same items and augmentation seeds), 0 for other datasets.
-    out_dir : str, optional
-        Writes ``history.csv`` / ``history.json`` there after each epoch and
-        checkpoints into ``out_dir/checkpoints``.
-    checkpoint_every : int
-        With ``out_dir``: also checkpoint every N batches inside an epoch.
-    cache_features : {"auto", True, False}
-        Compute frozen-backbone features once (see :mod:`finetune.train._cache`).
-    mixed_precision : bool
-        float16 training with float32 master weights; GPU only.
-    hybridize : bool
-    progress : bool
-        Show a tqdm progress bar with images/s.
-    ema : float or None
-        Keep an exponential moving average of the weights with this decay
-        (e.g. ``0.998``; see :class:`~finetune.train.WeightAverage`).
-        Validation uses the averaged weights, and at the end of :meth:`fit`
-        they are copied into the model, so they are the ones saved.
-    mixup, cutmix : float
-        Batch mixing during training (0: off): Mixup blends each image with
-        another of the batch, CutMix pastes a rectangle of another, with a
-        weight drawn from ``Beta(alpha, alpha)`` for the given ``alpha``; the
-        loss mixes the two labels likewise. With both on, each batch uses one
-        of them at random.
-    tta : bool
-        Test-time augmentation in validation and :meth:`evaluate`: average
-        the logits of each image and of its left-right mirror.
+    callbacks : list of Callback, optional
+        Used by every :meth:`fit` (before the ones :meth:`fit` is given).
+    **settings
+        Fields of :class:`TrainConfig` (``batch_size=8``, ``optimizer="adam"``,
+        ...): they make the config, or change the one given.
 
     Attributes
     ----------
@@ -114,22 +83,69 @@ class Trainer(TrainerSetup):
     >>> net.add(nn.Dense(8, activation="relu", prefix="body_"), nn.Dense(3, prefix="head_"))
     >>> net.initialize(mx.init.Xavier())
     >>> x = np.random.rand(30, 5).astype("float32"); y = np.arange(30) % 3
-    >>> t = Trainer(net, batch_size=10, progress=False).fit((x, y), val=(x, y), epochs=2)
+    >>> t = Trainer(net, TrainConfig(batch_size=10, progress=False)).fit((x, y), val=(x, y), epochs=2)
     >>> [round(r["epoch"]) for r in t.history_]
     [0, 1]
     """
 
+    #: The allowed values of every setting (the fields of :class:`TrainConfig`).
+    _parameter_constraints = TRAIN_CONFIG_CONSTRAINTS
+
+    def __init__(self, model, config: TrainConfig | None = None, *, policy=None, ctx=None, callbacks=None,
+                 **settings):
+        if config is not None and not isinstance(config, TrainConfig):
+            raise ConfigError(f"The 'config' parameter of Trainer must be a TrainConfig or None. Got {config!r} "
+                              "instead; pass settings as TrainConfig(...) or as keyword arguments.")
+        if settings or config is None:
+            base = {} if config is None else {k: getattr(config, k) for k in config.__dataclass_fields__}
+            config = TrainConfig._of("Trainer", {**base, **settings})
+        self.model, self.config = model, config
+        self.policy = _trainer_setup.check_policy(policy)
+        self.optimizer_params = make_optimizer_params(config.optimizer, dict(config.optimizer_params or {}),
+                                                      owner="Trainer")
+        self._loader_workers = None if config.workers is None else resolve_workers(config.workers, "workers",
+                                                                                   "Trainer")
+        if ctx is not None:
+            resolve_ctx(ctx)  # bad ids fail now; the devices themselves are resolved by setup()
+        self.ctx, self.callbacks = ctx, list(callbacks or [])
+        self.schedule, self.loss = make_schedule(config.schedule), make_loss(config.loss)
+        if config.mixed_precision:
+            _trainer_setup.check_gpu(ctx)
+        self.history_, self.epoch_, self.batch_, self.batches_per_epoch_ = [], 0, 0, 0
+        self._acc, self._ema, self._trainer = np.zeros(4), None, None
+        self._callbacks, self._hooked = [], []
+        self._inputs_first = True  # check inputs before the forward pass (see optimizer_step)
+        self.last_checkpoint_ = None
+        self.log = log
+
+    optimizer, batch_size, kvstore = _setting("optimizer"), _setting("batch_size"), _setting("kvstore")
+    seed, workers, out_dir = _setting("seed"), _setting("workers"), _setting("out_dir")
+    checkpoint_every, cache_features = _setting("checkpoint_every"), _setting("cache_features")
+    mixed_precision, hybridize, progress = _setting("mixed_precision"), _setting("hybridize"), _setting("progress")
+    ema, tta, mixup, cutmix = _setting("ema"), _setting("tta"), _setting("mixup"), _setting("cutmix")
+
+    def __repr__(self) -> str:
+        return f"Trainer({type(self.model).__name__}, {self.config!r})"
+
+    def setup(self):
+        """Apply the policy, place parameters on the devices, create kvstore and Gluon trainer.
+
+        :meth:`fit` calls this; call it yourself to inspect :meth:`plan` first.
+        """
+        if self._trainer is None:
+            _trainer_setup.setup(self)
+        return self
+
+    def plan(self):
+        """The :class:`~finetune.train.Plan` of every parameter as training will use it."""
+        self.setup()
+        return self.policy.plan(self.model, optimizer=self._trainer.optimizer)
+
+    @property
+    def base_lr(self) -> float:
+        return float(self.optimizer_params["learning_rate"])
+
     # ------------------------------------------------------------ fit
-    def _output_width(self, dataset):
-        """The number of logits a plain block gives (its class count), from one item of ``dataset``; None if unknown."""
-        try:
-            x = dataset[0][0]
-            x = (x if isinstance(x, mx.nd.NDArray) else mx.nd.array(np.asarray(x, np.float32)))
-            out = self.model(x.expand_dims(0).as_in_context(self.ctx_[0]))
-        except (mx.base.MXNetError, ValueError, TypeError, IndexError, AttributeError):  # reported by training
-            return None
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        return int(out.shape[-1]) if out.ndim == 2 else None
 
     def fit(self, train, val=None, epochs: int = 1, resume=None, callbacks=None):
         """Train for ``epochs`` epochs (in total, counting resumed ones); returns ``self``.
@@ -163,16 +179,13 @@ class Trainer(TrainerSetup):
         self.setup()
         train_ds, val_ds = as_dataset(train, "train"), as_dataset(val, "val")
         self._fingerprint = run_fingerprint(self, train_ds, val_ds)  # saved in checkpoints, checked on resume
-        if _class_index_loss(self.loss):
-            k = self.model.num_classes if isinstance(self.model, ModelProtocol) else self._output_width(train_ds)
-            check_dataset_labels(train_ds, k, "train")
-            check_dataset_labels(val_ds, k, "val")
+        _trainer_setup.check_labels(self, train_ds, val_ds)
         net, train_ds, val_ds = self._maybe_cache(train_ds, val_ds)
         self._net = net
         sampler = EpochSampler(len(train_ds), self.batch_size, seed=self.seed,
                                num_parts=self.num_workers_, part_index=self.rank_)
         loader = self._train_loader(net, train_ds, sampler)
-        self._callbacks = self._default_callbacks() + list(callbacks or [])
+        self._callbacks = self._default_callbacks() + self.callbacks + list(callbacks or [])
         # checkpoints are written after the other callbacks have seen the batch or epoch, so they hold
         # that state (the order of _callbacks itself is the order of their states in a checkpoint)
         self._hooked = sorted(self._callbacks, key=lambda cb: isinstance(cb, Checkpoint))
@@ -233,7 +246,7 @@ class Trainer(TrainerSetup):
     def _run_epoch(self, epoch, net, loader, sampler, val_ds) -> bool:
         sizes = sampler.global_sizes(epoch)
         self.batches_per_epoch_ = nb = len(sizes)
-        self._inputs_first = _updates_statistics(net)
+        self._inputs_first = _trainer_setup.updates_statistics(net)
         start = self.batch_
         sampler.set_epoch(epoch, start)
         self._call("on_epoch_begin", epoch)
@@ -267,7 +280,7 @@ class Trainer(TrainerSetup):
         mix = None
         if (self.mixup or self.cutmix) and net is self.model:
             x, *mix = self._mix_batch(x, y, epoch, b)
-        stats, inputs_finite = self._step(net, x, y, global_n, mix)
+        stats, inputs_finite = optimizer_step(self, net, x, y, global_n, mix)
         if not inputs_finite:
             raise NonFiniteLossError(
                 f"The training inputs of epoch {epoch}, batch {b} hold NaN or infinite values; training "
@@ -315,55 +328,6 @@ class Trainer(TrainerSetup):
     def _mix_batch(self, x, y, epoch, b):
         """Mixup or CutMix of one batch: ``(mixed images, partner labels, weight of the own labels)``."""
         return mix_batch(x, y, _mix(self.seed, epoch, b, 0x3C), mixup=self.mixup, cutmix=self.cutmix)
-
-    def _step(self, net, x, y, global_n, mix=None) -> tuple:
-        """Forward, backward and update on one batch: ``(stats, whether every input was finite)``.
-
-        Non-finite inputs never update the weights. Their check is a maximum
-        computed on each device (:func:`input_peak`), read back with the loss
-        statistics in one transfer — unless the forward pass itself would
-        write the inputs into live BatchNorm statistics, in which case it is
-        read before the forward pass. One worker also skips the update when
-        the loss is not finite; the workers of a cluster all step.
-        """
-        xs, ys = self._split(x, y)
-        peaks = [input_peak(xi) for xi in xs]
-        if peaks[0] is None:  # integer inputs hold no NaN
-            peaks = None
-        elif self._inputs_first:
-            if not all(math.isfinite(float(p.asscalar())) for p in peaks):
-                return None, False
-            peaks = None
-        if mix is not None:
-            y2s = gluon.utils.split_and_load(mix[0], self.ctx_[:len(xs)], even_split=False)
-        with autograd.record():
-            outs = [net(xi) for xi in xs]
-            losses = [self.loss(o, yi) for o, yi in zip(outs, ys)]
-            if mix is not None:
-                losses = mixed_losses(self.loss, losses, outs, y2s, mix[1])
-        autograd.backward(losses)
-        if len(xs) < len(self.ctx_):  # fewer images than devices: the idle ones contribute zeros
-            zero_idle_gradients(self._tparams, len(xs))
-        stats = None
-        if self.num_workers_ == 1 or peaks is not None:
-            stats = sum(batch_stats(o, yi, l, p) for o, yi, l, p in zip(outs, ys, losses, peaks or [None] * len(outs)))
-            if peaks is not None and not math.isfinite(stats[4]):
-                return stats[:4], False
-            if self.num_workers_ == 1 and not math.isfinite(stats[0]):
-                return stats[:4], True
-        self._trainer.step(global_n)
-        if self._distributed:
-            # MXNet 1.9's threaded engine can miss the completion of a parameter-server reply
-            # when one array is later waited on alone (``save_parameters`` then hangs for ever);
-            # waiting for the whole engine here, once the step is queued, never has.
-            mx.nd.waitall()
-        if self.ema is not None:
-            if self._ema is None:
-                self._ema = WeightAverage(self.model.collect_params(), self.ema)
-            self._ema.update()
-        if stats is None:
-            stats = sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
-        return stats[:4], True
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int | None = None) -> dict:
@@ -417,21 +381,3 @@ class Trainer(TrainerSetup):
         load_state(self, path)
         log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
 
-
-def _class_index_loss(loss) -> bool:
-    """Whether ``loss`` takes class indices as labels (so they must be whole numbers in ``[0, K)``)."""
-    if isinstance(loss, LabelSmoothingLoss):
-        return True
-    return isinstance(loss, gluon.loss.SoftmaxCrossEntropyLoss) and getattr(loss, "_sparse_label", True)
-
-
-def _updates_statistics(net) -> bool:
-    """Whether a training forward pass of ``net`` writes into auxiliary states (live BatchNorm statistics).
-
-    Auxiliary states (parameters without gradients) that are not the
-    statistics of a frozen BatchNorm layer count as written: a NaN input
-    would reach them before any check after the forward pass.
-    """
-    modes = batchnorm_modes(net)
-    return any(modes.get(name) != "frozen" for name, p in net.collect_params().items()
-               if getattr(p, _ORIG, p.grad_req) == "null")
