@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _deploy
+from . import use
 
-_MODULES = (_deploy,)
+# the public names of finetune.use this module held
+_NAMES = ("Deployment", "export_for_deployment", "load_deployment", "verify_deployment")
 
 
 def __getattr__(name: str):
-    if not name.startswith("__"):
-        for module in _MODULES:
-            if hasattr(module, name):
-                warnings.warn(f"finetune.deploy.{name} is deprecated; use finetune.use.{name} "
-                              f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
-                return getattr(module, name)
+    if name in _NAMES:
+        warnings.warn(f"finetune.deploy.{name} is deprecated; use finetune.use.{name} "
+                      f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
+        return getattr(use, name)
     raise AttributeError(f"module 'finetune.deploy' has no attribute {name!r}")

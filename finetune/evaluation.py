@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _evaluation
+from . import use
 
-_MODULES = (_evaluation,)
+# the public names of finetune.use this module held
+_NAMES = ("EvaluationReport", "evaluate")
 
 
 def __getattr__(name: str):
-    if not name.startswith("__"):
-        for module in _MODULES:
-            if hasattr(module, name):
-                warnings.warn(f"finetune.evaluation.{name} is deprecated; use finetune.use.{name} "
-                              f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
-                return getattr(module, name)
+    if name in _NAMES:
+        warnings.warn(f"finetune.evaluation.{name} is deprecated; use finetune.use.{name} "
+                      f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
+        return getattr(use, name)
     raise AttributeError(f"module 'finetune.evaluation' has no attribute {name!r}")

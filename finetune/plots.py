@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _confusion_plot, _figures, _history_plot, _plots
+from . import use
 
-_MODULES = (_plots, _history_plot, _confusion_plot, _figures)
+# the public names of finetune.use this module held
+_NAMES = ("load_history", "plot_confusion_matrix", "plot_errors", "plot_gradcam",
+          "plot_history", "plot_predictions")
 
 
 def __getattr__(name: str):
-    if not name.startswith("__"):
-        for module in _MODULES:
-            if hasattr(module, name):
-                warnings.warn(f"finetune.plots.{name} is deprecated; use finetune.use.{name} "
-                              f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
-                return getattr(module, name)
+    if name in _NAMES:
+        warnings.warn(f"finetune.plots.{name} is deprecated; use finetune.use.{name} "
+                      f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
+        return getattr(use, name)
     raise AttributeError(f"module 'finetune.plots' has no attribute {name!r}")

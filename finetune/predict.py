@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import warnings
 
-from .use import _names, _predictor, _results
+from . import use
 
-_MODULES = (_predictor, _results, _names)
+# the public names of finetune.use this module held
+_NAMES = ("Prediction", "Predictions", "Predictor", "load_name_map")
 
 
 def __getattr__(name: str):
@@ -20,10 +21,8 @@ def __getattr__(name: str):
         warnings.warn("finetune.predict.IMAGE_EXTENSIONS is deprecated; use finetune.data.IMAGE_EXTENSIONS "
                       "instead.", DeprecationWarning, stacklevel=2)
         return IMAGE_EXTENSIONS
-    if not name.startswith("__"):
-        for module in _MODULES:
-            if hasattr(module, name):
-                warnings.warn(f"finetune.predict.{name} is deprecated; use finetune.use.{name} "
-                              f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
-                return getattr(module, name)
+    if name in _NAMES:
+        warnings.warn(f"finetune.predict.{name} is deprecated; use finetune.use.{name} "
+                      f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
+        return getattr(use, name)
     raise AttributeError(f"module 'finetune.predict' has no attribute {name!r}")

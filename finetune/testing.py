@@ -27,8 +27,7 @@ from mxnet import gluon
 
 from .data import Preprocess
 from .errors import ModelProtocolError
-from .models import load_model
-from .models._protocol import LEVELS, missing_members
+from .models import load_model, missing_members
 
 __all__ = ["TINY_CLASSES", "TinyBlock", "TinyNet", "check_model", "tiny_block"]
 
@@ -243,12 +242,9 @@ def check_model(model, level: str = "full", *, input_size=None, save: bool = Tru
     ...
     finetune.errors.ModelProtocolError: object does not meet the full level of the model protocol: ...
     """
-    if level not in LEVELS:
-        raise ModelProtocolError(f"The 'level' parameter of check_model must be one of {sorted(LEVELS)}. "
-                                 f"Got {level!r} instead.")
+    missing = missing_members(model, level)  # raises for an unknown level, naming the allowed ones
     failures = []
     name = f"{type(model).__name__} does not meet the {level} level"
-    missing = missing_members(model, level)
     if missing:
         failures.append(f"missing members: {', '.join(missing)}")
     if "preprocess" in missing or "__call__" in missing:

@@ -87,3 +87,27 @@ def test_the_api_reference_documents_public_paths_only():
     # finetune.train's helpers still await public names
     found = {m.group(1) for rst in docs.rglob("*.rst") for m in private.finditer(rst.read_text(encoding="utf-8"))}
     assert {f for f in found if not f.startswith("finetune.train._")} == set()
+
+
+def test_stage_packages_have_sorted_documented_public_names():
+    import importlib
+
+    import pytest
+
+    stages = ["finetune.data", "finetune.models", "finetune.models.graph", "finetune.models.zoo",
+              "finetune.train", "finetune.use", "finetune.features", "finetune.testing"]
+    for name in stages:
+        module = importlib.import_module(name)
+        assert module.__all__ == sorted(set(module.__all__)), name
+        for public in module.__all__:
+            obj = getattr(module, public)
+            if callable(obj):
+                assert (obj.__doc__ or "").strip(), f"{name}.{public} has no docstring"
+    data, models = importlib.import_module("finetune.data"), importlib.import_module("finetune.models")
+    # what more than one stage reads through: public, so no stage imports another's private module
+    assert {"ImageItem", "ImageSource", "check_geometry", "read_class_names", "write_class_names"} <= set(data.__all__)
+    assert {"Deployment", "calibration_batch", "convert_caffe", "export_for_deployment", "load_deployment",
+            "missing_members", "require_model", "verify_deployment"} <= set(models.__all__)
+    assert "Examples" in data.ImageSource.__doc__
+    with pytest.raises(AttributeError):
+        importlib.import_module("finetune.plots").save_figure  # plumbing, not a deprecated public name

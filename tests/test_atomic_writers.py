@@ -242,7 +242,8 @@ def test_deployment_that_fails_its_check_keeps_the_previous_deployment(tmp_path,
 
     from finetune import Preprocess
     from finetune.errors import ModelError
-    from finetune.use import _deploy, export_for_deployment, load_deployment
+    from finetune.models import _export as _deploy
+    from finetune.use import export_for_deployment, load_deployment
 
     net = mx.gluon.nn.HybridSequential()
     net.add(mx.gluon.nn.Conv2D(2, 3), mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Flatten())

@@ -16,12 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finetune._context import max_cpu_devices, parse_ctx, resolve_ctx
+from finetune._parallel import default_workers, resolve_workers
 from finetune._validation import Interval, Options, Sequence, satisfies, validate
 from finetune.cli import main
 from finetune.data import Augment, Preprocess
-from finetune._parallel import default_workers, resolve_workers
 from finetune.data._preprocess import CONSTRAINTS as PREPROCESS_CONSTRAINTS
-from finetune.data._preprocess import check_dict
 from finetune.errors import ConfigError, DataError, DeviceError, FinetuneError, ModelError, check_choice, check_range
 from finetune.models import HeadReplacer
 from finetune.models._headblock import HEAD_SPEC_CONSTRAINTS, check_head_spec
@@ -216,7 +215,7 @@ PREPROCESS_BAD = {"size": ["abc", [224], [0, 224], [224, 30000], [224.5, 224], N
 def test_a_preprocess_section_names_the_file_and_the_key(key, value):
     d = dict(Preprocess().to_dict(), **{key: value})
     with pytest.raises(ModelError, match=f"config.json of 'm' has 'preprocess.{key}' = .*; expected"):
-        check_dict(d, "config.json of 'm'", ModelError)
+        Preprocess.check_dict(d, "config.json of 'm'", ModelError)
     with pytest.raises(ConfigError, match=key):
         Preprocess.from_dict(d)
 
@@ -226,7 +225,7 @@ def test_every_preprocess_field_is_constrained_and_round_trips():
     pre = Preprocess(size=(32, 48), resize=40, color="BGR", mean=(1, 2, 3), std=(4, 5, 6), scale=2.0)
     assert Preprocess.from_dict(pre.to_dict()) == pre
     with pytest.raises(ModelError, match="unknown key 'preprocess.sise'"):
-        check_dict({"sise": 3}, "config.json of 'm'", ModelError)
+        Preprocess.check_dict({"sise": 3}, "config.json of 'm'", ModelError)
 
 
 @pytest.mark.parametrize("key", sorted(HEAD_SPEC_CONSTRAINTS))

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
 
 def convert(args) -> int:
     """Handler of ``finetune convert-caffe``."""
-    from ..models._caffe import convert_caffe
+    from ..models import convert_caffe
 
     mean = _floats(args.mean, "--mean") if args.mean else None
     shape = _floats(args.input_shape, "--input-shape", 3, sizes=True) if args.input_shape else None

@@ -181,7 +181,7 @@ def _im2rec(args) -> int:
 
 def _im2rec_list(args) -> int:
     from ..data import ImageList
-    from ..data._listfiles import write_class_names
+    from ..data import write_class_names
     from ..errors import ConfigError
 
     train, test = args.train_ratio, args.test_ratio

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 def backbones(args) -> int:
     from .._progress import progress_bar
-    from ..models._zoo import describe, list_backbones
+    from ..models.zoo import describe, list_backbones
 
     names = list_backbones(args.family)
     if args.names_only:
@@ -61,7 +61,7 @@ def _load(spec: str, weights="imagenet"):
 
 
 def inspect(args) -> int:
-    from ..models import _graph
+    from ..models import graph
 
     model = _load(args.model, args.weights)
     pre = model.preprocess
@@ -70,7 +70,7 @@ def inspect(args) -> int:
     internals = symbol.get_internals()
     _, out_shapes, _ = internals.infer_shape_partial(data=shape)
     shapes = dict(zip(internals.list_outputs(), out_shapes))
-    ops = _graph.layer_ops(symbol)
+    ops = graph.layer_ops(symbol)
     layers = model.layer_names
     print(f"{type(model).__name__}: {getattr(model, 'arch', None) or getattr(model.body, 'arch', '')}")
     print(f"  parameters     {model.num_parameters:,}")

@@ -228,11 +228,11 @@ def _export_int8(model, args) -> int:
     import numpy as np
 
     from ..errors import ConfigError
-    from ..models._quantize import _calibration_batch, quantize
+    from ..models import calibration_batch, quantize
 
     if not args.calibration:
         raise ConfigError("--int8 needs --calibration DATA: image files or folders to calibrate on.")
-    data = _calibration_batch(model, args.calibration, limit=500)  # quantize's default num_examples
+    data = calibration_batch(model, args.calibration, limit=500)  # quantize's default num_examples
     q = quantize(model, data)
     agree = []
     for start in range(0, len(data), 64):  # every calibration image, in batches

@@ -5,6 +5,11 @@ extension list :data:`IMAGE_EXTENSIONS`), checking (:func:`check`), packing
 ``.rec`` files (:func:`pack`), :class:`RecordDataset` with :class:`Augment`,
 :class:`MeanImage`, class balancing (:func:`balance`), the built-in
 Fashion-MNIST reader, and the :class:`Preprocess` config every model carries.
+:class:`ImageSource` is the one reader of images on the "use" side: every input
+form (files, folders, bytes, arrays, lists, records, datasets) becomes a list of
+:class:`ImageItem` s decoded on demand; :func:`check_geometry` is the one limit
+on image sizes; :func:`write_class_names` / :func:`read_class_names` handle the
+``<prefix>_classes.txt`` files beside lists and records.
 
 MXNet is imported only when :class:`RecordDataset` is first used, so listing,
 checking and packing start fast.
@@ -18,11 +23,14 @@ from ._check import BadImage, CheckReport, check
 from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
                        write_fashion_mnist_folder)
 from ._folder import IMAGE_EXTENSIONS, list_images
-from ._image import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_image, to_color
+from ._image import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry, decode_image, read_image,
+                     to_color)
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
+from ._listfiles import read_class_names, write_class_names
 from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
+from ._source import ImageItem, ImageSource
 
 #: Images whose header declares more pixels are refused before decoding (``check``
 #: and ``pack`` report them as "too large", decoding raises ImageTooLargeError).
@@ -36,9 +44,10 @@ _LAZY = {"RecordDataset": "._record", "RecordLoader": "._record"}  # these impor
 
 __all__ = sorted([
     "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
-    "ImageEntry", "ImageList", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MeanImage", "PackReport", "Preprocess",
-    "RecordDataset", "RecordLoader", "balance", "check", "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "pack",
-    "read_image", "to_color", "write_fashion_mnist_folder",
+    "ImageEntry", "ImageItem", "ImageList", "ImageSource", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MeanImage",
+    "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "balance", "check", "check_geometry",
+    "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "pack", "read_class_names",
+    "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder",
 ])
 
 

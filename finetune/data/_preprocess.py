@@ -41,7 +41,7 @@ from .._validation import InstanceOf, Interval, Options, Sequence, is_number, va
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError
 from ._image import check_geometry, read_image, to_color
 
-__all__ = ["CONSTRAINTS", "MAX_INPUT_SIZE", "Preprocess", "check_dict"]
+__all__ = ["CONSTRAINTS", "MAX_INPUT_SIZE", "Preprocess"]
 
 _INTERP = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 
@@ -64,26 +64,6 @@ CONSTRAINTS = {
     "resize_mode": Options(["shorter", "stretch"]),
     "interpolation": Options(list(_INTERP)),
 }
-
-
-def check_dict(d, where: str, error=ConfigError) -> None:
-    """Raise ``error`` unless ``d`` is a dict of :class:`Preprocess` fields whose values meet :data:`CONSTRAINTS`.
-
-    The message names ``where`` and the key: ``The config.json of 'm' has
-    'preprocess.size' = 'abc'; expected ...``.
-    """
-    from .._validation import describe, satisfies, show
-
-    if not isinstance(d, dict):
-        raise error(f"The {where} has 'preprocess' = {show(d)}; expected an object with the fields "
-                    f"{', '.join(k for k in CONSTRAINTS if k != 'mean_image')}.")
-    known = dict(CONSTRAINTS, has_mean_image=Options([True, False]))
-    known.pop("mean_image")
-    for key, value in d.items():
-        if key not in known:
-            raise error(f"The {where} has an unknown key 'preprocess.{key}'; known: {', '.join(sorted(known))}.")
-        if not satisfies(value, known[key]):
-            raise error(f"The {where} has 'preprocess.{key}' = {show(value)}; expected {describe(known[key])}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -330,6 +310,35 @@ class Preprocess:
         d["has_mean_image"] = self.mean_image is not None
         return d
 
+    @staticmethod
+    def check_dict(d, where: str = "Preprocess dict", error=ConfigError) -> None:
+        """Raise ``error`` unless ``d`` is a dict of fields whose values meet :data:`CONSTRAINTS`.
+
+        What :meth:`from_dict` checks before building anything, for readers
+        that check a whole file (a model directory's ``config.json``) before
+        reading any part of it. The message names ``where`` and the key.
+
+        Examples
+        --------
+        >>> Preprocess.check_dict({"size": [224, 224], "color": "BGR"})
+        >>> Preprocess.check_dict({"colour": "BGR"}, "config.json of 'm'")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        finetune.errors.ConfigError: The config.json of 'm' has an unknown key 'preprocess.colour'; known: ...
+        """
+        from .._validation import describe, satisfies, show
+
+        if not isinstance(d, dict):
+            raise error(f"The {where} has 'preprocess' = {show(d)}; expected an object with the fields "
+                        f"{', '.join(k for k in CONSTRAINTS if k != 'mean_image')}.")
+        known = dict(CONSTRAINTS, has_mean_image=Options([True, False]))
+        known.pop("mean_image")
+        for key, value in d.items():
+            if key not in known:
+                raise error(f"The {where} has an unknown key 'preprocess.{key}'; known: {', '.join(sorted(known))}.")
+            if not satisfies(value, known[key]):
+                raise error(f"The {where} has 'preprocess.{key}' = {show(value)}; expected {describe(known[key])}.")
+
     @classmethod
     def from_dict(cls, d: dict, mean_image: np.ndarray | None = None, *, where: str = "Preprocess dict",
                   error=ConfigError) -> "Preprocess":
@@ -348,7 +357,7 @@ class Preprocess:
         ...
         finetune.errors.ConfigError: The config.json of 'm' has 'preprocess.size' = 'abc'; expected an int in [1, 4096] or a sequence of 2 items, each an int in [1, 4096].
         """
-        check_dict(d, where, error)
+        cls.check_dict(d, where, error)
         d = dict(d)
         has_mean_image = d.pop("has_mean_image", False)
         if has_mean_image and mean_image is None:

@@ -172,6 +172,61 @@ class ImageSource:
         """Image ``i`` decoded, ``(H, W, 3)`` in ``color`` order (see :meth:`ImageItem.read`)."""
         return self.items[i].read(color)
 
+    @classmethod
+    def labelled(cls, images, labels=None, *, color: str | None = None, what: str = "images") -> "ImageSource":
+        """The images of one call, each with its label: for consumers that score predictions.
+
+        Parameters
+        ----------
+        images : RecordDataset, ImageList, sequence of (image, label) or images
+            Labelled input: a :class:`~finetune.RecordDataset` or an
+            :class:`~finetune.ImageList` (their own labels), ``(image, label)``
+            pairs, or any input :class:`ImageSource` reads together with ``labels``.
+        labels : sequence, optional
+            One label per image, overriding any the input carries.
+        color, what
+            As for :class:`ImageSource`.
+
+        Raises
+        ------
+        ConfigError
+            The input carries no labels and ``labels`` is not given.
+        DataError
+            ``labels`` has not one label per image.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> image = np.zeros((4, 6, 3), np.uint8)
+        >>> [item.label for item in ImageSource.labelled([(image, 1), (image, 0)], color="RGB")]
+        [1, 0]
+        >>> [item.label for item in ImageSource.labelled([image, image], ["cat", "dog"], color="RGB")]
+        ['cat', 'dog']
+        >>> ImageSource.labelled([image], color="RGB", what="images to evaluate")
+        Traceback (most recent call last):
+        ...
+        finetune.errors.ConfigError: The images to evaluate must be labelled images: a RecordDataset, an \
+ImageList, a list of (image, label) pairs, or images plus labels=[...].
+        """
+        if labels is not None:
+            source = cls(images, color=color, what=what)
+            labels = list(labels)
+            if len(labels) != len(source):
+                raise DataError(f"{len(labels)} labels for {len(source)} images.")
+            for item, label in zip(source, labels):
+                item.label = label
+            return source
+        if is_record_dataset(images) or is_image_list(images):
+            return cls(images, color=color, what=what)
+        pairs = list(images)
+        if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise ConfigError(f"The {what} must be labelled images: a RecordDataset, an ImageList, a list of "
+                              "(image, label) pairs, or images plus labels=[...].")
+        source = cls([p[0] for p in pairs], color=color, what=what)
+        for item, (_, label) in zip(source, pairs):
+            item.label = label
+        return source
+
     # ------------------------------------------------------------ listing
     def _items(self, images) -> list:
         if isinstance(images, ImageSource):

@@ -13,10 +13,10 @@ import numpy as np
 
 from .._context import resolve_ctx
 from .._version import __version__
-from ..data._source import ImageSource
+from ..data import ImageSource
 from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
 from ..models import create_model
-from ..models._protocol import ModelProtocol, require_model
+from ..models import ModelProtocol, require_model
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP

@@ -4,7 +4,7 @@ Conv layers take the whole image with its aspect ratio kept (shorter side
 resized per the model's :class:`~finetune.Preprocess`, no centre crop); fully
 connected layers need the network's fixed input, so those use the
 preprocessing's resize + centre crop. The images themselves come from
-:class:`finetune.data._source.ImageSource`, the one reader of every input form.
+:class:`finetune.data.ImageSource`, the one reader of every input form.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..data._image import check_geometry
+from ..data import check_geometry
 
 __all__ = ["resize_keep_aspect"]
 

@@ -15,8 +15,8 @@ Folders written before the two formats were one — the MXNet export files,
 
 The reader lives with the models so that :func:`~finetune.load_model` and
 :func:`~finetune.create_model` can open a deployment folder like any other
-model directory; the writer is in :mod:`finetune.use`. :class:`DeployedModel`
-is the folder's MXNet graph as an inference model (the inference level of the
+model directory, and the writer (:func:`~finetune.export_for_deployment`) beside
+it, so that the one format has one home. :class:`DeployedModel` is the folder's MXNet graph as an inference model (the inference level of the
 model protocol), what :func:`~finetune.load_deployment` returns. Every file named in
 ``config.json`` or ``deploy.json`` must lie inside the folder
 (:class:`~finetune.errors.UnsafePathError` otherwise).

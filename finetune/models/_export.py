@@ -32,7 +32,7 @@ files (``SymbolBlock.imports``) and the ONNX file (through OpenCV's
 ``cv2.dnn``, an independent runtime, or ``onnxruntime`` when installed) on the
 same batch and records the largest difference. Folders of the earlier layout
 (``deploy.json``, ``model-preprocess.json``) are still read
-(:mod:`finetune.models._deployment`).
+(:func:`~finetune.load_model` and :func:`~finetune.load_deployment`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from .._atomic import atomic_dir
 from .._progress import RESULT
 from .._mxio import load_arrays, load_symbol
 from ..errors import ConfigError, ModelError, check_range
-from ..models._deployment import SECTION, Deployment, _imports, read_deployment
+from ._deployment import SECTION, Deployment, _imports, read_deployment
 from ._onnx import _export_onnx, _run_onnx
 
 __all__ = ["Deployment", "export_for_deployment", "load_deployment", "verify_deployment"]
@@ -67,9 +67,9 @@ def _as_network(model):
     """A finetune network that writes a model directory: ``model`` itself, or a plain block wrapped."""
     import mxnet as mx
 
-    from ..models import BlockModel
-    from ..models._network import _Network
-    from ..models._quantize import QuantizedModel
+    from ._block import BlockModel
+    from ._network import _Network
+    from ._quantize import QuantizedModel
 
     if isinstance(model, (_Network, QuantizedModel)):
         return model
@@ -82,7 +82,7 @@ def _export_mxnet(model, prefix: str, ctx) -> None:
     """``-symbol.json`` + ``-0000.params`` through the model's own ``export`` (or Gluon's)."""
     import mxnet as mx
 
-    from ..models._network import _Network
+    from ._network import _Network
 
     if isinstance(model, _Network):
         model.export(prefix)
@@ -112,7 +112,7 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
     """
     import mxnet as mx
 
-    from ..models._modeldir import _unprefixed, read_weights
+    from ._modeldir import _unprefixed, read_weights
 
     own = read_weights(folder, config)
     exported = {_unprefixed(k): v for k, v in load_arrays(params_file).items()}
@@ -204,7 +204,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     import mxnet as mx
 
     from .._context import resolve_ctx
-    from ..models._modeldir import KIND, read_config
+    from ._modeldir import KIND, read_config
 
     if getattr(model, "preprocess", None) is None:
         raise ModelError("export_for_deployment needs a model with .preprocess (a finetune.Preprocess).")
@@ -299,7 +299,7 @@ def load_deployment(directory, *, ctx=None):
         (:class:`~finetune.InferenceModel`: ``preprocess``, ``class_names``,
         ``save``), so a :class:`~finetune.Predictor` can wrap it.
     """
-    from ..models import DeployedModel
+    from ._deployment import DeployedModel
 
     return DeployedModel.load(directory, ctx=ctx)
 

@@ -102,7 +102,6 @@ def _check_config(config: dict, where: str) -> None:
     from numbers import Integral
 
     from .._validation import InstanceOf, Interval, Sequence, describe, satisfies, show
-    from ..data._preprocess import check_dict
     from ._headblock import check_head_spec
 
     fields = {"format_version": Interval(Integral, 0, None), "class": InstanceOf(str, name="a class name (str)"),
@@ -117,7 +116,7 @@ def _check_config(config: dict, where: str) -> None:
         Inference.from_dict(config["inference"], where)
     if "preprocess" not in config:
         raise ModelError(f"The {where} has no 'preprocess' section; it cannot be read.")
-    check_dict(config["preprocess"], where, ModelError)
+    Preprocess.check_dict(config["preprocess"], where, ModelError)
     if config.get("class") == "Model" or "head" in config:
         check_head_spec(config.get("head"), where)
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from .._mxio import load_arrays, load_symbol
 from ..errors import ModelError
-from ..models.graph import fold_padding
+from ._graph_fold import fold_padding
 
-log = logging.getLogger("finetune.use._deploy")
+log = logging.getLogger("finetune.models._export")
 
 
 def _export_onnx(symbol_file, params_file, shape, onnx_file) -> None:

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import ModelProtocolError
 
-__all__ = ["InferenceModel", "ModelProtocol", "LEVELS", "missing_members", "require_model"]
+__all__ = ["LEVELS", "InferenceModel", "ModelProtocol", "missing_members", "require_model"]
 
 
 @runtime_checkable

@@ -38,13 +38,13 @@ import mxnet as mx
 import numpy as np
 
 from .._version import __version__
-from ..data._source import ImageSource
+from ..data import ImageSource
 from ..errors import ConfigError, DataError, ModelError, ModelProtocolError, ShapeError, check_choice, check_range
 from . import _modeldir as _model
 from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
 from ._protocol import ModelProtocol, require_model
 
-__all__ = ["FusedModel", "QuantizedModel", "fuse", "quantize"]
+__all__ = ["FusedModel", "QuantizedModel", "calibration_batch", "fuse", "quantize"]
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +215,38 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
     return model
 
 
-def _calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
-    """The calibration images as one normalised ``(N, C, H, W)`` float32 array.
+def calibration_batch(model, images, limit: int | None = None) -> np.ndarray:
+    """The calibration images of :func:`quantize` as one normalised ``(N, C, H, W)`` float32 array.
 
-    Of more than ``limit`` images, ``limit`` spread evenly over the sorted
-    listing are read, so every class folder of a class-per-folder tree is
-    represented in proportion (the first ``limit`` files would all be of
-    the first class). Arrays are cut to their first ``limit`` rows.
+    What :func:`quantize` calibrates on, for callers that also want to compare
+    the quantized network with the float32 one on the same images. Of more
+    than ``limit`` images, ``limit`` spread evenly over the sorted listing are
+    read, so every class folder of a class-per-folder tree is represented in
+    proportion (the first ``limit`` files would all be of the first class).
+    Arrays are cut to their first ``limit`` rows.
+
+    Parameters
+    ----------
+    model : InferenceModel
+        The network; its :class:`~finetune.Preprocess` is applied to images.
+    images : path, sequence or numpy.ndarray
+        Image files or folders (anything :class:`~finetune.data.ImageSource`
+        reads without a colour order), or an already normalised
+        ``(N, C, H, W)`` float32 batch.
+    limit : int or None
+        The most images read (``None``: all).
+
+    Raises
+    ------
+    DataError
+        No image found, or an array that is not a normalised float32 batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finetune.testing import tiny_block
+    >>> calibration_batch(tiny_block(), np.zeros((8, 3, 16, 16), np.float32), limit=3).shape
+    (3, 3, 16, 16)
     """
     if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
         return images[:limit]
@@ -304,7 +329,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     check_range("quantize", "num_examples", num_examples, 1)
     check_range("quantize", "batch_size", batch_size, 1)
     _require_network(model, "quantize")
-    data = _calibration_batch(model, calibration, int(num_examples))
+    data = calibration_batch(model, calibration, int(num_examples))
     if len(data) == 0:
         raise DataError("quantize got an empty calibration array; give a few hundred images.")
     fp32, input_size = _as_symbol_block(model)

@@ -9,7 +9,7 @@ input size); see :mod:`finetune.models.graph` in the API reference for how layer
 from ._graph import (batchnorm_global_stats, batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph,
                      infer_shape, layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats,
                      strip_prefix, strip_softmax)
-from ._graph_blocks import batchnorm_modes, set_block_batchnorm_global_stats
+from ._graph_blocks import batchnorm_modes, fully_connected_params, set_block_batchnorm_global_stats
 from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
 from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
 
@@ -22,6 +22,7 @@ __all__ = [
     "data_var",
     "find_classifier",
     "fold_padding",
+    "fully_connected_params",
     "gluon_to_graph",
     "has_shape_tricks",
     "infer_shape",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import mxnet as mx
 
 from ..errors import ModelError
-from ..models._protocol import ModelProtocol
+from ..models import ModelProtocol
 from ..models.graph import batchnorm_global_stats, batchnorm_modes, set_block_batchnorm_global_stats
 from ._policy import _ORIG
 

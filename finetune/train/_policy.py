@@ -18,9 +18,8 @@ from numbers import Integral, Real
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..errors import ConfigError, UnknownNameError
-from ..models._graph_blocks import fully_connected_params
-from ..models._protocol import ModelProtocol
-from ..models.graph import batchnorm_modes, set_block_batchnorm_global_stats
+from ..models import ModelProtocol
+from ..models.graph import batchnorm_modes, fully_connected_params, set_block_batchnorm_global_stats
 from ._plan import Plan
 from ._rules import Rule, _as_rule, _glob_to_re
 

@@ -14,8 +14,8 @@ Every object here reads the preprocessing from the model (its
   :func:`load_deployment` reads back and :func:`verify_deployment` checks.
 """
 
+from ..models import Deployment, export_for_deployment, load_deployment, verify_deployment
 from ._confusion_plot import plot_confusion_matrix
-from ._deploy import Deployment, export_for_deployment, load_deployment, verify_deployment
 from ._evaluation import EvaluationReport, evaluate
 from ._history_plot import load_history, plot_history
 from ._interpret import GradCAM, GradCAMResult

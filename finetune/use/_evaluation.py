@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_open
-from ..data._source import ImageSource, is_image_list, is_record_dataset
+from ..data import ImageSource
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 
 __all__ = ["EvaluationReport", "evaluate"]
@@ -238,25 +238,7 @@ def _nan_to_none(obj):
 # ------------------------------------------------------------------------- evaluate
 def _labelled_items(dataset, labels, class_names, color):
     """Items with integer labels from every accepted dataset form."""
-    if labels is not None:
-        items = ImageSource(dataset, color=color).items
-        labels = list(labels)
-        if len(labels) != len(items):
-            raise DataError(f"{len(labels)} labels for {len(items)} images.")
-        for item, lab in zip(items, labels):
-            item.label = lab
-    elif is_record_dataset(dataset) or is_image_list(dataset):
-        items = ImageSource(dataset, color=color).items
-    else:
-        pairs = list(dataset)
-        if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-            raise ConfigError(
-                "evaluate needs labelled images: a RecordDataset, an ImageList, a list of "
-                "(image, label) pairs, or images plus labels=[...]."
-            )
-        items = ImageSource([p[0] for p in pairs], color=color).items
-        for item, (_, lab) in zip(items, pairs):
-            item.label = lab
+    items = ImageSource.labelled(dataset, labels, color=color, what="images to evaluate").items
     for item in items:
         item.label = _label_index(item.label, class_names, item.source)
     return items

@@ -24,10 +24,10 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._context import resolve_ctx
-from ..data._source import ImageSource
+from ..data import ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models import create_model
-from ..models._protocol import require_model
+from ..models import require_model
 
 __all__ = ["GradCAM", "GradCAMResult"]
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from .._context import resolve_ctx
-from ..data._source import ImageSource
+from ..data import ImageSource
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
 from ..models import create_model
-from ..models._protocol import require_model
+from ..models import require_model
 from ._names import load_name_map
 from ._results import Prediction, Predictions
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def _load_pixels(item, preprocess) -> np.ndarray:
-    """Decode one :class:`~finetune.data._source.ImageItem` and transform it: ``(C, H, W)`` float32."""
+    """Decode one :class:`~finetune.data.ImageItem` and transform it: ``(C, H, W)`` float32."""
     return preprocess.transform(item.read(preprocess.color), preprocess.color)
 
 

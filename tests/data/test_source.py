@@ -9,7 +9,7 @@ import pytest
 
 import finetune as ft
 from finetune.data import DEFAULT_EXTS, IMAGE_EXTENSIONS, ImageList, list_images, read_image
-from finetune.data._source import ImageSource
+from finetune.data import ImageSource
 from finetune.errors import ConfigError, DataError, ImageDecodeError, MissingFileError
 
 

@@ -122,14 +122,14 @@ def test_fuse_keeps_outputs_and_backend_through_predictor(model, calib):
 def test_calibration_folder_with_rare_formats_and_link_loops_is_listed_once(model, linked_folder):
     import time
 
-    from finetune.models._quantize import _calibration_batch
+    from finetune.models import calibration_batch
 
     root, names = linked_folder
     t0 = time.time()
-    batch = _calibration_batch(model, root)
+    batch = calibration_batch(model, root)
     assert time.time() - t0 < 30
     assert batch.shape == (len(names), 3, *model.preprocess.size) and batch.dtype == np.float32
-    assert _calibration_batch(model, root, limit=2).shape[0] == 2
+    assert calibration_batch(model, root, limit=2).shape[0] == 2
     first = model.preprocess.transform(ft.read_image(root / names[0], model.preprocess.color),
                                        model.preprocess.color)
     np.testing.assert_allclose(batch[0], first, atol=1e-6)
@@ -172,9 +172,9 @@ def test_quantize_folds_same_padding_and_keeps_the_size_through_save(lite_model,
 
 
 def test_calibration_images_beyond_the_limit_are_spread_over_every_class_folder(model, image_folder):
-    from finetune.models._quantize import _calibration_batch
+    from finetune.models import calibration_batch
 
-    every = _calibration_batch(model, image_folder)  # 3 classes x 8 images, sorted by class
-    some = _calibration_batch(model, image_folder, limit=3)
+    every = calibration_batch(model, image_folder)  # 3 classes x 8 images, sorted by class
+    some = calibration_batch(model, image_folder, limit=3)
     # the first, middle and last images: one of each class, not three of the first
     np.testing.assert_allclose(some, every[[0, 12, 23]], atol=1e-6)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import ConfigError, UnknownNameError
-from finetune.models._graph_blocks import fully_connected_params
+from finetune.models.graph import fully_connected_params
 from finetune.train import LayerLRPolicy, Rule, Trainer
 
 from ._nets import data, mlp, params
