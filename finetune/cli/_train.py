@@ -369,7 +369,7 @@ def build(args):
 
 
 def _lr_find(args) -> int:
-    from ..use._figures import figure_format, save_figure
+    from .._figures import figure_format, save_figure
 
     figure_format(args.out)  # a name matplotlib cannot write is refused before the range test
     from .. import data
