@@ -5,8 +5,9 @@ name, a model directory, or a Caffe ``deploy.prototxt`` with
 ``--caffemodel``) on a ``.rec`` file with the library's default recipe
 (:class:`finetune.train.Recipe`; ``--recipe`` picks a preset, ``--set
 FIELD=VALUE`` changes any ingredient). Options of the hand-set mode
-(``--policy``, ``--schedule``, ...) switch to ``--recipe manual``: one
-Trainer with exactly the options given. ``DIR`` is a training output folder:
+(``--policy``, ``--schedule``, ...) switch to ``--recipe manual``
+(:class:`finetune.train.ManualRecipe`): one Trainer with exactly the options
+given. Either way the command is "preset + flags -> fit". ``DIR`` is a training output folder:
 the model directory in ``DIR/model`` beside the training histories and
 checkpoints; ``finetune.load_model`` / ``Predictor`` read ``DIR`` as its model.
 A folder finetune did not write is refused.
@@ -27,21 +28,19 @@ import shutil
 import sys
 from numbers import Integral
 
-from .._atomic import atomic_write
 from .._outputs import RUN, adopt_folder
 from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
 
 
-# options only the hand-set (manual) mode has, with their defaults there
-_MANUAL = {"policy": "all", "schedule": "constant", "freeze_until": None, "factor": 0.1,
-           "step_epochs": [10], "warmup": 0.0, "patience": 0, "stop_after": None, "backbone_lr_mult": 0.01}
-# options both modes share: manual-mode default, and the Recipe field they set
-# (with no value given, a recipe run takes the recipe's or preset's own value)
-_SHARED = {"epochs": (10, "epochs"), "batch_size": (32, "batch_size"), "optimizer": ("sgd", "optimizer"),
-           "lr": (None, "lr"), "momentum": (None, "momentum"), "wd": (None, "wd"),
-           "head_epochs": (0, "head_epochs"), "dropout": (0.0, "dropout"), "seed": (0, "seed")}
+# options only the hand-set mode (ManualRecipe) has: flag dest -> ManualRecipe field; giving one selects that mode
+_MANUAL = {"policy": "policy", "schedule": "schedule", "freeze_until": "freeze_until", "factor": "factor",
+           "step_epochs": "step_epochs", "warmup": "warmup_epochs", "patience": "patience",
+           "stop_after": "stop_after", "backbone_lr_mult": "backbone_lr_mult"}
+# options both modes share: flag dest -> the field they set (no value given: the recipe's or preset's own)
+_SHARED = {"epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr",
+           "momentum": "momentum", "wd": "wd", "head_epochs": "head_epochs", "dropout": "dropout", "seed": "seed"}
 
 
 _POSITIVE = number(low=0, closed="neither")
@@ -184,27 +183,9 @@ def _backbone(args):
     return create_model(src, weights=args.weights)
 
 
-def _schedule(args):
-    from ..train import ConstantSchedule, CosineSchedule, PlateauSchedule, StepSchedule
-    from ..errors import UnknownNameError
-
-    name = args.schedule
-    if name == "constant":
-        return ConstantSchedule()
-    if name == "step":
-        epochs = args.step_epochs[0] if len(args.step_epochs) == 1 else args.step_epochs
-        return StepSchedule(args.factor, epochs=epochs)
-    if name == "cosine":
-        return CosineSchedule(warmup_epochs=args.warmup)
-    if name == "plateau":
-        monitor = "val_top1" if args.val else "train_loss"
-        return PlateauSchedule(args.factor, patience=args.patience, monitor=monitor, stop_after=args.stop_after)
-    raise UnknownNameError("schedule", name, ["constant", "step", "cosine", "plateau"])
-
-
 def _mode(args) -> str:
-    """``"manual"`` or a recipe preset name; fills the defaults of the mode's options into ``args``."""
-    given = [k for k, d in _MANUAL.items() if getattr(args, k) not in (None, False)]
+    """``"manual"`` or the recipe preset name that ``args`` select (a manual-mode option selects ``"manual"``)."""
+    given = [k for k in _MANUAL if getattr(args, k, None) not in (None, False)]  # lr-find has none of them
     mode = args.recipe or ("manual" if given else "default")
     if mode != "manual" and given:
         from ..errors import ConfigError
@@ -212,17 +193,6 @@ def _mode(args) -> str:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ConfigError(f"{flags} belong to the hand-set mode; with --recipe {mode} change the recipe with "
                           "--set FIELD=VALUE instead, or pass --recipe manual.")
-    if mode == "manual":
-        for k, d in _MANUAL.items():
-            if getattr(args, k) in (None, False):
-                setattr(args, k, d)
-        for k, (d, _) in _SHARED.items():
-            if getattr(args, k) is None:
-                setattr(args, k, d)
-        if args.set:
-            from ..errors import ConfigError
-
-            raise ConfigError("--set changes Recipe fields; it has no effect with --recipe manual.")
     return mode
 
 
@@ -245,19 +215,25 @@ def _value(text: str):
 
 
 def recipe_from_args(args):
-    """The :class:`~finetune.train.Recipe` that ``finetune train``'s options describe."""
+    """The recipe that ``finetune train``'s options describe: a :class:`~finetune.train.Recipe` preset, or the
+    :class:`~finetune.train.ManualRecipe` of ``--recipe manual``, changed by the options given."""
     from ..errors import ConfigError
     from ..train import Recipe
 
-    changes = {field: getattr(args, k) for k, (_, field) in _SHARED.items() if getattr(args, k) is not None}
+    mode = _mode(args)
+    changes = {field: getattr(args, k) for k, field in _SHARED.items() if getattr(args, k) is not None}
     if args.input_size != "auto":
         changes["input_size"] = args.input_size
+    if mode == "manual":
+        if args.set:
+            raise ConfigError("--set changes Recipe fields; it has no effect with --recipe manual.")
+        changes.update({field: getattr(args, k) for k, field in _MANUAL.items() if getattr(args, k) is not None})
+        return Recipe.preset("manual", **changes, freeze_bn=bool(args.freeze_bn), augment=not args.no_augment)
     if args.no_augment:
         changes["augment"] = None
     if args.freeze_bn:
         changes["batchnorm"] = "frozen"
-    name = args.recipe or "default"
-    base = Recipe.preset(name)
+    base = Recipe.preset(mode)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set needs FIELD=VALUE, e.g. --set ema=0.999. Got {item!r}.")
@@ -303,71 +279,6 @@ def _start_run(out, model, *, resume: bool) -> None:
         model.save(os.path.join(out, MODEL_DIR))
 
 
-def _train_recipe(args) -> int:
-    from ..train import worker_rank
-
-    recipe = recipe_from_args(args)
-    model = _recipe_model(args, recipe)
-    if args.plan:
-        print(recipe.plan(model, args.train, args.val))
-        return 0
-    rank0 = worker_rank(args.kvstore) == 0  # of dist_* workers, rank 0 alone writes --out
-    if rank0:
-        _start_run(args.out, model, resume=args.resume)
-    trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
-                         workers=args.workers, kvstore=args.kvstore, resume=args.resume,
-                         checkpoint_every=args.checkpoint_every, progress=args.progress)
-    if rank0:
-        model.save(os.path.join(args.out, MODEL_DIR))
-        last = trainer.history_[-1] if trainer is not None and trainer.history_ else {}
-        shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
-                          if k in last)
-        epochs = len(trainer.history_) if trainer is not None else 0
-        print(f"Trained {epochs} epochs with {recipe!r} ({shown}); model directory: "
-              f"{os.path.join(args.out, MODEL_DIR)}")
-    return 0
-
-
-def build(args):
-    """Model, datasets, policy and Trainer from parsed ``finetune train --recipe manual`` arguments."""
-    _mode(args)
-    from .. import data, models
-    from ..errors import ConfigError
-    from ..train import LayerLRPolicy, Trainer
-
-    net = _backbone(args)
-    if args.input_size != "auto":
-        s = args.input_size
-        net.preprocess = net.preprocess.replace(size=(s, s), resize=s)
-    train = data.RecordDataset(args.train, net.preprocess, train=not args.no_augment)
-    val = data.RecordDataset(args.val, net.preprocess) if args.val else None
-    if isinstance(net, models.Model):
-        model = net
-    else:
-        names = train.class_names
-        k = args.num_classes or (len(names) if names else None)
-        if not k:
-            raise ConfigError("Cannot tell the number of classes: the records have no class-name file; "
-                              "pass --num-classes.")
-        model = models.HeadReplacer(k, hidden=tuple(args.hidden), dropout=args.dropout, cut_at=args.cut_at).apply(
-            net, names if names and len(names) == k else None)
-        if args.input_size != "auto":
-            model.preprocess = net.preprocess
-    kw = {"freeze_until": args.freeze_until, "freeze_bn": args.freeze_bn, "head_epochs": args.head_epochs}
-    if args.policy == "pretrained":
-        kw["backbone_lr_mult"] = args.backbone_lr_mult
-    if args.policy == "head-only" and not args.freeze_bn:
-        kw.pop("freeze_bn")
-    policy = LayerLRPolicy.from_preset(args.policy, **kw)
-    opt = {k: v for k, v in (("learning_rate", args.lr), ("momentum", args.momentum), ("wd", args.wd))
-           if v is not None}
-    trainer = Trainer(model, policy=policy, optimizer=args.optimizer, optimizer_params=opt,
-                      batch_size=args.batch_size, ctx=ctx_of(args), kvstore=args.kvstore,
-                      schedule=_schedule(args), seed=args.seed, workers=args.workers, out_dir=args.out,
-                      checkpoint_every=args.checkpoint_every, progress=args.progress)
-    return model, train, val, trainer
-
-
 def _lr_find(args) -> int:
     from .._figures import figure_format, save_figure
 
@@ -376,6 +287,11 @@ def _lr_find(args) -> int:
     from ..train import lr_find
 
     _refuse_head_options(args)
+    if args.recipe == "manual":
+        from ..errors import ConfigError
+
+        raise ConfigError("lr-find --recipe takes a recipe preset (default, sgd-pretrained, adam-plateau, "
+                          "head-only); the hand-set mode has no recipe to test. Got --recipe manual.")
     recipe = recipe_from_args(args)
     model = _recipe_model(args, recipe)
     size = recipe.plan(model, args.train).size
@@ -400,24 +316,27 @@ def _lr_find(args) -> int:
 
 
 def _train(args) -> int:
+    """Preset + flags -> fit: one recipe, one model, one run folder, one result line."""
+    from ..train import worker_rank
+
     _refuse_head_options(args)
-    if _mode(args) != "manual":
-        return _train_recipe(args)
-    model, train, val, trainer = build(args)
+    recipe = recipe_from_args(args)
+    model = _recipe_model(args, recipe)
     if args.plan:
-        print(trainer.plan())
+        print(recipe.plan(model, args.train, args.val))
         return 0
-    trainer.setup()
-    rank0 = trainer.rank_ == 0  # of dist_* workers, rank 0 alone writes --out
+    rank0 = worker_rank(args.kvstore) == 0  # of dist_* workers, rank 0 alone writes --out
     if rank0:
         _start_run(args.out, model, resume=args.resume)
-    if rank0:
-        atomic_write(os.path.join(args.out, "plan.txt"), str(trainer.plan()) + "\n")
-    trainer.fit(train, val, epochs=args.epochs, resume=args.out if args.resume else None)
+    trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
+                         workers=args.workers, kvstore=args.kvstore, resume=args.resume,
+                         checkpoint_every=args.checkpoint_every, progress=args.progress)
     if rank0:
         model.save(os.path.join(args.out, MODEL_DIR))
-        last = trainer.history_[-1] if trainer.history_ else {}
+        history = trainer.history_ if trainer is not None else []
+        last = history[-1] if history else {}
         shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
                           if k in last)
-        print(f"Trained {len(trainer.history_)} epochs ({shown}); model directory: {os.path.join(args.out, MODEL_DIR)}")
+        print(f"Trained {len(history)} epochs with {recipe!r} ({shown}); model directory: "
+              f"{os.path.join(args.out, MODEL_DIR)}")
     return 0

@@ -5,7 +5,7 @@
 - :class:`Trainer` — fit over devices (``split_and_load`` + kvstore) or machines (``dist_sync``).
 - schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
 - callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
-- :class:`Recipe` — the default fine-tuning recipe; :func:`lr_find` — the LR range test.
+- :class:`Recipe` — the default fine-tuning recipe (:class:`ManualRecipe`: the hand-set one); :func:`lr_find` — the LR range test.
 - :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers);
   :func:`worker_rank` — this worker's rank (rank 0 writes the outputs).
 """
@@ -15,6 +15,7 @@ from ._config import TrainConfig
 from ._launch import launch, worker_rank
 from ._losses import LabelSmoothingLoss
 from ._lr_find import LRFinderResult, lr_find
+from ._manual import ManualRecipe
 from ._optim import AdamW
 from ._plan import Plan
 from ._policy import LayerLRPolicy
@@ -37,6 +38,7 @@ __all__ = [
     "LRFinderResult",
     "LabelSmoothingLoss",
     "LayerLRPolicy",
+    "ManualRecipe",
     "Plan",
     "PlateauSchedule",
     "Recipe",

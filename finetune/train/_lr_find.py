@@ -187,6 +187,7 @@ def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_st
     >>> 1e-4 <= r.suggestion <= 10
     True
     """
+    from ._config import TrainConfig
     from ._trainer import Trainer
 
     check_range("lr_find", "start_lr", start_lr, 0, None, low_open=True)
@@ -200,9 +201,10 @@ def lr_find(model, train, *, start_lr: float = 1e-7, end_lr: float = 1.0, num_st
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     epochs = math.ceil(num_steps / steps_per_epoch)
     record = _Record(num_steps, diverge)
-    trainer = Trainer(model, policy=policy, optimizer=optimizer, optimizer_params=opt, batch_size=batch_size,
-                      ctx=ctx, loss=loss, seed=seed, progress=progress, cache_features=False, hybridize=False,
-                      schedule=_Exponential(end_lr / start_lr, num_steps / steps_per_epoch))
+    config = TrainConfig(optimizer=optimizer, optimizer_params=opt, batch_size=batch_size, loss=loss, seed=seed,
+                         progress=progress, cache_features=False, hybridize=False,
+                         schedule=_Exponential(end_lr / start_lr, num_steps / steps_per_epoch))
+    trainer = Trainer(model, config, policy=policy, ctx=ctx)
     saved, np_rng, py_rng = ModelState.capture(model), np.random.get_state(), random.getstate()
     try:
         trainer.fit(train, epochs=epochs, callbacks=[record])

@@ -247,7 +247,10 @@ class Recipe:
         averaging or TTA). ``"adam-plateau"``: Adam 1e-4 with the LR divided by
         5 whenever validation accuracy drops, stopping after the third drop.
         ``"head-only"``: the warm-up only (a linear probe trained by SGD).
+        ``"manual"``: :meth:`manual` (a :class:`~finetune.train.ManualRecipe`).
         """
+        if name == "manual":
+            return cls.manual(**changes)
         plain = dict(batch_size=32, head_epochs=0, label_smoothing=0.0, ema=None, tta=False, layer_decay=None, erasing=0.0,
                      dropout=0.0, warmup_epochs=0.0, crop_scale=(0.08, 1.0), frozen_groups=0)
         presets = {
@@ -259,8 +262,21 @@ class Recipe:
             "head-only": dict(epochs=0),
         }
         if name not in presets:
-            raise UnknownNameError("recipe preset", name, list(presets))
+            raise UnknownNameError("recipe preset", name, [*presets, "manual"])
         return cls(**{**presets[name], **changes})
+
+    @staticmethod
+    def manual(**settings):
+        """The hand-set recipe: one Trainer with exactly ``settings`` (see :class:`~finetune.train.ManualRecipe`).
+
+        Examples
+        --------
+        >>> Recipe.manual(policy="pretrained", schedule="step").make_policy().rules[-1].lr_mult
+        0.01
+        """
+        from ._manual import ManualRecipe
+
+        return ManualRecipe(**settings)
 
     # ------------------------------------------------------------ decisions
     def choose_input_size(self, native: int, image_side: int | None) -> tuple:
@@ -329,6 +345,10 @@ class Recipe:
     def loss(self):
         """The training loss: softmax cross-entropy with ``label_smoothing``."""
         return LabelSmoothingLoss(self.label_smoothing)
+
+    def loss_spec(self) -> dict:
+        """:meth:`loss` as a :class:`~finetune.train.TrainConfig` spec."""
+        return {"name": "label_smoothing", "smoothing": self.label_smoothing}
 
     def make_schedule(self, epochs: int | None = None):
         """The LR schedule of the fine-tuning stage, for ``epochs`` (default: the recipe's, 30 when ``"auto"``)."""

@@ -33,6 +33,7 @@ from ..data import RecordDataset
 from ..errors import ConfigError
 from ._batches import non_empty
 from ._callbacks import EarlyStopping
+from ._config import TrainConfig
 from ._launch import broadcast, dist_kvstore, is_distributed, worker_rank
 from ._lr_find import lr_find
 from ._policy import LayerLRPolicy
@@ -72,10 +73,11 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     if recipe.head_epochs and not resume:
         # one stage per process trains over the parameter server: the last one
         warm_kvstore = "device" if is_distributed(kvstore) and recipe.epochs else kvstore
-        warm = Trainer(model, policy=LayerLRPolicy.head_only(), optimizer="adam",
-                       optimizer_params={"learning_rate": recipe.head_lr}, batch_size=recipe.batch_size, ctx=ctx,
-                       seed=recipe.seed, workers=workers, progress=progress, loss=recipe.loss(), kvstore=warm_kvstore,
-                       out_dir=os.path.join(writer, "head") if writer else None)
+        warm_config = TrainConfig(optimizer="adam", optimizer_params={"learning_rate": recipe.head_lr},
+                                  batch_size=recipe.batch_size, seed=recipe.seed, workers=workers, progress=progress,
+                                  loss=recipe.loss_spec(), kvstore=warm_kvstore,
+                                  out_dir=os.path.join(writer, "head") if writer else None)
+        warm = Trainer(model, warm_config, policy=LayerLRPolicy.head_only(), ctx=ctx)
         warm.fit(plain_train, val_ds, epochs=recipe.head_epochs)
         head_history = warm.history_
     if not recipe.epochs:
@@ -108,12 +110,12 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
         cbs.append(KeepBest("val_top1", min_delta=2 * math.sqrt(0.25 / max(len(val_ds), 1))))
     if val_ds is not None and recipe.early_stopping:
         cbs.append(EarlyStopping("val_top1", patience=recipe.early_stopping))
-    trainer = Trainer(model, policy=policy, optimizer=recipe.optimizer,
-                      optimizer_params={"learning_rate": lr, **opt}, batch_size=recipe.batch_size, ctx=ctx,
-                      schedule=recipe.make_schedule(), loss=recipe.loss(), seed=recipe.seed, workers=workers,
-                      out_dir=os.path.join(out_dir, "fine_tune") if out_dir else None, progress=progress,
-                      ema=recipe.ema, tta=recipe.tta, kvstore=kvstore, checkpoint_every=checkpoint_every,
-                      mixup=recipe.mixup, cutmix=recipe.cutmix)
+    config = TrainConfig(optimizer=recipe.optimizer, optimizer_params={"learning_rate": lr, **opt},
+                         batch_size=recipe.batch_size, schedule=recipe.make_schedule(), loss=recipe.loss_spec(),
+                         seed=recipe.seed, workers=workers, out_dir=os.path.join(out_dir, "fine_tune") if out_dir
+                         else None, progress=progress, ema=recipe.ema, tta=recipe.tta, kvstore=kvstore,
+                         checkpoint_every=checkpoint_every, mixup=recipe.mixup, cutmix=recipe.cutmix)
+    trainer = Trainer(model, config, policy=policy, ctx=ctx)
     trainer.fit(train_ds, val_ds, epochs=recipe.epochs, callbacks=cbs, resume=last if resume else None)
     trainer.head_history_ = head_history
     trainer.recipe_plan_ = plan
