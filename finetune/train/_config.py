@@ -164,7 +164,7 @@ class TrainConfig:
         for name in settings:
             if name not in names:
                 raise UnknownNameError(f"{owner} argument", name, sorted(names))
-        settings = _fspath(settings)
+        settings = {k: _plain(v) for k, v in _fspath(settings).items()}
         validate(owner, settings, TRAIN_CONFIG_CONSTRAINTS)
         if "optimizer_params" in settings or "optimizer" in settings:
             make_optimizer_params(settings.get("optimizer", "sgd"), settings.get("optimizer_params"), owner=owner)
