@@ -117,6 +117,9 @@ def run(args) -> int:
         images.write_lst(os.path.join(records, f"{name}.lst"), shuffle=name == "train", seed=args.seed)
         ft.pack(images, os.path.join(records, name), encoding=".png")
     train_rec, val_rec, test_rec = (os.path.join(records, f"{n}.rec") for n in ("train", "val", "test"))
+    if not len(val):  # too few images per class to hold one out: train without validation
+        log.info("no validation images with --per-class %d; training without validation", args.per_class)
+        val_rec = None
 
     log.info("3/6 loading %s (weights: %s) and replacing the head", args.backbone, args.weights or "random")
     model = recipe.build_model(ft.create_model(args.backbone, weights=args.weights), train_list.class_names)
@@ -134,7 +137,9 @@ def run(args) -> int:
     log.info("5/6 evaluating on %d official test images", len(test_list))
     report = ft.evaluate(model, test_list, tta=recipe.tta)
     probe = None
-    if not args.no_baseline:
+    if val_rec is None and not args.no_baseline:
+        log.info("6/6 skipped: the linear probe chooses its regularisation on validation images, and there are none")
+    elif not args.no_baseline:
         log.info("6/6 the baseline: a linear probe on the pretrained backbone's frozen features")
         fresh = recipe.build_model(ft.create_model(args.backbone, weights=args.weights), train_list.class_names)
         probe = linear_probe(fresh, train_rec, val_rec, test_rec, size=plan.size)

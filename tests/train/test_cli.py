@@ -35,11 +35,19 @@ def test_train_cli_writes_a_loadable_model_dir_with_history_and_checkpoints(reco
     assert "head_" in (out / "plan.txt").read_text()
     proba = ft.Predictor(model, workers=1).predict_proba(np.zeros((32, 32, 3), np.uint8), color="RGB")
     assert proba.shape == (1, 3)
-    # resume: one more epoch from the checkpoint
+    # resume with other settings: refused, naming what differs
+    capsys.readouterr()
     code = main(["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--out", str(out),
                  "--input-size", "32", "--epochs", "3", "--batch-size", "8", "--workers", "0",
                  "--policy", "pretrained", "--resume"])
-    assert code == 0
+    err = capsys.readouterr().err
+    assert code == 1 and "What differs" in err and "Traceback" not in err
+    # resume with the same settings: one more epoch from the checkpoint
+    code = main(["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(records), "--val", str(records),
+                 "--out", str(out), "--input-size", "32", "--epochs", "3", "--batch-size", "8", "--workers", "0",
+                 "--policy", "pretrained", "--lr", "0.05", "--schedule", "step", "--step-epochs", "1",
+                 "--checkpoint-every", "1", "--resume"])
+    assert code == 0, capsys.readouterr().err
     assert len(json.loads((out / "history.json").read_text())) == 3
 
 
