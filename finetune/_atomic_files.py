@@ -24,6 +24,7 @@ import os
 import signal
 import tempfile
 
+from ._locks import hold
 from ._outputs import apply_umask, check_parts, manifest_path, output_lock, write_manifest
 from .errors import MixedOutputError, WriteError
 
@@ -230,30 +231,24 @@ def settled(paths, *, what: str = "output") -> None:
     MixedOutputError
         The files come from different writes (see :func:`finetune._outputs.check_parts`).
     """
-    import filelock
-
     paths = [os.fspath(p) for p in paths]
     if not (os.path.exists(_journal(paths)) or os.path.exists(manifest_path(paths[0]))):
         return  # not written by finetune (or not at all): nothing to finish or check, no lock file made
-    folder, name = os.path.split(os.path.abspath(paths[0]))
-    lock = filelock.FileLock(os.path.join(folder, f".{name}.lock"))
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:  # a writer is at work: read what is there, or wait for it if that is mixed
-        try:
-            check_parts(paths, what=what)
-            return
-        except MixedOutputError:
-            lock.acquire()
+        with hold(paths[0], wait=False) as taken:
+            if taken:  # no writer at work: finish what a killed one left, then check
+                with contextlib.suppress(OSError):
+                    recover(paths)
+                check_parts(paths, what=what)
+                return
     except OSError:  # no lock can be made here (read-only): nobody writes here either
         check_parts(paths, what=what)
         return
-    try:
-        with contextlib.suppress(OSError):
-            recover(paths)
+    try:  # a writer is at work: read what is there, or wait for it when that is mixed
         check_parts(paths, what=what)
-    finally:
-        lock.release()
+    except MixedOutputError:
+        with hold(paths[0]):
+            check_parts(paths, what=what)
 
 
 def _journal(paths) -> str:

@@ -96,8 +96,8 @@ def resolve_ctx(ctx=None) -> list:
         if wanted > available:
             raise DeviceError(
                 f"Device {gpus[-1]} was asked for but MXNet sees {available} GPU(s). "
-                "Install the GPU build (pip install 'finetune[gpu]') on a machine with a "
-                "CUDA 11 GPU, or pass ctx='cpu'."
+                "Install MXNet's GPU build (pip uninstall mxnet && pip install mxnet-cu112==1.9.1) on a machine "
+                "with a CUDA 11 GPU, or use the CPU (ctx='cpu', --ctx cpu)."
             )
     return ctxs
 

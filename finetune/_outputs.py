@@ -11,8 +11,9 @@ them at:
   else is refused with :class:`~finetune.errors.OutputExistsError` naming the
   first foreign file. A file named ``config.json`` proves nothing.
 * **One writer at a time.** :func:`output_lock` holds an exclusive lock (a
-  ``filelock`` lock file beside the output, ``.<name>.lock``) around every
-  commit, so two processes writing the same output take turns instead of
+  ``filelock`` lock file beside the output, ``.<name>.lock``;
+  :mod:`finetune._locks`)
+  around every commit, so two processes writing the same output take turns instead of
   mixing their files.
 * **Readers check that the parts belong together.** A multi-file output
   (``.rec`` + ``.idx`` + class names, descriptors + ids, a folder) is
@@ -37,9 +38,10 @@ import os
 import threading
 import uuid
 
+from ._locks import hold
 from .errors import MixedOutputError, OutputExistsError
 
-__all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
+__all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
            "manifest_path", "output_lock", "read_marker", "write_manifest", "write_marker", "written_with"]
 
 log = logging.getLogger("finetune")
@@ -78,9 +80,10 @@ def apply_umask(path, *, folder: bool = False) -> None:
 def output_lock(path):
     """Hold the exclusive lock of the output ``path`` (a file or a folder) while the block runs.
 
-    The lock is a hidden file ``.<name>.lock`` beside ``path``; another
-    process waiting for it logs once that it waits. A lock held by a process
-    that died is released by the operating system.
+    The lock is a hidden file ``.<name>.lock`` beside ``path``
+    (:func:`finetune._locks.hold`); another process waiting for it logs once
+    that it waits. A lock held by a process that died is released by the
+    operating system.
 
     Examples
     --------
@@ -89,19 +92,35 @@ def output_lock(path):
     >>> with output_lock(target):
     ...     _ = open(target, "w").write("mine")
     """
-    import filelock
-
-    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
-    lock = filelock.FileLock(os.path.join(folder, f".{name}.lock"))
-    try:
-        lock.acquire(timeout=1)
-    except filelock.Timeout:
-        log.info("Waiting for another process that is writing %s.", path)
-        lock.acquire()
-    try:
+    with hold(path):
         yield
-    finally:
-        lock.release()
+
+
+@contextlib.contextmanager
+def hold_folder(path, *, what: str = "output folder"):
+    """Keep the folder ``path`` to this process while the block runs: one process writes a folder at a time.
+
+    For folders a long job adds to (a training run's checkpoints and
+    histories): a second process asking for the same folder is refused at
+    once with :class:`~finetune.errors.OutputBusyError` instead of mixing its
+    files with the first one's. Holding it again in the same process is
+    allowed (the lock counts).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> run = os.path.join(tempfile.mkdtemp(), "run")
+    >>> with hold_folder(run), hold_folder(run):   # the same process may nest
+    ...     pass
+    """
+    from .errors import OutputBusyError
+
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    with hold(path, wait=False) as taken:
+        if not taken:
+            raise OutputBusyError(f"The {what} {os.fspath(path)!r} is being written by another finetune process. "
+                                  "Wait for it to finish, or choose another folder.", os.fspath(path))
+        yield
 
 
 # ---------------------------------------------------------------- fingerprints

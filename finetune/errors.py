@@ -57,6 +57,7 @@ __all__ = [
     "ModelError",
     "ModelProtocolError",
     "NonFiniteLossError",
+    "OutputBusyError",
     "OutputExistsError",
     "RecordFormatError",
     "ShapeError",
@@ -203,6 +204,17 @@ class NonFiniteLossError(TrainingError):
 
 class OutputExistsError(ConfigError, FileExistsError):
     """An output would replace a file or folder finetune did not write; ``filename`` names what is in the way."""
+
+    def __init__(self, message: str, filename=None):
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class OutputBusyError(FinetuneError, BlockingIOError):
+    """Another finetune process is writing the output folder; ``filename`` names it."""
 
     def __init__(self, message: str, filename=None):
         super().__init__(message)

@@ -165,3 +165,56 @@ def test_records_replaced_after_their_index_was_read_are_refused(tmp_path):
     _pack(tmp_path / "b", ["x", "y", "z"], tmp_path / "r")
     with pytest.raises(MixedOutputError, match="packed again"):
         ds[0]
+
+
+def _hold_and_report(args):
+    folder, ready, release = args
+    from finetune._outputs import hold_folder
+
+    with hold_folder(folder):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_process_cannot_write_a_folder_another_one_holds(tmp_path):
+    from finetune._outputs import hold_folder
+    from finetune.errors import OutputBusyError
+
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_and_report, args=((str(tmp_path / "run"), ready, release),))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(OutputBusyError, match="another finetune process"):
+            with hold_folder(tmp_path / "run"):
+                pass
+    finally:
+        release.set()
+        proc.join(30)
+    with hold_folder(tmp_path / "run"):  # free again
+        pass
+
+
+def test_two_trainings_into_one_output_folder_do_not_mix(tmp_path):
+    """The second Trainer with the same out_dir is refused while the first trains (its checkpoints stay its own)."""
+    from finetune._outputs import hold_folder
+    from finetune.errors import OutputBusyError
+    from finetune.testing import TinyNet
+
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_and_report, args=((str(tmp_path / "run"), ready, release),))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        x, y = np.random.rand(8, 3, 16, 16).astype("float32"), np.arange(8) % 2
+        trainer = ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=str(tmp_path / "run"))
+        with pytest.raises(OutputBusyError):
+            trainer.fit((x, y), epochs=1)
+        assert not (tmp_path / "run" / "checkpoints").exists()
+    finally:
+        release.set()
+        proc.join(30)
+    with hold_folder(tmp_path / "run"):
+        pass

@@ -23,7 +23,7 @@ import os
 import time
 
 from .._atomic import atomic_open
-from .._outputs import RUN, adopt_folder
+from .._outputs import RUN, adopt_folder, hold_folder
 from ._options import add_alias, add_shared, count, ctx_of
 
 log = logging.getLogger("finetune.quickstart")
@@ -96,6 +96,11 @@ def _write_report(folder, report, history_path, probe) -> None:
 
 def run(args) -> int:
     """Run the quickstart pipeline; returns 0."""
+    with hold_folder(args.out, what="quickstart output folder"):  # one process writes the folder at a time
+        return _run(args)
+
+
+def _run(args) -> int:
     import finetune as ft
     from finetune.data import write_fashion_mnist_folder
     from finetune.train import linear_probe

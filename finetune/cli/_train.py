@@ -22,13 +22,14 @@ the command as two ``dist_sync`` workers with a scheduler and a server on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
 from numbers import Integral
 
-from .._outputs import RUN, adopt_folder
+from .._outputs import RUN, adopt_folder, hold_folder
 from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
@@ -326,6 +327,11 @@ def _train(args) -> int:
         print(recipe.plan(model, args.train, args.val))
         return 0
     rank0 = worker_rank(args.kvstore) == 0  # of dist_* workers, rank 0 alone writes --out
+    with hold_folder(args.out, what="training output folder") if rank0 else contextlib.nullcontext():
+        return _fit_and_save(args, recipe, model, rank0)
+
+
+def _fit_and_save(args, recipe, model, rank0: bool) -> int:
     if rank0:
         _start_run(args.out, model, resume=args.resume)
     trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,

@@ -10,6 +10,7 @@ state saved for resume in ``_resume.py``, cached backbone features in ``_cache.p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,12 +19,13 @@ from numbers import Integral
 
 import mxnet as mx
 import numpy as np
-from .._progress import progress_bar
 
-from ..data import RecordDataset
 from .._context import resolve_ctx
+from .._outputs import hold_folder
 from .._parallel import default_workers, resolve_workers
+from .._progress import progress_bar
 from .._validation import Interval, validate
+from ..data import RecordDataset
 from ..errors import ConfigError, NonFiniteLossError
 from . import _cache, _trainer_setup
 from ._batches import EpochSampler, _mix, as_dataset, train_loader
@@ -189,26 +191,30 @@ class Trainer:
         # checkpoints are written after the other callbacks have seen the batch or epoch, so they hold
         # that state (the order of _callbacks itself is the order of their states in a checkpoint)
         self._hooked = sorted(self._callbacks, key=lambda cb: isinstance(cb, Checkpoint))
-        if resume is not None:
-            self.load_checkpoint(resume)
-        self.schedule.setup(epochs)
-        self._call("on_train_begin")
-        first = self.epoch_
-        try:
-            for epoch in range(first, epochs):
-                if self.policy.head_epochs and epoch in (self.policy.head_epochs, first):
-                    self._restage(epoch)
-                if self._run_epoch(epoch, net, loader, sampler, val_ds):
-                    break
-        except StopTraining as exc:
-            log.info("Training stopped: %s", exc)
-        finally:
-            if hasattr(loader, "close"):
-                loader.close()
-        if self._ema is not None:
-            self._ema.copy_to_model()
-        self._call("on_train_end")
-        return self
+        held = contextlib.ExitStack()
+        if self.out_dir and self.rank_ == 0:  # one process writes a run's checkpoints and histories
+            held.enter_context(hold_folder(self.out_dir, what="training output folder"))
+        with held:
+            if resume is not None:
+                self.load_checkpoint(resume)
+            self.schedule.setup(epochs)
+            self._call("on_train_begin")
+            first = self.epoch_
+            try:
+                for epoch in range(first, epochs):
+                    if self.policy.head_epochs and epoch in (self.policy.head_epochs, first):
+                        self._restage(epoch)
+                    if self._run_epoch(epoch, net, loader, sampler, val_ds):
+                        break
+            except StopTraining as exc:
+                log.info("Training stopped: %s", exc)
+            finally:
+                if hasattr(loader, "close"):
+                    loader.close()
+            if self._ema is not None:
+                self._ema.copy_to_model()
+            self._call("on_train_end")
+            return self
 
     def _workers_for(self, dataset) -> int:
         if self._loader_workers is not None:  # ``workers`` as checked and capped by the constructor
