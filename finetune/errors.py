@@ -202,37 +202,30 @@ class NonFiniteLossError(TrainingError):
     """The training loss became NaN or infinite."""
 
 
-class OutputExistsError(ConfigError, FileExistsError):
+class _NamesFile:
+    """An error about one file: ``str(err)`` is the message and ``err.filename`` the file (also on ``OSError``s)."""
+
+    def __init__(self, message: str, filename=None):
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno None] None: 'file'" once filename is set
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class OutputExistsError(_NamesFile, ConfigError, FileExistsError):
     """An output would replace a file or folder finetune did not write; ``filename`` names what is in the way."""
 
-    def __init__(self, message: str, filename=None):
-        super().__init__(message)
-        self.filename = filename
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else super().__str__()
-
-
-class OutputBusyError(FinetuneError, BlockingIOError):
+class OutputBusyError(_NamesFile, FinetuneError, BlockingIOError):
     """Another finetune process is writing the output folder; ``filename`` names it."""
 
-    def __init__(self, message: str, filename=None):
-        super().__init__(message)
-        self.filename = filename
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else super().__str__()
-
-
-class MixedOutputError(DataError):
+class MixedOutputError(_NamesFile, DataError):
     """The parts of a multi-file output (``.rec`` + ``.idx`` + class names, a folder) come from different writes.
 
     ``filename`` names the part that does not belong.
     """
-
-    def __init__(self, message: str, filename=None):
-        super().__init__(message)
-        self.filename = filename
 
 
 class MissingWeightsError(ModelError, MissingFileError):

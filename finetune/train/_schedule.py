@@ -14,9 +14,9 @@ import math
 from numbers import Integral, Real
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError
 
-__all__ = ["ConstantSchedule", "CosineSchedule", "PlateauSchedule", "Schedule", "StepSchedule", "make_schedule"]
+__all__ = ["ConstantSchedule", "CosineSchedule", "PlateauSchedule", "Schedule", "StepSchedule"]
 
 log = logging.getLogger(__name__)
 
@@ -249,16 +249,3 @@ class PlateauSchedule(Schedule):
 
 _SCHEDULES = {"constant": ConstantSchedule, "step": StepSchedule, "cosine": CosineSchedule,
               "plateau": PlateauSchedule}
-
-
-def make_schedule(schedule) -> Schedule:
-    """A :class:`Schedule` from ``None``, a name (``"step"``, ``"cosine"``, ``"plateau"``) or an instance."""
-    if schedule is None:
-        return ConstantSchedule()
-    if isinstance(schedule, Schedule):
-        return schedule
-    if isinstance(schedule, str):
-        if schedule not in _SCHEDULES:
-            raise UnknownNameError("schedule", schedule, _SCHEDULES)
-        return _SCHEDULES[schedule]()
-    raise ConfigError(f"The 'schedule' parameter must be None, a name or a Schedule. Got {schedule!r} instead.")
