@@ -197,6 +197,10 @@ class Trainer:
         with held:
             if resume is not None:
                 self.load_checkpoint(resume)
+                if self.epoch_ >= epochs:
+                    log.warning("The checkpoint has trained %d epoch(s) already, as many as epochs=%d asks for: "
+                                "nothing is left to train. Ask for more epochs to continue the run.",
+                                self.epoch_, epochs)
             self.schedule.setup(epochs)
             self._call("on_train_begin")
             first = self.epoch_

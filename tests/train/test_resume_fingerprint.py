@@ -103,3 +103,20 @@ def test_checkpoints_without_a_fingerprint_still_resume(saved, now):
 def test_a_malformed_fingerprint_is_a_checkpoint_error():
     with pytest.raises(CheckpointError, match="fingerprint"):
         check_fingerprint("last.ckpt", ["seed", 0], {"seed": 0})
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    import finetune as ft
+    from finetune.testing import TinyNet
+
+    x, y = np.random.rand(8, 3, 16, 16).astype("float32"), np.arange(8) % 2
+    out = str(tmp_path / "run")
+    ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=out, seed=0).fit((x, y), epochs=2)
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        trainer = ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=out, seed=0)
+        trainer.fit((x, y), epochs=2, resume=out)
+    assert "nothing is left to train" in caplog.text and len(trainer.history_) == 2
