@@ -80,13 +80,14 @@ def test_an_interrupted_record_loader_frees_its_shared_memory(image_folder, tmp_
 # ------------------------------------------------------------------ the command line, for real
 @pytest.fixture(scope="module")
 def many_images(tmp_path_factory):
-    """1,500 copies of one 256 x 256 JPEG in two classes: a few seconds of work on two workers."""
+    """8,000 copies of one 256 x 256 JPEG in two classes: about two seconds of checking on two workers (1,500 took
+    0.4 s on a quiet machine, so a signal sent up to 0.3 s after the workers start could arrive after the end)."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(0)
     buf = cv2.imencode(".jpg", rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))[1].tobytes()
     for c in "ab":
         (root / c).mkdir()
-        for i in range(750):
+        for i in range(4000):
             (root / c / f"{i}.jpg").write_bytes(buf)
     return root
 
@@ -119,7 +120,7 @@ def _run_and_signal(args, sig, target, cwd):
     while workers() < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert workers() >= 2, b"".join(err).decode(errors="replace")
-    time.sleep(random.uniform(0.05, 0.6))
+    time.sleep(random.uniform(0.05, 0.3))
     t0 = time.time()
     if target == "group":
         os.killpg(proc.pid, sig)

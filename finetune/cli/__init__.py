@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]
 
 _MODULES = ("_quickstart", "_data", "_models", "_caffe", "_train", "_use", "_features")
 log = logging.getLogger("finetune")
@@ -124,6 +124,20 @@ def main(argv=None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def console() -> int:
+    """The ``finetune`` command (console script and ``python -m finetune``): :func:`main`, then shut down in peace.
+
+    Once the command is over, a Ctrl-C or ``SIGTERM`` that arrives while
+    Python shuts down (MXNet's clean-up takes a moment) is ignored, so the
+    exit status stays the command's instead of a death by signal.
+    """
+    code = main()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
 
 
 def _run(argv: list) -> int:
