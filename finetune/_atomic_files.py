@@ -25,7 +25,7 @@ import signal
 import tempfile
 
 from ._locks import hold
-from ._outputs import apply_umask, check_parts, manifest_path, output_lock, write_manifest
+from ._outputs import apply_umask, check_parts, manifest_path, write_manifest
 from .errors import MixedOutputError, WriteError
 
 __all__ = ["atomic_files", "atomic_open", "atomic_path", "atomic_paths", "atomic_write", "recover", "settled"]
@@ -206,9 +206,10 @@ def atomic_path(path):
 
 @contextlib.contextmanager
 def _locked(path, what: str = "file"):
-    """:func:`~finetune._outputs.output_lock` of ``path``; a lock that cannot be created is a :class:`WriteError`."""
+    """:func:`finetune._locks.hold` of ``path``, waiting for another writer; a lock that cannot be made is a
+    :class:`WriteError`."""
     try:
-        lock = output_lock(path)
+        lock = hold(path)
         lock.__enter__()
     except OSError as e:
         raise _write_error(path, e, what) from e

@@ -10,11 +10,10 @@ them at:
   a marker of the same kind and nothing the marker does not list; anything
   else is refused with :class:`~finetune.errors.OutputExistsError` naming the
   first foreign file. A file named ``config.json`` proves nothing.
-* **One writer at a time.** :func:`output_lock` holds an exclusive lock (a
-  ``filelock`` lock file beside the output, ``.<name>.lock``;
-  :mod:`finetune._locks`)
-  around every commit, so two processes writing the same output take turns instead of
-  mixing their files.
+* **One writer at a time.** Every commit runs under an exclusive lock
+  (:func:`finetune._locks.hold`: a ``filelock`` lock file beside the output,
+  ``.<name>.lock``), so two processes writing the same output take turns
+  instead of mixing their files.
 * **Readers check that the parts belong together.** A multi-file output
   (``.rec`` + ``.idx`` + class names, descriptors + ids, a folder) is
   committed with a manifest holding the same generation id and a fingerprint
@@ -42,7 +41,7 @@ from ._locks import hold
 from .errors import MixedOutputError, OutputExistsError
 
 __all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
-           "manifest_path", "output_lock", "read_marker", "write_manifest", "write_marker", "written_with"]
+           "manifest_path", "read_marker", "write_manifest", "write_marker", "written_with"]
 
 log = logging.getLogger("finetune")
 
@@ -76,26 +75,6 @@ def apply_umask(path, *, folder: bool = False) -> None:
 
 
 # ---------------------------------------------------------------- locks
-@contextlib.contextmanager
-def output_lock(path):
-    """Hold the exclusive lock of the output ``path`` (a file or a folder) while the block runs.
-
-    The lock is a hidden file ``.<name>.lock`` beside ``path``
-    (:func:`finetune._locks.hold`); another process waiting for it logs once
-    that it waits. A lock held by a process that died is released by the
-    operating system.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
-    >>> with output_lock(target):
-    ...     _ = open(target, "w").write("mine")
-    """
-    with hold(path):
-        yield
-
-
 @contextlib.contextmanager
 def hold_folder(path, *, what: str = "output folder"):
     """Keep the folder ``path`` to this process while the block runs: one process writes a folder at a time.

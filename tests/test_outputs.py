@@ -176,9 +176,10 @@ def _hold_and_report(args):
         release.wait(30)
 
 
-def test_a_second_process_cannot_write_a_folder_another_one_holds(tmp_path):
+@pytest.fixture()
+def held_run(tmp_path):
+    """``tmp_path / "run"``, held by another process for the length of the test, and free after it."""
     from finetune._outputs import hold_folder
-    from finetune.errors import OutputBusyError
 
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
@@ -186,35 +187,30 @@ def test_a_second_process_cannot_write_a_folder_another_one_holds(tmp_path):
     proc.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(OutputBusyError, match="another finetune process"):
-            with hold_folder(tmp_path / "run"):
-                pass
+        yield tmp_path / "run"
     finally:
         release.set()
         proc.join(30)
-    with hold_folder(tmp_path / "run"):  # free again
+    with hold_folder(tmp_path / "run"):  # free again once the other process is gone
         pass
 
 
-def test_two_trainings_into_one_output_folder_do_not_mix(tmp_path):
-    """The second Trainer with the same out_dir is refused while the first trains (its checkpoints stay its own)."""
+def test_a_second_process_cannot_write_a_folder_another_one_holds(held_run):
     from finetune._outputs import hold_folder
+    from finetune.errors import OutputBusyError
+
+    with pytest.raises(OutputBusyError, match="another finetune process"):
+        with hold_folder(held_run):
+            pass
+
+
+def test_two_trainings_into_one_output_folder_do_not_mix(held_run):
+    """The second Trainer with the same out_dir is refused while the first trains (its checkpoints stay its own)."""
     from finetune.errors import OutputBusyError
     from finetune.testing import TinyNet
 
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_and_report, args=((str(tmp_path / "run"), ready, release),))
-    proc.start()
-    try:
-        assert ready.wait(30)
-        x, y = np.random.rand(8, 3, 16, 16).astype("float32"), np.arange(8) % 2
-        trainer = ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=str(tmp_path / "run"))
-        with pytest.raises(OutputBusyError):
-            trainer.fit((x, y), epochs=1)
-        assert not (tmp_path / "run" / "checkpoints").exists()
-    finally:
-        release.set()
-        proc.join(30)
-    with hold_folder(tmp_path / "run"):
-        pass
+    x, y = np.random.rand(8, 3, 16, 16).astype("float32"), np.arange(8) % 2
+    trainer = ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=str(held_run))
+    with pytest.raises(OutputBusyError):
+        trainer.fit((x, y), epochs=1)
+    assert not (held_run / "checkpoints").exists()
