@@ -70,6 +70,11 @@ def worker_rank(kvstore="dist_sync") -> int:
 
     With a ``dist_*`` kvstore this creates the process's kvstore (see
     :func:`dist_kvstore`), so every worker must call it at the same point.
+
+    Examples
+    --------
+    >>> worker_rank("device")   # a local kvstore: this process is the only writer
+    0
     """
     return dist_kvstore(kvstore).rank if is_distributed(kvstore) else 0
 
