@@ -236,14 +236,6 @@ def _nan_to_none(obj):
 
 
 # ------------------------------------------------------------------------- evaluate
-def _labelled_items(dataset, labels, class_names, color):
-    """Items with integer labels from every accepted dataset form."""
-    items = ImageSource.labelled(dataset, labels, color=color, what="images to evaluate").items
-    for item in items:
-        item.label = _label_index(item.label, class_names, item.source)
-    return items
-
-
 def _label_index(label, class_names, source) -> int:
     if isinstance(label, str):
         if class_names is None or label not in class_names:
@@ -310,7 +302,9 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     class_names = predictor.class_names
     if class_names is None:  # e.g. a deployment without names: the dataset's (<prefix>_classes.txt)
         class_names = getattr(dataset, "class_names", None)
-    items = _labelled_items(dataset, labels, class_names, color)
+    items = ImageSource.labelled(dataset, labels, color=color, what="images to evaluate").items
+    for item in items:
+        item.label = _label_index(item.label, class_names, item.source)
     probs, errors = predictor._run(items)
     good = [i for i in range(len(items)) if i not in errors]
     if not good:

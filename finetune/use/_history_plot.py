@@ -29,8 +29,6 @@ _LR = ("lr", "learning_rate")
 
 
 def _number(v):
-    if v is None or v == "":
-        return float("nan")
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -97,6 +95,7 @@ def _read_history_file(path: Path):
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:  # JSONDecodeError is a ValueError
         raise DataError(f"History file {str(path)!r} is not readable CSV, JSON or JSON lines "
                         f"({type(exc).__name__}: {exc}); write it again or give another file.") from None
+
 
 def _column(rows, names):
     for name in names:
@@ -196,6 +195,3 @@ def plot_history(history, path=None, *, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-# --------------------------------------------------------------------- confusion

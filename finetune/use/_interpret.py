@@ -32,7 +32,6 @@ from ..models import require_model
 __all__ = ["GradCAM", "GradCAMResult"]
 
 
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class GradCAMResult:
     """A class-activation map for one image.
@@ -102,9 +101,7 @@ def _output_entry(internals_names: list, layer: str) -> str:
         if cand in internals_names:
             return cand
     matches = [n for n in internals_names if n.endswith(f"_{layer}_output")]
-    if len(matches) == 1:
-        return matches[0]
-    return ""
+    return matches[0] if len(matches) == 1 else ""
 
 
 def _named_conv_layers(model, shape, ctx) -> list:
@@ -120,14 +117,8 @@ def _conv_layers(symbol, shape) -> list:
     internals = symbol.get_internals()
     _, out_shapes, _ = internals.infer_shape_partial(data=shape)
     args = set(symbol.list_inputs())
-    found = []
-    for name, s in zip(internals.list_outputs(), out_shapes):
-        base = name[: -len("_output")] if name.endswith("_output") else name
-        if base in args or name in args or not s or len(s) != 4:
-            continue
-        if s[2] * s[3] > 1:
-            found.append((name, tuple(s)))
-    return found
+    return [(name, tuple(s)) for name, s in zip(internals.list_outputs(), out_shapes)
+            if s and len(s) == 4 and s[2] * s[3] > 1 and not {name, name.removesuffix("_output")} & args]
 
 
 class GradCAM:
@@ -190,18 +181,10 @@ class GradCAM:
             if entry not in dict(convs):
                 raise ConfigError(f"Layer {layer!r} does not output a 4-D feature map with a spatial size; "
                                   f"pick a convolutional layer, e.g. {convs[-1][0][:-len('_output')]!r}.")
-        self.layer = entry[: -len("_output")] if entry.endswith("_output") else entry
+        self.layer = entry.removesuffix("_output")
 
     def __repr__(self) -> str:
         return f"GradCAM({type(self.model).__name__}, layer={self.layer!r})"
-
-    def _read(self, image, color) -> np.ndarray:
-        """The one image to explain, decoded ``(H, W, 3)`` RGB."""
-        source = ImageSource(image, color=color)
-        if len(source) != 1:
-            raise ConfigError(f"GradCAM explains one image per call. Got {len(source)} images; call it once "
-                              "for each (e.g. for each path of finetune.data.list_images(folder)).")
-        return source.read(0, "RGB")
 
     def __call__(self, image, target=None, *, color: str | None = None) -> GradCAMResult:
         """The class-activation map of one image.
@@ -221,34 +204,33 @@ class GradCAM:
         -------
         GradCAMResult
         """
-        rgb = self._read(image, color)
+        source = ImageSource(image, color=color)
+        if len(source) != 1:
+            raise ConfigError(f"GradCAM explains one image per call. Got {len(source)} images; call it once "
+                              "for each (e.g. for each path of finetune.data.list_images(folder)).")
+        rgb = source.read(0, "RGB")
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
-        index = None if target is None else self._target_index(target, None, None)
+        index = None if target is None else self._target_index(target)
         act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
         logits = logits.reshape((1, -1))
         if index is None:
             index = int(logits.argmax(axis=1).asscalar())
-        grads = grad.asnumpy()[0]
-        acts = act.asnumpy()[0]
-        weights = grads.mean(axis=(1, 2))
-        cam = np.maximum((weights[:, None, None] * acts).sum(axis=0), 0).astype(np.float32)
+        weights = grad.asnumpy()[0].mean(axis=(1, 2))
+        cam = np.maximum((weights[:, None, None] * act.asnumpy()[0]).sum(axis=0), 0).astype(np.float32)
         probs = mx.nd.softmax(logits).asnumpy()[0]
         names = self.model.class_names
         name = names[index] if names is not None and index < len(names) else str(index)
         return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
                              float(probs[index]), self.layer, cam)
 
-    def _target_index(self, target, k, logits) -> int:
-        if target is None:
-            return int(logits.argmax(axis=1).asscalar())
+    def _target_index(self, target) -> int:
+        names = list(self.model.class_names or [])
         if isinstance(target, str):
-            names = list(self.model.class_names or [])
             if target not in names:
                 raise UnknownNameError("class", target, names)
             return names.index(target)
-        if k is None:
-            k = len(self.model.class_names or []) or int(target) + 1
+        k = len(names) or int(target) + 1
         if not 0 <= int(target) < k:
             raise ConfigError(f"The 'target' class of GradCAM must be in [0, {k - 1}]. Got {target!r} instead.")
         return int(target)

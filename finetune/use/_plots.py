@@ -184,9 +184,7 @@ def plot_gradcam(results, path=None, *, ncols: int = 2, alpha: float = 0.5):
     -------
     matplotlib.figure.Figure
     """
-    if hasattr(results, "heatmap"):
-        results = [results]
-    results = list(results)
+    results = [results] if hasattr(results, "heatmap") else list(results)
     if not results:
         raise DataError("No Grad-CAM results to plot.")
     fig, axes = _grid(2 * len(results), 2 * ncols)

@@ -21,13 +21,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._context import resolve_ctx
+from .._parallel import default_workers
 from ..data import ImageSource
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
 from ..models import create_model
@@ -43,13 +43,6 @@ log = logging.getLogger(__name__)
 def _load_pixels(item, preprocess) -> np.ndarray:
     """Decode one :class:`~finetune.data.ImageItem` and transform it: ``(C, H, W)`` float32."""
     return preprocess.transform(item.read(preprocess.color), preprocess.color)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _resolve_tta(tta, model) -> bool:
@@ -144,7 +137,7 @@ class Predictor:
         self.model = create_model(model, ctx=ctx)
         require_model(self.model, "inference", "Predictor")
         self.batch_size = int(batch_size)
-        self.workers = int(workers) if workers is not None else min(8, _cores())
+        self.workers = int(workers) if workers is not None else min(8, default_workers())
         self.ctx = resolve_ctx(ctx)
         self.names = load_name_map(names) if names is not None else {}
         self.hybridize = hybridize
