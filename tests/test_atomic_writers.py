@@ -208,8 +208,8 @@ sys.path.insert(0, {root!r})
 import finetune.features._extractor as extractor_module
 from finetune import _atomic
 from finetune.cli import main
-from finetune.features._testing import TinyNet
-extractor_module._load_model = lambda spec: TinyNet()
+from finetune.testing import TinyNet
+extractor_module.create_model = lambda spec: TinyNet()
 real, calls = os.replace, []
 def replace(src, dst):
     calls.append(dst)

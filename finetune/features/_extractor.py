@@ -15,8 +15,7 @@ from .._context import resolve_ctx
 from .._version import __version__
 from ..data import ImageSource
 from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
-from ..models import create_model
-from ..models import ModelProtocol, require_model
+from ..models import ModelProtocol, create_model, require_model
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP
@@ -28,17 +27,13 @@ __all__ = ["FeatureExtractor"]
 
 log = logging.getLogger(__name__)
 
+
 def _as_model(model):
     """The network behind ``model``: a model meeting the full protocol as it is, else what
     :func:`~finetune.create_model` makes of it (zoo names with their ImageNet weights)."""
     if isinstance(model, ModelProtocol):
         return model
-    return require_model(_load_model(model), "full", "FeatureExtractor")
-
-
-def _load_model(spec):
-    """A model from a model directory, deployment folder, Caffe pair, zoo name, ... (see :func:`~finetune.create_model`)."""
-    return create_model(spec)
+    return require_model(create_model(model), "full", "FeatureExtractor")
 
 
 class FeatureExtractor:
@@ -90,7 +85,7 @@ class FeatureExtractor:
     Examples
     --------
     >>> import mxnet as mx, numpy as np
-    >>> from finetune.features._testing import TinyNet
+    >>> from finetune.testing import TinyNet
     >>> fx = FeatureExtractor(TinyNet(), "conv2", pooling=["max", "gem"])
     >>> fx.extract(np.zeros((2, 20, 30, 3), np.uint8)).shape
     (2, 16)
@@ -386,7 +381,7 @@ class FeatureExtractor:
         if model is None:
             if not cfg.get("model"):
                 raise ConfigError(f"{path!r} holds no model; pass 'model=' to FeatureExtractor.load.")
-            model = _load_model(os.path.join(path, cfg["model"]))
+            model = create_model(os.path.join(path, cfg["model"]))
         pooling = {layer: [get_pooling(p["name"], **{k: v for k, v in p.items() if k != "name"}) for p in pools]
                    for layer, pools in cfg["pooling"].items()}
         obj = cls(model, cfg["layers"], pooling, ctx=ctx, batch_size=cfg["batch_size"], scales=cfg["scales"],

@@ -8,13 +8,13 @@ import pytest
 
 import finetune.features._extractor as extractor_module
 from finetune.cli import main
-from finetune.features._testing import TinyNet
+from finetune.testing import TinyNet
 
 
 @pytest.fixture
 def tiny_model(monkeypatch):
     net = TinyNet()
-    monkeypatch.setattr(extractor_module, "_load_model", lambda spec: net)
+    monkeypatch.setattr(extractor_module, "create_model", lambda spec: net)
     return net
 
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 MODULES = ["_ann", "_evaluation", "_extractor", "_geometry", "_index", "_mop", "_oxford", "_pooling",
-           "_postprocess", "_testing"]
+           "_postprocess"]
 
 
 @pytest.mark.parametrize("name", MODULES)

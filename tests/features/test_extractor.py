@@ -7,7 +7,7 @@ import pytest
 
 from finetune.errors import ConfigError, UnknownNameError
 from finetune.features import MOP, FeatureExtractor, GeM, l2_normalize
-from finetune.features._testing import TinyNet
+from finetune.testing import TinyNet
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import pytest
 
 import finetune.features._extractor as extractor_module
 from finetune.cli import main
-from finetune.features._testing import TinyNet
+from finetune.testing import TinyNet
 
 PNG = cv2.imencode(".png", np.full((24, 24, 3), 90, np.uint8))[1].tobytes()
 
 
 @pytest.fixture
 def tiny_model(monkeypatch):
-    monkeypatch.setattr(extractor_module, "_load_model", lambda spec: TinyNet())
+    monkeypatch.setattr(extractor_module, "create_model", lambda spec: TinyNet())
 
 
 def _images(folder, names):
