@@ -23,14 +23,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ConfigError, ShapeError, check_range
 from ._pooling import Pooling
+from ._postprocess import l2_normalize
 
 __all__ = ["MOP"]
 
 log = logging.getLogger(__name__)
-
-
-def _l2(x, axis=-1):
-    return x / (np.linalg.norm(x, axis=axis, keepdims=True) + 1e-12)
 
 
 class MOP(Pooling):
@@ -108,7 +105,7 @@ class MOP(Pooling):
         view = sliding_window_view(maps, (win, win), axis=(2, 3))[:, :, ::stride, ::stride]
         pooled = view.max(axis=(-1, -2))  # (N, C, nh, nw)
         n, c = pooled.shape[:2]
-        return _l2(pooled.reshape(n, c, -1).transpose(0, 2, 1))
+        return l2_normalize(pooled.reshape(n, c, -1).transpose(0, 2, 1))
 
     # -------------------------------------------------------------------- fit
     def fit(self, maps) -> "MOP":
@@ -165,7 +162,7 @@ class MOP(Pooling):
             mask = (assign == c)[:, :, None]
             out[:, c] = np.sum(np.where(mask, flat - centers[c], 0.0), axis=1)
         out = out.reshape(n, k * d)
-        return _l2(np.sign(out) * np.sqrt(np.abs(out)))
+        return l2_normalize(np.sign(out) * np.sqrt(np.abs(out)))
 
     def transform(self, maps) -> np.ndarray:
         """MOP descriptors ``(N, C + levels·k·d)`` of maps ``(N, C, H, W)``."""
@@ -175,7 +172,7 @@ class MOP(Pooling):
         maps = np.asarray(maps, dtype=np.float32)
         if maps.ndim != 4:
             raise ShapeError(f"MOP expects feature maps (N, C, H, W). Got shape {maps.shape}.")
-        parts = [_l2(maps.max(axis=(2, 3)))]
+        parts = [l2_normalize(maps.max(axis=(2, 3)))]
         parts += [self.vlad(self.patches(maps, lv), lv) for lv in range(len(self.levels))]
         return np.concatenate(parts, axis=1)
 

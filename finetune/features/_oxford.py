@@ -248,6 +248,11 @@ def _gnd_entry(g, i: int, n_images: int) -> dict:
     return entry
 
 
+#: The ground-truth lists that are positive, and those ignored as junk, in each setup.
+_SETUPS = {"easy": (("easy",), ("junk", "hard")), "medium": (("easy", "hard"), ("junk",)),
+           "hard": (("hard",), ("junk", "easy"))}
+
+
 class RevisitedGroundTruth:
     """The revisited Oxford/Paris protocol (Radenović et al., CVPR 2018).
 
@@ -309,18 +314,9 @@ class RevisitedGroundTruth:
 
     def setup(self, name: str) -> list:
         """Positive and junk index arrays of every query for ``easy``/``medium``/``hard``."""
-        out = []
-        for g in self.gnd:
-            if name == "easy":
-                pos, junk = g["easy"], np.concatenate([g["junk"], g["hard"]])
-            elif name == "medium":
-                pos, junk = np.concatenate([g["easy"], g["hard"]]), g["junk"]
-            elif name == "hard":
-                pos, junk = g["hard"], np.concatenate([g["junk"], g["easy"]])
-            else:
-                raise ConfigError(f"Unknown setup {name!r}; use 'easy', 'medium' or 'hard'.")
-            out.append((pos, junk))
-        return out
+        if name not in _SETUPS:
+            raise ConfigError(f"Unknown setup {name!r}; use 'easy', 'medium' or 'hard'.")
+        return [tuple(np.concatenate([g[k] for k in keys]) for keys in _SETUPS[name]) for g in self.gnd]
 
     def evaluate(self, ranks, ks=(1, 5, 10)) -> dict:
         """Score rankings in the three setups.

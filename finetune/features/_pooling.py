@@ -26,8 +26,7 @@ from mxnet import gluon
 
 from ..errors import ConfigError, ShapeError, check_range
 
-__all__ = ["AvgPooling", "CroW", "GeM", "MaxPooling", "Pooling", "RMAC", "SumPooling",
-           "get_pooling", "rmac_regions"]
+__all__ = ["AvgPooling", "CroW", "GeM", "MaxPooling", "Pooling", "RMAC", "SumPooling", "rmac_regions"]
 
 _TINY = 1e-12
 
@@ -48,11 +47,6 @@ class Pooling:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def _check4d(x):
-    if len(x.shape) != 4:
-        raise ShapeError(f"Pooling expects feature maps (N, C, H, W). Got shape {tuple(x.shape)}.")
 
 
 class SumPooling(Pooling, gluon.HybridBlock):
@@ -293,7 +287,8 @@ class RMAC(Pooling, gluon.Block):
         return mx.nd.broadcast_div(v, mx.nd.norm(v, axis=1, keepdims=True) + 1e-6)
 
     def forward(self, x):
-        _check4d(x)
+        if len(x.shape) != 4:
+            raise ShapeError(f"Pooling expects feature maps (N, C, H, W). Got shape {tuple(x.shape)}.")
         _, _, h, w = x.shape
         total = None
         for top, left, side in rmac_regions(h, w, self.levels, self.overlap):
