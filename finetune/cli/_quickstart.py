@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import time
 
 from .._atomic import atomic_open
@@ -43,6 +44,9 @@ def register(sub) -> None:
                    help="training images per class taken from the training set (default: %(default)s)")
     p.add_argument("--test-per-class", type=count(1), default=1000,
                    help="test images per class from the official test set (default: %(default)s, i.e. all)")
+    p.add_argument("--unlabeled", type=count(0), default=0, metavar="N",
+                   help="also learn from N other training images without their labels (self-training; "
+                   "default: %(default)s, labelled images only)")
     p.add_argument("--epochs", type=count(0), help="fine-tuning epochs (default: the recipe's)")
     p.add_argument("--head-epochs", type=count(0), help="head warm-up epochs (default: the recipe's)")
     add_alias(p, "--size", add_shared(p, "input_size"))
@@ -102,18 +106,24 @@ def run(args) -> int:
 
 def _run(args) -> int:
     import finetune as ft
-    from finetune.data import write_fashion_mnist_folder
+    from finetune.data import write_fashion_mnist_folder, write_fashion_mnist_unlabeled
     from finetune.train import linear_probe
 
     t_start = time.time()
     recipe = _recipe(args)
     out = adopt_folder(os.path.abspath(args.out), RUN, what="quickstart output folder", legacy=_EARLIER_FILES)
     log.info("1/6 writing Fashion-MNIST images to %s", os.path.join(out, "images"))
+    shutil.rmtree(os.path.join(out, "images"), ignore_errors=True)  # ours; an earlier sample must not stay
     train_list = write_fashion_mnist_folder(os.path.join(out, "images", "train"), args.per_class,
                                             split="train", seed=args.seed)
     test_list = write_fashion_mnist_folder(os.path.join(out, "images", "test"), args.test_per_class,
                                            split="test", seed=args.seed)
     train, val = train_list.split(ratios=(0.9, 0.1), seed=args.seed)
+    unlabeled = None
+    if args.unlabeled:
+        unlabeled = os.path.join(out, "images", "unlabeled")
+        log.info("1/6 writing %d other training images, without labels, to %s", args.unlabeled, unlabeled)
+        write_fashion_mnist_unlabeled(unlabeled, args.unlabeled, per_class=args.per_class, seed=args.seed)
 
     log.info("2/6 packing records at the images' own size")
     records = os.path.join(out, "records")
@@ -128,13 +138,14 @@ def _run(args) -> int:
 
     log.info("3/6 loading %s (weights: %s) and replacing the head", args.backbone, args.weights or "random")
     model = recipe.build_model(ft.create_model(args.backbone, weights=args.weights), train_list.class_names)
-    plan = recipe.plan(model, train_rec, val_rec)
+    plan = recipe.plan(model, train_rec, val_rec, unlabeled=unlabeled)
 
-    log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of fine-tuning)",
-             recipe.head_epochs, plan.epochs)
+    log.info("4/6 fine-tuning (%d head warm-up epochs, then %d epochs of fine-tuning%s)",
+             recipe.head_epochs, plan.epochs, "; then the same for a student on the labelled and "
+             "pseudo-labelled images" if unlabeled else "")
     t_train = time.time()
-    recipe.fit(model, train_rec, val_rec, ctx=ctx_of(args), out_dir=os.path.join(out, "train"),
-               progress=args.progress)
+    trainer = recipe.fit(model, train_rec, val_rec, ctx=ctx_of(args), out_dir=os.path.join(out, "train"),
+                         progress=args.progress, unlabeled=unlabeled)
     train_s = time.time() - t_train
     model_dir = os.path.join(out, "model")
     model.save(model_dir)
@@ -153,11 +164,15 @@ def _run(args) -> int:
     print(report)
     summary = {"test_top1": report.top1, "test_images": report.num_images, "train_seconds": round(train_s, 1),
                "total_seconds": round(total_s, 1), "model_dir": model_dir, "recipe": repr(recipe),
-               "linear_probe_top1": probe["test_top1"] if probe else None}
+               "linear_probe_top1": probe["test_top1"] if probe else None,
+               "sample": {"per_class": args.per_class, "seed": args.seed, "unlabeled": args.unlabeled},
+               "pseudo_labels": getattr(trainer, "pseudo_labels_", None)}
     with atomic_open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
+    draw = f"{args.per_class} labelled per class, draw --seed {args.seed}" + (
+        f", {args.unlabeled} unlabelled" if args.unlabeled else "")
     line = (f"\nResult: {100 * report.top1:.1f} % top-1 on {report.num_images} official test images "
-            f"(fine-tuned {train_s / 60:.1f} min, whole run {total_s / 60:.1f} min)")
+            f"({draw}; fine-tuned {train_s / 60:.1f} min, whole run {total_s / 60:.1f} min)")
     if probe:
         line += f"; linear probe on the same backbone {100 * probe['test_top1']:.1f} % " \
                 f"({100 * (report.top1 - probe['test_top1']):+.1f} points)"

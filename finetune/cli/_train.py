@@ -68,6 +68,9 @@ def register(sub) -> None:
                        "--out/model, beside the history and checkpoints (--out loads as the model).")
     _add_source(p)
     p.add_argument("--val", help="validation .rec (or its prefix)")
+    p.add_argument("--unlabeled", metavar="IMAGES",
+                   help="images without labels to learn from too (a folder, a .lst list or a .rec; labels in it "
+                   "are never read): a teacher trained on --train labels them, a student learns from both")
     add_shared(p, "out", required=True, metavar="DIR", help="output folder (the model goes to DIR/model)")
     g = p.add_argument_group("head")
     _add_num_classes(g)
@@ -322,9 +325,15 @@ def _train(args) -> int:
 
     _refuse_head_options(args)
     recipe = recipe_from_args(args)
+    unlabeled = {"unlabeled": args.unlabeled} if args.unlabeled else {}
+    if unlabeled and _mode(args) == "manual":
+        from ..errors import ConfigError
+
+        raise ConfigError("--unlabeled needs a recipe (it trains the recipe twice: teacher, then student); "
+                          "the hand-set mode has none. Drop --recipe manual and its options.")
     model = _recipe_model(args, recipe)
     if args.plan:
-        print(recipe.plan(model, args.train, args.val))
+        print(recipe.plan(model, args.train, args.val, **unlabeled))
         return 0
     rank0 = worker_rank(args.kvstore) == 0  # of dist_* workers, rank 0 alone writes --out
     with hold_folder(args.out, what="training output folder") if rank0 else contextlib.nullcontext():
@@ -336,7 +345,8 @@ def _fit_and_save(args, recipe, model, rank0: bool) -> int:
         _start_run(args.out, model, resume=args.resume)
     trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
                          workers=args.workers, kvstore=args.kvstore, resume=args.resume,
-                         checkpoint_every=args.checkpoint_every, progress=args.progress)
+                         checkpoint_every=args.checkpoint_every, progress=args.progress,
+                         **({"unlabeled": args.unlabeled} if args.unlabeled else {}))
     if rank0:
         model.save(os.path.join(args.out, MODEL_DIR))
         history = trainer.history_ if trainer is not None else []

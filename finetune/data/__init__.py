@@ -21,7 +21,7 @@ from ._augment import Augment
 from ._balance import balance
 from ._check import BadImage, CheckReport, check
 from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
-                       write_fashion_mnist_folder)
+                       write_fashion_mnist_folder, write_fashion_mnist_unlabeled)
 from ._folder import IMAGE_EXTENSIONS, list_images
 from ._image import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry, decode_image, read_image,
                      to_color)
@@ -30,6 +30,7 @@ from ._listfiles import read_class_names, write_class_names
 from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
+from ._relabel import write_records
 from ._source import ImageItem, ImageSource
 
 #: Images whose header declares more pixels are refused before decoding (``check``
@@ -47,7 +48,8 @@ __all__ = sorted([
     "ImageEntry", "ImageItem", "ImageList", "ImageSource", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MeanImage",
     "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "balance", "check", "check_geometry",
     "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "pack", "read_class_names",
-    "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder",
+    "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder", "write_fashion_mnist_unlabeled",
+    "write_records",
 ])
 
 

@@ -21,7 +21,8 @@ from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError,
 from ._imagelist import ImageList
 
 __all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dir", "load_fashion_mnist",
-           "write_fashion_mnist_folder"]
+           "write_fashion_mnist_folder",
+           "write_fashion_mnist_unlabeled"]
 
 #: Fashion-MNIST class names, in label order (usable as folder names).
 FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -154,17 +155,68 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
         if unknown:
             raise UnknownNameError("Fashion-MNIST class", sorted(unknown)[0], FASHION_MNIST_CLASSES)
     images, labels = load_fashion_mnist(split, folder)
-    rng = np.random.RandomState(seed)
     out_dir = os.fspath(out_dir)
-    for label, name in enumerate(FASHION_MNIST_CLASSES):
-        members = np.flatnonzero(labels == label)
-        chosen = np.sort(rng.choice(members, size=min(int(per_class), len(members)), replace=False))
+    for label, chosen in enumerate(_sample(labels, per_class, seed)):
+        name = FASHION_MNIST_CLASSES[label]
         if name not in keep:
             continue
         os.makedirs(os.path.join(out_dir, name), exist_ok=True)
         for i in chosen:
-            img = images[i]
-            if size:
-                img = cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_LINEAR)
-            cv2.imwrite(os.path.join(out_dir, name, f"{split}_{i:05d}.png"), img)
+            _write(os.path.join(out_dir, name, f"{split}_{i:05d}.png"), images[i], size)
     return ImageList.from_folder(out_dir, exts=(".png",))
+
+
+def _sample(labels, per_class, seed) -> list:
+    """The indices :func:`write_fashion_mnist_folder` takes, one sorted array per official label."""
+    rng = np.random.RandomState(seed)
+    return [np.sort(rng.choice(members, size=min(int(per_class), len(members)), replace=False))
+            for members in (np.flatnonzero(labels == label) for label in range(len(FASHION_MNIST_CLASSES)))]
+
+
+def _write(path, img, size) -> None:
+    if size:
+        img = cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_LINEAR)
+    cv2.imwrite(path, img)
+
+
+def write_fashion_mnist_unlabeled(out_dir, count: int, *, per_class: int = 100, seed: int = 0, size=None,
+                                  folder=None) -> list:
+    """Write ``count`` official training images the labelled sample does not hold, without labels.
+
+    The images :func:`write_fashion_mnist_folder` does not take with the same
+    ``per_class`` and ``seed`` (split ``"train"``), drawn at random, written
+    into one flat folder as ``00000.png``, ``00001.png``, ... — no class folder,
+    no label in the name: unlabelled images, for learning from unlabelled data
+    (``Recipe.fit(..., unlabeled=...)``).
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        Created if missing.
+    count : int
+        How many (at most ``60000 - 10 * per_class``).
+    per_class, seed : int
+        The labelled sample to leave out.
+    size, folder
+        As for :func:`write_fashion_mnist_folder`.
+
+    Returns
+    -------
+    list of str
+        The files written.
+    """
+    validate("write_fashion_mnist_unlabeled", {"count": count, "per_class": per_class, "seed": seed, "size": size},
+             {"count": Interval(Integral, 1, None), "per_class": Interval(Integral, 1, None), "seed": SEED,
+              "size": [Interval(Integral, 1, 4096), None]})
+    images, labels = load_fashion_mnist("train", folder)
+    rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(_sample(labels, per_class, seed)))
+    if count > rest.size:
+        raise ConfigError(f"Only {rest.size} training images are outside a sample of {per_class} per class; "
+                          f"asked for {count}.")
+    chosen = np.random.RandomState([seed, 1]).choice(rest, size=int(count), replace=False)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"{k:05d}.png") for k in range(len(chosen))]
+    for path, i in zip(paths, chosen):
+        _write(path, images[i], size)
+    return paths

@@ -6,6 +6,8 @@
 - schedules (:class:`StepSchedule`, :class:`CosineSchedule`, :class:`PlateauSchedule`).
 - callbacks (:class:`Checkpoint`, :class:`EarlyStopping`, :class:`HistoryLogger`, :class:`StopTraining`).
 - :class:`Recipe` — the default fine-tuning recipe (:class:`ManualRecipe`: the hand-set one); :func:`lr_find` — the LR range test.
+- learning from unlabelled images: ``Recipe.fit(..., unlabeled=...)`` (self-training;
+  :func:`pseudo_label`, :func:`select_pseudo_labels`, :class:`PseudoLabels`).
 - :func:`launch` — start a local ``dist_sync`` cluster (scheduler, servers, workers);
   :func:`worker_rank` — this worker's rank (rank 0 writes the outputs).
 """
@@ -22,6 +24,7 @@ from ._policy import LayerLRPolicy
 from ._rules import Rule
 from ._probe import linear_probe
 from ._recipe import Recipe, RecipePlan
+from ._self_training import PseudoLabels, pseudo_label, select_pseudo_labels
 from ._schedule import ConstantSchedule, CosineSchedule, PlateauSchedule, Schedule, StepSchedule
 from ._trainer import Trainer
 from ._weights import KeepBest, WeightAverage
@@ -41,6 +44,7 @@ __all__ = [
     "ManualRecipe",
     "Plan",
     "PlateauSchedule",
+    "PseudoLabels",
     "Recipe",
     "RecipePlan",
     "Rule",
@@ -53,5 +57,7 @@ __all__ = [
     "launch",
     "linear_probe",
     "lr_find",
+    "pseudo_label",
+    "select_pseudo_labels",
     "worker_rank",
 ]

@@ -77,6 +77,8 @@ RECIPE_CONSTRAINTS = {
     "keep_best": _BOOL,
     "early_stopping": [Interval(Integral, 1, None), None],
     "seed": Interval(Integral, None, None),
+    "pseudo_threshold": Interval(Real, 0, 1),
+    "self_training_rounds": Interval(Integral, 1, 5),
 }
 
 
@@ -162,6 +164,13 @@ class Recipe:
     early_stopping : int or None
         Stop after this many epochs without a better validation accuracy.
     seed : int
+    pseudo_threshold : float
+        With unlabelled images (``fit(..., unlabeled=...)``): the teacher's
+        probability an image's predicted class needs to become its
+        pseudo-label (see :func:`~finetune.train.select_pseudo_labels`).
+    self_training_rounds : int
+        With unlabelled images: teacher -> student rounds (each student is
+        the next round's teacher).
 
     Examples
     --------
@@ -203,6 +212,8 @@ class Recipe:
     keep_best: bool = True
     early_stopping: int | None = None
     seed: int = 0
+    pseudo_threshold: float = 0.7
+    self_training_rounds: int = 1
 
     def __post_init__(self):
         if isinstance(self.epochs, str) and self.epochs != _AUTO:
@@ -362,8 +373,8 @@ class Recipe:
             return StepSchedule(0.1, epochs=max(1, math.ceil(epochs * 0.75)))
         return None
 
-    def plan(self, model, train, val=None) -> "RecipePlan":
-        """The decisions for ``model`` and data ``train`` as a printable :class:`RecipePlan`."""
+    def plan(self, model, train, val=None, unlabeled=None) -> "RecipePlan":
+        """The decisions for ``model`` and data ``train`` (and ``unlabeled`` images) as a printable :class:`RecipePlan`."""
         native = int(max(_native_size(model)))
         ds = _open(train)  # opened once for both hints
         side = _image_side(ds) if ds is not None else None
@@ -401,11 +412,16 @@ class Recipe:
         if self.early_stopping and val is not None:
             sel += f", early stopping after {self.early_stopping}"
         rows.append(("weights kept", sel, ""))
+        if unlabeled is not None:
+            rows.append(("unlabeled images", f"{self.self_training_rounds} round(s) of self-training",
+                         "the recipe trains a teacher on the labelled images; it labels the unlabeled ones "
+                         f"(kept at probability >= {self.pseudo_threshold:g}, balanced to the labelled class "
+                         "proportions); a student trains from the pretrained weights on both"))
         return RecipePlan(rows, size=size, epochs=epochs)
 
     # ------------------------------------------------------------ running it
     def fit(self, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True, callbacks=None,
-            kvstore="device", resume: bool = False, checkpoint_every: int = 0):
+            kvstore="device", resume: bool = False, checkpoint_every: int = 0, unlabeled=None):
         """Fine-tune ``model`` on ``train`` (validated on ``val``); returns the fine-tuning :class:`Trainer`.
 
         Parameters
@@ -428,14 +444,30 @@ class Recipe:
             Continue from ``out_dir/fine_tune/checkpoints/last.ckpt`` when it
             exists (the warm-up is then skipped: the checkpoint holds the head).
 
+        unlabeled : str, ImageList or RecordDataset, optional
+            Images without labels (a folder, a ``.lst``/``.csv`` list, an
+            :class:`~finetune.ImageList` whose labels are ignored, or records
+            whose labels are never read): self-training. A teacher
+            trained by this recipe pseudo-labels them, and a student is trained
+            on the labelled and the confidently pseudo-labelled images
+            (``pseudo_threshold``, ``self_training_rounds``). With
+            ``out_dir``: ``teacher/``, ``student/`` and ``self_training.json``.
+
         Returns
         -------
         Trainer
             Its ``history_`` holds the fine-tuning epochs; ``head_history_`` on
-            the recipe's return value holds the warm-up's.
+            the recipe's return value holds the warm-up's; with ``unlabeled``,
+            the student's, and ``pseudo_labels_`` says what was kept per round.
         """
-        return fit_recipe(self, model, train, val, ctx=ctx, out_dir=out_dir, workers=workers, progress=progress,
-                          callbacks=callbacks, kvstore=kvstore, resume=resume, checkpoint_every=checkpoint_every)
+        kw = dict(progress=progress, callbacks=callbacks, kvstore=kvstore, resume=resume,
+                  checkpoint_every=checkpoint_every)
+        if unlabeled is not None:
+            from ._self_training import fit_self_training
+
+            return fit_self_training(self, model, train, val, unlabeled, fit=fit_recipe, ctx=ctx, out_dir=out_dir,
+                                     workers=workers, **kw)
+        return fit_recipe(self, model, train, val, ctx=ctx, out_dir=out_dir, workers=workers, **kw)
 
 
 class RecipePlan:
