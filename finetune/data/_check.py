@@ -23,6 +23,7 @@ the same libjpeg and discards its warnings.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -258,10 +259,7 @@ class CheckReport:
 
     def reasons(self) -> dict:
         """``{reason: count}`` of the bad files."""
-        out = {}
-        for b in self.bad:
-            out[b.reason] = out.get(b.reason, 0) + 1
-        return dict(sorted(out.items()))
+        return dict(sorted(collections.Counter(b.reason for b in self.bad).items()))
 
     def summary(self, max_converted: int = 5, max_bad: int = MAX_LISTED) -> str:
         """A few lines for humans: the first ``max_bad`` bad files (the rest counted per reason), and
@@ -270,10 +268,7 @@ class CheckReport:
         lines += [f"  bad: {shown(b.path)}: {b.reason} ({b.detail})" for b in self.bad[:max_bad]]
         if len(self.bad) > max_bad:
             lines.append("  " + count_line(len(self.bad) - max_bad, "bad", [b.reason for b in self.bad[max_bad:]]))
-        kinds = {}
-        for _, notes in self.converted:
-            for note in notes:
-                kinds[note] = kinds.get(note, 0) + 1
+        kinds = collections.Counter(note for _, notes in self.converted for note in notes)
         if kinds:
             lines.append("  converted on decoding: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
         lines += [f"  converted: {shown(p)}: {', '.join(n)}" for p, n in self.converted[:max_converted]]

@@ -51,16 +51,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
 DEFAULT_MAX_ASPECT_RATIO = 100
 
 
-def _max_pixels(max_pixels=None) -> int | None:
-    if max_pixels is not None:
-        return max_pixels
-    package = sys.modules.get(__package__)  # read at call time, so assigning the package attribute works
-    return getattr(package, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
-
-
-def _max_aspect_ratio() -> float | None:
-    package = sys.modules.get(__package__)
-    return getattr(package, "MAX_ASPECT_RATIO", DEFAULT_MAX_ASPECT_RATIO)
+def _limit(name: str, default):
+    """``finetune.data.<name>``, read at call time, so assigning the package attribute works."""
+    return getattr(sys.modules.get(__package__), name, default)
 
 
 def geometry_problem(width: int, height: int, resize=None, *, max_pixels=None):
@@ -79,7 +72,7 @@ def geometry_problem(width: int, height: int, resize=None, *, max_pixels=None):
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         return "corrupt", f"its header declares {width}x{height} pixels; both sides must be positive"
-    cap = _max_pixels(max_pixels)
+    cap = _limit("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS) if max_pixels is None else max_pixels
     cap = cap if cap and cap > 0 else None
     if cap is not None and width * height > cap:
         return "too large", (f"it declares {width}x{height} = {width * height} pixels, more than "
@@ -90,7 +83,7 @@ def geometry_problem(width: int, height: int, resize=None, *, max_pixels=None):
     if cap is not None and new_w * new_h > cap:
         return "too large", (f"it is {width}x{height} pixels and the resize would make it {new_w}x{new_h} = "
                              f"{new_w * new_h} pixels, more than MAX_IMAGE_PIXELS={cap}")
-    ratio, ratio_cap = max(width, height) / min(width, height), _max_aspect_ratio()
+    ratio, ratio_cap = max(width, height) / min(width, height), _limit("MAX_ASPECT_RATIO", DEFAULT_MAX_ASPECT_RATIO)
     if ratio_cap and ratio_cap > 0 and ratio > ratio_cap and new_w * new_h > width * height:
         return "too large", (f"it is {width}x{height} pixels (aspect ratio {ratio:.0f}:1, more than "
                              f"MAX_ASPECT_RATIO={ratio_cap}) and the resize would enlarge it to {new_w}x{new_h}; "

@@ -126,11 +126,7 @@ class ImageList:
 
     def single_labels(self) -> list:
         """The (first) label of every entry as an int, for stratification and counting."""
-        out = []
-        for e in self.entries:
-            lab = e.label[0] if isinstance(e.label, tuple) else e.label
-            out.append(int(lab))
-        return out
+        return [int(e.label[0] if isinstance(e.label, tuple) else e.label) for e in self.entries]
 
     def class_counts(self) -> dict:
         """``{label: number of images}``, sorted by label."""

@@ -26,18 +26,9 @@ def _norm_label(values):
     return tuple(values)
 
 
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_class(label, num_classes: int) -> bool:
-    if isinstance(label, numbers.Integral):
-        return 0 <= label < num_classes
-    return isinstance(label, numbers.Real) and float(label).is_integer() and 0 <= label < num_classes
+    whole = isinstance(label, numbers.Integral) or isinstance(label, numbers.Real) and float(label).is_integer()
+    return whole and 0 <= label < num_classes
 
 
 def check_labels(labels, class_names, where) -> None:
@@ -177,18 +168,18 @@ def read_csv(path: str, class_names=None) -> tuple:
         if len(row) < 2:
             raise ListFormatError(f"{path}, row {n}: expected 'path,label', got {row!r}.")
     raw = [row[1] for row in rows]
-    numeric = all(_is_number(r) for r in raw)
-    if numeric:
+    try:
         labels = [_norm_label([r]) for r in raw]
-        check_labels(labels, class_names, lambda i: f"{path}, row {i + first}")
-    else:
+    except ValueError:  # class names, not numbers
         if class_names is None:
             class_names = sorted(set(raw))
         lookup = {name: i for i, name in enumerate(class_names)}
         missing = sorted(set(raw) - set(lookup))
         if missing:
-            raise ListFormatError(f"{path}: labels {missing} are not in class_names {class_names}.")
+            raise ListFormatError(f"{path}: labels {missing} are not in class_names {class_names}.") from None
         labels = [lookup[r] for r in raw]
+    else:
+        check_labels(labels, class_names, lambda i: f"{path}, row {i + first}")
     entries = [(i, row[0], lab) for i, (row, lab) in enumerate(zip(rows, labels))]
     return entries, class_names
 

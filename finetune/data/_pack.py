@@ -83,16 +83,12 @@ def im2rec_resize(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray
     """im2rec's geometry: optional square centre crop, then shorter side to ``resize``."""
     h, w = img.shape[:2]
     if center_crop:
-        if h > w:
-            m = (h - w) // 2
-            img = img[m:m + w]
-        else:
-            m = (w - h) // 2
-            img = img[:, m:m + h]
-        h, w = img.shape[:2]
+        h = w = min(h, w)
+        top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        img = img[top:top + h, left:left + w]
     if resize:
-        size = (resize, h * resize // w) if h > w else (w * resize // h, resize)
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA
+        new_h, new_w = im2rec_size(h, w, resize, False)
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA
                          if min(h, w) >= 2 * resize else cv2.INTER_LINEAR)
     return img
 
@@ -242,10 +238,7 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     check_choice(owner, "color", color, tuple(_COLOR_FLAGS))
     if quality is None:
         quality = 95 if encoding == ".jpg" else 3
-    if encoding == ".jpg":
-        check_range(owner, "quality", quality, 1, 100)
-    else:
-        check_range(owner, "quality", quality, 0, 9)
+    check_range(owner, "quality", quality, *((1, 100) if encoding == ".jpg" else (0, 9)))
     if int(resize) < 0:
         raise ConfigError(f"The 'resize' parameter of pack must be >= 0. Got {resize!r} instead.")
     if not isinstance(images, ImageList):

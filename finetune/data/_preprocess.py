@@ -296,17 +296,16 @@ class Preprocess:
 
     def read(self, path) -> np.ndarray:
         """Read an image file and :meth:`transform` it: ``(C, H, W)`` float32."""
-        image = to_color(read_image(path, self.color), self.color, self.color)
-        chw = np.ascontiguousarray(self.resize_crop(image, source=os.fspath(path)).transpose(2, 0, 1), np.float32)
+        image = self.resize_crop(read_image(path, self.color), source=os.fspath(path))
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), np.float32)
         return self.normalize(chw)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field except ``mean_image`` (saved separately)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "mean_image"}
-        d["size"] = list(d["size"])
-        d["mean"] = list(d["mean"])
-        d["std"] = list(d["std"])
+        for key in ("size", "mean", "std"):
+            d[key] = list(d[key])
         d["has_mean_image"] = self.mean_image is not None
         return d
 

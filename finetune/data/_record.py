@@ -113,14 +113,9 @@ class RecordDataset(_Base):
         self._file = RecordFile(rec, idx if os.path.isfile(idx) else None)
         self._rows = np.array_split(np.arange(len(self._file)), self.num_parts)[self.part_index]
         self.class_names = class_names if class_names is not None else find_class_names(prefix)
-        self._norm = self._normaliser()
-
-    def _normaliser(self):
         pre = self.preprocess
-        h, w = pre.size
-        mean = np.ascontiguousarray(pre.mean_array(h, w), np.float32)
-        factor = (pre.scale / np.asarray(pre.std, np.float32)).reshape(-1, 1, 1)
-        return mean, factor
+        self._norm = (np.ascontiguousarray(pre.mean_array(*pre.size), np.float32),
+                      (pre.scale / np.asarray(pre.std, np.float32)).reshape(-1, 1, 1))
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -131,17 +126,18 @@ class RecordDataset(_Base):
         return f"RecordDataset({self.path!r}, {len(self)} images, {mode}{part})"
 
     # ---------------------------------------------------------------- access
-    def record(self, i: int):
-        """``(label, id, encoded image bytes)`` of item ``i``."""
+    def _row(self, i: int) -> int:
         if not -len(self) <= i < len(self):
             raise IndexError(f"RecordDataset index {i} out of range for {len(self)} items.")
-        return unpack_header(self._file.read(int(self._rows[i])))
+        return int(self._rows[i])
+
+    def record(self, i: int):
+        """``(label, id, encoded image bytes)`` of item ``i``."""
+        return unpack_header(self._file.read(self._row(i)))
 
     def header(self, i: int):
         """``(label, id)`` of item ``i``, reading only its record header (not the image)."""
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"RecordDataset index {i} out of range for {len(self)} items.")
-        return self._file.label(int(self._rows[i]))
+        return self._file.label(self._row(i))
 
     def image(self, i: int) -> np.ndarray:
         """Item ``i`` decoded, without any transform: ``(H, W, 3)`` uint8 RGB.
