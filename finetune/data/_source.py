@@ -208,22 +208,19 @@ class ImageSource:
         finetune.errors.ConfigError: The images to evaluate must be labelled images: a RecordDataset, an \
 ImageList, a list of (image, label) pairs, or images plus labels=[...].
         """
-        if labels is not None:
-            source = cls(images, color=color, what=what)
-            labels = list(labels)
-            if len(labels) != len(source):
-                raise DataError(f"{len(labels)} labels for {len(source)} images.")
-            for item, label in zip(source, labels):
-                item.label = label
-            return source
-        if is_record_dataset(images) or is_image_list(images):
-            return cls(images, color=color, what=what)
-        pairs = list(images)
-        if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-            raise ConfigError(f"The {what} must be labelled images: a RecordDataset, an ImageList, a list of "
-                              "(image, label) pairs, or images plus labels=[...].")
-        source = cls([p[0] for p in pairs], color=color, what=what)
-        for item, (_, label) in zip(source, pairs):
+        if labels is None:
+            if is_record_dataset(images) or is_image_list(images):
+                return cls(images, color=color, what=what)
+            pairs = list(images)
+            if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+                raise ConfigError(f"The {what} must be labelled images: a RecordDataset, an ImageList, a list of "
+                                  "(image, label) pairs, or images plus labels=[...].")
+            images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+        source = cls(images, color=color, what=what)
+        labels = list(labels)
+        if len(labels) != len(source):
+            raise DataError(f"{len(labels)} labels for {len(source)} images.")
+        for item, label in zip(source, labels):
             item.label = label
         return source
 
