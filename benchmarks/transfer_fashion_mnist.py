@@ -51,7 +51,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.data import FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder  # noqa: E402
+from finetune.data import (FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder,  # noqa: E402
+                           write_fashion_mnist_unlabeled)
 from finetune.train import Recipe  # noqa: E402
 
 ABLATIONS = {
@@ -66,7 +67,14 @@ ABLATIONS = {
     "-dropout": dict(dropout=0.0),
     "-keep-best": dict(keep_best=False),
 }
-ROWS = ["pixels", "probe", "recipe", "-tta", "scratch", *ABLATIONS]
+#: rows that also learn from ``--unlabeled`` images (self-training), and their ingredients switched off
+UNLABELED = {
+    "+unlabeled": {},
+    "+unlabeled-threshold": dict(pseudo_threshold=0.0),
+    "+unlabeled-balance": dict(pseudo_balance=False),
+    "+unlabeled-2-rounds": dict(self_training_rounds=2),
+}
+ROWS = ["pixels", "probe", "recipe", "-tta", "scratch", *ABLATIONS, *UNLABELED]
 TINY_ROWS = ["pixels", "probe", "recipe", "-tta"]  # the --tiny default: one of each kind of row
 
 
@@ -88,25 +96,29 @@ def write_dev_folder(out_dir, sample_dir, per_class, seed):
     return ft.ImageList.from_folder(out_dir, exts=(".png",))
 
 
-def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0, reuse=False):
+def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0, reuse=False, unlabeled=0, size=None):
     """Records of the training sample (train/val), of the whole official test set and of the dev set, at 28 px.
 
     With ``reuse``, the records an earlier call wrote to ``root`` with the same
     arguments are used as they are (a resumed run must train on the same
     files); otherwise, and when the arguments differ, they are written anew.
     """
-    sample = {"per_class": per_class, "seed": seed, "test_per_class": test_per_class, "dev_per_class": dev_per_class}
+    sample = {"per_class": per_class, "seed": seed, "test_per_class": test_per_class, "dev_per_class": dev_per_class,
+              "unlabeled": unlabeled, "size": size}
     stamp = os.path.join(root, "sample.json")
     if reuse and os.path.isfile(stamp):
         with open(stamp, encoding="utf-8") as f:
             same = json.load(f) == sample
         paths = {name: os.path.join(root, f"{name}.rec")
                  for name in ("train", "val", "test", *(("dev",) if dev_per_class else ()))}
-        if same and all(os.path.isfile(path) for path in paths.values()):
+        if unlabeled:
+            paths["unlabeled"] = os.path.join(root, "unlabeled")
+        if same and all(os.path.exists(path) for path in paths.values()):
             return paths, ft.ImageList.from_folder(os.path.join(root, "train"), exts=(".png",)).class_names
-    images = write_fashion_mnist_folder(os.path.join(root, "train"), per_class, split="train", seed=seed)
+    images = write_fashion_mnist_folder(os.path.join(root, "train"), per_class, split="train", seed=seed, size=size)
     train, val = images.split(ratios=(0.9, 0.1), seed=seed)
-    test = write_fashion_mnist_folder(os.path.join(root, "test"), test_per_class, split="test", seed=seed)
+    test = write_fashion_mnist_folder(os.path.join(root, "test"), test_per_class, split="test", seed=seed,
+                                      size=size)
     splits = [("train", train), ("val", val), ("test", test)]
     if dev_per_class:
         splits.append(("dev", write_dev_folder(os.path.join(root, "dev"), os.path.join(root, "train"),
@@ -116,14 +128,17 @@ def prepare(root, per_class, seed, test_per_class=1000, dev_per_class=0, reuse=F
         lst.write_lst(os.path.join(root, f"{name}.lst"), shuffle=False)
         ft.pack(lst, os.path.join(root, name), encoding=".png")
         paths[name] = os.path.join(root, f"{name}.rec")
+    if unlabeled:  # other official training images, written without labels (never the test set)
+        paths["unlabeled"] = os.path.join(root, "unlabeled")
+        write_fashion_mnist_unlabeled(paths["unlabeled"], unlabeled, per_class=per_class, seed=seed, size=size)
     with open(stamp, "w", encoding="utf-8") as f:
         json.dump(sample, f)
     return paths, images.class_names
 
 
-def arrays(rec):
-    """``(N, 784) float`` pixels and labels of a record file (grey = first channel)."""
-    ds = ft.RecordDataset(rec, ft.Preprocess(size=(28, 28), resize=28, mean=(0, 0, 0), std=(1, 1, 1)))
+def arrays(rec, side=28):
+    """``(N, side * side) float`` pixels and labels of a record file (grey = first channel)."""
+    ds = ft.RecordDataset(rec, ft.Preprocess(size=(side, side), resize=side, mean=(0, 0, 0), std=(1, 1, 1)))
     xs, ys = zip(*(ds[i] for i in range(len(ds))))
     return np.stack([x[0].ravel() for x in xs]) / 255.0, np.asarray(ys, int)
 
@@ -156,23 +171,28 @@ def new_model(names, recipe, weights="imagenet"):
 
 def run_row(row, paths, names, recipe, out_dir, resume=False):
     if row == "pixels":
-        return logistic(*arrays(paths["train"]), *arrays(paths["val"]), *arrays(paths["test"]))
+        side = paths.get("size") or 28
+        return logistic(*arrays(paths["train"], side), *arrays(paths["val"], side), *arrays(paths["test"], side))
     if row == "probe":
         model = new_model(names, recipe)
         size = recipe.plan(model, paths["train"]).size
         parts = [features(model, paths[k], size) for k in ("train", "val", "test")]
         top1, info = logistic(*parts[0], *parts[1], *parts[2])
         return top1, {**info, "size": size}
-    changes = ABLATIONS.get(row, {})
+    if row in UNLABELED and "unlabeled" not in paths:
+        raise SystemExit(f"Row {row} needs --unlabeled N (how many unlabelled training images).")
+    changes = {**ABLATIONS.get(row, {}), **UNLABELED.get(row, {})}
     r = recipe.replace(**changes)
     model = new_model(names, r, weights=None if row == "scratch" else "imagenet")
     trainer = r.fit(model, paths["train"], paths["val"], out_dir=os.path.join(out_dir, row), progress=False,
-                    resume=resume)
+                    resume=resume, unlabeled=paths["unlabeled"] if row in UNLABELED else None)
     report = ft.evaluate(model, ft.RecordDataset(paths["test"], model.preprocess), tta=r.tta)
     info = {"val_top1": [round(h["val_top1"], 4) for h in trainer.history_], "size": model.preprocess.size[0],
             "epoch_seconds": [round(h["seconds"], 1) for h in trainer.history_]}
     if "dev" in paths:
         info["dev_top1"] = ft.evaluate(model, ft.RecordDataset(paths["dev"], model.preprocess), tta=r.tta).top1
+    if row in UNLABELED:
+        info["pseudo_labels"] = trainer.pseudo_labels_
     kept = [cb for cb in trainer._callbacks if type(cb).__name__ == "KeepBest"]
     if kept:
         info["kept_epoch"] = kept[0].best_epoch_ if kept[0].restored_ else len(trainer.history_) - 1
@@ -247,6 +267,13 @@ def main(argv=None):
     p.add_argument("--dev", type=int, default=0, metavar="N",
                    help="also score trained rows on N other official training images per class (a held-out set "
                         "for choosing defaults without the test set; default: 0, none)")
+    p.add_argument("--unlabeled", type=int, default=0, metavar="N",
+                   help="N other official training images without labels for the +unlabeled rows (default: 0)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="resize the 28 px images to PX px (e.g. 16: a low-resolution proxy; default: as they are)")
+    p.add_argument("--draws", type=int, default=1, metavar="K",
+                   help="repeat everything on K draws of the training sample (seeds --seed, --seed+1, ...) and "
+                        "report each row's median and range (default: 1)")
     p.add_argument("--work", help="folder for records and runs (default: a temporary one)")
     p.add_argument("--resume", action="store_true",
                    help="continue the trained rows from the checkpoints an interrupted run left in --work (its "
@@ -265,7 +292,8 @@ def main(argv=None):
         print(render_rst(merge(parts)), end="")
         return None
     logging.basicConfig(level=logging.WARNING)
-    rows = [r for r in (args.rows or ",".join(TINY_ROWS if args.tiny else ROWS)).split(",") if r]
+    default = TINY_ROWS if args.tiny else [r for r in ROWS if args.unlabeled or r not in UNLABELED]
+    rows = [r for r in (args.rows or ",".join(default)).split(",") if r]
     test_per_class = 1000
     if args.tiny:
         args.per_class, test_per_class = 6, 5
@@ -276,14 +304,33 @@ def main(argv=None):
     recipe = recipe.replace(**{k: _value(v) for k, _, v in (s.partition("=") for s in args.set)})
     if args.resume and not args.work:
         p.error("--resume needs the --work folder of the interrupted run")
+    if args.draws < 1:
+        p.error("--draws must be at least 1")
     work = args.work or tempfile.mkdtemp(prefix="transfer_")
+    draws = []
+    for k in range(args.draws):
+        seed = args.seed + k
+        draw_work = work if args.draws == 1 else os.path.join(work, f"draw_{seed}")
+        draws.append(run_draw(args, recipe.replace(seed=seed), seed, draw_work, rows, test_per_class))
+    results = draws[0] if args.draws == 1 else summarise(draws)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def run_draw(args, recipe, seed, work, rows, test_per_class) -> dict:
+    """Every row on one draw of the training sample (seed ``seed``); prints the table, returns the results."""
     t0 = time.time()
-    paths, names = prepare(os.path.join(work, "data"), args.per_class, args.seed, test_per_class,
-                           args.dev if not args.tiny else min(args.dev, 3), reuse=args.resume)
+    paths, names = prepare(os.path.join(work, "data"), args.per_class, seed, test_per_class,
+                           args.dev if not args.tiny else min(args.dev, 3), reuse=args.resume,
+                           unlabeled=args.unlabeled, size=args.image_size)
+    paths["size"] = args.image_size
     results = {"date": datetime.date.today().isoformat(), "machine": machine(),
                "load": round(os.getloadavg()[0], 1), "threads": os.environ.get("OMP_NUM_THREADS"), "per_class": args.per_class,
-               "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe),
-               "prepare_s": round(time.time() - t0, 1), "resumed": args.resume, "rows": {}}
+               "test_images": len(ft.RecordDataset(paths["test"])), "recipe": repr(recipe), "seed": seed,
+               "unlabeled": args.unlabeled, "image_size": args.image_size, "prepare_s": round(time.time() - t0, 1), "resumed": args.resume,
+               "rows": {}}
     for row in rows:
         t = time.time()
         rec = results["rows"].get("recipe")
@@ -295,16 +342,36 @@ def main(argv=None):
             continue
         top1, info = run_row(row, paths, names, recipe, os.path.join(work, "runs"), resume=args.resume)
         results["rows"][row] = {"top1": top1, "seconds": round(time.time() - t, 1), **info}
-        print(f"{row:18s} {100 * top1:6.2f} %  {time.time() - t:7.1f} s", flush=True)
+        print(f"{row:22s} {100 * top1:6.2f} %  {time.time() - t:7.1f} s  (draw {seed})", flush=True)
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as f:
+            with open(args.json if args.draws == 1 else f"{args.json}.draw_{seed}", "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=1)
     print()
-    print(f"| Fashion-MNIST, {args.per_class}/class, {results['test_images']} test images | test top-1 | time |")
+    print(f"| Fashion-MNIST, {args.per_class}/class, draw {seed}, {results['test_images']} test images "
+          "| test top-1 | time |")
     print("|---|---|---|")
     for row, r in results["rows"].items():
         print(f"| {row} | {100 * r['top1']:.2f} % | {r['seconds']:.0f} s |")
     return results
+
+
+def summarise(draws) -> dict:
+    """Several draws' results as one: each row's median top-1, its range, and every draw's value."""
+    rows = {}
+    for row in draws[0]["rows"]:
+        values = [d["rows"][row]["top1"] for d in draws if row in d["rows"]]
+        seconds = [d["rows"][row]["seconds"] for d in draws if row in d["rows"]]
+        rows[row] = {"top1": float(np.median(values)), "min": min(values), "max": max(values), "draws": values,
+                     "seconds": float(np.median(seconds))}
+    print()
+    print(f"| {len(draws)} draws (seeds {', '.join(str(d['seed']) for d in draws)}) | median top-1 | range | "
+          "median time |")
+    print("|---|---|---|---|")
+    for row, r in rows.items():
+        print(f"| {row} | {100 * r['top1']:.2f} % | {100 * r['min']:.2f} - {100 * r['max']:.2f} % | "
+              f"{r['seconds']:.0f} s |")
+    return {**{k: v for k, v in draws[0].items() if k not in ("rows", "seed")},
+            "seeds": [d["seed"] for d in draws], "rows": rows, "per_draw": draws}
 
 
 if __name__ == "__main__":

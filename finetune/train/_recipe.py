@@ -79,6 +79,7 @@ RECIPE_CONSTRAINTS = {
     "seed": Interval(Integral, None, None),
     "pseudo_threshold": Interval(Real, 0, 1),
     "self_training_rounds": Interval(Integral, 1, 5),
+    "pseudo_balance": _BOOL,
 }
 
 
@@ -171,6 +172,9 @@ class Recipe:
     self_training_rounds : int
         With unlabelled images: teacher -> student rounds (each student is
         the next round's teacher).
+    pseudo_balance : bool
+        With unlabelled images: each class keeps at most its share of the
+        pseudo-labels by the labelled images' class proportions.
 
     Examples
     --------
@@ -214,6 +218,7 @@ class Recipe:
     seed: int = 0
     pseudo_threshold: float = 0.7
     self_training_rounds: int = 1
+    pseudo_balance: bool = True
 
     def __post_init__(self):
         if isinstance(self.epochs, str) and self.epochs != _AUTO:
@@ -415,8 +420,9 @@ class Recipe:
         if unlabeled is not None:
             rows.append(("unlabeled images", f"{self.self_training_rounds} round(s) of self-training",
                          "the recipe trains a teacher on the labelled images; it labels the unlabeled ones "
-                         f"(kept at probability >= {self.pseudo_threshold:g}, balanced to the labelled class "
-                         "proportions); a student trains from the pretrained weights on both"))
+                         f"(kept at probability >= {self.pseudo_threshold:g}"
+                         + (", balanced to the labelled class proportions" if self.pseudo_balance else "")
+                         + "); a student trains from the pretrained weights on both"))
         return RecipePlan(rows, size=size, epochs=epochs)
 
     # ------------------------------------------------------------ running it

@@ -201,7 +201,8 @@ def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, ou
         size = model.preprocess.size[0]
         rounds = []
         for r in range(recipe.self_training_rounds):
-            labels = pseudo_label(model, unlabeled_rec, threshold=recipe.pseudo_threshold, prior=prior,
+            labels = pseudo_label(model, unlabeled_rec, threshold=recipe.pseudo_threshold,
+                                  prior=prior if recipe.pseudo_balance else None,
                                   tta=recipe.tta, ctx=ctx, workers=workers)
             summary = labels.summary(model.class_names)
             rounds.append(summary)
