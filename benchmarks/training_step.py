@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
 import finetune as ft  # noqa: E402
-from finetune.models import _efficientnet_lite as lite  # noqa: E402
+from finetune.models.architectures import _efficientnet_lite as lite  # noqa: E402
 from finetune.train import Recipe, WeightAverage  # noqa: E402
 
 

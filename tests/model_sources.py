@@ -71,7 +71,7 @@ def legacy_deployment_folder(folder, block=None, *, onnx: bool = False) -> str:
     mx.gluon.HybridBlock.export(net, prefix)
     net.preprocess.save(prefix + "-preprocess.json")
     if onnx:
-        from finetune.models._onnx import _export_onnx
+        from finetune.models._io._onnx import _export_onnx
 
         _export_onnx(prefix + "-symbol.json", prefix + "-0000.params", (1, 3) + tuple(net.preprocess.size),
                      prefix + ".onnx")

@@ -242,7 +242,7 @@ def test_deployment_that_fails_its_check_keeps_the_previous_deployment(tmp_path,
 
     from finetune import Preprocess
     from finetune.errors import ModelError
-    from finetune.models import _export as _deploy
+    from finetune.models._io import _export as _deploy
     from finetune.use import export_for_deployment, load_deployment
 
     net = mx.gluon.nn.HybridSequential()

@@ -134,7 +134,7 @@ layer { name: "s" type: "Softmax" bottom: "p" top: "s" include { phase: TEST } }
 @FUZZ
 @given(mutations(PROTOTXT))
 def test_fuzz_prototxt_parser(data):
-    from finetune.models._caffe_proto import parse_prototxt
+    from finetune.models.caffe._proto import parse_prototxt
 
     _only_typed_errors(parse_prototxt, _file("f.prototxt", data))
 
@@ -150,7 +150,7 @@ def _caffemodel() -> bytes:
 @FUZZ
 @given(st.data())
 def test_fuzz_caffemodel_decoder(draw):
-    from finetune.models._caffe_proto import read_binaryproto, read_caffemodel
+    from finetune.models.caffe._proto import read_binaryproto, read_caffemodel
 
     data = draw.draw(mutations(_CAFFEMODEL))
     path = _file("f.caffemodel", data)
@@ -211,7 +211,7 @@ def test_fuzz_checkpoint_loader(checkpoint_members):
     b"\x15\x00\x00\x00\x00",  # 'layers' (field 2) as a float
 ])
 def test_found_caffemodel_inputs(data):
-    from finetune.models._caffe_proto import read_caffemodel
+    from finetune.models.caffe._proto import read_caffemodel
 
     _only_typed_errors(read_caffemodel, _file("found.caffemodel", data))
 
@@ -236,7 +236,7 @@ def pth_seeds():
 
 
 def _read_pth(data):
-    from finetune.models._torch_pickle import read_torch_state_dict
+    from finetune.models._io._torch_pickle import read_torch_state_dict
 
     _only_typed_errors(read_torch_state_dict, _file("f.pth", data))
 

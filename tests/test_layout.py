@@ -77,7 +77,7 @@ def _cycle(graph):
 def test_the_import_graph_finds_imports_inside_functions():
     graph = _import_graph()
     assert "finetune.features._mop" in graph["finetune.features._registry"]
-    assert "finetune.models._inference" in graph["finetune.models._modeldir"]
+    assert "finetune.models._inference" in graph["finetune.models._io._modeldir"]
 
 
 def test_no_import_cycles():
@@ -89,6 +89,8 @@ def test_the_private_module_rule_reads_owners():
     assert _owner("finetune.data._text") == "finetune.data"
     assert _owner("finetune._atomic") == "finetune"  # root helpers: importable anywhere inside finetune
     assert _owner("finetune.models.graph") is None
+    assert _owner("finetune.models._io._modeldir") == "finetune.models"  # a private subpackage: its parent's
+    assert _owner("finetune.models.caffe._proto") == "finetune.models.caffe"  # a public one keeps its own
     assert _owner("finetune.data") is None
 
 

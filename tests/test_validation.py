@@ -241,7 +241,7 @@ def test_a_head_spec_names_the_file_and_the_key(key, value):
 def test_a_model_directory_with_a_bad_config_is_refused_naming_the_key(tmp_path):
     import json
 
-    from finetune.models._modeldir import read_config
+    from finetune.models._io._modeldir import read_config
 
     path = tmp_path / "m"
     path.mkdir()
@@ -344,7 +344,7 @@ CAFFE_BAD = [("kernel_size: 3 stride: 2", "kernel_size: 3 stride: 0", "pool1"),
 @pytest.mark.parametrize("old, new, layer", CAFFE_BAD)
 def test_caffe_layer_parameters_out_of_range_name_the_layer(tmp_path, old, new, layer):
     from finetune.errors import CaffeFormatError
-    from finetune.models._caffe import convert_caffe
+    from finetune.models.caffe import convert_caffe
 
     from .models.test_caffe_convert import V1_BLOBS, V1_PROTOTXT, V1_TYPES, _write
 

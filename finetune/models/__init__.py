@@ -22,12 +22,12 @@ checked by :func:`verify_deployment` (:mod:`finetune.use` offers the same three)
 
 from ._backbone import Backbone
 from ._block import BlockModel
-from ._caffe import CaffeNet, convert_caffe
+from .caffe import CaffeNet, convert_caffe
 from ._create import create_model
-from ._deployment import DeployedModel, Deployment
-from ._export import export_for_deployment, load_deployment, verify_deployment
+from ._io._deployment import DeployedModel, Deployment
+from ._io._export import export_for_deployment, load_deployment, verify_deployment
 from ._head import HeadReplacer
-from ._inception_resnet_v2 import InceptionResNetV2
+from .architectures import InceptionResNetV2
 from ._inference import Inference
 from ._model import Model, load_model
 from ._protocol import InferenceModel, ModelProtocol, missing_members, require_model

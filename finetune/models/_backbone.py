@@ -10,9 +10,6 @@ freezing, export and Grad-CAM then all work the same way
 
 from __future__ import annotations
 
-import collections
-import itertools
-import json
 import os
 
 import mxnet as mx
@@ -20,45 +17,17 @@ import numpy as np
 
 from .._context import resolve_ctx
 from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ModelError, UnknownNameError
-from . import _graph
-from ._graph_fold import fold_padding, has_shape_tricks
-from ._modeldir import _load_params, model_dir_of, read_config, read_consistently, read_preprocess, read_symbol, read_weights, symbol_class_names
-from ._network import _Network
+from ..errors import ConfigError, ModelError, UnknownNameError
+from .graph import (cut, data_var, find_classifier, infer_shape, list_layers, rename_inputs, set_batchnorm_global_stats,
+                    strip_softmax)
+from ._io._checkpoint import read_checkpoint
+from ._io._modeldir import (_load_params, model_dir_of, read_config, read_consistently, read_preprocess, read_symbol,
+                            read_weights)
+from ._network import _Network, folded_graph, graph_shapes
+from ._weights import imagenet_class_names
 from ._zoo import get_entry
 
-__all__ = ["Backbone", "imagenet_class_names"]
-
-_SEEN_ONCE = object()
-_FOLDED_SIZES = 8  # input sizes whose folded graphs a backbone keeps
-
-
-class _Folded:
-    """A backbone's graph folded for one input size: its block and a serial number that tells graphs apart."""
-
-    _serials = itertools.count(1)
-
-    def __init__(self, block):
-        self.block = block
-        self.serial = next(self._serials)
-
-def imagenet_class_names() -> list:
-    """The 1000 ImageNet class names, in class-index order (from gluoncv)."""
-    from gluoncv.data.imagenet.classification import ImageNet1kAttr
-
-    return list(ImageNet1kAttr().classes)
-
-
-def _graph_shapes(symbol, input_shape) -> dict:
-    """Parameter name -> shape the graph needs for ``input_shape`` (what is known of it), so weights of
-    another network are refused when loaded, not at the first forward pass."""
-    try:
-        args, _, aux = symbol.infer_shape_partial(**{_graph.data_var().name: input_shape})
-    except mx.base.MXNetError:
-        return {}
-    names = symbol.list_arguments() + symbol.list_auxiliary_states()
-    return {n: tuple(s) for n, s in zip(names, (args or []) + (aux or [])) if s and all(d > 0 for d in s)}
-
+__all__ = ["Backbone"]
 
 class Backbone(_Network):
     """A pretrained (or randomly initialised) network with its original classifier.
@@ -113,7 +82,7 @@ class Backbone(_Network):
             raise ModelError(f"The graph has no input variable 'data' (arguments: {symbol.list_arguments()[:5]}...). "
                              "Rename the input, e.g. with Backbone.from_symbol(..., input_name='input').")
         self._symbol = symbol
-        all_layers = _graph.list_layers(symbol)
+        all_layers = list_layers(symbol)
         self._layer_names = list(layer_names) if layer_names is not None else None
         for layer in (classifier, feature_layer):
             if layer is not None and layer not in all_layers:
@@ -125,10 +94,10 @@ class Backbone(_Network):
         self.feature_layer = feature_layer
         self.head_pool = head_pool
         self.arch = name
-        self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var())
+        self.net = mx.gluon.SymbolBlock(symbol, data_var())
         self._armed = None  # the _Folded graph during a call, see _Network.forward
         _load_params(self.net.collect_params(), params, resolve_ctx(ctx), where=f"backbone {name!r}",
-                     shapes=_graph_shapes(symbol, (1, preprocess.channels) + tuple(preprocess.size)))
+                     shapes=graph_shapes(symbol, (1, preprocess.channels) + tuple(preprocess.size)))
 
     def hybrid_forward(self, F, x):
         return (self.net if self._armed is None else self._armed.block)(x)
@@ -137,35 +106,9 @@ class Backbone(_Network):
         return [self]
 
     def _folded(self, shape):
-        """A :class:`_Folded`: :attr:`net` with its graph folded for inputs of ``shape`` ``(C, H, W)``.
-
-        Folding (:func:`~finetune.models.graph.fold_padding`) replaces
-        shape-dependent padding sub-graphs (EfficientNet-Lite's SAME padding)
-        by constant ``Pad`` nodes; the folded block shares :attr:`net`'s
-        parameters, and ``serial`` tells folded graphs apart (also across
-        :meth:`freeze_batchnorm`). ``None`` (run :attr:`net`) when nothing
-        folds, and at the first sight of a size: a size is folded when it
-        comes back, so inputs of ever-changing sizes pay no folding; the
-        last :data:`_FOLDED_SIZES` sizes are remembered.
-        """
-        if "shape_tricks" not in self._caches:
-            self._caches["shape_tricks"] = has_shape_tricks(self._symbol)
-            self._caches["sizes"] = collections.OrderedDict()
-        sizes = self._caches["sizes"]
-        if not self._caches["shape_tricks"]:
-            return None
-        shape = tuple(shape)
-        if shape not in sizes:
-            sizes[shape] = _SEEN_ONCE
-            while len(sizes) > _FOLDED_SIZES:
-                sizes.popitem(last=False)
-            return None
-        sizes.move_to_end(shape)
-        if sizes[shape] is _SEEN_ONCE:
-            symbol, n = fold_padding(self._symbol, (1,) + shape)
-            sizes[shape] = _Folded(mx.gluon.SymbolBlock(symbol, _graph.data_var(),
-                                                        params=self.net.collect_params())) if n else None
-        return sizes[shape]
+        """:attr:`net` with its graph folded for inputs of ``shape`` ``(C, H, W)``, or ``None`` (see
+        :func:`~finetune.models._network.folded_graph`)."""
+        return folded_graph(self._caches, self._symbol, shape, self.net.collect_params())
 
     def _use_input_shape(self, shape):
         """Run the graph for inputs of ``shape`` until reset; returns what identifies that graph."""
@@ -181,7 +124,7 @@ class Backbone(_Network):
         """Layer names accepted by :meth:`features`, in graph order (input → output)."""
         if self._layer_names is not None:
             return list(self._layer_names)
-        return _graph.list_layers(self._symbol)
+        return list_layers(self._symbol)
 
     def output_shape(self, layer=None, size=None) -> tuple:
         """Shape of a layer's output (default: the network output) for one image of ``size``.
@@ -189,8 +132,8 @@ class Backbone(_Network):
         ``size`` defaults to ``preprocess.size``.
         """
         height, width = size or self.preprocess.size
-        symbol = self._symbol if layer is None else _graph.cut(self._symbol, layer)
-        return _graph.infer_shape(symbol, (1, self.preprocess.channels, height, width))
+        symbol = self._symbol if layer is None else cut(self._symbol, layer)
+        return infer_shape(symbol, (1, self.preprocess.channels, height, width))
 
     @property
     def num_features(self) -> int | None:
@@ -222,8 +165,8 @@ class Backbone(_Network):
         Backbone
             ``self`` (parameters are kept and shared).
         """
-        symbol = _graph.set_batchnorm_global_stats(self._symbol, layers, frozen)
-        self.net = mx.gluon.SymbolBlock(symbol, _graph.data_var(), params=self.net.collect_params())
+        symbol = set_batchnorm_global_stats(self._symbol, layers, frozen)
+        self.net = mx.gluon.SymbolBlock(symbol, data_var(), params=self.net.collect_params())
         self._symbol = symbol
         self._invalidate()
         return self
@@ -236,12 +179,6 @@ class Backbone(_Network):
 
     def _config(self) -> dict:
         return {"graph": self._graph_config()}
-
-    @classmethod
-    def _from_graph_config(cls, symbol, params, preprocess, graph: dict, *, class_names=None, ctx=None):
-        return cls(symbol, params, preprocess, class_names=class_names, classifier=graph.get("classifier"),
-                   feature_layer=graph.get("feature_layer"), layer_names=graph.get("layer_names"),
-                   head_pool=graph.get("head_pool", "flatten"), name=graph.get("name"), ctx=ctx)
 
     @classmethod
     def load(cls, path, *, ctx=None) -> "Backbone":
@@ -263,10 +200,12 @@ class Backbone(_Network):
         arrays = read_weights(path, config)
         symbol = read_symbol(path)
         names = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
-        body = cls._from_graph_config(symbol, {k: v for k, v in arrays.items() if k in names},
-                                      read_preprocess(path, config), config["graph"],
-                                      class_names=config.get("class_names") if with_class_names else None,
-                                      ctx=ctxs)
+        graph = config["graph"]
+        body = cls(symbol, {k: v for k, v in arrays.items() if k in names}, read_preprocess(path, config),
+                   class_names=config.get("class_names") if with_class_names else None,
+                   classifier=graph.get("classifier"), feature_layer=graph.get("feature_layer"),
+                   layer_names=graph.get("layer_names"), head_pool=graph.get("head_pool", "flatten"),
+                   name=graph.get("name"), ctx=ctxs)
         return body, arrays
 
     def __repr__(self) -> str:
@@ -302,13 +241,10 @@ class Backbone(_Network):
         ctx : None, mx.Context or list
         """
         if input_name != "data":
-            symbol = _graph.rename_inputs(symbol, {input_name: "data"})
-        symbol = _graph.strip_softmax(symbol)
-        guess_cls, guess_feat = _graph.find_classifier(symbol)
-        if classifier is None:
-            classifier = guess_cls
-        if feature_layer is None:
-            feature_layer = guess_feat if classifier == guess_cls else _input_of(symbol, classifier)
+            symbol = rename_inputs(symbol, {input_name: "data"})
+        symbol = strip_softmax(symbol)
+        classifier, guessed = find_classifier(symbol, classifier)
+        feature_layer = guessed if feature_layer is None else feature_layer
         params = {**(arg_params or {}), **(aux_params or {})}
         needed = (set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())) - {"data"}
         missing = sorted(needed - set(params))
@@ -345,26 +281,11 @@ class Backbone(_Network):
         >>> bb.feature_layer                                # doctest: +SKIP
         'flatten0'
         """
-        prefix = os.fspath(prefix)
-        for path in (f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"):
-            if not os.path.exists(path):
-                raise MissingFileError(f"Checkpoint file {path!r} does not exist.")
-        try:
-            symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(epoch))
-        except mx.base.MXNetError as exc:
-            raise ModelError(f"Cannot read checkpoint {prefix!r}: {str(exc).strip().splitlines()[0]}") from None
-        if preprocess is None and os.path.exists(f"{prefix}-preprocess.json"):
-            preprocess = Preprocess.load(f"{prefix}-preprocess.json")  # written by export()
-        if preprocess is None:
-            preprocess = Preprocess(mean=(0, 0, 0), std=(1, 1, 1))
-        if class_names is None:
-            class_names = symbol_class_names(f"{prefix}-symbol.json")
-        if class_names is None and os.path.exists(f"{prefix}-classes.json"):
-            with open(f"{prefix}-classes.json", encoding="utf-8") as f:
-                class_names = json.load(f)
+        symbol, arg_params, aux_params, preprocess, class_names = read_checkpoint(prefix, epoch, preprocess,
+                                                                                  class_names)
         return cls.from_symbol(symbol, arg_params, aux_params, preprocess, classifier=classifier,
                                feature_layer=feature_layer, class_names=class_names,
-                               name=os.path.basename(prefix), ctx=ctx)
+                               name=os.path.basename(os.fspath(prefix)), ctx=ctx)
 
     @classmethod
     def from_zoo(cls, name: str, *, weights="imagenet", ctx=None, num_classes: int | None = None) -> "Backbone":
@@ -420,7 +341,7 @@ class Backbone(_Network):
                               "weights=None for a random network with that many outputs.")
         symbol, params, preprocess, imagenet_head = build_zoo(entry, weights, num_classes)
         class_names = imagenet_class_names() if imagenet_head else None
-        classifier, feature_layer = _graph.find_classifier(symbol)
+        classifier, feature_layer = find_classifier(symbol)
         return cls(symbol, params, preprocess, class_names=class_names, classifier=classifier,
                    feature_layer=feature_layer, head_pool=entry.head_pool, name=name, ctx=ctx)
 
@@ -464,28 +385,16 @@ class Backbone(_Network):
         >>> bb.feature_layer                                # doctest: +SKIP
         'drop7'
         """
-        from ._caffe import convert_caffe
+        from .caffe import convert_caffe
 
         net = convert_caffe(os.fspath(prototxt), os.fspath(caffemodel), input_shape=input_shape, mean=mean,
                             mean_file=mean_file, to_rgb=to_rgb)
         symbol = net.symbol
         if net.output_is_softmax:
-            symbol = _graph.cut(symbol, net.logits_layer)
-        present = set(_graph.list_layers(symbol))
+            symbol = cut(symbol, net.logits_layer)
+        present = set(list_layers(symbol))
         layer_names = [n for n in net.layer_names if n in present]
-        feature_layer = _input_of(symbol, net.classifier) if net.classifier else None
+        feature_layer = find_classifier(symbol, net.classifier)[1] if net.classifier else None
         return cls.from_symbol(symbol, net.arg_params, net.aux_params, net.preprocess,
                                classifier=net.classifier, feature_layer=feature_layer, layer_names=layer_names,
                                name=os.path.basename(os.fspath(prototxt)), ctx=ctx)
-
-
-def _input_of(symbol, layer):
-    """Name of the node feeding ``layer``'s data input."""
-    if layer is None:
-        return None
-    nodes = json.loads(symbol.tojson())["nodes"]
-    for node in nodes:
-        if node["name"] == layer and node["op"] != "null":
-            src = nodes[node["inputs"][0][0]]
-            return None if src["op"] == "null" else src["name"]
-    raise UnknownNameError("layer", layer, _graph.list_layers(symbol))

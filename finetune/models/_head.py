@@ -11,7 +11,7 @@ from mxnet.gluon import nn
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..errors import ConfigError, UnknownNameError
-from . import _graph
+from .graph import cut, list_layers
 from ._backbone import Backbone
 from ._headblock import _ACTIVATIONS, MAX_UNITS, build_head
 from ._model import Model
@@ -134,13 +134,13 @@ class HeadReplacer:
         layers = backbone.layer_names
         if cut_at not in layers:
             raise UnknownNameError("layer", cut_at, layers)
-        symbol = _graph.cut(backbone.to_symbol(), cut_at)
+        symbol = cut(backbone.to_symbol(), cut_at)
         needed = (set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())) - {"data"}
         arrays = backbone._param_arrays()
         dropped = sorted(set(arrays) - needed)
         if dropped:
             log.debug("HeadReplacer: dropping %d parameters after %r: %s", len(dropped), cut_at, ", ".join(dropped))
-        body_layers = set(_graph.list_layers(symbol))
+        body_layers = set(list_layers(symbol))
         if ctx is None:
             ctx = next(iter(backbone.collect_params().values())).list_ctx()
         body = Backbone(symbol, {k: arrays[k] for k in needed}, backbone.preprocess, classifier=None,

@@ -10,11 +10,11 @@ from mxnet.gluon import HybridBlock
 from .._context import resolve_ctx
 from ..data import Preprocess
 from ..errors import ConfigError, ModelError
-from . import _graph
+from .graph import list_layers
 from ._backbone import Backbone
-from ._deployment import is_deployment, load_legacy
+from ._io._deployment import is_deployment, load_legacy
 from ._headblock import build_head
-from ._modeldir import _load_params, model_dir_of, read_config, read_consistently
+from ._io._modeldir import _load_params, model_dir_of, read_config, read_consistently
 from ._inference import Inference
 from ._network import _Network
 
@@ -103,7 +103,7 @@ class Model(_Network):
     def layer_names(self) -> list:
         """The body's layer names followed by the head's (``head_...``)."""
         body = self.body.layer_names
-        head = [n for n in _graph.list_layers(self.to_symbol()) if n.startswith("head_")]
+        head = [n for n in list_layers(self.to_symbol()) if n.startswith("head_")]
         return body + head
 
     def to_symbol(self):

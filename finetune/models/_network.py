@@ -8,6 +8,8 @@ model directory stores besides the graph and weights).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 
 import mxnet as mx
@@ -19,10 +21,9 @@ from .._mxio import save_arrays
 from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError
-from . import _graph
-from ._graph_probe import probe_block
+from .graph import data_var, fold_padding, has_shape_tricks, layer_output, list_layers, probe_block
 from ._inference import Inference, _inference_fields
-from ._modeldir import FORMAT, SAVE_VERSION, _write_model_dir, symbol_json
+from ._io._modeldir import FORMAT, SAVE_VERSION, _write_model_dir, symbol_json
 
 
 def _as_inference(value) -> Inference:
@@ -71,6 +72,62 @@ class _Cache:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+def graph_shapes(symbol, input_shape) -> dict:
+    """Parameter name -> shape the graph needs for ``input_shape`` (what is known of it), so weights of
+    another network are refused when loaded, not at the first forward pass."""
+    try:
+        args, _, aux = symbol.infer_shape_partial(**{data_var().name: input_shape})
+    except mx.base.MXNetError:
+        return {}
+    names = symbol.list_arguments() + symbol.list_auxiliary_states()
+    return {n: tuple(s) for n, s in zip(names, (args or []) + (aux or [])) if s and all(d > 0 for d in s)}
+
+
+_SEEN_ONCE = object()
+_FOLDED_SIZES = 8  # input sizes whose folded graphs a backbone keeps
+
+
+class _Folded:
+    """A backbone's graph folded for one input size: its block and a serial number that tells graphs apart."""
+
+    _serials = itertools.count(1)
+
+    def __init__(self, block):
+        self.block = block
+        self.serial = next(self._serials)
+
+
+def folded_graph(caches: _Cache, symbol, shape, params):
+    """A :class:`_Folded`: ``symbol`` folded for inputs of ``shape`` ``(C, H, W)``, kept in ``caches``.
+
+    Folding (:func:`~finetune.models.graph.fold_padding`) replaces
+    shape-dependent padding sub-graphs (EfficientNet-Lite's SAME padding)
+    by constant ``Pad`` nodes; the folded block shares ``params``, and
+    ``serial`` tells folded graphs apart (also across a BatchNorm freeze,
+    which clears the caches). ``None`` (run the graph as it is) when nothing
+    folds, and at the first sight of a size: a size is folded when it comes
+    back, so inputs of ever-changing sizes pay no folding; the last
+    :data:`_FOLDED_SIZES` sizes are remembered.
+    """
+    if "shape_tricks" not in caches:
+        caches["shape_tricks"] = has_shape_tricks(symbol)
+        caches["sizes"] = collections.OrderedDict()
+    sizes = caches["sizes"]
+    if not caches["shape_tricks"]:
+        return None
+    shape = tuple(shape)
+    if shape not in sizes:
+        sizes[shape] = _SEEN_ONCE
+        while len(sizes) > _FOLDED_SIZES:
+            sizes.popitem(last=False)
+        return None
+    sizes.move_to_end(shape)
+    if sizes[shape] is _SEEN_ONCE:
+        folded, n = fold_padding(symbol, (1,) + shape)
+        sizes[shape] = _Folded(mx.gluon.SymbolBlock(folded, data_var(), params=params)) if n else None
+    return sizes[shape]
 
 
 class _Network(HybridBlock):
@@ -150,7 +207,7 @@ class _Network(HybridBlock):
     @property
     def layer_names(self) -> list:
         """Names accepted by :meth:`features`, in graph order (input → output)."""
-        return _graph.list_layers(self.to_symbol())
+        return list_layers(self.to_symbol())
 
     @property
     def num_parameters(self) -> int:
@@ -181,8 +238,8 @@ class _Network(HybridBlock):
         key = ("features", tuple(names))
         block = self._caches.get(key)
         if block is None:
-            out = _graph.layer_output(self.to_symbol(), names)
-            block = mx.gluon.SymbolBlock(out, _graph.data_var(), params=self.collect_params())
+            out = layer_output(self.to_symbol(), names)
+            block = mx.gluon.SymbolBlock(out, data_var(), params=self.collect_params())
             self._caches[key] = block
         out = block(x)
         return [out] if isinstance(out, mx.nd.NDArray) else list(out)

@@ -39,9 +39,10 @@ import numpy as np
 
 from .._version import __version__
 from ..data import ImageSource
-from ..errors import ConfigError, DataError, ModelError, ModelProtocolError, ShapeError, check_choice, check_range
-from . import _modeldir as _model
-from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
+from ..errors import ConfigError, DataError, ModelError, ModelProtocolError, check_choice, check_range
+from ._io import _modeldir as _model
+from .graph import fold_padding, has_shape_tricks, merge_padding
+from ._inference_graph import InferenceGraph
 from ._protocol import ModelProtocol, require_model
 
 __all__ = ["FusedModel", "QuantizedModel", "calibration_batch", "fuse", "quantize"]
@@ -51,38 +52,7 @@ log = logging.getLogger(__name__)
 CALIB_MODES = ("naive", "entropy")
 
 
-class _InferenceGraph(mx.gluon.SymbolBlock):
-    """A ``SymbolBlock`` for CPU inference that carries preprocessing, class names and its input size."""
-
-    def __init__(self, symbol, preprocess, class_names=None, input_size=None, *, input_name: str = "data"):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Cannot decide type")
-            super().__init__(symbol, mx.sym.var(input_name))
-        self._input_name = input_name
-        self.preprocess = preprocess
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
-        self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
-
-    def forward(self, x, *args):
-        if self.input_size is not None and isinstance(x, mx.nd.NDArray) and tuple(x.shape[2:]) != self.input_size:
-            h, w = self.input_size
-            raise ShapeError(f"This {type(self).__name__} was made for {h}x{w} inputs (its preprocessing's size): "
-                             f"its graph has the padding for that size folded in. Got a batch of shape "
-                             f"{tuple(x.shape)} instead; resize the images to {h}x{w} (Predictor does), or "
-                             f"make it from a model whose preprocess.size is the size you need.")
-        return super().forward(x, *args)
-
-    def save(self, path) -> str:
-        """Write a model directory that :func:`~finetune.load_model` reads (a :class:`~finetune.Backbone`
-        over this graph and weights); returns its path."""
-        from ._backbone import Backbone
-
-        arrays = {name: p.data(p.list_ctx()[0]).copyto(mx.cpu()) for name, p in self.collect_params().items()}
-        return Backbone.from_symbol(self._cached_graph[1], arrays, {}, self.preprocess, class_names=self.class_names,
-                                    input_name=self._input_name, name=type(self).__name__).save(path)
-
-
-class QuantizedModel(_InferenceGraph):
+class QuantizedModel(InferenceGraph):
     """An INT8 network made by :func:`quantize`: logits for a normalised float32 batch.
 
     Runs on CPU only (oneDNN kernels). Meets the inference level of the model
@@ -129,7 +99,7 @@ class QuantizedModel(_InferenceGraph):
                 f"num_examples={c.get('num_examples')}, classes={len(self.class_names or [])})")
 
 
-class FusedModel(_InferenceGraph):
+class FusedModel(InferenceGraph):
     """A float32 network whose graph oneDNN fuses (convolution + BatchNorm + activation) on CPU.
 
     Made by :func:`fuse`. Same outputs as the original network (to float32

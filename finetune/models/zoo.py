@@ -11,8 +11,8 @@ ImageNet weights from :func:`load_efficientnet_lite_imagenet`;
 without running pickled code.
 """
 
-from ._efficientnet_lite import efficientnet_lite, load_efficientnet_lite_imagenet
-from ._torch_pickle import read_torch_state_dict
+from .architectures import efficientnet_lite, load_efficientnet_lite_imagenet
+from ._io._torch_pickle import read_torch_state_dict
 from ._zoo import Weights, ZooEntry, describe, get_entry, list_backbones, register_backbone
 
 __all__ = [

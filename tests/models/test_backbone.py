@@ -129,7 +129,7 @@ def test_features_errors_and_hybridize_and_devices():
 
 @pytest.mark.realdata
 def test_from_caffe_on_the_real_nsfw_model():
-    from finetune.models._caffe import convert_caffe
+    from finetune.models.caffe import convert_caffe
     from tests.ingredients import nsfw_caffe, real_photos
 
     proto, weights = nsfw_caffe()

@@ -9,7 +9,7 @@ import numpy as np
 
 from finetune.cli import main
 from finetune.data import Preprocess
-from finetune.models._caffe import convert_caffe
+from finetune.models.caffe import convert_caffe
 
 from .test_caffe_convert import V1_BLOBS, V1_PROTOTXT, V1_TYPES, _write
 from .test_caffe_encoder import binaryproto_bytes

@@ -15,8 +15,8 @@ import pytest
 
 from finetune.errors import (CaffeFormatError, ConfigError, MissingFileError, ModelError,
                              UnknownNameError, UnsupportedLayerError)
-from finetune.models._caffe import CaffeNet, convert_caffe
-from finetune.models._caffe_proto import parse_prototxt
+from finetune.models.caffe import CaffeNet, convert_caffe
+from finetune.models.caffe._proto import parse_prototxt
 
 from .test_caffe_encoder import binaryproto_bytes, caffemodel_bytes
 

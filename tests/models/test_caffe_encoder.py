@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import CaffeFormatError, MissingFileError
-from finetune.models._caffe_proto import read_binaryproto, read_caffemodel
+from finetune.models.caffe._proto import read_binaryproto, read_caffemodel
 
 V1_ENUM = {"Convolution": 4, "Pooling": 17, "LRN": 15, "InnerProduct": 14, "ReLU": 18,
            "Concat": 3, "Eltwise": 25, "Dropout": 6, "Softmax": 20, "Data": 5, "Sigmoid": 19,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from finetune.models._caffe import convert_caffe
-from finetune.models._caffe_proto import parse_prototxt, read_caffemodel
+from finetune.models.caffe import convert_caffe
+from finetune.models.caffe._proto import parse_prototxt, read_caffemodel
 
 from ..ingredients import nsfw_caffe, real_photos
 

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from finetune.models._caffe import convert_caffe
+from finetune.models.caffe import convert_caffe
 
 from .test_caffe_convert import _opencv
 from .test_caffe_encoder import caffemodel_bytes

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from finetune.errors import CaffeFormatError, MissingFileError
-from finetune.models._caffe_proto import parse_prototxt
-from finetune.models._caffe_text import Message, parse_text_message
+from finetune.models.caffe._proto import parse_prototxt
+from finetune.models.caffe._text import Message, parse_text_message
 
 
 def test_scalars_comments_and_syntax_variants():
@@ -85,7 +85,7 @@ def test_prototxt_errors(tmp_path):
 
 def test_deeply_nested_text_is_a_caffe_format_error_not_a_recursion_error():
     from finetune.errors import CaffeFormatError
-    from finetune.models._caffe_text import parse_text_message
+    from finetune.models.caffe._text import parse_text_message
 
     for text in ("a { " * 5000 + "}" * 5000, "a { " * 100000):
         with pytest.raises(CaffeFormatError, match="nested more than 100 deep"):

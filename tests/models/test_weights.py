@@ -20,7 +20,7 @@ def offline(monkeypatch):
     """No network and no packaged weights: every source of pretrained weights is missing."""
     from gluoncv.model_zoo import model_store
 
-    import finetune.models._efficientnet_lite as eff
+    import finetune.models.architectures as eff
     from finetune.errors import MissingFileError
 
     def no_network(name, **kwargs):

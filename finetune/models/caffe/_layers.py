@@ -1,6 +1,6 @@
-"""One MXNet symbol builder per Caffe layer type (used by :mod:`._caffe`).
+"""One MXNet symbol builder per Caffe layer type (used by ``_convert``).
 
-Each builder gets the conversion state, the :class:`~._caffe_proto.CaffeLayer`
+Each builder gets the conversion state, the ``CaffeLayer`` (``_proto``)
 and its input symbols, and returns ``(output symbol, weight slots)``. A weight
 slot says how to fill one MXNet argument or auxiliary state from the layer's
 Caffe blobs: ``(param name, "arg" | "aux", fn(blobs) -> array)``; arrays are
@@ -17,8 +17,8 @@ import math
 import mxnet as mx
 import numpy as np
 
-from ..errors import CaffeFormatError, UnsupportedLayerError
-from ._caffe_proto import CaffeLayer, Message
+from ...errors import CaffeFormatError, UnsupportedLayerError
+from ._fields import at_least, bad, get_bool, get_enum, get_ints, get_num, pair, require
 
 log = logging.getLogger(__name__)
 
@@ -27,100 +27,6 @@ _ELTWISE = {"PROD": 0, "SUM": 1, "MAX": 2}
 _LRN_REGION = {"ACROSS_CHANNELS": 0, "WITHIN_CHANNEL": 1}
 # cuDNN refuses BatchNorm eps below this; smaller Caffe eps are folded into the variance
 MIN_BN_EPS = 1e-5
-
-
-# --------------------------------------------------------------- field access
-def _bad(layer: CaffeLayer, msg: Message, field: str, want: str, got) -> CaffeFormatError:
-    return CaffeFormatError(f"line {msg.line or layer.line}: layer {layer.name!r} ({layer.type}): "
-                            f"field {field!r} must be {want}. Got {got!r} instead.")
-
-
-def get_num(layer, msg, field, default=None, *, kind=float):
-    """A numeric field (last value), type-checked, with a clear error."""
-    value = msg.get(field, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(layer, msg, field, "a number", value)
-    if not math.isfinite(float(value)):
-        raise _bad(layer, msg, field, "a finite number", value)
-    if kind is int:
-        if float(value) != int(value):
-            raise _bad(layer, msg, field, "an integer", value)
-        return int(value)
-    return float(value)
-
-
-def _at_least(layer, msg, field, value, low: int):
-    """``value`` (an int or a pair of ints), unless a part is below ``low``."""
-    for v in (value if isinstance(value, tuple) else (value,)):
-        if v < low:
-            raise _bad(layer, msg, field, "a positive integer" if low == 1 else f"an integer >= {low}", v)
-    return value
-
-
-def get_ints(layer, msg, field) -> list:
-    """A repeated integer field."""
-    values = msg.all(field)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _bad(layer, msg, field, "an integer", v)
-    return [int(v) for v in values]
-
-
-def get_bool(layer, msg, field, default):
-    value = msg.get(field, default)
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1):
-        return bool(value)
-    raise _bad(layer, msg, field, "true or false", value)
-
-
-def get_enum(layer, msg, field, names: dict, default: str) -> str:
-    value = msg.get(field, default)
-    numbers = {v: k for k, v in names.items()}
-    if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
-        return numbers[value]
-    if isinstance(value, str) and value in names:
-        return value
-    raise _bad(layer, msg, field, "one of " + ", ".join(names), value)
-
-
-def _require(layer, msg, field, *, kind=int, low=1):
-    """A field the layer cannot do without; an int field must be at least ``low`` (``num_output``: 1)."""
-    value = get_num(layer, msg, field, kind=kind)
-    if value is None:
-        raise CaffeFormatError(f"line {msg.line or layer.line}: layer {layer.name!r} ({layer.type}) "
-                               f"needs {field!r}.")
-    return _at_least(layer, msg, field, value, low) if kind is int else value
-
-
-def _pair(layer, msg, field, h_field, w_field, default, *, low=1):
-    """Caffe's ``kernel_size`` / ``kernel_h`` + ``kernel_w`` style pairs -> (h, w), each at least ``low``."""
-    return _at_least(layer, msg, field, _pair_values(layer, msg, field, h_field, w_field, default), low)
-
-
-def _pair_values(layer, msg, field, h_field, w_field, default):
-    h = get_num(layer, msg, h_field, kind=int)
-    w = get_num(layer, msg, w_field, kind=int)
-    if h is not None or w is not None:
-        if h is None or w is None:
-            raise CaffeFormatError(f"line {msg.line or layer.line}: layer {layer.name!r}: give both "
-                                   f"{h_field!r} and {w_field!r}.")
-        return h, w
-    values = get_ints(layer, msg, field)
-    if not values:
-        if default is None:
-            raise CaffeFormatError(f"line {msg.line or layer.line}: layer {layer.name!r} ({layer.type}) "
-                                   f"needs {field!r} (or {h_field!r} and {w_field!r}).")
-        return default, default
-    if len(values) == 1:
-        return values[0], values[0]
-    if len(values) == 2:
-        return values[0], values[1]
-    raise UnsupportedLayerError(f"Layer {layer.name!r} ({layer.type}) has {len(values)} values of "
-                                f"{field!r}; only 2-D (N, C, H, W) layers are supported.")
 
 
 def _blob(blobs, index, layer):
@@ -138,12 +44,12 @@ def conv(state, layer, inputs):
         raise UnsupportedLayerError(f"Layer {layer.name!r} ({layer.type}) uses axis != 1; not supported.")
     op = mx.sym.Deconvolution if layer.type == "Deconvolution" else mx.sym.Convolution
     bias = get_bool(layer, p, "bias_term", True)
-    sym = op(inputs[0], num_filter=_require(layer, p, "num_output"),
-             kernel=_pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None),
-             stride=_pair(layer, p, "stride", "stride_h", "stride_w", 1),
-             pad=_pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0),
-             dilate=_pair(layer, p, "dilation", "dilation_h", "dilation_w", 1),
-             num_group=_at_least(layer, p, "group", get_num(layer, p, "group", 1, kind=int), 1),
+    sym = op(inputs[0], num_filter=require(layer, p, "num_output"),
+             kernel=pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None),
+             stride=pair(layer, p, "stride", "stride_h", "stride_w", 1),
+             pad=pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0),
+             dilate=pair(layer, p, "dilation", "dilation_h", "dilation_w", 1),
+             num_group=at_least(layer, p, "group", get_num(layer, p, "group", 1, kind=int), 1),
              no_bias=not bias, name=layer.name)
     flip = state.flip_input_channels(layer.name)
     slots = [(f"{layer.name}_weight", "arg",
@@ -191,7 +97,7 @@ def inner_product(state, layer, inputs):
     axis = get_num(layer, p, "axis", 1, kind=int)
     bias = get_bool(layer, p, "bias_term", True)
     transpose = get_bool(layer, p, "transpose", False)
-    n_out = _require(layer, p, "num_output")
+    n_out = require(layer, p, "num_output")
     data = inputs[0]
     if axis < 0:
         axis += len(state.shape(data))
@@ -228,9 +134,9 @@ def pooling(state, layer, inputs):
     if get_bool(layer, p, "global_pooling", False):
         return mx.sym.Pooling(inputs[0], kernel=(1, 1), global_pool=True, pool_type=pool_type,
                               name=layer.name), []
-    kernel = _pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
-    stride = _pair(layer, p, "stride", "stride_h", "stride_w", 1)
-    pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0)
+    kernel = pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
+    stride = pair(layer, p, "stride", "stride_h", "stride_w", 1)
+    pad = pair(layer, p, "pad", "pad_h", "pad_w", 0, low=0)
     sizes = state.shape(inputs[0])[2:4]
     geometry = list(zip(sizes, kernel, stride, pad))
     want = tuple(_pooled(n, k, s, q) for n, k, s, q in geometry)
@@ -271,7 +177,7 @@ def lrn(state, layer, inputs):
     if get_enum(layer, p, "norm_region", _LRN_REGION, "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
         raise UnsupportedLayerError(f"Layer {layer.name!r} (LRN) uses WITHIN_CHANNEL normalisation; "
                                     "only ACROSS_CHANNELS is supported.")
-    return mx.sym.LRN(inputs[0], nsize=_at_least(layer, p, "local_size", get_num(layer, p, "local_size", 5, kind=int), 1),
+    return mx.sym.LRN(inputs[0], nsize=at_least(layer, p, "local_size", get_num(layer, p, "local_size", 5, kind=int), 1),
                       alpha=get_num(layer, p, "alpha", 1.0), beta=get_num(layer, p, "beta", 0.75),
                       knorm=get_num(layer, p, "k", 1.0), name=layer.name), []
 
@@ -280,7 +186,7 @@ def dropout(state, layer, inputs):
     p = layer.param("dropout_param")
     ratio = get_num(layer, p, "dropout_ratio", 0.5)
     if not 0 <= ratio < 1:
-        raise _bad(layer, p, "dropout_ratio", "in [0, 1)", ratio)
+        raise bad(layer, p, "dropout_ratio", "in [0, 1)", ratio)
     return mx.sym.Dropout(inputs[0], p=ratio, name=layer.name), []
 
 

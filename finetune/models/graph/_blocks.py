@@ -1,4 +1,4 @@
-"""Layers of live Gluon blocks: BatchNorm modes (:func:`set_block_batchnorm_global_stats`,
+"""Live Gluon blocks: their graph (:func:`gluon_to_graph`), BatchNorm modes (:func:`set_block_batchnorm_global_stats`,
 :func:`batchnorm_modes`) and the parameters of fully connected layers (:func:`fully_connected_params`).
 
 :func:`~finetune.models.graph.set_batchnorm_global_stats` edits a symbol; the
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 
+import mxnet as mx
 from mxnet.gluon import SymbolBlock, nn
 
-__all__ = ["batchnorm_modes", "fully_connected_params", "set_block_batchnorm_global_stats"]
+from ._symbols import strip_prefix
+
+__all__ = ["batchnorm_modes", "fully_connected_params", "gluon_to_graph", "set_block_batchnorm_global_stats"]
 
 
 def _blocks(block) -> list:
@@ -144,3 +147,42 @@ def fully_connected_params(block) -> list:
                 if node["op"] == "FullyConnected" and len(srcs) == 2 and all(n["op"] == "null" for n in srcs):
                     pairs.append(tuple(prefix + n["name"] for n in srcs))
     return pairs
+
+
+_RANDOM_INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+
+def gluon_to_graph(block, input_shape, init=None):
+    """Convert a Gluon ``HybridBlock`` to ``(symbol, params)`` with stable names.
+
+    Parameters that are not initialised yet are initialised with ``init``
+    (default: He/MSRA Gaussian). The block's top-level prefix (e.g.
+    ``resnetv10_``) is stripped from node and parameter names. Build the
+    block inside ``with mx.name.NameManager():`` so that nested blocks
+    without their own prefix are numbered from zero too.
+
+    Parameters
+    ----------
+    block : mx.gluon.HybridBlock
+    input_shape : tuple of int
+        ``(N, C, H, W)`` of one forward pass used to finish deferred shapes.
+    init : mx.init.Initializer or None
+
+    Returns
+    -------
+    (mx.sym.Symbol, dict of str to NDArray)
+        Graph with input ``"data"``; the parameter arrays on the CPU.
+    """
+    params = block.collect_params()
+    if any(p._data is None and p._deferred_init == () for p in params.values()):
+        block.initialize(init or _RANDOM_INIT, ctx=mx.cpu())
+    with mx.autograd.pause():
+        block(mx.nd.zeros(tuple(input_shape), ctx=mx.cpu()))
+    with mx.name.NameManager():
+        symbol = block(mx.sym.var("data"))
+    if isinstance(symbol, (list, tuple)):
+        symbol = symbol[0]
+    arrays = {name: p.data(mx.cpu()).copy() for name, p in params.items()}
+    used = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+    arrays = {k: v for k, v in arrays.items() if k in used}
+    return strip_prefix(symbol, arrays, block.prefix)

@@ -13,7 +13,8 @@ parameter values (except :func:`strip_prefix`, which renames them). They are
 written against the symbol JSON because MXNet's Python API has no public way
 to edit operator attributes or to insert a node in the middle of a graph.
 
-Gradients at a layer and splitting a graph at a layer are in ``_graph_probe.py``.
+Gradients at a layer and splitting a graph at a layer are in ``_probe.py``; a Gluon
+block becomes such a graph in ``_blocks.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 
 import mxnet as mx
 
-from ..errors import ConfigError, ModelError, ShapeError, UnknownNameError
+from ...errors import ConfigError, ModelError, ShapeError, UnknownNameError
 
 __all__ = [
     "batchnorm_global_stats",
@@ -30,7 +31,6 @@ __all__ = [
     "cut",
     "data_var",
     "find_classifier",
-    "gluon_to_graph",
     "infer_shape",
     "layer_output",
     "layer_ops",
@@ -318,7 +318,7 @@ def _prune(graph: dict):
     return _dump(graph)
 
 
-def find_classifier(symbol):
+def find_classifier(symbol, classifier: str | None = None):
     """Guess the classifier and the layer that feeds it.
 
     The classifier is the last ``FullyConnected`` or ``Convolution`` node in
@@ -326,18 +326,30 @@ def find_classifier(symbol):
     convolution); the feature layer is that node's data input (e.g.
     ``pool1_fwd``, ``flatten0``, ``dropout1_fwd``).
 
+    Parameters
+    ----------
+    symbol : mx.sym.Symbol
+    classifier : str or None
+        The classifier layer, when known: only its input is looked up.
+
     Returns
     -------
     (str or None, str or None)
-        ``(classifier, feature_layer)``; ``(None, None)`` when the graph has no such node.
+        ``(classifier, feature_layer)``; ``(None, None)`` when the graph has no such node;
+        the feature layer is ``None`` when the classifier reads an input variable.
+
+    Raises
+    ------
+    UnknownNameError
+        ``classifier`` is not a layer of ``symbol``.
     """
     nodes = _load(symbol)["nodes"]
     for node in reversed(nodes):
-        if node["op"] in _PARAMETRIC:
+        if node["op"] != "null" and (node["name"] == classifier if classifier else node["op"] in _PARAMETRIC):
             src = nodes[node["inputs"][0][0]]
-            if src["op"] == "null":
-                return node["name"], None
-            return node["name"], src["name"]
+            return node["name"], None if src["op"] == "null" else src["name"]
+    if classifier:
+        raise UnknownNameError("layer", classifier, list_layers(symbol))
     return None, None
 
 
@@ -357,42 +369,3 @@ def infer_shape(symbol, input_shape, input_name: str = "data") -> tuple:
     if out_shapes is None or out_shapes[0] is None:
         raise ShapeError(f"Cannot infer the output shape for an input of shape {tuple(input_shape)}.")
     return tuple(out_shapes[0])
-
-
-_RANDOM_INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-
-
-def gluon_to_graph(block, input_shape, init=None):
-    """Convert a Gluon ``HybridBlock`` to ``(symbol, params)`` with stable names.
-
-    Parameters that are not initialised yet are initialised with ``init``
-    (default: He/MSRA Gaussian). The block's top-level prefix (e.g.
-    ``resnetv10_``) is stripped from node and parameter names. Build the
-    block inside ``with mx.name.NameManager():`` so that nested blocks
-    without their own prefix are numbered from zero too.
-
-    Parameters
-    ----------
-    block : mx.gluon.HybridBlock
-    input_shape : tuple of int
-        ``(N, C, H, W)`` of one forward pass used to finish deferred shapes.
-    init : mx.init.Initializer or None
-
-    Returns
-    -------
-    (mx.sym.Symbol, dict of str to NDArray)
-        Graph with input ``"data"``; the parameter arrays on the CPU.
-    """
-    params = block.collect_params()
-    if any(p._data is None and p._deferred_init == () for p in params.values()):
-        block.initialize(init or _RANDOM_INIT, ctx=mx.cpu())
-    with mx.autograd.pause():
-        block(mx.nd.zeros(tuple(input_shape), ctx=mx.cpu()))
-    with mx.name.NameManager():
-        symbol = block(mx.sym.var("data"))
-    if isinstance(symbol, (list, tuple)):
-        symbol = symbol[0]
-    arrays = {name: p.data(mx.cpu()).copy() for name, p in params.items()}
-    used = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
-    arrays = {k: v for k, v in arrays.items() if k in used}
-    return strip_prefix(symbol, arrays, block.prefix)

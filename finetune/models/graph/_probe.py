@@ -25,8 +25,8 @@ import json
 
 import mxnet as mx
 
-from ..errors import ConfigError, ModelError
-from ._graph import _check_layers, _dump, _load, data_var, layer_output
+from ...errors import ConfigError, ModelError
+from ._symbols import _check_layers, _dump, _load, data_var, layer_output
 
 __all__ = ["CUT_INPUT", "insert_probe", "probe_block", "split_at"]
 

@@ -49,20 +49,15 @@ loads a timm or Cadene PyTorch checkpoint (without torch) if you have one.
 
 from __future__ import annotations
 
-import os
-
 from mxnet.gluon import HybridBlock, nn
 
-from .._context import resolve_ctx
-from ..data import Preprocess
-from ..errors import ConfigError, ShapeError, check_range
-from ._torch_pickle import load_state_into, read_torch_state_dict
+from ...data import Preprocess
+from ...errors import ConfigError, check_range
 
 __all__ = [
     "STAGE_OUTPUTS",
     "InceptionResNetV2",
     "inception_resnet_v2_preprocess",
-    "load_inception_resnet_v2_torch",
 ]
 
 _BN_EPS = 1e-3
@@ -294,92 +289,3 @@ def inception_resnet_v2_preprocess() -> Preprocess:
     """
     return Preprocess(size=(299, 299), resize=342, color="RGB",
                       mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), scale=1.0)
-
-
-_BN_TORCH = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}
-
-
-def _torch_names(net: InceptionResNetV2) -> dict:
-    """Gluon parameter name (without the net's prefix) → timm / Cadene state-dict name."""
-    strip = len(net.prefix)
-    names = {}
-
-    def unit(block: _Unit, path: str) -> None:
-        gluon = block.prefix[strip:]
-        names[gluon + "conv_weight"] = path + ".conv.weight"
-        names.update({f"{gluon}bn_{g}": f"{path}.bn.{t}" for g, t in _BN_TORCH.items()})
-
-    for block in net.stem:
-        if isinstance(block, _Unit):  # stem_conv2d_1a_ -> conv2d_1a
-            unit(block, block.prefix[strip + len("stem_"):].rstrip("_"))
-    blocks = [(net.mixed_5b, "mixed_5b"), (net.mixed_6a, "mixed_6a"), (net.mixed_7a, "mixed_7a")]
-    blocks += [(b, f"repeat.{i}") for i, b in enumerate(net.block35)]
-    blocks += [(b, f"repeat_1.{i}") for i, b in enumerate(net.block17)]
-    blocks += [(net.block8[i], f"repeat_2.{i}") for i in range(len(net.block8) - 1)]
-    blocks += [(net.block8[len(net.block8) - 1], "block8")]
-    for block, path in blocks:
-        for j, branch in enumerate(block.branches):
-            if not isinstance(branch, nn.HybridSequential):
-                continue  # a bare pooling branch
-            if len(branch) == 1:  # the reference keeps a single unit unwrapped
-                unit(branch[0], f"{path}.branch{j}")
-                continue
-            for k in range(len(branch)):
-                if isinstance(branch[k], _Unit):
-                    unit(branch[k], f"{path}.branch{j}.{k}")
-        if isinstance(block, _Residual):
-            conv = block.conv.prefix[strip:]
-            names[conv + "weight"], names[conv + "bias"] = f"{path}.conv2d.weight", f"{path}.conv2d.bias"
-    unit(net.conv2d_7b, "conv2d_7b")
-    return names
-
-
-def load_inception_resnet_v2_torch(net: InceptionResNetV2, path, *, ctx=None) -> InceptionResNetV2:
-    """Load a timm or Cadene ``inception_resnet_v2`` PyTorch checkpoint into ``net``, in place.
-
-    Read with :func:`~finetune.models._torch_pickle.read_torch_state_dict`:
-    no torch needed, and a file that tries to run code is refused. Accepts
-    timm's classifier name ``classif`` and Cadene's ``last_linear``, and a
-    ``module.`` prefix (``DataParallel``). A 1001-class (TensorFlow,
-    background first) classifier loads into a 1000-class ``net`` without its
-    background row.
-
-    Parameters
-    ----------
-    net : InceptionResNetV2
-        The network to fill; its ``num_classes`` must match the checkpoint.
-    path : str or os.PathLike
-        The ``.pth`` file (e.g. timm's ``inception_resnet_v2-940b1cd6.pth``).
-    ctx : mxnet.Context, list or None
-        Where the parameters live; ``None`` means the current context.
-
-    Returns
-    -------
-    InceptionResNetV2
-        ``net`` itself.
-
-    Raises
-    ------
-    ShapeError
-        A tensor is missing or has the wrong shape.
-    UnsafeFileError
-        The file tries to construct anything but tensors.
-    """
-    ctxs = resolve_ctx(ctx)
-    path = os.fspath(path)
-    state = read_torch_state_dict(path)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    names = _torch_names(net)
-    head = next((h for h in ("classif", "last_linear") if f"{h}.weight" in state), None)
-    missing = sorted(t for t in names.values() if t not in state) + ([] if head else ["classif.weight"])
-    if missing:
-        raise ShapeError(f"{path!r} is not an Inception-ResNet-v2 checkpoint of timm / Cadene layout: "
-                         f"it lacks {len(missing)} tensors, e.g. {missing[:3]}.")
-    weight, bias = state[f"{head}.weight"], state[f"{head}.bias"]
-    if net.num_classes == 1000 and weight.shape[0] == 1001:  # drop TensorFlow's background class
-        weight, bias = weight[1:], bias[1:]
-    values = {g: (state[t], t) for g, t in names.items()}
-    values.update({"fc_weight": (weight, f"{head}.weight"), "fc_bias": (bias, f"{head}.bias")})
-    load_state_into(net, values, ctxs, owner=repr(net), path=path)
-    return net

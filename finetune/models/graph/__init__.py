@@ -1,17 +1,17 @@
 """Graph surgery on MXNet symbols, the one mechanism behind features, cutting, BatchNorm freezing,
 gradients at a layer, export and Grad-CAM.
 
-The public face of ``finetune.models._graph`` (symbols), ``_graph_probe`` (probes, splitting),
-``_graph_blocks`` (BatchNorm modes of Gluon blocks) and ``_graph_fold`` (a graph folded for one
+Inside: ``_symbols`` (layers, cutting, BatchNorm flags, renaming of symbols), ``_probe`` (probes,
+splitting), ``_blocks`` (BatchNorm modes of Gluon blocks) and ``_fold`` (a graph folded for one
 input size); see :mod:`finetune.models.graph` in the API reference for how layer names are formed.
 """
 
-from ._graph import (batchnorm_global_stats, batchnorm_layers, cut, data_var, find_classifier, gluon_to_graph,
-                     infer_shape, layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats,
-                     strip_prefix, strip_softmax)
-from ._graph_blocks import batchnorm_modes, fully_connected_params, set_block_batchnorm_global_stats
-from ._graph_fold import fold_padding, has_shape_tricks, merge_padding
-from ._graph_probe import CUT_INPUT, insert_probe, probe_block, split_at
+from ._symbols import (batchnorm_global_stats, batchnorm_layers, cut, data_var, find_classifier, infer_shape,
+                       layer_ops, layer_output, list_layers, rename_inputs, set_batchnorm_global_stats, strip_prefix,
+                       strip_softmax)
+from ._blocks import batchnorm_modes, fully_connected_params, gluon_to_graph, set_block_batchnorm_global_stats
+from ._fold import fold_padding, has_shape_tricks, merge_padding
+from ._probe import CUT_INPUT, insert_probe, probe_block, split_at
 
 __all__ = [
     "CUT_INPUT",

@@ -36,7 +36,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import MissingFileError, ModelError, ShapeError
+from ...errors import MissingFileError, ModelError, ShapeError
 from ._torch_unpickler import _StorageView, _TensorRef, _unpickle
 
 __all__ = ["load_state_into", "read_torch_state_dict"]

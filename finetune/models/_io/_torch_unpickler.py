@@ -1,4 +1,4 @@
-"""The restricted unpickler of :func:`~finetune.models._torch_pickle.read_torch_state_dict`.
+"""The restricted unpickler of :func:`~finetune.models.zoo.read_torch_state_dict`.
 
 The only globals a ``.pth`` pickle may name are the handful that rebuild
 tensors (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage``, ...) and
@@ -17,7 +17,7 @@ import pickle
 
 import numpy as np
 
-from ..errors import ModelError, UnsafeFileError
+from ...errors import ModelError, UnsafeFileError
 
 __all__ = ["_Storage", "_StorageView", "_TensorRef", "_unpickle"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UnsafePathError
+from ...errors import UnsafePathError
 
 __all__ = ["inside"]
 

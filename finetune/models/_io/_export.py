@@ -44,10 +44,10 @@ import logging
 import os
 import numpy as np
 
-from .._atomic import atomic_dir
-from .._progress import RESULT
-from .._mxio import load_arrays, load_symbol
-from ..errors import ConfigError, ModelError, check_range
+from ..._atomic import atomic_dir
+from ..._progress import RESULT
+from ..._mxio import load_arrays, load_symbol
+from ...errors import ConfigError, ModelError, check_range
 from ._deployment import SECTION, Deployment, _imports, read_deployment
 from ._onnx import _export_onnx, _run_onnx
 
@@ -67,9 +67,9 @@ def _as_network(model):
     """A finetune network that writes a model directory: ``model`` itself, or a plain block wrapped."""
     import mxnet as mx
 
-    from ._block import BlockModel
-    from ._network import _Network
-    from ._quantize import QuantizedModel
+    from .._block import BlockModel
+    from .._network import _Network
+    from .._quantize import QuantizedModel
 
     if isinstance(model, (_Network, QuantizedModel)):
         return model
@@ -82,7 +82,7 @@ def _export_mxnet(model, prefix: str, ctx) -> None:
     """``-symbol.json`` + ``-0000.params`` through the model's own ``export`` (or Gluon's)."""
     import mxnet as mx
 
-    from ._network import _Network
+    from .._network import _Network
 
     if isinstance(model, _Network):
         model.export(prefix)
@@ -203,7 +203,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     """
     import mxnet as mx
 
-    from .._context import resolve_ctx
+    from ..._context import resolve_ctx
     from ._modeldir import KIND, read_config
 
     if getattr(model, "preprocess", None) is None:
@@ -265,7 +265,7 @@ def _mxnet_info_silenced():
 
 def _write_config(folder: str, config: dict, dep: Deployment) -> None:
     """``config.json`` of the model directory, with the ``"deployment"`` section (written last)."""
-    from .._version import __version__
+    from ..._version import __version__
 
     rel = lambda p: os.path.basename(p) if p else None  # noqa: E731
     config = dict(config, format_version=DEPLOYMENT_VERSION)
@@ -333,7 +333,7 @@ def verify_deployment(deployment, x: np.ndarray, reference: np.ndarray, *, atol:
     """
     import mxnet as mx
 
-    from .._context import resolve_ctx
+    from ..._context import resolve_ctx
 
     dep = deployment if isinstance(deployment, Deployment) else read_deployment(deployment)
     ctx = resolve_ctx(ctx)[0]

@@ -9,10 +9,10 @@ packed float arrays, and generated code ties the reader to a protobuf runtime
 version. Both formats are small and stable, and the field numbers of
 ``caffe.proto`` are public facts, so the reader is written here in three parts:
 
-* :mod:`._caffe_text` — a text-format tokenizer/parser giving a tree of
+* ``_text`` — a text-format tokenizer/parser giving a tree of
   :class:`Message` (field name -> list of values), with line numbers for
   error messages;
-* :mod:`._caffe_wire` — a wire-format decoder driven by the tiny schema
+* ``_wire`` — a wire-format decoder driven by the tiny schema
   subset we need (net inputs, layer name/type/bottom/top and weight blobs, in
   both the new ``layer`` (``LayerParameter``) and the old V1 ``layers``
   (``V1LayerParameter``) numbering). Packed float data goes straight to
@@ -31,9 +31,9 @@ import os
 
 import numpy as np
 
-from ..errors import CaffeFormatError, MissingFileError
-from ._caffe_text import Message, parse_text_message
-from ._caffe_wire import decode
+from ...errors import CaffeFormatError, MissingFileError
+from ._text import Message, parse_text_message
+from ._wire import decode
 
 __all__ = ["CaffeLayer", "CaffeNetDef", "Message", "parse_prototxt", "read_binaryproto",
            "read_caffemodel"]

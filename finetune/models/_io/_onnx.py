@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 
-from .._mxio import load_arrays, load_symbol
-from ..errors import ModelError
-from ._graph_fold import fold_padding
+from ..._mxio import load_arrays, load_symbol
+from ...errors import ModelError
+from ..graph import fold_padding
 
-log = logging.getLogger("finetune.models._export")
+log = logging.getLogger("finetune.models._io._export")
 
 
 def _export_onnx(symbol_file, params_file, shape, onnx_file) -> None:

@@ -1,6 +1,6 @@
 """Protobuf *wire format* decoder for the Caffe messages we need (``.caffemodel``, ``.binaryproto``).
 
-Part of the hand-written Caffe reader (see :mod:`._caffe_proto` for why).
+Part of the hand-written Caffe reader (see ``_proto`` for why).
 Driven by a schema subset of ``caffe.proto`` (field numbers are public
 facts); unknown fields are skipped by wire type; packed float data goes
 straight to :func:`numpy.frombuffer`. Truncated input raises
@@ -13,8 +13,8 @@ import struct
 
 import numpy as np
 
-from ..errors import CaffeFormatError
-from ._caffe_text import Message
+from ...errors import CaffeFormatError
+from ._text import Message
 
 __all__ = ["decode"]
 

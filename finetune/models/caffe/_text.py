@@ -1,6 +1,6 @@
 """Protobuf *text format* (``.prototxt``) parser, schema-free.
 
-Part of the hand-written Caffe reader (see :mod:`._caffe_proto` for why):
+Part of the hand-written Caffe reader (see ``_proto`` for why):
 gives a tree of :class:`Message` (field name -> list of values) with line
 numbers for error messages. Enum values stay identifiers (``MAX``), numbers
 become ``int``/``float``, ``true``/``false`` become ``bool``.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import CaffeFormatError
+from ...errors import CaffeFormatError
 
 __all__ = ["Message", "parse_text_message"]
 

@@ -1,0 +1,55 @@
+"""MXNet symbolic checkpoints: ``prefix-symbol.json`` + ``prefix-%04d.params``, and what finetune keeps beside them.
+
+:meth:`~finetune.Backbone.export` (and :meth:`~finetune.models.CaffeNet.save`)
+write ``prefix-preprocess.json`` beside the checkpoint and the class names into
+``prefix-symbol.json``; earlier versions wrote ``prefix-classes.json``.
+:func:`read_checkpoint` reads all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ...data import Preprocess
+from ...errors import MissingFileError, ModelError
+from ._modeldir import symbol_class_names
+
+__all__ = ["read_checkpoint"]
+
+
+def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, class_names=None) -> tuple:
+    """``(symbol, arg_params, aux_params, preprocess, class_names)`` of the checkpoint ``prefix``, ``epoch``.
+
+    ``preprocess`` defaults to ``prefix-preprocess.json`` when it exists, else
+    raw RGB pixels at 224 (``mean=0, std=1``, what MXNet's model-zoo ResNet
+    checkpoints expect); ``class_names`` to those kept in ``prefix-symbol.json``,
+    else ``prefix-classes.json``, else ``None``.
+
+    Raises
+    ------
+    MissingFileError
+        The symbol or the parameters file is missing.
+    ModelError
+        MXNet cannot read them.
+    """
+    import mxnet as mx
+
+    prefix = os.fspath(prefix)
+    for path in (f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"):
+        if not os.path.exists(path):
+            raise MissingFileError(f"Checkpoint file {path!r} does not exist.")
+    try:
+        symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(epoch))
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"Cannot read checkpoint {prefix!r}: {str(exc).strip().splitlines()[0]}") from None
+    if preprocess is None and os.path.exists(f"{prefix}-preprocess.json"):
+        preprocess = Preprocess.load(f"{prefix}-preprocess.json")
+    if preprocess is None:
+        preprocess = Preprocess(mean=(0, 0, 0), std=(1, 1, 1))
+    if class_names is None:
+        class_names = symbol_class_names(f"{prefix}-symbol.json")
+    if class_names is None and os.path.exists(f"{prefix}-classes.json"):
+        with open(f"{prefix}-classes.json", encoding="utf-8") as f:
+            class_names = json.load(f)
+    return symbol, arg_params, aux_params, preprocess, class_names
