@@ -176,11 +176,12 @@ def test_pooling_ctx_and_batch_size_reach_the_feature_extractor(monkeypatch):
 
 
 def test_batch_size_workers_and_ctx_reach_the_predictor(monkeypatch):
+    import finetune.models as models
     import finetune.use as use
     from finetune.cli import _use
 
     seen = {}
-    monkeypatch.setattr(_use, "load_any_model", lambda spec, ctx, weights: "model")
+    monkeypatch.setattr(models, "create_model", lambda spec, weights, ctx: "model")
     monkeypatch.setattr(use, "Predictor", lambda model, **kw: seen.update(kw, model=model))
     args = build_parser().parse_args(["evaluate", "m", "r.rec", "--batch-size", "8", "--workers", "2", "--ctx", "cpu"])
     _use._predictor(args)

@@ -45,6 +45,14 @@ def _terminated(signum, frame):
     raise Terminated()
 
 
+def _say(*parts, file=None) -> None:
+    """``print`` for names and paths: bytes that are not UTF-8 are shown as ``\\xNN`` escapes, never a
+    UnicodeEncodeError."""
+    from .._text import shown
+
+    print(*(shown(p) for p in parts), file=file)
+
+
 def configure_threads(environ=os.environ) -> str:
     """Set ``OMP_NUM_THREADS`` to the core count unless it is set; return a sentence saying so."""
     if environ.get("OMP_NUM_THREADS"):

@@ -10,6 +10,7 @@ import random
 from numbers import Integral, Real
 
 from .._progress import results_printed
+from . import _say
 from ._options import add_alias, add_out, add_shared, count, number
 
 log = logging.getLogger("finetune")
@@ -141,13 +142,6 @@ def _register_im2rec(sub):
 
 
 # ---------------------------------------------------------------- handlers
-def _say(*parts) -> None:
-    """``print`` for names and paths: bytes that are not UTF-8 are shown as ``\\xNN`` escapes."""
-    from .._text import shown
-
-    print(*(shown(p) for p in parts))
-
-
 def _source_list(source, root=None, exts=None):
     from ..data import DEFAULT_EXTS, ImageList
 

@@ -16,6 +16,7 @@ import sys
 from numbers import Real
 
 from .._atomic import atomic_files, settled
+from .._text import read_lines
 from ._options import add_alias, add_index_options, add_shared, count, ctx_of, index_kwargs, number
 
 log = logging.getLogger("finetune")
@@ -94,12 +95,6 @@ def ids_path(npy: str) -> str:
     return base + ".ids.txt"
 
 
-def _read_lines(path: str) -> list:
-    from .._text import read_lines
-
-    return read_lines(path)
-
-
 def _load_descriptors(path: str):
     from .._arrays import read_npy
     from ..errors import MissingFileError, ShapeError
@@ -108,7 +103,7 @@ def _load_descriptors(path: str):
     if not os.path.exists(path):
         raise MissingFileError(f"Descriptor file {path!r} does not exist.")
     x = read_npy(path, what="descriptors", kinds="fiu", ndim=2)
-    ids = _read_lines(ids_path(path)) if os.path.exists(ids_path(path)) else [str(i) for i in range(len(x))]
+    ids = read_lines(ids_path(path)) if os.path.exists(ids_path(path)) else [str(i) for i in range(len(x))]
     if len(ids) != len(x):
         raise ShapeError(f"{ids_path(path)!r} has {len(ids)} ids for {len(x)} descriptors.")
     return x, ids
@@ -265,12 +260,12 @@ def _eval(args) -> int:
         if not args.labels:
             raise ConfigError("Give --gt (Oxford/Paris ground truth) or --labels (class-level mAP).")
         x, _ = _load_descriptors(args.index)
-        labels = np.array(_read_lines(args.labels))
+        labels = np.array(read_lines(args.labels))
         if args.queries:
             q, _ = _load_descriptors(args.queries)
             if not args.query_labels:
                 raise ConfigError("--queries with --labels needs --query-labels.")
-            m, _ = class_retrieval_map(q, np.array(_read_lines(args.query_labels)), x, labels)
+            m, _ = class_retrieval_map(q, np.array(read_lines(args.query_labels)), x, labels)
         else:
             m, _ = class_retrieval_map(x, labels)
         result = {"mAP": m}

@@ -53,17 +53,10 @@ def backbones(args) -> int:
     return 0
 
 
-def _load(spec: str, weights="imagenet"):
-    """What :func:`finetune.create_model` makes of ``spec`` with ``weights`` (``--weights``)."""
-    from ..models import create_model
-
-    return create_model(spec, weights=weights)
-
-
 def inspect(args) -> int:
-    from ..models import graph
+    from ..models import create_model, graph
 
-    model = _load(args.model, args.weights)
+    model = create_model(args.model, weights=args.weights)
     pre = model.preprocess
     symbol = model.to_symbol()
     shape = (1, pre.channels, *pre.size)

@@ -14,6 +14,7 @@ from numbers import Real
 from pathlib import Path
 
 from .._progress import results_printed
+from . import _say
 from ._options import add_alias, add_shared, count, ctx_of, number
 
 log = logging.getLogger("finetune")
@@ -87,22 +88,12 @@ def _fuse_arg(p) -> None:
                    "by default a single CPU runs the fused copy)")
 
 
-def load_any_model(spec: str, ctx=None, weights="imagenet"):
-    """A model from a model directory, a deployment folder, an MXNet checkpoint prefix or a zoo name.
-
-    What :func:`finetune.create_model` makes of ``spec`` (``--weights`` is its
-    ``weights``: a zoo name gets its ImageNet weights and class names by default).
-    """
-    from ..models import create_model
-
-    return create_model(spec, weights=weights, ctx=ctx)
-
-
 def _predictor(args, **kw):
+    from ..models import create_model
     from ..use import Predictor
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx, args.weights)
+    model = create_model(args.model, weights=args.weights, ctx=ctx)
     return Predictor(model, ctx=ctx, batch_size=args.batch_size, workers=args.workers,
                      tta=getattr(args, "tta", None), fuse=getattr(args, "fuse", None), **kw)
 
@@ -136,13 +127,6 @@ def _dataset(source: str):
     if path.is_file() and path.suffix.lower() == ".csv":
         return ImageList.from_csv(path)
     raise MissingFileError(f"{source!r} is not a .rec file (or prefix), a .lst / .csv list or a folder.")
-
-
-def _say(text, file=None) -> None:
-    """Print ``text`` with bytes of file names that are not UTF-8 escaped (``\\xNN``), never a UnicodeEncodeError."""
-    from .._text import shown
-
-    print(shown(text), file=file)
 
 
 def _evaluate(args) -> int:
@@ -191,10 +175,11 @@ def _report_plots(report, dataset, folder: Path) -> None:
 
 
 def _gradcam(args) -> int:
+    from ..models import create_model
     from ..use import GradCAM
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx, args.weights)
+    model = create_model(args.model, weights=args.weights, ctx=ctx)
     target = args.target
     if target is not None and target.isdigit():
         target = int(target)
@@ -206,10 +191,11 @@ def _gradcam(args) -> int:
 
 
 def _export(args) -> int:
+    from ..models import create_model
     from ..use import export_for_deployment
 
     ctx = ctx_of(args)
-    model = load_any_model(args.model, ctx, args.weights)
+    model = create_model(args.model, weights=args.weights, ctx=ctx)
     if args.int8:
         return _export_int8(model, args)
     with results_printed():  # printed below

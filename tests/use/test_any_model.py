@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 import finetune as ft
-from finetune.cli._models import _load as inspect_model
-from finetune.cli._use import load_any_model
 
 IMAGES = np.random.default_rng(0).integers(0, 255, (4, 20, 24, 3), dtype=np.uint8)
 
@@ -60,6 +58,5 @@ def test_cli_resolvers(kind, tmp_path):
     from tests.model_sources import source
 
     spec = source(kind, tmp_path)
-    for resolve in (load_any_model, inspect_model):
-        model = resolve(spec)
-        assert isinstance(model, ft.ModelProtocol) and model.class_names == ["cat", "dog", "fish"]
+    model = ft.create_model(spec, weights="imagenet")  # what the commands call with their --weights default
+    assert isinstance(model, ft.ModelProtocol) and model.class_names == ["cat", "dog", "fish"]
