@@ -37,7 +37,7 @@ from .._listing import MAX_LISTED, count_line
 from .._parallel import ordered_map
 from .._progress import RESULT
 from .._text import shown
-from ..errors import ConfigError
+from ..errors import check_range
 from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
 
@@ -337,8 +337,7 @@ def check(images, *, workers=None, min_size=16) -> CheckReport:
     >>> report.bad[0].reason, report.converted[0][1]
     ('zero bytes', ['grayscale'])
     """
-    if int(min_size) < 1:
-        raise ConfigError(f"The 'min_size' parameter of check must be >= 1. Got {min_size!r} instead.")
+    check_range("check", "min_size", min_size, 1)
     if not isinstance(images, ImageList):
         images = ImageList([(i, os.fspath(p), 0) for i, p in enumerate(images)])
     items = [(e.index, images.full_path(e)) for e in images]

@@ -239,8 +239,7 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     if quality is None:
         quality = 95 if encoding == ".jpg" else 3
     check_range(owner, "quality", quality, *((1, 100) if encoding == ".jpg" else (0, 9)))
-    if int(resize) < 0:
-        raise ConfigError(f"The 'resize' parameter of pack must be >= 0. Got {resize!r} instead.")
+    check_range(owner, "resize", resize, 0)
     if not isinstance(images, ImageList):
         raise ConfigError(f"pack needs an ImageList. Got {type(images).__name__} instead.")
     prefix = os.fspath(prefix)

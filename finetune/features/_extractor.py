@@ -14,7 +14,7 @@ import numpy as np
 from .._context import resolve_ctx
 from .._version import __version__
 from ..data import ImageSource
-from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice
+from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice, check_range
 from ..models import ModelProtocol, create_model, require_model
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
@@ -106,14 +106,13 @@ class FeatureExtractor:
         self.poolings = self._parse_pooling(pooling)
         self.pooling = pooling
         self.ctx = ctx
-        if int(batch_size) < 1:
-            raise ConfigError(f"The 'batch_size' parameter of FeatureExtractor must be >= 1. Got {batch_size!r}.")
+        check_range("FeatureExtractor", "batch_size", batch_size, 1)
         self.batch_size = int(batch_size)
         self.scales = tuple(float(s) for s in np.atleast_1d(scales))
         if not self.scales or min(self.scales) <= 0:
             raise ConfigError(f"The 'scales' parameter of FeatureExtractor must be positive. Got {scales!r}.")
-        if resize is not None and int(resize) < 1:
-            raise ConfigError(f"The 'resize' parameter of FeatureExtractor must be >= 1 or None. Got {resize!r}.")
+        if resize is not None:
+            check_range("FeatureExtractor", "resize", resize, 1)
         self.resize = None if resize is None else int(resize)
         check_choice("FeatureExtractor", "resize_side", resize_side, ("shorter", "longer"))
         self.resize_side = resize_side

@@ -109,9 +109,8 @@ class RetrievalIndex:
                  hnsw_m: int = 32, ef_search: int = 64, refine: int | None = None):
         check_choice("RetrievalIndex", "metric", metric, ("cosine", "ip"))
         check_choice("RetrievalIndex", "method", method, _ann.METHODS)
-        if int(chunk_size) < 1 or int(query_batch) < 1:
-            raise ConfigError("RetrievalIndex: 'chunk_size' and 'query_batch' must be >= 1.")
-        for name, value in (("nprobe", nprobe), ("hnsw_m", hnsw_m), ("ef_search", ef_search),
+        for name, value in (("chunk_size", chunk_size), ("query_batch", query_batch), ("nprobe", nprobe),
+                            ("hnsw_m", hnsw_m), ("ef_search", ef_search),
                             ("nlist", nlist or 1), ("pq_m", pq_m or 1)):
             check_range("RetrievalIndex", name, value, 1)
         _ann.refine_factor(method, refine)  # validates
@@ -289,10 +288,8 @@ class RetrievalIndex:
         """
         if not len(self):
             raise ConfigError("RetrievalIndex.search: the index is empty; add() descriptors first.")
-        if int(k) < 1:
-            raise ConfigError(f"The 'k' parameter of RetrievalIndex.search must be >= 1. Got {k!r} instead.")
-        if int(aqe) < 0:
-            raise ConfigError(f"The 'aqe' parameter of RetrievalIndex.search must be >= 0. Got {aqe!r} instead.")
+        check_range("RetrievalIndex.search", "k", k, 1)
+        check_range("RetrievalIndex.search", "aqe", aqe, 0)
         k = min(int(k), len(self))
         q_all = self._prepare(queries, "queries")
         out_i = np.empty((len(q_all), k), np.int64)
@@ -334,8 +331,7 @@ class RetrievalIndex:
         >>> [round(float(v), 3) for v in index.augment(1).vectors[0]]
         [0.949, 0.316]
         """
-        if int(k) < 1:
-            raise ConfigError(f"The 'k' parameter of RetrievalIndex.augment must be >= 1. Got {k!r} instead.")
+        check_range("RetrievalIndex.augment", "k", k, 1)
         self._need_vectors("augment")
         self._ann = None
         k = min(int(k) + 1, len(self))

@@ -62,10 +62,9 @@ class MOP(Pooling):
     def __init__(self, n_clusters: int = 32, *, patch_dim: int | None = 128,
                  levels=((0.5, 0.125), (0.25, 0.0625)), max_patches: int = 20000,
                  random_state: int = 0):
-        if int(n_clusters) < 1:
-            raise ConfigError(f"The 'n_clusters' parameter of MOP must be >= 1. Got {n_clusters!r} instead.")
-        if patch_dim is not None and int(patch_dim) < 1:
-            raise ConfigError(f"The 'patch_dim' parameter of MOP must be >= 1 or None. Got {patch_dim!r} instead.")
+        check_range("MOP", "n_clusters", n_clusters, 1)
+        if patch_dim is not None:
+            check_range("MOP", "patch_dim", patch_dim, 1)
         levels = [tuple(float(v) for v in lv) for lv in levels]
         for win, stride in levels:
             check_range("MOP", "levels (window)", win, 0, 1, low_open=True)

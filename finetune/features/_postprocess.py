@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from .._atomic import atomic_open
-from ..errors import ConfigError, DataError, MissingFileError, ShapeError
+from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_range
 
 __all__ = ["PCAWhitening", "l2_normalize"]
 
@@ -56,9 +56,7 @@ class PCAWhitening:
 
     def __init__(self, n_components: int = 128, *, whiten: bool = True, normalize: bool = True,
                  random_state: int | None = 0):
-        if int(n_components) < 1:
-            raise ConfigError(f"The 'n_components' parameter of PCAWhitening must be >= 1. "
-                              f"Got {n_components!r} instead.")
+        check_range("PCAWhitening", "n_components", n_components, 1)
         self.n_components = int(n_components)
         self.whiten = bool(whiten)
         self.normalize = bool(normalize)
