@@ -190,17 +190,13 @@ def _im2rec_list(args) -> int:
     for c in range(args.chunks):
         chunk = images.subset(order[c * size:(c + 1) * size])
         stem = args.prefix + (f"_{c}" if args.chunks > 1 else "")
-        if train == 1.0:
-            chunk.write_lst(stem + ".lst", shuffle=args.shuffle, seed=args.seed,
-                            classes_path=args.prefix + "_classes.txt")
-            continue
         val = max(0.0, 1.0 - train - test)
         names, ratios = zip(*[(n, r) for n, r in (("train", train), ("val", val), ("test", test))
                               if r > 0 or n == "train"])
         parts = chunk.split(ratios, seed=args.seed) if len(ratios) > 1 else (chunk,)
-        for name, part in zip(names, parts):
-            part.write_lst(f"{stem}_{name}.lst", shuffle=args.shuffle, seed=args.seed,
-                           classes_path=args.prefix + "_classes.txt")
+        for name, part in zip(names, parts):  # all in training: PREFIX.lst, as im2rec names it
+            part.write_lst(stem + ("" if train == 1.0 else f"_{name}") + ".lst", shuffle=args.shuffle,
+                           seed=args.seed, classes_path=args.prefix + "_classes.txt")
     write_class_names(args.prefix + "_classes.txt", images.class_names)
     for label, name in enumerate(images.class_names):
         _say(name, label)
