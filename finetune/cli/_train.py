@@ -353,6 +353,9 @@ def _fit_and_save(args, recipe, model, rank0: bool) -> int:
         last = history[-1] if history else {}
         shown = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "train_top1", "val_top1", "val_top5")
                           if k in last)
-        print(f"Trained {len(history)} epochs with {recipe!r} ({shown}); model directory: "
+        rounds = getattr(trainer, "pseudo_labels_", None)
+        taught = (f" as the student of a teacher that labelled {rounds[-1]['kept']} of "
+                  f"{rounds[-1]['unlabeled_images']} unlabeled images" if rounds else "")
+        print(f"Trained {len(history)} epochs{taught} with {recipe!r} ({shown}); model directory: "
               f"{os.path.join(args.out, MODEL_DIR)}")
     return 0

@@ -46,11 +46,15 @@ log = logging.getLogger("finetune.train._recipe")
 
 
 def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True,
-               callbacks=None, kvstore="device", resume: bool = False, checkpoint_every: int = 0):
-    """Run ``recipe`` on ``model``; the parameters and return value are those of :meth:`Recipe.fit`."""
+               callbacks=None, kvstore="device", resume: bool = False, checkpoint_every: int = 0,
+               plan_unlabeled=None):
+    """Run ``recipe`` on ``model``; the parameters and return value are those of :meth:`Recipe.fit`.
+
+    ``plan_unlabeled``: the unlabelled images of the self-training this run is a stage of (for the plan only).
+    """
     rank = worker_rank(kvstore)  # every dist_* worker creates the process's kvstore here
     writer = out_dir if rank == 0 else None  # one writer per cluster
-    plan = recipe.plan(model, train, val)
+    plan = recipe.plan(model, train, val, unlabeled=plan_unlabeled)
     if rank == 0:
         log.info("%r decides:\n%s", recipe, plan)
     recipe = recipe.replace(epochs=plan.epochs)

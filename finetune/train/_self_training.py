@@ -179,8 +179,8 @@ def unlabeled_records(unlabeled, work: str) -> str:
 def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, out_dir=None, workers=None, **kw):
     """Teacher, pseudo-labels, student (``recipe.self_training_rounds`` times); returns the last student's Trainer.
 
-    ``fit(recipe, model, train, val, out_dir=...)`` runs one supervised
-    recipe; ``kw`` are passed on to it. With ``out_dir``: ``teacher/``,
+    ``fit(recipe, model, train, val, out_dir=..., plan_unlabeled=...)`` runs
+    one supervised recipe; ``kw`` are passed on to it. With ``out_dir``: ``teacher/``,
     ``student/`` (``student_2/``, ...) and ``self_training.json`` (what was
     kept per round).
     """
@@ -192,11 +192,13 @@ def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, ou
     os.makedirs(work, exist_ok=True)
     try:
         unlabeled_rec = unlabeled_records(unlabeled, work)
-        train_path = train.path if isinstance(train, RecordDataset) else os.fspath(train)
-        labelled = RecordDataset(train_path)
+        labelled = RecordDataset(train.path if isinstance(train, RecordDataset) else os.fspath(train))
+        train_path = labelled.path  # a prefix given: its .rec
         num_classes = len(model.class_names) if model.class_names else int(labelled.labels.max()) + 1
         prior = np.bincount(labelled.labels.astype(np.int64), minlength=num_classes)
         sub = lambda name: os.path.join(out_dir, name) if out_dir else None  # noqa: E731
+        kw["plan_unlabeled"] = unlabeled
+        log.info("self-training: first the teacher, the recipe on the %d labelled images", len(labelled))
         trainer = fit(recipe, model, train, val, ctx=ctx, out_dir=sub("teacher"), workers=workers, **kw)
         size = model.preprocess.size[0]
         rounds = []
@@ -206,9 +208,10 @@ def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, ou
                                   tta=recipe.tta, ctx=ctx, workers=workers)
             summary = labels.summary(model.class_names)
             rounds.append(summary)
-            log.info("self-training round %d: the teacher labelled %d of %d unlabeled images with probability "
-                     ">= %g; kept per class %s", r + 1, summary["kept"], summary["unlabeled_images"],
-                     labels.threshold, summary["kept_per_class"])
+            log.info("self-training round %d: of %d unlabeled images, %d are above probability %g; %d kept "
+                     "(per class %s); now the student", r + 1, summary["unlabeled_images"],
+                     int((labels.confidence >= labels.threshold).sum()), labels.threshold, summary["kept"],
+                     summary["kept_per_class"])
             student_rec = os.path.join(work, f"student_{r + 1}")
             write_records(student_rec, [(train_path, None, None), (unlabeled_rec, labels.positions, labels.labels)],
                           class_names=model.class_names)

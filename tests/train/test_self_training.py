@@ -151,3 +151,22 @@ def test_unlabeled_with_a_dist_kvstore_is_refused(image_folder, tmp_path):
     with pytest.raises(ConfigError, match="one machine"):
         fit_self_training(recipe, model, "x.rec", None, "u", fit=None, kvstore="dist_sync")
     assert os.path.exists(str(image_folder))
+
+
+# ---------------------------------------------------------------- the command line
+def test_train_cli_learns_from_unlabeled_images(image_folder, tmp_path, capsys):
+    from finetune.cli import main
+
+    ft.pack(ImageList.from_folder(image_folder), tmp_path / "train", encoding=".png", workers=1)
+    base = ["train", "mobilenetv2_0.25", "--weights", "none", "--train", str(tmp_path / "train"),
+            "--input-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--workers", "0",
+            "--unlabeled", str(image_folder)]
+    assert main([*base, "--out", str(tmp_path / "plan"), "--plan"]) == 0
+    assert "unlabeled images" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "run"), "--set", "pseudo_threshold=0"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "self_training.json").exists() and (tmp_path / "run" / "student").is_dir()
+    assert ft.load_model(tmp_path / "run").class_names == ["cat", "dog", "fish"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "manual"), "--policy", "all"]) == 1
+    err = capsys.readouterr().err
+    assert "--unlabeled needs a recipe" in err and "Traceback" not in err
