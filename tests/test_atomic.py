@@ -123,3 +123,50 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert len(_listing(tmp_path)) == 1 and _listing(tmp_path)[0].endswith(".tmp")
     atomic_write(tmp_path / "a.txt", "whole")
     assert _listing(tmp_path) == ["a.txt"]
+
+
+class _Killed(BaseException):
+    """Stands for a kill: nothing of the writer runs after it (its own recovery is switched off)."""
+
+
+def _kill_after(monkeypatch, renames: int):
+    """``os.replace`` dies after ``renames`` renames of a commit (the journal's own rename not counted)."""
+    real, seen = os.replace, []
+
+    def replace(src, dst):
+        if not str(dst).endswith((".commit", ".swap")):
+            if len(seen) == renames:
+                raise _Killed
+            seen.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(_atomic.os, "replace", replace)
+    monkeypatch.setattr(_atomic, "_finish", lambda journal: None)
+
+
+@pytest.mark.parametrize("kind, renames", [("files", 0), ("files", 1), ("files", 2), ("folder", 0), ("folder", 1)])
+def test_a_commit_killed_after_any_rename_is_finished_whole(tmp_path, monkeypatch, kind, renames):
+    """File units and folder swaps share one journal: whatever rename a kill stops at (two files and their
+    manifest; the old folder set aside, the new one put in place), recovery gives all new."""
+    if kind == "files":
+        paths = [str(tmp_path / "x.rec"), str(tmp_path / "x.idx")]
+        write = lambda text: _atomic.atomic_files(paths, ["w", "w"])  # noqa: E731
+        fill = lambda files, text: [f.write(text) for f in files]  # noqa: E731
+        read = lambda: [open(p).read() for p in paths]  # noqa: E731
+        recover_ = lambda: _atomic.recover(paths)  # noqa: E731
+    else:
+        target = str(tmp_path / "model")
+        write = lambda text: _atomic.atomic_dir(target)  # noqa: E731
+        fill = lambda folder, text: open(os.path.join(folder, "w.txt"), "w").write(text)  # noqa: E731
+        read = lambda: [open(os.path.join(target, "w.txt")).read()]  # noqa: E731
+        recover_ = lambda: _atomic.recover_dir(target)  # noqa: E731
+    with write("old") as out:
+        fill(out, "old")
+    with monkeypatch.context() as patch:
+        _kill_after(patch, renames)
+        with pytest.raises(_Killed):
+            with write("new") as out:
+                fill(out, "new")
+    recover_()
+    assert set(read()) == {"new"}
+    assert not [n for n in os.listdir(tmp_path) if n.endswith((".commit", ".swap", ".tmp", ".tmpdir", ".old"))]
