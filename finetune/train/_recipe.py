@@ -29,12 +29,13 @@ from numbers import Integral, Real
 import numpy as np
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
-from ..data import Augment, RecordDataset
-from ..errors import ConfigError, DataError, UnknownNameError
+from ..data import Augment
+from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
 from ._policy import _ORIG, LayerLRPolicy
-from ._recipe_fit import _path, fit_recipe
+from ._recipe_fit import fit_recipe
+from ._recipe_plan import RecipePlan, make_plan
 from ._rules import Rule, _glob_to_re
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 
@@ -380,50 +381,7 @@ class Recipe:
 
     def plan(self, model, train, val=None, unlabeled=None) -> "RecipePlan":
         """The decisions for ``model`` and data ``train`` (and ``unlabeled`` images) as a printable :class:`RecipePlan`."""
-        native = int(max(_native_size(model)))
-        ds = _open(train)  # opened once for both hints
-        side = _image_side(ds) if ds is not None else None
-        size, why = self.choose_input_size(native, side)
-        epochs, epochs_why = self.choose_epochs(len(ds) if ds is not None else None)
-        rows = [("input size", f"{size} px", why)]
-        rows.append(("head warm-up", f"{self.head_epochs} epochs, Adam {self.head_lr:g}, cached features"
-                     if self.head_epochs else "off", ""))
-        lr = "LR-range test" if self.lr == "find" else f"{self.lr:g}"
-        rows.append(("fine-tuning", f"{epochs} epochs, {self.optimizer} lr {lr}, batch {self.batch_size}"
-                     + (f", wd {self.wd:g}" if self.wd else ""),
-                     ("every layer but the frozen ones" if self._frozen_groups else "every layer")
-                     + (f"; {epochs_why}" if epochs_why != "set" else "")))
-        ld = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
-        rows.append(("layer-wise LR", f"x{ld:g} per group, {self.layer_groups} groups" if ld else "off",
-                     f"backbone x{self.backbone_lr_mult:g}" if self.backbone_lr_mult != 1 else ""))
-        if self._frozen_groups:
-            rows.append(("frozen layers", f"{self._frozen_groups} of {self.layer_groups} groups, nearest the input",
-                         "not trained; the backward pass stops before them"))
-        rows.append(("BatchNorm", self.batchnorm, "pretrained statistics, used in training too"
-                     if self.batchnorm == "frozen" else "statistics from each batch"))
-        sched = {"cosine": f"cosine, {self.warmup_epochs:g} warm-up epoch(s)", "step": "step x0.1",
-                 "plateau": f"x{self.plateau_factor:g} on plateau, stop after {self.plateau_stop_after}",
-                 "constant": "constant"}[self.schedule]
-        rows.append(("schedule", sched, ""))
-        rows.append(("label smoothing", f"{self.label_smoothing:g}" if self.label_smoothing else "off", ""))
-        rows.append(("augmentation", repr(self.augmentation()), ""))
-        rows.append(("dropout before head", f"{self.dropout:g}" if self.dropout else "off", ""))
-        mixing = [f"{n} {a:g}" for n, a in (("mixup", self.mixup), ("cutmix", self.cutmix)) if a]
-        rows.append(("batch mixing", ", ".join(mixing) if mixing else "off", ""))
-        rows.append(("weight averaging", f"EMA decay {self.ema:g}" if self.ema else "off", ""))
-        rows.append(("test-time augmentation", "mirror" if self.tta else "off", ""))
-        sel = ("best validation epoch if clearly better than the last" if self.keep_best and val is not None
-               else "last epoch")
-        if self.early_stopping and val is not None:
-            sel += f", early stopping after {self.early_stopping}"
-        rows.append(("weights kept", sel, ""))
-        if unlabeled is not None:
-            rows.append(("unlabeled images", f"{self.self_training_rounds} round(s) of self-training",
-                         "the recipe trains a teacher on the labelled images; it labels the unlabeled ones "
-                         f"(kept at probability >= {self.pseudo_threshold:g}"
-                         + (", balanced to the labelled class proportions" if self.pseudo_balance else "")
-                         + "); a student trains from the pretrained weights on both"))
-        return RecipePlan(rows, size=size, epochs=epochs)
+        return make_plan(self, model, train, val, unlabeled)
 
     # ------------------------------------------------------------ running it
     def fit(self, model, train, val=None, *, ctx=None, out_dir=None, workers=None, progress=True, callbacks=None,
@@ -476,29 +434,6 @@ class Recipe:
         return fit_recipe(self, model, train, val, ctx=ctx, out_dir=out_dir, workers=workers, **kw)
 
 
-class RecipePlan:
-    """What a :class:`Recipe` decided for one model and data set: rows of ``(ingredient, choice, why)``.
-
-    Attributes
-    ----------
-    rows : list of tuple of str
-    size : int
-        The chosen input size.
-    epochs : int
-        The chosen fine-tuning epochs.
-    """
-
-    def __init__(self, rows, size: int, epochs: int):
-        self.rows, self.size, self.epochs = list(rows), int(size), int(epochs)
-
-    def __repr__(self) -> str:
-        return f"RecipePlan({len(self.rows)} ingredients, size={self.size}, epochs={self.epochs})"
-
-    def __str__(self) -> str:
-        w = max(len(r[0]) for r in self.rows)
-        return "\n".join(f"{a:<{w}}  {b}" + (f"  ({c})" if c else "") for a, b, c in self.rows)
-
-
 def _layer_groups(names, n_groups) -> list:
     """``names`` (parameter names in model order) in ``n_groups`` consecutive groups of index arrays.
 
@@ -516,32 +451,3 @@ def _layer_groups(names, n_groups) -> list:
             bounds.append(end)
     starts = [0] + bounds[:-1]
     return [np.arange(a, b) for a, b in zip(starts, bounds)]
-
-
-def _native_size(model) -> tuple:
-    native = getattr(model, "native_size", None)
-    if native:
-        return tuple(native)
-    return tuple(model.preprocess.size)
-
-
-def _open(data):
-    """``data`` as a RecordDataset, or None when it cannot be opened (the plan's hints are then unknown)."""
-    try:
-        return data if isinstance(data, RecordDataset) else RecordDataset(_path(data, "train"))
-    except Exception:  # noqa: BLE001 - the hints only; the dataset is opened again for real later
-        return None
-
-
-def _image_side(data, n: int = 16) -> int | None:
-    """The median shorter side of the first ``n`` stored images of ``data`` (None if unknown)."""
-    ds = _open(data)
-    if ds is None:
-        return None
-    sides = []
-    for i in range(min(n, len(ds))):
-        try:
-            sides.append(min(ds.image(i).shape[:2]))
-        except DataError:  # checked decoding: a bomb or a damaged record is left out of the hint
-            continue
-    return int(np.median(sides)) if sides else None
