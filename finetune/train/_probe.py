@@ -56,7 +56,9 @@ def linear_probe(model, train, val, test=None, *, size: int | None = None, Cs=(0
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if getattr(model, "body", None) is None:
+    from ..models import Model
+
+    if not isinstance(model, Model):
         raise ConfigError(f"linear_probe needs a finetune.Model with a backbone (.body); got {type(model).__name__}.")
     workers = 2 if workers is None else workers
     xtr, ytr = _features(model, train, size, batch_size, workers)

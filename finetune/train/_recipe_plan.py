@@ -13,7 +13,7 @@ __all__ = ["RecipePlan", "make_plan"]
 
 def make_plan(recipe, model, train, val=None, unlabeled=None) -> "RecipePlan":
     """:meth:`Recipe.plan <finetune.train.Recipe.plan>`: the decisions of ``recipe`` as a :class:`RecipePlan`."""
-    native = int(max(_native_size(model)))
+    native = int(max(model.preprocess.size))  # the size the weights were trained at, before a recipe changed it
     ds = _open(train)  # opened once for both hints
     side = _image_side(ds) if ds is not None else None
     size, why = recipe.choose_input_size(native, side)
@@ -80,13 +80,6 @@ class RecipePlan:
     def __str__(self) -> str:
         w = max(len(r[0]) for r in self.rows)
         return "\n".join(f"{a:<{w}}  {b}" + (f"  ({c})" if c else "") for a, b, c in self.rows)
-
-
-def _native_size(model) -> tuple:
-    native = getattr(model, "native_size", None)
-    if native:
-        return tuple(native)
-    return tuple(model.preprocess.size)
 
 
 def _open(data):

@@ -144,7 +144,7 @@ def test_recipe_fit_records_its_tta_on_the_model(monkeypatch, tmp_path):
     for tta, record in ((True, Inference(tta="mirror")), (False, Inference())):
         model = ft.HeadReplacer(2).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None))
         recipe = Recipe(tta=tta, input_size=32, epochs=1)
-        monkeypatch.setattr(type(recipe), "plan", lambda self, *a: type("P", (), {"epochs": 1, "size": 32})())
+        monkeypatch.setattr(type(recipe), "plan", lambda self, *a, **kw: type("P", (), {"epochs": 1, "size": 32})())
         with pytest.raises(Stop):
             recipe.fit(model, "train.rec", None)
         assert model.inference == record

@@ -48,6 +48,7 @@ from ..._atomic import atomic_dir
 from ..._progress import RESULT
 from ..._mxio import load_arrays, load_symbol
 from ...errors import ConfigError, ModelError, check_range
+from .._protocol import require_model
 from ._deployment import SECTION, Deployment, _imports, read_deployment
 from ._onnx import _export_onnx, _run_onnx
 
@@ -110,8 +111,6 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
     differ from its graph's) both are kept. Returns the file name for
     ``config["weights"]``.
     """
-    import mxnet as mx
-
     from ._modeldir import _unprefixed, read_weights
 
     own = read_weights(folder, config)
@@ -128,8 +127,6 @@ def _share_weights(folder: str, config: dict, params_file: str) -> str:
 
 
 def _input_name(symbol_file: str, params_file: str) -> str:
-    import mxnet as mx
-
     sym = load_symbol(symbol_file)
     params = {k.split(":", 1)[-1] for k in load_arrays(params_file)}
     inputs = [n for n in sym.list_inputs() if n not in params]
@@ -206,8 +203,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     from ..._context import resolve_ctx
     from ._modeldir import KIND, read_config
 
-    if getattr(model, "preprocess", None) is None:
-        raise ModelError("export_for_deployment needs a model with .preprocess (a finetune.Preprocess).")
+    require_model(model, "inference", "export_for_deployment")
     check_range("export_for_deployment", "atol", atol, 0)
     if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
         raise ConfigError(f"The 'name' parameter of export_for_deployment must be a plain file name. "
@@ -229,7 +225,7 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
             onnx_file = prefix + ".onnx"
             with _mxnet_info_silenced():  # its INFO lines name our temporary folder
                 _export_onnx(sym_file, par_file, shape, onnx_file)
-        class_names = getattr(model, "class_names", None)
+        class_names = model.class_names
         dep = Deployment(tmp, sym_file, par_file, os.path.join(tmp, "config.json"), onnx_file,
                          _input_name(sym_file, par_file), shape,
                          list(class_names) if class_names is not None else None, {})
