@@ -20,6 +20,7 @@ from ..data import Preprocess
 from ..errors import ConfigError, ModelError, UnknownNameError
 from .graph import (cut, data_var, find_classifier, infer_shape, list_layers, rename_inputs, set_batchnorm_global_stats,
                     strip_softmax)
+from ._inference import Inference
 from ._io._checkpoint import read_checkpoint
 from ._io._modeldir import (_load_params, model_dir_of, read_config, read_consistently, read_preprocess, read_symbol,
                             read_weights)
@@ -206,6 +207,7 @@ class Backbone(_Network):
                    classifier=graph.get("classifier"), feature_layer=graph.get("feature_layer"),
                    layer_names=graph.get("layer_names"), head_pool=graph.get("head_pool", "flatten"),
                    name=graph.get("name"), ctx=ctxs)
+        body.inference = Inference.from_dict(config.get("inference"))  # checked by read_config; absent: plain
         return body, arrays
 
     def __repr__(self) -> str:

@@ -15,7 +15,6 @@ from ._backbone import Backbone
 from ._io._deployment import is_deployment, load_legacy
 from ._headblock import build_head
 from ._io._modeldir import _load_params, model_dir_of, read_config, read_consistently
-from ._inference import Inference
 from ._network import _Network
 
 __all__ = ["Model", "load_model"]
@@ -195,12 +194,10 @@ def _load(path, ctx):
         raise ModelError(f"Unknown model class {kind!r} in {os.fspath(path)!r}.")
     ctxs = resolve_ctx(ctx)
     body, arrays = Backbone._read(path, config, ctxs, with_class_names=kind == "Backbone")
-    inference = Inference.from_dict(config.get("inference"))  # checked by read_config; absent: plain
     if kind == "Backbone":
-        body.inference = inference
-        return body
+        return body  # with its inference record
     head = build_head(config["head"])
     _load_params(head.collect_params(), arrays, ctxs, where=os.fspath(path))
     model = Model(body, head, config["head"], class_names=config.get("class_names"))
-    model.inference = inference
+    model.inference = body.inference
     return model

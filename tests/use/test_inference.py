@@ -148,3 +148,11 @@ def test_recipe_fit_records_its_tta_on_the_model(monkeypatch, tmp_path):
         with pytest.raises(Stop):
             recipe.fit(model, "train.rec", None)
         assert model.inference == record
+
+
+def test_every_reader_of_a_model_directory_keeps_its_inference_record(tmp_path):
+    bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    bb.inference = ft.Inference(tta="mirror")
+    bb.save(tmp_path / "m")
+    for read in (ft.load_model, ft.Backbone.load):
+        assert read(tmp_path / "m").inference.tta == "mirror", read
