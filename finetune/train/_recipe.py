@@ -331,9 +331,27 @@ class Recipe:
         return Augment(random_resized_crop=True, scale=tuple(self.crop_scale), mirror=True, erasing=self.erasing)
 
     def build_model(self, backbone, class_names, **head):
-        """A :class:`~finetune.Model`: ``backbone`` with a new head for ``class_names`` (``dropout`` before it)."""
+        """A :class:`~finetune.Model`: ``backbone`` with a new head for ``class_names`` (``dropout`` before it).
+
+        The new layer's initial weights are drawn from :attr:`seed` (MXNet's
+        random generator is seeded with it), so the same recipe builds the
+        same model every time.
+
+        Examples
+        --------
+        >>> import finetune as ft
+        >>> r = Recipe()
+        >>> a = r.build_model(ft.create_model("mobilenet0.25", weights=None), ["a", "b"])
+        >>> b = r.build_model(ft.create_model("mobilenet0.25", weights=None), ["a", "b"])
+        >>> [float(abs(p.data() - q.data()).max().asscalar()) for (n, p), (m, q)
+        ...  in zip(a.head.collect_params().items(), b.head.collect_params().items())]
+        [0.0, 0.0]
+        """
+        import mxnet as mx
+
         from ..models import HeadReplacer
 
+        mx.random.seed(self.seed)
         return HeadReplacer(len(class_names), dropout=self.dropout, **head).apply(backbone, class_names=class_names)
 
     def policy(self, model, *, head: str = "head_*") -> LayerLRPolicy:

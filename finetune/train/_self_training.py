@@ -212,6 +212,10 @@ def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, ou
                      "(per class %s); now the student", r + 1, summary["unlabeled_images"],
                      int((labels.confidence >= labels.threshold).sum()), labels.threshold, summary["kept"],
                      summary["kept_per_class"])
+            if not summary["kept"]:
+                log.warning("self-training round %d: no unlabeled image reached probability %g; the student "
+                            "learns from the labelled images alone (a lower Recipe.pseudo_threshold keeps more)",
+                            r + 1, labels.threshold)
             student_rec = os.path.join(work, f"student_{r + 1}")
             write_records(student_rec, [(train_path, None, None), (unlabeled_rec, labels.positions, labels.labels)],
                           class_names=model.class_names)

@@ -170,3 +170,36 @@ def test_train_cli_learns_from_unlabeled_images(image_folder, tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "manual"), "--policy", "all"]) == 1
     err = capsys.readouterr().err
     assert "--unlabeled needs a recipe" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_unlabeled_images_improve_a_model_trained_on_few_labels(tmp_path):
+    """Fashion-MNIST, 5 classes, 2 labelled images each, the pool of their unlabelled images: the student
+    beats its teacher on 1,000 test images (head-only training on cached features keeps it fast)."""
+    import cv2
+
+    from finetune.data import (FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder,
+                               write_fashion_mnist_unlabeled)
+
+    classes = ["Bag", "Dress", "Pullover", "Sandal", "Trouser"]
+    labelled = write_fashion_mnist_folder(tmp_path / "train", 2, classes=classes, seed=3)
+    ft.pack(labelled, tmp_path / "train", encoding=".png", workers=1)
+    test = write_fashion_mnist_folder(tmp_path / "test", 200, split="test", classes=classes, seed=3)
+    # the unlabelled images of these classes only: the official labels are read here, by the test, never by training
+    images, labels = load_fashion_mnist("train")
+    wanted = [FASHION_MNIST_CLASSES.index(c) for c in classes]
+    known = {images[i].tobytes() for i in np.flatnonzero(np.isin(labels, wanted))}
+    os.makedirs(tmp_path / "unlabeled")
+    for p in write_fashion_mnist_unlabeled(tmp_path / "pool", 1600, per_class=2, seed=3):
+        if cv2.imread(p, cv2.IMREAD_GRAYSCALE).tobytes() in known:
+            os.replace(p, tmp_path / "unlabeled" / os.path.basename(p))
+    recipe = Recipe(input_size=64, epochs=0, head_epochs=60, pseudo_threshold=0.5)
+
+    def score(**unlabeled):
+        model = recipe.build_model(ft.create_model("efficientnet_lite0"), labelled.class_names)
+        recipe.fit(model, str(tmp_path / "train.rec"), workers=0, progress=False, **unlabeled)
+        return ft.evaluate(model, test, tta=False).top1
+
+    teacher = score()
+    student = score(unlabeled=str(tmp_path / "unlabeled"))
+    assert student > teacher + 0.03, (teacher, student)  # measured: 51.5 % -> 62.8 %
