@@ -141,36 +141,29 @@ def _evaluate(args) -> int:
         report.save(args.report)
         log.info("Wrote %s", args.report)
     if args.plots:
-        _report_plots(report, dataset, Path(args.plots))
+        _report_plots(report, Path(args.plots))
     return 0
 
 
-def _report_plots(report, dataset, folder: Path) -> None:
+def _report_plots(report, folder: Path) -> None:
+    """The confusion matrix and the most confident errors, each error drawn from the image it was scored on."""
     import numpy as np
 
-    from ..use import plot_confusion_matrix, plot_predictions
-    from ..use import Prediction
+    from ..use import Prediction, plot_confusion_matrix, plot_predictions
 
     folder.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(report, path=folder / "confusion_matrix.png")
     wrong = report.most_confident_errors(12)
     if not wrong:
         return
-    index = {s: i for i, s in enumerate(report.sources)}
-    preds, images = [], []
+    preds = []
     for w in wrong:
-        i = index[w["source"]]
+        i = w["index"]
         order = np.argsort(-report.probabilities[i])[:3]
         names = [report.class_names[j] for j in order]
         preds.append(Prediction(w["source"], tuple(order), tuple(names), tuple(report.probabilities[i, order]),
-                                label=w["label"]))
-        if hasattr(dataset, "image") and w["source"].startswith("record["):
-            images.append(dataset.image(int(w["source"][7:-1])))
-        else:
-            from ..data import read_image
-
-            images.append(read_image(w["source"]))
-    plot_predictions(preds, folder / "most_confident_errors.png", images=images, color="RGB")
+                                label=w["label"], item=report.items[i]))
+    plot_predictions(preds, folder / "most_confident_errors.png")
     log.info("Wrote plots into %s", folder)
 
 

@@ -42,6 +42,13 @@ class EvaluationReport:
         Where each image came from (file path, ``record[i]``).
     errors : list of (str, str)
         ``(source, message)`` of images that could not be read (not scored).
+    items : list of ImageItem or None
+        The image each row was computed from (one per label), decoded on
+        demand by ``item.read("RGB")``; plots read pixels through them.
+        ``None``: no image kept (a report built from arrays or loaded from
+        JSON; plots then read the files that ``sources`` name, if any).
+    error_items : list of ImageItem or None
+        The same for ``errors`` (one per unreadable image).
     top_k : int
         The ``k`` of the top-k accuracy (clipped to ``K``).
     tta : bool or None
@@ -57,6 +64,10 @@ class EvaluationReport:
     per_class : list of dict
         ``name``, ``support``, ``accuracy`` (recall; NaN without support),
         ``precision`` for each class.
+    items, error_items : list of (ImageItem or None)
+        As given, ``None`` for each row without one. In memory only:
+        :meth:`save` writes the ``sources`` (display names), so a loaded
+        report has no items.
 
     Examples
     --------
@@ -72,7 +83,7 @@ class EvaluationReport:
     """
 
     def __init__(self, labels, probabilities, class_names=None, *, sources=None, errors=(), top_k: int = 5,
-                 tta: bool | None = None):
+                 tta: bool | None = None, items=None, error_items=None):
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         self.probabilities = np.asarray(probabilities, dtype=np.float32)
         if self.probabilities.ndim != 2 or len(self.probabilities) != len(self.labels):
@@ -89,6 +100,8 @@ class EvaluationReport:
             raise DataError(f"{len(self.class_names)} class names for {k} network outputs.")
         self.sources = list(sources) if sources is not None else [f"image[{i}]" for i in range(len(self.labels))]
         self.errors = [tuple(e) for e in errors]
+        self.items = _aligned("items", items, len(self.labels), "labels")
+        self.error_items = _aligned("error_items", error_items, len(self.errors), "errors")
         self.top_k = int(min(top_k, k))
         self.tta = None if tta is None else bool(tta)
         self.predicted = self.probabilities.argmax(axis=1) if len(self.labels) else self.labels.copy()
@@ -137,8 +150,10 @@ class EvaluationReport:
         -------
         list of dict
             ``source``, ``label``, ``label_name``, ``predicted``,
-            ``predicted_name``, ``probability`` (of the predicted class) and
-            ``label_probability``.
+            ``predicted_name``, ``probability`` (of the predicted class),
+            ``label_probability`` and ``index``: the image's row in
+            :attr:`sources`, :attr:`probabilities` and :attr:`items`
+            (``report.items[row["index"]]`` is its image).
         """
         wrong = np.flatnonzero(self.predicted != self.labels)
         conf = self.probabilities[wrong, self.predicted[wrong]]
@@ -148,7 +163,7 @@ class EvaluationReport:
             rows.append({"source": self.sources[i], "label": lab, "label_name": self.class_names[lab],
                          "predicted": pred, "predicted_name": self.class_names[pred],
                          "probability": float(self.probabilities[i, pred]),
-                         "label_probability": float(self.probabilities[i, lab])})
+                         "label_probability": float(self.probabilities[i, lab]), "index": int(i)})
         return rows
 
     # ------------------------------------------------------------ rendering
@@ -196,7 +211,8 @@ class EvaluationReport:
             "class_names": self.class_names,
             "per_class": self.per_class,
             "confusion": self.confusion.tolist(),
-            "most_confident_errors": self.most_confident_errors(20),
+            "most_confident_errors": [{k: v for k, v in row.items() if k != "index"}
+                                      for row in self.most_confident_errors(20)],
             "errors": [list(e) for e in self.errors],
             "sources": self.sources,
             "labels": self.labels.tolist(),
@@ -219,6 +235,17 @@ class EvaluationReport:
         probs = np.asarray(d["probabilities"], np.float32).reshape(-1, k)
         return cls(d["labels"], probs, d["class_names"], sources=d["sources"],
                    errors=[tuple(e) for e in d["errors"]], top_k=d["top_k"], tta=d.get("tta"))
+
+
+def _aligned(name: str, values, n: int, of: str) -> list:
+    """``values`` as a list of ``n`` (one per entry of ``of``), or ``n`` times ``None``."""
+    if values is None:
+        return [None] * n
+    values = list(values)
+    if len(values) != n:
+        raise DataError(f"EvaluationReport needs one of '{name}' per entry of '{of}': got {len(values)} "
+                        f"{name} for {n} {of}. Pass {name}=None when the images are not known.")
+    return values
 
 
 def _pct(x: float) -> str:
@@ -278,6 +305,10 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     Returns
     -------
     EvaluationReport
+        Each row keeps the image it was computed from
+        (:attr:`EvaluationReport.items`, :attr:`EvaluationReport.error_items`),
+        so its errors can be plotted whatever the input was (files, arrays,
+        records).
 
     Examples
     --------
@@ -315,4 +346,5 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     return EvaluationReport([items[i].label for i in good], probs[good], names,
                             sources=[items[i].source for i in good],
                             errors=[(items[i].source, msg) for i, msg in errors.items()], top_k=top_k,
-                            tta=predictor.tta)
+                            tta=predictor.tta, items=[items[i] for i in good],
+                            error_items=[items[i] for i in errors])

@@ -24,7 +24,7 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._context import resolve_ctx
-from ..data import ImageSource
+from ..data import ImageItem, ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models import create_model
 from ..models import require_model
@@ -54,6 +54,9 @@ class GradCAMResult:
         The layer whose activations were used.
     cam : numpy.ndarray
         ``(h, w)`` the raw map at the layer's resolution (before upsampling).
+    item : ImageItem or None
+        The input ``image`` was read from (its ``source`` names it in
+        figures); in memory only, ``None`` for a result built by hand.
     """
 
     heatmap: np.ndarray
@@ -63,6 +66,7 @@ class GradCAMResult:
     probability: float
     layer: str
     cam: np.ndarray
+    item: ImageItem | None = None
 
     def overlay(self, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
         """The image with the heat map blended over it: ``(H, W, 3)`` uint8 RGB."""
@@ -208,7 +212,8 @@ class GradCAM:
         if len(source) != 1:
             raise ConfigError(f"GradCAM explains one image per call. Got {len(source)} images; call it once "
                               "for each (e.g. for each path of finetune.data.list_images(folder)).")
-        rgb = source.read(0, "RGB")
+        item = source[0]
+        rgb = item.read("RGB")
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
         index = None if target is None else self._target_index(target)
@@ -222,7 +227,7 @@ class GradCAM:
         names = self.model.class_names
         name = names[index] if names is not None and index < len(names) else str(index)
         return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
-                             float(probs[index]), self.layer, cam)
+                             float(probs[index]), self.layer, cam, item)
 
     def _target_index(self, target) -> int:
         names = list(self.model.class_names or [])

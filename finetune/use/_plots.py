@@ -8,12 +8,20 @@ tests) and writes it when ``path`` is given:
 * :func:`plot_errors` — the misclassified images of an evaluation report;
 * :func:`plot_gradcam` — Grad-CAM overlays.
 
+Pixels come from the image each result keeps (its
+:class:`~finetune.data.ImageItem`, read through the one image source), so a
+prediction or an evaluation on arrays, bytes or a record file is drawn like
+one on files. Only a result without one (a report loaded from JSON, a
+prediction built by hand) falls back to the file its ``source`` names. An
+image that cannot be read is drawn as a placeholder under its name.
+
 The training history is plotted in ``_history_plot.py``, the confusion
 matrix in ``_confusion_plot.py``; all share ``_figures.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -21,9 +29,12 @@ import warnings
 import numpy as np
 
 from .._figures import new_figure, save_figure
-from ..errors import ConfigError, DataError
+from ..data import ImageItem
+from ..errors import ConfigError, DataError, FinetuneError
 
 __all__ = ["plot_errors", "plot_gradcam", "plot_predictions"]
+
+log = logging.getLogger(__name__)
 
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei",
               "WenQuanYi Micro Hei", "Source Han Sans SC", "SimHei", "Microsoft YaHei", "PingFang SC",
@@ -54,6 +65,38 @@ def _thumbnail(img, side: int = 320):
     return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
+def _pixels(item, source):
+    """The RGB pixels of a result, read through its ``item``, or ``None`` (with why not).
+
+    Without an item (a report loaded from JSON), ``source`` is read when it
+    names an existing file. A failed read is logged, never raised: one image
+    must not stop a figure of many.
+    """
+    if item is None:
+        source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
+        if not source or not os.path.isfile(source):
+            return None, "no image"
+        item = ImageItem(source, "path", source)
+    try:
+        return item.read("RGB"), ""
+    except (FinetuneError, OSError, ValueError) as exc:
+        log.info("Plotting %s without its image: %s", item.source, exc)
+        return None, "unreadable"
+
+
+def _show(ax, img, why: str) -> None:
+    """Draw ``img`` in ``ax``, or a grey placeholder saying ``why`` there is none."""
+    if img is not None:
+        if img.dtype != np.uint8:  # decoded float arrays keep their 0-255 values
+            img = np.clip(img, 0, 255).astype(np.uint8)
+        ax.imshow(_thumbnail(img))
+        return
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="0.92", edgecolor="0.7"))
+    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.35")
+
+
 def _grid(n, ncols, cell=(3.0, 3.4)):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
@@ -75,8 +118,9 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
     path : str or path-like or None
         Where to write the PNG.
     images : list of numpy.ndarray or None
-        The images, when the predictions came from arrays; else each image is
-        read from its ``source`` file.
+        The images to draw instead of those the predictions keep
+        (:attr:`Prediction.item`; a prediction without one shows the file its
+        ``source`` names).
     ncols : int
         Images per row.
     top_k : int
@@ -88,11 +132,13 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
     -------
     matplotlib.figure.Figure
     """
-    from ..data import read_image, to_color
+    from ..data import to_color
 
     predictions = list(predictions)
     if not predictions:
         raise DataError("No predictions to plot.")
+    if images is not None and color is None:
+        raise ConfigError("plot_predictions needs the colour order of 'images': pass color='RGB' or 'BGR'.")
     labels = [d for p in predictions for d in p.display[:top_k]]
     font = _font_for(labels)
     use_display = font is not None
@@ -102,19 +148,13 @@ def plot_predictions(predictions, path=None, *, images=None, ncols: int = 4, top
         font = "DejaVu Sans"
     fig, axes = _grid(len(predictions), ncols, cell=(3.0, 3.0 + 0.2 * (top_k + 1)))
     for i, (ax, p) in enumerate(zip(axes, predictions)):
-        img = None
-        try:
-            if images is not None:
-                if color is None:
-                    raise ConfigError("Pass color='RGB' or 'BGR' with images.")
-                img = to_color(images[i], color, "RGB")
-            elif p.error is None and os.path.isfile(p.source):
-                img = read_image(p.source, "RGB")
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-        if img is not None:
-            ax.imshow(_thumbnail(img))
+        if images is not None:
+            img, why = to_color(images[i], color, "RGB"), ""
+        elif p.error is not None:
+            img, why = None, "unreadable"
+        else:
+            img, why = _pixels(p.item, p.source)
+        _show(ax, img, why)
         name = os.path.basename(p.source)
         if p.error is not None:
             text = "unreadable"
@@ -135,8 +175,11 @@ def plot_errors(report, path=None, *, n: int = 16, ncols: int = 4):
     Parameters
     ----------
     report : EvaluationReport
-        From :func:`~finetune.evaluate` on files (an :class:`~finetune.ImageList`,
-        a folder or paths), so each error names its image file.
+        From :func:`~finetune.evaluate` (on files, arrays, bytes, a record
+        file or a dataset): each image is read through the item the report
+        keeps for it. A report loaded from JSON keeps none; its images are
+        read from the files its sources name, and the others are drawn as
+        placeholders.
     path : str or path-like or None
         Where to write the PNG.
     n, ncols : int
@@ -147,18 +190,12 @@ def plot_errors(report, path=None, *, n: int = 16, ncols: int = 4):
     matplotlib.figure.Figure or None
         ``None`` when the report has no error.
     """
-    from ..data import read_image
-
     rows = report.most_confident_errors(n)
     if not rows:
         return None
     fig, axes = _grid(len(rows), ncols, cell=(2.6, 3.0))
     for ax, r in zip(axes, rows):
-        if os.path.isfile(str(r["source"])):
-            try:
-                ax.imshow(_thumbnail(read_image(r["source"], "RGB")))
-            except (OSError, ValueError):
-                pass
+        _show(ax, *_pixels(report.items[r["index"]], r["source"]))
         name = os.path.basename(str(r["source"]))
         ax.set_title(f"{name[:28]}\ntrue {r['label_name'][:16]}\npred {r['predicted_name'][:16]} "
                      f"{r['probability']:.0%}", fontsize=8, color="darkred")
@@ -190,8 +227,9 @@ def plot_gradcam(results, path=None, *, ncols: int = 2, alpha: float = 0.5):
     fig, axes = _grid(2 * len(results), 2 * ncols)
     for k, r in enumerate(results):
         ax_img, ax_cam = axes[2 * k], axes[2 * k + 1]
-        ax_img.imshow(_thumbnail(r.image, 480))
-        ax_img.set_title("image", fontsize=9)
+        ax_img.imshow(_thumbnail(r.image, 480))  # the pixels GradCAM read through the image's item
+        name = os.path.basename(r.item.source) if r.item is not None else "image"
+        ax_img.set_title(name[:32], fontsize=9)
         ax_cam.imshow(_thumbnail(r.overlay(alpha), 480))
         ax_cam.set_title(f"{r.class_name[:24]} {r.probability:.1%}\nlayer {r.layer[-24:]}", fontsize=9)
     fig.tight_layout()

@@ -248,7 +248,8 @@ class Predictor:
         -------
         Predictions
             One :class:`Prediction` per image, in input order; unreadable
-            images have their ``error`` set.
+            images have their ``error`` set. Each keeps the image it was
+            computed from (:attr:`Prediction.item`), which plots read.
         """
         check_range("Predictor.predict", "top_k", top_k, 1)
         items = ImageSource(inputs, color=color).items
@@ -290,7 +291,7 @@ class Predictor:
         result = Predictions()
         for i, item in enumerate(items):
             if i in errors:
-                result.append(Prediction(item.source, error=errors[i], label=item.label))
+                result.append(Prediction(item.source, error=errors[i], label=item.label, item=item))
                 continue
             row = probs[i]
             k = min(top_k, row.shape[0])
@@ -298,7 +299,7 @@ class Predictor:
             names = [class_names[j] if class_names is not None and j < len(class_names) else str(j) for j in idx]
             display = [self.names.get(n, n) for n in names]
             result.append(Prediction(item.source, tuple(idx), tuple(names), tuple(row[idx]),
-                                     tuple(display), label=item.label))
+                                     tuple(display), label=item.label, item=item))
         return result
 
     def _run(self, items, *, softmax: bool = True):

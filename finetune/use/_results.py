@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from .._atomic import atomic_write
+from ..data import ImageItem
 
 __all__ = ["Prediction", "Predictions"]
 
@@ -31,6 +32,12 @@ class Prediction:
         Why the image could not be classified; the other fields are then empty.
     label : int or None
         The true class, when the input carried one (record datasets).
+    item : ImageItem or None
+        The image the prediction was computed from, decoded on demand by
+        ``item.read("RGB")`` (plots read pixels through it, whatever the
+        input was: a file, an array, a record). Kept in memory only: it is
+        not part of :meth:`to_dict`, equality or the ``repr``; ``None`` for a
+        prediction built by hand.
 
     Examples
     --------
@@ -48,6 +55,7 @@ class Prediction:
     display: tuple = ()
     error: str | None = None
     label: int | None = None
+    item: ImageItem | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
