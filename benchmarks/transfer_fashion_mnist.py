@@ -193,6 +193,10 @@ def run_row(row, paths, names, recipe, out_dir, resume=False):
         info["dev_top1"] = ft.evaluate(model, ft.RecordDataset(paths["dev"], model.preprocess), tta=r.tta).top1
     if row in UNLABELED:
         info["pseudo_labels"] = trainer.pseudo_labels_
+        labelled = len(ft.RecordDataset(paths["train"]))
+        info["pseudo_label_accuracy"] = [pseudo_label_accuracy(os.path.join(out_dir, row, "self_training",
+                                                                             f"student_{k + 1}.rec"), labelled)
+                                         for k in range(len(trainer.pseudo_labels_))]
     kept = [cb for cb in trainer._callbacks if type(cb).__name__ == "KeepBest"]
     if kept:
         info["kept_epoch"] = kept[0].best_epoch_ if kept[0].restored_ else len(trainer.history_) - 1
@@ -201,6 +205,22 @@ def run_row(row, paths, names, recipe, out_dir, resume=False):
         info["no_tta_top1"] = plain.top1
         model.save(os.path.join(out_dir, "recipe_model"))
     return report.top1, info
+
+
+def pseudo_label_accuracy(student_rec, labelled) -> float | None:
+    """The share of right pseudo-labels in a student's records (after its ``labelled`` images).
+
+    A diagnostic of the benchmark only: it finds each image's official label by its pixels (28 px
+    images only; ``None`` otherwise); training never sees these labels.
+    """
+    images, labels = load_fashion_mnist("train")
+    truth = {images[i].tobytes(): FASHION_MNIST_CLASSES[labels[i]] for i in range(len(labels))}
+    ds = ft.RecordDataset(student_rec)
+    if len(ds) <= labelled or ds.image(labelled).shape[:2] != (28, 28):
+        return None  # nothing kept, or resized images (--image-size): no pixel match
+    names, stored = ds.class_names, ds.labels.astype(int)
+    right = [truth.get(ds.image(i)[..., 0].tobytes()) == names[stored[i]] for i in range(labelled, len(ds))]
+    return float(np.mean(right)) if right else None
 
 
 DESCRIPTIONS = {
