@@ -212,7 +212,7 @@ def write_fashion_mnist_unlabeled(out_dir, count: int, *, per_class: int = 100, 
     rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(_sample(labels, per_class, seed)))
     if count > rest.size:
         raise ConfigError(f"Only {rest.size} training images are outside a sample of {per_class} per class; "
-                          f"asked for {count}.")
+                          f"asked for {count}. Ask for at most {rest.size}.")
     chosen = np.random.RandomState([seed, 1]).choice(rest, size=int(count), replace=False)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
