@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from finetune import ImageList, balance
-from finetune.data import FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder
+from finetune.data import (FASHION_MNIST_CLASSES, load_fashion_mnist, write_fashion_mnist_folder,
+                           write_fashion_mnist_unlabeled)
 from finetune.data._balance import random_affine
 from finetune.errors import ConfigError, UnknownNameError
 
@@ -59,3 +60,20 @@ def test_fashion_mnist_folder_with_a_subset_of_classes(tmp_path):
         write_fashion_mnist_folder(tmp_path / "bad", 2, split="test", classes=["Bags"])
     with pytest.raises(ConfigError, match="'classes' parameter"):
         write_fashion_mnist_folder(tmp_path / "bad", 2, split="test", classes=11)
+
+
+def test_unlabeled_fashion_mnist_images_are_outside_the_sample_and_carry_no_label(tmp_path):
+    import cv2
+
+    sample = write_fashion_mnist_folder(tmp_path / "sample", 3, seed=2)
+    paths = write_fashion_mnist_unlabeled(tmp_path / "pool", 200, per_class=3, seed=2)
+    assert len(paths) == 200 and sorted(os.listdir(tmp_path / "pool")) == [f"{k:05d}.png" for k in range(200)]
+    taken = {cv2.imread(sample.full_path(e), cv2.IMREAD_GRAYSCALE).tobytes() for e in sample}
+    pool = [cv2.imread(p, cv2.IMREAD_GRAYSCALE).tobytes() for p in paths]
+    assert not taken & set(pool)  # never an image of the labelled sample
+    again = write_fashion_mnist_unlabeled(tmp_path / "again", 200, per_class=3, seed=2)
+    assert [cv2.imread(p, cv2.IMREAD_GRAYSCALE).tobytes() for p in again] == pool  # seeded
+    with pytest.raises(ConfigError, match="at most 59970"):
+        write_fashion_mnist_unlabeled(tmp_path / "bad", 60000, per_class=3, seed=2)
+    with pytest.raises(ConfigError, match="count"):
+        write_fashion_mnist_unlabeled(tmp_path / "bad", 0)
