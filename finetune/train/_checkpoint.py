@@ -43,7 +43,7 @@ OPTIONAL = ("ema.arrays", "callbacks.arrays")
 #: Uncompressed size the members may declare, as a multiple of the file's size.
 MAX_EXPANSION = 64
 _SKIP = {"param_dict", "idx2name", "sym_info", "lr_scheduler", "_index_update_count",
-         "_all_index_update_counts", "lr_mult", "wd_mult"}
+         "_all_index_update_counts", "lr_mult", "wd_mult", "aggregate_num"}  # the last: how, not what
 _PICKLE_MAGIC = (b"\x80", b"(", b"]", b"}")
 _MAX_DEPTH = 8
 

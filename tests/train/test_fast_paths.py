@@ -1,0 +1,183 @@
+"""The training loop's cheaper paths give what the plain ones give.
+
+- the multi-tensor Adam and AdamW (up to 50 parameters per operator call)
+  against MXNet's per-parameter Adam and the per-parameter AdamW update;
+- progressive resizing (``TrainConfig.low_res``, ``Recipe.low_res``): the
+  early epochs see smaller batches, the later ones and validation the data's
+  own size.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+from finetune.errors import ConfigError
+from finetune.train import AdamW, Recipe, TrainConfig, Trainer
+from finetune.train._optim import _FUSED_MAX, create_optimizer
+
+
+def _net(n_layers=3, seed=0):
+    mx.random.seed(seed)
+    net = gluon.nn.HybridSequential()
+    for _ in range(n_layers):
+        net.add(gluon.nn.Dense(6, activation="relu"))
+    net.add(gluon.nn.Dense(3))
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    return net
+
+
+def _train(optimizer, n_layers=3, steps=4):
+    """The parameters after ``steps`` steps of ``optimizer`` (first parameter at lr_mult 0.3, second wd_mult 0)."""
+    net = _net(n_layers)
+    params = net.collect_params()
+    names = list(params.keys())
+    params[names[0]].lr_mult = 0.3
+    params[names[1]].wd_mult = 0.0
+    trainer = gluon.Trainer(params, optimizer)
+    rng = np.random.RandomState(1)
+    x, y = mx.nd.array(rng.randn(8, 5)), mx.nd.array(np.arange(8) % 3)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    for _ in range(steps):
+        with autograd.record():
+            out = loss(net(x), y)
+        out.backward()
+        trainer.step(8)
+    return [p.data().asnumpy() for p in params.values()]
+
+
+def _close(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b)) < 1e-5
+
+
+@pytest.mark.parametrize("settings", [{}, {"wd": 0.01}, {"clip_gradient": 0.05}, {"rescale_grad": 0.5}])
+def test_multi_tensor_adam_follows_mxnets_adam(settings):
+    params = {"learning_rate": 0.01, **settings}
+    mine = create_optimizer("adam", dict(params))
+    assert mine.aggregate_num == _FUSED_MAX
+    assert _close(_train(mine), _train(mx.optimizer.create("adam", **params)))
+
+
+@pytest.mark.parametrize("settings", [{"momentum": 0.9, "wd": 1e-3}, {"momentum": 0.0}])
+def test_sgd_updates_sixty_parameters_per_call_like_four(settings):
+    def sgd(aggregate):
+        opt = mx.optimizer.create("sgd", learning_rate=0.05, **settings)
+        opt.aggregate_num = aggregate
+        return opt
+
+    mine = create_optimizer("sgd", {"learning_rate": 0.05, **settings})
+    assert mine.aggregate_num == 60
+    assert _close(_train(mine, n_layers=70), _train(sgd(4), n_layers=70))
+
+
+def test_more_parameters_than_one_call_holds():
+    """60 layers, 120 arrays: three operator calls, the same result."""
+    params = {"learning_rate": 0.01}
+    calls = []
+    real = mx.nd.contrib.multi_adamw_update
+
+    def counting(weights, *args, **kwargs):
+        calls.append(len(weights))
+        return real(weights, *args, **kwargs)
+
+    mx.nd.contrib.multi_adamw_update = counting
+    try:
+        fused = _train(create_optimizer("adam", params), n_layers=59, steps=2)
+    finally:
+        mx.nd.contrib.multi_adamw_update = real
+    assert max(calls) <= _FUSED_MAX and sum(calls) == 2 * 2 * 60
+    assert _close(fused, _train(mx.optimizer.create("adam", **params), n_layers=59, steps=2))
+
+
+class _PerParameterAdamW(AdamW):
+    """AdamW updated one parameter at a time (its own ``update``)."""
+
+    def update_multi_precision(self, index, weight, grad, state):
+        if not isinstance(index, (list, tuple)):
+            return mx.optimizer.Optimizer.update_multi_precision(self, index, weight, grad, state)
+        for k in range(len(index)):
+            mx.optimizer.Optimizer.update_multi_precision(self, index[k], weight[k], grad[k], state[k])
+        return None
+
+
+def test_multi_tensor_adamw_follows_its_per_parameter_update():
+    params = {"learning_rate": 0.01, "wd": 0.1, "clip_gradient": 0.5}
+    assert _close(_train(AdamW(**params)), _train(_PerParameterAdamW(**params)))
+
+
+def test_a_checkpoint_resumes_with_the_multi_tensor_adam(tmp_path):
+    """The update counts and moments travel in the checkpoint; 2 + 2 epochs equal 4."""
+    from ._nets import mlp
+
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(24, 2, 4, 4).astype(np.float32), np.arange(24) % 3
+    kw = dict(optimizer="adam", optimizer_params={"lr": 0.02}, batch_size=8, progress=False)
+    whole = Trainer(mlp(), **kw).fit((x, y), epochs=4)
+    first = Trainer(mlp(), out_dir=str(tmp_path / "run"), **kw).fit((x, y), epochs=2)
+    again = Trainer(mlp(), **kw).fit((x, y), epochs=4, resume=first.last_checkpoint_)
+    a = {k: p.data().asnumpy() for k, p in whole.model.collect_params().items()}
+    b = {k: p.data().asnumpy() for k, p in again.model.collect_params().items()}
+    assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+# ------------------------------------------------------------------ progressive resizing
+class _Sizes(gluon.HybridBlock):
+    """Global-average-pooled images into a dense layer; records the input sizes it was trained on."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        with self.name_scope():
+            self.fc = gluon.nn.Dense(3, in_units=3)
+
+    def forward(self, x):
+        if autograd.is_training():
+            self.seen.append(x.shape[-1])
+        return self.fc(mx.nd.mean(x, axis=(2, 3)))
+
+
+def test_low_res_epochs_see_smaller_batches_and_validation_does_not():
+    net = _Sizes()
+    net.initialize(ctx=mx.cpu())
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(12, 3, 32, 32).astype(np.float32), np.arange(12) % 3
+    t = Trainer(net, optimizer="adam", batch_size=4, progress=False, hybridize=False, low_res=(2, 16))
+    t.fit((x, y), (x, y), epochs=3)
+    assert net.seen == [16] * 6 + [32] * 3
+    assert len(t.history_) == 3 and all("val_top1" in row for row in t.history_)
+
+
+def test_low_res_leaves_batches_already_that_small():
+    net = _Sizes()
+    net.initialize(ctx=mx.cpu())
+    x, y = np.ones((4, 3, 8, 8), np.float32), np.arange(4) % 3
+    Trainer(net, optimizer="adam", batch_size=4, progress=False, hybridize=False, low_res=(5, 16)).fit((x, y))
+    assert net.seen == [8]
+
+
+@pytest.mark.parametrize("bad", [(0, 16), (2,), (2, 0), ("2", 16), 3, (2, float("nan"))])
+def test_bad_low_res_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="low_res"):
+        TrainConfig(low_res=bad)
+
+
+def test_low_res_round_trips_through_json():
+    c = TrainConfig(low_res=[15, 64])
+    assert c.low_res == (15, 64)
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_the_recipe_plans_its_low_res_epochs():
+    assert Recipe(low_res=0.5).choose_low_res(96, 30) == (15, 64)
+    assert Recipe(low_res=0.5, low_res_size=48).choose_low_res(96, 10) == (5, 48)
+    assert Recipe(low_res=0.5, low_res_size=128).choose_low_res(96, 10) is None  # not lower: off
+    assert Recipe(low_res=0.01).choose_low_res(96, 10) is None  # rounds to no epoch
+    assert Recipe().choose_low_res(96, 30) is None
+    with pytest.raises(ConfigError, match="low_res"):
+        Recipe(low_res=1.5)
+    with pytest.raises(ConfigError, match="low_res_size"):
+        Recipe(low_res_size=8)
