@@ -3,9 +3,9 @@
 Saved in MXNet's ``mean.bin`` format — ``mx.nd.save`` of ``{"mean_img":
 NDArray (C, H, W)}`` in **RGB** order and raw 0–255 pixel units, exactly what
 ``mx.io.ImageRecordIter(mean_img=...)`` writes and reads (it decodes RGB).
-Caffe's ``mean.binaryproto`` (a ``BlobProto``, BGR) is read with the small
-protobuf decoder below; data code does not import the models package (data
-flows one way), and a ``BlobProto`` needs only varints and packed floats.
+Caffe's ``mean.binaryproto`` (a ``BlobProto``, BGR) is read with the library's
+one Caffe wire decoder, the root module ``finetune._protobuf`` (data code does
+not import the models package: data flows one way).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._parallel import default_workers, ordered_map
+from .._protobuf import read_binaryproto
 from ..errors import ConfigError, DataError, ImageDecodeError, MissingFileError, ShapeError, check_choice
 from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
 from ._preprocess import Preprocess
 
-__all__ = ["MeanImage", "read_binaryproto"]
+__all__ = ["MeanImage"]
 
 log = logging.getLogger("finetune.data")
 
@@ -223,7 +224,7 @@ class MeanImage:
         if not os.path.isfile(path):
             raise MissingFileError(f"Mean file {path!r} does not exist.")
         if path.endswith(".binaryproto") or not _is_ndarray_file(path):
-            image, default = read_binaryproto(path), "BGR"
+            image, default = read_binaryproto(path, DataError), "BGR"
         else:
             image, default = _read_ndarray_file(path), "RGB"
         if image.ndim != 3 or image.shape[0] not in (1, 3) or min(image.shape) < 1:
@@ -301,93 +302,3 @@ def _partial_sums(ctx, chunk):
         chan_sq += (flat ** 2).sum(1)
         count += 1
     return [image_sum, chan_sum, chan_sq, count]
-
-
-# -------------------------------------------------------- Caffe BlobProto
-def _varint(buf, pos):
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise DataError("the file ends inside a number: it is truncated.")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf, start, end):
-    """Yield ``(field, wire type, value)`` of a protobuf message."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
-        elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise DataError(f"unsupported protobuf wire type {wire}: not a Caffe mean file, or a damaged one.")
-        if pos > end:
-            raise DataError("the Caffe mean file is truncated.")
-        yield field, wire, value
-
-
-def _floats(value: bytes, dtype: str, path) -> np.ndarray:
-    if len(value) % np.dtype(dtype).itemsize:
-        raise DataError(f"{path}: the Caffe mean file is truncated ({len(value)} bytes of "
-                        f"{np.dtype(dtype).itemsize}-byte numbers).")
-    return np.frombuffer(value, dtype)
-
-
-def read_binaryproto(path) -> np.ndarray:
-    """Read a Caffe ``BlobProto`` (``mean.binaryproto``) as ``(C, H, W)`` float32, file order.
-
-    Fields: ``num`` = 1, ``channels`` = 2, ``height`` = 3, ``width`` = 4,
-    ``data`` = 5 (floats, packed or not), ``shape`` = 7 (``BlobShape.dim`` = 1),
-    ``double_data`` = 8.
-    """
-    with open(path, "rb") as f:
-        buf = f.read()
-    try:
-        return _parse_blob(buf, path)
-    except DataError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise DataError(f"{path}: {exc}") from None
-
-
-def _parse_blob(buf: bytes, path) -> np.ndarray:
-    dims = {}
-    shape, data, doubles = [], [], []
-    for field, wire, value in _fields(buf, 0, len(buf)):
-        if field in (1, 2, 3, 4) and wire == 0:
-            dims[field] = value
-        elif field == 5 and wire in (2, 5):
-            data.append(_floats(value, "<f4", path))
-        elif field == 8 and wire in (1, 2):
-            doubles.append(_floats(value, "<f8", path))
-        elif field == 7 and wire == 2:
-            for f2, w2, v2 in _fields(value, 0, len(value)):
-                if f2 == 1 and w2 == 2:
-                    pos = 0
-                    while pos < len(v2):
-                        d, pos = _varint(v2, pos)
-                        shape.append(d)
-                elif f2 == 1:
-                    shape.append(v2)
-    values = np.concatenate(data or doubles or [np.zeros(0, np.float32)]).astype(np.float32)
-    if not shape:
-        shape = [dims.get(k, 1) for k in (1, 2, 3, 4)]
-    if len(shape) == 4 and shape[0] == 1:
-        shape = shape[1:]
-    if len(shape) != 3 or int(np.prod(shape)) != values.size:
-        raise DataError(f"{path}: not a Caffe mean file (BlobProto of shape (1, C, H, W)); "
-                        f"found shape {shape} with {values.size} values.")
-    return values.reshape(shape)

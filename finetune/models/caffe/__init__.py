@@ -3,7 +3,7 @@
 :func:`convert_caffe` gives a :class:`CaffeNet` (symbol, weights, the
 preprocessing the prototxt declares); :meth:`finetune.Backbone.from_caffe` and
 :func:`finetune.create_model` build on it. Inside: a text-format parser
-(``_text``), a protobuf wire decoder (``_wire``), the reader of both files
+(``_text``), the reader of both files with ``finetune._protobuf``'s wire decoder
 (``_proto``), typed layer parameters (``_fields``), one symbol builder per
 layer type (``_layers``), the result (``_net``) and the conversion (``_convert``).
 """

@@ -12,8 +12,9 @@ version. Both formats are small and stable, and the field numbers of
 * ``_text`` — a text-format tokenizer/parser giving a tree of
   :class:`Message` (field name -> list of values), with line numbers for
   error messages;
-* ``_wire`` — a wire-format decoder driven by the tiny schema
-  subset we need (net inputs, layer name/type/bottom/top and weight blobs, in
+* ``finetune._protobuf`` — a wire-format decoder driven by the tiny schema
+  subset we need (a root module: :class:`~finetune.data.MeanImage` reads
+  ``mean.binaryproto`` with it too) (net inputs, layer name/type/bottom/top and weight blobs, in
   both the new ``layer`` (``LayerParameter``) and the old V1 ``layers``
   (``V1LayerParameter``) numbering). Packed float data goes straight to
   :func:`numpy.frombuffer`;
@@ -29,11 +30,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
-
 from ...errors import CaffeFormatError, MissingFileError
-from ._text import Message, parse_text_message
-from ._wire import decode
+from ..._protobuf import Message, blob_array, decode, read_binaryproto, shape_dims
+from ._text import parse_text_message
 
 __all__ = ["CaffeLayer", "CaffeNetDef", "Message", "parse_prototxt", "read_binaryproto",
            "read_caffemodel"]
@@ -164,12 +163,6 @@ def parse_prototxt(path) -> CaffeNetDef:
     return _net_from_message(root, where)
 
 
-def _shape_dims(shape) -> list:
-    if isinstance(shape, Message):
-        return [int(d) for d in shape.all("dim")]
-    return [int(d) for d in np.asarray(shape).ravel()]
-
-
 def _net_from_message(root: Message, where: str) -> CaffeNetDef:
     new, old = root.all("layer"), root.all("layers")
     if new and old:
@@ -177,7 +170,7 @@ def _net_from_message(root: Message, where: str) -> CaffeNetDef:
     layers = []
     for index, msg in enumerate(new or old):
         layers.append(_layer_from_message(msg, index, v1=bool(old), where=where))
-    shapes = [_shape_dims(s) for s in root.all("input_shape")]
+    shapes = [shape_dims(s) for s in root.all("input_shape")]
     dims = [int(d) for d in root.all("input_dim")]
     if dims:
         if len(dims) % 4:
@@ -202,30 +195,8 @@ def _layer_from_message(msg: Message, index: int, *, v1: bool, where: str) -> Ca
         kind = V1_TYPES[number]
     return CaffeLayer(name=name, type=str(kind), bottoms=[str(b) for b in msg.all("bottom")],
                       tops=[str(t) for t in msg.all("top")], params=msg,
-                      blobs=[_blob_array(b, name, where) for b in msg.all("blobs")], line=msg.line)
-
-
-def _blob_array(blob: Message, layer: str, where: str) -> np.ndarray:
-    data = blob.get("data")
-    parts = blob.all("data")
-    if parts and not (len(parts) == 1 and isinstance(data, np.ndarray)):
-        data = np.concatenate([np.atleast_1d(np.asarray(p, np.float32)) for p in parts])
-    elif not parts:
-        dparts = blob.all("double_data")
-        data = (np.concatenate([np.atleast_1d(np.asarray(p, np.float64)) for p in dparts])
-                if dparts else np.zeros(0, np.float64))
-    data = np.asarray(data).astype(np.float32, copy=False)
-    if "shape" in blob:
-        shape = _shape_dims(blob.get("shape"))
-    else:
-        shape = [int(blob.get(k, 0)) for k in ("num", "channels", "height", "width")]
-        if not any(shape):
-            shape = [data.size]
-    if int(np.prod(shape)) != data.size:
-        raise CaffeFormatError(f"{where}: a weight blob of layer {layer!r} declares shape {tuple(shape)} "
-                               f"({int(np.prod(shape))} values) but holds {data.size} values; "
-                               "the file is truncated or corrupt.")
-    return data.reshape(shape)
+                      blobs=[blob_array(b, where, f"a weight blob of layer {name!r}") for b in msg.all("blobs")],
+                      line=msg.line)
 
 
 def read_caffemodel(path) -> CaffeNetDef:
@@ -260,23 +231,3 @@ def read_caffemodel(path) -> CaffeNetDef:
     if not root.all("layer") and not root.all("layers"):
         raise CaffeFormatError(f"{where} holds no layers; is it a Caffe .caffemodel?")
     return _net_from_message(root, where)
-
-
-def read_binaryproto(path) -> np.ndarray:
-    """Read a Caffe mean file (``mean.binaryproto``, a ``BlobProto``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(C, H, W)`` float32 mean image in raw pixel units, in the colour order
-        it was computed in (BGR for Caffe tools).
-    """
-    where = os.fspath(path)
-    buf = _read_bytes(path, "mean file")
-    blob = decode(buf, "BlobProto", where)
-    array = _blob_array(blob, "<mean>", where)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise CaffeFormatError(f"{where}: a mean file must hold a (1, C, H, W) blob; got shape {array.shape}.")
-    return array

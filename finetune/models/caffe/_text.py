@@ -10,43 +10,10 @@ from __future__ import annotations
 
 import re
 
+from ..._protobuf import Message
 from ...errors import CaffeFormatError
 
-__all__ = ["Message", "parse_text_message"]
-
-
-class Message:
-    """A decoded protobuf message: field name -> list of values (repeated or not).
-
-    Values are ``int``, ``float``, ``bool``, ``str`` (strings and enum
-    identifiers), :class:`numpy.ndarray` (packed floats) or nested
-    :class:`Message`. ``line`` is the prototxt line where it starts (0 for
-    binary input), used in error messages.
-    """
-
-    __slots__ = ("fields", "line")
-
-    def __init__(self, line: int = 0):
-        self.fields: dict[str, list] = {}
-        self.line = line
-
-    def add(self, name: str, value) -> None:
-        self.fields.setdefault(name, []).append(value)
-
-    def all(self, name: str) -> list:
-        """Every value of field ``name`` (empty list when absent)."""
-        return self.fields.get(name, [])
-
-    def get(self, name: str, default=None):
-        """The last value of field ``name`` (protobuf semantics for a non-repeated field)."""
-        values = self.fields.get(name)
-        return values[-1] if values else default
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.fields
-
-    def __repr__(self) -> str:
-        return f"Message({', '.join(self.fields)})"
+__all__ = ["parse_text_message"]
 
 
 _TOKEN = re.compile(r"""

@@ -1,22 +1,62 @@
-"""Protobuf *wire format* decoder for the Caffe messages we need (``.caffemodel``, ``.binaryproto``).
+"""Caffe's protobuf *wire format* (``.caffemodel``, ``.binaryproto``): one decoder for the whole library.
 
-Part of the hand-written Caffe reader (see ``_proto`` for why).
+A root module because two packages read these files: Caffe import
+(``finetune.models.caffe``, see its ``_proto`` for why the reader is
+hand-written) and :class:`finetune.data.MeanImage` (a Caffe
+``mean.binaryproto``), and data code does not import the models package.
 Driven by a schema subset of ``caffe.proto`` (field numbers are public
 facts); unknown fields are skipped by wire type; packed float data goes
-straight to :func:`numpy.frombuffer`. Truncated input raises
-:class:`~finetune.errors.CaffeFormatError` with the byte offset.
+straight to :func:`numpy.frombuffer`. Truncated or malformed input raises
+the caller's error class (:class:`~finetune.errors.CaffeFormatError` by
+default, :class:`~finetune.errors.DataError` for a mean image) with the byte
+offset.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 import numpy as np
 
-from ...errors import CaffeFormatError
-from ._text import Message
+from .errors import CaffeFormatError, MissingFileError
 
-__all__ = ["decode"]
+__all__ = ["Message", "blob_array", "decode", "read_binaryproto", "shape_dims"]
+
+
+class Message:
+    """A decoded protobuf message: field name -> list of values (repeated or not).
+
+    Values are ``int``, ``float``, ``bool``, ``str`` (strings and enum
+    identifiers), :class:`numpy.ndarray` (packed floats) or nested
+    :class:`Message`. ``line`` is the prototxt line where it starts (0 for
+    binary input), used in error messages.
+    """
+
+    __slots__ = ("fields", "line")
+
+    def __init__(self, line: int = 0):
+        self.fields: dict[str, list] = {}
+        self.line = line
+
+    def add(self, name: str, value) -> None:
+        self.fields.setdefault(name, []).append(value)
+
+    def all(self, name: str) -> list:
+        """Every value of field ``name`` (empty list when absent)."""
+        return self.fields.get(name, [])
+
+    def get(self, name: str, default=None):
+        """The last value of field ``name`` (protobuf semantics for a non-repeated field)."""
+        values = self.fields.get(name)
+        return values[-1] if values else default
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.fields
+
+    def __repr__(self) -> str:
+        return f"Message({', '.join(self.fields)})"
+
 
 _S = {
     "NetParameter": {1: ("name", "string", None), 3: ("input", "string", None),
@@ -45,11 +85,11 @@ _WIRE_TYPES = {"message": (2,), "string": (2,), "float": (5, 2), "double": (1, 2
 class _Wire:
     """Decodes one buffer against the schema; errors say where the bytes ran out."""
 
-    def __init__(self, buf: bytes, where: str):
-        self.buf, self.where = memoryview(buf), where
+    def __init__(self, buf: bytes, where: str, error: type):
+        self.buf, self.where, self.error = memoryview(buf), where, error
 
     def _fail(self, pos: int, what: str):
-        raise CaffeFormatError(f"{self.where}: {what} at byte {pos} of {len(self.buf)}; "
+        raise self.error(f"{self.where}: {what} at byte {pos} of {len(self.buf)}; "
                                "the file is truncated or not a Caffe protobuf.")
 
     def varint(self, pos: int, end: int) -> tuple:
@@ -132,6 +172,65 @@ class _Wire:
         return values
 
 
-def decode(buf: bytes, kind: str, where: str) -> Message:
-    """Decode ``buf`` as the message type ``kind`` (``"NetParameter"``, ``"BlobProto"``)."""
-    return _Wire(buf, where).message(kind, 0, len(buf), kind)
+def decode(buf: bytes, kind: str, where: str, error: type = CaffeFormatError) -> Message:
+    """Decode ``buf`` as the message type ``kind`` (``"NetParameter"``, ``"BlobProto"``); ``error`` on bad bytes."""
+    return _Wire(buf, where, error).message(kind, 0, len(buf), kind)
+
+
+def shape_dims(shape) -> list:
+    """The dimensions of a ``BlobShape`` message (or of an array of them) as ints."""
+    if isinstance(shape, Message):
+        return [int(d) for d in shape.all("dim")]
+    return [int(d) for d in np.asarray(shape).ravel()]
+
+
+def blob_array(blob: Message, where: str, what: str, error: type = CaffeFormatError) -> np.ndarray:
+    """The float32 array of a ``BlobProto``, in its stored shape (``shape``, else legacy num/channels/height/width)."""
+    data = blob.get("data")
+    parts = blob.all("data")
+    if parts and not (len(parts) == 1 and isinstance(data, np.ndarray)):
+        data = np.concatenate([np.atleast_1d(np.asarray(p, np.float32)) for p in parts])
+    elif not parts:
+        dparts = blob.all("double_data")
+        data = (np.concatenate([np.atleast_1d(np.asarray(p, np.float64)) for p in dparts])
+                if dparts else np.zeros(0, np.float64))
+    data = np.asarray(data).astype(np.float32, copy=False)
+    if "shape" in blob:
+        shape = shape_dims(blob.get("shape"))
+    else:
+        shape = [int(blob.get(k, 0)) for k in ("num", "channels", "height", "width")]
+        if not any(shape):
+            shape = [data.size]
+    if int(np.prod(shape)) != data.size:
+        raise error(f"{where}: {what} declares shape {tuple(shape)} ({int(np.prod(shape))} values) but holds "
+                    f"{data.size} values; the file is truncated or corrupt.")
+    return data.reshape(shape)
+
+
+def read_binaryproto(path, error: type = CaffeFormatError) -> np.ndarray:
+    """Read a Caffe mean file (``mean.binaryproto``, a ``BlobProto``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, H, W)`` float32 mean image in raw pixel units, in the colour order
+        it was computed in (BGR for Caffe tools).
+
+    Raises
+    ------
+    MissingFileError
+        ``path`` does not exist.
+    error
+        The file is truncated or not a ``BlobProto`` of shape ``(1, C, H, W)``.
+    """
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise MissingFileError(f"The Caffe mean file {where!r} does not exist.")
+    with open(where, "rb") as f:
+        buf = f.read()
+    array = blob_array(decode(buf, "BlobProto", where, error), where, "the mean blob", error)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise error(f"{where}: a mean file must hold a (1, C, H, W) blob; got shape {array.shape}.")
+    return array
