@@ -25,7 +25,7 @@ from numbers import Integral, Real
 
 from mxnet import gluon
 
-from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from .._validation import InstanceOf, Interval, Options, validate
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
@@ -60,7 +60,6 @@ TRAIN_CONFIG_CONSTRAINTS = {
     "tta": [_BOOL],
     "mixup": [Interval(Real, 0, None)],
     "cutmix": [Interval(Real, 0, None)],
-    "low_res": [Sequence(Interval(Integral, 1, None), lengths=(2,)), None],
 }
 
 
@@ -104,11 +103,6 @@ class TrainConfig:
         Mirror test-time augmentation in validation.
     mixup, cutmix : float
         ``Beta(alpha, alpha)`` parameter of batch mixing (0: off).
-    low_res : (int, int) or None
-        ``(epochs, size)``: the first ``epochs`` epochs train on batches resized
-        (bilinear) to ``size`` x ``size`` pixels, the later ones at the data's
-        own size (progressive resizing: early epochs cost less; validation is
-        always at the data's size). Batches already that small are left alone.
 
     Examples
     --------
@@ -139,7 +133,6 @@ class TrainConfig:
     tta: bool = False
     mixup: float = 0.0
     cutmix: float = 0.0
-    low_res: tuple | None = None
 
     def __post_init__(self):
         self._check("TrainConfig")
@@ -160,7 +153,6 @@ class TrainConfig:
             "ema": None if values["ema"] is None else float(values["ema"]),
             "mixup": float(values["mixup"]), "cutmix": float(values["cutmix"]),
             "workers": None if values["workers"] is None else int(values["workers"]),
-            "low_res": None if values["low_res"] is None else tuple(int(v) for v in values["low_res"]),
         }
         for name, value in normal.items():
             object.__setattr__(self, name, value)

@@ -81,8 +81,6 @@ RECIPE_CONSTRAINTS = {
     "pseudo_threshold": Interval(Real, 0, 1),
     "self_training_rounds": Interval(Integral, 1, 5),
     "pseudo_balance": _BOOL,
-    "low_res": Interval(Real, 0, 1),
-    "low_res_size": [Interval(Integral, 16, 2048), Options([_AUTO])],
 }
 
 
@@ -178,13 +176,6 @@ class Recipe:
     pseudo_balance : bool
         With unlabelled images: each class keeps at most its share of the
         pseudo-labels by the labelled images' class proportions.
-    low_res : float
-        Progressive resizing: the share of the fine-tuning epochs (the first
-        ones) that train at ``low_res_size`` instead of the input size; the
-        rest, and validation, run at the input size (0: off).
-    low_res_size : int or "auto"
-        ``"auto"``: two thirds of the input size, rounded to a multiple of 16
-        (64 px for 96).
 
     Examples
     --------
@@ -229,8 +220,6 @@ class Recipe:
     pseudo_threshold: float = 0.7
     self_training_rounds: int = 1
     pseudo_balance: bool = True
-    low_res: float = 0.0
-    low_res_size: int | str = _AUTO
 
     def __post_init__(self):
         if isinstance(self.epochs, str) and self.epochs != _AUTO:
@@ -307,21 +296,6 @@ class Recipe:
         return ManualRecipe(**settings)
 
     # ------------------------------------------------------------ decisions
-    def choose_low_res(self, size: int, epochs: int) -> tuple | None:
-        """``(epochs, size)`` trained at the lower size for an input of ``size`` px, or None (off).
-
-        Examples
-        --------
-        >>> Recipe(low_res=0.5).choose_low_res(96, 30)
-        (15, 64)
-        >>> Recipe().choose_low_res(96, 30) is None
-        True
-        """
-        low = (max(16, int(round(size * 2 / 3 / 16)) * 16) if self.low_res_size == _AUTO
-               else int(self.low_res_size))
-        n = int(round(self.low_res * epochs))
-        return (n, low) if n and low < size else None
-
     def choose_input_size(self, native: int, image_side: int | None) -> tuple:
         """``(size, reason)``: the square input size for a backbone of ``native`` px and images of ``image_side``."""
         if self.input_size != _AUTO:

@@ -118,8 +118,7 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
                          batch_size=recipe.batch_size, schedule=recipe.make_schedule(), loss=recipe.loss_spec(),
                          seed=recipe.seed, workers=workers, out_dir=os.path.join(out_dir, "fine_tune") if out_dir
                          else None, progress=progress, ema=recipe.ema, tta=recipe.tta, kvstore=kvstore,
-                         checkpoint_every=checkpoint_every, mixup=recipe.mixup, cutmix=recipe.cutmix,
-                         low_res=recipe.choose_low_res(s, recipe.epochs))
+                         checkpoint_every=checkpoint_every, mixup=recipe.mixup, cutmix=recipe.cutmix)
     trainer = Trainer(model, config, policy=policy, ctx=ctx)
     trainer.fit(train_ds, val_ds, epochs=recipe.epochs, callbacks=cbs, resume=last if resume else None)
     trainer.head_history_ = head_history

@@ -26,10 +26,6 @@ def make_plan(recipe, model, train, val=None, unlabeled=None) -> "RecipePlan":
                  + (f", wd {recipe.wd:g}" if recipe.wd else ""),
                  ("every layer but the frozen ones" if recipe._frozen_groups else "every layer")
                  + (f"; {epochs_why}" if epochs_why != "set" else "")))
-    low = recipe.choose_low_res(size, epochs)
-    if low:
-        rows.append(("progressive resizing", f"the first {low[0]} epochs at {low[1]} px",
-                     f"the later ones and validation at {size} px"))
     ld = recipe.layer_decay if recipe.layer_decay not in (None, 1, 1.0) else None
     rows.append(("layer-wise LR", f"x{ld:g} per group, {recipe.layer_groups} groups" if ld else "off",
                  f"backbone x{recipe.backbone_lr_mult:g}" if recipe.backbone_lr_mult != 1 else ""))

@@ -125,7 +125,6 @@ class Trainer:
     checkpoint_every, cache_features = _setting("checkpoint_every"), _setting("cache_features")
     mixed_precision, hybridize, progress = _setting("mixed_precision"), _setting("hybridize"), _setting("progress")
     ema, tta, mixup, cutmix = _setting("ema"), _setting("tta"), _setting("mixup"), _setting("cutmix")
-    low_res = _setting("low_res")
 
     def __repr__(self) -> str:
         return f"Trainer({type(self.model).__name__}, {self.config!r})"
@@ -289,8 +288,6 @@ class Trainer:
         """One optimizer step on batch ``b`` of ``epoch``; returns the number of images this worker trained."""
         mx.random.seed(_mix(self.seed, epoch, b, 0xD0), ctx="all")
         mix = None
-        if self.low_res and epoch < self.low_res[0] and net is self.model:
-            x = _shrink(x, self.low_res[1])
         if (self.mixup or self.cutmix) and net is self.model:
             x, *mix = self._mix_batch(x, y, epoch, b)
         stats, inputs_finite = optimizer_step(self, net, x, y, global_n, mix)
@@ -393,10 +390,3 @@ class Trainer:
         self.setup()
         load_state(self, path)
         log.info("Resumed from %s at epoch %d, batch %d.", path, self.epoch_, self.batch_)
-
-
-def _shrink(x, size: int):
-    """Float image batch ``x`` (N, C, H, W) resized to ``size`` x ``size`` when it is larger (else as it is)."""
-    if x.ndim != 4 or x.shape[2] <= size and x.shape[3] <= size or np.dtype(x.dtype).kind != "f":
-        return x
-    return mx.nd.contrib.BilinearResize2D(x, height=size, width=size)

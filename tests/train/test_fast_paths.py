@@ -1,23 +1,18 @@
-"""The training loop's cheaper paths give what the plain ones give.
+"""The multi-tensor optimizers give what the per-parameter ones give.
 
-- the multi-tensor Adam and AdamW (up to 50 parameters per operator call)
-  against MXNet's per-parameter Adam and the per-parameter AdamW update;
-- progressive resizing (``TrainConfig.low_res``, ``Recipe.low_res``): the
-  early epochs see smaller batches, the later ones and validation the data's
-  own size.
+The multi-tensor Adam and AdamW (up to 50 parameters per operator call)
+against MXNet's per-parameter Adam and the per-parameter AdamW update; SGD at
+60 parameters per call against MXNet's 4.
 """
 
 from __future__ import annotations
-
-import json
 
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from finetune.errors import ConfigError
-from finetune.train import AdamW, Recipe, TrainConfig, Trainer
+from finetune.train import AdamW, Trainer
 from finetune.train._optim import _FUSED_MAX, create_optimizer
 
 
@@ -122,62 +117,3 @@ def test_a_checkpoint_resumes_with_the_multi_tensor_adam(tmp_path):
     a = {k: p.data().asnumpy() for k, p in whole.model.collect_params().items()}
     b = {k: p.data().asnumpy() for k, p in again.model.collect_params().items()}
     assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
-
-
-# ------------------------------------------------------------------ progressive resizing
-class _Sizes(gluon.HybridBlock):
-    """Global-average-pooled images into a dense layer; records the input sizes it was trained on."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-        with self.name_scope():
-            self.fc = gluon.nn.Dense(3, in_units=3)
-
-    def forward(self, x):
-        if autograd.is_training():
-            self.seen.append(x.shape[-1])
-        return self.fc(mx.nd.mean(x, axis=(2, 3)))
-
-
-def test_low_res_epochs_see_smaller_batches_and_validation_does_not():
-    net = _Sizes()
-    net.initialize(ctx=mx.cpu())
-    rng = np.random.RandomState(0)
-    x, y = rng.rand(12, 3, 32, 32).astype(np.float32), np.arange(12) % 3
-    t = Trainer(net, optimizer="adam", batch_size=4, progress=False, hybridize=False, low_res=(2, 16))
-    t.fit((x, y), (x, y), epochs=3)
-    assert net.seen == [16] * 6 + [32] * 3
-    assert len(t.history_) == 3 and all("val_top1" in row for row in t.history_)
-
-
-def test_low_res_leaves_batches_already_that_small():
-    net = _Sizes()
-    net.initialize(ctx=mx.cpu())
-    x, y = np.ones((4, 3, 8, 8), np.float32), np.arange(4) % 3
-    Trainer(net, optimizer="adam", batch_size=4, progress=False, hybridize=False, low_res=(5, 16)).fit((x, y))
-    assert net.seen == [8]
-
-
-@pytest.mark.parametrize("bad", [(0, 16), (2,), (2, 0), ("2", 16), 3, (2, float("nan"))])
-def test_bad_low_res_is_a_config_error(bad):
-    with pytest.raises(ConfigError, match="low_res"):
-        TrainConfig(low_res=bad)
-
-
-def test_low_res_round_trips_through_json():
-    c = TrainConfig(low_res=[15, 64])
-    assert c.low_res == (15, 64)
-    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-
-
-def test_the_recipe_plans_its_low_res_epochs():
-    assert Recipe(low_res=0.5).choose_low_res(96, 30) == (15, 64)
-    assert Recipe(low_res=0.5, low_res_size=48).choose_low_res(96, 10) == (5, 48)
-    assert Recipe(low_res=0.5, low_res_size=128).choose_low_res(96, 10) is None  # not lower: off
-    assert Recipe(low_res=0.01).choose_low_res(96, 10) is None  # rounds to no epoch
-    assert Recipe().choose_low_res(96, 30) is None
-    with pytest.raises(ConfigError, match="low_res"):
-        Recipe(low_res=1.5)
-    with pytest.raises(ConfigError, match="low_res_size"):
-        Recipe(low_res_size=8)

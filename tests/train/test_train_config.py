@@ -17,12 +17,12 @@ GOOD = {"optimizer": "adam", "optimizer_params": {"learning_rate": 0.1, "wd": 0.
         "kvstore": "local", "schedule": {"name": "step", "factor": 0.5, "epochs": [1, 3]},
         "loss": {"name": "label_smoothing", "smoothing": 0.2}, "seed": 5, "workers": 0, "out_dir": "runs/a",
         "checkpoint_every": 3, "cache_features": False, "mixed_precision": True, "hybridize": False,
-        "progress": False, "ema": 0.9, "tta": True, "mixup": 0.2, "cutmix": 1.0, "low_res": (3, 48)}
+        "progress": False, "ema": 0.9, "tta": True, "mixup": 0.2, "cutmix": 1.0}
 # a value each field refuses
 BAD = {"optimizer": 3, "optimizer_params": [1], "batch_size": 0, "kvstore": "nope", "schedule": 3, "loss": 2.5,
        "seed": 1.5, "workers": -1, "out_dir": 3, "checkpoint_every": -1, "cache_features": "yes",
        "mixed_precision": 1, "hybridize": "no", "progress": None, "ema": 1.0, "tta": 0, "mixup": float("nan"),
-       "cutmix": -1, "low_res": (0, 16)}
+       "cutmix": -1}
 
 
 def test_every_field_has_a_constraint_and_test_values():
