@@ -27,7 +27,7 @@ from mxnet import gluon
 
 from .data import Preprocess
 from .errors import ModelProtocolError
-from .models import load_model, missing_members
+from .models import Inference, load_model, missing_members
 
 __all__ = ["TINY_CLASSES", "TinyBlock", "TinyNet", "check_model", "tiny_block"]
 
@@ -38,8 +38,8 @@ class TinyBlock(mx.gluon.HybridBlock):
     """conv(3->4) - relu - conv(4->8) - relu - global avg pool - dense(3) on 16x16 RGB images.
 
     A plain Gluon block (no layer access of its own) meeting the inference
-    level of the model protocol: :attr:`preprocess`, :attr:`class_names` and
-    :meth:`save`; :func:`~finetune.create_model` wraps it in a
+    level of the model protocol: :attr:`preprocess`, :attr:`class_names`,
+    :attr:`inference` (plain) and :meth:`save`; :func:`~finetune.create_model` wraps it in a
     :class:`~finetune.models.BlockModel` for the full level.
 
     Parameters
@@ -64,6 +64,7 @@ class TinyBlock(mx.gluon.HybridBlock):
         self.preprocess = preprocess if preprocess is not None else Preprocess(
             size=(16, 16), resize=16, mean=(127, 127, 127), std=(64, 64, 64))
         self.class_names = list(class_names) if class_names is not None else list(TINY_CLASSES)
+        self.inference = Inference()
         with self.name_scope():
             self.conv1 = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
             self.conv2 = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=4)
@@ -138,6 +139,7 @@ class TinyNet(gluon.HybridBlock):
         super().__init__(prefix="tiny_")
         self.preprocess = Preprocess(size=(16, 16), resize=16, mean=(127, 127, 127), std=(128, 128, 128))
         self.class_names = [f"c{i}" for i in range(classes)]
+        self.inference = Inference()
         with self.name_scope():
             self.conv1 = gluon.nn.Conv2D(channels, 3, padding=1, in_channels=3)
             self.conv2 = gluon.nn.Conv2D(channels, 3, strides=2, padding=1, in_channels=channels)
@@ -205,9 +207,10 @@ def check_model(model, level: str = "full", *, input_size=None, save: bool = Tru
     Checks, on a random batch of two normalised images — at every level:
     the members exist; ``preprocess`` is a :class:`~finetune.Preprocess` that
     survives ``save`` → ``Preprocess.load``; ``class_names`` is ``None`` or
-    one string per output; ``model(x)`` gives finite logits ``(2, K)``; and
-    ``save`` writes a directory that :func:`~finetune.load_model` reads back
-    into a network with the same logits, class names and preprocessing. At
+    one string per output; ``inference`` is an :class:`~finetune.Inference`;
+    ``model(x)`` gives finite logits ``(2, K)``; and ``save`` writes a
+    directory that :func:`~finetune.load_model` reads back into a network
+    with the same logits, class names, preprocessing and inference record. At
     the full level also: ``num_classes`` is ``K``; ``to_symbol()`` is a
     one-output symbol; ``collect_params()`` holds parameters;
     ``layer_names`` is a non-empty list of unique strings; ``features``
@@ -272,10 +275,12 @@ def check_model(model, level: str = "full", *, input_size=None, save: bool = Tru
             failures.append(f"class_names must be None or a list of str; got {type(names).__name__}")
         elif k is not None and len(names) != k:
             failures.append(f"{len(names)} class_names for {k} outputs")
+    if "inference" not in missing and not isinstance(model.inference, Inference):
+        failures.append(f"inference is a {type(model.inference).__name__}, not a finetune.Inference")
     if level == "full":
         _check_full(model, x, logits, k, missing, failures)
     if save and logits is not None and "save" not in missing:
-        _check_save(model, x, logits, failures)
+        _check_save(model, x, logits, None if "inference" in missing else model.inference, failures)
     if failures:
         _raise(name, failures)
 
@@ -357,7 +362,7 @@ def _check_gradient(model, x, logits, failures) -> None:
         failures.append(f"layer_gradient({layer!r}) gives other logits than model(x)")
 
 
-def _check_save(model, x, logits, failures) -> None:
+def _check_save(model, x, logits, inference, failures) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = _run(failures, "save(dir)", lambda: model.save(os.path.join(tmp, "model")))
         if path is None:
@@ -369,6 +374,8 @@ def _check_save(model, x, logits, failures) -> None:
             failures.append("load_model(save(dir)) has other class_names")
         if again.preprocess != model.preprocess:
             failures.append("load_model(save(dir)) has another preprocessing")
+        if inference is not None and again.inference != inference:
+            failures.append("load_model(save(dir)) has another inference record")
         out = _run(failures, "load_model(save(dir))(x)", lambda: again(x))
         if out is not None and not np.allclose(out.asnumpy(), logits.asnumpy(), rtol=1e-4, atol=1e-5):
             failures.append("load_model(save(dir)) gives other logits")

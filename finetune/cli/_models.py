@@ -65,7 +65,7 @@ def inspect(args) -> int:
     shapes = dict(zip(internals.list_outputs(), out_shapes))
     ops = graph.layer_ops(symbol)
     layers = model.layer_names
-    print(f"{type(model).__name__}: {getattr(model, 'arch', None) or getattr(model.body, 'arch', '')}")
+    print(f"{type(model).__name__}: {model.arch or ''}")
     print(f"  parameters     {model.num_parameters:,}")
     print(f"  layers         {len(layers)}")
     print(f"  classifier     {model.classifier}")

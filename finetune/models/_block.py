@@ -26,7 +26,8 @@ class BlockModel(_Network):
     """A ``HybridBlock`` returning logits, wrapped to meet :class:`~finetune.ModelProtocol` (the full level).
 
     Made by :func:`~finetune.create_model` for blocks that lack members of
-    the protocol; rarely built directly.
+    the protocol; rarely built directly. Its :attr:`inference` record is the
+    block's when the block carries one, else the plain one.
 
     Parameters
     ----------
@@ -66,6 +67,7 @@ class BlockModel(_Network):
             class_names = getattr(block, "class_names", None)
         super().__init__(preprocess, class_names)
         self.block = block
+        self.inference = getattr(block, "inference", None)  # a plain block may carry it, as preprocess
 
     def hybrid_forward(self, F, x):
         out = self.block(x)
@@ -121,8 +123,10 @@ class BlockModel(_Network):
 
     def to_backbone(self) -> Backbone:
         """A :class:`~finetune.Backbone` holding a copy of the traced graph and parameters."""
-        return Backbone.from_symbol(self.to_symbol(), self._param_arrays(), {}, self.preprocess,
-                                    class_names=self.class_names, name=type(self.block).__name__)
+        backbone = Backbone.from_symbol(self.to_symbol(), self._param_arrays(), {}, self.preprocess,
+                                        class_names=self.class_names, name=type(self.block).__name__)
+        backbone.inference = self.inference
+        return backbone
 
     def save(self, path) -> str:
         """Write a model directory (as a :class:`~finetune.Backbone`, which :func:`~finetune.load_model` reads)."""

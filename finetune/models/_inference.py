@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 
-__all__ = ["Inference"]
+__all__ = ["CarriesInference", "Inference", "as_inference"]
 
 
 def _inference_fields() -> dict:
@@ -80,3 +80,36 @@ class Inference:
                 raise ModelError(f"The {where} has 'inference' {key!r} = {show(values[key])}; expected "
                                  f"{describe(constraint)}.")
         return cls(**values)
+
+
+def as_inference(value) -> Inference:
+    """``value`` (an :class:`Inference`, a dict of its fields or ``None``) as an :class:`Inference`."""
+    if isinstance(value, Inference):
+        return value
+    if value is None:
+        return Inference()
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(_inference_fields()))
+        if unknown:
+            raise ConfigError(f"The 'inference' of a network takes the keys {sorted(_inference_fields())}. "
+                              f"Got {unknown} instead.")
+        return Inference(**value)
+    raise ConfigError(f"The 'inference' of a network must be a finetune Inference, a dict such as "
+                      f'{{"tta": "mirror"}} or None. Got {type(value).__name__} instead.')
+
+
+class CarriesInference:
+    """The ``inference`` member of the model protocol, for the library's networks (a mixin)."""
+
+    @property
+    def inference(self) -> Inference:
+        """How the network is meant to be run for prediction (:class:`Inference`; saved with it).
+
+        Set it to an :class:`Inference`, a dict of its fields
+        (``{"tta": "mirror"}``) or ``None`` (plain).
+        """
+        return self._inference
+
+    @inference.setter
+    def inference(self, value) -> None:
+        self._inference = as_inference(value)

@@ -79,6 +79,11 @@ class Model(_Network):
         self.body.preprocess = value
 
     @property
+    def arch(self) -> str:
+        """The label of :attr:`body`'s architecture (its ``arch``: the zoo name, the prototxt file, ...)."""
+        return self.body.arch
+
+    @property
     def num_classes(self) -> int:
         """Number of outputs of the head."""
         return int(self.head_spec["num_classes"])

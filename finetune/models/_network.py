@@ -22,24 +22,8 @@ from .._version import __version__
 from ..data import Preprocess
 from ..errors import ConfigError
 from .graph import data_var, fold_padding, has_shape_tricks, layer_output, list_layers, probe_block
-from ._inference import Inference, _inference_fields
+from ._inference import CarriesInference
 from ._io._modeldir import FORMAT, SAVE_VERSION, _write_model_dir, symbol_json
-
-
-def _as_inference(value) -> Inference:
-    """``value`` (an :class:`Inference`, a dict of its fields or ``None``) as an :class:`Inference`."""
-    if isinstance(value, Inference):
-        return value
-    if value is None:
-        return Inference()
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(_inference_fields()))
-        if unknown:
-            raise ConfigError(f"The 'inference' of a network takes the keys {sorted(_inference_fields())}. "
-                              f"Got {unknown} instead.")
-        return Inference(**value)
-    raise ConfigError(f"The 'inference' of a network must be a finetune Inference, a dict such as "
-                      f'{{"tta": "mirror"}} or None. Got {type(value).__name__} instead.')
 
 
 def _check_preprocess(preprocess):
@@ -130,7 +114,7 @@ def folded_graph(caches: _Cache, symbol, shape, params):
     return sizes[shape]
 
 
-class _Network(HybridBlock):
+class _Network(CarriesInference, HybridBlock):
     """Base of every finetune network: the members of the model protocol built on ``to_symbol()``."""
 
     def __init__(self, preprocess: Preprocess, class_names=None):
@@ -139,7 +123,7 @@ class _Network(HybridBlock):
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self._caches = _Cache()
         self._graph_key = None
-        self._inference = Inference()
+        self.inference = None  # plain
 
     @property
     def preprocess(self) -> Preprocess:
@@ -149,19 +133,6 @@ class _Network(HybridBlock):
     @preprocess.setter
     def preprocess(self, value: Preprocess) -> None:
         self._preprocess = _check_preprocess(value)
-
-    @property
-    def inference(self) -> Inference:
-        """How the network is meant to be run for prediction (:class:`Inference`; saved with it).
-
-        Set it to an :class:`Inference`, a dict of its fields
-        (``{"tta": "mirror"}``) or ``None`` (plain).
-        """
-        return self._inference
-
-    @inference.setter
-    def inference(self, value) -> None:
-        self._inference = _as_inference(value)
 
     def forward(self, x, *args):
         """Run the network; a batch runs the graph folded for its input size (see below).

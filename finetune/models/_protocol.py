@@ -1,7 +1,8 @@
 """The model protocol, in two levels, as :class:`typing.Protocol` classes.
 
 :class:`InferenceModel` is what prediction and evaluation need: logits for a
-normalised batch, the preprocessing, the class names and ``save``.
+normalised batch, the preprocessing, the class names, the inference record and
+``save``.
 :class:`ModelProtocol` (the full level) adds what feature extraction,
 Grad-CAM, per-layer learning rates and the Trainer use: layer names, features
 and gradients at a layer, the graph as a symbol, the Gluon parameters,
@@ -42,6 +43,12 @@ class InferenceModel(Protocol):
         crop, mean/std or mean image (see :class:`~finetune.Preprocess`).
     class_names : list of str or None
         One name per output, or ``None``.
+    inference : Inference
+        How the network is meant to be run for prediction (an
+        :class:`~finetune.Inference`, the plain ``Inference()`` when nothing
+        was chosen); :class:`~finetune.Predictor` and
+        :func:`~finetune.evaluate` follow it unless told otherwise, and
+        ``save`` keeps it.
 
     Notes
     -----
@@ -60,6 +67,7 @@ class InferenceModel(Protocol):
 
     preprocess: object
     class_names: list | None
+    inference: object
 
     def __call__(self, x):
         """Logits ``(N, K)`` of a normalised ``(N, C, H, W)`` batch."""
@@ -77,6 +85,8 @@ class ModelProtocol(InferenceModel, Protocol):
     preprocess : Preprocess
         As for :class:`InferenceModel`.
     class_names : list of str or None
+        As for :class:`InferenceModel`.
+    inference : Inference
         As for :class:`InferenceModel`.
     layer_names : list of str
         Names accepted by :meth:`features` and :meth:`layer_gradient`, in
@@ -129,7 +139,7 @@ class ModelProtocol(InferenceModel, Protocol):
 LEVELS = {"inference": InferenceModel, "full": ModelProtocol}
 
 # The members of each level, in the order error messages name them.
-_INFERENCE = ("preprocess", "class_names", "__call__", "save")
+_INFERENCE = ("preprocess", "class_names", "inference", "__call__", "save")
 _MEMBERS = {
     "inference": _INFERENCE,
     "full": _INFERENCE + ("layer_names", "num_classes", "features", "layer_gradient", "to_symbol",
@@ -149,7 +159,7 @@ def missing_members(model, level: str = "full") -> list:
     Examples
     --------
     >>> missing_members(object(), "inference")
-    ['preprocess', 'class_names', '__call__', 'save']
+    ['preprocess', 'class_names', 'inference', '__call__', 'save']
     """
     _check_level(level)
     if isinstance(model, LEVELS[level]):

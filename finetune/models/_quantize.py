@@ -42,6 +42,7 @@ from ..data import ImageSource
 from ..errors import ConfigError, DataError, ModelError, ModelProtocolError, check_choice, check_range
 from ._io import _modeldir as _model
 from .graph import fold_padding, has_shape_tricks, merge_padding
+from ._inference import Inference
 from ._inference_graph import InferenceGraph
 from ._protocol import ModelProtocol, require_model
 
@@ -67,6 +68,8 @@ class QuantizedModel(InferenceGraph):
         Copied from the float32 network.
     class_names : list of str or None
         Copied from the float32 network.
+    inference : Inference
+        Copied from the float32 network; saved with the model.
     calibration : dict
         How it was calibrated: ``calib_mode``, ``num_examples``,
         ``exclude_layers``.
@@ -76,8 +79,8 @@ class QuantizedModel(InferenceGraph):
         ``None``: any size.
     """
 
-    def __init__(self, symbol, preprocess, class_names=None, calibration=None, input_size=None):
-        super().__init__(symbol, preprocess, class_names, input_size)
+    def __init__(self, symbol, preprocess, class_names=None, calibration=None, input_size=None, *, inference=None):
+        super().__init__(symbol, preprocess, class_names, input_size, inference=inference)
         self.calibration = dict(calibration or {})
 
     def save(self, path) -> str:
@@ -88,6 +91,7 @@ class QuantizedModel(InferenceGraph):
             "class": "QuantizedModel", "preprocess": self.preprocess.to_dict(),
             "class_names": self.class_names, "quantization": self.calibration,
             "input_size": None if self.input_size is None else list(self.input_size),
+            "inference": self.inference.to_dict(),
         }
         symbol = self._cached_graph[1]
         arrays = {name: p.data(p.list_ctx()[0]).copyto(mx.cpu()) for name, p in self.collect_params().items()}
@@ -114,6 +118,8 @@ class FusedModel(InferenceGraph):
     preprocess : Preprocess
         Copied from the original network.
     class_names : list of str or None
+        Copied from the original network.
+    inference : Inference
         Copied from the original network.
     input_size : tuple of int or None
         ``(H, W)`` the graph was specialised to (its shape-dependent padding
@@ -159,7 +165,8 @@ def fuse(model) -> FusedModel:
     """
     _require_network(model, "fuse")
     block, input_size = _as_symbol_block(model)
-    out = FusedModel(block._cached_graph[1], model.preprocess, model.class_names, input_size)
+    out = FusedModel(block._cached_graph[1], model.preprocess, model.class_names, input_size,
+                     inference=model.inference)
     params = out.collect_params()
     for name, p in block.collect_params().items():
         params[name]._load_init(p.data(), [mx.cpu()])
@@ -175,7 +182,8 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
         if c.device_type != "cpu":
             raise ConfigError(f"A QuantizedModel runs on CPU only (oneDNN INT8 kernels). Got ctx={c} instead.")
     model = QuantizedModel(_model.read_symbol(path), _model.read_preprocess(path, config),
-                           config.get("class_names"), config.get("quantization"), config.get("input_size"))
+                           config.get("class_names"), config.get("quantization"), config.get("input_size"),
+                           inference=Inference.from_dict(config.get("inference")))
     _model.read_weights(path, config)  # checks that the file exists and is readable
     try:
         _load_typed(model, os.path.join(os.fspath(path), config.get("weights", "weights.params")))
@@ -314,7 +322,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     ql.debug("calibrated on %d images", len(data))
     out = QuantizedModel(net._cached_graph[1], model.preprocess, model.class_names,
                          {"calib_mode": calib_mode, "num_examples": int(len(data)),
-                          "exclude_layers": list(exclude_layers or [])}, input_size)
+                          "exclude_layers": list(exclude_layers or [])}, input_size, inference=model.inference)
     with tempfile.TemporaryDirectory() as tmp:
         net.collect_params().save(os.path.join(tmp, "w.params"))
         _load_typed(out, os.path.join(tmp, "w.params"))

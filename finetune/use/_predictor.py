@@ -52,12 +52,7 @@ def _resolve_tta(tta, model) -> bool:
     validate("Predictor", {"tta": tta}, {"tta": [Options([True, False]), None]})
     if tta is not None:
         return bool(tta)
-    for holder in (model, getattr(model, "block", None)):  # a wrapper (BlockModel) or the block it wraps
-        record = getattr(holder, "inference", None)
-        chosen = record.get("tta") if isinstance(record, dict) else getattr(record, "tta", None)
-        if chosen is not None:
-            return chosen == "mirror"
-    return False
+    return model.inference.tta == "mirror"
 
 
 class Predictor:

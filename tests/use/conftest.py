@@ -1,5 +1,5 @@
 """Tiny stand-in models that follow the model protocol (a HybridBlock with
-``.preprocess`` and ``.class_names``), so most tests of prediction, evaluation and plots run in
+``.preprocess``, ``.class_names`` and ``.inference``), so most tests of prediction, evaluation and plots run in
 well under a second without the real backbones."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from finetune import Preprocess
+from finetune import Inference, Preprocess
 
 
 class TinyNet(mx.gluon.HybridBlock):
@@ -37,6 +37,7 @@ def make_tiny(classes=("cat", "dog", "fish"), size=16, color="RGB", seed=0):
     net.preprocess = Preprocess(size=(size, size), resize=size, color=color,
                                 mean=(127, 127, 127), std=(64, 64, 64))
     net.class_names = list(classes)
+    net.inference = Inference()
     return net
 
 

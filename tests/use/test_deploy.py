@@ -150,7 +150,7 @@ def test_shape_tricks_are_folded_into_a_constant_pad_for_onnx(tmp_path):
 
     net = _FlipPadNet(prefix="fp_")
     net.initialize()
-    net.preprocess, net.class_names = Preprocess(size=(9, 9), resize=9), ["a", "b", "c"]
+    net.preprocess, net.class_names, net.inference = Preprocess(size=(9, 9), resize=9), ["a", "b", "c"], ft.Inference()
     sym = net(mx.sym.var("data"))
     folded, n = fold_padding(sym, (1, 3, 9, 9))
     assert n == 1

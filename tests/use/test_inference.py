@@ -156,3 +156,30 @@ def test_every_reader_of_a_model_directory_keeps_its_inference_record(tmp_path):
     bb.save(tmp_path / "m")
     for read in (ft.load_model, ft.Backbone.load):
         assert read(tmp_path / "m").inference.tta == "mirror", read
+
+
+def test_every_inference_model_carries_the_record_and_the_predictor_follows_it(saved, tmp_path):
+    """The record is a member of the protocol's inference level: fused, quantized and deployed copies keep it."""
+    _, mirror = saved
+    model = ft.load_model(mirror)
+    calib = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    quantized = ft.quantize(model, calib, batch_size=2)
+    dep = ft.export_for_deployment(model, tmp_path / "dep", verify=False)
+    copies = {"fused": ft.fuse(model), "quantized": quantized,
+              "quantized, saved": ft.load_model(quantized.save(tmp_path / "q")),
+              "deployment": ft.load_deployment(dep.directory)}
+    for kind, net in copies.items():
+        assert net.inference == Inference(tta="mirror"), kind
+        assert ft.Predictor(net, workers=1, fuse=False).tta is True, kind
+
+
+def test_check_model_checks_the_record():
+    from finetune.testing import check_model, tiny_block
+
+    net = tiny_block()
+    net.inference = {"tta": "mirror"}  # a dict, not an Inference
+    with pytest.raises(ft.errors.ModelProtocolError, match="inference is a dict"):
+        check_model(net, "inference", save=False)
+    del net.inference
+    with pytest.raises(ft.errors.ModelProtocolError, match="missing members: inference"):
+        check_model(net, "inference", save=False)

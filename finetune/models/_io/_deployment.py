@@ -37,6 +37,7 @@ from ...data import Preprocess
 from ...errors import MissingFileError, ModelError
 from ._modeldir import read_config, read_preprocess
 from ._paths import inside
+from .._inference import Inference
 from .._inference_graph import InferenceGraph
 
 __all__ = ["DeployedModel", "Deployment", "is_deployment", "load_legacy", "read_deployment", "read_deployment_preprocess"]
@@ -223,12 +224,15 @@ class DeployedModel(InferenceGraph):
         The folder's preprocessing.
     class_names : list of str or None
         The folder's class names.
+    inference : Inference
+        The folder's inference record (plain for a folder of the earlier layout).
     deployment : Deployment
         The files it was read from.
     """
 
-    def __init__(self, symbol, preprocess, class_names=None, *, input_name: str = "data", deployment=None):
-        super().__init__(symbol, preprocess, class_names, input_name=input_name)
+    def __init__(self, symbol, preprocess, class_names=None, *, input_name: str = "data", deployment=None,
+                 inference=None):
+        super().__init__(symbol, preprocess, class_names, input_name=input_name, inference=inference)
         self.deployment = deployment
 
     @classmethod
@@ -238,8 +242,10 @@ class DeployedModel(InferenceGraph):
 
         dep = read_deployment(directory)
         preprocess = read_deployment_preprocess(dep)
+        config = read_config(dep.directory) if os.path.basename(dep.preprocess) == "config.json" else {}
+        inference = Inference.from_dict(config.get("inference"))  # checked by read_config
         return _imports(dep, resolve_ctx(ctx), lambda symbol, name: cls(
-            symbol, preprocess, dep.class_names, input_name=name, deployment=dep))
+            symbol, preprocess, dep.class_names, input_name=name, deployment=dep, inference=inference))
 
     def __repr__(self) -> str:
         return f"DeployedModel({self.deployment.directory if self.deployment else None!r}, " \
