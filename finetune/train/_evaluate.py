@@ -61,7 +61,7 @@ def batch_stats(out, y, loss, peak=None) -> np.ndarray:
     return np.concatenate([values[:3], [out.shape[0]], values[3:]])
 
 
-def evaluate(net, dataset, loss, split, batch_size: int, workers: int = 0, tta: bool = False) -> dict:
+def evaluate(net, dataset, loss, split, batch_size: int, workers: int = 0, tta: bool = False, loader=None) -> dict:
     """``{"loss", "top1", "top5"}`` of ``net`` on ``dataset``.
 
     Parameters
@@ -77,10 +77,15 @@ def evaluate(net, dataset, loss, split, batch_size: int, workers: int = 0, tta: 
     batch_size, workers : int
     tta : bool
         Average the logits of each image and of its left-right mirror (4-D inputs only).
+    loader : iterable, optional
+        Batches of ``dataset`` to read instead of opening a loader (it stays
+        open: a Trainer keeps one for its validation set, so the worker
+        processes are not started again every epoch).
     """
-    if isinstance(dataset, RecordDataset) and workers > 0:
+    own = loader is None
+    if own and isinstance(dataset, RecordDataset) and workers > 0:
         loader = dataset.loader(batch_size, shuffle=False, workers=workers)
-    else:
+    elif own:
         loader = gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     acc = np.zeros(4)
     try:
@@ -92,7 +97,7 @@ def evaluate(net, dataset, loss, split, batch_size: int, workers: int = 0, tta: 
                     out = (out + net(mx.nd.flip(xi, axis=3))) / 2
                 acc += batch_stats(out, yi, loss(out, yi))
     finally:
-        if hasattr(loader, "close"):
+        if own and hasattr(loader, "close"):
             loader.close()
     n = max(acc[3], 1)
     return {"loss": acc[0] / n, "top1": acc[1] / n, "top5": acc[2] / n}

@@ -114,7 +114,7 @@ class Trainer:
         if config.mixed_precision:
             _trainer_setup.check_gpu(ctx)
         self.history_, self.epoch_, self.batch_, self.batches_per_epoch_ = [], 0, 0, 0
-        self._acc, self._ema, self._trainer = np.zeros(4), None, None
+        self._acc, self._ema, self._trainer, self._val_loader = np.zeros(4), None, None, None
         self._callbacks, self._hooked = [], []
         self._inputs_first = True  # check inputs before the forward pass (see optimizer_step)
         self.last_checkpoint_ = None
@@ -187,6 +187,7 @@ class Trainer:
         sampler = EpochSampler(len(train_ds), self.batch_size, seed=self.seed,
                                num_parts=self.num_workers_, part_index=self.rank_)
         loader = self._train_loader(net, train_ds, sampler)
+        self._val_loader = self._open_val_loader(net, val_ds)
         self._callbacks = self._default_callbacks() + self.callbacks + list(callbacks or [])
         # checkpoints are written after the other callbacks have seen the batch or epoch, so they hold
         # that state (the order of _callbacks itself is the order of their states in a checkpoint)
@@ -213,8 +214,10 @@ class Trainer:
             except StopTraining as exc:
                 log.info("Training stopped: %s", exc)
             finally:
-                if hasattr(loader, "close"):
-                    loader.close()
+                for each in (loader, self._val_loader):
+                    if hasattr(each, "close"):
+                        each.close()
+                self._val_loader = None
             if self._ema is not None:
                 self._ema.copy_to_model()
             self._call("on_train_end")
@@ -228,6 +231,13 @@ class Trainer:
     def _train_loader(self, net, train_ds, sampler):
         """Batches of the sampler's items; RecordDatasets go through their fast shared-memory loader."""
         return train_loader(train_ds, sampler, self.seed, self._workers_for(train_ds) if net is self.model else 0)
+
+    def _open_val_loader(self, net, val_ds):
+        """One loader for every epoch's validation (its worker processes start once per fit), or None."""
+        workers = self._workers_for(val_ds) if net is self.model and val_ds is not None else 0
+        if not isinstance(val_ds, RecordDataset) or workers <= 0:
+            return None
+        return val_ds.loader(self.batch_size, shuffle=False, workers=workers)
 
     def _default_callbacks(self):
         if not self.out_dir or self.rank_ != 0:  # one writer per cluster
@@ -311,7 +321,7 @@ class Trainer:
         row = {"epoch": epoch, "lr": lr if lr is not None else self.base_lr * self.schedule.factor(epoch),
                **self._train_logs()}
         if val_ds is not None:
-            row.update({f"val_{k}": v for k, v in self._evaluate(net, val_ds).items()})
+            row.update({f"val_{k}": v for k, v in self._evaluate(net, val_ds, loader=self._val_loader).items()})
         row["images_per_s"] = seen / max(seconds, 1e-9)
         row["seconds"] = seconds
         stop = bool(self.schedule.epoch_end(epoch, row))
@@ -356,16 +366,16 @@ class Trainer:
         """Set the model's parameters from ``{name: array}`` (e.g. :meth:`evaluation_weights`)."""
         restore(self.model.collect_params(), values)
 
-    def _evaluate(self, net, dataset, batch_size=None) -> dict:
+    def _evaluate(self, net, dataset, batch_size=None, loader=None) -> dict:
         if self._ema is not None:
             with self._ema.swapped():
-                return self._evaluate_now(net, dataset, batch_size)
-        return self._evaluate_now(net, dataset, batch_size)
+                return self._evaluate_now(net, dataset, batch_size, loader)
+        return self._evaluate_now(net, dataset, batch_size, loader)
 
-    def _evaluate_now(self, net, dataset, batch_size=None) -> dict:
+    def _evaluate_now(self, net, dataset, batch_size=None, loader=None) -> dict:
         workers = self._workers_for(dataset) if net is self.model else 0
         return evaluate(net, dataset, self.loss, self._split, batch_size or self.batch_size, workers,
-                        tta=self.tta and net is self.model)
+                        tta=self.tta and net is self.model, loader=loader)
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path) -> None:

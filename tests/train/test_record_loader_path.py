@@ -47,3 +47,26 @@ def test_trainer_uses_the_fast_loader_for_records_by_default(image_folder, tmp_p
     assert isinstance(trainer._train_loader(net, ds, EpochSampler(len(ds), 8)), RecordBatches)
     trainer.fit(ds, ds, epochs=1)
     assert np.isfinite(trainer.history_[-1]["train_loss"])
+
+
+def test_validation_records_start_their_workers_once_per_fit(image_folder, tmp_path, monkeypatch):
+    """Every epoch validates through one loader: its worker processes start once, and it is closed at the end."""
+    from mxnet.gluon import nn
+
+    from finetune.data._record import RecordLoader
+    from finetune.train import Trainer
+
+    starts, closes = [], []
+    real_start, real_close = RecordLoader._start, RecordLoader.close
+    monkeypatch.setattr(RecordLoader, "_start", lambda self: (starts.append(self), real_start(self))[1])
+    monkeypatch.setattr(RecordLoader, "close", lambda self: (closes.append(self), real_close(self))[1])
+    train = _records(image_folder, tmp_path)
+    val = RecordDataset(train.path, train.preprocess)
+    net = nn.HybridSequential(prefix="")
+    net.add(nn.Conv2D(4, 3, in_channels=3, prefix="body_"), nn.GlobalAvgPool2D(), nn.Dense(3, prefix="head_"))
+    net.initialize()
+    trainer = Trainer(net, batch_size=8, progress=False, hybridize=False, workers=2).fit(train, val, epochs=3)
+    assert len(trainer.history_) == 3 and all("val_top1" in row for row in trainer.history_)
+    assert len(starts) == 2 and len(set(map(id, starts))) == 2  # the training loader and the validation loader
+    assert {id(s) for s in starts} <= {id(c) for c in closes}
+    assert trainer._val_loader is None
