@@ -21,7 +21,6 @@ from ..models.graph import batchnorm_modes
 from ._batches import check_dataset_labels
 from ._devices import place_parameters, start_kvstore
 from ._launch import claim_kvstore
-from ._optim import create_optimizer
 from ._losses import LabelSmoothingLoss
 from ._policy import _ORIG, LayerLRPolicy
 
@@ -73,8 +72,8 @@ def setup(trainer) -> None:
     tparams = [p for n, p in params.items() if n in trainer._trainable]
     if not tparams:
         raise ConfigError("The LayerLRPolicy leaves no parameter to train.")
-    trainer._trainer = gluon.Trainer(tparams, create_optimizer(trainer.optimizer, dict(trainer.optimizer_params)),
-                                     kvstore=kv, update_on_kvstore=False)
+    trainer._trainer = gluon.Trainer(tparams, trainer.optimizer, dict(trainer.optimizer_params), kvstore=kv,
+                                     update_on_kvstore=False)
     trainer._tparams = tparams
     if trainer.num_workers_ > 1 or trainer._distributed:
         start_kvstore(trainer._trainer)

@@ -1,9 +1,4 @@
-"""The multi-tensor optimizers give what the per-parameter ones give.
-
-The multi-tensor Adam and AdamW (up to 50 parameters per operator call)
-against MXNet's per-parameter Adam and the per-parameter AdamW update; SGD at
-60 parameters per call against MXNet's 4.
-"""
+"""AdamW's multi-tensor update (up to 50 parameters per operator call) gives what its per-parameter update gives."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import pytest
 from mxnet import autograd, gluon
 
 from finetune.train import AdamW, Trainer
-from finetune.train._optim import _FUSED_MAX, create_optimizer
+from finetune.train._optim import _FUSED_MAX
 
 
 def _net(n_layers=3, seed=0):
@@ -49,45 +44,6 @@ def _close(a, b):
     return max(float(np.abs(u - v).max()) for u, v in zip(a, b)) < 1e-5
 
 
-@pytest.mark.parametrize("settings", [{}, {"wd": 0.01}, {"clip_gradient": 0.05}, {"rescale_grad": 0.5}])
-def test_multi_tensor_adam_follows_mxnets_adam(settings):
-    params = {"learning_rate": 0.01, **settings}
-    mine = create_optimizer("adam", dict(params))
-    assert mine.aggregate_num == _FUSED_MAX
-    assert _close(_train(mine), _train(mx.optimizer.create("adam", **params)))
-
-
-@pytest.mark.parametrize("settings", [{"momentum": 0.9, "wd": 1e-3}, {"momentum": 0.0}])
-def test_sgd_updates_sixty_parameters_per_call_like_four(settings):
-    def sgd(aggregate):
-        opt = mx.optimizer.create("sgd", learning_rate=0.05, **settings)
-        opt.aggregate_num = aggregate
-        return opt
-
-    mine = create_optimizer("sgd", {"learning_rate": 0.05, **settings})
-    assert mine.aggregate_num == 60
-    assert _close(_train(mine, n_layers=70), _train(sgd(4), n_layers=70))
-
-
-def test_more_parameters_than_one_call_holds():
-    """60 layers, 120 arrays: three operator calls, the same result."""
-    params = {"learning_rate": 0.01}
-    calls = []
-    real = mx.nd.contrib.multi_adamw_update
-
-    def counting(weights, *args, **kwargs):
-        calls.append(len(weights))
-        return real(weights, *args, **kwargs)
-
-    mx.nd.contrib.multi_adamw_update = counting
-    try:
-        fused = _train(create_optimizer("adam", params), n_layers=59, steps=2)
-    finally:
-        mx.nd.contrib.multi_adamw_update = real
-    assert max(calls) <= _FUSED_MAX and sum(calls) == 2 * 2 * 60
-    assert _close(fused, _train(mx.optimizer.create("adam", **params), n_layers=59, steps=2))
-
-
 class _PerParameterAdamW(AdamW):
     """AdamW updated one parameter at a time (its own ``update``)."""
 
@@ -99,18 +55,40 @@ class _PerParameterAdamW(AdamW):
         return None
 
 
-def test_multi_tensor_adamw_follows_its_per_parameter_update():
-    params = {"learning_rate": 0.01, "wd": 0.1, "clip_gradient": 0.5}
-    assert _close(_train(AdamW(**params)), _train(_PerParameterAdamW(**params)))
+def test_more_parameters_than_one_call_holds():
+    """60 layers, 120 arrays: three operator calls a step, the per-parameter result."""
+    params = {"learning_rate": 0.01, "wd": 0.1}
+    calls = []
+    real = mx.nd.contrib.multi_adamw_update
+
+    def counting(weights, *args, **kwargs):
+        calls.append(len(weights))
+        return real(weights, *args, **kwargs)
+
+    mx.nd.contrib.multi_adamw_update = counting
+    try:
+        fused = _train(AdamW(**params), n_layers=59, steps=2)
+    finally:
+        mx.nd.contrib.multi_adamw_update = real
+    assert max(calls) <= _FUSED_MAX and sum(calls) == 2 * 2 * 60
+    assert _close(fused, _train(_PerParameterAdamW(**params), n_layers=59, steps=2))
 
 
-def test_a_checkpoint_resumes_with_the_multi_tensor_adam(tmp_path):
-    """The update counts and moments travel in the checkpoint; 2 + 2 epochs equal 4."""
+@pytest.mark.parametrize("settings", [{}, {"wd": 0.1}, {"clip_gradient": 0.05}, {"rescale_grad": 0.5}])
+def test_multi_tensor_adamw_follows_its_per_parameter_update(settings):
+    params = {"learning_rate": 0.01, **settings}
+    mine = AdamW(**params)
+    assert mine.aggregate_num == _FUSED_MAX
+    assert _close(_train(mine), _train(_PerParameterAdamW(**params)))
+
+
+def test_a_checkpoint_resumes_with_the_multi_tensor_adamw(tmp_path):
+    """The update counts and moments travel in the checkpoint (not aggregate_num); 2 + 2 epochs equal 4."""
     from ._nets import mlp
 
     rng = np.random.RandomState(0)
     x, y = rng.randn(24, 2, 4, 4).astype(np.float32), np.arange(24) % 3
-    kw = dict(optimizer="adam", optimizer_params={"lr": 0.02}, batch_size=8, progress=False)
+    kw = dict(optimizer="adamw", optimizer_params={"lr": 0.02, "wd": 0.01}, batch_size=8, progress=False)
     whole = Trainer(mlp(), **kw).fit((x, y), epochs=4)
     first = Trainer(mlp(), out_dir=str(tmp_path / "run"), **kw).fit((x, y), epochs=2)
     again = Trainer(mlp(), **kw).fit((x, y), epochs=4, resume=first.last_checkpoint_)
