@@ -17,9 +17,9 @@ from ..data import Preprocess
 from ..errors import ModelError
 from ._backbone import Backbone
 from ._network import _Network
-from ._protocol import ModelProtocol
+from ._protocol import ModelProtocol, missing_members
 
-__all__ = ["BlockModel"]
+__all__ = ["BlockModel", "as_inference_model"]
 
 
 class BlockModel(_Network):
@@ -134,3 +134,29 @@ class BlockModel(_Network):
 
     def __repr__(self) -> str:
         return f"BlockModel({type(self.block).__name__}, preprocess={self.preprocess!r})"
+
+
+def as_inference_model(model):
+    """``model``, or a plain Gluon block carrying ``preprocess`` and ``class_names`` wrapped in a :class:`BlockModel`.
+
+    A block that meets the inference level of the model protocol but for its
+    ``inference`` record (a hand-made network with ``.preprocess`` and
+    ``.class_names``) is wrapped, sharing its parameters, so the consumers that
+    take such blocks (:func:`~finetune.use.export_for_deployment`,
+    :func:`~finetune.models.quantize`, :func:`~finetune.models.fuse`) keep
+    taking them; anything else is returned as it is, for the consumer's own
+    protocol check.
+
+    Examples
+    --------
+    >>> import mxnet as mx
+    >>> from finetune import Preprocess
+    >>> net = mx.gluon.nn.Dense(2, in_units=3)
+    >>> net.preprocess, net.class_names = Preprocess(size=(1, 1), resize=1), ["a", "b"]
+    >>> type(as_inference_model(net)).__name__, as_inference_model(net).inference.tta
+    ('BlockModel', None)
+    """
+    if isinstance(model, mx.gluon.HybridBlock) and missing_members(model, "inference") == ["inference"]:
+        return BlockModel(model)
+    return model
+

@@ -163,7 +163,7 @@ def fuse(model) -> FusedModel:
     >>> bool(np.allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4))
     True
     """
-    _require_network(model, "fuse")
+    model = _require_network(model, "fuse")
     block, input_size = _as_symbol_block(model)
     out = FusedModel(block._cached_graph[1], model.preprocess, model.class_names, input_size,
                      inference=model.inference)
@@ -306,7 +306,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     check_choice("quantize", "calib_mode", calib_mode, CALIB_MODES)
     check_range("quantize", "num_examples", num_examples, 1)
     check_range("quantize", "batch_size", batch_size, 1)
-    _require_network(model, "quantize")
+    model = _require_network(model, "quantize")
     data = calibration_batch(model, calibration, int(num_examples))
     if len(data) == 0:
         raise DataError("quantize got an empty calibration array; give a few hundred images.")
@@ -334,12 +334,19 @@ def _load_typed(block, filename: str) -> None:
     block.collect_params().load(filename, ctx=mx.cpu(), cast_dtype=True, dtype_source="saved")
 
 
-def _require_network(model, who: str) -> None:
-    """A Gluon ``HybridBlock`` meeting the inference level of the model protocol, else ModelProtocolError."""
+def _require_network(model, who: str):
+    """``model`` as a Gluon ``HybridBlock`` meeting the inference level of the model protocol, else ModelProtocolError.
+
+    A plain block with ``preprocess`` and ``class_names`` comes back wrapped (:func:`as_inference_model`).
+    """
+    from ._block import as_inference_model
+
+    model = as_inference_model(model)
     require_model(model, "inference", who)
     if not isinstance(model, mx.gluon.HybridBlock):
         raise ModelProtocolError(f"{who} rewrites a Gluon graph: it needs a Gluon HybridBlock. Got a "
                                  f"{type(model).__name__} instead.", ["not a Gluon HybridBlock"])
+    return model
 
 
 def _as_symbol_block(model):

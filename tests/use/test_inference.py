@@ -183,3 +183,28 @@ def test_check_model_checks_the_record():
     del net.inference
     with pytest.raises(ft.errors.ModelProtocolError, match="missing members: inference"):
         check_model(net, "inference", save=False)
+
+
+@pytest.mark.parametrize("consumer", ["export_for_deployment", "fuse", "quantize"])
+def test_a_plain_block_with_preprocess_and_class_names_is_still_taken(consumer, tmp_path):
+    """A hand-made Gluon block carrying only .preprocess and .class_names has no inference record: the
+    consumers that rewrite or write a network wrap it (plain record) instead of refusing it."""
+    import mxnet as mx
+
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(2, 3), mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Flatten())
+    net.initialize()
+    net.preprocess, net.class_names = ft.Preprocess(size=(8, 8), resize=8), ["a", "b"]
+    assert not hasattr(net, "inference")
+    x = mx.nd.array(np.random.default_rng(0).normal(size=(2, 3, 8, 8)))
+    net(x)  # a trained block has its shapes
+    if consumer == "export_for_deployment":
+        dep = ft.use.export_for_deployment(net, tmp_path / "dep")
+        out = ft.load_model(dep.directory)
+    elif consumer == "fuse":
+        out = ft.models.fuse(net)
+    else:
+        out = ft.models.quantize(net, np.random.default_rng(1).normal(size=(8, 3, 8, 8)).astype(np.float32),
+                                 num_examples=8)
+    assert out.class_names == ["a", "b"] and out.inference == Inference()
+    assert out(x).shape == (2, 2)

@@ -203,6 +203,9 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     from ..._context import resolve_ctx
     from ._modeldir import KIND, read_config
 
+    from .._block import as_inference_model
+
+    model = as_inference_model(model)  # a plain block with preprocess and class_names, wrapped
     require_model(model, "inference", "export_for_deployment")
     check_range("export_for_deployment", "atol", atol, 0)
     if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
