@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ._atomic import atomic_open
+from ._file_writes import atomic_open
 
 __all__ = ["figure_format", "new_figure", "save_figure"]
 

@@ -32,18 +32,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import threading
 import uuid
 
 from ._locks import hold
-from .errors import MixedOutputError, OutputExistsError
+from .errors import MixedOutputError, OutputBusyError, OutputExistsError
 
 __all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
            "manifest_path", "read_marker", "write_manifest", "write_marker", "written_with"]
-
-log = logging.getLogger("finetune")
 
 MARKER = ".finetune"
 MODEL = "model directory"  # a folder model.save() writes and replaces as a whole
@@ -92,8 +89,6 @@ def hold_folder(path, *, what: str = "output folder"):
     >>> with hold_folder(run), hold_folder(run):   # the same process may nest
     ...     pass
     """
-    from .errors import OutputBusyError
-
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     with hold(path, wait=False) as taken:
         if not taken:
@@ -131,28 +126,23 @@ def _listing(folder: str) -> list:
 
 
 # ---------------------------------------------------------------- folder markers
-def write_marker(folder, kind: str, *, generation: str | None = None) -> str:
-    """Write the marker of a folder finetune has just filled; return its generation id.
+def write_marker(folder, kind: str, files=None) -> None:
+    """Write the marker of a folder finetune has just filled, with a new generation id.
 
-    The marker lists every file in ``folder`` with its fingerprint. Call it
-    last, when the folder is complete.
+    The marker lists ``files`` (``{name: fingerprint}``); by default every
+    file in ``folder`` with its fingerprint. Call it last, when the folder is
+    complete.
     """
     folder = os.fspath(folder)
-    generation = generation or uuid.uuid4().hex
-    files = {}
-    for rel in _listing(folder):
-        full = os.path.join(folder, rel)
-        if os.path.isfile(full) and not os.path.islink(full):
-            files[rel] = fingerprint(full)
-        else:
-            files[rel] = None  # a folder
-    marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": generation,
+    if files is None:  # every file with its fingerprint, None for a folder
+        full = {rel: os.path.join(folder, rel) for rel in _listing(folder)}
+        files = {rel: fingerprint(p) if os.path.isfile(p) and not os.path.islink(p) else None for rel, p in full.items()}
+    marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
               "files": files}
     path = os.path.join(folder, MARKER)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(marker, f, indent=1, sort_keys=True)
     apply_umask(path)
-    return generation
 
 
 def read_marker(folder):
@@ -281,11 +271,7 @@ def adopt_folder(path, kind: str, *, what: str = "folder", legacy=()) -> str:
     claim_folder(path, kind, replace=False, what=what, legacy=legacy)
     os.makedirs(path, exist_ok=True)
     if read_marker(path) is None:
-        marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
-                  "files": {}}
-        with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
-            json.dump(marker, f, indent=1, sort_keys=True)
-        apply_umask(os.path.join(path, MARKER))
+        write_marker(path, kind, files={})
     return path
 
 

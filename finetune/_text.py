@@ -17,12 +17,11 @@ before anything is written, instead of writing a shifted file.
 from __future__ import annotations
 
 import io
-import os
 
-from ._atomic import atomic_open
+from ._file_writes import atomic_open
 from .errors import ListFormatError
 
-__all__ = ["SEPARATORS", "TEXT", "atomic_text", "check_name", "open_text", "read_lines", "read_text", "shown"]
+__all__ = ["SEPARATORS", "TEXT", "atomic_text", "check_name", "read_lines", "read_text", "shown"]
 
 #: Keyword arguments of :func:`open` for every name-holding text file.
 TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -31,14 +30,8 @@ TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 SEPARATORS = {"\t": "a tab", "\n": "a newline", "\r": "a carriage return"}
 
 
-def open_text(path, mode: str = "r", *, newline=None):
-    """:func:`open` a name-holding text file by the rule above (a byte-order mark is dropped on reading)."""
-    encoding = "utf-8-sig" if "r" in mode else "utf-8"
-    return open(path, mode, encoding=encoding, errors="surrogateescape", newline=newline)
-
-
 def atomic_text(path, **kwargs):
-    """:func:`~finetune._atomic.atomic_open` of one name-holding text file: written whole or not at all.
+    """:func:`~finetune._file_writes.atomic_open` of one name-holding text file: written whole or not at all.
 
     ``kwargs`` (e.g. ``newline=""`` for the csv module) go to :func:`open`.
     """

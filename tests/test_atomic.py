@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from finetune import _atomic
-from finetune._atomic import atomic_files, atomic_open, atomic_path, atomic_write, recover
+from finetune import _commit
+from finetune._file_writes import atomic_files, atomic_open, atomic_paths, atomic_write, recover
+from finetune._folder_swap import atomic_dir, recover_dir
 from finetune.errors import WriteError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,9 +51,9 @@ def test_a_set_of_files_is_all_old_after_an_error(tmp_path):
     assert _listing(tmp_path) == ["x.idx", "x.rec"]
 
 
-def test_atomic_path_for_writers_that_take_a_name(tmp_path):
+def test_atomic_paths_of_one_file_for_writers_that_take_a_name(tmp_path):
     target = tmp_path / "m.bin"
-    with atomic_path(target) as tmp:
+    with atomic_paths([target]) as (tmp,):
         assert os.path.dirname(tmp) == str(tmp_path)
         with open(tmp, "wb") as f:
             f.write(b"data")
@@ -67,7 +68,7 @@ def test_disk_full_is_a_write_error_naming_the_file(tmp_path, monkeypatch, code)
     def full(fd):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(_atomic.os, "fsync", full)
+    monkeypatch.setattr(_commit.os, "fsync", full)
     with pytest.raises(WriteError, match="a.txt") as info:
         atomic_write(target, "new")
     assert info.value.errno == code and isinstance(info.value, OSError)
@@ -85,7 +86,7 @@ def test_input_errors_inside_the_block_are_not_reported_as_write_errors(tmp_path
 _KILL_BETWEEN_RENAMES = """
 import os, sys
 sys.path.insert(0, {root!r})
-from finetune import _atomic
+from finetune._file_writes import atomic_files
 calls = []
 real = os.replace
 def replace(src, dst):
@@ -93,8 +94,8 @@ def replace(src, dst):
     if len(calls) == 3:  # journal, first file renamed, then killed
         os._exit(9)
     real(src, dst)
-_atomic.os.replace = replace
-with _atomic.atomic_files([{a!r}, {b!r}], ["w", "w"]) as (fa, fb):
+os.replace = replace
+with atomic_files([{a!r}, {b!r}], ["w", "w"]) as (fa, fb):
     fa.write("new-a"); fb.write("new-b")
 """
 
@@ -115,7 +116,7 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {ROOT!r})
-        from finetune._atomic import atomic_open
+        from finetune._file_writes import atomic_open
         with atomic_open({str(tmp_path / 'a.txt')!r}, "w") as f:
             f.write("half"); f.flush(); os._exit(9)
     """)
@@ -140,8 +141,8 @@ def _kill_after(monkeypatch, renames: int):
             seen.append(dst)
         real(src, dst)
 
-    monkeypatch.setattr(_atomic.os, "replace", replace)
-    monkeypatch.setattr(_atomic, "_finish", lambda journal: None)
+    monkeypatch.setattr(_commit.os, "replace", replace)
+    monkeypatch.setattr(_commit, "finish", lambda journal: None)
 
 
 @pytest.mark.parametrize("kind, renames", [("files", 0), ("files", 1), ("files", 2), ("folder", 0), ("folder", 1)])
@@ -150,16 +151,16 @@ def test_a_commit_killed_after_any_rename_is_finished_whole(tmp_path, monkeypatc
     manifest; the old folder set aside, the new one put in place), recovery gives all new."""
     if kind == "files":
         paths = [str(tmp_path / "x.rec"), str(tmp_path / "x.idx")]
-        write = lambda text: _atomic.atomic_files(paths, ["w", "w"])  # noqa: E731
+        write = lambda text: atomic_files(paths, ["w", "w"])  # noqa: E731
         fill = lambda files, text: [f.write(text) for f in files]  # noqa: E731
         read = lambda: [open(p).read() for p in paths]  # noqa: E731
-        recover_ = lambda: _atomic.recover(paths)  # noqa: E731
+        recover_ = lambda: recover(paths)  # noqa: E731
     else:
         target = str(tmp_path / "model")
-        write = lambda text: _atomic.atomic_dir(target)  # noqa: E731
+        write = lambda text: atomic_dir(target)  # noqa: E731
         fill = lambda folder, text: open(os.path.join(folder, "w.txt"), "w").write(text)  # noqa: E731
         read = lambda: [open(os.path.join(target, "w.txt")).read()]  # noqa: E731
-        recover_ = lambda: _atomic.recover_dir(target)  # noqa: E731
+        recover_ = lambda: recover_dir(target)  # noqa: E731
     with write("old") as out:
         fill(out, "old")
     with monkeypatch.context() as patch:

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from finetune import _atomic
-from finetune._atomic import atomic_dir, atomic_paths, recover_dir
+from finetune import _commit
+from finetune._file_writes import atomic_paths
+from finetune._folder_swap import atomic_dir, recover_dir
 from finetune.errors import WriteError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,23 +49,23 @@ def test_an_error_in_atomic_dir_keeps_the_old_folder_and_removes_the_temporary(t
     assert _listing(target) == ["a.txt"] and _listing(tmp_path) == ["d"]
 
 
-# A child process that dies (SIGKILL) at the n-th os.replace of the atomic-write module.
+# A child process that dies (SIGKILL) at the n-th os.replace of the atomic commit.
 _KILL_AT_REPLACE = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import numpy as np
-from finetune import _atomic
+from finetune._folder_swap import atomic_dir
 real, calls = os.replace, []
 def replace(src, dst):
     calls.append(dst)
     if len(calls) == {n}:
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
-_atomic.os.replace = replace
+os.replace = replace
 """
 
 _KILL_DIR = _KILL_AT_REPLACE + """
-with _atomic.atomic_dir({target!r}) as tmp:
+with atomic_dir({target!r}) as tmp:
     open(os.path.join(tmp, "a.txt"), "w").write("new")
 """
 
@@ -99,11 +100,11 @@ def test_a_writer_failing_without_oserror_on_a_full_file_size_limit_is_a_write_e
     script = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from finetune._atomic import atomic_path
+from finetune._file_writes import atomic_paths
 from finetune.errors import WriteError
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 try:
-    with atomic_path({target!r}) as tmp:
+    with atomic_paths([{target!r}]) as (tmp,):
         import os
         fd = os.open(tmp, os.O_WRONLY)
         try:
@@ -175,7 +176,7 @@ def test_disk_full_keeps_the_previous_output_and_is_a_write_error_naming_the_fil
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(_atomic.os, "fsync", full)
+    monkeypatch.setattr(_commit.os, "fsync", full)
     with pytest.raises(WriteError, match=name) as info:
         WRITERS[name](path)
     assert info.value.errno == errno.ENOSPC
@@ -206,7 +207,6 @@ _KILL_EXTRACT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import finetune.features._extractor as extractor_module
-from finetune import _atomic
 from finetune.cli import main
 from finetune.testing import TinyNet
 extractor_module.create_model = lambda spec: TinyNet()
@@ -216,7 +216,7 @@ def replace(src, dst):
     if {kill} and len(calls) == 3:  # journal in place, descriptors renamed, ids not yet
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
-_atomic.os.replace = replace
+os.replace = replace
 sys.exit(main(["extract", "tiny", *{images!r}, "--layer", "relu2", "--pooling", "{pool}", "--out", {out!r}]))
 """
 

@@ -87,7 +87,7 @@ def test_no_import_cycles():
 
 def test_the_private_module_rule_reads_owners():
     assert _owner("finetune.data._text") == "finetune.data"
-    assert _owner("finetune._atomic") == "finetune"  # root helpers: importable anywhere inside finetune
+    assert _owner("finetune._commit") == "finetune"  # root helpers: importable anywhere inside finetune
     assert _owner("finetune.models.graph") is None
     assert _owner("finetune.models._io._modeldir") == "finetune.models"  # a private subpackage: its parent's
     assert _owner("finetune.models.caffe._proto") == "finetune.models.caffe"  # a public one keeps its own

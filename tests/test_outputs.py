@@ -10,7 +10,8 @@ import pytest
 
 import finetune as ft
 from finetune import _outputs
-from finetune._atomic import atomic_dir, atomic_paths, atomic_write, settled
+from finetune._file_writes import atomic_paths, atomic_write, settled
+from finetune._folder_swap import atomic_dir
 from finetune.errors import MixedOutputError, OutputExistsError
 
 

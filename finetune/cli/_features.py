@@ -15,7 +15,7 @@ import os
 import sys
 from numbers import Real
 
-from .._atomic import atomic_files, settled
+from .._file_writes import atomic_files, settled
 from .._text import read_lines
 from ._options import add_alias, add_index_options, add_shared, count, ctx_of, index_kwargs, number
 

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 
-from .._atomic import atomic_open
+from .._file_writes import atomic_open
 from .._outputs import RUN, adopt_folder, hold_folder
 from ._options import add_alias, add_shared, count, ctx_of
 

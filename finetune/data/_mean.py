@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._file_writes import atomic_paths
 from .._parallel import default_workers, ordered_map
 from .._protobuf import read_binaryproto
 from ..errors import ConfigError, DataError, ImageDecodeError, MissingFileError, ShapeError, check_choice
@@ -204,7 +204,7 @@ class MeanImage:
         import mxnet as mx
 
         path = os.fspath(path)
-        with atomic_path(path) as tmp:
+        with atomic_paths([path]) as (tmp,):
             mx.nd.save(tmp, {"mean_img": mx.nd.array(self.image)})
 
     @classmethod

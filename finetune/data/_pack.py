@@ -7,7 +7,7 @@ Images are decoded and re-encoded with OpenCV in worker processes; the main
 process writes the records in list order (in the format of
 ``mx.recordio.MXIndexedRecordIO``) into temporary files that replace the
 previous ``.rec``, ``.idx`` and class names together, as one unit, when
-complete (see ``finetune._atomic``).
+complete (see ``finetune._file_writes``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .._atomic import atomic_files
+from .._file_writes import atomic_files
 from .._outputs import written_with
 from .._parallel import default_workers, ordered_map
 from .._progress import RESULT

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from .._arrays import read_npy
-from .._atomic import atomic_files, atomic_open, settled
+from .._file_writes import atomic_files, atomic_open, settled
 from .._validation import InstanceOf, Interval, Options, Sequence, is_number, validate
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError
 from ._image import check_geometry, read_image, to_color

@@ -19,7 +19,7 @@ from multiprocessing import shared_memory
 import cv2
 import numpy as np
 
-from .._atomic import settled
+from .._file_writes import settled
 from .._parallel import default_workers, fork_pool, stop_pool
 from ..errors import ConfigError, ImageDecodeError, ImageTooLargeError, RecordFormatError, check_choice
 from ._augment import Augment, eval_crop, train_crop

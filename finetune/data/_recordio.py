@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from .._atomic import settled
+from .._file_writes import settled
 from ..errors import MissingFileError, MixedOutputError, RecordFormatError
 
 __all__ = ["RecordFile", "RecordWriter", "unpack_header"]

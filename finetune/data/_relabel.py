@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from .._atomic import atomic_files
+from .._file_writes import atomic_files
 from .._text import TEXT
 from ..errors import ConfigError
 from ._listfiles import class_names_text, classes_path_for

@@ -4,7 +4,7 @@
 ``mop_<layer>_<pooling>.npz`` the fitted MOP states and ``model/`` the model
 (when it can save itself). The model folder is replaced atomically first,
 then the settings and the learned states together, as one unit
-(:func:`finetune._atomic.atomic_paths`), so a reader never pairs new
+(:func:`finetune._file_writes.atomic_paths`), so a reader never pairs new
 settings with old states.
 """
 
@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .._atomic import atomic_paths, recover
+from .._file_writes import atomic_paths, recover
 from ..errors import MissingFileError
 from ._mop import MOP
 from ._postprocess import PCAWhitening

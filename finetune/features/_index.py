@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from .._arrays import check_array, read_npz
-from .._atomic import atomic_paths, settled
+from .._file_writes import atomic_paths, settled
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
 from . import _ann
 from ._postprocess import l2_normalize
@@ -355,7 +355,7 @@ class RetrievalIndex:
         except for re-ranking (IVF-PQ with ``refine > 1``): then they go to
         ``path + ".vectors.npy"``, a plain ``.npy`` that :meth:`load`
         memory-maps. The files are replaced together, as one unit (see
-        :func:`finetune._atomic.atomic_paths`).
+        :func:`finetune._file_writes.atomic_paths`).
         """
         path = os.fspath(path)
         meta = {"metric": self.metric, "chunk_size": self.chunk_size, "query_batch": self.query_batch,

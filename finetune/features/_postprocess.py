@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .._atomic import atomic_open
+from .._file_writes import atomic_open
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_range
 
 __all__ = ["PCAWhitening", "l2_normalize"]

@@ -16,7 +16,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from .._atomic import atomic_paths
+from .._file_writes import atomic_paths
 from .._mxio import save_arrays
 from .._version import __version__
 from ..data import Preprocess

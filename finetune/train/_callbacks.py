@@ -26,7 +26,7 @@ import json
 import logging
 import os
 
-from .._atomic import atomic_write
+from .._file_writes import atomic_write
 from ..errors import check_choice, check_range
 
 __all__ = ["Callback", "Checkpoint", "EarlyStopping", "HistoryLogger", "StopTraining", "atomic_write"]

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import mxnet as mx
 
 from ..errors import CheckpointError, UnsafeFileError
 
-__all__ = ["FORMAT", "check_array_file", "optimizer_state", "read_checkpoint", "restore_optimizer_state",
-           "save_arrays"]
+__all__ = ["FORMAT", "check_array_file", "optimizer_state", "read_checkpoint", "restore_optimizer_state"]
 
 #: Version written into ``state.json``; older versions held a pickle and are refused.
 FORMAT = 2
@@ -96,15 +94,6 @@ def optimizer_state(gluon_trainer) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def save_arrays(arrays: dict) -> bytes:
-    """``mx.nd.save`` of ``arrays`` as bytes (an empty dict gives an empty file)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fname = os.path.join(tmp, "a")
-        mx.nd.save(fname, {k: v.as_in_context(mx.cpu()) for k, v in arrays.items()})
-        with open(fname, "rb") as f:
-            return f.read()
-
-
 # ------------------------------------------------------------------ reading
 def read_checkpoint(path: str) -> dict:
     """Read and validate every member of the checkpoint at ``path``.
@@ -148,14 +137,11 @@ def read_checkpoint(path: str) -> dict:
     state = _json(path, raw, "state.json")
     meta = _json(path, raw, "optimizer.json")
     _check_state(path, state)
-    arrays = _arrays(path, raw["optimizer.arrays"], "optimizer.arrays")
-    _arrays(path, raw["model.params"], "model.params")
-    _check_optimizer(path, meta, arrays)
-    ema = _arrays(path, raw["ema.arrays"], "ema.arrays") if "ema.arrays" in raw else None
-    callback_arrays = _by_callback(path, _arrays(path, raw["callbacks.arrays"], "callbacks.arrays")
-                                   if "callbacks.arrays" in raw else {}, len(state["callbacks"]))
-    return {"state": state, "params": raw["model.params"], "optimizer": meta, "arrays": arrays, "ema": ema,
-            "callback_arrays": callback_arrays}
+    arrays = {name: _arrays(path, data, name) for name, data in raw.items() if name.endswith((".params", ".arrays"))}
+    _check_optimizer(path, meta, arrays["optimizer.arrays"])
+    callback_arrays = _by_callback(path, arrays.get("callbacks.arrays", {}), len(state["callbacks"]))
+    return {"state": state, "params": raw["model.params"], "optimizer": meta, "arrays": arrays["optimizer.arrays"],
+            "ema": arrays.get("ema.arrays"), "callback_arrays": callback_arrays}
 
 
 def _by_callback(path, arrays: dict, count: int) -> list:

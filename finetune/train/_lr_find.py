@@ -20,7 +20,7 @@ import random
 
 import numpy as np
 
-from .._atomic import atomic_open
+from .._file_writes import atomic_open
 from ..errors import ConfigError, check_range
 from ._callbacks import Callback, StopTraining
 from ._model_state import ModelState

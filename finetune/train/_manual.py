@@ -15,7 +15,7 @@ import dataclasses
 import os
 from numbers import Integral, Real
 
-from .._atomic import atomic_write
+from .._file_writes import atomic_write
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..data import RecordDataset
 from ..errors import ConfigError

@@ -28,7 +28,7 @@ import os
 
 import mxnet as mx
 
-from .._atomic import atomic_write
+from .._file_writes import atomic_write
 from ..data import RecordDataset
 from ..errors import ConfigError
 from ._batches import non_empty

@@ -30,12 +30,12 @@ import zipfile
 import mxnet as mx
 import numpy as np
 
-from .._atomic import atomic_write
+from .._file_writes import atomic_write
 from ..errors import CheckpointError, MissingFileError
 from . import _checkpoint as _ckpt
 from ._weights import WeightAverage
 
-__all__ = ["find_checkpoint", "load_state", "run_fingerprint", "save_state"]
+__all__ = ["find_checkpoint", "load_state", "run_fingerprint", "save_arrays", "save_state"]
 
 
 def save_state(trainer, path) -> None:
@@ -61,15 +61,24 @@ def save_state(trainer, path) -> None:
         z.writestr("state.json", json.dumps(state))
         z.writestr("model.params", params)
         z.writestr("optimizer.json", json.dumps(opt_meta))
-        z.writestr("optimizer.arrays", _ckpt.save_arrays(opt_arrays))
+        z.writestr("optimizer.arrays", save_arrays(opt_arrays))
         if trainer._ema is not None:
-            z.writestr("ema.arrays", _ckpt.save_arrays(trainer._ema.state_arrays()))
+            z.writestr("ema.arrays", save_arrays(trainer._ema.state_arrays()))
         cb_arrays = {f"{i}:{name}": value for i, cb in enumerate(trainer._callbacks)
                      for name, value in cb.state_arrays().items()}
         if cb_arrays:
-            z.writestr("callbacks.arrays", _ckpt.save_arrays(cb_arrays))
+            z.writestr("callbacks.arrays", save_arrays(cb_arrays))
     atomic_write(path, buf.getvalue())
     trainer.last_checkpoint_ = path
+
+
+def save_arrays(arrays: dict) -> bytes:
+    """``mx.nd.save`` of ``arrays`` as bytes, for a checkpoint member (an empty dict gives an empty file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fname = os.path.join(tmp, "a")
+        mx.nd.save(fname, {k: v.as_in_context(mx.cpu()) for k, v in arrays.items()})
+        with open(fname, "rb") as f:
+            return f.read()
 
 
 def load_state(trainer, path: str) -> None:

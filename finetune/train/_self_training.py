@@ -33,8 +33,8 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from .._atomic import atomic_write
 from .._context import resolve_ctx
+from .._file_writes import atomic_write
 from ..data import ImageEntry, ImageList, RecordDataset, list_images, pack, write_records
 from ..errors import ConfigError, DataError
 from ._batches import non_empty

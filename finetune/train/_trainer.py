@@ -357,25 +357,22 @@ class Trainer:
 
     def evaluation_weights(self) -> dict:
         """``{name: numpy array}``: the weights validation uses (the average with ``ema``, else the model's)."""
-        if self._ema is not None:
-            with self._ema.swapped():
-                return snapshot(self.model.collect_params())
-        return snapshot(self.model.collect_params())
+        with self._averaged():
+            return snapshot(self.model.collect_params())
 
     def set_weights(self, values: dict) -> None:
         """Set the model's parameters from ``{name: array}`` (e.g. :meth:`evaluation_weights`)."""
         restore(self.model.collect_params(), values)
 
-    def _evaluate(self, net, dataset, batch_size=None, loader=None) -> dict:
-        if self._ema is not None:
-            with self._ema.swapped():
-                return self._evaluate_now(net, dataset, batch_size, loader)
-        return self._evaluate_now(net, dataset, batch_size, loader)
+    def _averaged(self):
+        """A context in which the model holds the weight average (with ``ema``; else its own weights)."""
+        return self._ema.swapped() if self._ema is not None else contextlib.nullcontext()
 
-    def _evaluate_now(self, net, dataset, batch_size=None, loader=None) -> dict:
+    def _evaluate(self, net, dataset, batch_size=None, loader=None) -> dict:
         workers = self._workers_for(dataset) if net is self.model else 0
-        return evaluate(net, dataset, self.loss, self._split, batch_size or self.batch_size, workers,
-                        tta=self.tta and net is self.model, loader=loader)
+        with self._averaged():
+            return evaluate(net, dataset, self.loss, self._split, batch_size or self.batch_size, workers,
+                            tta=self.tta and net is self.model, loader=loader)
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path) -> None:

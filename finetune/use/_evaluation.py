@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_open
+from .._file_writes import atomic_open
 from ..data import ImageSource
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 

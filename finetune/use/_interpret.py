@@ -22,8 +22,8 @@ import cv2
 import mxnet as mx
 import numpy as np
 
-from .._atomic import atomic_write
 from .._context import resolve_ctx
+from .._file_writes import atomic_write
 from ..data import ImageItem, ImageSource
 from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models import create_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .._atomic import atomic_write
+from .._file_writes import atomic_write
 from ..data import ImageItem
 
 __all__ = ["Prediction", "Predictions"]

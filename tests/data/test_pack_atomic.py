@@ -82,7 +82,7 @@ def test_kill_9_at_random_points_leaves_old_or_new_and_a_rerun_completes_identic
         time.sleep(rng.uniform(0.3, 1.1) * full)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        from finetune._atomic import recover
+        from finetune._file_writes import recover
         recover([out / "out.rec"])  # what every reader and writer does first
         state = _outputs(out)
         assert state in (old, new), f"trial {trial}: a mix of old and new files"

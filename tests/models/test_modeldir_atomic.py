@@ -24,7 +24,7 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 import mxnet as mx
 import finetune as ft
-from finetune import _atomic
+from finetune import _commit
 from finetune.models._io import _modeldir
 mx.random.seed(2)
 bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
@@ -32,7 +32,7 @@ model = ft.HeadReplacer(3).apply(bb, class_names=["x", "y", "z"])
 model.save({ref!r})
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 point, calls = {point!r}, []
-real_replace, real_rmtree, real_save = os.replace, _atomic.shutil.rmtree, mx.nd.save
+real_replace, real_rmtree, real_save = os.replace, _commit.shutil.rmtree, mx.nd.save
 def replace(src, dst):
     calls.append(dst)
     if (point, len(calls)) in (("journal", 1), ("aside", 2), ("swap", 3)):
@@ -48,7 +48,7 @@ def save(fname, data):
         with open(fname, "r+b") as f:
             f.truncate(os.path.getsize(fname) // 2)
         die()
-_atomic.os.replace, _atomic.shutil.rmtree, mx.nd.save = replace, rmtree, save
+_commit.os.replace, _commit.shutil.rmtree, mx.nd.save = replace, rmtree, save
 model.save({target!r})
 """
 

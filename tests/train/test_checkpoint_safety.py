@@ -12,7 +12,7 @@ import pytest
 
 from finetune.errors import CheckpointError, FinetuneError, UnsafeFileError
 from finetune.train import Callback, Trainer
-from finetune.train._checkpoint import save_arrays
+from finetune.train._resume import save_arrays
 
 from ._nets import data, mlp, params
 

@@ -31,7 +31,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ..._atomic import recover, recover_dir
+from ..._file_writes import recover
+from ..._folder_swap import recover_dir
 from ..._mxio import load_arrays, load_symbol
 from ...data import Preprocess
 from ...errors import MissingFileError, ModelError

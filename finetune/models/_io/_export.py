@@ -44,7 +44,7 @@ import logging
 import os
 import numpy as np
 
-from ..._atomic import atomic_dir
+from ..._folder_swap import atomic_dir
 from ..._progress import RESULT
 from ..._mxio import load_arrays, load_symbol
 from ...errors import ConfigError, ModelError, check_range

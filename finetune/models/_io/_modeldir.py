@@ -25,12 +25,12 @@ Format versions: 1 — ``save``; 2 — a deployment folder (a ``"deployment"``
 section, prefixed weight keys). A reader refuses versions newer than its own,
 so an older finetune asks to be upgraded instead of failing on the prefixes.
 
-Writes are atomic (:func:`finetune._atomic.atomic_dir`): everything is
+Writes are atomic (:func:`finetune._folder_swap.atomic_dir`): everything is
 written into a hidden sibling folder that is then swapped in under a
 journal, so a kill or a full disk leaves either the previous model
 directory or the complete new one, never a half-written one. Readers
 finish a swap a kill interrupted (:func:`read_config` calls
-:func:`~finetune._atomic.recover_dir`).
+:func:`~finetune._folder_swap.recover_dir`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import os
 import numpy as np
 
 from ..._arrays import read_npy
-from ..._atomic import atomic_dir, recover_dir
+from ..._folder_swap import atomic_dir, recover_dir
 from ..._mxio import load_arrays, load_symbol, save_arrays
 from ..._outputs import MODEL, RUN, folder_generation, read_marker
 from ..._version import __version__

@@ -9,7 +9,7 @@ import warnings
 
 import mxnet as mx
 
-from ..._atomic import atomic_paths
+from ..._file_writes import atomic_paths
 from ..._mxio import save_arrays
 from ...data import Preprocess
 from ...errors import UnknownNameError
