@@ -148,6 +148,15 @@ def console() -> int:
     return code
 
 
+class _PlainFormatter(logging.Formatter):
+    """Log lines for people at a terminal: the message, after ``warning:`` / ``error:`` when it is one
+    (``--verbose`` shows every record's level and logger)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
 def _run(argv: list) -> int:
     threads = configure_threads()
     parser = build_parser()
@@ -155,7 +164,10 @@ def _run(argv: list) -> int:
     argv = argv[:command] + _legacy_flags(parser, argv[command:])
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if args.verbose
+                         else _PlainFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
     if args.command is None:
         parser.print_help()
         return 2

@@ -142,11 +142,19 @@ def _register_im2rec(sub):
 
 
 # ---------------------------------------------------------------- handlers
+def _scan(root, **options):
+    """``ImageList.from_folder``; the files it skips are printed by the command (:func:`_print_skipped`)."""
+    from ..data import ImageList
+
+    with results_printed():
+        return ImageList.from_folder(root, **options)
+
+
 def _source_list(source, root=None, exts=None):
     from ..data import DEFAULT_EXTS, ImageList
 
     if os.path.isdir(source):
-        return ImageList.from_folder(source, exts=exts or DEFAULT_EXTS)
+        return _scan(source, exts=exts or DEFAULT_EXTS)
     if not os.path.exists(source):
         from ..errors import MissingFileError
 
@@ -174,7 +182,6 @@ def _im2rec(args) -> int:
 
 
 def _im2rec_list(args) -> int:
-    from ..data import ImageList
     from ..data import write_class_names
     from ..errors import ConfigError
 
@@ -182,7 +189,7 @@ def _im2rec_list(args) -> int:
     if not (0 <= train <= 1 and 0 <= test <= 1 and train + test <= 1 + 1e-9):
         raise ConfigError(f"--train-ratio and --test-ratio must be in [0, 1] with a sum <= 1. "
                           f"Got {train} and {test}.")
-    images = ImageList.from_folder(args.root, exts=args.exts, recursive=args.recursive)
+    images = _scan(args.root, exts=args.exts, recursive=args.recursive)
     order = list(range(len(images)))
     if args.shuffle:
         random.Random(args.seed).shuffle(order)
@@ -224,10 +231,10 @@ def _run_pack(images, prefix, args):
 
 
 def _split(args) -> int:
-    from ..data import DEFAULT_EXTS, ImageList
+    from ..data import DEFAULT_EXTS
     from ..errors import ConfigError
 
-    images = ImageList.from_folder(args.root, exts=args.exts or DEFAULT_EXTS, recursive=args.recursive)
+    images = _scan(args.root, exts=args.exts or DEFAULT_EXTS, recursive=args.recursive)
     if args.per_class:
         parts = images.split(per_class=args.per_class, seed=args.seed)
     else:

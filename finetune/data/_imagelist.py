@@ -18,6 +18,7 @@ import os
 import random
 from typing import NamedTuple
 
+from .._progress import RESULT
 from .._text import atomic_text
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
 from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, read_csv, read_lst,
@@ -196,7 +197,7 @@ class ImageList:
         if skipped:
             detail = ", ".join(f"{n} {ext}" for ext, n in skipped.items())
             log.info("Skipped %d file(s) in %s that are not in %s: %s.", sum(skipped.values()),
-                     root, exts, detail)
+                     root, exts, detail, extra=RESULT)
         if not entries:
             log.warning("No images with extensions %s found in %s.", exts, root)
         return cls(entries, class_names=names, root=root, skipped=skipped)

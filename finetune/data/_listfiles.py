@@ -184,18 +184,24 @@ def read_csv(path: str, class_names=None) -> tuple:
     return entries, class_names
 
 
-def write_lst(path: str, entries) -> None:
-    """Write ``entries`` (:class:`ImageEntry` rows) as im2rec ``.lst`` lines (labels as ``%f``), atomically.
+def lst_text(path: str, entries) -> str:
+    """``entries`` (:class:`ImageEntry` rows) as the text of im2rec ``.lst`` lines (labels as ``%f``).
 
     Raises
     ------
     ListFormatError
-        An image path is empty or holds a tab, newline or carriage return (nothing is written).
+        An image path is empty or holds a tab, newline or carriage return.
     """
     lines = []
     for e in entries:
         check_name(e.path, f"The image path of entry {e.index} (for {os.fspath(path)!r})", "Rename the file")
         labels = e.label if isinstance(e.label, tuple) else (e.label,)
         lines.append("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
+    return "".join(lines)
+
+
+def write_lst(path: str, entries) -> None:
+    """Write ``entries`` as im2rec ``.lst`` lines (:func:`lst_text`), atomically; nothing is written on a bad path."""
+    text = lst_text(path, entries)
     with atomic_text(path) as f:
-        f.writelines(lines)
+        f.write(text)

@@ -26,12 +26,12 @@ from .._outputs import written_with
 from .._parallel import default_workers, ordered_map
 from .._progress import RESULT
 from .._text import TEXT
-from ..errors import ConfigError, check_choice, check_range
+from ..errors import ConfigError, DataError, ListFormatError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
 from ._image import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
-from ._listfiles import check_labels, class_names_text, classes_path_for
+from ._listfiles import check_labels, class_names_text, classes_path_for, lst_text
 from ._recordio import RecordWriter
 
 __all__ = ["PackReport", "pack"]
@@ -175,13 +175,37 @@ def _pack_one_unsafe(opts, item):
     return header + enc.tobytes(), None
 
 
+def _listable(lst_path, images) -> bool:
+    """Whether every path of ``images`` fits in a ``.lst`` line (a name with a tab or newline does not)."""
+    try:
+        lst_text(lst_path, images.entries)
+    except ListFormatError:
+        return False
+    return True
+
+
+def _nothing_packed(images, bad) -> str:
+    """Why a pack wrote no image, and what to do about it."""
+    if not bad:
+        return "The list holds no images; nothing was written."
+    what = f"None of the {len(bad)} images could be packed; nothing was written."
+    if all(not os.path.exists(b.path) for b in bad):
+        where = images.root if images.root is not None else "the current folder"
+        return (f"{what} None of the files exist (the first: {bad[0].path!r}). A list's paths are "
+                f"relative to its image root, here {where!r}: give the folder the list was made from "
+                "as root (--root).")
+    return f"{what} The first: {bad[0].path!r} ({bad[0].reason}). See the report's 'bad' list (finetune check)."
+
+
 def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None, encoding=".jpg",
          pass_through=False, color=1, workers=None, pack_label=False, min_size=1) -> PackReport:
     """Write ``<prefix>.rec`` and ``<prefix>.idx`` from an image list, as im2rec does.
 
     Records keep the list order (also with several workers); the record key
     and header id are each entry's index. Bad images are skipped and
-    reported, never fatal (the first 20 logged one by one, the rest counted). The files are written under temporary names and
+    reported (the first 20 logged one by one, the rest counted); a pack
+    that would write no image at all raises :class:`~finetune.errors.DataError`
+    and leaves the previous output. The files are written under temporary names and
     replace the previous ones as one unit at the end, so an interrupted pack
     leaves the previous output (or the complete new one), never a new
     ``.rec`` beside an old ``.idx``; a full disk raises
@@ -190,7 +214,10 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     byte-exact; a name the file cannot hold (empty, or with a tab, newline or
     carriage return) or a label that is not an integer in
     ``[0, len(class_names))`` raises :class:`~finetune.errors.ListFormatError`
-    before anything is written.
+    before anything is written. ``<prefix>.lst`` lists the packed images
+    (im2rec's layout), so reports name a record by its file; a
+    ``<prefix>.lst`` that pack did not write (the list being packed, say)
+    is left as it is.
 
     Parameters
     ----------
@@ -258,11 +285,18 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
         modes.append("w")
         classes = class_names_text(images.class_names, outputs[-1])
         check_labels(images.labels, images.class_names, lambda i: f"pack: entry {i} ({images[i].path!r})")
+    lst_path = prefix + ".lst"  # names the records for reports; a list of the user's own stays untouched
+    ours = written_with(rec_path, lst_path)
+    names_list = (ours or not os.path.lexists(lst_path)) and _listable(lst_path, images)
+    if names_list:
+        outputs.append(lst_path)
+        modes.append("w")
     start = time.time()
     bad, written = [], 0
-    # records, index and class names replace the previous ones as one unit
+    # records, index, class names and list replace the previous ones as one unit
     warn = ProblemLog("Skipped", "skipped images", "the report's 'bad' list")
-    stale = images.class_names is None and written_with(rec_path, classes_path_for(prefix))
+    stale = [p for p, keep in ((classes_path_for(prefix), images.class_names is not None), (lst_path, names_list))
+             if not keep and written_with(rec_path, p)]
     with atomic_files(outputs, modes, **TEXT) as files:
         writer = RecordWriter(files[0], files[1])
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
@@ -274,12 +308,18 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
             writer.write(index, record)
             written += 1
         writer.close()
+        if not written:  # raised inside the unit: the previous output stays as it was
+            warn.close()
+            raise DataError(_nothing_packed(images, bad))
         if images.class_names is not None:
             files[2].write(classes)
+        if names_list:
+            skipped = {b.index for b in bad}
+            files[-1].write(lst_text(lst_path, [e for e in images.entries if e.index not in skipped]))
     warn.close()
-    if stale:  # an earlier pack's class names do not describe these records (names written by hand stay)
+    for path in stale:  # an earlier pack's names do not describe these records (files written by hand stay)
         with contextlib.suppress(FileNotFoundError):
-            os.remove(classes_path_for(prefix))
+            os.remove(path)
     seconds = time.time() - start
     log.info("Packed %d images into %s (%d skipped) in %.1f s.", written, rec_path, len(bad), seconds, extra=RESULT)
     return PackReport(rec_path, idx_path, written, bad, seconds)

@@ -60,7 +60,7 @@ class RecordFile:
             if os.path.isdir(folder.rstrip("/\\")) or os.path.isdir(folder):
                 raise MissingFileError(
                     f"{folder!r} is a folder, not records: pack its images first (finetune pack {folder} "
-                    "data/train, or finetune.pack), then give the .rec.")
+                    "--out data/train, or finetune.pack), then give the .rec.")
             raise MissingFileError(f"Record file {self.rec!r} does not exist; write records with finetune pack "
                                    "(or MXNet's im2rec).")
         settled([self.rec] + ([os.fspath(idx)] if idx else []), what="records (pack them again)")

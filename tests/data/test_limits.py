@@ -39,6 +39,7 @@ def _paths(tmp_path):
     def via_pack(buf):
         (tmp_path / "imgs" / "a").mkdir(parents=True, exist_ok=True)
         (tmp_path / "imgs" / "a" / "x.png").write_bytes(buf)
+        cv2.imwrite(str(tmp_path / "imgs" / "a" / "ok.png"), np.zeros((8, 8, 3), np.uint8))  # a pack writes something
         report = pack(ImageList.from_folder(tmp_path / "imgs"), tmp_path / "out", resize=32, workers=0)
         if report.bad:  # pack reports bad images instead of raising: turn the report into the error
             raise {"too large": ImageTooLargeError}.get(report.bad[0].reason, ImageDecodeError)(report.bad[0].detail)

@@ -231,10 +231,12 @@ def test_check_of_10000_missing_files_logs_a_few_lines(tmp_path, caplog):
 
 
 def test_pack_of_missing_files_logs_a_few_lines(tmp_path, caplog):
-    images = ImageList([(i, f"missing_{i}.jpg", 0) for i in range(500)], class_names=["a"], root=tmp_path)
+    cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((8, 8, 3), np.uint8))  # one image, so the pack writes
+    images = ImageList([(i, f"missing_{i}.jpg", 0) for i in range(500)] + [(500, "ok.png", 0)], class_names=["a"],
+                       root=tmp_path)
     with caplog.at_level(logging.WARNING, logger="finetune"):
         report = pack(images, tmp_path / "out", workers=0)
-    assert len(report.bad) == 500 and len(caplog.records) <= 25
+    assert len(report.bad) == 500 and report.written == 1 and len(caplog.records) <= 25
     assert "480 more skipped images" in caplog.records[-1].getMessage()
 
 

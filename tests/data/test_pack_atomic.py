@@ -16,7 +16,7 @@ from finetune.data import ImageList, pack
 from tests.listing import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUTPUTS = ("out.rec", "out.idx", "out_classes.txt")
+OUTPUTS = ("out.rec", "out.idx", "out_classes.txt", "out.lst")
 
 
 def _tree(root, n_per_class, size=48):
