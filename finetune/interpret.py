@@ -1,22 +1,9 @@
 """Deprecated alias of :mod:`finetune.use`; import from ``finetune`` or ``finetune.use`` instead.
 
 Kept so that code written for earlier versions (``from finetune.interpret import ...``)
-keeps working; every access warns with a :class:`DeprecationWarning`.
+keeps working until finetune 0.3.0; every access warns with a :class:`DeprecationWarning`.
 """
 
-from __future__ import annotations
+from ._legacy import module_alias
 
-import warnings
-
-from . import use
-
-# the public names of finetune.use this module held
-_NAMES = ("GradCAM", "GradCAMResult")
-
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        warnings.warn(f"finetune.interpret.{name} is deprecated; use finetune.use.{name} "
-                      f"(or finetune.{name}) instead.", DeprecationWarning, stacklevel=2)
-        return getattr(use, name)
-    raise AttributeError(f"module 'finetune.interpret' has no attribute {name!r}")
+__getattr__ = module_alias("finetune.interpret", "finetune.use", ("GradCAM", "GradCAMResult"))

@@ -52,7 +52,7 @@ def test_old_module_paths_still_work_and_warn():
     for old, name in [("predict", "load_name_map"), ("predict", "Predictor"), ("evaluation", "evaluate"),
                       ("deploy", "verify_deployment"), ("interpret", "GradCAM"), ("plots", "load_history")]:
         module = importlib.import_module(f"finetune.{old}")
-        with pytest.warns(DeprecationWarning, match=f"finetune.use.{name}"):
+        with pytest.warns(DeprecationWarning, match=f"goes in finetune 0.3.0; use finetune.use.{name}"):
             assert getattr(module, name) is getattr(use, name)
     with pytest.raises(AttributeError):
         importlib.import_module("finetune.plots").no_such_name

@@ -96,7 +96,8 @@ def test_deployment_folders_of_the_earlier_layout_still_load(tiny_model, image_f
     assert set(diffs) == {"mxnet", "onnx"} and max(diffs.values()) < 1e-5
     from finetune.models._io._deployment import read_deployment
 
-    dep = read_deployment(folder)
+    with pytest.warns(FutureWarning, match=r"earlier layout, read until finetune 0\.3\.0; .*finetune export"):
+        dep = read_deployment(folder)
     assert dep.onnx == os.path.join(folder, "model.onnx") and dep.preprocess.endswith("model-preprocess.json")
     paths = [p for p in sorted(image_folder.rglob("*")) if p.is_file()][:4]
     np.testing.assert_allclose(Predictor.load(folder).predict_proba(paths),

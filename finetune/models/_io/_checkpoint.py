@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..._legacy import earlier_layout
 from ...data import Preprocess
 from ...errors import MissingFileError, ModelError
 from ._modeldir import symbol_class_names
@@ -50,6 +51,8 @@ def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, cl
     if class_names is None:
         class_names = symbol_class_names(f"{prefix}-symbol.json")
     if class_names is None and os.path.exists(f"{prefix}-classes.json"):
+        earlier_layout(f"The class names in {prefix + '-classes.json'!r}",
+                       "export the model again (finetune export) to keep them in its symbol file", stacklevel=4)
         with open(f"{prefix}-classes.json", encoding="utf-8") as f:
             class_names = json.load(f)
     return symbol, arg_params, aux_params, preprocess, class_names

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..._file_writes import recover
 from ..._folder_swap import recover_dir
+from ..._legacy import earlier_layout
 from ..._mxio import load_arrays, load_symbol
 from ...data import Preprocess
 from ...errors import MissingFileError, ModelError
@@ -146,6 +147,8 @@ def _read_manifest(directory: Path) -> Deployment:
         names = {k: m[k] for k in ("symbol", "params", "preprocess", "input_name", "input_shape")}
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"The manifest {str(path)!r} is corrupt: {type(exc).__name__}: {exc}") from None
+    earlier_layout(f"The deployment folder {str(directory)!r} (deploy.json, no config.json)",
+                   "load it and write it again with finetune.export_for_deployment (finetune export)", stacklevel=4)
     full = lambda n: inside(directory, n, what="deployment file") if n else None  # noqa: E731
     return Deployment(str(directory), full(names["symbol"]), full(names["params"]), full(names["preprocess"]),
                       full(m.get("onnx")), names["input_name"], tuple(names["input_shape"]),
