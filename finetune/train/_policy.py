@@ -13,8 +13,11 @@ BatchNorm blocks are changed and read through :mod:`finetune.models.graph`.
 
 from __future__ import annotations
 
+import re
 import warnings
 from numbers import Integral, Real
+
+import numpy as np
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..errors import ConfigError, UnknownNameError
@@ -143,6 +146,47 @@ class LayerLRPolicy:
         n = len(stages)
         rules = [Rule(p, lr_mult=decay ** (n - i)) for i, p in enumerate(stages)]
         return cls(rules + [Rule(head)], head=head, **kw)
+
+    @classmethod
+    def layer_decay(cls, model, groups: int = 5, decay: float | None = 0.8, *, frozen: int = 0,
+                    lr_mult: float = 1.0, head: str = "head_*", **kw) -> "LayerLRPolicy":
+        """Layer-wise LR decay: the backbone in ``groups`` consecutive groups, the LR shrinking towards the input.
+
+        ``model``'s trainable parameters outside the head are cut, in model
+        order, into ``groups`` groups of about equal parameter count (a layer's
+        parameters are never split); group ``k`` of ``n`` (input first) gets
+        ``lr_mult * decay ** (n - k)``, the head 1, and the first ``frozen``
+        groups are not trained (one group always trains). With ``decay``
+        ``None`` and nothing frozen, the backbone is one group at ``lr_mult``.
+
+        Examples
+        --------
+        >>> import finetune as ft
+        >>> net = ft.HeadReplacer(2).apply(ft.create_model("mobilenet0.25", weights=None))
+        >>> policy = LayerLRPolicy.layer_decay(net, 3, 0.5, frozen=1)
+        >>> [(r.label.split(" from")[0], r.lr_mult, r.trainable) for r in policy.rules[1:]]
+        [('group 1/3', 1.0, False), ('group 2/3', 0.25, True), ('group 3/3', 0.5, True)]
+        """
+        head_rule = Rule(head)
+        names = [n for n, p in model.collect_params().items()
+                 if getattr(p, _ORIG, p.grad_req) != "null" and not head_rule.matches(n)]
+        if decay is not None:
+            validate("LayerLRPolicy.layer_decay", {"decay": decay}, cls._parameter_constraints)
+        if (decay is None and not frozen) or not names:
+            rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=lr_mult, label="backbone")
+            return cls([head_rule, rest], head=head, **kw)
+        split = _layer_groups(names, int(groups))
+        frozen = min(int(frozen), len(split) - 1)  # something of the backbone always trains
+        rules = [head_rule]
+        for k, g in enumerate(split):
+            pattern = "re:^(" + "|".join(re.escape(names[i]) for i in g) + ")$"
+            label = f"group {k + 1}/{len(split)} from {names[g[0]]}"
+            if k < frozen:
+                rules.append(Rule(pattern, trainable=False, label=label + " (frozen)"))
+                continue
+            mult = lr_mult * (decay ** (len(split) - k) if decay else 1.0)
+            rules.append(Rule(pattern, lr_mult=mult, label=label))
+        return cls(rules, head=head, **kw)
 
     @classmethod
     def from_preset(cls, name: str, **kw) -> "LayerLRPolicy":
@@ -285,6 +329,25 @@ class LayerLRPolicy:
             layers = sorted({n.rsplit("_", 1)[0] for n in params})
             raise UnknownNameError("layer", self.freeze_until, layers)
         return idx
+
+
+def _layer_groups(names, n_groups) -> list:
+    """``names`` (parameter names in model order) in ``n_groups`` consecutive groups of index arrays.
+
+    Groups are about equal in parameter count, and a layer's parameters (the
+    names up to their last ``_``: ``conv1_weight`` and ``conv1_bias``) are
+    never split: a boundary inside a layer moves to the layer's end.
+    """
+    layer = [n.rsplit("_", 1)[0] for n in names]
+    bounds = []
+    for g in np.array_split(np.arange(len(names)), min(n_groups, len(names))):
+        end = int(g[-1]) + 1 if len(g) else 0
+        while 0 < end < len(names) and layer[end] == layer[end - 1]:
+            end += 1
+        if end > (bounds[-1] if bounds else 0):
+            bounds.append(end)
+    starts = [0] + bounds[:-1]
+    return [np.arange(a, b) for a, b in zip(starts, bounds)]
 
 
 def _warn_untrainable_biases(model) -> None:

@@ -23,20 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from numbers import Integral, Real
-
-import numpy as np
 
 from .._validation import InstanceOf, Interval, Options, Sequence, validate
 from ..data import Augment
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
-from ._policy import _ORIG, LayerLRPolicy
+from ._policy import LayerLRPolicy
 from ._recipe_fit import fit_recipe
 from ._recipe_plan import RecipePlan, make_plan
-from ._rules import Rule, _glob_to_re
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 
 __all__ = ["Recipe", "RecipePlan"]
@@ -355,27 +351,11 @@ class Recipe:
         return HeadReplacer(len(class_names), dropout=self.dropout, **head).apply(backbone, class_names=class_names)
 
     def policy(self, model, *, head: str = "head_*") -> LayerLRPolicy:
-        """The :class:`LayerLRPolicy` of the fine-tuning stage for ``model``."""
-        freeze_bn = self.batchnorm == "frozen"
-        head_rule = Rule(head)
-        names = [n for n, p in model.collect_params().items()
-                 if getattr(p, _ORIG, p.grad_req) != "null" and not head_rule.matches(n)]
+        """The :class:`LayerLRPolicy` of the fine-tuning stage for ``model`` (:meth:`LayerLRPolicy.layer_decay`)."""
         decay = self.layer_decay if self.layer_decay not in (None, 1, 1.0) else None
-        if (decay is None and not self.frozen_groups) or not names:
-            rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=self.backbone_lr_mult, label="backbone")
-            return LayerLRPolicy([head_rule, rest], freeze_bn=freeze_bn, head=head)
-        groups = _layer_groups(names, self.layer_groups)
-        frozen = min(self._frozen_groups, len(groups) - 1)  # something of the backbone always trains
-        rules = [head_rule]
-        for k, g in enumerate(groups):
-            pattern = "re:^(" + "|".join(re.escape(names[i]) for i in g) + ")$"
-            label = f"group {k + 1}/{len(groups)} from {names[g[0]]}"
-            if k < frozen:
-                rules.append(Rule(pattern, trainable=False, label=label + " (frozen)"))
-                continue
-            mult = self.backbone_lr_mult * (decay ** (len(groups) - k) if decay else 1.0)
-            rules.append(Rule(pattern, lr_mult=mult, label=label))
-        return LayerLRPolicy(rules, freeze_bn=freeze_bn, head=head)
+        return LayerLRPolicy.layer_decay(model, self.layer_groups, decay, frozen=self._frozen_groups,
+                                         lr_mult=self.backbone_lr_mult, freeze_bn=self.batchnorm == "frozen",
+                                         head=head)
 
     def loss(self):
         """The training loss: softmax cross-entropy with ``label_smoothing``."""
@@ -451,21 +431,3 @@ class Recipe:
                                      workers=workers, **kw)
         return fit_recipe(self, model, train, val, ctx=ctx, out_dir=out_dir, workers=workers, **kw)
 
-
-def _layer_groups(names, n_groups) -> list:
-    """``names`` (parameter names in model order) in ``n_groups`` consecutive groups of index arrays.
-
-    Groups are about equal in parameter count, and a layer's parameters (the
-    names up to their last ``_``: ``conv1_weight`` and ``conv1_bias``) are
-    never split: a boundary inside a layer moves to the layer's end.
-    """
-    layer = [n.rsplit("_", 1)[0] for n in names]
-    bounds = []
-    for g in np.array_split(np.arange(len(names)), min(n_groups, len(names))):
-        end = int(g[-1]) + 1 if len(g) else 0
-        while 0 < end < len(names) and layer[end] == layer[end - 1]:
-            end += 1
-        if end > (bounds[-1] if bounds else 0):
-            bounds.append(end)
-    starts = [0] + bounds[:-1]
-    return [np.arange(a, b) for a, b in zip(starts, bounds)]

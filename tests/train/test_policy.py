@@ -147,3 +147,21 @@ def test_a_bias_set_to_train_under_a_frozen_dense_weight_is_reported():
         warnings.filterwarnings("ignore", message="Cannot decide type")
         block = mx.gluon.SymbolBlock(x, mx.sym.var("data"))
     assert fully_connected_params(block) == [("fc_weight", "fc_bias")]
+
+
+def test_layer_decay_groups_the_backbone_input_first_and_checks_its_decay():
+    import finetune as ft
+    from finetune.errors import ConfigError
+
+    net = ft.HeadReplacer(2).apply(ft.create_model("mobilenet0.25", weights=None))
+    policy = LayerLRPolicy.layer_decay(net, 4, 0.5, lr_mult=2.0)
+    groups = policy.rules[1:]
+    assert [r.lr_mult for r in groups] == [2.0 * 0.5 ** 4, 2.0 * 0.5 ** 3, 2.0 * 0.5 ** 2, 2.0 * 0.5]
+    assert policy.rules[0].lr_mult == 1.0 and policy.rules[0].pattern == "head_*"
+    plain = LayerLRPolicy.layer_decay(net, 4, None, lr_mult=0.1)
+    assert [r.label for r in plain.rules[1:]] == ["backbone"]
+    frozen = LayerLRPolicy.layer_decay(net, 4, None, frozen=9).rules[1:]  # one group always trains
+    assert [r.trainable for r in frozen] == [False, False, False, True]
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="decay"):
+            LayerLRPolicy.layer_decay(net, 4, bad)
