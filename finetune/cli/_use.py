@@ -111,29 +111,12 @@ def _predict(args) -> int:
     return 0 if len(preds.errors) < len(preds) else 1
 
 
-def _dataset(source: str):
-    """A labelled dataset from a record file, a list file or a folder tree."""
-    from ..data import ImageList, RecordDataset
-    from ..errors import MissingFileError
-
-    path = Path(source)
-    stem = path.with_suffix("") if path.suffix.lower() in (".rec", ".idx") else path
-    if Path(str(stem) + ".rec").is_file():
-        return RecordDataset(stem)
-    if path.is_dir():
-        return ImageList.from_folder(path)
-    if path.is_file() and path.suffix.lower() == ".lst":
-        return ImageList.from_lst(path)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return ImageList.from_csv(path)
-    raise MissingFileError(f"{source!r} is not a .rec file (or prefix), a .lst / .csv list or a folder.")
-
-
 def _evaluate(args) -> int:
+    from ..data import open_labelled
     from ..use import evaluate
 
     predictor = _predictor(args)
-    dataset = _dataset(args.records)
+    dataset = open_labelled(args.records)
     with results_printed():  # unreadable images are listed in the printed report
         report = evaluate(predictor, dataset, top_k=args.top_k)
     _say(report)

@@ -31,7 +31,7 @@ from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess
 from ._relabel import write_records
-from ._source import ImageItem, ImageSource
+from ._source import ImageItem, ImageSource, open_labelled
 
 #: Images whose header declares more pixels are refused before decoding (``check``
 #: and ``pack`` report them as "too large", decoding raises ImageTooLargeError).
@@ -47,7 +47,7 @@ __all__ = sorted([
     "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
     "ImageEntry", "ImageItem", "ImageList", "ImageSource", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MeanImage",
     "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "balance", "check", "check_geometry",
-    "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "pack", "read_class_names",
+    "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "open_labelled", "pack", "read_class_names",
     "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder", "write_fashion_mnist_unlabeled",
     "write_records",
 ])

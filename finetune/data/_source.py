@@ -30,7 +30,7 @@ from ._folder import IMAGE_EXTENSIONS, image_paths
 from ._image import decode_image, read_image, to_color
 from ._imagelist import ImageList
 
-__all__ = ["ImageItem", "ImageSource", "is_image_list", "is_record_dataset"]
+__all__ = ["ImageItem", "ImageSource", "is_image_list", "is_record_dataset", "open_labelled"]
 
 _COLORS = ("RGB", "BGR")
 
@@ -178,10 +178,11 @@ class ImageSource:
 
         Parameters
         ----------
-        images : RecordDataset, ImageList, sequence of (image, label) or images
+        images : RecordDataset, ImageList, str, sequence of (image, label) or images
             Labelled input: a :class:`~finetune.RecordDataset` or an
-            :class:`~finetune.ImageList` (their own labels), ``(image, label)``
-            pairs, or any input :class:`ImageSource` reads together with ``labels``.
+            :class:`~finetune.ImageList` (their own labels), a path
+            :func:`open_labelled` opens, ``(image, label)`` pairs, or any
+            input :class:`ImageSource` reads together with ``labels``.
         labels : sequence, optional
             One label per image, overriding any the input carries.
         color, what
@@ -209,6 +210,8 @@ class ImageSource:
 ImageList, a list of (image, label) pairs, or images plus labels=[...].
         """
         if labels is None:
+            if isinstance(images, (str, os.PathLike)):
+                images = open_labelled(images)
             if is_record_dataset(images) or is_image_list(images):
                 return cls(images, color=color, what=what)
             pairs = list(images)
@@ -295,6 +298,46 @@ def _split_batch(array: np.ndarray) -> list:
     if array.ndim in (3, 4):
         return list(array)
     raise ConfigError(f"Image arrays must be (H, W[, C]) or (N, H, W[, C]). Got shape {array.shape} instead.")
+
+
+def open_labelled(path):
+    """The labelled images a path names: records, a list or a class-per-folder tree.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.rec`` file or its prefix (``data/val``): a
+        :class:`~finetune.RecordDataset`; a ``.lst`` or ``.csv`` list, or a
+        folder with one sub-folder per class: an :class:`~finetune.ImageList`.
+
+    Raises
+    ------
+    MissingFileError
+        ``path`` is none of these.
+
+    Examples
+    --------
+    >>> import os, tempfile, cv2, numpy as np
+    >>> root = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(root, "cat"))
+    >>> _ = cv2.imwrite(os.path.join(root, "cat", "1.png"), np.zeros((8, 8, 3), np.uint8))
+    >>> open_labelled(root).class_names
+    ['cat']
+    """
+    from ..errors import MissingFileError
+    from ._record import RecordDataset
+
+    path = os.fspath(path)
+    stem, ext = os.path.splitext(path)
+    stem = stem if ext.lower() in (".rec", ".idx") else path
+    if os.path.isfile(stem + ".rec"):
+        return RecordDataset(stem)
+    if os.path.isdir(path):
+        return ImageList.from_folder(path)
+    if os.path.isfile(path) and ext.lower() in (".lst", ".csv"):
+        return ImageList.from_lst(path) if ext.lower() == ".lst" else ImageList.from_csv(path)
+    raise MissingFileError(f"{path!r} is not a .rec file (or its prefix), a .lst / .csv list or a folder of "
+                           "class folders.")
 
 
 def _record_items(dataset) -> list:

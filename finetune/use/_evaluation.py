@@ -282,8 +282,9 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     model_or_predictor : Predictor or mxnet.gluon.HybridBlock
         A :class:`~finetune.Predictor`, or a model following the protocol
         (wrapped in one; its own preprocessing is used).
-    dataset : RecordDataset, ImageList, list of (image, label) or images
-        Labelled images. Records are decoded from their stored bytes and go
+    dataset : RecordDataset, ImageList, str, list of (image, label) or images
+        Labelled images (a path: records, a list or a class-per-folder tree,
+        see :func:`~finetune.data.open_labelled`). Records are decoded from their stored bytes and go
         through the model's evaluation preprocessing, exactly as files do.
         Labels may be class indices or class names.
     labels : list or None

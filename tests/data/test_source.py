@@ -115,3 +115,24 @@ def test_decoding_is_lazy_and_per_item(tmp_path):
         source.read(1)
     with pytest.raises(ImageDecodeError, match="bytes\\[2\\]"):
         source.read(2)
+
+
+def test_labelled_data_named_by_a_path_opens_like_the_cli(tmp_path):
+    import cv2
+
+    from finetune.data import ImageList, open_labelled, pack
+    from finetune.errors import MissingFileError
+
+    for name in ("cat/1.png", "dog/2.png"):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "photos" / name), np.zeros((8, 8, 3), np.uint8))
+    images = ImageList.from_folder(tmp_path / "photos")
+    pack(images, tmp_path / "val", workers=0)
+    images.write_lst(tmp_path / "photos" / "all.lst")
+    for spec in (tmp_path / "val.rec", str(tmp_path / "val"), tmp_path / "val.idx", tmp_path / "photos",
+                 tmp_path / "photos" / "all.lst"):
+        source = ImageSource.labelled(spec)
+        assert sorted(item.label for item in source) == [0, 1], spec
+    for missing in (tmp_path / "nothere.rec", tmp_path / "nothere", tmp_path / "photos" / "cat" / "1.png"):
+        with pytest.raises(MissingFileError, match="is not a .rec file"):
+            open_labelled(missing)
