@@ -18,6 +18,7 @@ from numbers import Real
 from .._file_writes import atomic_files, settled
 from .._text import read_lines
 from ._options import add_alias, add_index_options, add_shared, count, ctx_of, index_kwargs, number
+from . import _say
 
 log = logging.getLogger("finetune")
 
@@ -30,7 +31,8 @@ def register(sub) -> None:
                        "PCA-whitened, L2-normalised.")
     p.add_argument("model", metavar="MODEL", help="model directory, zoo name, or saved extractor folder")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (recursive)")
-    p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune inspect MODEL')")
+    p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune inspect "
+                   "MODEL'; default: the last convolutional block)")
     add_alias(p, "--pool", p.add_argument("--pooling", action="append", metavar="NAME",
                                           help="sum, avg, max, gem, crow, rmac, mop (repeat to concatenate; "
                                                "default: gem)"), kind="append")
@@ -122,6 +124,23 @@ def _image_inputs(images: list) -> list:
     return paths
 
 
+def _readable(paths: list) -> list:
+    """``paths`` without the files that cannot be decoded, which are said (as ``pack`` and ``predict`` do)."""
+    from .._progress import results_printed
+    from ..data import ImageList, check
+    from ..errors import DataError
+    from ._data import _print_bad
+
+    with results_printed():  # listed below, once
+        report = check(ImageList([(i, p, 0) for i, p in enumerate(paths)]))
+    if report.bad:
+        _say(f"{len(report.bad)} of {len(paths)} images cannot be read and are left out:", file=sys.stderr)
+        _print_bad(report.bad)
+        if not len(report.good):
+            raise DataError("None of the images can be read; nothing was extracted.")
+    return [e.path for e in report.good.entries]
+
+
 def _load_gt(spec: str):
     from ..features import OxfordGroundTruth, RevisitedGroundTruth
 
@@ -157,19 +176,21 @@ def _build_extractor(args):
 
     if os.path.exists(os.path.join(args.model, "extractor.json")):
         return FeatureExtractor.load(args.model, ctx=ctx_of(args))
-    if not args.layer:
-        raise ConfigError("Give at least one --layer (list them with 'finetune inspect MODEL').")
     names = args.pooling or ["gem"]
-    pooling = {layer: [GeM(args.gem_p) if n.lower() == "gem" else get_pooling(n) for n in names]
-               for layer in args.layer}
+    poolings = lambda: [GeM(args.gem_p) if n.lower() == "gem" else get_pooling(n) for n in names]  # noqa: E731
+    # no --layer: the extractor takes the last convolutional block
+    pooling = {layer: poolings() for layer in args.layer} if args.layer else poolings()
     try:
         scales = tuple(float(s) for s in args.scales.split(","))
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated numbers. Got {args.scales!r}.") from None
     # FeatureExtractor builds a MODEL it is given by name with create_model's default weights
     model = args.model if args.weights == "imagenet" else create_model(args.model, weights=args.weights)
-    return FeatureExtractor(model, args.layer, pooling, ctx=ctx_of(args), batch_size=args.batch_size,
-                            scales=scales, resize=args.resize, resize_side=args.resize_side, pca=args.pca)
+    fx = FeatureExtractor(model, args.layer or None, pooling, ctx=ctx_of(args), batch_size=args.batch_size,
+                          scales=scales, resize=args.resize, resize_side=args.resize_side, pca=args.pca)
+    if not args.layer:
+        _say(f"layer {fx.layers[0]} (the last convolutional block; --layer to choose)", file=sys.stderr)
+    return fx
 
 
 # ----------------------------------------------------------------------- handlers
@@ -187,7 +208,7 @@ def _extract(args) -> int:
             raise ConfigError("PCA / MOP must be learned: give --fit-on with a folder of training images.")
         log.info("Fitting on %s ...", args.fit_on)
         fx.fit(args.fit_on, progress=args.progress)
-    paths = _image_inputs(args.images)
+    paths = _readable(_image_inputs(args.images))
     if args.queries_of:
         images, ids = _query_crops(_load_gt(args.queries_of), paths)
     else:

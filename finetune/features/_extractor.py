@@ -16,6 +16,7 @@ from .._version import __version__
 from ..data import ImageSource
 from ..errors import ConfigError, ShapeError, UnknownNameError, check_choice, check_range
 from ..models import ModelProtocol, create_model, require_model
+from ..use import feature_map_layers
 from ._extractor_io import load_states, read_config, save_folder
 from ._geometry import resize_keep_aspect
 from ._mop import MOP
@@ -48,9 +49,11 @@ class FeatureExtractor:
         :func:`~finetune.create_model` accepts: a model directory, a
         deployment folder, a Caffe pair, a plain ``HybridBlock`` (its layers
         are those of its traced graph) or a zoo name (with its ImageNet weights).
-    layers : str or list of str
+    layers : str, list of str or None
         Layer names from ``model.layer_names`` (e.g. ``"fc6"`` pre-activation and
         ``"relu6"`` post-activation for a Caffe VGG16, or a conv stage).
+        ``None``: the last convolutional block
+        (:func:`~finetune.use.feature_map_layers`).
     pooling : str, Pooling, list or dict
         How 4-D maps become vectors: a name of :func:`get_pooling` (``"sum"``,
         ``"avg"``, ``"max"``, ``"gem"``, ``"crow"``, ``"rmac"``, ``"mop"``), a
@@ -91,11 +94,17 @@ class FeatureExtractor:
     (2, 16)
     """
 
-    def __init__(self, model, layers, pooling="gem", *, ctx=None, batch_size: int = 32,
+    def __init__(self, model, layers=None, pooling="gem", *, ctx=None, batch_size: int = 32,
                  scales=(1.0,), resize: int | None = None, resize_side: str = "shorter",
                  keep_aspect: bool | None = None,
                  pca: int | None = None, whiten: bool = True, normalize: bool = True):
         self.model = model = _as_model(model)
+        if layers is None:
+            maps = feature_map_layers(model)
+            if not maps:
+                raise ConfigError(f"{type(model).__name__} has no layer with a 4-D feature map to pool; name the "
+                                  "layers (see model.layer_names).")
+            layers = maps[-1][0]
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
             raise ConfigError("The 'layers' parameter of FeatureExtractor must name at least one layer.")

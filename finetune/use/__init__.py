@@ -18,7 +18,7 @@ from ..models import Deployment, export_for_deployment, load_deployment, verify_
 from ._confusion_plot import plot_confusion_matrix
 from ._evaluation import EvaluationReport, evaluate
 from ._history_plot import load_history, plot_history
-from ._interpret import GradCAM, GradCAMResult
+from ._interpret import GradCAM, GradCAMResult, feature_map_layers
 from ._names import load_name_map
 from ._plots import plot_errors, plot_gradcam, plot_predictions
 from ._predictor import Predictor
@@ -34,6 +34,7 @@ __all__ = [
     "Predictor",
     "evaluate",
     "export_for_deployment",
+    "feature_map_layers",
     "load_deployment",
     "load_history",
     "load_name_map",

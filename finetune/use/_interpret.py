@@ -29,7 +29,7 @@ from ..errors import ConfigError, ModelError, UnknownNameError
 from ..models import create_model
 from ..models import require_model
 
-__all__ = ["GradCAM", "GradCAMResult"]
+__all__ = ["GradCAM", "GradCAMResult", "feature_map_layers"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -125,6 +125,49 @@ def _conv_layers(symbol, shape) -> list:
             if s and len(s) == 4 and s[2] * s[3] > 1 and not {name, name.removesuffix("_output")} & args]
 
 
+def _feature_maps(model, ctx) -> tuple:
+    """``(maps, outputs)``: ``(entry, shape)`` of the 4-D spatial outputs in graph order, and every entry name.
+
+    Entries are the traced graph's op outputs when they carry the model's layer
+    names, else the named layers themselves (``name_output``).
+    """
+    pre = model.preprocess
+    shape = (1, pre.channels, pre.size[0], pre.size[1])
+    symbol = model.to_symbol()  # every op output of the graph, by name
+    maps, outputs = _conv_layers(symbol, shape), symbol.get_internals().list_outputs()
+    named = set(model.layer_names)
+    if not any(entry[: -len("_output")] in named for entry, _ in maps):  # layers named apart from the graph
+        maps = _named_conv_layers(model, shape, ctx)
+        outputs = [m[0] for m in maps]
+    return maps, outputs
+
+
+def feature_map_layers(model, *, ctx=None) -> list:
+    """``(layer, shape)`` of the named layers whose output is a 4-D map larger than 1 x 1, input first.
+
+    The last is the last convolutional block: the layer :class:`GradCAM`
+    explains and :class:`~finetune.FeatureExtractor` pools when none is named.
+
+    Parameters
+    ----------
+    model : model, HybridBlock, str, path or (prototxt, caffemodel)
+        Anything :func:`~finetune.create_model` accepts.
+    ctx : None or mx.Context
+        Device of the probe; ``None`` is the current context.
+
+    Examples
+    --------
+    >>> import finetune as ft
+    >>> feature_map_layers(ft.create_model("mobilenet0.25", weights=None))[-1]
+    ('relu26_fwd', (1, 256, 7, 7))
+    """
+    model = create_model(model, ctx=ctx)
+    require_model(model, "full", "feature_map_layers")
+    named = set(model.layer_names)
+    maps, _ = _feature_maps(model, resolve_ctx(ctx)[0])
+    return [(entry[: -len("_output")], shape) for entry, shape in maps if entry[: -len("_output")] in named]
+
+
 class GradCAM:
     """Grad-CAM heat maps for a network following finetune's model protocol.
 
@@ -165,15 +208,7 @@ class GradCAM:
         self.model = create_model(model, ctx=ctx)
         self.ctx = resolve_ctx(ctx)[0]
         require_model(self.model, "full", "GradCAM")
-        pre = self.model.preprocess
-        shape = (1, pre.channels, pre.size[0], pre.size[1])
-        symbol = self.model.to_symbol()  # every op output of the graph, by name
-        convs = _conv_layers(symbol, shape)
-        outputs = symbol.get_internals().list_outputs()
-        named = set(self.model.layer_names)
-        if not any(entry[: -len("_output")] in named for entry, _ in convs):  # layers named apart from the graph
-            convs = _named_conv_layers(self.model, shape, self.ctx)
-            outputs = [c[0] for c in convs]
+        convs, outputs = _feature_maps(self.model, self.ctx)
         if not convs:
             raise ModelError(f"{type(model).__name__} has no layer with a 4-D output to explain.")
         if layer is None:

@@ -122,3 +122,24 @@ def test_index_refuses_bad_settings_before_reading(tmp_path, capsys):
     assert info.value.code == 2 and "--refine" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["index", "db.npy", "--method", "annoy", "--out", "x.npz"])
+
+
+def test_extract_defaults_to_the_last_convolutional_block_and_leaves_out_broken_images(tiny_model, image_folder,
+                                                                                       tmp_path, capsys):
+    from finetune.features import FeatureExtractor
+    from finetune.use import feature_map_layers
+
+    assert [name for name, _ in feature_map_layers(tiny_model)][-1] == FeatureExtractor(tiny_model).layers[0]
+    (image_folder / "cat" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "feats.npy"
+    assert main(["extract", "tiny", str(image_folder), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"layer {FeatureExtractor(tiny_model).layers[0]} (the last convolutional block" in captured.err
+    assert "1 of 25 images cannot be read" in captured.err and "broken.jpg" in captured.out
+    ids = (tmp_path / "feats.ids.txt").read_text().split()
+    assert len(ids) == np.load(out).shape[0] == 24 and not any("broken" in i for i in ids)
+    for name in ("cat", "dog", "fish"):
+        for f in (image_folder / name).iterdir():
+            f.write_bytes(b"broken")
+    assert main(["extract", "tiny", str(image_folder), "--out", str(tmp_path / "none.npy")]) == 1
+    assert "None of the images can be read" in capsys.readouterr().err
