@@ -1,3 +1,4 @@
+import os
 import json
 
 import numpy as np
@@ -79,7 +80,10 @@ def test_evaluate_on_records_equals_predicting_the_files(tiny_model, image_folde
     report = ft.evaluate(Predictor(tiny_model), records)
     assert [int(x) for x in report.labels] == images.single_labels()
     np.testing.assert_allclose(report.probabilities, Predictor(tiny_model).predict_proba(images.paths), atol=1e-6)
-    assert report.sources[0] == "record[0]"
+    assert report.sources[0] == images.entries[0].path  # named by the list pack wrote beside the records
+    os.remove(tmp_path / "val.lst")
+    records = RecordDataset(tmp_path / "val")
+    assert ft.evaluate(Predictor(tiny_model), records).sources[0] == "record[0]"
     preds = Predictor(tiny_model).predict(records, top_k=1)
     assert [p.label for p in preds] == images.single_labels() and preds[0].source == "record[0]"
 
