@@ -68,7 +68,8 @@ def _fused_update(opt, indices, weights, grads, states) -> list:
                 ws, [c[1] for c in chunk], [c[2][0] for c in chunk], [c[2][1] for c in chunk],
                 opt.rescale_grad, lrs=[c[3] for c in chunk], wds=[c[4] for c in chunk], etas=[1.0] * len(chunk),
                 beta1=opt.beta1, beta2=opt.beta2, epsilon=eps, clip_gradient=clip, out=ws)
-    return [k for k in range(len(indices)) if k not in set(fused)]
+    done = set(fused)
+    return [k for k in range(len(indices)) if k not in done]
 
 
 @mx.optimizer.register

@@ -201,9 +201,8 @@ def export_for_deployment(model, directory, *, onnx: bool = False, verify: bool 
     import mxnet as mx
 
     from ..._context import resolve_ctx
-    from ._modeldir import KIND, read_config
-
     from .._block import as_inference_model
+    from ._modeldir import KIND, read_config
 
     model = as_inference_model(model)  # a plain block with preprocess and class_names, wrapped
     require_model(model, "inference", "export_for_deployment")
