@@ -215,6 +215,9 @@ def _pack_one_list(args, lst) -> None:
     from ..data import ImageList
 
     images = ImageList.from_lst(lst, root=args.root)
+    if not len(images):  # e.g. the val list of a split that left none: nothing to pack
+        _say(f"Skipping {lst}: it lists no images.")
+        return
     _say(f"Creating .rec file from {lst} in {os.path.dirname(lst)}")
     report = _run_pack(images, os.path.splitext(lst)[0], args)
     _say(f"{report.written} images written to {report.rec}; {len(report.bad)} skipped.")

@@ -129,6 +129,8 @@ def _run(args) -> int:
     records = os.path.join(out, "records")
     os.makedirs(records, exist_ok=True)
     for name, images in (("train", train), ("val", val), ("test", test_list)):
+        if not len(images):  # no validation images with --per-class 1 or 2 (below)
+            continue
         images.write_lst(os.path.join(records, f"{name}.lst"), shuffle=name == "train", seed=args.seed)
         ft.pack(images, os.path.join(records, name), encoding=".png")
     train_rec, val_rec, test_rec = (os.path.join(records, f"{n}.rec") for n in ("train", "val", "test"))

@@ -83,3 +83,13 @@ def test_the_cli_says_which_files_it_skipped_once(tmp_path, capsys):
     captured = capsys.readouterr()
     assert (captured.out + captured.err).count("with other extensions") + (captured.out + captured.err).count(
         "that are not in") == 1
+
+
+def test_im2rec_skips_a_list_that_names_no_image(tmp_path, capsys):
+    _photos(tmp_path / "photos")
+    prefix = str(tmp_path / "x")
+    assert main(["im2rec", "--list", "--recursive", "--train-ratio", "0.99", prefix, str(tmp_path / "photos")]) == 0
+    assert (tmp_path / "x_val.lst").read_text() == ""
+    assert main(["im2rec", prefix, str(tmp_path / "photos"), "--num-thread", "1"]) == 0
+    assert "Skipping" in capsys.readouterr().out
+    assert (tmp_path / "x_train.rec").exists() and not (tmp_path / "x_val.rec").exists()
