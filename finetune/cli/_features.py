@@ -125,7 +125,10 @@ def _image_inputs(images: list) -> list:
 
 
 def _readable(paths: list) -> list:
-    """``paths`` without the files that cannot be decoded, which are said (as ``pack`` and ``predict`` do)."""
+    """``paths`` without the files that cannot be decoded, which are said (as ``pack`` and ``predict`` do).
+
+    Every file is decoded, so extract calls it only once an image has failed.
+    """
     from .._progress import results_printed
     from ..data import ImageList, check
     from ..errors import DataError
@@ -198,7 +201,7 @@ def _extract(args) -> int:
     import numpy as np
 
     from .._text import TEXT, check_name
-    from ..errors import ConfigError
+    from ..errors import ConfigError, ImageDecodeError, MissingFileError
 
     fx = _build_extractor(args)
     needs_fit = fx.pca is not None and not fx.pca.fitted
@@ -208,14 +211,17 @@ def _extract(args) -> int:
             raise ConfigError("PCA / MOP must be learned: give --fit-on with a folder of training images.")
         log.info("Fitting on %s ...", args.fit_on)
         fx.fit(args.fit_on, progress=args.progress)
-    paths = _readable(_image_inputs(args.images))
-    if args.queries_of:
-        images, ids = _query_crops(_load_gt(args.queries_of), paths)
-    else:
-        images, ids = paths, paths
-    # the ids file holds one id per line: a name it cannot hold is refused before the extraction
-    ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
-    desc = fx.extract(images, progress=args.progress)
+    def described(paths):
+        images, ids = _query_crops(_load_gt(args.queries_of), paths) if args.queries_of else (paths, paths)
+        # the ids file holds one id per line: a name it cannot hold is refused before the extraction
+        ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
+        return fx.extract(images, progress=args.progress), ids
+
+    paths = _image_inputs(args.images)
+    try:
+        desc, ids = described(paths)
+    except (ImageDecodeError, MissingFileError):  # only now decode every file, to list the bad ones and leave them out
+        desc, ids = described(_readable(paths))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     # descriptors and their ids replace the previous pair together
     npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it

@@ -143,3 +143,13 @@ def test_extract_defaults_to_the_last_convolutional_block_and_leaves_out_broken_
             f.write_bytes(b"broken")
     assert main(["extract", "tiny", str(image_folder), "--out", str(tmp_path / "none.npy")]) == 1
     assert "None of the images can be read" in capsys.readouterr().err
+
+
+def test_extract_decodes_every_file_first_only_after_one_failed(tiny_model, image_folder, tmp_path, monkeypatch):
+    import finetune.data
+
+    def no_check(*a, **k):
+        raise AssertionError("check() ran although every image was readable")
+
+    monkeypatch.setattr(finetune.data, "check", no_check)
+    assert main(["extract", "tiny", str(image_folder), "--layer", "relu2", "--out", str(tmp_path / "f.npy")]) == 0
