@@ -23,8 +23,8 @@ from ._check import BadImage, CheckReport, check
 from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mnist,
                        write_fashion_mnist_folder, write_fashion_mnist_unlabeled)
 from ._folder import IMAGE_EXTENSIONS, list_images
-from ._image import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry, decode_image, read_image,
-                     to_color)
+from ._image import decode_image, read_image, to_color
+from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
 from ._listfiles import read_class_names, write_class_names
 from ._mean import MeanImage
@@ -41,7 +41,7 @@ MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 #: its shorter side is refused (ImageTooLargeError); 0 disables the check.
 MAX_ASPECT_RATIO = DEFAULT_MAX_ASPECT_RATIO
 
-_LAZY = {"RecordDataset": "._record", "RecordLoader": "._record"}  # these import MXNet
+_LAZY = {"RecordDataset": "._record", "RecordLoader": "._record_loader"}  # these import MXNet
 
 __all__ = sorted([
     "Augment", "BadImage", "CheckReport", "DEFAULT_EXTS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",

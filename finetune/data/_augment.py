@@ -17,9 +17,10 @@ from numbers import Real
 import cv2
 import numpy as np
 
+from .._fields import changed_fields
 from .._validation import Interval, Sequence, satisfies
 from ..errors import ConfigError, check_range
-from ._image import _jpeg_info, check_geometry, refuse_unsafe, sniff_format
+from ._image_checks import _jpeg_info, check_geometry, refuse_unsafe, sniff_format
 
 __all__ = ["Augment"]
 
@@ -105,9 +106,7 @@ class Augment:
         check_range(owner, "erasing", self.erasing, 0, 1)
 
     def __repr__(self) -> str:
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) != f.default]
-        return f"Augment({', '.join(parts)})"
+        return f"Augment({changed_fields(self)})"
 
     @property
     def jitters_colour(self) -> bool:
@@ -129,7 +128,7 @@ def decode_bgr(buf: bytes, want_h: int, want_w: int, crop=None, source: str = "<
     Raises
     ------
     ImageTooLargeError, ImageDecodeError
-        From :func:`~finetune.data._image.refuse_unsafe`, before decoding.
+        From :func:`~finetune.data._image_checks.refuse_unsafe`, before decoding.
     """
     refuse_unsafe(buf, source, resize=resize)
     arr = np.frombuffer(buf, np.uint8)

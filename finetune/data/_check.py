@@ -9,7 +9,7 @@ greyscale, has an alpha channel, is CMYK, uses a palette or has 16 bits per
 channel: the decoder turns all of these into 8-bit 3-channel images.
 
 The header checks (pixel count, truncation) are those every decoder runs
-(``finetune.data._image.refuse_unsafe``); the notes on conversions read a few
+(``finetune.data._image_checks.refuse_unsafe``); the notes on conversions read a few
 header bytes, far cheaper than decoding twice.
 
 Damage inside a JPEG's entropy-coded data is found by libjpeg only while
@@ -38,7 +38,7 @@ from .._parallel import ordered_map
 from .._progress import RESULT
 from .._text import shown
 from ..errors import check_range
-from ._image import _jpeg_info, pixel_problem, sniff_format, truncation_problem
+from ._image_checks import _jpeg_info, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]

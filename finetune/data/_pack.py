@@ -29,7 +29,7 @@ from .._text import TEXT
 from ..errors import ConfigError, DataError, ListFormatError, check_choice, check_range
 from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
-from ._image import _jpeg_info, geometry_problem, pixel_problem, sniff_format
+from ._image_checks import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
 from ._listfiles import check_labels, class_names_text, classes_path_for, lst_text
 from ._recordio import RecordWriter

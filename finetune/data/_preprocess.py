@@ -39,7 +39,8 @@ from .._arrays import read_npy
 from .._file_writes import atomic_files, atomic_open, settled
 from .._validation import InstanceOf, Interval, Options, Sequence, is_number, validate
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError
-from ._image import check_geometry, read_image, to_color
+from ._image import read_image, to_color
+from ._image_checks import check_geometry
 
 __all__ = ["CONSTRAINTS", "MAX_INPUT_SIZE", "Preprocess"]
 
@@ -263,7 +264,7 @@ class Preprocess:
     def resize_crop(self, image: np.ndarray, *, source: str = "<image>") -> np.ndarray:
         """Apply the evaluation geometry to an ``(H, W, C)`` image: resize, then centre crop ``size``.
 
-        The resize is refused (:func:`~finetune.data._image.check_geometry`,
+        The resize is refused (:func:`~finetune.data._image_checks.check_geometry`,
         naming ``source``) when it would exceed ``finetune.data.MAX_IMAGE_PIXELS``
         or enlarge an image of extreme aspect ratio.
         """

@@ -1,16 +1,13 @@
-"""Exact nearest-neighbour search over descriptors, with query expansion.
+"""Nearest-neighbour search over descriptors, with query expansion.
 
-A flat index: similarities are computed by batched matrix products (BLAS)
-over chunks of the database; the top-k of the first chunk is found with
-``np.argpartition`` (linear time), and later chunks only gather the entries
-above each query's current k-th best score before a small merge. Memory stays
-at ``query_batch x chunk_size`` floats whatever the database size, and no full
-sort is ever done. Average query expansion (AQE, Chum et al. 2007) and
-database-side augmentation (DBA, Arandjelović & Zisserman 2012) are built in.
-
-Exact search is the default. For databases that outgrow a scan, ``method``
-selects an approximate faiss structure (IVF, IVF-PQ, HNSW; the optional
-``faiss`` extra), see :mod:`finetune.features._ann`.
+:class:`RetrievalIndex` holds the descriptors and their ids and searches them
+by cosine similarity or inner product. Exact search is the default: a chunked
+scan that never sorts the whole database (:mod:`finetune.features._exact`).
+For databases that outgrow a scan, ``method`` selects an approximate faiss
+structure (IVF, IVF-PQ, HNSW; the optional ``faiss`` extra), see
+:mod:`finetune.features._ann`. Average query expansion (AQE, Chum et al. 2007)
+and database-side augmentation (DBA, Arandjelović & Zisserman 2012) are built
+in, and the index saves to (and loads from) an ``.npz`` file.
 """
 
 from __future__ import annotations
@@ -23,22 +20,10 @@ import numpy as np
 from .._arrays import check_array, read_npz
 from .._file_writes import atomic_paths, settled
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
-from . import _ann
+from . import _ann, _exact
 from ._postprocess import l2_normalize
 
 __all__ = ["RetrievalIndex"]
-
-
-def _topk_rows(sim: np.ndarray, k: int):
-    """Indices and values of the ``k`` largest entries of each row, sorted descending."""
-    n = sim.shape[1]
-    if k < n:
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(n), (sim.shape[0], n))
-    vals = np.take_along_axis(sim, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 class RetrievalIndex:
@@ -218,48 +203,10 @@ class RetrievalIndex:
         return rows, scores
 
     def _search_idx(self, q: np.ndarray, k: int):
-        """Top-k database row indices and scores for prepared queries.
-
-        The first block of the database is reduced with ``argpartition``; after
-        that each row's current k-th best score is a threshold, and only the
-        (few) entries above it are gathered and merged — a comparison instead
-        of a selection for most of the database.
-        """
+        """Top-k database row indices and scores for prepared queries."""
         if self.method != "exact":
             return self._search_ann(q, k)
-        n = len(self)
-        first = min(n, max(8 * k, min(8192, self.chunk_size)))
-        bounds = [0] + list(range(first, n, self.chunk_size)) + [n]
-        best_i = best_s = None
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            sim = q @ self.vectors[start:stop].T
-            if best_i is not None and best_i.shape[1] >= k:
-                mask = sim > best_s[:, -1:]
-                counts = mask.sum(axis=1)
-                width = int(counts.max())
-                if width == 0:
-                    continue
-                if width <= sim.shape[1] // 4:
-                    rows, cols = np.nonzero(mask)
-                    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-                    cand_s = np.full((len(q), width), -np.inf, np.float32)
-                    cand_i = np.zeros((len(q), width), np.int64)
-                    cand_s[rows, slot] = sim[rows, cols]
-                    cand_i[rows, slot] = cols + start
-                    best_i, best_s = self._merge(best_i, best_s, cand_i, cand_s, k)
-                    continue
-            idx, val = _topk_rows(sim, min(k, sim.shape[1]))
-            if best_i is None:
-                best_i, best_s = idx + start, val
-            else:
-                best_i, best_s = self._merge(best_i, best_s, idx + start, val, k)
-        return best_i, best_s
-
-    @staticmethod
-    def _merge(best_i, best_s, idx, val, k):
-        idx, val = np.concatenate([best_i, idx], 1), np.concatenate([best_s, val], 1)
-        sel, val = _topk_rows(val, min(k, val.shape[1]))
-        return np.take_along_axis(idx, sel, axis=1), val
+        return _exact.search(q, self.vectors, k, self.chunk_size)
 
     def search(self, queries, k: int = 10, *, aqe: int = 0, return_indices: bool = False):
         """The ``k`` most similar database items of each query.

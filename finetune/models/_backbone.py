@@ -10,8 +10,6 @@ freezing, export and Grad-CAM then all work the same way
 
 from __future__ import annotations
 
-import os
-
 import mxnet as mx
 import numpy as np
 
@@ -21,14 +19,15 @@ from ..errors import ConfigError, ModelError, UnknownNameError
 from .graph import (cut, data_var, find_classifier, infer_shape, list_layers, rename_inputs, set_batchnorm_global_stats,
                     strip_softmax)
 from ._inference import Inference
+from ._io._caffe import read_caffe
 from ._io._checkpoint import read_checkpoint
-from ._io._modeldir import (_load_params, model_dir_of, read_config, read_consistently, read_preprocess, read_symbol,
-                            read_weights)
+from ._io._modeldir import _load_params, model_dir_of, read_backbone, read_config, read_consistently
 from ._network import _Network, folded_graph, graph_shapes
 from ._weights import imagenet_class_names
 from ._zoo import get_entry
 
 __all__ = ["Backbone"]
+
 
 class Backbone(_Network):
     """A pretrained (or randomly initialised) network with its original classifier.
@@ -198,15 +197,8 @@ class Backbone(_Network):
     @classmethod
     def _read(cls, path, config: dict, ctxs, *, with_class_names: bool) -> tuple:
         """``(backbone, arrays)``: the backbone (for a Model: the body) of a model directory and all its weights."""
-        arrays = read_weights(path, config)
-        symbol = read_symbol(path)
-        names = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
-        graph = config["graph"]
-        body = cls(symbol, {k: v for k, v in arrays.items() if k in names}, read_preprocess(path, config),
-                   class_names=config.get("class_names") if with_class_names else None,
-                   classifier=graph.get("classifier"), feature_layer=graph.get("feature_layer"),
-                   layer_names=graph.get("layer_names"), head_pool=graph.get("head_pool", "flatten"),
-                   name=graph.get("name"), ctx=ctxs)
+        arguments, arrays = read_backbone(path, config, with_class_names=with_class_names)
+        body = cls(**arguments, ctx=ctxs)
         body.inference = Inference.from_dict(config.get("inference"))  # checked by read_config; absent: plain
         return body, arrays
 
@@ -283,11 +275,8 @@ class Backbone(_Network):
         >>> bb.feature_layer                                # doctest: +SKIP
         'flatten0'
         """
-        symbol, arg_params, aux_params, preprocess, class_names = read_checkpoint(prefix, epoch, preprocess,
-                                                                                  class_names)
-        return cls.from_symbol(symbol, arg_params, aux_params, preprocess, classifier=classifier,
-                               feature_layer=feature_layer, class_names=class_names,
-                               name=os.path.basename(os.fspath(prefix)), ctx=ctx)
+        return cls.from_symbol(**read_checkpoint(prefix, epoch, preprocess, class_names), classifier=classifier,
+                               feature_layer=feature_layer, ctx=ctx)
 
     @classmethod
     def from_zoo(cls, name: str, *, weights="imagenet", ctx=None, num_classes: int | None = None) -> "Backbone":
@@ -387,16 +376,5 @@ class Backbone(_Network):
         >>> bb.feature_layer                                # doctest: +SKIP
         'drop7'
         """
-        from .caffe import convert_caffe
-
-        net = convert_caffe(os.fspath(prototxt), os.fspath(caffemodel), input_shape=input_shape, mean=mean,
-                            mean_file=mean_file, to_rgb=to_rgb)
-        symbol = net.symbol
-        if net.output_is_softmax:
-            symbol = cut(symbol, net.logits_layer)
-        present = set(list_layers(symbol))
-        layer_names = [n for n in net.layer_names if n in present]
-        feature_layer = find_classifier(symbol, net.classifier)[1] if net.classifier else None
-        return cls.from_symbol(symbol, net.arg_params, net.aux_params, net.preprocess,
-                               classifier=net.classifier, feature_layer=feature_layer, layer_names=layer_names,
-                               name=os.path.basename(os.fspath(prototxt)), ctx=ctx)
+        return cls.from_symbol(**read_caffe(prototxt, caffemodel, input_shape=input_shape, mean=mean,
+                                            mean_file=mean_file, to_rgb=to_rgb), ctx=ctx)

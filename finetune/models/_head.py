@@ -58,8 +58,8 @@ class HeadReplacer:
 
     Examples
     --------
-    >>> import mxnet as mx
-    >>> bb = Backbone.from_zoo("resnet18_v1", weights=None)
+    >>> import mxnet as mx, finetune as ft
+    >>> bb = ft.create_model("resnet18_v1", weights=None)
     >>> model = HeadReplacer(7, hidden=(32,), dropout=0.4).apply(bb)
     >>> model(mx.nd.zeros((2, 3, 64, 64))).shape
     (2, 7)

@@ -43,8 +43,8 @@ class Model(_Network):
     Made by :class:`HeadReplacer`; saved and loaded as one directory:
 
     >>> import os, tempfile, mxnet as mx, numpy as np
-    >>> from finetune import Backbone, HeadReplacer, load_model
-    >>> bb = Backbone.from_zoo("mobilenet0.25", weights=None)
+    >>> from finetune import HeadReplacer, create_model, load_model
+    >>> bb = create_model("mobilenet0.25", weights=None)
     >>> model = HeadReplacer(3).apply(bb, class_names=["cat", "dog", "fish"])
     >>> path = os.path.join(tempfile.mkdtemp(), "model")
     >>> _ = model.save(path)
@@ -176,7 +176,7 @@ def load_model(path, *, ctx=None):
     Examples
     --------
     >>> import finetune as ft, tempfile, os
-    >>> bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    >>> bb = ft.create_model("mobilenet0.25", weights=None)
     >>> model = ft.HeadReplacer(3).apply(bb, class_names=["a", "b", "c"])
     >>> folder = model.save(os.path.join(tempfile.mkdtemp(), "m"))
     >>> ft.load_model(folder).class_names

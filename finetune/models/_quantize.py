@@ -157,7 +157,7 @@ def fuse(model) -> FusedModel:
     Examples
     --------
     >>> import mxnet as mx, numpy as np, finetune as ft
-    >>> model = ft.HeadReplacer(2).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None))
+    >>> model = ft.HeadReplacer(2).apply(ft.create_model("mobilenet0.25", weights=None))
     >>> fused = ft.fuse(model)
     >>> x = mx.nd.array(np.random.default_rng(0).normal(size=(2, 3, 64, 64)))
     >>> bool(np.allclose(fused(x).asnumpy(), model(x).asnumpy(), atol=1e-4))
@@ -292,7 +292,7 @@ def quantize(model, calibration, *, calib_mode: str = "naive", num_examples: int
     Examples
     --------
     >>> import mxnet as mx, numpy as np, finetune as ft
-    >>> bb = ft.Backbone.from_zoo("mobilenet0.25", weights=None)
+    >>> bb = ft.create_model("mobilenet0.25", weights=None)
     >>> model = ft.HeadReplacer(2).apply(bb, class_names=["a", "b"])
     >>> calib = np.random.default_rng(0).normal(size=(8, 3, 64, 64)).astype(np.float32)
     >>> q = ft.quantize(model, calib, batch_size=4)

@@ -28,8 +28,8 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("_imagelist", "_check", "_pack", "_record", "_augment", "_mean", "_balance", "_image",
-                 "_folder", "_source"):
+    for name in ("_imagelist", "_check", "_pack", "_record", "_record_loader", "_augment", "_mean", "_balance",
+                 "_image", "_image_checks", "_folder", "_source"):
         module = importlib.import_module(f"finetune.data.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import finetune.data as fdata
 from finetune.data import Augment, ImageList, Preprocess, pack
 from finetune.data._augment import eval_crop, train_crop
-from finetune.data._image import check_geometry, geometry_problem, refuse_unsafe
+from finetune.data._image_checks import check_geometry, geometry_problem, refuse_unsafe
 from finetune.data._pack import im2rec_size
 from finetune.errors import ImageDecodeError, ImageTooLargeError
 from finetune.features._geometry import resize_keep_aspect

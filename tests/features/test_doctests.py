@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-MODULES = ["_ann", "_evaluation", "_extractor", "_geometry", "_index", "_mop", "_oxford", "_pooling",
+MODULES = ["_ann", "_evaluation", "_exact", "_extractor", "_geometry", "_index", "_mop", "_oxford", "_pooling",
            "_postprocess"]
 
 

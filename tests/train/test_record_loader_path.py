@@ -53,7 +53,7 @@ def test_validation_records_start_their_workers_once_per_fit(image_folder, tmp_p
     """Every epoch validates through one loader: its worker processes start once, and it is closed at the end."""
     from mxnet.gluon import nn
 
-    from finetune.data._record import RecordLoader
+    from finetune.data._record_loader import RecordLoader
     from finetune.train import Trainer
 
     starts, closes = [], []

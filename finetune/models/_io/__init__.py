@@ -1,4 +1,4 @@
-"""On-disk formats of finetune.models: the model directory, deployment folders, ONNX, PyTorch files.
+"""On-disk formats of finetune.models: the model directory, deployment folders, ONNX, PyTorch and Caffe files.
 
 Private plumbing of :mod:`finetune.models` (hence ``_io``): the model, backbone,
 quantization and export code of this package read and write through these
@@ -11,6 +11,7 @@ modules, and nothing outside it does. What users call is public in
 - ``_modeldir``: the model directory (``config.json``, ``symbol.json``,
   ``weights.params``, the preprocessing) written atomically and read consistently;
 - ``_checkpoint``: MXNet symbolic checkpoints (``prefix-symbol.json`` + ``prefix-0000.params``);
+- ``_caffe``: a Caffe pair (converted by :mod:`finetune.models.caffe`) read as a backbone;
 - ``_deployment``, ``_export``, ``_onnx``: deployment folders and their ONNX file;
 - ``_torch_pickle``, ``_torch_unpickler``: PyTorch state dicts read without torch or running pickled code;
 - ``_paths``: file names from a file's contents kept inside their folder.

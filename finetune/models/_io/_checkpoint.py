@@ -3,7 +3,8 @@
 :meth:`~finetune.Backbone.export` (and :meth:`~finetune.models.CaffeNet.save`)
 write ``prefix-preprocess.json`` beside the checkpoint and the class names into
 ``prefix-symbol.json``; earlier versions wrote ``prefix-classes.json``.
-:func:`read_checkpoint` reads all of it.
+:func:`read_checkpoint` reads all of it, into what :meth:`~finetune.Backbone.from_checkpoint`
+passes on to :meth:`~finetune.Backbone.from_symbol`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from ._modeldir import symbol_class_names
 __all__ = ["read_checkpoint"]
 
 
-def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, class_names=None) -> tuple:
-    """``(symbol, arg_params, aux_params, preprocess, class_names)`` of the checkpoint ``prefix``, ``epoch``.
+def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, class_names=None) -> dict:
+    """The checkpoint ``prefix``, ``epoch`` as arguments of :meth:`~finetune.Backbone.from_symbol`.
 
-    ``preprocess`` defaults to ``prefix-preprocess.json`` when it exists, else
-    raw RGB pixels at 224 (``mean=0, std=1``, what MXNet's model-zoo ResNet
-    checkpoints expect); ``class_names`` to those kept in ``prefix-symbol.json``,
-    else ``prefix-classes.json``, else ``None``.
+    The keys are ``symbol``, ``arg_params``, ``aux_params``, ``preprocess``,
+    ``class_names`` and ``name`` (the prefix's file name). ``preprocess``
+    defaults to ``prefix-preprocess.json`` when it exists, else raw RGB pixels
+    at 224 (``mean=0, std=1``, what MXNet's model-zoo ResNet checkpoints
+    expect); ``class_names`` to those kept in ``prefix-symbol.json``, else
+    ``prefix-classes.json``, else ``None``.
 
     Raises
     ------
@@ -55,4 +58,5 @@ def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, cl
                        "export the model again (finetune export) to keep them in its symbol file", stacklevel=4)
         with open(f"{prefix}-classes.json", encoding="utf-8") as f:
             class_names = json.load(f)
-    return symbol, arg_params, aux_params, preprocess, class_names
+    return {"symbol": symbol, "arg_params": arg_params, "aux_params": aux_params, "preprocess": preprocess,
+            "class_names": class_names, "name": os.path.basename(prefix)}

@@ -183,6 +183,21 @@ def read_symbol(path):
     return load_symbol(spath)
 
 
+def read_backbone(path, config: dict, *, with_class_names: bool) -> tuple:
+    """``(arguments, arrays)``: the backbone of a model directory (for a Model: the body) as the
+    arguments of :class:`~finetune.Backbone`, and all the directory's weights."""
+    arrays = read_weights(path, config)
+    symbol = read_symbol(path)
+    names = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+    graph = config["graph"]
+    return {"symbol": symbol, "params": {k: v for k, v in arrays.items() if k in names},
+            "preprocess": read_preprocess(path, config),
+            "class_names": config.get("class_names") if with_class_names else None,
+            "classifier": graph.get("classifier"), "feature_layer": graph.get("feature_layer"),
+            "layer_names": graph.get("layer_names"), "head_pool": graph.get("head_pool", "flatten"),
+            "name": graph.get("name")}, arrays
+
+
 def _load_params(params, arrays: dict, ctxs, where: str = "", shapes=None) -> None:
     """Set every parameter of a ParameterDict from ``arrays`` (by name), checking shapes.
 
