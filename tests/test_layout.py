@@ -1,6 +1,6 @@
 """The layout keeps data flowing one way: no import cycle between finetune's modules, counting imports
 inside functions (which would otherwise hide one); and private means private: a ``_module`` is imported
-only by the modules of its own package."""
+only by the modules of its own package; and a module holds one concept, which keeps it short."""
 
 import ast
 from pathlib import Path
@@ -99,3 +99,13 @@ def test_no_module_imports_another_packages_private_module():
                         if _owner(target) and not (importer + ".").startswith(_owner(target) + ".")})
     assert not offenders, ("private modules imported from outside their package (make the name public API "
                            "of that package, or move the code to a root-level helper):\n" + "\n".join(offenders))
+
+
+#: A module that needs more lines than this holds more than one concept: cut it by concept.
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_longer_than_one_concept_needs():
+    long = sorted(f"{p.relative_to(PACKAGE.parent)}: {n} lines" for p in PACKAGE.rglob("*.py")
+                  if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES)
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (cut each by concept):\n" + "\n".join(long)

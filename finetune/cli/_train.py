@@ -293,9 +293,10 @@ def _lr_find(args) -> int:
     _refuse_head_options(args)
     if args.recipe == "manual":
         from ..errors import ConfigError
+        from ..train import PRESETS
 
-        raise ConfigError("lr-find --recipe takes a recipe preset (default, sgd-pretrained, adam-plateau, "
-                          "head-only); the hand-set mode has no recipe to test. Got --recipe manual.")
+        raise ConfigError(f"lr-find --recipe takes a recipe preset ({', '.join(PRESETS)}); the hand-set mode "
+                          "has no recipe to test. Got --recipe manual.")
     recipe = recipe_from_args(args)
     model = _recipe_model(args, recipe)
     size = recipe.plan(model, args.train).size

@@ -22,6 +22,7 @@ from ._optim import AdamW
 from ._plan import Plan
 from ._policy import LayerLRPolicy
 from ._rules import Rule
+from ._presets import PRESETS
 from ._probe import linear_probe
 from ._recipe import Recipe, RecipePlan
 from ._self_training import PseudoLabels, pseudo_label, select_pseudo_labels
@@ -42,6 +43,7 @@ __all__ = [
     "LabelSmoothingLoss",
     "LayerLRPolicy",
     "ManualRecipe",
+    "PRESETS",
     "Plan",
     "PlateauSchedule",
     "PseudoLabels",

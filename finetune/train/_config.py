@@ -25,6 +25,7 @@ from numbers import Integral, Real
 
 from mxnet import gluon
 
+from .._fields import changed_fields, replace_fields
 from .._validation import InstanceOf, Interval, Options, validate
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
@@ -178,17 +179,11 @@ class TrainConfig:
     __hash__ = None  # holds a dict and possibly objects
 
     def __repr__(self) -> str:
-        parts = [f"{f.name}={_plain(getattr(self, f.name))!r}" for f in dataclasses.fields(self)
-                 if not _same(getattr(self, f.name), f.default)]
-        return f"TrainConfig({', '.join(parts)})"
+        return f"TrainConfig({changed_fields(self, show=lambda v: repr(_plain(v)), same=_same)})"
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (unknown names raise :class:`~finetune.errors.ConfigError`)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(changes) - names)
-        if bad:
-            raise UnknownNameError("TrainConfig field", bad[0], sorted(names))
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, **changes)
 
     # ------------------------------------------------------------ JSON
     def to_dict(self) -> dict:

@@ -16,7 +16,8 @@ import os
 from numbers import Integral, Real
 
 from .._file_writes import atomic_write
-from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from .._fields import changed_fields, replace_fields, validate_fields
+from .._validation import InstanceOf, Interval, Options, Sequence
 from ..data import RecordDataset
 from ..errors import ConfigError
 from ._config import TrainConfig
@@ -124,8 +125,7 @@ class ManualRecipe:
     def __post_init__(self):
         if isinstance(self.step_epochs, list):
             object.__setattr__(self, "step_epochs", tuple(self.step_epochs))
-        validate("ManualRecipe", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                 MANUAL_CONSTRAINTS)
+        validate_fields(self, MANUAL_CONSTRAINTS)
         if not self.step_epochs:
             raise ConfigError("The 'step_epochs' parameter of ManualRecipe needs at least one epoch. Got ().")
         make_optimizer_params(self.optimizer, self._optimizer_params(), owner="ManualRecipe")
@@ -133,13 +133,11 @@ class ManualRecipe:
         self.train_config(has_val=False)
 
     def __repr__(self) -> str:
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) != f.default]
-        return f"ManualRecipe({', '.join(parts)})"
+        return f"ManualRecipe({changed_fields(self)})"
 
     def replace(self, **changes) -> "ManualRecipe":
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (unknown names raise :class:`~finetune.errors.ConfigError`)."""
+        return replace_fields(self, **changes)
 
     # ------------------------------------------------------------ decisions
     def _optimizer_params(self) -> dict:

@@ -25,12 +25,14 @@ import dataclasses
 import math
 from numbers import Integral, Real
 
-from .._validation import InstanceOf, Interval, Options, Sequence, validate
+from .._fields import changed_fields, replace_fields, validate_fields
+from .._validation import InstanceOf, Interval, Options, Sequence
 from ..data import Augment
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
+from ._presets import PRESETS
 from ._recipe_fit import fit_recipe
 from ._recipe_plan import RecipePlan, make_plan
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
@@ -99,11 +101,9 @@ class Recipe:
     head_lr : float
         Adam learning rate of the warm-up.
     epochs : int or "auto"
-        Epochs of fine-tuning (every layer but ``frozen_groups``). ``"auto"``: 30 for up to 900
-        training images (the data size the defaults were chosen on), and
-        ``30 * sqrt(900 / n)`` for ``n`` images above that, rounded, at least
-        6 (12 epochs for 5,400 images, 6 for 54,000): a larger data set gives
-        more steps per epoch and needs fewer passes.
+        Epochs of fine-tuning. ``"auto"``: 30 for up to 900 training images,
+        ``30 * sqrt(900 / n)`` for ``n`` images above that (rounded, at least
+        6): a larger data set needs fewer passes (:meth:`choose_epochs`).
     optimizer : str
         ``"adam"`` (default), ``"sgd"``, ``"nag"``, ``"adamw"``, ``"rmsprop"``.
     lr : float or "find"
@@ -121,11 +121,8 @@ class Recipe:
     frozen_groups : int
         How many of the ``layer_groups`` groups nearest the input stay frozen
         during fine-tuning (0: none); the group nearest the head always
-        trains (so with ``layer_groups=1`` nothing is frozen). A frozen group is not trained, and the
-        backward pass stops at the first group that trains, which saves the
-        gradients of the early, high-resolution layers (the first of five
-        groups of EfficientNet-Lite0: a step 1.25x faster, and on held-out
-        images 0.3 point better than training it).
+        trains. The backward pass stops at the first group that trains,
+        which saves the gradients of the early, high-resolution layers.
     backbone_lr_mult : float
         A further multiplier of every backbone group (1: none).
     batchnorm : {"frozen", "live"}
@@ -218,12 +215,11 @@ class Recipe:
     pseudo_balance: bool = True
 
     def __post_init__(self):
-        if isinstance(self.epochs, str) and self.epochs != _AUTO:
-            raise ConfigError("The 'epochs' parameter of Recipe must be a whole number or 'auto'. "
-                              f"Got {self.epochs!r}.")
-        if isinstance(self.lr, str) and self.lr != "find":
-            raise ConfigError(f"The 'lr' parameter of Recipe must be a number or 'find'. Got {self.lr!r}.")
-        validate("Recipe", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, RECIPE_CONSTRAINTS)
+        for name, kind, word in (("epochs", "a whole number", _AUTO), ("lr", "a number", "find")):
+            if isinstance(getattr(self, name), str) and getattr(self, name) != word:
+                raise ConfigError(f"The {name!r} parameter of Recipe must be {kind} or {word!r}. "
+                                  f"Got {getattr(self, name)!r}.")
+        validate_fields(self, RECIPE_CONSTRAINTS)
         if self.frozen_groups > self.layer_groups:
             raise ConfigError(f"The 'frozen_groups' parameter of Recipe must be at most layer_groups "
                               f"({self.layer_groups}). Got {self.frozen_groups!r} instead.")
@@ -232,9 +228,7 @@ class Recipe:
         Augment(scale=tuple(self.crop_scale))  # low <= high
 
     def __repr__(self) -> str:
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) != f.default]
-        return f"Recipe({', '.join(parts)})"
+        return f"Recipe({changed_fields(self)})"
 
     @property
     def _frozen_groups(self) -> int:
@@ -243,40 +237,16 @@ class Recipe:
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (unknown names raise :class:`~finetune.errors.ConfigError`)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(changes) - names)
-        if bad:
-            raise UnknownNameError("Recipe field", bad[0], sorted(names))
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, **changes)
 
-    # ------------------------------------------------------------ presets
     @classmethod
     def preset(cls, name: str, **changes) -> "Recipe":
-        """A named recipe.
-
-        ``"default"``: :class:`Recipe` as is. ``"sgd-pretrained"``: the MXNet
-        tutorial's (SGD 0.01, momentum 0.9, pretrained layers at 0.01×, step
-        schedule, live BatchNorm, plain crop and mirror, no warm-up, smoothing,
-        averaging or TTA). ``"adam-plateau"``: Adam 1e-4 with the LR divided by
-        5 whenever validation accuracy drops, stopping after the third drop.
-        ``"head-only"``: the warm-up only (a linear probe trained by SGD).
-        ``"manual"``: :meth:`manual` (a :class:`~finetune.train.ManualRecipe`).
-        """
+        """A named recipe (``finetune.train.PRESETS``; ``"manual"``: :meth:`manual`) with ``changes`` applied."""
         if name == "manual":
             return cls.manual(**changes)
-        plain = dict(batch_size=32, head_epochs=0, label_smoothing=0.0, ema=None, tta=False, layer_decay=None, erasing=0.0,
-                     dropout=0.0, warmup_epochs=0.0, crop_scale=(0.08, 1.0), frozen_groups=0)
-        presets = {
-            "default": {},
-            "sgd-pretrained": dict(plain, optimizer="sgd", lr=0.01, wd=1e-4, backbone_lr_mult=0.01,
-                                   batchnorm="live", schedule="step", epochs=8),
-            "adam-plateau": dict(plain, optimizer="adam", lr=1e-4, schedule="plateau", epochs=30,
-                                 keep_best=True),
-            "head-only": dict(epochs=0),
-        }
-        if name not in presets:
-            raise UnknownNameError("recipe preset", name, [*presets, "manual"])
-        return cls(**{**presets[name], **changes})
+        if name not in PRESETS:
+            raise UnknownNameError("recipe preset", name, [*PRESETS, "manual"])
+        return cls(**{**PRESETS[name], **changes})
 
     @staticmethod
     def manual(**settings):
@@ -405,14 +375,11 @@ class Recipe:
         resume : bool
             Continue from ``out_dir/fine_tune/checkpoints/last.ckpt`` when it
             exists (the warm-up is then skipped: the checkpoint holds the head).
-
         unlabeled : str, ImageList or RecordDataset, optional
             Images without labels (a folder, a ``.lst``/``.csv`` list, an
-            :class:`~finetune.ImageList` whose labels are ignored, or records
-            whose labels are never read): self-training. A teacher
-            trained by this recipe pseudo-labels them, and a student is trained
-            on the labelled and the confidently pseudo-labelled images
-            (``pseudo_threshold``, ``self_training_rounds``). With
+            :class:`~finetune.ImageList` or records; their labels are never
+            read): self-training, a teacher's confident pseudo-labels teach a
+            student (``pseudo_threshold``, ``self_training_rounds``). With
             ``out_dir``: ``teacher/``, ``student/`` and ``self_training.json``.
 
         Returns

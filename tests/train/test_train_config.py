@@ -149,3 +149,10 @@ def test_manual_recipe_keeps_the_command_line_defaults_and_checks_its_fields():
     for bad in ({"policy": "everything"}, {"factor": 0.0}, {"step_epochs": (0,)}, {"optimizer": "adamww"}):
         with pytest.raises(ConfigError):
             Recipe.manual(**bad)
+
+
+def test_every_settings_object_refuses_an_unknown_field_in_replace():
+    for settings in (Recipe(), Recipe.manual(), TrainConfig()):
+        with pytest.raises(ConfigError, match=f"Unknown {type(settings).__name__} field 'epoch'"):
+            settings.replace(epoch=3)
+        assert settings.replace(seed=7).seed == 7 and repr(settings.replace(seed=7)).endswith("seed=7)")
