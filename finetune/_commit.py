@@ -1,7 +1,10 @@
 """The one commit of every atomic writer: temporaries renamed over their targets, under a journal.
 
 A reader (or a process killed half-way) sees the previous output or the
-complete new one, never a part. One file is simply renamed; several files
+complete new one, never a part. What is not a regular file is never
+replaced: a single file written to a device, pipe or socket (``/dev/null``,
+``/dev/stdout``) is written through, a symbolic link is followed to the file it
+names, and a unit of several files or a folder refuses a device in the way. One file is simply renamed; several files
 and a folder (the previous one set aside until the end) are renamed under a
 journal that the next commit or a reader finishes after a kill
 (:func:`finish`). Temporaries are removed on every error, those of a
@@ -19,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 from ._locks import hold
@@ -40,6 +44,16 @@ def commit(paths, *, what: str = "file", kind: str | None = None):
     :class:`WriteError` naming the file (``what``: how it calls the output).
     """
     folder = kind is not None
+    if len(paths) == 1 and not folder:
+        if _special(paths[0]):
+            with _write_through(paths[0], what) as handles:
+                yield handles
+            return
+        paths = [_followed(paths[0])]
+    for path in paths:
+        if _special(path):
+            raise write_error(path, OSError(errno.EINVAL, "it is a device, pipe or socket, not a file; give a "
+                                                          "path in a folder", path), what)
     if len({os.path.dirname(os.path.abspath(p)) for p in paths}) != 1:
         raise ValueError("atomic_files needs every path in the same folder.")
     with (locked(paths[0]) if len(paths) > 1 else contextlib.nullcontext()), no_sigxfsz():
@@ -173,6 +187,40 @@ def _rename_all(journal: str, pairs, *, finishing: bool = False) -> None:
     for tmp, _ in pairs:
         if tmp.endswith(".tmpdir"):
             _remove(_aside(tmp))
+
+
+# ----------------------------------------------------------------- what is not a regular file
+def _special(path: str) -> bool:
+    """Whether ``path`` (a link followed) is a device, pipe or socket: something a rename must never replace."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+
+
+def _followed(path: str) -> str:
+    """The file a symbolic link ``path`` names (so that the link stays a link); any other path as it is."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+@contextlib.contextmanager
+def _write_through(path: str, what: str):
+    """Yield ``([path], files)`` like :func:`commit`, for a device, pipe or socket: written in place, never renamed."""
+    files = []
+    try:
+        yield [path], files
+        for f in files:
+            f.flush()
+            f.close()
+    except BaseException as e:
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.close()
+        err = as_write_error(e, path, [], False, what) if isinstance(e, OSError) else None
+        if err is not None:
+            raise err from e
+        raise
 
 
 # ----------------------------------------------------------------- temporaries and the file system

@@ -261,3 +261,52 @@ def test_deployment_that_fails_its_check_keeps_the_previous_deployment(tmp_path,
         export_for_deployment(net, tmp_path / "dep")
     assert {n: (tmp_path / "dep" / n).read_bytes() for n in _listing(tmp_path / "dep")} == before
     assert load_deployment(tmp_path / "dep").class_names == ["a", "b"]
+
+
+# ------------------------------------------------------------------ outputs that are not regular files
+def _drain(fifo, got):
+    with open(fifo, "rb") as f:
+        got.append(f.read())
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_pipe_or_device_as_the_output_is_written_through_never_replaced(tmp_path, name):
+    """``--out /dev/stdout`` or a named pipe: the writer writes into it (or fails with a typed error); a rename
+    over it would replace a device for every program on the machine."""
+    import stat
+    import threading
+
+    from finetune.errors import FinetuneError
+
+    fifo = str(tmp_path / name)
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=_drain, args=(fifo, got), daemon=True)
+    reader.start()
+    try:
+        WRITERS[name](fifo)
+    except FinetuneError:
+        with open(fifo, "wb"):  # let the reader finish
+            pass
+    reader.join(30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and _listing(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_symbolic_link_as_the_output_stays_a_link_to_the_new_content(tmp_path, name):
+    target, link = tmp_path / ("real-" + name), tmp_path / name
+    WRITERS[name](target)
+    before = target.read_bytes()
+    target.write_bytes(b"previous")
+    link.symlink_to(target.name)
+    WRITERS[name](link)
+    assert link.is_symlink() and target.read_bytes() == before
+
+
+def test_a_unit_of_several_files_refuses_a_device_in_the_way(tmp_path):
+    fifo = tmp_path / "x.rec"
+    os.mkfifo(fifo)
+    with pytest.raises(WriteError, match="device, pipe or socket"):
+        with atomic_paths([fifo, tmp_path / "x.idx"]):
+            pass
+    assert _listing(tmp_path) == ["x.rec"]
