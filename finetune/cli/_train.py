@@ -271,16 +271,17 @@ MODEL_DIR = "model"  # the model directory inside --out, beside the histories an
 _EARLIER_RUN_FILES = ("history.csv", "history.json", "checkpoints", "plan.txt", "head", "fine_tune", "lr_find.json")
 
 
-def _start_run(out, model, *, resume: bool) -> None:
-    """Make ``out`` a training run folder (refusing a folder finetune did not write) and save the starting model.
+def _start_run(out) -> None:
+    """Make ``out`` a training run folder, refusing a folder finetune did not write.
 
-    The model directory lives in ``out/model``: saving it replaces that
-    folder only, never the histories and checkpoints beside it. A run folder
-    written before run folders had a marker (the model at its top) is adopted.
+    The model directory lives in ``out/model`` and is written once, when
+    training has finished: saving it replaces that folder only, never the
+    histories and checkpoints beside it, and a run that fails or is
+    interrupted leaves the previous model (or none: the folder then does not
+    load as a model). A run folder written before run folders had a marker
+    (the model at its top) is adopted.
     """
     adopt_folder(out, RUN, what="training output folder", legacy=_EARLIER_RUN_FILES)
-    if not resume or not os.path.isdir(os.path.join(out, MODEL_DIR)):
-        model.save(os.path.join(out, MODEL_DIR))
 
 
 def _lr_find(args) -> int:
@@ -343,7 +344,7 @@ def _train(args) -> int:
 
 def _fit_and_save(args, recipe, model, rank0: bool) -> int:
     if rank0:
-        _start_run(args.out, model, resume=args.resume)
+        _start_run(args.out)
     trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
                          workers=args.workers, kvstore=args.kvstore, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, progress=args.progress,

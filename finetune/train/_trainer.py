@@ -307,11 +307,10 @@ class Trainer:
                 "them would poison the weights (a ReLU hides them from the loss). Check the data and "
                 f"its normalisation. The last good checkpoint is {self.last_checkpoint_ or 'none'}.")
         if not math.isfinite(stats[0]):
-            raise NonFiniteLossError(
-                f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch {b}. "
-                f"The last good checkpoint is {self.last_checkpoint_ or 'none (set out_dir)'}. "
-                "Lower the learning rate, or check the data and labels."
-            )
+            last = self.last_checkpoint_ or ("none yet" if self.out_dir else "none (set out_dir)")
+            raise NonFiniteLossError(f"The training loss became {stats[0] / max(stats[3], 1)} at epoch {epoch}, batch "
+                                     f"{b}. The last good checkpoint is {last}. Lower the learning rate, or check "
+                                     "the data and labels.")
         self._acc += stats
         self.batch_ = b + 1
         return stats[3]

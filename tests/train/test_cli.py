@@ -130,15 +130,34 @@ def test_the_output_folder_keeps_its_histories_when_the_model_is_saved_and_refus
     (project / "config.json").write_text("{}")
     (project / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="config.json"):
-        _start_run(project, model, resume=False)
+        _start_run(project)
     assert sorted(os.listdir(project)) == ["config.json", "notes.txt"]
 
     run = tmp_path / "run"
-    _start_run(run, model, resume=False)
+    _start_run(run)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"ck")
     (run / "history.json").write_text("[]")
     model.save(run / MODEL_DIR)  # what training does at its end
-    _start_run(run, model, resume=True)  # a second run on the same folder
+    _start_run(run)  # a second run on the same folder
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"ck" and (run / "history.json").exists()
     assert ft.load_model(run).class_names == ["a", "b"]  # the run folder loads as its model
+
+
+def test_a_run_that_fails_keeps_the_previous_model_and_an_unfinished_run_does_not_load(records, tmp_path, capsys):
+    """The model is written once, when training ends: a diverging (or interrupted) run never leaves an
+    untrained model in --out, over a trained one or in a new folder."""
+    from finetune.errors import ModelError
+
+    common = ["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--input-size", "32",
+              "--head-epochs", "0", "--epochs", "1", "--workers", "0", "--no-progress"]
+    out = tmp_path / "run"
+    assert main(common + ["--out", str(out)]) == 0, capsys.readouterr().err
+    before = (out / "model" / "weights.params").read_bytes()
+    assert main(common + ["--out", str(out), "--lr", "1e10"]) == 1
+    assert "checkpoint is none yet" in capsys.readouterr().err
+    assert (out / "model" / "weights.params").read_bytes() == before
+    fresh = tmp_path / "fresh"
+    assert main(common + ["--out", str(fresh), "--lr", "1e10"]) == 1
+    with pytest.raises(ModelError, match="has not finished"):
+        ft.load_model(fresh)

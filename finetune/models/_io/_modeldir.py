@@ -129,7 +129,12 @@ def model_dir_of(path):
     """
     marker = read_marker(path)
     if marker is not None and marker.get("kind") == RUN:
-        return os.path.join(os.fspath(path), "model")
+        model = os.path.join(os.fspath(path), "model")
+        if not os.path.isdir(model):
+            raise ModelError(f"{os.fspath(path)!r} is a training run that has not finished: its model is written "
+                             "when training ends. Wait for it, or continue an interrupted run with "
+                             "`finetune train ... --out DIR --resume`.")
+        return model
     return path
 
 
