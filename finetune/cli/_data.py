@@ -245,10 +245,12 @@ def _split(args) -> int:
     names = args.part_names or ["train", "val", "test"][:len(parts)]
     if len(names) != len(parts):
         raise ConfigError(f"--part-names needs {len(parts)} names for {len(parts)} parts. Got {names}.")
+    from ..data import write_lists
+
     classes = args.out + "_classes.txt"
-    for name, part in zip(names, parts):
-        path = f"{args.out}_{name}.lst"
-        part.write_lst(path, shuffle=args.shuffle, seed=args.seed, classes_path=classes)
+    lists = {f"{args.out}_{name}.lst": part for name, part in zip(names, parts)}
+    write_lists(lists, classes, shuffle=args.shuffle, seed=args.seed)  # all parts, or none
+    for path, part in lists.items():
         _say(f"{path}: {len(part)} images")
     _say(f"{classes}: {len(images.class_names)} classes")
     _print_skipped(images)

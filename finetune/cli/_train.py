@@ -259,6 +259,10 @@ def _recipe_model(args, recipe):
     if isinstance(net, models.Model):
         return net
     names = data.RecordDataset(args.train).class_names
+    if names and args.num_classes and args.num_classes != len(names):
+        raise ConfigError(f"--num-classes {args.num_classes} disagrees with the {len(names)} classes the training "
+                          f"records name ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}). Drop "
+                          "--num-classes: it is for records without a class-name file.")
     k = args.num_classes or (len(names) if names else None)
     if not k:
         raise ConfigError("Cannot tell the number of classes: the records have no class-name file; "

@@ -25,7 +25,7 @@ from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mn
 from ._folder import IMAGE_EXTENSIONS, list_images
 from ._image import decode_image, read_image, to_color
 from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry
-from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
+from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList, write_lists
 from ._listfiles import read_class_names, write_class_names
 from ._mean import MeanImage
 from ._pack import PackReport, pack
@@ -49,7 +49,7 @@ __all__ = sorted([
     "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "balance", "check", "check_geometry",
     "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "open_labelled", "pack", "read_class_names",
     "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder", "write_fashion_mnist_unlabeled",
-    "write_records",
+    "write_lists", "write_records",
 ])
 
 

@@ -19,13 +19,12 @@ import random
 from typing import NamedTuple
 
 from .._progress import RESULT
-from .._text import atomic_text
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
-from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, read_csv, read_lst,
-                         write_lst)
+from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, lst_text, read_csv,
+                         read_lst, write_texts)
 from ._split import stratified_split
 
-__all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
+__all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS", "write_lists"]
 
 log = logging.getLogger("finetune.data")
 
@@ -333,16 +332,54 @@ class ImageList:
             A path or class name is empty or holds a tab, newline or carriage
             return (the list's separators); it is named and nothing is written.
         """
-        path = os.fspath(path)
-        entries = list(self.entries)
+        classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
+        write_lists({path: self}, classes_path, shuffle=shuffle, seed=seed)
+        return classes_path
+
+
+def write_lists(lists, classes_path, *, shuffle: bool = True, seed: int = 100) -> None:
+    """Write several ``.lst`` files and their one class-names file together: all of them or none.
+
+    The parts of a split (``x_train.lst``, ``x_val.lst``, ``x_classes.txt``)
+    are one output: every name is checked before anything is written, and the
+    files in one folder replace the previous ones as one unit, so a failure
+    never leaves a new training list beside an old validation list.
+
+    Parameters
+    ----------
+    lists : dict
+        ``{path: ImageList}``, written as :meth:`ImageList.write_lst` writes one.
+    classes_path : str or path-like
+        The class names of the first list (its labels' names), one per line.
+    shuffle, seed
+        As for :meth:`ImageList.write_lst`.
+
+    Raises
+    ------
+    ListFormatError
+        A path or class name holds a tab, newline or carriage return: named,
+        and nothing is written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> images = ImageList([(0, "a.jpg", 0), (1, "b.jpg", 1)], class_names=["cat", "dog"])
+    >>> train, val = images.split([0.5, 0.5], seed=0)
+    >>> root = tempfile.mkdtemp()
+    >>> write_lists({os.path.join(root, "x_train.lst"): train, os.path.join(root, "x_val.lst"): val},
+    ...             os.path.join(root, "x_classes.txt"))
+    >>> sorted(n for n in os.listdir(root) if not n.startswith("."))
+    ['x_classes.txt', 'x_train.lst', 'x_val.lst']
+    """
+    texts = {}
+    for path, images in lists.items():
+        entries = list(images.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
-        classes_path = os.fspath(classes_path) if classes_path else classes_path_for(path)
-        names = self.class_names
-        if names is None:
-            names = [str(i) for i in range(max(self.single_labels(), default=-1) + 1)]
-        classes = class_names_text(names, classes_path)  # refused before anything is written
-        write_lst(path, entries)
-        with atomic_text(classes_path) as f:
-            f.write(classes)
-        return classes_path
+        texts[os.fspath(path)] = lst_text(path, entries)
+    first = next(iter(lists.values()))
+    names = first.class_names
+    if names is None:
+        names = [str(i) for i in range(max(first.single_labels(), default=-1) + 1)]
+    texts[os.fspath(classes_path)] = class_names_text(names, classes_path)
+    write_texts(texts)

@@ -11,11 +11,12 @@ import math
 import numbers
 import os
 
-from .._text import atomic_text, check_name, read_lines, read_text
+from .._file_writes import atomic_files
+from .._text import TEXT, atomic_text, check_name, read_lines, read_text
 from ..errors import ListFormatError, MissingFileError
 
 __all__ = ["check_labels", "classes_path_for", "find_class_names", "read_class_names", "read_csv", "read_lst",
-           "write_class_names", "write_lst"]
+           "write_class_names", "write_lst", "write_texts"]
 
 
 def _norm_label(values):
@@ -198,6 +199,19 @@ def lst_text(path: str, entries) -> str:
         labels = e.label if isinstance(e.label, tuple) else (e.label,)
         lines.append("%d\t" % e.index + "".join("%f\t" % float(v) for v in labels) + e.path + "\n")
     return "".join(lines)
+
+
+def write_texts(texts) -> None:
+    """Write ``{path: text}`` name-holding text files together: in one folder as one unit, else one by one."""
+    paths = [os.fspath(p) for p in texts]
+    if len({os.path.dirname(os.path.abspath(p)) for p in paths}) == 1:
+        with atomic_files(paths, ["w"] * len(paths), **TEXT) as files:
+            for f, text in zip(files, texts.values()):
+                f.write(text)
+        return
+    for path, text in zip(paths, texts.values()):
+        with atomic_text(path) as f:
+            f.write(text)
 
 
 def write_lst(path: str, entries) -> None:

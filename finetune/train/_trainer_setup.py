@@ -15,7 +15,7 @@ import numpy as np
 from mxnet import gluon
 
 from .._context import resolve_ctx
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError, DataError, DeviceError
 from ..models import ModelProtocol
 from ..models.graph import batchnorm_modes
 from ._batches import check_dataset_labels
@@ -87,6 +87,14 @@ def check_labels(trainer, train_ds, val_ds) -> None:
     k = model.num_classes if isinstance(model, ModelProtocol) else _output_width(model, train_ds, trainer.ctx_[0])
     check_dataset_labels(train_ds, k, "train")
     check_dataset_labels(val_ds, k, "val")
+    names = model.class_names if isinstance(model, ModelProtocol) else None
+    for what, ds in (("train", train_ds), ("val", val_ds)):
+        theirs = getattr(ds, "class_names", None)
+        if names and theirs and list(theirs) != list(names):
+            raise DataError(f"The {what!r} images name the classes {list(theirs)}, the model {list(names)}: "
+                            "a label is a position in that list, so the images would be read as other classes. "
+                            "Pack training and validation images from folders with the same class sub-folders "
+                            "(or one split of one folder), and build the model for those classes.")
 
 
 def _output_width(model, dataset, ctx):

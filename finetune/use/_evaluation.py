@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._file_writes import atomic_open
-from ..data import ImageSource
+from ..data import ImageSource, open_labelled
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 
 __all__ = ["EvaluationReport", "evaluate"]
@@ -266,7 +266,9 @@ def _nan_to_none(obj):
 def _label_index(label, class_names, source) -> int:
     if isinstance(label, str):
         if class_names is None or label not in class_names:
-            raise DataError(f"{source}: label {label!r} is not one of the model's class names.")
+            known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "") if class_names else ""
+            raise DataError(f"{source}: label {label!r} is not one of the model's class names"
+                            f"{f' ({known})' if known else ''}. Evaluate on images of the model's classes.")
         return class_names.index(label)
     if label is None:
         raise DataError(f"{source}: has no label.")
@@ -331,11 +333,17 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
         predictor = model_or_predictor
     else:
         predictor = Predictor(model_or_predictor, ctx=ctx, batch_size=batch_size, tta=tta)
-    class_names = predictor.class_names
+    if labels is None and isinstance(dataset, (str, os.PathLike)):
+        dataset = open_labelled(dataset)
+    class_names, theirs = predictor.class_names, getattr(dataset, "class_names", None)
     if class_names is None:  # e.g. a deployment without names: the dataset's (<prefix>_classes.txt)
-        class_names = getattr(dataset, "class_names", None)
+        class_names = theirs
     items = ImageSource.labelled(dataset, labels, color=color, what="images to evaluate").items
     for item in items:
+        if labels is None and theirs and class_names and not isinstance(item.label, str):
+            position = _label_index(item.label, None, item.source)
+            if 0 <= position < len(theirs):  # matched to the model's classes by name, never by position
+                item.label = theirs[position]
         item.label = _label_index(item.label, class_names, item.source)
     probs, errors = predictor._run(items)
     good = [i for i in range(len(items)) if i not in errors]

@@ -1,6 +1,7 @@
 """The data subcommands, and `finetune im2rec` against MXNet's own tools/im2rec.py."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -118,3 +119,15 @@ def test_seed_document_commands_work_verbatim(image_folder, tmp_path, monkeypatc
     assert main(["-q", "im2rec", "--exts", ".png", "--list", "--recursive", "png_only", root]) == 0
     assert len((tmp_path / "png_only.lst").read_text().splitlines()) == 12
     assert main(["-q", "im2rec", "--list=false", "--recursive=0", "bot_val.lst", root]) == 0
+
+
+def test_a_split_that_fails_writes_no_part_so_train_and_val_never_overlap(image_folder, tmp_path, capsys):
+    """The parts of a split are one output: a name no list can hold, found while the second part is
+    written, used to leave a new training list beside the previous validation list."""
+    out = str(tmp_path / "s")
+    assert main(["split", str(image_folder), "--out", out, "--ratios", "0.5", "0.5", "--seed", "0"]) == 0
+    before = {p: open(p, "rb").read() for p in (out + "_train.lst", out + "_val.lst", out + "_classes.txt")}
+    shutil.copy(next(image_folder.glob("cat/*.png")), image_folder / "cat" / "tab\there.png")
+    assert main(["split", str(image_folder), "--out", out, "--ratios", "0.5", "0.5", "--seed", "2"]) == 1
+    assert "holds a tab" in capsys.readouterr().err
+    assert {p: open(p, "rb").read() for p in before} == before

@@ -161,3 +161,26 @@ def test_a_run_that_fails_keeps_the_previous_model_and_an_unfinished_run_does_no
     assert main(common + ["--out", str(fresh), "--lr", "1e10"]) == 1
     with pytest.raises(ModelError, match="has not finished"):
         ft.load_model(fresh)
+
+
+def test_train_refuses_validation_images_whose_class_list_differs_from_the_model(image_folder, records, tmp_path,
+                                                                                  capsys):
+    """Validation records of cat and fish: fish is their label 1, the model's dog. Refused, not mis-scored."""
+    import shutil
+
+    sub = tmp_path / "sub"
+    for name in ("cat", "fish"):
+        shutil.copytree(image_folder / name, sub / name)
+    ft.pack(ft.ImageList.from_folder(sub), tmp_path / "val", resize=40, workers=1)
+    code = main(["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--val",
+                 str(tmp_path / "val"), "--input-size", "32", "--head-epochs", "0", "--epochs", "1", "--workers",
+                 "0", "--no-progress", "--out", str(tmp_path / "run")])
+    assert code == 1
+    assert "'val' images name the classes ['cat', 'fish'], the model ['cat', 'dog', 'fish']" in capsys.readouterr().err
+
+
+def test_train_refuses_num_classes_that_disagrees_with_the_records(records, tmp_path, capsys):
+    code = main(["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--num-classes", "2",
+                 "--out", str(tmp_path / "run")])
+    assert code == 1 and "--num-classes 2 disagrees with the 3 classes" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -247,3 +247,24 @@ def test_evaluate_command_plots_errors_of_records_named_by_their_list(folder, tm
                  "--plots", str(tmp_path / "plots")]) == 0
     assert len([ax for ax in figures[0].axes if ax.images]) == 6
     assert cv2.imread(str(tmp_path / "plots" / "most_confident_errors.png")) is not None
+
+
+@pytest.mark.parametrize("as_records", [True, False])
+def test_evaluate_matches_labels_to_the_model_by_class_name_never_by_position(folder, tmp_path, as_records):
+    """Images of two of the model's three classes (cat, fish): fish is label 1 among them, 2 for the model.
+    Matched by position, every fish would be scored as a dog."""
+    import shutil
+
+    sub = tmp_path / "sub"
+    for name in ("cat", "fish"):
+        shutil.copytree(folder / name, sub / name)
+    source = str(sub)
+    if as_records:
+        pack(ImageList.from_folder(sub), tmp_path / "val", workers=1)
+        source = str(tmp_path / "val")
+    report = evaluate(always_cat(), source, tta=False)
+    assert sorted(set(report.labels)) == [0, 2] and report.top1 == pytest.approx(0.5)
+    other = tmp_path / "other"
+    shutil.copytree(folder / "cat", other / "apple")
+    with pytest.raises(DataError, match="'apple' is not one of the model's class names"):
+        evaluate(always_cat(), str(other))
