@@ -30,8 +30,11 @@ def _nameable(path: str) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """What MXNet's error says, without its C++ traceback: the last line of substance ("ends early" for a short file)."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.strip().startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
+    text = lines[-1].split("MXNetError: ", 1)[-1] if lines else type(exc).__name__
+    return "it ends early (truncated, or not an MXNet file)" if "buffer_size_" in text else text
 
 
 def load_arrays(path, *, what: str = "weights file"):

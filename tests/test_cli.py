@@ -55,3 +55,20 @@ def test_quickstart_runs_end_to_end_and_writes_a_loadable_model(tmp_path):
         assert (report / name).is_file(), name
     errors = (report / "most_confident_errors.csv").read_text()
     assert "record[" not in errors and ".png" in errors  # errors are named by their files
+
+
+def test_no_command_writes_its_result_over_one_of_its_input_images(image_folder, capsys):
+    """``--out`` naming an input image (in a folder given, or the file given) is refused before anything runs."""
+    import argparse
+
+    from finetune.cli import _refuse_output_over_input
+    from finetune.errors import OutputExistsError
+
+    photo = next(image_folder.glob("cat/*.png"))
+    before = photo.read_bytes()
+    assert main(["check", str(image_folder), "--workers", "0", "--out", str(photo)]) == 1
+    assert "is one of the images this command reads" in capsys.readouterr().err
+    with pytest.raises(OutputExistsError, match="one of the images"):
+        _refuse_output_over_input(argparse.Namespace(model="m", images=[str(photo)], out=str(photo)))
+    _refuse_output_over_input(argparse.Namespace(images=[str(photo)], out=str(image_folder.parent / "heat.png")))
+    assert photo.read_bytes() == before

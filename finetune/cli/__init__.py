@@ -175,6 +175,7 @@ def _run(argv: list) -> int:
     from ..errors import FinetuneError
 
     try:
+        _refuse_output_over_input(args)
         return int(args.handler(args) or 0)
     except FinetuneError as exc:
         print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
@@ -183,3 +184,27 @@ def _run(argv: list) -> int:
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         print(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _refuse_output_over_input(args) -> None:
+    """Refuse an ``--out`` that is one of the command's input images (the file given, or one in a folder given).
+
+    Every command reads its inputs from the path arguments; a result written
+    over one of them (``check photos --out photos/cat/1.png``, ``gradcam
+    model x.png --out x.png``) would destroy the user's image.
+    """
+    from ..data import IMAGE_EXTENSIONS
+    from ..errors import OutputExistsError
+
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or not os.path.isfile(out) or not out.lower().endswith(IMAGE_EXTENSIONS):
+        return
+    for name, value in vars(args).items():
+        for given in value if isinstance(value, list) else [value]:
+            if name == "out" or not isinstance(given, str) or not os.path.exists(given):
+                continue
+            folder = os.path.realpath(given)
+            if (os.path.samefile(given, out) if os.path.isfile(given)
+                    else os.path.isdir(given) and os.path.realpath(out).startswith(folder.rstrip(os.sep) + os.sep)):
+                raise OutputExistsError(f"--out {out!r} is one of the images this command reads ({given!r}); "
+                                        "writing the result there would destroy it. Give another --out.", out)

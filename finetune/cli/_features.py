@@ -101,6 +101,8 @@ def _load_descriptors(path: str):
     from .._arrays import read_npy
     from ..errors import MissingFileError, ShapeError
 
+    if not path.endswith(".npy") and not os.path.exists(path) and os.path.exists(path + ".npy"):
+        path += ".npy"  # the name given to extract, which wrote NAME.npy
     settled([path, ids_path(path)], what="descriptors")  # finish a killed extract; never new descriptors with old ids
     if not os.path.exists(path):
         raise MissingFileError(f"Descriptor file {path!r} does not exist.")
@@ -230,7 +232,7 @@ def _extract(args) -> int:
         fi.writelines(i + "\n" for i in ids)
     if args.save_extractor:
         fx.save(args.save_extractor)
-    log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, args.out, ids_path(args.out))
+    log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, npy, ids_path(args.out))
     return 0
 
 
