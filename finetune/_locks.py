@@ -59,6 +59,8 @@ def hold(path, *, wait: bool = True):
         taken = True
     except filelock.Timeout:
         taken = False
+        if not os.path.exists(lock_path(path)):  # no holder: the lock file cannot be made here (filelock retries)
+            os.close(os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644))  # raises why
         if wait:
             log.info("Waiting for another process that is writing %s.", os.fspath(path))
             lock.acquire()

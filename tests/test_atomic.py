@@ -171,3 +171,14 @@ def test_a_commit_killed_after_any_rename_is_finished_whole(tmp_path, monkeypatc
     recover_()
     assert set(read()) == {"new"}
     assert not [n for n in os.listdir(tmp_path) if n.endswith((".commit", ".swap", ".tmp", ".tmpdir", ".old"))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
+def test_a_lock_that_cannot_be_made_is_an_error_not_a_wait_for_ever():
+    """filelock reports a lock file it cannot create as 'held by another process'; waiting for that holder
+    would never end (``finetune pack photos --out /proc/all``)."""
+    from finetune._locks import hold
+
+    with pytest.raises(OSError):
+        with hold("/proc/finetune-test-output"):
+            pass
