@@ -3,12 +3,14 @@
 import argparse
 import importlib
 import inspect
+import os
 import re
 
 import pytest
 
 from finetune.cli import build_parser, main
 from finetune.cli._options import SHARED
+from finetune.errors import ConfigError
 
 # commands whose shared-looking option deliberately differs, and why
 # (the drop-in for MXNet's tools/im2rec.py keeps that tool's spelling and default)
@@ -220,8 +222,12 @@ def test_num_classes_input_size_and_seed_reach_the_recipe_and_head(monkeypatch):
                                       "--input-size", "96", "--seed", "3", "--batch-size", "16"])
     recipe = _train.recipe_from_args(args)
     assert (recipe.input_size, recipe.seed, recipe.batch_size) == (96, 3, 16)
+    with pytest.raises(ConfigError, match="--num-classes 5 disagrees with the 3 classes"):
+        _train._recipe_model(args, Spy())  # named records: their names decide
+    monkeypatch.setattr(Records, "class_names", None)  # --num-classes is for records without names
     _train._recipe_model(args, Spy())
     assert built["class_names"] == ["0", "1", "2", "3", "4"]
+    monkeypatch.setattr(Records, "class_names", ["a", "b", "c"])
     args = build_parser().parse_args(["train", "b", "--train", "t.rec", "--out", "o"])
     _train._recipe_model(args, Spy())
     assert built["class_names"] == ["a", "b", "c"]
@@ -239,3 +245,15 @@ def test_no_flag_takes_an_unchecked_number():
             if action.type in (int, float):
                 bare.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert bare == []
+
+
+@pytest.mark.parametrize("command", ["pack", "split"])
+@pytest.mark.parametrize("out", ["data/", ".", "", "data/.."])
+def test_a_prefix_output_needs_a_name_after_its_folder(command, out, tmp_path, capsys, monkeypatch):
+    """``--out data/`` would write ``data/.rec`` (a hidden file); refused as a usage error before any work."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        main([command, "photos", "--out", out])
+    assert info.value.code == 2 and "needs a name after the folder" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["photos"]

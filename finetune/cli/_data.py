@@ -11,7 +11,7 @@ from numbers import Integral, Real
 
 from .._progress import results_printed
 from . import _say
-from ._options import add_alias, add_out, add_shared, count, number
+from ._options import add_alias, add_out, add_shared, count, number, prefix
 
 log = logging.getLogger("finetune")
 
@@ -39,7 +39,7 @@ def register(sub) -> None:
                        description="Scan ROOT (one folder per class) and write PREFIX_<part>.lst "
                        "files plus PREFIX_classes.txt, split per class with a seed.")
     p.add_argument("root", help="folder with one sub-folder per class")
-    add_out(p, "PREFIX", metavar="PREFIX", help="output prefix, e.g. data/flowers (required)")
+    add_out(p, "PREFIX", metavar="PREFIX", type=prefix, help="output prefix, e.g. data/flowers (required)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ratios", type=number(Real, 0, 1, closed="right"), nargs="+", default=[0.8, 0.2],
                        help="fraction of each class per part (default: 0.8 0.2)")
@@ -66,7 +66,7 @@ def register(sub) -> None:
     p = sub.add_parser("pack", help="pack a folder or .lst into PREFIX.rec + PREFIX.idx",
                        usage="%(prog)s SOURCE --out PREFIX [options]")
     p.add_argument("source", help="image folder or .lst / .csv file")
-    add_out(p, "PREFIX", metavar="PREFIX", help="output prefix: PREFIX.rec, PREFIX.idx (required)")
+    add_out(p, "PREFIX", metavar="PREFIX", type=prefix, help="output prefix: PREFIX.rec, PREFIX.idx (required)")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
     _pack_options(p)
     add_alias(p, "--num-thread", add_shared(p, "workers"))

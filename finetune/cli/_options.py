@@ -25,6 +25,7 @@ argparse has no notion of a deprecated option (Python 3.13's
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from numbers import Integral, Real
 from typing import NamedTuple
@@ -32,7 +33,7 @@ from typing import NamedTuple
 from .._validation import Interval, describe, satisfies
 
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
-           "count", "ctx_of", "index_kwargs", "input_size", "number", "weights"]
+           "count", "ctx_of", "index_kwargs", "input_size", "number", "prefix", "weights"]
 
 
 def number(kind=Real, low=None, high=None, closed: str = "both"):
@@ -68,6 +69,29 @@ def number(kind=Real, low=None, high=None, closed: str = "both"):
 def count(low: int = 0):
     """An argparse ``type``: a whole number ``>= low`` (``--workers``: 0, ``--batch-size``: 1)."""
     return number(Integral, low, None)
+
+
+def prefix(text: str) -> str:
+    """``--out PREFIX``: a folder and a name stem (``data/train`` writes ``data/train.rec``, ...).
+
+    A path without a name (``data/``, ``.``, ``""``) would write hidden files
+    (``data/.rec``): refused as the usage error naming the flag.
+
+    Examples
+    --------
+    >>> prefix("data/train")
+    'data/train'
+    >>> prefix("data/")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: needs a name after the folder, e.g. 'data/train'. Got 'data/'.
+    """
+    name = os.path.basename(text)
+    if not name or name in (".", ".."):
+        folder = text if name in (".", "..") else os.path.dirname(text)
+        raise argparse.ArgumentTypeError(f"needs a name after the folder, e.g. {os.path.join(folder, 'train')!r}. "
+                                         f"Got {text!r}.")
+    return text
 
 
 def weights(text: str):
@@ -191,13 +215,13 @@ def index_kwargs(args) -> dict:
 def add_shared(parser, name: str, **changes) -> argparse.Action:
     """Add the shared option ``name`` (a key of :data:`SHARED`) to ``parser``; return its action.
 
-    Only ``--out`` takes a per-command ``help``, ``metavar``, ``required``
-    and ``default`` (what is written, and where); every other shared option
+    Only ``--out`` takes a per-command ``help``, ``metavar``, ``required``,
+    ``default`` and ``type`` (what is written, and where); every other shared option
     is added exactly as :data:`SHARED` defines it, so its default is the API's.
     """
     if name in INDEX_OPTIONS:
         raise TypeError(f"add_shared({name!r}): the index settings go together, through add_index_options.")
-    allowed = {"help", "required", "metavar", "default"} if name == "out" else set()
+    allowed = {"help", "required", "metavar", "default", "type"} if name == "out" else set()
     if set(changes) - allowed:
         raise TypeError(f"add_shared({name!r}) takes no {sorted(set(changes) - allowed)}: the option is shared.")
     option = SHARED[name]
