@@ -178,11 +178,11 @@ def _run(argv: list) -> int:
         _refuse_output_over_input(args)
         return int(args.handler(args) or 0)
     except FinetuneError as exc:
-        print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"finetune {args.command}: error: {exc}", file=sys.stderr)  # a name that is not UTF-8 as escapes
         return 1
     except OSError as exc:  # a path the system refused (permission, a file where a folder goes, ...)
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-        print(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        _say(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 
