@@ -71,6 +71,9 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     val_ds = non_empty(RecordDataset(val_path, pre), "val") if val_path else None
     head_history = []
     last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
+    if resume and not (last and os.path.isfile(last)):
+        log.warning("resume: no checkpoint to resume (%s); training from the start",
+                    last or "no out_dir given")
     resume = bool(resume and last and os.path.isfile(last))
     if resume:
         log.info("recipe: resuming the fine-tuning stage from %s", last)

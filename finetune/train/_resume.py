@@ -32,6 +32,7 @@ import numpy as np
 
 from .._file_writes import atomic_write
 from ..errors import CheckpointError, MissingFileError
+from ..models import ModelProtocol
 from . import _checkpoint as _ckpt
 from ._weights import WeightAverage
 
@@ -149,6 +150,9 @@ def run_fingerprint(trainer, train, val=None) -> dict:
     params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
               for k, v in sorted(trainer.optimizer_params.items())}  # the config's, with the optimizer's defaults
     settings = {name: getattr(trainer.config, name) for name in RUN_SETTINGS}
+    model = trainer.model
+    if isinstance(model, ModelProtocol) and model.preprocess is not None:  # what the weights learned to see
+        settings["input_size"] = list(model.preprocess.size)
     return json.loads(json.dumps({
         "train": data_fingerprint(train), "val": data_fingerprint(val), **settings, "optimizer_params": params,
         "schedule": repr(trainer.schedule), "loss": type(trainer.loss).__name__,
@@ -204,7 +208,7 @@ def check_fingerprint(path, saved, now) -> None:
 
 def _differences(a, b, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
+        for key in sorted(set(a) if not prefix else set(a) | set(b)):  # a key newer than the checkpoint: unknown
             yield from _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
     elif a != b:
         yield prefix, a, b

@@ -184,3 +184,18 @@ def test_train_refuses_num_classes_that_disagrees_with_the_records(records, tmp_
                  "--out", str(tmp_path / "run")])
     assert code == 1 and "--num-classes 2 disagrees with the 3 classes" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_input_size_and_says_when_there_is_nothing_to_resume(records, tmp_path, capsys,
+                                                                                   caplog):
+    common = ["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--head-epochs", "0",
+              "--workers", "0", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(common + ["--input-size", "32", "--epochs", "1", "--checkpoint-every", "1"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--input-size", "48", "--epochs", "2", "--resume"]) == 1
+    assert "input_size: checkpoint [32, 32], now [48, 48]" in capsys.readouterr().err
+    fresh = ["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--head-epochs", "0",
+             "--workers", "0", "--no-progress", "--input-size", "32", "--epochs", "1", "--resume", "--out",
+             str(tmp_path / "typo")]
+    assert main(fresh) == 0
+    assert "no checkpoint to resume" in caplog.text
