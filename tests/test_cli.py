@@ -72,3 +72,18 @@ def test_no_command_writes_its_result_over_one_of_its_input_images(image_folder,
         _refuse_output_over_input(argparse.Namespace(model="m", images=[str(photo)], out=str(photo)))
     _refuse_output_over_input(argparse.Namespace(images=[str(photo)], out=str(image_folder.parent / "heat.png")))
     assert photo.read_bytes() == before
+
+
+def test_a_closed_pipe_on_stdout_ends_the_command_quietly(monkeypatch, capsys):
+    """``finetune predict ... | head -1``: once the reader has gone, the command ends like ``cat`` would
+    (status 141, nothing on stderr) instead of printing 'error: cannot use: Broken pipe'."""
+    import finetune.cli as cli
+    import finetune.cli._data as data_commands
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(data_commands, "_check", closed)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # leave pytest's stdout alone
+    assert main(["check", "."]) == 141
+    assert "error" not in capsys.readouterr().err

@@ -24,6 +24,7 @@ after Ctrl-C and 143 after SIGTERM, printing one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -180,6 +181,10 @@ def _run(argv: list) -> int:
     except FinetuneError as exc:
         _say(f"finetune {args.command}: error: {exc}", file=sys.stderr)  # a name that is not UTF-8 as escapes
         return 1
+    except BrokenPipeError:  # `finetune predict ... | head -1`: the reader has what it wanted; end as quietly as cat
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
     except OSError as exc:  # a path the system refused (permission, a file where a folder goes, ...)
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         _say(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)

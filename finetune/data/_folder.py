@@ -38,11 +38,15 @@ class Scan(NamedTuple):
         Files left out for their extension, ``{extension: count}``.
     links : int
         Files and folders skipped because a link reached them a second time.
+    hidden : list of str
+        Hidden files and folders left out (names starting with ``.``:
+        ``.ipynb_checkpoints``, macOS ``._photo.jpg`` companions).
     """
 
     files: list
     skipped: dict
     links: int
+    hidden: tuple = ()
 
 
 def normalise_exts(exts) -> set:
@@ -54,6 +58,11 @@ def normalise_exts(exts) -> set:
 
 def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
     """Walk ``root`` for image files, following each linked folder once and listing each real file once.
+
+    Hidden files and folders (names starting with ``.``) are left out and
+    named in a warning: a ``.ipynb_checkpoints`` folder is not a class, and
+    ``._photo.jpg`` (what macOS writes beside a photo on some disks) is not
+    an image.
 
     Parameters
     ----------
@@ -78,12 +87,15 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
         raise MissingFileError(f"Image folder {root!r} does not exist or is not a folder.")
     exts = normalise_exts(exts)
     files, skipped = [], collections.Counter()
-    seen_files, seen_dirs, links = set(), {os.path.realpath(root)}, 0
+    seen_files, seen_dirs, links, hidden = set(), {os.path.realpath(root)}, 0, []
 
     def take(folder, name):
         nonlocal links
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
+            return
+        if name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
+            hidden.append(os.path.relpath(path, root))
             return
         suffix = os.path.splitext(name)[1].lower()
         if suffix not in exts:
@@ -102,6 +114,9 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
             dirs.sort()
             keep = []
             for d in dirs:  # follow each linked folder once: no loops, no folder listed twice
+                if d.startswith("."):
+                    hidden.append(os.path.relpath(os.path.join(folder, d), root))
+                    continue
                 real = os.path.realpath(os.path.join(folder, d))
                 if real in seen_dirs:
                     links += 1
@@ -117,7 +132,10 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
     if links:
         log.warning("Skipped %d file(s) or folder(s) in %s reached a second time through links "
                     "(each real file is listed once).", links, root)
-    return Scan(files, dict(sorted(skipped.items())), links)
+    if hidden:
+        log.warning("Skipped %d hidden file(s) or folder(s) in %s (names starting with '.'): %s.", len(hidden), root,
+                    ", ".join(hidden[:5]) + (", ..." if len(hidden) > 5 else ""))
+    return Scan(files, dict(sorted(skipped.items())), links, hidden)
 
 
 def image_paths(folder, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> list:

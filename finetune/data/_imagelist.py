@@ -199,6 +199,11 @@ class ImageList:
                      root, exts, detail, extra=RESULT)
         if not entries:
             log.warning("No images with extensions %s found in %s.", exts, root)
+        elif recursive:
+            empty = sorted(d for d in os.listdir(root) if not d.startswith(".") and d not in names
+                           and os.path.isdir(os.path.join(root, d)) and not any(n.startswith(d + os.sep) for n in names))
+            if empty:
+                log.warning("Class folder(s) without images in %s are not classes: %s.", root, ", ".join(empty))
         return cls(entries, class_names=names, root=root, skipped=skipped)
 
     @classmethod
@@ -371,15 +376,15 @@ def write_lists(lists, classes_path, *, shuffle: bool = True, seed: int = 100) -
     >>> sorted(n for n in os.listdir(root) if not n.startswith("."))
     ['x_classes.txt', 'x_train.lst', 'x_val.lst']
     """
+    first = next(iter(lists.values()))
+    names = first.class_names
+    if names is None:
+        names = [str(i) for i in range(max(first.single_labels(), default=-1) + 1)]
+    classes = class_names_text(names, classes_path)  # a bad class name is named as such, before its paths
     texts = {}
     for path, images in lists.items():
         entries = list(images.entries)
         if shuffle:
             random.Random(seed).shuffle(entries)
         texts[os.fspath(path)] = lst_text(path, entries)
-    first = next(iter(lists.values()))
-    names = first.class_names
-    if names is None:
-        names = [str(i) for i in range(max(first.single_labels(), default=-1) + 1)]
-    texts[os.fspath(classes_path)] = class_names_text(names, classes_path)
-    write_texts(texts)
+    write_texts({**texts, os.fspath(classes_path): classes})

@@ -161,6 +161,10 @@ class RetrievalIndex:
             raise ShapeError(f"RetrievalIndex: {what} must be (N, D). Got shape {x.shape}.")
         if self.dim is not None and x.shape[1] != self.dim:
             raise ShapeError(f"RetrievalIndex: {what} have {x.shape[1]} dimensions, the index {self.dim}.")
+        if x.shape[1] == 0 or not np.isfinite(x).all():
+            bad = "have no dimension" if x.shape[1] == 0 else (
+                f"hold NaN or infinite values (row {int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])} first)")
+            raise DataError(f"RetrievalIndex: the {what} {bad}; they would rank as noise. Extract them again.")
         return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
 
     def add(self, vectors, ids=None) -> None:

@@ -89,3 +89,19 @@ def test_from_csv_with_names_and_header(tmp_path):
     images = ImageList.from_csv(csv)
     assert images.class_names == ["cat", "dog"] and images.labels == [1, 0, 1]
     assert images.paths[0] == os.path.join(str(tmp_path), "x/1.jpg")
+
+
+def test_hidden_names_are_never_images_or_classes_and_an_empty_class_folder_is_named(tmp_path, caplog):
+    """``.ipynb_checkpoints`` used to become class 0 and macOS ``._x.png`` companions images; an empty class
+    folder vanished from the classes without a word."""
+    import cv2
+
+    for folder in ("cat", "dog", ".ipynb_checkpoints"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07 not an image")
+    (tmp_path / "bird").mkdir()
+    images = ImageList.from_folder(tmp_path)
+    assert images.class_names == ["cat", "dog"] and [e.path for e in images] == ["cat/a.png", "dog/a.png"]
+    assert ".ipynb_checkpoints" in caplog.text and "cat/._a.png" in caplog.text
+    assert "without images" in caplog.text and "bird" in caplog.text

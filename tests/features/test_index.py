@@ -130,3 +130,13 @@ def test_pca_whitening_decorrelates_and_roundtrips(tmp_path):
         PCAWhitening(4).transform(x)
     with pytest.raises(ConfigError, match="at most 10"):
         PCAWhitening(20).fit(x)
+
+
+@pytest.mark.parametrize("bad", [[[1.0, float("nan")], [1.0, 2.0]], [[float("inf"), 0.0]]])
+def test_non_finite_descriptors_are_refused_when_added_or_searched(bad):
+    index = RetrievalIndex()
+    with pytest.raises(DataError, match="NaN or infinite"):
+        index.add(np.array(bad))
+    index.add(np.eye(2))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        index.search(np.array(bad), k=1)
