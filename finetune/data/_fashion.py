@@ -16,9 +16,12 @@ from numbers import Integral
 import cv2
 import numpy as np
 
+from .._folder_swap import atomic_dir
 from .._validation import SEED, Interval, validate
 from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, check_choice
 from ._imagelist import ImageList
+
+_FOLDER = "Fashion-MNIST image folder"  # written and replaced as a whole; any other folder is refused
 
 __all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dir", "load_fashion_mnist",
            "write_fashion_mnist_folder",
@@ -119,7 +122,10 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
     Parameters
     ----------
     out_dir : str or path-like
-        Created if missing.
+        Created if missing, replaced as a whole if an earlier call wrote it;
+        a folder that holds anything else is refused
+        (:class:`~finetune.errors.OutputExistsError`): a user's images never
+        mix with these.
     per_class : int
         Images per class (at most 6,000 for ``"train"``, 1,000 for ``"test"``).
     split : {"train", "test"}
@@ -156,13 +162,14 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
             raise UnknownNameError("Fashion-MNIST class", sorted(unknown)[0], FASHION_MNIST_CLASSES)
     images, labels = load_fashion_mnist(split, folder)
     out_dir = os.fspath(out_dir)
-    for label, chosen in enumerate(_sample(labels, per_class, seed)):
-        name = FASHION_MNIST_CLASSES[label]
-        if name not in keep:
-            continue
-        os.makedirs(os.path.join(out_dir, name), exist_ok=True)
-        for i in chosen:
-            _write(os.path.join(out_dir, name, f"{split}_{i:05d}.png"), images[i], size)
+    with atomic_dir(out_dir, what=_FOLDER) as tmp:
+        for label, chosen in enumerate(_sample(labels, per_class, seed)):
+            name = FASHION_MNIST_CLASSES[label]
+            if name not in keep:
+                continue
+            os.makedirs(os.path.join(tmp, name), exist_ok=True)
+            for i in chosen:
+                _write(os.path.join(tmp, name, f"{split}_{i:05d}.png"), images[i], size)
     return ImageList.from_folder(out_dir, exts=(".png",))
 
 
@@ -192,7 +199,7 @@ def write_fashion_mnist_unlabeled(out_dir, count: int, *, per_class: int = 100, 
     Parameters
     ----------
     out_dir : str or path-like
-        Created if missing.
+        As for :func:`write_fashion_mnist_folder`.
     count : int
         How many (at most ``60000 - 10 * per_class``).
     per_class, seed : int
@@ -215,8 +222,7 @@ def write_fashion_mnist_unlabeled(out_dir, count: int, *, per_class: int = 100, 
                           f"asked for {count}. Ask for at most {rest.size}.")
     chosen = np.random.RandomState([seed, 1]).choice(rest, size=int(count), replace=False)
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{k:05d}.png") for k in range(len(chosen))]
-    for path, i in zip(paths, chosen):
-        _write(path, images[i], size)
-    return paths
+    with atomic_dir(out_dir, what=_FOLDER) as tmp:
+        for k, i in enumerate(chosen):
+            _write(os.path.join(tmp, f"{k:05d}.png"), images[i], size)
+    return [os.path.join(out_dir, f"{k:05d}.png") for k in range(len(chosen))]

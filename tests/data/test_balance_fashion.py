@@ -67,7 +67,8 @@ def test_unlabeled_fashion_mnist_images_are_outside_the_sample_and_carry_no_labe
 
     sample = write_fashion_mnist_folder(tmp_path / "sample", 3, seed=2)
     paths = write_fashion_mnist_unlabeled(tmp_path / "pool", 200, per_class=3, seed=2)
-    assert len(paths) == 200 and sorted(os.listdir(tmp_path / "pool")) == [f"{k:05d}.png" for k in range(200)]
+    listed = sorted(n for n in os.listdir(tmp_path / "pool") if n != ".finetune")  # the folder's owner marker
+    assert len(paths) == 200 and listed == [f"{k:05d}.png" for k in range(200)]
     taken = {cv2.imread(sample.full_path(e), cv2.IMREAD_GRAYSCALE).tobytes() for e in sample}
     pool = [cv2.imread(p, cv2.IMREAD_GRAYSCALE).tobytes() for p in paths]
     assert not taken & set(pool)  # never an image of the labelled sample
@@ -77,3 +78,20 @@ def test_unlabeled_fashion_mnist_images_are_outside_the_sample_and_carry_no_labe
         write_fashion_mnist_unlabeled(tmp_path / "bad", 60000, per_class=3, seed=2)
     with pytest.raises(ConfigError, match="count"):
         write_fashion_mnist_unlabeled(tmp_path / "bad", 0)
+
+
+@pytest.mark.realdata
+def test_the_fashion_mnist_folder_replaces_its_own_earlier_sample_and_refuses_a_users_folder(tmp_path):
+    """A second sample replaces the first whole (an earlier draw never stays beside it); a folder of the
+    user's own images is refused instead of getting ten Fashion-MNIST classes mixed into it."""
+    from finetune.errors import OutputExistsError
+
+    out = tmp_path / "fm"
+    write_fashion_mnist_folder(out, 2, split="test", seed=0)
+    assert len(write_fashion_mnist_folder(out, 1, split="test", seed=1)) == 10
+    mine = tmp_path / "photos" / "cat"
+    mine.mkdir(parents=True)
+    (mine / "1.png").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError, match="did not write"):
+        write_fashion_mnist_folder(tmp_path / "photos", 1, split="test")
+    assert sorted(os.listdir(tmp_path / "photos")) == ["cat"]
