@@ -257,3 +257,15 @@ def test_a_prefix_output_needs_a_name_after_its_folder(command, out, tmp_path, c
         main([command, "photos", "--out", out])
     assert info.value.code == 2 and "needs a name after the folder" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["photos"]
+
+
+@pytest.mark.parametrize("given,first", [(["--epochs", "1", "--set", "epochs=3"], "--epochs"),
+                                         (["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr=0.1"),
+                                         (["--input-size", "32", "--set", "input_size=64"], "--input-size")])
+def test_a_recipe_field_set_twice_is_refused_naming_both(given, first):
+    """``--epochs 1 --set epochs=3`` trained 3 epochs without a word: one of the two was a mistake."""
+    from finetune.cli._train import recipe_from_args
+
+    args = build_parser().parse_args(["train", "b", "--train", "t.rec", "--out", "o", *given])
+    with pytest.raises(ConfigError, match=f"{re.escape(first)} and --set .* both set"):
+        recipe_from_args(args)

@@ -252,6 +252,8 @@ def _split(args) -> int:
     write_lists(lists, classes, shuffle=args.shuffle, seed=args.seed)  # all parts, or none
     for path, part in lists.items():
         _say(f"{path}: {len(part)} images")
+        if not len(part):
+            log.warning("%s lists no image: the classes have too few images for this split", path)
     _say(f"{classes}: {len(images.class_names)} classes")
     _print_skipped(images)
     return 0

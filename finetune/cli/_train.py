@@ -237,12 +237,18 @@ def recipe_from_args(args):
         changes["augment"] = None
     if args.freeze_bn:
         changes["batchnorm"] = "frozen"
-    base = Recipe.preset(mode)
+    base, origin = Recipe.preset(mode), {}
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set needs FIELD=VALUE, e.g. --set ema=0.999. Got {item!r}.")
         k, v = item.split("=", 1)
         field, value = k.strip().replace("-", "_"), _value(v)
+        if field in changes:  # --epochs 1 --set epochs=3: which one was meant?
+            flag = origin.get(field) or next(f"--{a.replace('_', '-')}" for a, f in
+                                             [*_SHARED.items(), ("input_size", "input_size"), ("no_augment", "augment"),
+                                              ("freeze_bn", "batchnorm")] if f == field)
+            raise ConfigError(f"{flag} and --set {item} both set {field!r}; give it once.")
+        origin[field] = f"--set {item}"
         try:  # each value alone against the recipe's constraints, so the error names this --set
             base.replace(**{field: value})
         except ConfigError as exc:

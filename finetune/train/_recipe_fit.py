@@ -69,6 +69,9 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
     plain_train = non_empty(RecordDataset(train_path, pre), "train")
     val_ds = non_empty(RecordDataset(val_path, pre), "val") if val_path else None
+    if val_ds is not None and os.path.realpath(val_ds.path) == os.path.realpath(plain_train.path):
+        log.warning("the validation records are the training records: validation accuracy will not say how the "
+                    "model does on new images, and the best epoch is chosen on images it trained on")
     head_history = []
     last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
     if resume and not (last and os.path.isfile(last)):
