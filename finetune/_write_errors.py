@@ -38,8 +38,10 @@ def as_write_error(e: BaseException, path: str, files, in_body: bool, what: str 
     writer when ``files``, before their removal, show a full disk or the size limit), or None: ``e`` as it is."""
     if isinstance(e, (WriteError, KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
-    if isinstance(e, OSError):
-        return write_error(path, e, what) if not in_body or e.errno in _FULL else None
+    if isinstance(e, OSError) and (not in_body or e.errno in _FULL):
+        return write_error(path, e, what)
+    if isinstance(e, OSError) and e.errno is not None:  # numpy's short write ("N requested and M written") has none
+        return None
     code = _full(files) if in_body else 0
     return write_error(path, OSError(code, os.strerror(code)), what) if code else None
 

@@ -182,3 +182,23 @@ def test_a_lock_that_cannot_be_made_is_an_error_not_a_wait_for_ever():
     with pytest.raises(OSError):
         with hold("/proc/finetune-test-output"):
             pass
+
+
+def test_a_short_write_without_an_errno_on_a_full_disk_is_a_write_error(tmp_path, monkeypatch):
+    """numpy reports a write the disk cut short as ``OSError("57600 requested and 32736 written")``, with no
+    errno: on a full disk it is a WriteError naming the file, like every other full-disk failure."""
+    import finetune._write_errors as write_errors
+    from finetune._file_writes import atomic_open
+
+    class Full:
+        f_bavail = f_bfree = 0
+        f_frsize = 4096
+
+    path = tmp_path / "x.npy"
+    monkeypatch.setattr(write_errors.os, "statvfs", lambda p: Full)
+    with pytest.raises(WriteError, match="x.npy.*disk is full"):
+        with atomic_open(path, "wb") as f:
+            f.write(b"part")
+            raise OSError("57600 requested and 32736 written")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
