@@ -25,8 +25,8 @@ from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mn
 from ._folder import IMAGE_EXTENSIONS, list_images
 from ._image import decode_image, read_image, to_color
 from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry
-from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList, write_lists
-from ._listfiles import read_class_names, write_class_names
+from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
+from ._listfiles import read_class_names, write_class_names, write_lists
 from ._mean import MeanImage
 from ._pack import PackReport, pack
 from ._preprocess import Preprocess

@@ -15,16 +15,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import random
 from typing import NamedTuple
 
 from .._progress import RESULT
 from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
-from ._listfiles import (check_labels, class_names_text, classes_path_for, find_class_names, lst_text, read_csv,
-                         read_lst, write_texts)
+from ._listfiles import check_labels, classes_path_for, find_class_names, read_csv, read_lst, write_lists
 from ._split import stratified_split
 
-__all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS", "write_lists"]
+__all__ = ["ImageEntry", "ImageList", "DEFAULT_EXTS"]
 
 log = logging.getLogger("finetune.data")
 
@@ -200,6 +198,7 @@ class ImageList:
         if not entries:
             log.warning("No images with extensions %s found in %s.", exts, root)
         elif recursive:
+            _warn_lookalikes(names, root)
             empty = sorted(d for d in os.listdir(root) if not d.startswith(".") and d not in names
                            and os.path.isdir(os.path.join(root, d)) and not any(n.startswith(d + os.sep) for n in names))
             if empty:
@@ -342,49 +341,15 @@ class ImageList:
         return classes_path
 
 
-def write_lists(lists, classes_path, *, shuffle: bool = True, seed: int = 100) -> None:
-    """Write several ``.lst`` files and their one class-names file together: all of them or none.
+def _warn_lookalikes(names, root) -> None:
+    """Warn about class names that differ only in their Unicode form (NFC "café" and NFD "café" print alike)."""
+    import unicodedata
 
-    The parts of a split (``x_train.lst``, ``x_val.lst``, ``x_classes.txt``)
-    are one output: every name is checked before anything is written, and the
-    files in one folder replace the previous ones as one unit, so a failure
-    never leaves a new training list beside an old validation list.
-
-    Parameters
-    ----------
-    lists : dict
-        ``{path: ImageList}``, written as :meth:`ImageList.write_lst` writes one.
-    classes_path : str or path-like
-        The class names of the first list (its labels' names), one per line.
-    shuffle, seed
-        As for :meth:`ImageList.write_lst`.
-
-    Raises
-    ------
-    ListFormatError
-        A path or class name holds a tab, newline or carriage return: named,
-        and nothing is written.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> images = ImageList([(0, "a.jpg", 0), (1, "b.jpg", 1)], class_names=["cat", "dog"])
-    >>> train, val = images.split([0.5, 0.5], seed=0)
-    >>> root = tempfile.mkdtemp()
-    >>> write_lists({os.path.join(root, "x_train.lst"): train, os.path.join(root, "x_val.lst"): val},
-    ...             os.path.join(root, "x_classes.txt"))
-    >>> sorted(n for n in os.listdir(root) if not n.startswith("."))
-    ['x_classes.txt', 'x_train.lst', 'x_val.lst']
-    """
-    first = next(iter(lists.values()))
-    names = first.class_names
-    if names is None:
-        names = [str(i) for i in range(max(first.single_labels(), default=-1) + 1)]
-    classes = class_names_text(names, classes_path)  # a bad class name is named as such, before its paths
-    texts = {}
-    for path, images in lists.items():
-        entries = list(images.entries)
-        if shuffle:
-            random.Random(seed).shuffle(entries)
-        texts[os.fspath(path)] = lst_text(path, entries)
-    write_texts({**texts, os.fspath(classes_path): classes})
+    seen = {}
+    for name in names:
+        seen.setdefault(unicodedata.normalize("NFC", name), []).append(name)
+    alike = [group for group in seen.values() if len(group) > 1]
+    if alike:
+        log.warning("Class folders in %s whose names look the same but are spelt with other Unicode characters "
+                    "are different classes: %s. Rename one of each.", root,
+                    "; ".join(" / ".join(ascii(n) for n in group) for group in alike))

@@ -10,13 +10,14 @@ import csv
 import math
 import numbers
 import os
+import random
 
 from .._file_writes import atomic_files
 from .._text import TEXT, atomic_text, check_name, read_lines, read_text
 from ..errors import ListFormatError, MissingFileError
 
 __all__ = ["check_labels", "classes_path_for", "find_class_names", "read_class_names", "read_csv", "read_lst",
-           "write_class_names", "write_lst", "write_texts"]
+           "write_class_names", "write_lists", "write_lst", "write_texts"]
 
 
 def _norm_label(values):
@@ -219,3 +220,52 @@ def write_lst(path: str, entries) -> None:
     text = lst_text(path, entries)
     with atomic_text(path) as f:
         f.write(text)
+
+def write_lists(lists, classes_path, *, shuffle: bool = True, seed: int = 100) -> None:
+    """Write several ``.lst`` files and their one class-names file together: all of them or none.
+
+    The parts of a split (``x_train.lst``, ``x_val.lst``, ``x_classes.txt``)
+    are one output: every name is checked before anything is written, and the
+    files in one folder replace the previous ones as one unit, so a failure
+    never leaves a new training list beside an old validation list.
+
+    Parameters
+    ----------
+    lists : dict
+        ``{path: ImageList}``, written as :meth:`ImageList.write_lst` writes one.
+    classes_path : str or path-like
+        The class names of the first list (its labels' names), one per line.
+    shuffle, seed
+        As for :meth:`ImageList.write_lst`.
+
+    Raises
+    ------
+    ListFormatError
+        A path or class name holds a tab, newline or carriage return: named,
+        and nothing is written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from finetune.data import ImageList
+    >>> images = ImageList([(0, "a.jpg", 0), (1, "b.jpg", 1)], class_names=["cat", "dog"])
+    >>> train, val = images.split([0.5, 0.5], seed=0)
+    >>> root = tempfile.mkdtemp()
+    >>> write_lists({os.path.join(root, "x_train.lst"): train, os.path.join(root, "x_val.lst"): val},
+    ...             os.path.join(root, "x_classes.txt"))
+    >>> sorted(n for n in os.listdir(root) if not n.startswith("."))
+    ['x_classes.txt', 'x_train.lst', 'x_val.lst']
+    """
+    first = next(iter(lists.values()))
+    names = first.class_names
+    if names is None:
+        names = [str(i) for i in range(max(first.single_labels(), default=-1) + 1)]
+    classes = class_names_text(names, classes_path)  # a bad class name is named as such, before its paths
+    texts = {}
+    for path, images in lists.items():
+        entries = list(images.entries)
+        if shuffle:
+            random.Random(seed).shuffle(entries)
+        texts[os.fspath(path)] = lst_text(path, entries)
+    write_texts({**texts, os.fspath(classes_path): classes})
+

@@ -105,3 +105,17 @@ def test_hidden_names_are_never_images_or_classes_and_an_empty_class_folder_is_n
     assert images.class_names == ["cat", "dog"] and [e.path for e in images] == ["cat/a.png", "dog/a.png"]
     assert ".ipynb_checkpoints" in caplog.text and "cat/._a.png" in caplog.text
     assert "without images" in caplog.text and "bird" in caplog.text
+
+
+def test_class_folders_spelt_alike_in_other_unicode_forms_are_named(tmp_path, caplog):
+    """NFC and NFD 'café' are two classes that print the same; the scan says so."""
+    import unicodedata
+
+    import cv2
+
+    for form in ("NFC", "NFD"):
+        folder = tmp_path / unicodedata.normalize(form, "café")
+        folder.mkdir()
+        cv2.imwrite(str(folder / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert len(ImageList.from_folder(tmp_path).class_names) == 2
+    assert "look the same" in caplog.text and "caf\\xe9" in caplog.text
