@@ -156,3 +156,15 @@ def test_every_settings_object_refuses_an_unknown_field_in_replace():
         with pytest.raises(ConfigError, match=f"Unknown {type(settings).__name__} field 'epoch'"):
             settings.replace(epoch=3)
         assert settings.replace(seed=7).seed == 7 and repr(settings.replace(seed=7)).endswith("seed=7)")
+
+
+def test_every_named_recipe_builds_and_an_unknown_name_lists_them():
+    from finetune.errors import UnknownNameError
+    from finetune.train import PRESETS
+
+    assert list(PRESETS) == ["default", "sgd-pretrained", "adam-plateau", "head-only"]
+    for name, fields in PRESETS.items():
+        recipe = Recipe.preset(name)
+        assert all(getattr(recipe, k) == v for k, v in fields.items())
+    with pytest.raises(UnknownNameError, match="head-only, manual"):
+        Recipe.preset("head_only")
