@@ -252,8 +252,7 @@ def test_a_model_directory_with_a_bad_config_is_refused_naming_the_key(tmp_path)
     for change, where in [({"preprocess": dict(good["preprocess"], resize=30000)}, "preprocess.resize"),
                           ({"preprocess": dict(good["preprocess"], size="abc")}, "preprocess.size"),
                           ({"preprocess": None}, "'preprocess'"), ({"class_names": [1, 2]}, "'class_names'"),
-                          ({"class": "Model", "head": {"num_classes": 0, "in_features": 3}}, "head.num_classes"),
-                          ({"class_names": ["cat", "dog", "cat"]}, "'cat' more than once")]:
+                          ({"class": "Model", "head": {"num_classes": 0, "in_features": 3}}, "head.num_classes")]:
         (path / "config.json").write_text(json.dumps(dict(good, **change)))
         with pytest.raises(ModelError, match=re.escape(where)):
             read_config(path)

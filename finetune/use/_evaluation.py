@@ -339,8 +339,9 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
     if class_names is None:  # e.g. a deployment without names: the dataset's (<prefix>_classes.txt)
         class_names = theirs
     items = ImageSource.labelled(dataset, labels, color=color, what="images to evaluate").items
+    by_name = labels is None and theirs and class_names and list(theirs) != list(class_names)  # else positions agree
     for item in items:
-        if labels is None and theirs and class_names and not isinstance(item.label, str):
+        if by_name and not isinstance(item.label, str):
             position = _label_index(item.label, None, item.source)
             if 0 <= position < len(theirs):  # matched to the model's classes by name, never by position
                 item.label = theirs[position]

@@ -110,11 +110,6 @@ def _check_config(config: dict, where: str) -> None:
     for key, constraint in fields.items():
         if key in config and not satisfies(config[key], constraint):
             raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
-    names = config.get("class_names") or []
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:  # predictions would name two classes alike, and a label read by name would match the first
-        raise ModelError(f"The {where} names the class {twice[0]!r} more than once in 'class_names'; each class "
-                         "needs its own name.")
     if "inference" in config:
         from .._inference import Inference
 
