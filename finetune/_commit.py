@@ -1,14 +1,15 @@
 """The one commit of every atomic writer: temporaries renamed over their targets, under a journal.
 
 A reader (or a process killed half-way) sees the previous output or the
-complete new one, never a part. What is not a regular file is never
-replaced: a single file written to a device, pipe or socket (``/dev/null``,
-``/dev/stdout``) is written through, a symbolic link is followed to the file it
-names, and a unit of several files or a folder refuses a device in the way. One file is simply renamed; several files
+complete new one, never a part. One file is simply renamed; several files
 and a folder (the previous one set aside until the end) are renamed under a
 journal that the next commit or a reader finishes after a kill
-(:func:`finish`). Temporaries are removed on every error, those of a
-process killed with ``kill -9`` by the next commit of the same output.
+(:func:`finish`). What is not a regular file is never replaced: a single
+file written to a device, pipe or socket (``/dev/null``, ``/dev/stdout``) is
+written through, a symbolic link is followed to the file it names, and a unit
+of several files or a folder refuses a device in the way. Temporaries are
+removed on every error, those of a process killed with ``kill -9`` by the
+next commit of the same output.
 
 Written by hand: no maintained library offers journaled multi-file commits
 and folder swaps with this cleanup (``atomicwrites`` is archived and
