@@ -110,7 +110,7 @@ def numeric_options() -> list:
     for name, sub in _subparsers().items():
         seen = set()
         for action in sub._actions:
-            if not action.option_strings or action.type in (None, str) or action.dest in seen:
+            if not action.option_strings or action.type in (None, str) or action.dest in seen | {"out"}:  # a path
                 continue
             seen.add(action.dest)
             found.append((name, action.option_strings[-1] if action.option_strings[0].startswith("-") and
