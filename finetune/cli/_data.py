@@ -57,7 +57,7 @@ def register(sub) -> None:
     p.add_argument("source", help="image folder or .lst / .csv file")
     p.add_argument("--root", help="image root for a .lst / .csv (default: its folder)")
     add_shared(p, "workers")
-    p.add_argument("--min-size", type=count(0), default=16, help="shorter side below this is 'too small' (default: 16)")
+    _min_size(p)
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a file is bad")
     add_shared(p, "out", metavar="CSV", help="write every bad file to this CSV (path,reason,detail); "
                "the summary shows the first 20")
@@ -111,6 +111,13 @@ def _pack_options(p):
                    help="1: colour, 0: greyscale, -1: unchanged")
     p.add_argument("--encoding", default=".jpg", choices=[".jpg", ".png"])
     p.add_argument("--pack-label", action="store_true", help="store multi-value labels whole")
+    _min_size(p)
+
+
+def _min_size(p):
+    """``--min-size``, the one size rule ``check`` and ``pack`` share."""
+    p.add_argument("--min-size", type=count(1), default=1, metavar="PIXELS",
+                   help="leave out images whose shorter side is below this (default: %(default)s)")
 
 
 def _register_im2rec(sub):
@@ -230,7 +237,8 @@ def _run_pack(images, prefix, args):
     with results_printed():  # the caller prints the report and its skipped files
         return pack(images, prefix, resize=args.resize, center_crop=args.center_crop,
                     quality=args.quality, encoding=args.encoding, pass_through=args.pass_through,
-                    color=args.color, workers=args.workers, pack_label=args.pack_label)
+                    color=args.color, workers=args.workers, pack_label=args.pack_label,
+                    min_size=args.min_size)
 
 
 def _split(args) -> int:

@@ -38,8 +38,11 @@ from .._parallel import ordered_map
 from .._progress import RESULT
 from .._text import shown
 from ..errors import check_range
-from ._image_checks import _jpeg_info, pixel_problem, sniff_format, truncation_problem
+from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, _jpeg_info, _limit, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
+
+#: The default ``min_size`` of :func:`check` and :func:`~finetune.pack`: one rule for both.
+DEFAULT_MIN_SIZE = 1
 
 __all__ = ["BadImage", "CheckReport", "check", "examine"]
 
@@ -94,6 +97,8 @@ class BadImage(NamedTuple):
         One of ``"unreadable"``, ``"zero bytes"``, ``"not an image"``,
         ``"unsupported format"``, ``"truncated"``, ``"corrupt"``, ``"damaged"``
         (decodes only partly: the decoder reports corrupt data), ``"too small"``,
+        ``"too elongated"`` (one side more than ``finetune.data.MAX_ASPECT_RATIO``
+        times the other),
         ``"too large"`` (more pixels than ``finetune.data.MAX_IMAGE_PIXELS``).
     detail : str
         A sentence for humans.
@@ -198,9 +203,21 @@ def damage(fmt, messages):
 
 
 def size_problem(h, w, min_size):
-    """``(reason, detail)`` when the image is too small, else ``None``."""
+    """``(reason, detail)`` when training could not use an ``h x w`` image, else ``None``.
+
+    The rule :func:`check`, :func:`~finetune.pack` and the loaders share: a
+    shorter side below ``min_size`` is too small; a side more than
+    ``finetune.data.MAX_ASPECT_RATIO`` times the other would be refused by
+    every resize that enlarges the image (:func:`~finetune.data.check_geometry`),
+    so such a file is left out before it is packed, not in the middle of training.
+    """
     if min(h, w) < min_size:
         return "too small", f"{w}x{h} pixels is smaller than min_size={min_size}"
+    ratio, cap = max(h, w) / max(min(h, w), 1), _limit("MAX_ASPECT_RATIO", DEFAULT_MAX_ASPECT_RATIO)
+    if cap and cap > 0 and ratio > cap:
+        return "too elongated", (f"{w}x{h} pixels: one side is {ratio:.0f} times the other, more than "
+                                 f"MAX_ASPECT_RATIO={cap}; training would refuse to resize it (crop it first, "
+                                 "or raise finetune.data.MAX_ASPECT_RATIO)")
     return None
 
 
@@ -305,7 +322,7 @@ def _check_one_unsafe(min_size, item):
     return examine(buf, path, min_size=min_size)
 
 
-def check(images, *, workers=None, min_size=16) -> CheckReport:
+def check(images, *, workers=None, min_size=DEFAULT_MIN_SIZE) -> CheckReport:
     """Decode every image with the training decoder and report the bad ones.
 
     Never raises on a bad file; runs over ``workers`` processes. The first
@@ -319,7 +336,8 @@ def check(images, *, workers=None, min_size=16) -> CheckReport:
     workers : int, optional
         Processes to use (default: all cores).
     min_size : int
-        Images whose shorter side is below this are reported ``"too small"``.
+        Images whose shorter side is below this are reported ``"too small"``
+        (default 1: every size :func:`~finetune.pack` and training accept).
 
     Returns
     -------

@@ -41,12 +41,16 @@ class Scan(NamedTuple):
     hidden : list of str
         Hidden files and folders left out (names starting with ``.``:
         ``.ipynb_checkpoints``, macOS ``._photo.jpg`` companions).
+    broken : list of str
+        Names with an image extension that are not readable files (a link to
+        nothing, a pipe, a socket), left out and named in a warning.
     """
 
     files: list
     skipped: dict
     links: int
     hidden: tuple = ()
+    broken: tuple = ()
 
 
 def normalise_exts(exts) -> set:
@@ -87,12 +91,14 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
         raise MissingFileError(f"Image folder {root!r} does not exist or is not a folder.")
     exts = normalise_exts(exts)
     files, skipped = [], collections.Counter()
-    seen_files, seen_dirs, links, hidden = set(), {os.path.realpath(root)}, 0, []
+    seen_files, seen_dirs, links, hidden, broken = set(), {os.path.realpath(root)}, 0, [], []
 
     def take(folder, name):
         nonlocal links
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
+            if os.path.splitext(name)[1].lower() in exts and not os.path.isdir(path):
+                broken.append(os.path.relpath(path, root))
             return
         if name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
             hidden.append(os.path.relpath(path, root))
@@ -135,7 +141,10 @@ def scan_folder(root, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> Scan:
     if hidden:
         log.warning("Skipped %d hidden file(s) or folder(s) in %s (names starting with '.'): %s.", len(hidden), root,
                     ", ".join(hidden[:5]) + (", ..." if len(hidden) > 5 else ""))
-    return Scan(files, dict(sorted(skipped.items())), links, hidden)
+    if broken:
+        log.warning("Skipped %d name(s) in %s that look like images but are not files (a link to nothing, a pipe): "
+                    "%s.", len(broken), root, ", ".join(broken[:5]) + (", ..." if len(broken) > 5 else ""))
+    return Scan(files, dict(sorted(skipped.items())), links, hidden, broken)
 
 
 def image_paths(folder, exts=IMAGE_EXTENSIONS, *, recursive: bool = True) -> list:

@@ -27,7 +27,7 @@ from .._parallel import default_workers, ordered_map
 from .._progress import RESULT
 from .._text import TEXT
 from ..errors import ConfigError, DataError, ListFormatError, check_choice, check_range
-from ._check import (BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
+from ._check import (DEFAULT_MIN_SIZE, BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
 from ._image_checks import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
@@ -198,7 +198,7 @@ def _nothing_packed(images, bad) -> str:
 
 
 def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None, encoding=".jpg",
-         pass_through=False, color=1, workers=None, pack_label=False, min_size=1) -> PackReport:
+         pass_through=False, color=1, workers=None, pack_label=False, min_size=DEFAULT_MIN_SIZE) -> PackReport:
     """Write ``<prefix>.rec`` and ``<prefix>.idx`` from an image list, as im2rec does.
 
     Records keep the list order (also with several workers); the record key

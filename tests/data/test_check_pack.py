@@ -136,3 +136,36 @@ def test_greyscale_packing_is_read_as_three_channels(image_folder, tmp_path):
     image, _ = RecordDataset(tmp_path / "grey", pre)[0]
     assert image.shape == (3, 32, 32)
     np.testing.assert_allclose(image[0], image[2])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (16, 16), (1, 3000), (3000, 1), (2, 150), (40, 4000), (50, 5000)])
+def test_check_pack_and_training_agree_on_every_image_shape(tmp_path, shape):
+    """One rule: what ``check`` calls good, ``pack`` packs and the training loader reads, and the reverse.
+
+    ``check`` once called a 1x1 image bad that ``pack`` packed, and both passed a 3000x1 strip that the
+    loader refused in the middle of the first epoch.
+    """
+    from finetune import RecordDataset
+    from finetune.data import Preprocess
+
+    for name, side in (("a", shape), ("b", (20, 20))):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "p" / name / "x.png"), np.full(side + (3,), 128, np.uint8))
+    images = ImageList.from_folder(tmp_path / "p")
+    checked = check(images, workers=0)
+    packed = pack(images, tmp_path / "x", workers=0)
+    assert len(checked.good) == packed.written
+    assert [b.reason for b in checked.bad] == [b.reason for b in packed.bad]
+    ds = RecordDataset(packed.rec, Preprocess(size=(32, 32)))
+    assert all(ds[i][0].shape[-2:] == (32, 32) for i in range(len(ds)))
+
+
+def test_a_name_that_looks_like_an_image_but_is_no_file_is_named(tmp_path, caplog):
+    """A link to nothing (or a pipe) called ``x.png`` was left out of a folder's images without a word."""
+    (tmp_path / "cat").mkdir()
+    cv2.imwrite(str(tmp_path / "cat" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    os.symlink(tmp_path / "gone.png", tmp_path / "cat" / "b.png")
+    os.mkfifo(tmp_path / "cat" / "c.jpg")
+    images = ImageList.from_folder(tmp_path)
+    assert [e.path for e in images] == ["cat/a.png"]
+    assert "cat/b.png" in caplog.text and "cat/c.jpg" in caplog.text and "not files" in caplog.text
