@@ -26,7 +26,7 @@ import shutil
 import stat
 import tempfile
 
-from ._locks import hold
+from ._locks import hold, sidecar_stem
 from ._outputs import apply_umask, manifest_path, write_manifest, write_marker
 from ._write_errors import as_write_error, failed_in, no_sigxfsz, write_error
 
@@ -55,6 +55,9 @@ def commit(paths, *, what: str = "file", kind: str | None = None):
         if _special(path):
             raise write_error(path, OSError(errno.EINVAL, "it is a device, pipe or socket, not a file; give a "
                                                           "path in a folder", path), what)
+        if len(os.fsencode(os.path.basename(path))) > _name_max(path):  # found before anything is written
+            raise write_error(path, OSError(errno.ENAMETOOLONG, f"its name is longer than the file system's "
+                                                                f"{_name_max(path)} bytes; give a shorter one", path), what)
     if len({os.path.dirname(os.path.abspath(p)) for p in paths}) != 1:
         raise ValueError("atomic_files needs every path in the same folder.")
     with (locked(paths[0]) if len(paths) > 1 else contextlib.nullcontext()), no_sigxfsz():
@@ -132,8 +135,8 @@ def locked(path, what: str = "file"):
 # ----------------------------------------------------------------- the journal
 def journal_path(path, *, folder: bool = False) -> str:
     """The journal of a commit on ``path``: ``.name.commit`` beside it (files) or ``.name.swap`` (a ``folder``)."""
-    parent, name = os.path.split(os.path.abspath(os.fspath(path)))
-    return os.path.join(parent, f".{name}.swap" if folder else f".{name}.commit")
+    parent, stem = sidecar_stem(path)
+    return os.path.join(parent, stem + (".swap" if folder else ".commit"))
 
 
 def finish(journal: str) -> None:
@@ -190,6 +193,17 @@ def _rename_all(journal: str, pairs, *, finishing: bool = False) -> None:
             _remove(_aside(tmp))
 
 
+def _name_max(path: str) -> int:
+    """The longest file name (bytes) the file system of ``path``'s folder takes (255 when it cannot say)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        return int(os.pathconf(folder or "/", "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
 # ----------------------------------------------------------------- what is not a regular file
 def _special(path: str) -> bool:
     """Whether ``path`` (a link followed) is a device, pipe or socket: something a rename must never replace."""
@@ -227,9 +241,9 @@ def _write_through(path: str, what: str):
 # ----------------------------------------------------------------- temporaries and the file system
 def _temp(path: str, *, folder: bool = False) -> str:
     """A new temporary beside ``path``: ``.name.<pid>.<random>.tmp`` (a folder: ``.tmpdir``), with the umask's mode."""
-    parent, name = os.path.split(os.path.abspath(path))
+    parent, stem = sidecar_stem(path)
     os.makedirs(parent, exist_ok=True)  # an output's folder is created like the output itself
-    prefix = f".{name}.{os.getpid()}."
+    prefix = f"{stem}.{os.getpid()}."
     if folder:
         tmp = tempfile.mkdtemp(prefix=prefix, suffix=".tmpdir", dir=parent)
     else:
@@ -251,8 +265,8 @@ def _alive(pid: int) -> bool:
 
 def _sweep(path: str) -> None:
     """Remove the temporaries of ``path`` (and folders set aside for it) left by writer processes that were killed."""
-    folder, name = os.path.split(os.path.abspath(path))
-    start = f".{name}."
+    folder, stem = sidecar_stem(path)
+    start = stem + "."
     with contextlib.suppress(OSError):
         for entry in os.listdir(folder):
             pid = entry[len(start):].split(".", 1)[0]

@@ -11,18 +11,39 @@ per file in a process, so the thread that holds it may take it again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 
-__all__ = ["hold", "lock_path"]
+__all__ = ["hold", "lock_path", "sidecar_stem"]
 
 log = logging.getLogger("finetune")
 
 
+#: The longest name a sidecar file may take from its output's name, in bytes: the file system's 255
+#: less room for ``.`` and the longest suffix (a temporary's ``.<pid>.<random>.tmpdir``).
+_STEM_BYTES = 200
+
+
+def sidecar_stem(path) -> tuple:
+    """``(folder, ".<name>")``, the start of every file finetune keeps beside the output ``path``.
+
+    Locks, temporaries, journals and manifests are named from the output's
+    name; an output name near the file system's 255-byte limit would make
+    theirs too long, so a long name is cut and a hash of the whole of it added.
+    """
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    raw = os.fsencode(name)
+    if len(raw) > _STEM_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        name = os.fsdecode(raw[:_STEM_BYTES - 17].decode("utf-8", "ignore").encode()) + "~" + digest
+    return folder, "." + name
+
+
 def lock_path(path) -> str:
     """The lock file of the output ``path``: ``.<name>.lock`` in the same folder."""
-    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
-    return os.path.join(folder, f".{name}.lock")
+    folder, stem = sidecar_stem(path)
+    return os.path.join(folder, stem + ".lock")
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ import os
 import threading
 import uuid
 
-from ._locks import hold
+from ._locks import hold, sidecar_stem
 from .errors import MixedOutputError, OutputBusyError, OutputExistsError
 
 __all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
@@ -278,8 +278,8 @@ def adopt_folder(path, kind: str, *, what: str = "folder", legacy=()) -> str:
 # ---------------------------------------------------------------- manifests of multi-file units
 def manifest_path(first) -> str:
     """The manifest of the unit whose first file is ``first``: ``.<name>.finetune`` beside it."""
-    folder, name = os.path.split(os.path.abspath(os.fspath(first)))
-    return os.path.join(folder, f".{name}{MARKER}")
+    folder, stem = sidecar_stem(first)
+    return os.path.join(folder, stem + MARKER)
 
 
 def write_manifest(target, parts: dict) -> None:

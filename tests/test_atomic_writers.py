@@ -310,3 +310,35 @@ def test_a_unit_of_several_files_refuses_a_device_in_the_way(tmp_path):
         with atomic_paths([fifo, tmp_path / "x.idx"]):
             pass
     assert _listing(tmp_path) == ["x.rec"]
+
+
+# ------------------------------------------------------------------ names near the file system's limit
+@pytest.mark.parametrize("length", [200, 240, 255])
+def test_an_output_name_near_the_limit_is_written_with_its_lock_and_temporaries(tmp_path, length):
+    """Locks, temporaries, journals and manifests are named from the output; a long output name made theirs
+    too long, and a name the file system takes was refused."""
+    from finetune._file_writes import atomic_files, atomic_write
+
+    name = "n" * length
+    atomic_write(tmp_path / name, "one")
+    atomic_write(tmp_path / name, "two")
+    assert (tmp_path / name).read_text() == "two"
+    unit = [tmp_path / ("u" * (length - 4) + ext) for ext in (".rec", ".idx")]
+    with atomic_files(unit) as files:
+        for f in files:
+            f.write(b"x")
+    assert all(p.read_bytes() == b"x" for p in unit)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith((".tmp", ".tmpdir", ".commit", ".swap"))]
+
+
+def test_a_unit_with_one_name_too_long_writes_nothing_and_names_that_file(tmp_path):
+    """A 250-byte prefix made ``_classes.txt`` too long: ``.rec`` and ``.idx`` were renamed in place, the class
+    names not, and the error named the ``.rec``."""
+    from finetune._file_writes import atomic_files
+
+    stem = str(tmp_path / ("b" * 246))
+    with pytest.raises(WriteError, match=r"_classes\.txt.*longer than the file system's 255 bytes"):
+        with atomic_files([stem + ".rec", stem + ".idx", stem + "_classes.txt"]) as files:
+            for f in files:
+                f.write(b"x")
+    assert os.listdir(tmp_path) == []
