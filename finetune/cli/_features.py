@@ -30,7 +30,7 @@ def register(sub) -> None:
                        "directory, a zoo name or a saved FeatureExtractor folder), pooled, optionally "
                        "PCA-whitened, L2-normalised.")
     p.add_argument("model", metavar="MODEL", help="model directory, zoo name, or saved extractor folder")
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (recursive)")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders (recursive), .rec records or .lst/.csv lists")
     p.add_argument("--layer", action="append", help="layer name (repeat for several; see 'finetune inspect "
                    "MODEL'; default: the last convolutional block)")
     add_alias(p, "--pool", p.add_argument("--pooling", action="append", metavar="NAME",

@@ -26,7 +26,7 @@ def register(sub) -> None:
                        description="Classify images with MODEL's own preprocessing and print the top-k "
                        "classes with their softmax probabilities.")
     _model_args(p)
-    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("images", nargs="+", help="image files, folders, .rec records or .lst/.csv lists")
     p.add_argument("--top-k", type=count(1), default=5, help="classes per image (default: 5)")
     p.add_argument("--names", help="display names: a 'name<TAB>display' text file or a JSON object")
     add_shared(p, "tta")

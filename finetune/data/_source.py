@@ -254,8 +254,10 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
         )
 
     def _element(self, x, i) -> list:
-        """The items of element ``i`` of a list: a folder gives all its images."""
+        """The items of element ``i`` of a list: a folder gives all its images, records or a list theirs."""
         if isinstance(x, (str, os.PathLike)):
+            if _names_a_collection(x):
+                return self._items(open_labelled(x))
             if os.path.isdir(x):
                 paths = image_paths(x)
                 if not paths:
@@ -298,6 +300,14 @@ def _split_batch(array: np.ndarray) -> list:
     if array.ndim in (3, 4):
         return list(array)
     raise ConfigError(f"Image arrays must be (H, W[, C]) or (N, H, W[, C]). Got shape {array.shape} instead.")
+
+
+def _names_a_collection(path) -> bool:
+    """Whether ``path`` names records (a ``.rec``/``.idx`` file or a prefix with a ``.rec``) or a ``.lst``/``.csv`` list."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return os.path.splitext(path)[1].lower() in (".rec", ".idx", ".lst", ".csv")
+    return not os.path.exists(path) and os.path.isfile(path + ".rec")
 
 
 def open_labelled(path):
