@@ -17,11 +17,12 @@ before anything is written, instead of writing a shifted file.
 from __future__ import annotations
 
 import io
+import re
 
 from ._file_writes import atomic_open
 from .errors import ListFormatError
 
-__all__ = ["SEPARATORS", "TEXT", "atomic_text", "check_name", "read_lines", "read_text", "shown"]
+__all__ = ["SEPARATORS", "TEXT", "atomic_text", "cell", "check_name", "read_lines", "read_text", "shown"]
 
 #: Keyword arguments of :func:`open` for every name-holding text file.
 TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -90,3 +91,18 @@ def shown(text) -> str:
     'caf\\\\xe9'
     """
     return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def cell(text) -> str:
+    """``text`` as one cell of a printed table or report line: :func:`shown`, and control characters
+    (a newline, a tab in a file name) as their escapes, so one name stays one line.
+
+    Examples
+    --------
+    >>> cell("two\nlines\t.png")
+    'two\\nlines\\t.png'
+    """
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], shown(text))

@@ -262,7 +262,7 @@ def _build_index(args) -> int:
 
 
 def _retrieve(args) -> int:
-    from .._text import shown
+    from .._text import cell
 
     index = _index(args.index, args.dba)
     q, qids = _load_descriptors(args.queries)
@@ -275,7 +275,7 @@ def _retrieve(args) -> int:
     else:
         for qid, row_i, row_s in zip(qids, ids, scores):
             for rank, (i, s) in enumerate(zip(row_i, row_s), 1):
-                sys.stdout.write(f"{shown(qid)}\t{rank}\t{shown(i)}\t{s:.6f}\n")
+                sys.stdout.write(f"{cell(qid)}\t{rank}\t{cell(i)}\t{s:.6f}\n")
     return 0
 
 

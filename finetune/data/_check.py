@@ -36,7 +36,7 @@ import numpy as np
 from .._listing import MAX_LISTED, count_line
 from .._parallel import ordered_map
 from .._progress import RESULT
-from .._text import shown
+from .._text import cell
 from ..errors import check_range
 from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, _jpeg_info, _limit, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
@@ -74,7 +74,7 @@ class ProblemLog:
     def __call__(self, path, reason: str, detail: str) -> None:
         self.reasons.append(reason)
         if len(self.reasons) <= self.limit:
-            log.warning("%s %s: %s (%s).", self.message, shown(path), reason, detail, extra=RESULT)
+            log.warning("%s %s: %s (%s).", self.message, cell(path), reason, detail, extra=RESULT)
 
     def close(self) -> None:
         """Log the count of the problems not logged one by one (nothing when all were)."""
@@ -282,13 +282,13 @@ class CheckReport:
         """A few lines for humans: the first ``max_bad`` bad files (the rest counted per reason), and
         the conversions counted by kind. Paths that are not UTF-8 are shown with ``\\xNN`` escapes."""
         lines = [f"{len(self.good)} good, {len(self.bad)} bad, {len(self.converted)} converted."]
-        lines += [f"  bad: {shown(b.path)}: {b.reason} ({b.detail})" for b in self.bad[:max_bad]]
+        lines += [f"  bad: {cell(b.path)}: {b.reason} ({b.detail})" for b in self.bad[:max_bad]]
         if len(self.bad) > max_bad:
             lines.append("  " + count_line(len(self.bad) - max_bad, "bad", [b.reason for b in self.bad[max_bad:]]))
         kinds = collections.Counter(note for _, notes in self.converted for note in notes)
         if kinds:
             lines.append("  converted on decoding: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
-        lines += [f"  converted: {shown(p)}: {', '.join(n)}" for p, n in self.converted[:max_converted]]
+        lines += [f"  converted: {cell(p)}: {', '.join(n)}" for p, n in self.converted[:max_converted]]
         if len(self.converted) > max_converted:
             lines.append(f"  ... and {len(self.converted) - max_converted} more converted")
         return "\n".join(lines)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._file_writes import atomic_open
+from .._text import cell
 from ..data import ImageSource, open_labelled
 from ..errors import ConfigError, DataError, MissingFileError, check_range
 
@@ -182,20 +183,20 @@ class EvaluationReport:
                  f"mean class acc.  {_pct(self.mean_class_accuracy)}", ""]
         predicted = self.confusion.sum(axis=0)
         shown = [c for c in self.per_class if c["support"] > 0 or predicted[c["index"]] > 0 or len(self.per_class) <= 50]
-        width = max([5] + [len(c["name"]) for c in shown])
+        width = max([5] + [len(cell(c["name"])) for c in shown])
         lines.append(f"{'class':<{width}}  support  accuracy  precision")
         for c in shown:
-            lines.append(f"{c['name']:<{width}}  {c['support']:>7}  {_pct(c['accuracy']):>8}  {_pct(c['precision']):>9}")
+            lines.append(f"{cell(c['name']):<{width}}  {c['support']:>7}  {_pct(c['accuracy']):>8}  {_pct(c['precision']):>9}")
         if len(shown) < len(self.per_class):
             lines.append(f"({len(self.per_class) - len(shown)} classes with no image and no prediction not shown)")
         wrong = self.most_confident_errors(10)
         if wrong:
             lines += ["", "most confidently wrong:"]
             for w in wrong:
-                lines.append(f"  {w['source']}: {w['label_name']} predicted as {w['predicted_name']} "
+                lines.append(f"  {cell(w['source'])}: {cell(w['label_name'])} predicted as {cell(w['predicted_name'])} "
                              f"({w['probability']:.3f})")
         for source, message in self.errors[:10]:
-            lines.append(f"unreadable: {source}: {message}")
+            lines.append(f"unreadable: {cell(source)}: {cell(message)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

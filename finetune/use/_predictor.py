@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .._context import resolve_ctx
+from .._text import cell
 from .._parallel import default_workers
 from ..data import ImageSource
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
@@ -319,7 +320,7 @@ class Predictor:
         if outputs is None:
             outputs = np.full((n, len(self.class_names or [])), np.nan, np.float32)
         for i, msg in errors.items():
-            log.warning("Skipping %s: %s", items[i].source, msg, extra=RESULT)
+            log.warning("Skipping %s: %s", cell(items[i].source), cell(msg), extra=RESULT)
         return outputs, errors
 
     def _batches(self, items, pool, errors):

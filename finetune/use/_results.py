@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from .._file_writes import atomic_write
+from .._text import cell
 from ..data import ImageItem
 
 __all__ = ["Prediction", "Predictions"]
@@ -148,9 +149,9 @@ class Predictions(list):
         lines = []
         for r in self.to_records(top_k):
             if r["error"] is not None:
-                lines.append((r["source"], "-", "ERROR: " + r["error"], None))
+                lines.append((cell(r["source"]), "-", "ERROR: " + cell(r["error"]), None))
             else:
-                lines.append((r["source"], str(r["rank"]), r["display"], f"{r['probability']:.4f}"))
+                lines.append((cell(r["source"]), str(r["rank"]), cell(r["display"]), f"{r['probability']:.4f}"))
         w0 = max([len(header[0])] + [len(x[0]) for x in lines])
         w2 = max([len(header[2])] + [len(x[2]) for x in lines if x[3] is not None])
         out = [f"{header[0]:<{w0}}  {header[1]}  {header[2]:<{w2}}  {header[3]}"]

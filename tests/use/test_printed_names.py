@@ -1,0 +1,41 @@
+"""Names with control characters stay one row of every printed table and report."""
+
+import cv2
+import numpy as np
+import pytest
+
+import finetune as ft
+from finetune.testing import tiny_block
+
+NAMES = ["two\nlines", "tab\there", "cr\rback", "bell\x07"]
+
+
+@pytest.fixture
+def odd_folder(tmp_path):
+    for k, name in enumerate(NAMES[:2]):
+        for i in range(2):
+            folder = tmp_path / name
+            folder.mkdir(exist_ok=True)
+            cv2.imwrite(str(folder / f"{NAMES[(k + i) % len(NAMES)]}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
+    return tmp_path
+
+
+def _assert_rows(text, rows):
+    assert len(text.splitlines()) == rows, text
+    for name in NAMES:
+        assert name not in text
+
+
+def test_predictions_evaluation_and_check_keep_one_name_on_one_row(odd_folder):
+    net = tiny_block()
+    net.class_names = ["a\nb", "c\td"]
+    predictor = ft.Predictor(net, tta=False, workers=1, fuse=False)
+    preds = predictor.predict(odd_folder, top_k=1)
+    _assert_rows(preds.to_table(), 1 + len(preds))
+    images = ft.ImageList.from_folder(odd_folder)
+    report = ft.check(images, workers=0)
+    _assert_rows(report.summary(), 1)
+    evaluation = ft.evaluate(predictor, ft.ImageList(images.entries, root=images.root, class_names=net.class_names))
+    text = str(evaluation)
+    assert "two\\nlines" in text or "a\\nb" in text
+    assert not any(c in line for line in text.splitlines() for c in "\r\x07")
