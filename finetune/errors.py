@@ -105,7 +105,8 @@ class UnknownNameError(ConfigError, KeyError):
         shown = ", ".join(self.choices[:40])
         if len(self.choices) > 40:
             shown += f", ... ({len(self.choices) - 40} more)"
-        msg += f" Known {self.kind}s: {shown}."
+        plural = self.kind + ("es" if self.kind.endswith(("s", "sh", "ch", "x")) else "s")
+        msg += f" Known {plural}: {shown}."
         return msg
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message

@@ -326,6 +326,28 @@ def test_labels_are_checked_only_for_class_index_losses():
         check_labels([0, 1, 5], 3)
 
 
+def test_records_labels_are_checked_and_classes_without_training_images_are_named(tmp_path, caplog):
+    """A ``_classes.txt`` with more names than the records' labels made a wider head without a word, and the
+    labels of records were never checked against the model's class count."""
+    import cv2
+
+    from finetune import ImageList, RecordDataset, pack
+    from finetune.train._batches import check_dataset_labels
+
+    for k in range(2):
+        (tmp_path / f"c{k}").mkdir()
+        cv2.imwrite(str(tmp_path / f"c{k}" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    pack(ImageList.from_folder(tmp_path), tmp_path / "r", workers=0)
+    records = RecordDataset(tmp_path / "r")
+    check_dataset_labels(records, 2)
+    assert "no image" not in caplog.text
+    with pytest.raises(DataError, match="not class indices"):
+        check_dataset_labels(records, 1)
+    check_dataset_labels(records, 5)
+    check_dataset_labels(records, 5)
+    assert caplog.text.count("3 of the 5 classes have no image in the training data (class 2, 3, 4)") == 1
+
+
 # ------------------------------------------------------------- Caffe layer parameters
 CAFFE_BAD = [("kernel_size: 3 stride: 2", "kernel_size: 3 stride: 0", "pool1"),
              ("kernel_size: 3 stride: 2", "kernel_size: 0 stride: 2", "pool1"),

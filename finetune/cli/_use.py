@@ -52,7 +52,7 @@ def register(sub) -> None:
     _model_args(p)
     p.add_argument("image", help="image file")
     p.add_argument("--layer", help="convolutional layer (default: the last one)")
-    add_alias(p, "--class", p.add_argument("--target", help="class index or name (default: the predicted class)"))
+    add_alias(p, "--class", p.add_argument("--target", help="class name, or index when no class has that name (default: the predicted class)"))
     add_shared(p, "out", required=True, metavar="IMAGE", help="overlay image to write (.png / .jpg)")
     p.add_argument("--alpha", type=number(Real, 0, 1), default=0.5, help="weight of the heat map in the overlay")
     p.set_defaults(handler=_gradcam)
@@ -156,8 +156,8 @@ def _gradcam(args) -> int:
 
     ctx = ctx_of(args)
     model = create_model(args.model, weights=args.weights, ctx=ctx)
-    target = args.target
-    if target is not None and target.isdigit():
+    target = args.target  # a class name wins; else a whole number is a class index
+    if target is not None and target not in (model.class_names or []) and target.lstrip("-").isdigit():
         target = int(target)
     cam = GradCAM(model, layer=args.layer, ctx=ctx[0] if ctx else None)
     result = cam(args.image, target)

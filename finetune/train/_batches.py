@@ -16,6 +16,8 @@ loader worker processes.
 
 from __future__ import annotations
 
+import logging
+
 import random
 
 import numpy as np
@@ -65,6 +67,9 @@ def _as_dataset(data, what: str):
     )
 
 
+_WARNED: set = set()
+
+
 def check_labels(labels, num_classes: int | None = None, what: str = "train") -> None:
     """Raise :class:`DataError` unless every label is a class index: a whole number in ``[0, num_classes)``.
 
@@ -96,14 +101,24 @@ def check_labels(labels, num_classes: int | None = None, what: str = "train") ->
         i = int(np.flatnonzero(bad)[0])
         raise DataError(f"The {what!r} data has {int(bad.sum())} label(s) that are not class indices ({allowed}); "
                         f"the first is item {i}, with label {y[i].item()!r}.")
+    if num_classes and what == "train":
+        empty = sorted(set(range(num_classes)) - set(yf.astype(np.int64).tolist()))
+        key = (num_classes, len(y), tuple(empty))
+        if empty and key not in _WARNED:  # once, not again for the fine-tuning after the head warm-up
+            _WARNED.add(key)
+            shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+            logging.getLogger("finetune").warning(
+                "%d of the %d classes have no image in the training data (class %s): the model will learn never "
+                "to predict them. Check the class list (a _classes.txt with more names than the records' labels, "
+                "--num-classes) or add their images.", len(empty), num_classes, shown)
 
 
 def check_dataset_labels(dataset, num_classes: int | None = None, what: str = "train") -> None:
     """:func:`check_labels` on a data set whose labels can be had without reading the images.
 
     That is an ``(images, labels)`` pair turned into an ``ArrayDataset`` by
-    :func:`as_dataset`, or a data set with a ``labels()`` method (such as
-    :class:`~finetune.RecordDataset`, which reads only the record headers).
+    :func:`as_dataset`, a data set with a ``labels()`` method, or a
+    :class:`~finetune.RecordDataset` (its ``labels`` read only the record headers).
     Other data sets are not checked here.
     """
     if dataset is None:
@@ -112,6 +127,8 @@ def check_dataset_labels(dataset, num_classes: int | None = None, what: str = "t
         labels = dataset._data[1]
     elif callable(getattr(dataset, "labels", None)):
         labels = dataset.labels()
+    elif isinstance(dataset, RecordDataset):
+        labels = dataset.labels
     else:
         return
     check_labels(labels.asnumpy() if hasattr(labels, "asnumpy") else labels, num_classes, what)

@@ -71,3 +71,19 @@ def test_gradcam_and_export_commands(model_dir, image_folder, tmp_path, capsys):
 def test_unknown_model_name_suggests(capsys):
     assert main(["-q", "predict", "efficientnet_lite", "x.jpg"]) == 1
     assert "Did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, explained", [("1", "1"), ("10", "10"), ("-1", "-1"), ("3", "0"), ("fish", None)])
+def test_gradcam_target_a_class_name_wins_over_an_index(image_folder, tmp_path, capsys, target, explained):
+    """Classes named like numbers: ``--target 1`` explained the class at index 1 ('-1'), ``--target 10`` was
+    refused as an index out of range."""
+    from tests.use.conftest import make_tiny
+
+    export_for_deployment(make_tiny(classes=("1", "-1", "10", "0")), tmp_path / "num")
+    image = str(sorted((image_folder / "fish").iterdir())[0])
+    code = main(["-q", "gradcam", str(tmp_path / "num"), image, "--target", target, "--out", str(tmp_path / "h.png")])
+    out, err = capsys.readouterr()
+    if explained is None:
+        assert code == 1 and "Unknown class 'fish'" in err and "Known classes:" in err
+    else:
+        assert code == 0 and f"{image}: {explained} (" in out
