@@ -21,6 +21,22 @@ __all__ = ["Constraint", "InstanceOf", "Interval", "Options", "Sequence", "descr
            "show"]
 
 _INT64 = 2 ** 63 - 1
+#: The largest magnitude of a float parameter: MXNet computes in float32, so a larger value is infinite there
+#: (a learning rate of ``1e39`` made every weight infinite; ``1e308`` crashed MXNet's optimizer).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def magnitude_note(value) -> str:
+    """``" (the largest value it can take is ...)"`` when ``value`` is a number only too large to be held, else ``""``."""
+    if not is_number(value):
+        return ""
+    if isinstance(value, (Integral, np.integer)) and abs(int(value)) > _INT64:
+        return f" (the largest whole number it can take is {_INT64})"
+    try:
+        x = abs(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return ""
+    return f" (the largest value it can take is {FLOAT32_MAX:.4g})" if FLOAT32_MAX < x < math.inf else ""
 
 
 def is_number(value, kind=Real) -> bool:
@@ -66,7 +82,8 @@ class Interval(Constraint):
     allow_inf : bool
         Accept ``inf`` / ``-inf`` (when the bounds allow them). Default: only
         finite values. NaN never passes; neither does an integer that does
-        not fit in 64 bits, or a float that overflows.
+        not fit in 64 bits, or a float beyond float32's range (``FLOAT32_MAX``):
+        MXNet computes in float32.
 
     Examples
     --------
@@ -98,6 +115,8 @@ class Interval(Constraint):
         except (OverflowError, ValueError, TypeError):
             return False
         if math.isnan(x) or (math.isinf(x) and not self.allow_inf):
+            return False
+        if self.kind is Real and FLOAT32_MAX < abs(x) < math.inf:  # infinite for MXNet's float32
             return False
         if self.left is not None:
             if x < self.left or (x == self.left and self.closed in ("right", "neither")):

@@ -84,6 +84,18 @@ def load_symbol(path, *, what: str = "graph file"):
         raise ModelError(f"The {what} {path!r} is corrupt: {_first_line(exc)}") from None
 
 
+def non_finite(arrays: dict) -> list:
+    """The names of the floating-point arrays in ``arrays`` (name -> NDArray or numpy array) holding NaN or infinity."""
+    import numpy as np
+
+    bad = []
+    for name, value in arrays.items():
+        a = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad.append(name)
+    return bad
+
+
 def save_arrays(path, arrays) -> None:
     """``mx.nd.save(path, arrays)`` for any ``path`` (through a temporary file MXNet can name when needed)."""
     import mxnet as mx

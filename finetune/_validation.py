@@ -31,7 +31,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from ._constraints import (Constraint, InstanceOf, Interval, Options, Sequence, _alternatives, describe, is_number,
-                           satisfies, show)
+                           magnitude_note, satisfies, show)
 from .errors import ConfigError
 
 __all__ = ["SEED", "Constraint", "InstanceOf", "Interval", "Options", "Sequence", "describe", "is_number",
@@ -67,7 +67,7 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
     for name, value in params.items():
         if name in constraints and not satisfies(value, constraints[name]):
             raise ConfigError(f"The {name!r} parameter{of} must be {_wanted(value, constraints[name])}. "
-                              f"Got {show(value)} instead.")
+                              f"Got {show(value)} instead{magnitude_note(value)}.")
 
 
 def _wanted(value, constraints) -> str:

@@ -280,12 +280,13 @@ def check_range(owner: str, param: str, value, low=None, high=None, *,
     """
     from numbers import Real
 
-    from ._constraints import Interval, show
+    from ._constraints import Interval, magnitude_note, show
 
     closed = {(False, False): "both", (False, True): "left", (True, False): "right", (True, True): "neither"}
     interval = Interval(Real, low, high, closed=closed[(low_open, high_open)])
     if not interval.is_satisfied_by(value):
         what = "" if Interval(Real).is_satisfied_by(value) else "a finite number "
         raise ConfigError(
-            f"The {param!r} parameter of {owner} must be {what}in {interval.bounds()}. Got {show(value)} instead."
+            f"The {param!r} parameter of {owner} must be {what}in {interval.bounds()}. Got {show(value)} instead"
+            f"{magnitude_note(value)}."
         )

@@ -30,6 +30,7 @@ import sys
 from numbers import Integral, Real
 from typing import NamedTuple
 
+from .._constraints import magnitude_note
 from .._validation import Interval, describe, satisfies
 
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
@@ -59,7 +60,7 @@ def number(kind=Real, low=None, high=None, closed: str = "both"):
         except ValueError:
             value = text
         if not satisfies(value, constraint):
-            raise argparse.ArgumentTypeError(f"must be {describe(constraint)}. Got {text!r}.")
+            raise argparse.ArgumentTypeError(f"must be {describe(constraint)}. Got {text!r}{magnitude_note(value)}.")
         return value
 
     parse.__name__ = "int" if kind is Integral else "float"  # argparse names the type in some messages

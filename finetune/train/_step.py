@@ -69,3 +69,22 @@ def optimizer_step(trainer, net, x, y, global_n, mix=None) -> tuple:
     if stats is None:
         stats = sum(batch_stats(o, yi, l) for o, yi, l in zip(outs, ys, losses))
     return stats[:4], True
+
+
+def check_weights_finite(trainer, epoch: int, row: dict) -> None:
+    """Raise :class:`~finetune.errors.NonFiniteLossError` when a trained weight is NaN or infinite after ``epoch``.
+
+    The loss of a batch is computed before its update, so the step that
+    makes the weights overflow (a learning rate of ``1e39``) still shows a
+    finite loss; this check, before the epoch's checkpoint and callbacks, keeps
+    such weights out of every checkpoint and model directory.
+    """
+    norms = [p.data(trainer.ctx_[0]).norm().reshape((1,)) for p in trainer._tparams]
+    if not norms or math.isfinite(mx.nd.add_n(*norms).asscalar()):
+        return
+    from ..errors import NonFiniteLossError
+
+    val = f" (validation loss {row['val_loss']:.4g})" if "val_loss" in row else ""
+    raise NonFiniteLossError(f"The weights became NaN or infinite in epoch {epoch}{val}: training diverged. Lower the "
+                             f"learning rate (it is {row.get('lr', float('nan')):.4g} now). The last good checkpoint "
+                             f"is {trainer.last_checkpoint_ or 'none'}.")

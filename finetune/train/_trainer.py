@@ -36,7 +36,7 @@ from ._evaluate import evaluate
 from ._mixing import mix_batch
 from ._optim import make_optimizer_params
 from ._resume import find_checkpoint, load_state, run_fingerprint, save_state
-from ._step import optimizer_step
+from ._step import check_weights_finite, optimizer_step
 from ._weights import restore, snapshot
 
 __all__ = ["Trainer"]
@@ -321,8 +321,8 @@ class Trainer:
                **self._train_logs()}
         if val_ds is not None:
             row.update({f"val_{k}": v for k, v in self._evaluate(net, val_ds, loader=self._val_loader).items()})
-        row["images_per_s"] = seen / max(seconds, 1e-9)
-        row["seconds"] = seconds
+        row["images_per_s"], row["seconds"] = seen / max(seconds, 1e-9), seconds
+        check_weights_finite(self, epoch, row)
         stop = bool(self.schedule.epoch_end(epoch, row))
         self.history_.append(row)
         self.epoch_, self.batch_, self._acc = epoch + 1, 0, np.zeros(4)

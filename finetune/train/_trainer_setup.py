@@ -14,6 +14,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .._constraints import FLOAT32_MAX
 from .._context import resolve_ctx
 from ..errors import ConfigError, DataError, DeviceError
 from ..models import ModelProtocol
@@ -75,8 +76,23 @@ def setup(trainer) -> None:
     trainer._trainer = gluon.Trainer(tparams, trainer.optimizer, dict(trainer.optimizer_params), kvstore=kv,
                                      update_on_kvstore=False)
     trainer._tparams = tparams
+    _check_rates(trainer._trainer.optimizer, tparams)
     if trainer.num_workers_ > 1 or trainer._distributed:
         start_kvstore(trainer._trainer)
+
+
+def _check_rates(optimizer, tparams) -> None:
+    """Refuse a learning rate or weight decay whose product with a parameter's multiplier leaves float32's range.
+
+    Each value passes its own check; MXNet's update operator takes the products
+    in float32 and failed with a traceback (``Invalid Parameter format for lrs``).
+    """
+    for what, base, mult in (("learning rate", optimizer.learning_rate, "lr_mult"), ("weight decay", optimizer.wd,
+                                                                                       "wd_mult")):
+        top = float(base or 0) * max(float(getattr(p, mult, 1.0)) for p in tparams)
+        if not abs(top) <= FLOAT32_MAX:
+            raise ConfigError(f"The {what} {base:g} times the largest per-layer multiplier gives {top:g}, beyond "
+                              f"float32's range ({FLOAT32_MAX:.4g}) that MXNet computes in. Lower one of them.")
 
 
 def check_labels(trainer, train_ds, val_ds) -> None:

@@ -136,3 +136,26 @@ def test_an_error_while_saving_keeps_the_old_directory_and_leaves_no_temporary(o
     assert info.value.errno == 28
     monkeypatch.undo()
     assert _files(target) == old and listing(tmp_path) == ["m"]
+
+
+def test_weights_that_are_not_finite_are_neither_saved_nor_loaded(tmp_path):
+    """A diverged run saved a model of NaN weights over a good one, and predict printed 'nan' with exit code 0."""
+    import numpy as np
+
+    from finetune.errors import ModelError
+
+    mx.random.seed(2)
+    model = ft.HeadReplacer(3).apply(ft.Backbone.from_zoo("mobilenet0.25", weights=None), class_names=["x", "y", "z"])
+    model.save(tmp_path / "good")
+    before = listing(tmp_path / "good")
+    param = list(model.collect_params().values())[2]
+    param.set_data(param.data() * np.inf)
+    with pytest.raises(ModelError, match="NaN or infinity.*diverged"):
+        model.save(tmp_path / "good")
+    assert listing(tmp_path / "good") == before
+    arrays = mx.nd.load(str(tmp_path / "good" / "weights.params"))
+    name = sorted(arrays)[0]
+    arrays[name] = arrays[name] * np.nan
+    mx.nd.save(str(tmp_path / "good" / "weights.params"), arrays)
+    with pytest.raises(ModelError, match=f"NaN or infinity in 1 arrays .*{name}"):
+        ft.create_model(tmp_path / "good")

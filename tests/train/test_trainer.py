@@ -88,6 +88,27 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == good
 
 
+def test_weights_that_overflow_on_the_last_step_of_an_epoch_are_never_checkpointed_or_saved(tmp_path):
+    """One batch per epoch: its loss is computed before the update that overflows the weights, so no loss was
+    ever non-finite; the run ended "Trained", checkpointed and saved a model of NaN weights."""
+    x, y = data(24)
+    t = fit(mlp(), data=(x, y), out_dir=tmp_path, epochs=1, batch_size=24)
+    good = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+
+    class Overflow(Callback):  # what an update at a huge learning rate does, after its loss was computed
+        def on_batch_end(self, trainer, epoch, batch, logs):
+            weight = trainer._tparams[0]
+            weight.set_data(weight.data() * np.inf)
+
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite in epoch 1.*training diverged"):
+        t.fit((x, y), epochs=3, callbacks=[Overflow()])
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == good
+    # each value in range, their product not: refused before a step, not MXNet's traceback
+    policy = LayerLRPolicy.pretrained(backbone_lr_mult=1e38, head="nothing*")
+    with pytest.raises(ConfigError, match="learning rate 1e.30 times the largest per-layer multiplier"):
+        fit(mlp(), data=(x, y), epochs=1, policy=policy, optimizer_params={"learning_rate": 1e30})
+
+
 def test_step_and_cosine_lr_reach_the_optimizer():
     t = fit(mlp(), schedule=StepSchedule(0.1, epochs=[1]), optimizer_params={"lr": 0.5})
     assert [r["lr"] for r in t.history_] == pytest.approx([0.5, 0.05])

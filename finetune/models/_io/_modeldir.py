@@ -43,7 +43,7 @@ import numpy as np
 
 from ..._arrays import read_npy
 from ..._folder_swap import atomic_dir, recover_dir
-from ..._mxio import load_arrays, load_symbol, save_arrays
+from ..._mxio import load_arrays, load_symbol, non_finite, save_arrays
 from ..._outputs import MODEL, RUN, folder_generation, read_marker
 from ..._version import __version__
 from ...data import Preprocess
@@ -58,6 +58,11 @@ SAVE_VERSION = 1  # what plain ``save`` writes: readable by every finetune since
 
 def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
     path = os.path.abspath(os.fspath(path))
+    bad = non_finite(arrays)
+    if bad:
+        raise ModelError(f"Not saved to {path!r}: {len(bad)} of the model's {len(arrays)} weight arrays hold NaN or "
+                         f"infinity (the first: {bad[0]!r}); a training run diverged. Train again with a lower "
+                         "learning rate.")
     config = dict(config, weights="weights.params")
     with atomic_dir(path, what="model directory", kind=KIND) as tmp:
         for name, text in files.items():
@@ -163,6 +168,10 @@ def read_weights(path, config: dict) -> dict:
     arrays = load_arrays(wpath)
     if not isinstance(arrays, dict):
         raise ModelError(f"The weights file {wpath!r} holds no named parameters.")
+    bad = non_finite(arrays)
+    if bad:
+        raise ModelError(f"The weights file {wpath!r} holds NaN or infinity in {len(bad)} arrays (the first: "
+                         f"{bad[0]!r}): it comes from a training run that diverged. Train it again.")
     return {_unprefixed(k): v for k, v in arrays.items()}
 
 
