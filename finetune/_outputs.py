@@ -302,6 +302,38 @@ def written_with(first, part) -> bool:
         return False
 
 
+def refuse_foreign_part(path, new, own_manifest) -> None:
+    """Raise :class:`OutputExistsError` when writing ``new`` (a file) over ``path`` would break another unit.
+
+    ``path`` breaks a unit when a manifest beside it (other than
+    ``own_manifest``) lists it, the file is still the one that unit was
+    written with, and ``new`` has other content: ``split --out data/x`` over
+    the ``data/x_classes.txt`` of ``pack --out data/x`` made those records unreadable.
+    """
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    try:
+        if not os.path.isfile(path):
+            return
+        manifests = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(MARKER)]
+    except OSError:
+        return
+    for entry in manifests:
+        manifest = os.path.join(folder, entry)
+        if manifest == own_manifest:
+            continue
+        try:
+            with open(manifest, encoding="utf-8") as f:
+                files = json.load(f)["files"]
+            mine = files[name]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if fingerprint(path) == mine and fingerprint(new) != mine:
+            others = ", ".join(repr(n) for n in sorted(files) if n != name)
+            raise OutputExistsError(f"{os.fspath(path)!r} belongs to one output with {others}; other content in it "
+                                    "would make them unreadable. Choose another output name, or delete those "
+                                    "files first.", os.fspath(path))
+
+
 def check_parts(paths, *, what: str = "output") -> None:
     """Raise :class:`MixedOutputError` unless the files ``paths`` are the unit their manifest describes.
 

@@ -13,7 +13,7 @@ import errno
 import os
 import signal
 
-from .errors import WriteError
+from .errors import FinetuneError, WriteError
 
 __all__ = ["as_write_error", "failed_in", "no_sigxfsz", "write_error"]
 
@@ -36,7 +36,7 @@ def write_error(path: str, e: OSError, what: str = "file") -> WriteError:
 def as_write_error(e: BaseException, path: str, files, in_body: bool, what: str = "file"):
     """The :class:`WriteError` that ``e`` means for ``path`` (an ``OSError`` of the commit, or any error of the
     writer when ``files``, before their removal, show a full disk or the size limit), or None: ``e`` as it is."""
-    if isinstance(e, (WriteError, KeyboardInterrupt, SystemExit, GeneratorExit)):
+    if isinstance(e, (FinetuneError, KeyboardInterrupt, SystemExit, GeneratorExit)):  # typed already
         return None
     if isinstance(e, OSError) and (not in_body or e.errno in _FULL):
         return write_error(path, e, what)

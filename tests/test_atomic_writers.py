@@ -342,3 +342,26 @@ def test_a_unit_with_one_name_too_long_writes_nothing_and_names_that_file(tmp_pa
             for f in files:
                 f.write(b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_part_of_another_output_is_not_replaced_with_other_content(tmp_path):
+    """``split --out data/x`` rewrote the ``data/x_classes.txt`` of ``pack --out data/x``, whose records then
+    failed to load; the same content (the same classes) is still written."""
+    import cv2
+
+    from finetune import ImageList, RecordDataset, pack
+    from finetune.data import write_lists
+    from finetune.errors import OutputExistsError
+
+    for name in ("cat", "dog"):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "p" / name / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    images = ImageList.from_folder(tmp_path / "p")
+    pack(images, tmp_path / "x", workers=0)
+    same = ImageList(images.entries, root=images.root, class_names=["cat", "dog"])
+    write_lists({tmp_path / "x_train.lst": same}, tmp_path / "x_classes.txt")
+    other = ImageList(images.entries, root=images.root, class_names=["cat", "zebra"])
+    with pytest.raises(OutputExistsError, match="x_classes.txt' belongs to one output with 'x.idx'"):
+        write_lists({tmp_path / "x_train.lst": other}, tmp_path / "x_classes.txt")
+    assert RecordDataset(tmp_path / "x").class_names == ["cat", "dog"]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]

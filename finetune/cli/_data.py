@@ -11,7 +11,7 @@ from numbers import Integral, Real
 
 from .._progress import results_printed
 from . import _say
-from ._options import add_alias, add_out, add_shared, count, number, prefix
+from ._options import add_alias, add_out, add_shared, count, name_part, number, prefix
 
 log = logging.getLogger("finetune")
 
@@ -44,7 +44,7 @@ def register(sub) -> None:
     group.add_argument("--ratios", type=number(Real, 0, 1, closed="right"), nargs="+", default=[0.8, 0.2],
                        help="fraction of each class per part (default: 0.8 0.2)")
     group.add_argument("--per-class", type=count(1), help="N images per class in the first part, the rest in the second")
-    add_alias(p, "--names", p.add_argument("--part-names", nargs="+", metavar="NAME",
+    add_alias(p, "--names", p.add_argument("--part-names", nargs="+", metavar="NAME", type=name_part,
                                            help="names of the parts (default: train val [test])"))
     add_shared(p, "seed")
     p.add_argument("--exts", nargs="+", default=None, action=_Extensions,
@@ -251,8 +251,8 @@ def _split(args) -> int:
     else:
         parts = images.split(args.ratios, seed=args.seed)
     names = args.part_names or ["train", "val", "test"][:len(parts)]
-    if len(names) != len(parts):
-        raise ConfigError(f"--part-names needs {len(parts)} names for {len(parts)} parts. Got {names}.")
+    if len(names) != len(parts) or len(set(names)) != len(names):
+        raise ConfigError(f"--part-names needs {len(parts)} different names for {len(parts)} parts. Got {names}.")
     from ..data import write_lists
 
     classes = args.out + "_classes.txt"

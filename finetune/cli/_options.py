@@ -95,6 +95,25 @@ def prefix(text: str) -> str:
     return text
 
 
+def name_part(text: str) -> str:
+    """A word that becomes part of a file name (``split --part-names``): no folder, no control character.
+
+    Examples
+    --------
+    >>> name_part("train")
+    'train'
+    >>> name_part("../x")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a plain name (no '/', not empty, '.' or '..', no control characters). Got '../x'.
+    """
+    if (not text or text in (".", "..") or "/" in text or (os.altsep and os.altsep in text)
+            or any(ord(c) < 32 or c == "\x7f" for c in text)):
+        raise argparse.ArgumentTypeError("must be a plain name (no '/', not empty, '.' or '..', no control "
+                                         f"characters). Got {text!r}.")
+    return text
+
+
 def weights(text: str):
     """``--weights``: ``imagenet`` (the pretrained weights, the default), ``none`` (random) or a weights file.
 

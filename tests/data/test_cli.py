@@ -131,3 +131,25 @@ def test_a_split_that_fails_writes_no_part_so_train_and_val_never_overlap(image_
     assert main(["split", str(image_folder), "--out", out, "--ratios", "0.5", "0.5", "--seed", "2"]) == 1
     assert "holds a tab" in capsys.readouterr().err
     assert {p: open(p, "rb").read() for p in before} == before
+
+
+@pytest.mark.parametrize("names, error", [(["a", "a"], "2 different names"), (["../../x", "y"], "plain name"),
+                                          (["", "y"], "plain name"), (["a/b", "y"], "plain name"),
+                                          (["a\nb", "y"], "plain name")])
+def test_split_part_names_are_distinct_plain_names(tmp_path, capsys, names, error):
+    """``--part-names a a`` wrote both parts to one list (9 of 12 images in none); ``../../x`` wrote outside
+    the output folder and then said nothing had changed."""
+    import cv2
+
+    from finetune.cli import main
+
+    for name in ("cat", "dog"):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "p" / name / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    try:
+        code = main(["-q", "split", str(tmp_path / "p"), "--out", str(tmp_path / "o" / "s"), "--part-names", *names])
+    except SystemExit as exc:  # argparse's usage error
+        code = exc.code
+    assert code in (1, 2) and error in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and sorted(os.listdir(tmp_path)) == ["p"]
