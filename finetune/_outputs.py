@@ -311,6 +311,8 @@ def refuse_foreign_part(path, new, own_manifest) -> None:
     the ``data/x_classes.txt`` of ``pack --out data/x`` made those records unreadable.
     """
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    if name.endswith(".lst"):  # a list beside records only names them; rewriting it is the user's to do (pack
+        return                 # then leaves it as the user's own)
     try:
         if not os.path.isfile(path):
             return

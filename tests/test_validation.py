@@ -252,7 +252,15 @@ def test_a_model_directory_with_a_bad_config_is_refused_naming_the_key(tmp_path)
     for change, where in [({"preprocess": dict(good["preprocess"], resize=30000)}, "preprocess.resize"),
                           ({"preprocess": dict(good["preprocess"], size="abc")}, "preprocess.size"),
                           ({"preprocess": None}, "'preprocess'"), ({"class_names": [1, 2]}, "'class_names'"),
-                          ({"class": "Model", "head": {"num_classes": 0, "in_features": 3}}, "head.num_classes")]:
+                          ({"class": "Model", "head": {"num_classes": 0, "in_features": 3}}, "head.num_classes"),
+                          # hand edits that ended in KeyError / TypeError tracebacks, or silently other inputs
+                          ({"graph": {"layer_names": 7}}, "graph.layer_names"),
+                          ({"graph": {"classifier": ["fc"]}}, "graph.classifier"),
+                          ({"class_names": ["cat", ""]}, "empty class name"),
+                          ({"preprocess": {}}, "no 'preprocess.size'"),
+                          ({"preprocess": {k: v for k, v in good["preprocess"].items() if k != "std"}},
+                           "no 'preprocess.std'"),
+                          ({"format_version": 99}, "format 99, newer than the format")]:
         (path / "config.json").write_text(json.dumps(dict(good, **change)))
         with pytest.raises(ModelError, match=re.escape(where)):
             read_config(path)

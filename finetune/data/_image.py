@@ -66,6 +66,9 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max
     """
     if color not in _COLORS:
         raise ConfigError(f"The 'color' parameter must be one of {_COLORS}. Got {color!r} instead.")
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        hint = " (a path: use read_image)" if isinstance(buf, (str, os.PathLike)) else ""
+        raise ConfigError(f"decode_image takes the encoded bytes of an image{hint}. Got {type(buf).__name__} instead.")
     refuse_unsafe(buf, source, max_pixels)
     arr = np.frombuffer(buf, dtype=np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if color == "GRAY" else cv2.IMREAD_COLOR

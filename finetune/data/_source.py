@@ -19,6 +19,7 @@ fails only its own item and a thread pool can decode items in parallel.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import warnings
@@ -94,12 +95,19 @@ def _pixels(value, source: str) -> np.ndarray:
         )
     if img.dtype == np.uint8:
         return img
+    if not (np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)) or img.dtype == bool:
+        raise ConfigError(f"{source} holds {img.dtype} values; images are uint8 (or float) pixels in 0-255.")
     if np.issubdtype(img.dtype, np.floating):
+        if not np.isfinite(img).all():
+            raise ConfigError(f"{source} holds NaN or infinite pixels; give finite values in 0-255.")
         if img.size and float(img.max()) <= 1.0 + 1e-6:
             warnings.warn(f"{source}: a float array with values in [0, 1]; finetune expects raw 0-255 "
                           "pixels. Multiply by 255 first.", stacklevel=4)
         return img.astype(np.float32, copy=False)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    if img.size and (int(img.max()) > 255 or int(img.min()) < 0):
+        raise ConfigError(f"{source} is a {img.dtype} array with values from {int(img.min())} to {int(img.max())}; "
+                          "pixels are 0-255 (for 16-bit images: x // 257, as uint8).")
+    return img.astype(np.uint8)
 
 
 def is_record_dataset(obj) -> bool:
@@ -231,6 +239,11 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
     def _items(self, images) -> list:
         if isinstance(images, ImageSource):
             return list(images.items)
+        if hasattr(images, "asnumpy") and hasattr(images, "shape"):
+            images = images.asnumpy()  # an MXNet NDArray is an array, not a dataset of rows
+        if isinstance(images, collections.abc.Mapping):
+            raise ConfigError(f"Cannot read {self.what} from a {type(images).__name__}. Pass image files, folders, "
+                              "encoded bytes, decoded arrays, an ImageList, a RecordDataset or a dataset.")
         if is_record_dataset(images):
             return _record_items(images)
         if is_image_list(images):
@@ -294,9 +307,18 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
 
 
 def _split_batch(array: np.ndarray) -> list:
-    """One image ``(H, W[, C])`` or a batch ``(N, H, W[, C])`` as a list of images."""
+    """One image ``(H, W[, C])`` or a batch ``(N, H, W[, C])`` as a list of images.
+
+    A 3-D array is one image when its last axis holds 1, 3 or 4 channels, a
+    batch of grey images otherwise, except the layouts that are surely
+    something else: ``(C, H, W)`` (refused by :func:`_pixels`) and 2 channels.
+    """
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
         return [array]
+    if array.ndim == 3 and (array.shape[0] in (1, 3) or array.shape[2] == 2):
+        _pixels(array, "The image array")  # (C, H, W): refused, naming the layout
+        raise ConfigError(f"Image arrays must be (H, W[, C]) with 1, 3 or 4 channels, or (N, H, W[, C]). Got shape "
+                          f"{array.shape} instead.")
     if array.ndim in (3, 4):
         return list(array)
     raise ConfigError(f"Image arrays must be (H, W[, C]) or (N, H, W[, C]). Got shape {array.shape} instead.")

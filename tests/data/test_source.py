@@ -4,6 +4,7 @@ import os
 import time
 
 import cv2
+import mxnet as mx
 import numpy as np
 import pytest
 
@@ -88,7 +89,12 @@ def test_arrays_batches_and_their_colour_order():
     source = ImageSource(batch, color="RGB")
     assert len(source) == 5 and [item.source for item in source][:2] == ["array[0]", "array[1]"]
     assert source.read(4, "BGR")[0, 0].tolist() == [0, 0, 255]
-    assert len(ImageSource(np.zeros((3, 20, 20), np.uint8), color="RGB")) == 3  # (N, H, W) grey
+    assert len(ImageSource(np.zeros((5, 20, 20), np.uint8), color="RGB")) == 5  # (N, H, W) grey
+    # (3, H, W) and (1, H, W) read as (C, H, W), 2 channels: refused (a (3, 40, 48) image gave 3 grey "images")
+    for shape in ((3, 20, 20), (1, 20, 20), (20, 20, 2)):
+        with pytest.raises(ConfigError, match=r"\(C, H, W\) tensor|1, 3 or 4 channels"):
+            ImageSource(np.zeros(shape, np.uint8), color="RGB")
+    assert len(ImageSource(mx.nd.zeros((20, 24, 3), dtype="uint8"), color="RGB")) == 1  # an NDArray, not its rows
     assert ImageSource(np.zeros((20, 20), np.uint8), color="RGB").read(0).shape == (20, 20, 3)
     with pytest.raises(ConfigError, match="color='BGR'"):
         ImageSource(batch)
@@ -98,7 +104,16 @@ def test_arrays_batches_and_their_colour_order():
         ImageSource(np.zeros((2, 2, 2, 2, 2), np.uint8), color="RGB")
     with pytest.warns(UserWarning, match="Multiply by 255"):
         ImageSource(np.zeros((8, 8, 3), np.float32), color="RGB").read(0)
-    assert ImageSource(np.full((4, 4, 3), 300), color="RGB").read(0).max() == 255  # integers are clipped
+    assert ImageSource(np.full((4, 4, 3), 200), color="RGB").read(0).max() == 200
+    # integers beyond 0-255 (16-bit pixels) were clipped to white; NaN pixels gave NaN descriptors
+    for bad, match in ((np.full((4, 4, 3), 300), "values from 300 to 300"), (np.full((4, 4, 3), np.nan), "NaN"),
+                       (np.zeros((4, 4, 3), bool), "bool values")):
+        with pytest.raises(ConfigError, match=match):
+            ImageSource(bad, color="RGB").read(0)
+    with pytest.raises(ConfigError, match="from a dict"):
+        ImageSource({"a": 1}, color="RGB")
+    with pytest.raises(ConfigError, match="use read_image"):
+        ft.decode_image("photo.jpg")
 
 
 def test_unknown_inputs_and_preprocessed_tensors_are_refused(tmp_path):

@@ -97,8 +97,8 @@ def read_config(path) -> dict:
         raise ModelError(f"The config.json of {path!r} is not a finetune model config.")
     _check_config(config, f"config.json of {path!r}")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(f"{path!r} was written by a newer finetune ({config.get('finetune_version')}); "
-                         f"this is {__version__}. Upgrade finetune.")
+        raise ModelError(f"{path!r} is in model-directory format {config['format_version']}, newer than the "
+                         f"format {FORMAT_VERSION} this finetune ({__version__}) reads. Upgrade finetune.")
     return config
 
 
@@ -115,12 +115,25 @@ def _check_config(config: dict, where: str) -> None:
     for key, constraint in fields.items():
         if key in config and not satisfies(config[key], constraint):
             raise ModelError(f"The {where} has {key!r} = {show(config[key])}; expected {describe(constraint)}.")
+    if any(not name for name in config.get("class_names") or []):
+        raise ModelError(f"The {where} has an empty class name in 'class_names'; every class needs a name.")
+    name_or_none = [InstanceOf(str, name="a layer name (str)"), None]
+    graph_fields = {"layer_names": [Sequence(InstanceOf(str, name="a str")), None], "classifier": name_or_none,
+                    "feature_layer": name_or_none, "head_pool": name_or_none, "name": name_or_none}
+    for key, constraint in graph_fields.items():
+        value = (config.get("graph") or {}).get(key)
+        if not satisfies(value, constraint):
+            raise ModelError(f"The {where} has 'graph.{key}' = {show(value)}; expected {describe(constraint)}.")
     if "inference" in config:
         from .._inference import Inference
 
         Inference.from_dict(config["inference"], where)
     if "preprocess" not in config:
         raise ModelError(f"The {where} has no 'preprocess' section; it cannot be read.")
+    missing = [k for k in ("size", "mean", "std") if k not in (config["preprocess"] or {})]
+    if isinstance(config["preprocess"], dict) and missing:  # every writer writes them; a default would mislead
+        raise ModelError(f"The {where} has no 'preprocess.{missing[0]}'; the model's input cannot be known. "
+                         "Save the model again (or restore its config.json).")
     Preprocess.check_dict(config["preprocess"], where, ModelError)
     if config.get("class") == "Model" or "head" in config:
         check_head_spec(config.get("head"), where)
@@ -203,7 +216,9 @@ def read_backbone(path, config: dict, *, with_class_names: bool) -> tuple:
     arrays = read_weights(path, config)
     symbol = read_symbol(path)
     names = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
-    graph = config["graph"]
+    graph = config.get("graph")
+    if not isinstance(graph, dict):
+        raise ModelError(f"The config.json of {os.fspath(path)!r} has no 'graph' section; it cannot be read.")
     return {"symbol": symbol, "params": {k: v for k, v in arrays.items() if k in names},
             "preprocess": read_preprocess(path, config),
             "class_names": config.get("class_names") if with_class_names else None,
