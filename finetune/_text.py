@@ -97,7 +97,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def cell(text) -> str:
-    """``text`` as one cell of a printed table or report line: :func:`shown`, and control characters
+    r"""``text`` as one cell of a printed table or report line: :func:`shown`, and control characters
     (a newline, a tab in a file name) as their escapes, so one name stays one line.
 
     Examples
