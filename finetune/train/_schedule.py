@@ -29,8 +29,17 @@ class Schedule:
     """
 
     def setup(self, epochs: int) -> None:
-        """Called by :meth:`Trainer.fit` with the total number of epochs."""
+        """Called by :meth:`Trainer.fit` with the total number of epochs.
+
+        Warns when the multiplier stays below 0.1 % for the whole run (a
+        warm-up longer than the run trains every step at a learning rate of ~0).
+        """
         self.epochs = int(epochs)
+        peak = max((self.factor(e + f) for e in range(self.epochs) for f in (0.0, 0.5, 0.999)), default=1.0)
+        if peak < 1e-3:
+            log.warning("The learning rate stays below %.2g times its base value for the whole run of %d epoch(s) "
+                        "(%r): training will change almost nothing. Shorten the warm-up or train longer.",
+                        peak, self.epochs, self)
 
     def factor(self, epoch: float) -> float:
         """Multiplier of the base learning rate at fractional epoch ``epoch`` (0-based)."""

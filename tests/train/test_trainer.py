@@ -260,3 +260,13 @@ def test_nan_inputs_raise_before_they_reach_the_weights():
     assert all(np.isfinite(v).all() for v in after.values())
     for k, v in after.items():  # the weights are those after the last good batch
         np.testing.assert_array_equal(v, seen[k])
+
+
+def test_a_schedule_that_never_leaves_zero_is_named(caplog):
+    """``--warmup-epochs 1e308`` trained every step at a learning rate of 0 and reported success."""
+    CosineSchedule(warmup_epochs=1e30).setup(3)
+    assert "stays below" in caplog.text and "Shorten the warm-up" in caplog.text
+    caplog.clear()
+    CosineSchedule(warmup_epochs=1).setup(3)
+    StepSchedule(0.1, epochs=[1]).setup(3)
+    assert "stays below" not in caplog.text
