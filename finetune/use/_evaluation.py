@@ -270,6 +270,11 @@ def _label_index(label, class_names, source) -> int:
             known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "") if class_names else ""
             raise DataError(f"{source}: label {label!r} is not one of the model's class names"
                             f"{f' ({known})' if known else ''}. Evaluate on images of the model's classes.")
+        if class_names.count(label) > 1:  # ImageNet names two classes 'crane'
+            where = [i for i, name in enumerate(class_names) if name == label]
+            raise DataError(f"{source}: label {label!r} names {len(where)} of the model's classes (positions "
+                            f"{', '.join(map(str, where))}), so it cannot be matched by name. Give the labels as "
+                            "class positions, or give the model distinct class names.")
         return class_names.index(label)
     if label is None:
         raise DataError(f"{source}: has no label.")

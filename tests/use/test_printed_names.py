@@ -39,3 +39,15 @@ def test_predictions_evaluation_and_check_keep_one_name_on_one_row(odd_folder):
     text = str(evaluation)
     assert "two\\nlines" in text or "a\\nb" in text
     assert not any(c in line for line in text.splitlines() for c in "\r\x07")
+
+
+def test_a_label_naming_two_of_the_model_classes_is_refused():
+    """A model whose config named 'cat' twice scored every image of the second 'cat' as wrong."""
+    from finetune.errors import DataError
+
+    net = tiny_block()
+    net.class_names = ["cat", "cat"]
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(DataError, match=r"'cat' names 2 of the model's classes \(positions 0, 1\)"):
+        ft.evaluate(net, [(image, "cat")], color="RGB")
+    assert ft.evaluate(net, [(image, 1)], color="RGB").num_images == 1  # positions still work
