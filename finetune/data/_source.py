@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import os
-import warnings
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from ..errors import ConfigError, DataError, FinetuneError
 from ._folder import IMAGE_EXTENSIONS, image_paths
 from ._image import decode_image, read_image, to_color
 from ._imagelist import ImageList
+from ._pixels import pixels, split_batch
 
 __all__ = ["ImageItem", "ImageSource", "is_image_list", "is_record_dataset", "open_labelled"]
 
@@ -80,34 +80,7 @@ class ImageItem:
             value = dataset[i]
             if isinstance(value, tuple):  # (image, label)
                 value = value[0]
-        return to_color(_pixels(value, self.source), self.color, color)
-
-
-def _pixels(value, source: str) -> np.ndarray:
-    """A decoded ``(H, W[, C])`` array from an array or NDArray: uint8, or float32 in 0–255."""
-    if hasattr(value, "asnumpy"):
-        value = value.asnumpy()
-    img = np.asarray(value)
-    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[2] not in (1, 3, 4):
-        raise ConfigError(
-            f"{source} is a (C, H, W) tensor {img.shape}, i.e. already preprocessed; give raw (H, W, C) "
-            "images in 0-255 (a RecordDataset is read raw automatically)."
-        )
-    if img.dtype == np.uint8:
-        return img
-    if not (np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)) or img.dtype == bool:
-        raise ConfigError(f"{source} holds {img.dtype} values; images are uint8 (or float) pixels in 0-255.")
-    if np.issubdtype(img.dtype, np.floating):
-        if not np.isfinite(img).all():
-            raise ConfigError(f"{source} holds NaN or infinite pixels; give finite values in 0-255.")
-        if img.size and float(img.max()) <= 1.0 + 1e-6:
-            warnings.warn(f"{source}: a float array with values in [0, 1]; finetune expects raw 0-255 "
-                          "pixels. Multiply by 255 first.", stacklevel=4)
-        return img.astype(np.float32, copy=False)
-    if img.size and (int(img.max()) > 255 or int(img.min()) < 0):
-        raise ConfigError(f"{source} is a {img.dtype} array with values from {int(img.min())} to {int(img.max())}; "
-                          "pixels are 0-255 (for 16-bit images: x // 257, as uint8).")
-    return img.astype(np.uint8)
+        return to_color(pixels(value, self.source), self.color, color)
 
 
 def is_record_dataset(obj) -> bool:
@@ -250,7 +223,7 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
             return [ImageItem(images.full_path(e), "path", images.full_path(e), "RGB", _label_int(e.label))
                     for e in images.entries]
         if isinstance(images, np.ndarray):
-            return [self._array(a, i) for i, a in enumerate(_split_batch(images))]
+            return [self._array(a, i) for i, a in enumerate(split_batch(images))]
         if isinstance(images, (str, os.PathLike, bytes, bytearray)):
             return self._element(images, 0)
         if isinstance(images, (list, tuple)):
@@ -304,24 +277,6 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
                 "or color='BGR' (cv2.imread). Guessing it is how BGR/RGB bugs happen."
             )
         return item
-
-
-def _split_batch(array: np.ndarray) -> list:
-    """One image ``(H, W[, C])`` or a batch ``(N, H, W[, C])`` as a list of images.
-
-    A 3-D array is one image when its last axis holds 1, 3 or 4 channels, a
-    batch of grey images otherwise, except the layouts that are surely
-    something else: ``(C, H, W)`` (refused by :func:`_pixels`) and 2 channels.
-    """
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
-        return [array]
-    if array.ndim == 3 and (array.shape[0] in (1, 3) or array.shape[2] == 2):
-        _pixels(array, "The image array")  # (C, H, W): refused, naming the layout
-        raise ConfigError(f"Image arrays must be (H, W[, C]) with 1, 3 or 4 channels, or (N, H, W[, C]). Got shape "
-                          f"{array.shape} instead.")
-    if array.ndim in (3, 4):
-        return list(array)
-    raise ConfigError(f"Image arrays must be (H, W[, C]) or (N, H, W[, C]). Got shape {array.shape} instead.")
 
 
 def _names_a_collection(path) -> bool:
