@@ -100,9 +100,12 @@ class ImageSource:
     ----------
     images : path, bytes, numpy.ndarray, sequence, ImageList, RecordDataset or dataset
         An image file or a folder (every image below it, see
-        :func:`~finetune.data.list_images`); encoded bytes; a decoded
-        ``(H, W[, C])`` array or an ``(N, H, W[, C])`` batch, uint8 (or float)
-        in 0–255; a list or tuple of any of these and of ``(image, label)``
+        :func:`~finetune.data.list_images`); records (``data/val.rec``, its
+        ``.idx`` or the prefix ``data/val``) or a ``.lst`` / ``.csv`` list,
+        read as :func:`open_labelled` opens them; encoded bytes; a decoded
+        ``(H, W[, C])`` array (1, 3 or 4 channels) or an ``(N, H, W[, C])``
+        batch, uint8 (or float, finite) in 0–255, or an MXNet ``NDArray``
+        holding one; a list or tuple of any of these and of ``(image, label)``
         pairs; an :class:`~finetune.ImageList` (files with labels); a
         :class:`~finetune.RecordDataset` (the stored images with their labels,
         whatever preprocessing the dataset was built with); or any dataset
@@ -116,8 +119,9 @@ class ImageSource:
     Raises
     ------
     ConfigError
-        An input of an unknown type, an array of the wrong shape, or arrays
-        without ``color``.
+        An input of an unknown type (a dict), an array of the wrong shape (a
+        ``(C, H, W)`` tensor, 2 channels) or values (NaN, integers outside
+        0–255, bools), or arrays without ``color``.
     DataError
         A folder holding no image files.
 
