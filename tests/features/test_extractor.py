@@ -104,8 +104,8 @@ def test_inputs_folder_paths_bgr_arrays_and_datasets(net, image_folder):
             return mx.nd.array(rgb, dtype="uint8"), 0
 
     assert np.allclose(fx.extract(DS()), np.repeat(from_folder[:1], 2, 0), atol=1e-6)
-    grey = np.zeros((3, 20, 20), np.uint8)  # (N, H, W) grey batch
-    assert fx.extract(grey).shape == (3, 8)
+    grey = np.zeros((5, 20, 20), np.uint8)  # (N, H, W) grey batch ((3, H, W) reads as a (C, H, W) tensor: refused)
+    assert fx.extract(grey).shape == (5, 8)
 
 
 def test_record_dataset_and_image_list_inputs(net, image_folder, tmp_path):
