@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import DataError, MissingFileError
 
-__all__ = ["check_array", "read_npy", "read_npz"]
+__all__ = ["check_array", "read_npy", "read_npz", "write_npz"]
 
 #: What numpy's parsers raise on damaged files.
 DAMAGE = (ValueError, EOFError, OSError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
@@ -137,3 +137,22 @@ def read_npz(path, *, what: str = "archive"):
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else 'no detail'}"
+
+
+def write_npz(f, **arrays) -> None:
+    """``np.savez(f, **arrays)`` whose zip is closed even when a write fails.
+
+    ``np.savez`` leaves its zip open when the disk fills; the zip's finaliser
+    then failed on the closed file and printed a traceback ("Exception ignored
+    in: ZipFile.__del__ ... seek of closed file") after the clean error.
+    """
+    z = zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+    try:
+        for name, value in arrays.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+        z.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            z.fp = None  # nothing more is written: the caller removes the file
+        raise

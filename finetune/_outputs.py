@@ -37,6 +37,7 @@ import threading
 import uuid
 
 from ._locks import hold, sidecar_stem
+from ._write_errors import write_error
 from .errors import MixedOutputError, OutputBusyError, OutputExistsError
 
 __all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
@@ -140,9 +141,16 @@ def write_marker(folder, kind: str, files=None) -> None:
     marker = {"owner": "finetune", "kind": kind, "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
               "files": files}
     path = os.path.join(folder, MARKER)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(marker, f, indent=1, sort_keys=True)
-    apply_umask(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:  # whole or not at all: a marker cut short by a full disk would make the folder look foreign
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(marker, f, indent=1, sort_keys=True)
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise write_error(path, e, "folder marker") from e
 
 
 def read_marker(folder):

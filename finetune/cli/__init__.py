@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -187,7 +188,10 @@ def _run(argv: list) -> int:
         return 141
     except OSError as exc:  # a path the system refused (permission, a file where a folder goes, ...)
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-        _say(f"finetune {args.command}: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        why = exc.strerror or exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            why = f"the disk is full or a size limit was reached ({why}); free space and run again"
+        _say(f"finetune {args.command}: error: cannot use{where}: {why}", file=sys.stderr)
         return 1
 
 

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from .._arrays import write_npz
 from .._file_writes import atomic_paths, recover
 from ..errors import MissingFileError
 from ._mop import MOP
@@ -46,7 +47,7 @@ def save_folder(extractor, path, *, save_model: bool = True) -> None:
     with atomic_paths([os.path.join(path, n) for n in names]) as temps:
         for name, tmp in zip(names[1:], temps[1:]):
             with open(tmp, "wb") as f:
-                np.savez(f, **states[name])
+                write_npz(f, **states[name])
         with open(temps[0], "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
 

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .._arrays import check_array, read_npz
+from .._arrays import check_array, read_npz, write_npz
 from .._file_writes import atomic_paths, settled
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
 from . import _ann, _exact
@@ -328,7 +328,7 @@ class RetrievalIndex:
                 with open(temps[2], "wb") as f:
                     np.save(f, self.vectors)
             with open(temps[0], "wb") as f:
-                np.savez(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
+                write_npz(f, vectors=vectors, ids=self.ids, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path, *, mmap: bool = True) -> "RetrievalIndex":

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .._arrays import write_npz
 from .._file_writes import atomic_open
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_range
 
@@ -120,7 +121,7 @@ class PCAWhitening:
             raise ConfigError("PCAWhitening: nothing to save, fit() it first.")
         path = os.fspath(path)
         with atomic_open(path if path.endswith(".npz") else path + ".npz") as f:  # np.savez's naming
-            np.savez(f, **self._state())
+            write_npz(f, **self._state())
 
     def _state(self) -> dict:
         """The arrays :meth:`save` writes."""
