@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.pool
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -99,7 +100,10 @@ def ordered_map(fn, context, items, *, workers=None, chunksize=8):
         return
     pool = fork_pool(workers, _init, (fn, context))
     try:
-        yield from pool.imap(_call, items, chunksize=max(1, chunksize))
+        for k, result in enumerate(pool.imap(_call, items, chunksize=max(1, chunksize))):
+            if k == len(items) - 1:  # stopped here, in the consumer's flow: a consumer that never asks past the
+                stop_pool(pool)      # last item leaves this generator to the garbage collector, which swallows
+            yield result             # an interrupt that lands in its clean-up
     finally:  # also on KeyboardInterrupt, or a consumer that stops early
         stop_pool(pool)
 
@@ -123,33 +127,73 @@ def stop_pool(pool, timeout: float = 5.0) -> None:
     the task queue's read lock or the result queue's write lock (a SIGTERM
     sent to the whole process group does that) never releases it, and
     ``terminate`` waits for both locks without a time limit. So the workers
-    are stopped here first (no replacements started), the locks a dead
-    worker held are released, and only then is the pool terminated, in a
-    thread that is given up after ``timeout`` seconds.
+    are stopped first (no replacements started), the locks a dead worker held
+    are released, and only then is the pool terminated, in a thread that is
+    given up after ``timeout`` seconds. SIGINT and SIGTERM are held back
+    meanwhile and raised once the pool is down: an interrupt halfway through
+    left the pool to Python's own, unbounded clean-up. A pool of
+    :func:`fork_pool` is stopped this way also when the garbage collector
+    finalises it; stopping a stopped pool does nothing.
     """
-    handler = getattr(pool, "_worker_handler", None)
-    if handler is not None:
+    if isinstance(pool, _Pool):
+        pool.terminate()
+    else:  # a pool of another origin
+        pool._state = multiprocessing.pool.TERMINATE
+        _bounded_terminate(_pool_parts(pool), timeout)
+
+
+class _Pool(multiprocessing.pool.Pool):
+    """A ``Pool`` whose every clean-up (stop, collection, exit) is :func:`_bounded_terminate`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._terminate.cancel()  # Python's own clean-up can wait for ever on a lock a killed worker held
+        self._terminate = multiprocessing.util.Finalize(self, _bounded_terminate, args=(_pool_parts(self),),
+                                                        exitpriority=15)
+
+    def terminate(self):
+        self._state = multiprocessing.pool.TERMINATE
+        self._terminate()  # runs once: the finaliser unregisters itself
+
+    def __del__(self):
+        """Nothing: the finaliser has stopped the pool (Python's would poke its closed notifier)."""
+
+
+def _pool_parts(pool) -> tuple:
+    """What Python's ``Pool._terminate_pool`` takes, in its order."""
+    return (pool._taskqueue, pool._inqueue, pool._outqueue, pool._pool, pool._change_notifier, pool._worker_handler,
+            pool._task_handler, pool._result_handler, pool._cache)
+
+
+def _bounded_terminate(parts, timeout: float = 5.0) -> None:
+    """Python's pool clean-up, made bounded and interrupt-proof (see :func:`stop_pool`); holds no pool reference."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)  # an interrupt waits until the pool is down
+    try:
+        _, inqueue, outqueue, processes, _, handler, *_ = parts
         handler._state = multiprocessing.pool.TERMINATE  # start no replacements for the workers stopped below
-        handler.join(1.0)
-    workers = list(getattr(pool, "_pool", ()))
-    for process in workers:
-        if process.exitcode is None:
-            process.terminate()
-    deadline = time.monotonic() + timeout / 2
-    for process in workers:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.exitcode is None:
-            process.kill()
-            process.join(1.0)
-    for lock in (getattr(getattr(pool, "_inqueue", None), "_rlock", None),
-                 getattr(getattr(pool, "_outqueue", None), "_wlock", None)):
-        if lock is not None and lock.acquire(timeout=0.2):  # only a worker (all stopped now) holds it long
-            lock.release()
-        elif lock is not None:
-            lock.release()
-    stopper = threading.Thread(target=pool.terminate, name="finetune-stop-pool", daemon=True)
-    stopper.start()
-    stopper.join(timeout / 2)
+        if handler is not threading.current_thread():
+            handler.join(1.0)
+        workers = list(processes)
+        for process in workers:
+            if process.exitcode is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout / 2
+        for process in workers:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+        for lock in (getattr(inqueue, "_rlock", None), getattr(outqueue, "_wlock", None)):
+            if lock is not None and lock.acquire(timeout=0.2):  # only a worker (all stopped now) holds it long
+                lock.release()
+            elif lock is not None:
+                lock.release()
+        stopper = threading.Thread(target=multiprocessing.pool.Pool._terminate_pool, args=parts,
+                                   name="finetune-stop-pool", daemon=True)
+        stopper.start()
+        stopper.join(timeout / 2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def fork_pool(workers, initializer, initargs):
@@ -169,8 +213,8 @@ def fork_pool(workers, initializer, initargs):
     cv2.setNumThreads(1)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
-        return multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals,
-                                                        initargs=(initializer, *initargs))
+        return _Pool(workers, initializer=_worker_signals, initargs=(initializer, *initargs),
+                     context=multiprocessing.get_context("fork"))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         cv2.setNumThreads(previous)

@@ -60,6 +60,42 @@ def test_an_interrupted_ordered_map_stops_its_workers_within_seconds():
     assert not any(p.is_alive() for p in workers)
 
 
+def test_the_pool_is_down_when_the_last_item_is_taken_so_no_interrupt_lands_in_a_finaliser():
+    """``pack`` zips its items with the results and never asks past the last one: the generator was left to the
+    garbage collector, whose clean-up swallowed a Ctrl-C landing there ("Exception ignored in: <generator ...>",
+    then "... written", exit 0) or hung in Python's pool shutdown."""
+    gen = ordered_map(_slow, 0.0, range(20), workers=2, chunksize=1)
+    got = [value for _, value in zip(range(20), gen)]
+    assert got == list(range(20))
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]  # stopped before the generator ends
+
+
+_COLLECTED = """
+import gc, os, signal, sys, time
+sys.path.insert(0, {root!r})
+from finetune._parallel import fork_pool
+pool = fork_pool(2, None, ())
+pool.map(abs, range(10))
+time.sleep(0.3)  # idle workers wait for work holding the task queue's read lock
+for p in list(pool._pool):
+    os.kill(p.pid, signal.SIGKILL)  # a worker killed with the lock held (SIGTERM to the process group)
+time.sleep(0.3)
+t = time.time()
+del pool
+gc.collect()
+print("collected in", round(time.time() - t, 1))
+"""
+
+
+def test_a_pool_left_to_the_garbage_collector_is_stopped_within_seconds():
+    """Python's own pool clean-up (when a pool is collected, or at exit) waited for ever for a lock a killed worker
+    held: "finetune train: terminated", then a hang until SIGKILL."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _COLLECTED.format(root=root)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "collected in" in r.stdout, r.stderr[-2000:]
+
+
 def test_an_interrupted_record_loader_frees_its_shared_memory(image_folder, tmp_path):
     from finetune import ImageList, Preprocess, RecordDataset, pack
 
