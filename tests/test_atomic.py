@@ -131,11 +131,12 @@ class _Killed(BaseException):
 
 
 def _kill_after(monkeypatch, renames: int):
-    """``os.replace`` dies after ``renames`` renames of a commit (the journal's own rename not counted)."""
+    """``os.replace`` dies after ``renames`` renames of a commit (the journal's and the folder marker's own renames
+    not counted)."""
     real, seen = os.replace, []
 
     def replace(src, dst):
-        if not str(dst).endswith((".commit", ".swap")):
+        if not str(dst).endswith((".commit", ".swap", "/.finetune")):
             if len(seen) == renames:
                 raise _Killed
             seen.append(dst)

@@ -34,6 +34,8 @@ die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 point, calls = {point!r}, []
 real_replace, real_rmtree, real_save = os.replace, _commit.shutil.rmtree, mx.nd.save
 def replace(src, dst):
+    if os.path.basename(dst) == ".finetune":  # the folder's marker, written whole inside the new folder
+        return real_replace(src, dst)
     calls.append(dst)
     if (point, len(calls)) in (("journal", 1), ("aside", 2), ("swap", 3)):
         die()
