@@ -27,7 +27,8 @@ import stat
 import tempfile
 
 from ._locks import hold, sidecar_stem
-from ._outputs import apply_umask, manifest_path, refuse_foreign_part, write_manifest, write_marker
+from ._outputs import (apply_umask, manifest_path, refuse_foreign_part, refuse_replacing_an_image, write_manifest,
+                       write_marker)
 from ._write_errors import as_write_error, failed_in, no_sigxfsz, write_error
 
 __all__ = ["commit", "finish", "journal_path", "locked"]
@@ -90,6 +91,7 @@ def commit(paths, *, what: str = "file", kind: str | None = None):
                 _fsync_all(tmp)
             if not folder:
                 for path, tmp in zip(paths, temps):
+                    refuse_replacing_an_image(path, tmp)
                     refuse_foreign_part(path, tmp, manifest_path(paths[0]) if manifest else None)
             current = paths[0]
             if manifest is None and not folder:

@@ -46,6 +46,10 @@ __all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask
 MARKER = ".finetune"
 MODEL = "model directory"  # a folder model.save() writes and replaces as a whole
 RUN = "training run"  # a folder training adds to: its model directory (model/), histories, checkpoints
+EXTRACTOR = "feature extractor folder"  # FeatureExtractor.save: extractor.json, model/, fitted states
+PLOTS = "plots folder"  # evaluate --plots: the report's figures
+BALANCED = "balanced images folder"  # balance: new images, one folder per class
+CAFFE = "Caffe conversion folder"  # convert-caffe: an MXNet checkpoint and a model directory
 MARKER_VERSION = 1
 _BIG = 16 << 20  # parts above this are fingerprinted by size and their first and last MiB
 _EDGE = 1 << 20
@@ -308,6 +312,30 @@ def written_with(first, part) -> bool:
         return fingerprint(part) == want
     except (OSError, ValueError, TypeError, KeyError):
         return False
+
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _is_image(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def refuse_replacing_an_image(path, new) -> None:
+    """Raise :class:`OutputExistsError` when the file ``path`` is an image and ``new`` (a file) is not.
+
+    A photo is the user's own work; a report, an index or a mean image given
+    its name (``mean --out photos/p1.jpg``) would destroy it. An image writer
+    (Grad-CAM, plots) may still replace an image.
+    """
+    if os.path.isfile(path) and _is_image(path) and not _is_image(new):
+        raise OutputExistsError(f"{os.fspath(path)!r} is an image, and this output is not: writing it there would "
+                                "destroy the picture. Choose another output name.", os.fspath(path))
 
 
 def refuse_foreign_part(path, new, own_manifest) -> None:

@@ -397,3 +397,25 @@ gc.collect()
         name, outcome = line.split(" ", 1)
         assert outcome == "WriteError 27" or os.path.getsize(tmp_path / name) <= 100, line
     assert sorted(_listing(tmp_path)) == sorted(WRITERS)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_no_writer_replaces_a_photo_with_something_that_is_not_an_image(tmp_path, name):
+    """``mean --out photos/p1.jpg``, ``evaluate --report p2.jpg``, ``index --out p3.jpg``, ``check --out p4.jpg``
+    replaced a photo that was not an input of the command; a figure may still replace a figure."""
+    import cv2
+
+    from finetune.errors import OutputExistsError
+
+    photo = tmp_path / name
+    cv2.imwrite(str(tmp_path / "p.png"), np.full((8, 8, 3), 200, np.uint8))
+    os.replace(tmp_path / "p.png", photo)
+    before = photo.read_bytes()
+    if name.endswith(".png"):  # an image writer
+        WRITERS[name](photo)
+        assert photo.read_bytes() != before
+        return
+    with pytest.raises(OutputExistsError, match="is an image, and this output is not"):
+        WRITERS[name](photo)
+    assert photo.read_bytes() == before
+    assert not [n for n in os.listdir(tmp_path) if n.endswith((".tmp", ".tmpdir"))]

@@ -65,6 +65,7 @@ def register(subparsers) -> None:
 
 def convert(args) -> int:
     """Handler of ``finetune convert-caffe``."""
+    from .._outputs import CAFFE, adopt_folder
     from ..models import convert_caffe
 
     mean = _floats(args.mean, "--mean") if args.mean else None
@@ -74,6 +75,9 @@ def convert(args) -> int:
     log.info("Converted %d Caffe layers; classifier %r, logits %r, input %s.", len(net.layer_names),
              net.classifier, net.logits_layer, net.input_shape)
     prefix = args.prefix or os.path.splitext(os.path.basename(args.caffemodel))[0]
+    adopt_folder(args.out, CAFFE, what="Caffe conversion folder",  # never into a folder of the user's own files
+                 legacy=[prefix + s for s in ("-symbol.json", "-0000.params", "-preprocess.json", "-caffe.json")]
+                 + ["model"])
     written = net.save(os.path.join(args.out, prefix))
     if not args.no_model_dir:
         from ..models import Backbone

@@ -13,6 +13,7 @@ import sys
 from numbers import Real
 from pathlib import Path
 
+from .._outputs import PLOTS, adopt_folder
 from .._progress import results_printed
 from . import _say
 from ._options import add_alias, add_shared, count, ctx_of, number
@@ -134,7 +135,7 @@ def _report_plots(report, folder: Path) -> None:
 
     from ..use import Prediction, plot_confusion_matrix, plot_predictions
 
-    folder.mkdir(parents=True, exist_ok=True)
+    adopt_folder(folder, PLOTS, what="plots folder")  # never into a folder of the user's own files
     plot_confusion_matrix(report, path=folder / "confusion_matrix.png")
     wrong = report.most_confident_errors(12)
     if not wrong:

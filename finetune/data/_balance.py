@@ -16,6 +16,7 @@ import os
 import cv2
 import numpy as np
 
+from .._outputs import BALANCED, adopt_folder
 from .._validation import SEED, validate
 from ..errors import ConfigError, DataError, check_range
 from ._check import _progress
@@ -120,6 +121,8 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
     validate("balance", {"seed": seed}, {"seed": SEED})
     rng = np.random.RandomState(seed)
     out_dir = os.fspath(out_dir)
+    names = list(images.class_names or []) or [str(label) for label in sorted(set(images.single_labels()))]
+    adopt_folder(out_dir, BALANCED, what="balanced images folder", legacy=names)  # never a folder of the user's
     entries = [(e.index, os.path.abspath(images.full_path(e)), e.label) for e in images]
     next_index = max((e.index for e in images), default=-1) + 1
     labels = images.single_labels()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 
 import numpy as np
 
 from .._arrays import write_npz
 from .._file_writes import atomic_paths, recover
+from .._outputs import EXTRACTOR, adopt_folder
 from ..errors import MissingFileError
 from ._mop import MOP
 from ._postprocess import PCAWhitening
@@ -30,7 +32,9 @@ _CONFIG = "extractor.json"
 def save_folder(extractor, path, *, save_model: bool = True) -> None:
     """Write ``extractor`` to the folder ``path`` (see :meth:`FeatureExtractor.save`)."""
     path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
+    earlier = [n for n in os.listdir(path) if re.fullmatch(r"mop_\d+_\d+\.npz", n)] if os.path.isdir(path) else []
+    adopt_folder(path, EXTRACTOR, what="feature extractor folder",  # never into a folder of the user's files
+                 legacy=[_CONFIG, "model", "pca.npz", *earlier])
     config = extractor.get_config()
     config["model"] = None
     if save_model:  # the model meets the full protocol (FeatureExtractor checks it), so it saves
