@@ -87,3 +87,18 @@ def test_a_closed_pipe_on_stdout_ends_the_command_quietly(monkeypatch, capsys):
     monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # leave pytest's stdout alone
     assert main(["check", "."]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_deleted_working_folder_is_named(tmp_path):
+    """With the working folder deleted, every command said "cannot use: No such file or directory"."""
+    import os
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = ("import os, sys; os.chdir(%r); os.rmdir(%r); sys.argv = ['finetune', 'check', 'x'];"
+              "from finetune.cli import main; sys.exit(main())" % (str(gone), str(gone)))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert r.returncode == 1 and "The current folder no longer exists" in r.stderr, r.stderr

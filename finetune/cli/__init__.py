@@ -177,6 +177,7 @@ def _run(argv: list) -> int:
     from ..errors import FinetuneError
 
     try:
+        _check_working_folder()
         _refuse_output_over_input(args)
         return int(args.handler(args) or 0)
     except FinetuneError as exc:
@@ -193,6 +194,17 @@ def _run(argv: list) -> int:
             why = f"the disk is full or a size limit was reached ({why}); free space and run again"
         _say(f"finetune {args.command}: error: cannot use{where}: {why}", file=sys.stderr)
         return 1
+
+
+def _check_working_folder() -> None:
+    """A working folder deleted under the shell made every relative path fail with a bare "No such file"."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        from ..errors import MissingFileError
+
+        raise MissingFileError("The current folder no longer exists (it was deleted or moved); cd to an existing "
+                               "folder and run again.") from None
 
 
 def _refuse_output_over_input(args) -> None:

@@ -141,14 +141,14 @@ def register(sub) -> None:
     p.add_argument("-n", "--num-workers", type=count(1), default=2)
     p.add_argument("-s", "--num-servers", type=count(1), default=1)
     p.add_argument("--port", type=number(Integral, 1, 65535), help="scheduler port (default: a free one)")
-    p.add_argument("command", nargs="+", help="the worker command, after '--'")
+    p.add_argument("worker_command", nargs="+", metavar="COMMAND", help="the worker command, after '--'")
     p.set_defaults(handler=_launch)
 
 
 def _launch(args) -> int:
     from ..train import launch
 
-    cmd = list(args.command)
+    cmd = list(args.worker_command)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if cmd and cmd[0] == "finetune" and shutil.which("finetune") is None:

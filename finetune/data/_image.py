@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, ImageDecodeError, MissingFileError
-from ._image_checks import refuse_unsafe
+from ._image_checks import refuse_unsafe, sniff_format
 
 __all__ = ["decode_image", "read_image", "to_color"]
 
@@ -74,6 +74,8 @@ def decode_image(buf: bytes, color: str = "RGB", *, source: str = "<bytes>", max
     flag = cv2.IMREAD_GRAYSCALE if color == "GRAY" else cv2.IMREAD_COLOR
     img = cv2.imdecode(arr, flag)
     if img is None:
+        if sniff_format(buf) == "gif":  # the reason check and pack give
+            raise ImageDecodeError(f"{source}: a GIF, which OpenCV cannot decode; convert it to PNG or JPEG.")
         raise ImageDecodeError(
             f"{source}: not a decodable image (OpenCV could not read it; "
             "it may be truncated, corrupt, or not an image)."

@@ -288,6 +288,9 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     lst_path = prefix + ".lst"  # names the records for reports; a list of the user's own stays untouched
     ours = written_with(rec_path, lst_path)
     names_list = (ours or not os.path.lexists(lst_path)) and _listable(lst_path, images)
+    if (ours or not os.path.lexists(lst_path)) and not names_list:
+        log.warning("%s is not written: a file name holds a tab or newline, which a .lst line cannot; reports "
+                    "will name these records by position (record[i]).", lst_path)
     if names_list:
         outputs.append(lst_path)
         modes.append("w")

@@ -47,6 +47,26 @@ def is_distributed(kvstore) -> bool:
     return isinstance(kvstore, str) and kvstore.startswith("dist")
 
 
+_PS_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+
+
+def check_dist_environment(kvstore) -> None:
+    """Raise :class:`ConfigError` when ``kvstore`` is a ``dist_*`` type and this process was not started as a worker.
+
+    MXNet's parameter server finds its scheduler through ``DMLC_*`` variables
+    that ``finetune launch`` sets; without them it failed deep inside ps-lite,
+    after the head warm-up had run.
+    """
+    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
+        return
+    missing = [v for v in _PS_ENV if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"kvstore={kvstore!r} trains over MXNet's parameter server, which this process was not "
+                          f"started for ({', '.join(missing)} not set). Start the workers with finetune launch, "
+                          f"e.g. 'finetune launch -n 2 -- finetune train ... --kvstore {kvstore}', or train on one "
+                          "machine with the default kvstore.")
+
+
 def dist_kvstore(kvstore: str):
     """This process's ``dist_*`` kvstore of type ``kvstore``, created on the first call (every worker must call).
 
@@ -57,6 +77,7 @@ def dist_kvstore(kvstore: str):
     """
     kv = _PROCESS["kvstore"]
     if kv is None:
+        check_dist_environment(kvstore)
         kv = _PROCESS["kvstore"] = mx.kv.create(kvstore)
         log.debug("kvstore %s: worker %d of %d", kv.type, kv.rank, kv.num_workers)
     elif kv.type != kvstore:
@@ -178,31 +199,45 @@ def launch(command, num_workers: int = 2, num_servers: int = 1, *, port: int | N
         procs.append((role, subprocess.Popen(cmd, env=e, cwd=cwd)))
 
     log.info("Launching 1 scheduler, %d server(s), %d worker(s) on 127.0.0.1:%d", num_servers, num_workers, port)
-    start("scheduler", server_cmd)
-    for _ in range(num_servers):
-        start("server", server_cmd)
-    for _ in range(num_workers):
-        start("worker", list(command))
-    workers = [p for role, p in procs if role == "worker"]
     deadline = None if timeout is None else time.monotonic() + timeout
     code = 0
-    try:
-        for p in workers:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            rc = p.wait(timeout=left)
-            code = code or rc
+    try:  # whatever happens (a command that does not exist, a worker that fails, Ctrl-C), nothing is left running
+        start("scheduler", server_cmd)
+        for _ in range(num_servers):
+            start("server", server_cmd)
+        try:
+            for _ in range(num_workers):
+                start("worker", list(command))
+        except OSError as exc:
+            raise ConfigError(f"Cannot start the worker command {command[0]!r}: {exc.strerror or exc}.") from None
+        code = _wait_workers([p for role, p in procs if role == "worker"], deadline, timeout)
         for role, p in procs:
-            if role != "worker":
+            if role != "worker" and code == 0:
                 try:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     log.warning("The %s did not exit after the workers finished; stopping it.", role)
-    except subprocess.TimeoutExpired:
-        log.error("Workers did not finish within %s s; stopping the cluster.", timeout)
-        code = code or 124
     finally:
         for _, p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
     return code
+
+
+def _wait_workers(workers, deadline, timeout) -> int:
+    """Wait for every worker; the first that fails (or the deadline) ends the run at once: the others would wait
+    for it at the parameter server's barrier for ever."""
+    while True:
+        codes = [p.poll() for p in workers]
+        failed = next((c for c in codes if c not in (None, 0)), None)
+        if failed is not None:
+            if any(c is None for c in codes):
+                log.error("A worker exited with code %d; stopping the others.", failed)
+            return failed
+        if all(c == 0 for c in codes):
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            log.error("Workers did not finish within %s s; stopping the cluster.", timeout)
+            return 124
+        time.sleep(0.1)

@@ -101,6 +101,9 @@ def check_labels(trainer, train_ds, val_ds) -> None:
         return
     model = trainer.model
     k = model.num_classes if isinstance(model, ModelProtocol) else _output_width(model, train_ds, trainer.ctx_[0])
+    if k is not None and k < 2:
+        raise DataError(f"A classifier needs at least 2 classes; this model has {k}. Give images of two or more "
+                        "classes (one sub-folder per class).")
     check_dataset_labels(train_ds, k, "train")
     check_dataset_labels(val_ds, k, "val")
     names = model.class_names if isinstance(model, ModelProtocol) else None

@@ -51,3 +51,41 @@ def test_a_label_naming_two_of_the_model_classes_is_refused():
     with pytest.raises(DataError, match=r"'cat' names 2 of the model's classes \(positions 0, 1\)"):
         ft.evaluate(net, [(image, "cat")], color="RGB")
     assert ft.evaluate(net, [(image, 1)], color="RGB").num_images == 1  # positions still work
+
+
+def test_a_gif_is_named_as_such_by_every_reader(tmp_path):
+    """``predict x.gif`` said "truncated, corrupt, or not an image" while check and pack said GIF is not supported."""
+    from PIL import Image
+
+    from finetune.errors import ImageDecodeError
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.gif")
+    with pytest.raises(ImageDecodeError, match="a GIF, which OpenCV cannot decode"):
+        ft.read_image(tmp_path / "x.gif")
+    assert [b.reason for b in ft.check([tmp_path / "x.gif"], workers=0).bad] == ["unsupported format"]
+
+
+def test_names_a_list_cannot_hold_are_said_when_pack_leaves_out_its_list(tmp_path, caplog):
+    """A tab in a file name: pack wrote no ``PREFIX.lst`` without a word, and reports named records record[i]."""
+    import cv2
+
+    for name in ("a/x\ty.png", "b/z.png"):
+        (tmp_path / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "p" / name), np.zeros((8, 8, 3), np.uint8))
+    ft.pack(ft.ImageList.from_folder(tmp_path / "p"), tmp_path / "r", workers=0)
+    assert not (tmp_path / "r.lst").exists() and "r.lst is not written: a file name holds a tab" in caplog.text
+
+
+def test_a_classifier_of_one_class_is_refused():
+    """One class trained with a negative loss (label smoothing) and reported success."""
+    from finetune.errors import DataError
+    from finetune.train import Trainer
+
+    import mxnet as mx
+
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Flatten(), mx.gluon.nn.Dense(1))
+    net.initialize()
+    x, y = np.zeros((4, 3, 16, 16), np.float32), np.zeros(4)
+    with pytest.raises(DataError, match="at least 2 classes"):
+        Trainer(net, batch_size=2, progress=False).fit((x, y), epochs=1)
