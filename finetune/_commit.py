@@ -27,8 +27,8 @@ import stat
 import tempfile
 
 from ._locks import hold, sidecar_stem
-from ._outputs import (apply_umask, manifest_path, refuse_foreign_part, refuse_replacing_an_image, write_manifest,
-                       write_marker)
+from ._outputs import apply_umask, write_marker
+from ._units import manifest_path, refuse_foreign_part, refuse_replacing_an_image, write_manifest
 from ._write_errors import as_write_error, failed_in, no_sigxfsz, write_error
 
 __all__ = ["commit", "finish", "journal_path", "locked"]

@@ -12,7 +12,7 @@ import os
 
 from ._commit import commit, finish, journal_path
 from ._locks import hold
-from ._outputs import check_parts, manifest_path
+from ._units import check_parts, manifest_path
 from .errors import MixedOutputError
 
 __all__ = ["atomic_files", "atomic_open", "atomic_paths", "atomic_write", "recover", "settled"]
@@ -103,7 +103,7 @@ def settled(paths, *, what: str = "output") -> None:
     holds the output's lock (a writer that died released it); while a writer
     is at work, a reader that finds the parts mixed waits for it to finish.
     A read-only folder needs no finishing. Raises :class:`MixedOutputError`
-    when the files come from different writes (:func:`finetune._outputs.check_parts`).
+    when the files come from different writes (:func:`finetune._units.check_parts`).
     """
     paths = [os.fspath(p) for p in paths]
     if not (os.path.exists(journal_path(paths[0])) or os.path.exists(manifest_path(paths[0]))):

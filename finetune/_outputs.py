@@ -36,12 +36,12 @@ import os
 import threading
 import uuid
 
-from ._locks import hold, sidecar_stem
+from ._locks import hold
 from ._write_errors import write_error
-from .errors import MixedOutputError, OutputBusyError, OutputExistsError
+from .errors import OutputBusyError, OutputExistsError
 
-__all__ = ["MARKER", "MODEL", "RUN", "adopt_folder", "hold_folder", "apply_umask", "check_parts", "claim_folder", "fingerprint", "folder_generation",
-           "manifest_path", "read_marker", "write_manifest", "write_marker", "written_with"]
+__all__ = ["BALANCED", "CAFFE", "EXTRACTOR", "MARKER", "MODEL", "PLOTS", "RUN", "adopt_folder", "apply_umask",
+           "claim_folder", "fingerprint", "folder_generation", "hold_folder", "read_marker", "write_marker"]
 
 MARKER = ".finetune"
 MODEL = "model directory"  # a folder model.save() writes and replaces as a whole
@@ -285,121 +285,3 @@ def adopt_folder(path, kind: str, *, what: str = "folder", legacy=()) -> str:
     if read_marker(path) is None:
         write_marker(path, kind, files={})
     return path
-
-
-# ---------------------------------------------------------------- manifests of multi-file units
-def manifest_path(first) -> str:
-    """The manifest of the unit whose first file is ``first``: ``.<name>.finetune`` beside it."""
-    folder, stem = sidecar_stem(first)
-    return os.path.join(folder, stem + MARKER)
-
-
-def write_manifest(target, parts: dict) -> None:
-    """Write the manifest ``target`` of a unit: ``parts`` maps each final file name to the file that holds it now."""
-    manifest = {"owner": "finetune", "version": MARKER_VERSION, "generation": uuid.uuid4().hex,
-                "files": {os.path.basename(final): fingerprint(now) for final, now in parts.items()}}
-    with open(target, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def written_with(first, part) -> bool:
-    """Whether ``part`` is, unchanged, a file the unit of ``first`` was last written with."""
-    try:
-        with open(manifest_path(first), encoding="utf-8") as f:
-            want = json.load(f)["files"][os.path.basename(os.fspath(part))]
-        return fingerprint(part) == want
-    except (OSError, ValueError, TypeError, KeyError):
-        return False
-
-
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def _is_image(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def refuse_replacing_an_image(path, new) -> None:
-    """Raise :class:`OutputExistsError` when the file ``path`` is an image and ``new`` (a file) is not.
-
-    A photo is the user's own work; a report, an index or a mean image given
-    its name (``mean --out photos/p1.jpg``) would destroy it. An image writer
-    (Grad-CAM, plots) may still replace an image.
-    """
-    if os.path.isfile(path) and _is_image(path) and not _is_image(new):
-        raise OutputExistsError(f"{os.fspath(path)!r} is an image, and this output is not: writing it there would "
-                                "destroy the picture. Choose another output name.", os.fspath(path))
-
-
-def refuse_foreign_part(path, new, own_manifest) -> None:
-    """Raise :class:`OutputExistsError` when writing ``new`` (a file) over ``path`` would break another unit.
-
-    ``path`` breaks a unit when a manifest beside it (other than
-    ``own_manifest``) lists it, the file is still the one that unit was
-    written with, and ``new`` has other content: ``split --out data/x`` over
-    the ``data/x_classes.txt`` of ``pack --out data/x`` made those records unreadable.
-    """
-    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
-    if name.endswith(".lst"):  # a list beside records only names them; rewriting it is the user's to do (pack
-        return                 # then leaves it as the user's own)
-    try:
-        if not os.path.isfile(path):
-            return
-        manifests = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(MARKER)]
-    except OSError:
-        return
-    for entry in manifests:
-        manifest = os.path.join(folder, entry)
-        if manifest == own_manifest:
-            continue
-        try:
-            with open(manifest, encoding="utf-8") as f:
-                files = json.load(f)["files"]
-            mine = files[name]
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
-        if fingerprint(path) == mine and fingerprint(new) != mine:
-            others = ", ".join(repr(n) for n in sorted(files) if n != name)
-            raise OutputExistsError(f"{os.fspath(path)!r} belongs to one output with {others}; other content in it "
-                                    "would make them unreadable. Choose another output name, or delete those "
-                                    "files first.", os.fspath(path))
-
-
-def check_parts(paths, *, what: str = "output") -> None:
-    """Raise :class:`MixedOutputError` unless the files ``paths`` are the unit their manifest describes.
-
-    Files written by other tools (no manifest) pass unchecked. A part the
-    manifest lists that no longer exists passes too: its reader reports it.
-    A part the manifest does not list (a class-names file written by hand
-    for records packed without names) passes.
-    """
-    paths = [os.fspath(p) for p in paths]
-    try:
-        with open(manifest_path(paths[0]), encoding="utf-8") as f:
-            manifest = json.load(f)
-        files = manifest["files"]
-        if not isinstance(files, dict):
-            raise TypeError
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, TypeError, KeyError):
-        raise MixedOutputError(f"The manifest {manifest_path(paths[0])!r} of {paths[0]!r} is damaged. Write the "
-                               f"{what} again (or delete the manifest if another tool wrote the files).",
-                               paths[0]) from None
-    for path in paths:
-        want = files.get(os.path.basename(path))
-        if want is None or not os.path.exists(path):
-            continue
-        if fingerprint(path) != want:
-            others = ", ".join(repr(os.path.basename(p)) for p in paths if p != path)
-            raise MixedOutputError(
-                f"{path!r} does not belong with {others}: they come from different writes (two writers at once, "
-                f"a copy over one part, or another tool). Write the {what} again; if another tool wrote "
-                f"these files on purpose, delete {manifest_path(paths[0])!r}.", path)

@@ -1,4 +1,4 @@
-"""Ownership, locks, manifests and permissions of what finetune writes (finetune._outputs)."""
+"""Ownership, locks, manifests and permissions of what finetune writes (finetune._outputs, finetune._units)."""
 
 import multiprocessing
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import finetune as ft
-from finetune import _outputs
+from finetune import _outputs, _units
 from finetune._file_writes import atomic_paths, atomic_write, settled
 from finetune._folder_swap import atomic_dir
 from finetune.errors import MixedOutputError, OutputExistsError
@@ -113,7 +113,7 @@ def test_a_damaged_manifest_is_a_typed_error(tmp_path):
     with atomic_paths([tmp_path / "x.bin", tmp_path / "x.txt"]) as (a, b):
         open(a, "wb").write(b"1")
         open(b, "w").write("2")
-    open(_outputs.manifest_path(tmp_path / "x.bin"), "w").write("{broken")
+    open(_units.manifest_path(tmp_path / "x.bin"), "w").write("{broken")
     with pytest.raises(MixedOutputError, match="damaged"):
         settled([tmp_path / "x.bin", tmp_path / "x.txt"])
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .._file_writes import atomic_files
-from .._outputs import written_with
+from .._units import written_with
 from .._parallel import default_workers, ordered_map
 from .._progress import RESULT
 from .._text import TEXT
