@@ -144,7 +144,9 @@ class Recipe:
         Dropout before the new layer (:meth:`build_model`).
     mixup, cutmix : float
         ``Beta(alpha, alpha)`` parameter of batch mixing (0: off; see
-        :class:`Trainer`).
+        :class:`Trainer`). Mixup 0.2 by default: it scored higher on
+        held-out training images on each of three draws of the training
+        sample (``benchmarks/README.md``).
     ema : float or None
         Decay of the exponential moving average of the weights (``None``: off).
     tta : bool
@@ -203,7 +205,7 @@ class Recipe:
     crop_scale: tuple = (0.6, 1.0)
     erasing: float = 0.25
     dropout: float = 0.2
-    mixup: float = 0.0
+    mixup: float = 0.2
     cutmix: float = 0.0
     ema: float | None = 0.995
     tta: bool = True
