@@ -144,9 +144,7 @@ class Recipe:
         Dropout before the new layer (:meth:`build_model`).
     mixup, cutmix : float
         ``Beta(alpha, alpha)`` parameter of batch mixing (0: off; see
-        :class:`Trainer`). Mixup 0.2 by default: it scored higher on
-        held-out training images on each of three draws of the training
-        sample (``benchmarks/README.md``).
+        :class:`Trainer`); mixup 0.2, chosen on held-out images.
     ema : float or None
         Decay of the exponential moving average of the weights (``None``: off).
     tta : bool
