@@ -48,7 +48,7 @@ def written_with(first, part) -> bool:
         return False
 
 
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"II*\x00", b"MM\x00*")
 
 
 def _is_image(path) -> bool:
@@ -57,7 +57,8 @@ def _is_image(path) -> bool:
             head = f.read(12)
     except OSError:
         return False
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    bmp = head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00"  # reserved bytes: "BMW..." text is no image
+    return head.startswith(_IMAGE_MAGIC) or bmp or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def refuse_replacing_an_image(path, new) -> None:

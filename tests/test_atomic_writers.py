@@ -419,3 +419,13 @@ def test_no_writer_replaces_a_photo_with_something_that_is_not_an_image(tmp_path
         WRITERS[name](photo)
     assert photo.read_bytes() == before
     assert not [n for n in os.listdir(tmp_path) if n.endswith((".tmp", ".tmpdir"))]
+
+
+def test_a_text_file_that_starts_like_a_bitmap_is_still_replaced(tmp_path):
+    """'BM' alone is not a bitmap: a user's notes starting "BMW ..." are not a photo to protect."""
+    from finetune._file_writes import atomic_write
+
+    target = tmp_path / "notes.txt"
+    target.write_text("BMW cars\n")
+    atomic_write(target, "replaced\n")
+    assert target.read_text() == "replaced\n"
