@@ -188,12 +188,24 @@ def _bounded_terminate(parts, timeout: float = 5.0) -> None:
                 lock.release()
             elif lock is not None:
                 lock.release()
-        stopper = threading.Thread(target=multiprocessing.pool.Pool._terminate_pool, args=parts,
-                                   name="finetune-stop-pool", daemon=True)
+        stopper = threading.Thread(target=_terminate_quietly, args=parts, name="finetune-stop-pool", daemon=True)
         stopper.start()
         stopper.join(timeout / 2)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _terminate_quietly(*parts) -> None:
+    """Python's ``Pool._terminate_pool``; what it raises is logged, not printed.
+
+    A worker killed halfway through reading a task leaves a cut message in the
+    task queue, which the clean-up then drains (``EOFError``); the pool is
+    going away, so that is no error of the user's run.
+    """
+    try:
+        multiprocessing.pool.Pool._terminate_pool(*parts)
+    except Exception as exc:  # noqa: BLE001 - the pool is being discarded; only its queues' leftovers fail
+        log.debug("While stopping a worker pool: %r", exc)
 
 
 def fork_pool(workers, initializer, initargs):

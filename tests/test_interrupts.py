@@ -48,6 +48,21 @@ def test_workers_ignore_sigint_so_only_the_main_process_decides():
     assert pids
 
 
+def test_what_the_pool_clean_up_raises_on_a_cut_queue_message_is_not_printed(monkeypatch):
+    """A worker killed halfway through reading a task leaves a cut message; draining it raises EOFError."""
+    from finetune import _parallel
+
+    def cut_message(*parts):
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "_terminate_pool", staticmethod(cut_message))
+    printed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(args.exc_value))
+    pool = _parallel.fork_pool(2, None, ())
+    _parallel.stop_pool(pool)
+    assert printed == []
+
+
 def test_an_interrupted_ordered_map_stops_its_workers_within_seconds():
     gen = ordered_map(_slow, 0.05, range(1000), workers=2, chunksize=1)
     next(gen)
