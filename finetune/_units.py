@@ -48,17 +48,14 @@ def written_with(first, part) -> bool:
         return False
 
 
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"II*\x00", b"MM\x00*")
-
-
 def _is_image(path) -> bool:
+    from .data._image_checks import sniff_format
+
     try:
         with open(path, "rb") as f:
-            head = f.read(12)
+            return sniff_format(f.read(12)) is not None
     except OSError:
         return False
-    bmp = head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00"  # reserved bytes: "BMW..." text is no image
-    return head.startswith(_IMAGE_MAGIC) or bmp or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def refuse_replacing_an_image(path, new) -> None:
