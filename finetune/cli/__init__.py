@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     name = next((a for a in argv if not a.startswith("-")), "")
     prefix = f"finetune {name}:" if name else "finetune:"
     in_main = threading.current_thread() is threading.main_thread()
+    if sys.stdout is None:  # `finetune ... >&-`: Python's print would fail on None with an AttributeError
+        sys.stdout = _ClosedOutput()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:  # an interrupt while the subcommands are imported ends as quietly as one while they run
         return _run(argv)
@@ -134,6 +136,24 @@ def main(argv=None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _ClosedOutput:
+    """Standard output the shell closed: writing the command's results there is a :class:`WriteError`."""
+
+    def write(self, text: str) -> int:
+        from ..errors import WriteError
+
+        if not text:
+            return 0
+        raise WriteError("Cannot write the results: standard output is closed. Leave it open, or redirect it to a "
+                         "file (> results.txt) or to /dev/null.")
+
+    def flush(self) -> None:
+        """Nothing was written."""
+
+    def isatty(self) -> bool:
+        return False
 
 
 def console() -> int:
@@ -189,10 +209,11 @@ def _run(argv: list) -> int:
         return 141
     except OSError as exc:  # a path the system refused (permission, a file where a folder goes, ...)
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-        why = exc.strerror or exc
+        why, verb = exc.strerror or exc, "use"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             why = f"the disk is full or a size limit was reached ({why}); free space and run again"
-        _say(f"finetune {args.command}: error: cannot use{where}: {why}", file=sys.stderr)
+            verb = "write" + ("" if where else " the results")
+        _say(f"finetune {args.command}: error: cannot {verb}{where}: {why}", file=sys.stderr)
         return 1
 
 

@@ -34,7 +34,7 @@ from .._constraints import magnitude_note
 from .._validation import Interval, describe, satisfies
 
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
-           "count", "ctx_of", "index_kwargs", "input_size", "number", "prefix", "weights"]
+           "count", "ctx_of", "file_name", "index_kwargs", "input_size", "number", "prefix", "weights"]
 
 
 def number(kind=Real, low=None, high=None, closed: str = "both"):
@@ -92,6 +92,30 @@ def prefix(text: str) -> str:
         folder = text if name in (".", "..") else os.path.dirname(text)
         raise argparse.ArgumentTypeError(f"needs a name after the folder, e.g. {os.path.join(folder, 'train')!r}. "
                                          f"Got {text!r}.")
+    return text
+
+
+def file_name(text: str) -> str:
+    """``--out FILE``: a path that names a file (``out/bad.csv``), not a folder (``out/``, ``.``, ``""``).
+
+    A path ending in a folder separator would become a hidden file
+    (``out/.npy``) or a "Not a directory" error: refused as the usage error
+    naming the flag. Every file ``--out`` takes this type (see :func:`add_shared`).
+
+    Examples
+    --------
+    >>> file_name("out/bad.csv")
+    'out/bad.csv'
+    >>> file_name("out/")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: needs a file name after the folder, e.g. 'out/result'. Got 'out/'.
+    """
+    name = os.path.basename(text)
+    if not name or name in (".", ".."):
+        folder = text if name in (".", "..") else os.path.dirname(text)
+        raise argparse.ArgumentTypeError(f"needs a file name after the folder, e.g. "
+                                         f"{os.path.join(folder, 'result')!r}. Got {text!r}.")
     return text
 
 
@@ -244,6 +268,8 @@ def add_shared(parser, name: str, **changes) -> argparse.Action:
     allowed = {"help", "required", "metavar", "default", "type"} if name == "out" else set()
     if set(changes) - allowed:
         raise TypeError(f"add_shared({name!r}) takes no {sorted(set(changes) - allowed)}: the option is shared.")
+    if name == "out" and changes.get("metavar") not in ("DIR", "PREFIX"):  # a file: it needs a name
+        changes.setdefault("type", file_name)
     option = SHARED[name]
     return parser.add_argument(option.flag, **{**option.kwargs, **changes})
 
@@ -343,6 +369,11 @@ class Parser(argparse.ArgumentParser):
                 if value is not None:
                     extras.remove(value)
             if value is not None:
+                out_type = next((a.type for a in self._actions if a.dest == "out"), None)
+                try:
+                    value = out_type(value) if callable(out_type) else value
+                except argparse.ArgumentTypeError as exc:
+                    self.error(f"argument {old}: {exc}")
                 if namespace.out is not None:
                     self.error(f"the output is given twice: {old} {value!r} and --out {namespace.out!r}; "
                                "give --out only")

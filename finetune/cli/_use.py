@@ -16,7 +16,7 @@ from pathlib import Path
 from .._outputs import PLOTS, adopt_folder
 from .._progress import results_printed
 from . import _say
-from ._options import add_alias, add_shared, count, ctx_of, number
+from ._options import add_alias, add_shared, count, ctx_of, file_name, number
 
 log = logging.getLogger("finetune")
 
@@ -41,7 +41,7 @@ def register(sub) -> None:
     _model_args(p)
     p.add_argument("records", help=".rec / prefix, .lst / .csv, or a class-per-folder tree")
     p.add_argument("--top-k", type=count(1), default=5, help="the k of top-k accuracy (default: 5)")
-    p.add_argument("--report", help="write the full report as JSON here")
+    p.add_argument("--report", type=file_name, help="write the full report as JSON here")
     p.add_argument("--plots", help="write confusion-matrix and most-confident-errors PNGs into this folder")
     add_shared(p, "tta")
     _fuse_arg(p)
