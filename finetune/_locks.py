@@ -63,6 +63,8 @@ def hold(path, *, wait: bool = True):
     ------
     OSError
         The lock file cannot be made (a read-only folder, a missing one).
+    WriteError
+        The lock file exists but cannot be opened (read-only, another user's).
 
     Examples
     --------
@@ -78,6 +80,16 @@ def hold(path, *, wait: bool = True):
     try:
         lock.acquire(timeout=0)
         taken = True
+    except PermissionError as exc:
+        if not os.path.exists(lock_path(path)):  # the folder refuses a new file: the caller names the output
+            raise
+        from .errors import WriteError
+
+        err = WriteError(f"Cannot take the lock file {lock_path(path)!r} of {os.fspath(path)!r} ({exc.strerror}): "
+                         "it is read-only or another user's. If no finetune process is writing there, delete it "
+                         "and run again.")
+        err.errno, err.filename = exc.errno, lock_path(path)
+        raise err from None
     except filelock.Timeout:
         taken = False
         if not os.path.exists(lock_path(path)):  # no holder: the lock file cannot be made here (filelock retries)

@@ -22,6 +22,8 @@ _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT} if hasattr(errno, "EDQUOT") el
 
 def write_error(path: str, e: OSError, what: str = "file") -> WriteError:
     """The :class:`WriteError` that the ``OSError`` ``e`` means for ``path`` (``what``: how messages call it)."""
+    if isinstance(e, WriteError):  # says it already
+        return e
     if e.errno in _FULL:
         why = "the disk is full" if e.errno == errno.ENOSPC else "the file size limit was reached"
         msg = (f"Cannot write {path!r}: {why} ({os.strerror(e.errno)}). The previous {what}, if any, is "

@@ -203,3 +203,26 @@ def test_a_short_write_without_an_errno_on_a_full_disk_is_a_write_error(tmp_path
             raise OSError("57600 requested and 32736 written")
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_write_error_saying_what_to_do(tmp_path, monkeypatch):
+    """A stale lock file left read-only (or by another user) made every writer fail with a bare traceback."""
+    import filelock
+
+    from finetune._locks import hold, lock_path
+
+    out = tmp_path / "out.txt"
+    open(lock_path(out), "w").close()
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refused)
+    with pytest.raises(WriteError, match="read-only or another user's.*delete it") as info:
+        with hold(out):
+            pass
+    assert info.value.filename == lock_path(out)
+    os.remove(lock_path(out))  # no lock file: the folder's own refusal, which the caller names
+    with pytest.raises(PermissionError):
+        with hold(out):
+            pass
