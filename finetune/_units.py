@@ -14,6 +14,7 @@ import json
 import os
 import uuid
 
+from ._formats import sniff_format
 from ._locks import sidecar_stem
 from ._outputs import MARKER, MARKER_VERSION, fingerprint
 from .errors import MixedOutputError, OutputExistsError
@@ -49,8 +50,6 @@ def written_with(first, part) -> bool:
 
 
 def _is_image(path) -> bool:
-    from .data._image_checks import sniff_format
-
     try:
         with open(path, "rb") as f:
             return sniff_format(f.read(12)) is not None

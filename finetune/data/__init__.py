@@ -24,7 +24,7 @@ from ._fashion import (FASHION_MNIST_CLASSES, fashion_mnist_dir, load_fashion_mn
                        write_fashion_mnist_folder, write_fashion_mnist_unlabeled)
 from ._folder import IMAGE_EXTENSIONS, list_images
 from ._image import decode_image, read_image, to_color
-from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry
+from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGE_PIXELS, check_geometry, sniff_format
 from ._imagelist import DEFAULT_EXTS, ImageEntry, ImageList
 from ._listfiles import read_class_names, write_class_names, write_lists
 from ._mean import MeanImage
@@ -48,8 +48,8 @@ __all__ = sorted([
     "ImageEntry", "ImageItem", "ImageList", "ImageSource", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MeanImage",
     "PackReport", "Preprocess", "RecordDataset", "RecordLoader", "balance", "check", "check_geometry",
     "decode_image", "fashion_mnist_dir", "list_images", "load_fashion_mnist", "open_labelled", "pack", "read_class_names",
-    "read_image", "to_color", "write_class_names", "write_fashion_mnist_folder", "write_fashion_mnist_unlabeled",
-    "write_lists", "write_records",
+    "read_image", "sniff_format", "to_color", "write_class_names", "write_fashion_mnist_folder",
+    "write_fashion_mnist_unlabeled", "write_lists", "write_records",
 ])
 
 

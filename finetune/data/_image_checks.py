@@ -29,13 +29,11 @@ import struct
 import sys
 import warnings
 
+from .._formats import sniff_format
 from ..errors import ImageDecodeError, ImageTooLargeError
 
 __all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_IMAGE_PIXELS", "check_geometry", "declared_pixels",
            "geometry_problem", "pixel_problem", "refuse_unsafe", "sniff_format", "truncation_problem"]
-
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"),
-          (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
 #: Default of ``finetune.data.MAX_IMAGE_PIXELS``: 16384 x 16384 pixels (768 MiB as RGB uint8).
 DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
@@ -123,27 +121,6 @@ def check_geometry(width: int, height: int, resize=None, *, source: str = "<imag
     if problem[0] == "corrupt":
         raise ImageDecodeError(f"{source}: the image is corrupt: {problem[1]}.")
     raise ImageTooLargeError(f"{source}: the image is too large: {problem[1]}.")
-
-
-def sniff_format(buf: bytes) -> str | None:
-    """The image format named by the first bytes (12 are enough), or ``None``.
-
-    A bitmap's "BM" counts only with its four reserved header bytes zero, so a
-    text file starting with "BM" is no image.
-
-    Examples
-    --------
-    >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n...."), sniff_format(b"BMW is a car maker"), sniff_format(b"")
-    ('png', None, None)
-    """
-    for magic, name in _MAGIC:
-        if buf.startswith(magic):
-            return name
-    if buf[:2] == b"BM" and buf[6:10] == b"\x00\x00\x00\x00":
-        return "bmp"
-    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def _jpeg_info(buf: bytes):
