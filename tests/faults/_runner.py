@@ -16,11 +16,8 @@ import time
 import traceback
 
 
-def run_forked(argv, *, fsize: int | None = None, timeout: float = 120.0, stdout: str = "devnull") -> tuple[int, str]:
+def run_forked(argv, *, fsize: int | None = None, timeout: float = 120.0) -> tuple[int, str]:
     """``(exit code, stderr)`` of ``main(argv)`` in a child; ``fsize`` limits the size of files it writes.
-
-    ``stdout``: ``"devnull"``, or ``"closed"`` (as after the shell's ``>&-``:
-    no file descriptor 1, ``sys.stdout`` is ``None``).
 
     A child killed by a signal returns ``-signal``; one that times out is killed and returns ``-9``.
     """
@@ -36,9 +33,6 @@ def run_forked(argv, *, fsize: int | None = None, timeout: float = 120.0, stdout
             os.dup2(w, 2)
             sys.stdout = open(1, "w", closefd=False)
             sys.stderr = open(2, "w", closefd=False)
-            if stdout == "closed":
-                os.close(1)
-                sys.stdout = None
             if fsize is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
             from finetune.cli import main

@@ -109,11 +109,13 @@ def _subparsers():
 
 def numeric_options() -> list:
     """``(command, option, nargs)`` of every option with a numeric or custom ``type`` (one per destination)."""
+    from finetune.cli._options import file_name
+
     found = []
     for name, sub in _subparsers().items():
         seen = set()
         for action in sub._actions:
-            if not action.option_strings or action.type in (None, str) or action.dest in seen | {"out"}:  # a path
+            if not action.option_strings or action.type in (None, str, file_name) or action.dest in seen | {"out"}:
                 continue
             seen.add(action.dest)
             found.append((name, action.option_strings[-1] if action.option_strings[0].startswith("-") and
@@ -251,9 +253,15 @@ def test_output_fault(name, option, fault, inputs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in COMMANDS])
-def test_closed_standard_output(name, inputs, tmp_path):
-    """``finetune ... >&-``: the command works or says in one line that it cannot write its results."""
-    code, err = run_forked(_argv(name, inputs, str(tmp_path)), stdout="closed")
+def test_closed_standard_output(name, inputs, tmp_path, capsys, monkeypatch):
+    """``finetune ... >&-``: the command works or says in one line that it cannot write its results.
+
+    Python starts with ``sys.stdout`` ``None`` when the shell closed it; here the same, in this process.
+    """
+    monkeypatch.setattr(sys, "stdout", None)
+    code = run_cli(_argv(name, inputs, str(tmp_path)))
+    monkeypatch.undo()
+    err = capsys.readouterr().err
     assert_clean_exit(code, err, allowed=(0, 1))
     assert not leftovers(tmp_path)
 
