@@ -1,62 +1,48 @@
-"""Run ``finetune.cli.main`` in a forked child (under resource limits) and collect its exit code and stderr.
+"""Run ``finetune.cli.main`` in a new interpreter under resource limits and collect its exit code and stderr.
 
-A fork starts in milliseconds with MXNet already imported, where a new
-interpreter takes seconds; the child writes its stderr into a pipe, so a
-file-size limit does not touch what the test reads.
+A fresh process, not a fork of the test process: a forked child of a
+process whose MXNet engine has already run a backward pass can wait for
+ever on the engine (seen with ``gradcam``). The child's stdout goes to
+``/dev/null``; its stderr to a pipe, so a file-size limit does not touch
+what the test reads.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import select
-import signal
+import subprocess
 import sys
-import time
-import traceback
+
+_CHILD = """
+import sys
+from finetune.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:  # argparse's usage errors
+    code = exc.code if isinstance(exc.code, int) else 1
+sys.stderr.flush()
+sys.exit(code if isinstance(code, int) else 99)
+"""
 
 
-def run_forked(argv, *, fsize: int | None = None, timeout: float = 120.0) -> tuple[int, str]:
-    """``(exit code, stderr)`` of ``main(argv)`` in a child; ``fsize`` limits the size of files it writes.
+def run_forked(argv, *, fsize: int | None = None, timeout: float = 180.0) -> tuple[int, str]:
+    """``(exit code, stderr)`` of ``main(argv)`` in a new process; ``fsize`` limits the size of files it writes.
 
     A child killed by a signal returns ``-signal``; one that times out is killed and returns ``-9``.
     """
     argv = [os.fspath(a) for a in argv]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 99
-        try:
-            os.close(r)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(w, 2)
-            sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", closefd=False)
-            if fsize is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-            from finetune.cli import main
 
-            code = main(argv)
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - reported to the parent as a traceback
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code if isinstance(code, int) else 99)
-    os.close(w)
-    chunks, deadline = [], time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            break
-        data = os.read(r, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code, b"".join(chunks).decode("utf-8", "replace")
+    def limit():
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, preexec_fn=limit, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        return -9, (exc.stderr or b"").decode("utf-8", "replace")
+    return done.returncode, done.stderr.decode("utf-8", "replace")
