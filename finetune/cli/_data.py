@@ -158,18 +158,11 @@ def _scan(root, **options):
 
 
 def _source_list(source, root=None, exts=None):
+    """A folder, ``.lst`` or ``.csv`` as an ImageList, read as the API reads it (``ImageList.from_path``)."""
     from ..data import DEFAULT_EXTS, ImageList
 
-    if os.path.isdir(source):
-        return _scan(source, exts=exts or DEFAULT_EXTS)
-    if not os.path.exists(source):
-        from ..errors import MissingFileError
-
-        raise MissingFileError(f"{source!r} does not exist: give a folder of images (one subfolder per class), "
-                               "a .lst or a .csv list.")
-    if source.lower().endswith(".csv"):
-        return ImageList.from_csv(source, root=root)
-    return ImageList.from_lst(source, root=root)
+    with results_printed():  # a folder's skipped files are printed by the command (:func:`_print_skipped`)
+        return ImageList.from_path(source, root=root, exts=exts or DEFAULT_EXTS)
 
 
 def _im2rec(args) -> int:
@@ -207,7 +200,7 @@ def _im2rec_list(args) -> int:
         val = max(0.0, 1.0 - train - test)
         names, ratios = zip(*[(n, r) for n, r in (("train", train), ("val", val), ("test", test))
                               if r > 0 or n == "train"])
-        parts = chunk.split(ratios, seed=args.seed) if len(ratios) > 1 else (chunk,)
+        parts = chunk.split(ratios, seed=args.seed) if len(ratios) > 1 and len(chunk) else (chunk,) * len(ratios)
         for name, part in zip(names, parts):  # all in training: PREFIX.lst, as im2rec names it
             part.write_lst(stem + ("" if train == 1.0 else f"_{name}") + ".lst", shuffle=args.shuffle,
                            seed=args.seed, classes_path=args.prefix + "_classes.txt")
@@ -246,6 +239,12 @@ def _split(args) -> int:
     from ..errors import ConfigError
 
     images = _scan(args.root, exts=args.exts or DEFAULT_EXTS, recursive=args.recursive)
+    if not len(images):
+        from ..errors import DataError
+
+        raise DataError(f"{args.root!r} holds no images to split (extensions {sorted(args.exts or DEFAULT_EXTS)}"
+                        f"{'' if args.recursive else ', its sub-folders not walked: --no-recursive'}); nothing was "
+                        "written. Give the folder that holds one sub-folder of images per class.")
     if args.per_class:
         parts = images.split(per_class=args.per_class, seed=args.seed)
     else:
@@ -302,6 +301,10 @@ def _check(args) -> int:
     with results_printed():  # printed below, once
         report = check(images, workers=args.workers, min_size=args.min_size)
     _say(report.summary())
+    if not len(images):
+        log.warning("%s holds no images: nothing was checked%s.", args.source,
+                    " (--strict: exit status 1, since nothing is vouched for)" if args.strict else "")
+        return 1 if args.strict else 0
     if args.out:
         _write_bad(args.out, report.bad)
         _say(f"{args.out}: {len(report.bad)} bad file(s)")
@@ -323,7 +326,12 @@ def _pack(args) -> int:
 
 def _mean(args) -> int:
     from ..data import MeanImage
+    from ..errors import ConfigError
 
+    if args.resize is not None and args.resize < max(args.size):
+        raise ConfigError(f"--resize {args.resize} is smaller than --size {args.size[0]} {args.size[1]}: the centre "
+                          f"crop would not fit in the resized image. Give --resize {max(args.size)} or more, or "
+                          "leave it out (the crop then takes the full shorter side).")
     mean = MeanImage.compute(args.rec, size=tuple(args.size), resize=args.resize, workers=args.workers)
     mean.save(args.out)
     _say(f"{args.out}: {mean!r}")

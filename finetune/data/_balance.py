@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 
 import cv2
@@ -18,10 +19,11 @@ import numpy as np
 
 from .._outputs import BALANCED, adopt_folder
 from .._validation import SEED, validate
-from ..errors import ConfigError, DataError, check_range
+from ..errors import ConfigError, DataError, ListFormatError, check_range
 from ._check import _progress
 from ._image import read_image
 from ._imagelist import ImageList
+from ._inputs import open_list
 
 __all__ = ["balance", "random_affine"]
 
@@ -57,6 +59,18 @@ def _class_folder(out_dir, name) -> str:
     return folder
 
 
+def _check_class_labels(images) -> None:
+    """Refuse a label that is not a class index (a whole number >= 0): it names no class to balance."""
+    for pos, entry in enumerate(images.entries):
+        label = entry.label
+        whole = isinstance(label, numbers.Real) and not isinstance(label, bool) and float(label).is_integer()
+        if not whole or label < 0:
+            raise ListFormatError(
+                f"balance: entry {pos} ({entry.path!r}) has label {label!r}, which is not a class index (a whole "
+                "number >= 0). balance brings each class up to the target, so every label must name one; fix "
+                "the list's labels (or drop those lines) first. Nothing was written.")
+
+
 def _write_image(path: str, img, ext: str) -> None:
     """Encode and write ``img``; unlike ``cv2.imwrite`` any file name works (one that is not UTF-8 too)."""
     ok, data = cv2.imencode(ext, img)
@@ -74,10 +88,14 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
     holds the originals plus the new files (absolute paths). Classes with
     ``target`` or more images are kept as they are.
 
+    Every label must be a class index, a whole number ``>= 0`` (with class
+    names, one of theirs): any other label is refused before anything is
+    written, since it names no class to bring up to ``target``.
+
     Parameters
     ----------
-    images : ImageList
-        The training list (never the validation list).
+    images : ImageList, str or path-like
+        The training list (never the validation list), or the path of a ``.lst`` / ``.csv`` / folder.
     target : int
         Images wanted per class.
     out_dir : str or path-like
@@ -101,6 +119,11 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
     -------
     ImageList
 
+    Raises
+    ------
+    ListFormatError
+        A label is not a class index (negative, fractional, several values), named with its entry.
+
     Examples
     --------
     >>> import os, tempfile, cv2, numpy as np
@@ -119,6 +142,8 @@ def balance(images: ImageList, target: int, out_dir, *, seed=0, rotation=20.0, s
     for name, value in (("shift", shift), ("shear", shear), ("zoom", zoom)):
         check_range("balance", name, value, 0, 1, high_open=True)
     validate("balance", {"seed": seed}, {"seed": SEED})
+    images = open_list(images, "balance")
+    _check_class_labels(images)
     rng = np.random.RandomState(seed)
     out_dir = os.fspath(out_dir)
     names = list(images.class_names or []) or [str(label) for label in sorted(set(images.single_labels()))]

@@ -40,6 +40,7 @@ from .._text import cell
 from ..errors import check_range
 from ._image_checks import DEFAULT_MAX_ASPECT_RATIO, _jpeg_info, _limit, pixel_problem, sniff_format, truncation_problem
 from ._imagelist import ImageList
+from ._inputs import missing_root_hint, open_list
 
 #: The default ``min_size`` of :func:`check` and :func:`~finetune.pack`: one rule for both.
 DEFAULT_MIN_SIZE = 1
@@ -262,12 +263,16 @@ class CheckReport:
     converted : list of (str, list of str)
         Usable files the decoder converts (greyscale, alpha, CMYK, palette,
         16-bit), with what is converted.
+    hint : str or None
+        When no listed file exists: where they were looked for and what to give
+        (the image root), as :func:`~finetune.pack` says it.
     """
 
-    def __init__(self, good, bad, converted):
+    def __init__(self, good, bad, converted, hint=None):
         self.good = good
         self.bad = list(bad)
         self.converted = list(converted)
+        self.hint = hint
 
     @property
     def ok(self) -> bool:
@@ -282,6 +287,7 @@ class CheckReport:
         """A few lines for humans: the first ``max_bad`` bad files (the rest counted per reason), and
         the conversions counted by kind. Paths that are not UTF-8 are shown with ``\\xNN`` escapes."""
         lines = [f"{len(self.good)} good, {len(self.bad)} bad, {len(self.converted)} converted."]
+        lines += [f"  {self.hint}"] if self.hint else []
         lines += [f"  bad: {cell(b.path)}: {b.reason} ({b.detail})" for b in self.bad[:max_bad]]
         if len(self.bad) > max_bad:
             lines.append("  " + count_line(len(self.bad) - max_bad, "bad", [b.reason for b in self.bad[max_bad:]]))
@@ -331,8 +337,9 @@ def check(images, *, workers=None, min_size=DEFAULT_MIN_SIZE) -> CheckReport:
 
     Parameters
     ----------
-    images : ImageList or sequence of paths
-        What to check.
+    images : ImageList, str, path-like or sequence of paths
+        What to check: a list, a folder / ``.lst`` / ``.csv`` path (read as
+        ``finetune check`` reads it), or image file paths.
     workers : int, optional
         Processes to use (default: all cores).
     min_size : int
@@ -356,8 +363,12 @@ def check(images, *, workers=None, min_size=DEFAULT_MIN_SIZE) -> CheckReport:
     ('zero bytes', ['grayscale'])
     """
     check_range("check", "min_size", min_size, 1)
-    if not isinstance(images, ImageList):
+    if isinstance(images, (str, bytes, os.PathLike)):  # a path, never a sequence of letters
+        images = open_list(images, "check")
+    elif not isinstance(images, ImageList):
         images = ImageList([(i, os.fspath(p), 0) for i, p in enumerate(images)])
+    if not len(images):
+        log.warning("check: the list holds no images; nothing was checked.", extra=RESULT)
     items = [(e.index, images.full_path(e)) for e in images]
     results = _progress(ordered_map(_check_one, int(min_size), items, workers=workers),
                         len(items), "check")
@@ -372,8 +383,11 @@ def check(images, *, workers=None, min_size=DEFAULT_MIN_SIZE) -> CheckReport:
         else:
             bad.append(BadImage(index, path, reason, detail))
             warn(path, reason, detail)
+    hint = None if good else missing_root_hint(images, bad)
+    if hint:
+        log.warning("check: %s", hint, extra=RESULT)
     warn.close()
-    return CheckReport(images.subset(good), bad, converted)
+    return CheckReport(images.subset(good), bad, converted, hint)
 
 
 def _progress(iterable, total, desc):

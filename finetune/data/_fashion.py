@@ -8,6 +8,7 @@ files do not match, and then tries to download.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import struct
 import zlib
@@ -21,6 +22,7 @@ from .._validation import SEED, Interval, validate
 from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, check_choice
 from ._imagelist import ImageList
 
+log = logging.getLogger("finetune.data")
 _FOLDER = "Fashion-MNIST image folder"  # written and replaced as a whole; any other folder is refused
 
 __all__ = ["FASHION_MNIST_CLASSES", "fashion_mnist_dir", "load_fashion_mnist",
@@ -127,7 +129,8 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
         (:class:`~finetune.errors.OutputExistsError`): a user's images never
         mix with these.
     per_class : int
-        Images per class (at most 6,000 for ``"train"``, 1,000 for ``"test"``).
+        Images per class (at most 6,000 for ``"train"``, 1,000 for ``"test"``;
+        a larger number writes every image of the split, with a warning saying how many).
     split : {"train", "test"}
         Which official split to sample.
     seed : int
@@ -155,12 +158,19 @@ def write_fashion_mnist_folder(out_dir, per_class: int = 100, *, split: str = "t
             raise ConfigError(f"The 'classes' parameter must be in [1, {len(FASHION_MNIST_CLASSES)}]. "
                               f"Got {classes!r} instead.")
         keep = set(sorted(FASHION_MNIST_CLASSES)[:int(classes)])
+    elif isinstance(classes, (str, bytes)):
+        raise ConfigError(f"The 'classes' parameter of write_fashion_mnist_folder must be a number or a list of "
+                          f"names. Got the string {classes!r}; for one class give [{classes!r}].")
     else:
         keep = set(classes)
         unknown = keep - set(FASHION_MNIST_CLASSES)
         if unknown:
             raise UnknownNameError("Fashion-MNIST class", sorted(unknown)[0], FASHION_MNIST_CLASSES)
     images, labels = load_fashion_mnist(split, folder)
+    held = min(int(np.sum(labels == FASHION_MNIST_CLASSES.index(name))) for name in keep)
+    if per_class > held:
+        log.warning("The Fashion-MNIST %s split holds %d images per class: writing %d per class, not the "
+                    "per_class=%d asked for.", split, held, held, per_class)
     out_dir = os.fspath(out_dir)
     with atomic_dir(out_dir, what=_FOLDER) as tmp:
         for label, chosen in enumerate(_sample(labels, per_class, seed)):

@@ -18,7 +18,8 @@ import os
 from typing import NamedTuple
 
 from .._progress import RESULT
-from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder
+from ..errors import ConfigError, MissingFileError
+from ._folder import IMAGE_EXTENSIONS, normalise_exts, scan_folder, warn_lookalikes, warn_same_files
 from ._listfiles import check_labels, classes_path_for, find_class_names, read_csv, read_lst, write_lists
 from ._split import stratified_split
 
@@ -84,6 +85,11 @@ class ImageList:
     """
 
     def __init__(self, entries=(), *, class_names=None, root=None, skipped=None):
+        for param, value in (("entries", entries), ("class_names", class_names)):
+            if isinstance(value, (str, bytes, os.PathLike)):  # never its letters as entries or names
+                raise ConfigError(f"ImageList's {param!r} must be a sequence, not the {type(value).__name__} "
+                                  f"{value!r:.80}. To read a folder or a list file use ImageList.from_folder, "
+                                  "from_lst or from_csv.")
         self.entries = [ImageEntry(int(i), str(p), lab) for i, p, lab in entries]
         self.class_names = list(class_names) if class_names is not None else None
         self.root = os.fspath(root) if root is not None else None
@@ -166,6 +172,15 @@ class ImageList:
         ------
         MissingFileError
             ``root`` is not a folder.
+        DataError
+            ``root`` or a folder under it cannot be read (e.g. no permission).
+
+        Notes
+        -----
+        A linked folder that points to another folder under ``root`` is
+        skipped with a warning (the real folder is the class), and class
+        folders whose names differ only in case or Unicode form are named in
+        a warning. A file listed twice (hard links) is kept twice, with a warning.
 
         Examples
         --------
@@ -188,7 +203,7 @@ class ImageList:
             names = [os.path.relpath(f, root) for f in sorted(cats, key=cats.get)]
         else:
             entries = [(i, os.path.relpath(path, root), 0) for i, (_, path) in enumerate(scan.files)]
-            names = [os.path.basename(os.path.abspath(root))]
+            names = [os.path.basename(os.path.abspath(root))] if entries else []
         skipped = scan.skipped
         exts = sorted(normalise_exts(exts))
         if skipped:
@@ -196,14 +211,38 @@ class ImageList:
             log.info("Skipped %d file(s) in %s that are not in %s: %s.", sum(skipped.values()),
                      root, exts, detail, extra=RESULT)
         if not entries:
-            log.warning("No images with extensions %s found in %s.", exts, root)
+            subs = [d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d))]
+            how = (f"; only the files directly in it are listed without recursion, and it has {len(subs)} "
+                   "sub-folder(s): list them, one class per folder, with recursive=True (im2rec --recursive)"
+                   if subs and not recursive else "")
+            log.warning("No images with extensions %s found in %s%s.", exts, root, how)
         elif recursive:
-            _warn_lookalikes(names, root)
-            empty = sorted(d for d in os.listdir(root) if not d.startswith(".") and d not in names
+            warn_lookalikes(names, root)
+            links = {alias for alias, _ in scan.aliases}
+            empty = sorted(d for d in os.listdir(root) if not d.startswith(".") and d not in names and d not in links
                            and os.path.isdir(os.path.join(root, d)) and not any(n.startswith(d + os.sep) for n in names))
             if empty:
                 log.warning("Class folder(s) without images in %s are not classes: %s.", root, ", ".join(empty))
         return cls(entries, class_names=names, root=root, skipped=skipped)
+
+    @classmethod
+    def from_path(cls, source, *, root=None, exts=DEFAULT_EXTS) -> "ImageList":
+        """Read what ``finetune check`` / ``pack`` take: a folder (:meth:`from_folder`), a ``.csv``
+        (:meth:`from_csv`) or else a ``.lst`` (:meth:`from_lst`); ``root`` is for the list files.
+
+        Raises
+        ------
+        MissingFileError
+            ``source`` does not exist.
+        """
+        path = os.fspath(source)
+        if os.path.isdir(path):
+            return cls.from_folder(path, exts=exts)
+        if not os.path.exists(path):
+            raise MissingFileError(f"{path!r} does not exist: give a folder of images (one subfolder per class), "
+                                   "a .lst or a .csv list.")
+        reader = cls.from_csv if path.lower().endswith(".csv") else cls.from_lst
+        return reader(path, root=root)
 
     @classmethod
     def from_lst(cls, path, *, root=None, class_names=None) -> "ImageList":
@@ -236,7 +275,7 @@ class ImageList:
         entries = read_lst(path, class_names)
         if root is None:
             root = os.path.dirname(os.path.abspath(path))
-        return cls(entries, class_names=class_names, root=root)
+        return _warned(cls(entries, class_names=class_names, root=root), path)
 
     @classmethod
     def from_csv(cls, path, *, root=None, class_names=None) -> "ImageList":
@@ -258,7 +297,7 @@ class ImageList:
         entries, class_names = read_csv(path, class_names)
         if root is None:
             root = os.path.dirname(os.path.abspath(path))
-        return cls(entries, class_names=class_names, root=root)
+        return _warned(cls(entries, class_names=class_names, root=root), path)
 
     # ------------------------------------------------------------- splitting
     def split(self, ratios=None, *, per_class=None, seed=0) -> tuple:
@@ -341,15 +380,7 @@ class ImageList:
         return classes_path
 
 
-def _warn_lookalikes(names, root) -> None:
-    """Warn about class names that differ only in their Unicode form (NFC "café" and NFD "café" print alike)."""
-    import unicodedata
-
-    seen = {}
-    for name in names:
-        seen.setdefault(unicodedata.normalize("NFC", name), []).append(name)
-    alike = [group for group in seen.values() if len(group) > 1]
-    if alike:
-        log.warning("Class folders in %s whose names look the same but are spelt with other Unicode characters "
-                    "are different classes: %s. Rename one of each.", root,
-                    "; ".join(" / ".join(ascii(n) for n in group) for group in alike))
+def _warned(images, path):
+    """``images`` after one warning naming the files it lists more than once (:func:`warn_same_files`)."""
+    warn_same_files(images.paths, path, [e.path for e in images])
+    return images

@@ -122,11 +122,12 @@ def read_lst(path: str, class_names=None) -> list:
     """The ``(index, path, label)`` rows of an im2rec ``.lst`` file; see :meth:`ImageList.from_lst`.
 
     The path (last field) is kept exactly, spaces included; only the line terminator is removed.
-    With ``class_names``, every single label must be one of their indices (:func:`check_labels`).
+    An index used by an earlier line is refused (:class:`ListFormatError` naming both lines): it is the
+    record's key in the ``.idx`` file. With ``class_names``, every single label must be one of their indices (:func:`check_labels`).
     """
     if not os.path.isfile(path):
         raise MissingFileError(f"List file {path!r} does not exist.")
-    entries, lines = [], []
+    entries, lines, first_line = [], [], {}
     for n, line in enumerate(read_text(path), 1):
         if not line.strip():
             continue
@@ -146,6 +147,12 @@ def read_lst(path: str, class_names=None) -> list:
             raise ListFormatError(
                 f"{path}, line {n}: the index must be in [0, 2**63) and labels finite numbers; "
                 f"got {line.strip()!r:.200}.")
+        if index in first_line:
+            raise ListFormatError(
+                f"{path}, line {n}: index {index} is already the index of line {first_line[index]}. Each line "
+                "needs its own index (it is the record's key in the .idx file: MXNet would read one image for "
+                "both); renumber the first column.")
+        first_line[index] = n
         entries.append((index, parts[-1], label))
         lines.append(n)
     check_labels([e[2] for e in entries], class_names, lambda i: f"{path}, line {lines[i]}")

@@ -62,9 +62,9 @@ class MeanImage:
         if image.ndim != 3:
             raise ShapeError(f"A mean image must be (C, H, W). Got shape {image.shape} instead.")
         self.image = image
-        self.channel_mean = tuple(float(v) for v in (
-            channel_mean if channel_mean is not None else image.reshape(image.shape[0], -1).mean(1)))
-        self.channel_std = tuple(float(v) for v in channel_std) if channel_std is not None else None
+        self.channel_mean = _floats(channel_mean if channel_mean is not None
+                                    else image.reshape(image.shape[0], -1).mean(1), "channel_mean")
+        self.channel_std = _floats(channel_std, "channel_std") if channel_std is not None else None
         self.count = int(count)
 
     def __repr__(self) -> str:
@@ -125,13 +125,21 @@ class MeanImage:
             Images are resized (shorter side to ``resize``, default
             ``max(size)``) and centre-cropped to it, as in evaluation.
         resize : int, optional
-            Shorter side before the centre crop.
+            Shorter side before the centre crop; at least ``max(size)``
+            (a smaller one could not hold the crop and is refused).
         workers : int, optional
             Processes (default: all cores).
 
         Returns
         -------
         MeanImage
+
+        Raises
+        ------
+        ConfigError
+            ``resize`` is smaller than ``size``.
+        DataError
+            A path that is not a record file (a ``.lst``, ``.npy``, ...): pack it first.
         """
         from ._record import RecordDataset
 
@@ -142,6 +150,12 @@ class MeanImage:
             if size is None:
                 raise ConfigError("MeanImage.compute needs 'size' (H, W) for a path or an ImageList.")
             pre = Preprocess(size=size, resize=resize)
+            if resize is not None and pre.resize < max(pre.size):
+                raise ConfigError(f"MeanImage.compute: resize={resize} (the shorter side before the centre crop) is "
+                                  f"smaller than size={tuple(pre.size)}, so the crop could not fit in it; give a "
+                                  f"resize of at least {max(pre.size)}, or none.")
+            if not isinstance(source, ImageList):
+                _check_record_path(source)
             ds = None if isinstance(source, ImageList) else RecordDataset(source, pre)
         if ds is not None:
             ctx = ("rec", ds.path, ds._file.idx, ds._rows, pre)
@@ -224,7 +238,11 @@ class MeanImage:
         if not os.path.isfile(path):
             raise MissingFileError(f"Mean file {path!r} does not exist.")
         if path.endswith(".binaryproto") or not _is_ndarray_file(path):
-            image, default = read_binaryproto(path, DataError), "BGR"
+            try:
+                image, default = read_binaryproto(path, DataError), "BGR"
+            except DataError as exc:
+                raise DataError(f"{path} is not a mean file: neither an MXNet mean.bin (finetune mean, mx.nd.save) "
+                                f"nor a Caffe mean.binaryproto. Reading it as Caffe's said: {exc}") from None
         else:
             image, default = _read_ndarray_file(path), "RGB"
         if image.ndim != 3 or image.shape[0] not in (1, 3) or min(image.shape) < 1:
@@ -237,6 +255,27 @@ class MeanImage:
         if color == "BGR":
             image = image[::-1]
         return cls(np.ascontiguousarray(image))
+
+
+def _floats(values, param) -> tuple:
+    """``values`` as a tuple of floats; a string (never a sequence of digits) or a non-number is refused."""
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"MeanImage's {param!r} must be a sequence of numbers, one per channel, such as "
+                          f"(123.7, 116.3, 103.5). Got {values!r:.80}.") from None
+
+
+def _check_record_path(source) -> None:
+    """Refuse an existing file that is not a record file (a ``.lst``, ``.npy``, ...): the mean reads records."""
+    path = os.fspath(source)
+    if (os.path.isfile(path) and os.path.splitext(path)[1].lower() not in (".rec", ".idx")
+            and not os.path.isfile(path + ".rec")):
+        what = path if path.lower().endswith((".lst", ".csv")) else "LIST"
+        raise DataError(f"{path!r} is not a record file: mean reads records (.rec): pack the list first with "
+                        f"`finetune pack {what} --out PREFIX` (ft.pack in Python), then give PREFIX.rec.")
 
 
 def _read_ndarray_file(path) -> np.ndarray:

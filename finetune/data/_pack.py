@@ -26,11 +26,12 @@ from .._units import written_with
 from .._parallel import default_workers, ordered_map
 from .._progress import RESULT
 from .._text import TEXT
-from ..errors import ConfigError, DataError, ListFormatError, check_choice, check_range
+from ..errors import DataError, ListFormatError, check_choice, check_range
 from ._check import (DEFAULT_MIN_SIZE, BadImage, ProblemLog, _progress, damage, decode_reporting, inspect_header, read_bytes,
                      size_problem, undecodable)
 from ._image_checks import _jpeg_info, geometry_problem, pixel_problem, sniff_format
 from ._imagelist import ImageList
+from ._inputs import check_prefix, check_unique_indices, empty_classes, missing_root_hint, open_list
 from ._listfiles import check_labels, class_names_text, classes_path_for, lst_text
 from ._recordio import RecordWriter
 
@@ -189,11 +190,9 @@ def _nothing_packed(images, bad) -> str:
     if not bad:
         return "The list holds no images; nothing was written."
     what = f"None of the {len(bad)} images could be packed; nothing was written."
-    if all(not os.path.exists(b.path) for b in bad):
-        where = images.root if images.root is not None else "the current folder"
-        return (f"{what} None of the files exist (the first: {bad[0].path!r}). A list's paths are "
-                f"relative to its image root, here {where!r}: give the folder the list was made from "
-                "as root (--root).")
+    hint = missing_root_hint(images, bad)
+    if hint:
+        return f"{what} {hint}"
     return f"{what} The first: {bad[0].path!r} ({bad[0].reason}). See the report's 'bad' list (finetune check)."
 
 
@@ -219,12 +218,19 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     ``<prefix>.lst`` that pack did not write (the list being packed, say)
     is left as it is.
 
+    Two entries with one index are refused (:class:`~finetune.errors.ListFormatError`):
+    the index is the record's ``.idx`` key. A file listed twice is packed
+    twice, after a warning (:meth:`ImageList.from_lst`). A class whose every
+    image was skipped is named in a warning: its name stays in the class
+    names, with no record.
+
     Parameters
     ----------
-    images : ImageList
-        What to pack.
+    images : ImageList, str or path-like
+        What to pack: a list, or a folder / ``.lst`` / ``.csv`` path (read as ``finetune pack`` reads it).
     prefix : str or path-like
-        Output prefix (``"data/train"`` writes ``data/train.rec`` and ``data/train.idx``).
+        Output prefix (``"data/train"`` writes ``data/train.rec`` and ``data/train.idx``); a
+        prefix without a name after its folder (``"data/"``) is refused.
     resize : int
         Resize the shorter side to this many pixels (0: keep the size).
     center_crop : bool
@@ -267,9 +273,9 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
         quality = 95 if encoding == ".jpg" else 3
     check_range(owner, "quality", quality, *((1, 100) if encoding == ".jpg" else (0, 9)))
     check_range(owner, "resize", resize, 0)
-    if not isinstance(images, ImageList):
-        raise ConfigError(f"pack needs an ImageList. Got {type(images).__name__} instead.")
-    prefix = os.fspath(prefix)
+    images = open_list(images, owner)
+    prefix = check_prefix(prefix, owner)
+    check_unique_indices(images, owner)
     if prefix.endswith(".rec"):
         prefix = prefix[:-4]
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -295,7 +301,7 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
         outputs.append(lst_path)
         modes.append("w")
     start = time.time()
-    bad, written = [], 0
+    bad, written, kept = [], 0, []
     # records, index, class names and list replace the previous ones as one unit
     warn = ProblemLog("Skipped", "skipped images", "the report's 'bad' list")
     stale = [p for p, keep in ((classes_path_for(prefix), images.class_names is not None), (lst_path, names_list))
@@ -303,13 +309,14 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
     with atomic_files(outputs, modes, **TEXT) as files:
         writer = RecordWriter(files[0], files[1])
         results = ordered_map(_pack_one, opts, items, workers=workers, chunksize=4)
-        for (index, path, _), (record, problem) in zip(items, _progress(results, len(items), "pack")):
+        for pos, ((index, path, _), (record, problem)) in enumerate(zip(items, _progress(results, len(items), "pack"))):
             if record is None:
                 bad.append(BadImage(index, path, *problem))
                 warn(path, *problem)
                 continue
             writer.write(index, record)
             written += 1
+            kept.append(pos)
         writer.close()
         if not written:  # raised inside the unit: the previous output stays as it was
             warn.close()
@@ -320,6 +327,11 @@ def pack(images: ImageList, prefix, *, resize=0, center_crop=False, quality=None
             skipped = {b.index for b in bad}
             files[-1].write(lst_text(lst_path, [e for e in images.entries if e.index not in skipped]))
     warn.close()
+    lost = empty_classes(images, kept)
+    if lost:
+        log.warning("%s: %d class(es) have no record, every image of theirs was skipped: %s. The class names still "
+                    "list them; fix or replace those images (finetune check) and pack again.", rec_path, len(lost),
+                    ", ".join(lost))
     for path in stale:  # an earlier pack's names do not describe these records (files written by hand stay)
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import resource
 import threading
 from multiprocessing import shared_memory
 
@@ -126,6 +127,13 @@ class RecordLoader:
         shape = (self.batch_size, ds.preprocess.channels) + ds.preprocess.size
         nslots = 2 * self.workers + 2
         nbytes = int(np.prod(shape)) * 4
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and nbytes > limit:  # Python's shared memory then fails untidily
+            from ..errors import WriteError
+
+            raise WriteError(f"The file size limit of this process ({limit} bytes, `ulimit -f`) is below the "
+                             f"shared memory of one batch ({nbytes} bytes) that worker processes fill: raise the "
+                             "limit, or load in this process (workers=0, --workers 0).")
         self._shms = [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(nslots)]
         self._views = [np.ndarray(shape, np.float32, buffer=s.buf) for s in self._shms]
         self._pool = fork_pool(self.workers, _worker_init, (ds, self._shms, shape))

@@ -16,6 +16,7 @@ import numpy as np
 from .._file_writes import atomic_files
 from .._text import TEXT
 from ..errors import ConfigError
+from ._inputs import check_prefix
 from ._listfiles import class_names_text, classes_path_for
 from ._recordio import RecordFile, RecordWriter, unpack_header
 
@@ -67,9 +68,13 @@ def write_records(prefix, parts, *, class_names=None) -> int:
     ...               class_names=["a", "b"])
     2
     """
-    prefix = os.fspath(prefix)
+    prefix = check_prefix(prefix, "write_records")
     if prefix.endswith(".rec"):
         prefix = prefix[:-4]
+    parts = None if isinstance(parts, (str, bytes, os.PathLike)) else list(parts)
+    if parts is None or not all(isinstance(p, (tuple, list)) and len(p) == 3 for p in parts):
+        raise ConfigError(f"write_records needs parts as a list of (source, positions, labels) tuples, e.g. "
+                          f"[('all.rec', None, None)]. Got {parts!r:.80}.")
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     opened = []
     for source, positions, labels in parts:

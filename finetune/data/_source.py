@@ -204,6 +204,9 @@ ImageList, a list of (image, label) pairs, or images plus labels=[...].
                 raise ConfigError(f"The {what} must be labelled images: a RecordDataset, an ImageList, a list of "
                                   "(image, label) pairs, or images plus labels=[...].")
             images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+        if isinstance(labels, (str, bytes)):  # never one label per letter
+            raise ConfigError(f"The labels of the {what} must be a sequence, one per image. Got the "
+                              f"{type(labels).__name__} {labels!r:.80}.")
         source = cls(images, color=color, what=what)
         labels = list(labels)
         if len(labels) != len(source):

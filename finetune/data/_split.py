@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import numbers
 
 import numpy as np
 
 from .._validation import SEED, validate
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, DataError, check_range
 
 __all__ = ["stratified_split"]
 
@@ -35,13 +36,16 @@ def stratified_split(labels, ratios=None, *, per_class=None, seed=0, name=str) -
             raise ConfigError(f"The 'per_class' parameter of ImageList.split must be a positive "
                               f"integer. Got {per_class!r} instead.")
     else:
-        ratios = [float(r) for r in ratios]
+        ratios = _numbers(ratios)
         for r in ratios:
             check_range("ImageList.split", "ratios", r, 0, 1)
         if len(ratios) < 1 or abs(sum(ratios) - 1) > 1e-6:
             raise ConfigError(f"The 'ratios' of ImageList.split must sum to 1. Got {ratios} "
                               f"(sum {sum(ratios):g}) instead.")
     validate("ImageList.split", {"seed": seed}, {"seed": SEED})
+    if not len(labels):
+        raise DataError("ImageList.split: the list holds no images, so there is nothing to split (no part would "
+                        "hold an image). Check the folder or list it was read from.")
     rng = np.random.RandomState(seed)
     by_class = collections.defaultdict(list)
     for pos, lab in enumerate(labels):
@@ -64,6 +68,15 @@ def stratified_split(labels, ratios=None, *, per_class=None, seed=0, name=str) -
             part.extend(members[start:start + c].tolist())
             start += c
     return parts
+
+
+def _numbers(ratios) -> list:
+    """``ratios`` as a list of floats; a string, a single number or an item that is not a number is refused."""
+    values = None if isinstance(ratios, (str, bytes)) or not hasattr(ratios, "__iter__") else list(ratios)
+    if values is None or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) for r in values):
+        raise ConfigError(f"The 'ratios' of ImageList.split must be a sequence of numbers such as (0.8, 0.2). "
+                          f"Got {ratios!r:.80} ({type(ratios).__name__}) instead.")
+    return [float(r) for r in values]
 
 
 def _allocate(n: int, ratios) -> list:
