@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import sys
+import zipfile
 from numbers import Real
+from typing import NamedTuple
 
-from .._file_writes import atomic_files, settled
 from .._text import read_lines
 from ._options import add_alias, add_index_options, add_shared, count, ctx_of, index_kwargs, number
 from . import _say
@@ -65,7 +66,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("retrieve", help="top-k search of query descriptors in a database",
                        description="Top-k search of --queries in --index: exact cosine search of descriptors, "
-                       "or the search of a saved index (see 'finetune index').")
+                       "or the search of a saved index (see 'finetune index'). --json prints {query id: [[id, "
+                       "score], ...]}; queries that share an id are keyed 'id#row' (row from 0), so none is lost.")
     p.add_argument("--index", required=True, help="database descriptors (.npy) or a saved RetrievalIndex (.npz)")
     p.add_argument("--queries", required=True, help="query descriptors (.npy)")
     p.add_argument("--top-k", type=count(1), default=10, help="results per query (default: 10)")
@@ -77,7 +79,9 @@ def register(sub) -> None:
     p = sub.add_parser("eval-retrieval", help="mAP of descriptors under the Oxford / revisited protocols",
                        description="Rank --index for every query and report mAP: Oxford5k/Paris6k "
                        "(--gt folder), revisited ROxford/RParis (--gt .pkl: easy/medium/hard mAP and "
-                       "mP@1,5,10) or class-level (--labels/--query-labels).")
+                       "mP@1,5,10) or class-level (--labels/--query-labels). With --gt, the query ids must be "
+                       "the ground truth's queries (rows are taken in its order only when there is no ids file and "
+                       "the counts match) and the index must hold its images.")
     p.add_argument("--gt", help="ground-truth folder (<query>_good/ok/junk/query.txt) or gnd_*.pkl")
     p.add_argument("--index", required=True,
                    help="database descriptors (.npy), or with --gt also a saved RetrievalIndex (.npz)")
@@ -91,59 +95,53 @@ def register(sub) -> None:
 
 
 # ------------------------------------------------------------------------ helpers
-def ids_path(npy: str) -> str:
-    """The ids file written beside a descriptor file."""
-    base = npy[:-4] if npy.endswith(".npy") else npy
-    return base + ".ids.txt"
+def _load_descriptors(path: str, *, what: str = "descriptors"):
+    """Descriptors and their ids (row numbers without an ids file); refuses an empty file."""
+    from ..features import load_descriptors
 
-
-def _load_descriptors(path: str):
-    from .._arrays import read_npy
-    from ..errors import MissingFileError, ShapeError
-
-    if not path.endswith(".npy") and not os.path.exists(path) and os.path.exists(path + ".npy"):
-        path += ".npy"  # the name given to extract, which wrote NAME.npy
-    settled([path, ids_path(path)], what="descriptors")  # finish a killed extract; never new descriptors with old ids
-    if not os.path.exists(path):
-        raise MissingFileError(f"Descriptor file {path!r} does not exist.")
-    x = read_npy(path, what="descriptors", kinds="fiu", ndim=2)
-    ids = read_lines(ids_path(path)) if os.path.exists(ids_path(path)) else [str(i) for i in range(len(x))]
-    if len(ids) != len(x):
-        raise ShapeError(f"{ids_path(path)!r} has {len(ids)} ids for {len(x)} descriptors.")
-    return x, ids
+    return load_descriptors(path, what=what)
 
 
 def _stem(name: str) -> str:
     return os.path.splitext(os.path.basename(name))[0]
 
 
-def _image_inputs(images: list) -> list:
-    from ..data import list_images
-
-    paths = []
-    for item in images:
-        paths += list_images(item) if os.path.isdir(item) else [item]
-    return paths
+class _Bad(NamedTuple):
+    path: str
+    reason: str
+    detail: str
 
 
-def _readable(paths: list) -> list:
-    """``paths`` without the files that cannot be decoded, which are said (as ``pack`` and ``predict`` do).
+def _readable(source) -> list:
+    """The positions of the items of ``source`` that decode; the others are said (as ``pack`` and ``predict`` do).
 
-    Every file is decoded, so extract calls it only once an image has failed.
+    Every item is decoded, so extract calls it only once an image has failed.
     """
     from .._progress import results_printed
     from ..data import ImageList, check
-    from ..errors import DataError
+    from ..errors import DataError, FinetuneError
     from ._data import _print_bad
 
-    with results_printed():  # listed below, once
-        report = check(ImageList([(i, p, 0) for i, p in enumerate(paths)]))
-    if report.bad:
-        _say(f"{len(report.bad)} of {len(paths)} images cannot be read and are left out:", file=sys.stderr)
-        _print_bad(report.bad)
-        if not len(report.good):
+    files = [(k, item) for k, item in enumerate(source) if item.kind == "path"]
+    good, bad = set(), []
+    if files:
+        with results_printed():  # listed below, once
+            report = check(ImageList([(k, os.fspath(item.value), 0) for k, item in files]))
+        good |= {int(e.index) for e in report.good.entries}
+        bad += report.bad
+    for k, item in enumerate(source):
+        if item.kind != "path":
+            try:
+                item.read()
+                good.add(k)
+            except (FinetuneError, OSError) as exc:
+                bad.append(_Bad(item.source, "unreadable", str(exc)))
+    if bad:
+        _say(f"{len(bad)} of {len(source)} images cannot be read and are left out:", file=sys.stderr)
+        _print_bad(bad)
+        if not good:
             raise DataError("None of the images can be read; nothing was extracted.")
-    return [e.path for e in report.good.entries]
+    return sorted(good)
 
 
 def _load_gt(spec: str):
@@ -154,24 +152,23 @@ def _load_gt(spec: str):
     return RevisitedGroundTruth.load(spec)
 
 
-def _query_crops(gt, paths: list):
-    """Cropped query images of a ground truth, their image files found among ``paths``."""
-    from ..data import read_image
+def _query_crops(gt, source, ids: list):
+    """Cropped query images of a ground truth, their image files found among the items of ``source``."""
     from ..errors import MissingFileError
     from ..features import OxfordGroundTruth, crop_query
 
-    by_stem = {_stem(p): p for p in paths}
+    by_stem = {_stem(i): item for i, item in zip(ids, source)}
     if isinstance(gt, OxfordGroundTruth):
-        names, boxes, ids = gt.query_images, gt.query_boxes, gt.query_names
+        names, boxes, qids = gt.query_images, gt.query_boxes, gt.query_names
     else:
-        names, boxes, ids = gt.qimlist, [g["bbx"] for g in gt.gnd], gt.qimlist
+        names, boxes, qids = gt.qimlist, [g["bbx"] for g in gt.gnd], gt.qimlist
     crops = []
     for name, box in zip(names, boxes):
         if name not in by_stem:
             raise MissingFileError(f"Query image {name!r} is not among the images given.")
-        img = read_image(by_stem[name])
+        img = by_stem[name].read()
         crops.append(crop_query(img, box) if box is not None else img)
-    return crops, list(ids)
+    return crops, list(qids)
 
 
 def _build_extractor(args):
@@ -200,11 +197,10 @@ def _build_extractor(args):
 
 # ----------------------------------------------------------------------- handlers
 def _extract(args) -> int:
-    import numpy as np
-
-    from .._text import TEXT, check_name
     from ..errors import ConfigError, ImageDecodeError, MissingFileError
+    from ..features import descriptor_ids, image_inputs, save_descriptors
 
+    source = image_inputs(args.images)  # every input listed (and a list whose images are missing refused) first
     fx = _build_extractor(args)
     needs_fit = fx.pca is not None and not fx.pca.fitted
     needs_fit |= any(getattr(p, "fitted", True) is False for pools in fx.poolings.values() for p in pools)
@@ -213,26 +209,22 @@ def _extract(args) -> int:
             raise ConfigError("PCA / MOP must be learned: give --fit-on with a folder of training images.")
         log.info("Fitting on %s ...", args.fit_on)
         fx.fit(args.fit_on, progress=args.progress)
-    def described(paths):
-        images, ids = _query_crops(_load_gt(args.queries_of), paths) if args.queries_of else (paths, paths)
-        # the ids file holds one id per line: a name it cannot hold is refused before the extraction
-        ids = [check_name(i, f"The id of a descriptor (for {ids_path(args.out)!r})", "Rename the image") for i in ids]
+
+    def described(source):  # one id per item of the source, never per argument
+        ids = descriptor_ids(source)
+        images, ids = _query_crops(_load_gt(args.queries_of), source, ids) if args.queries_of else (source, ids)
         return fx.extract(images, progress=args.progress), ids
 
-    paths = _image_inputs(args.images)
     try:
-        desc, ids = described(paths)
+        desc, ids = described(source)
     except (ImageDecodeError, MissingFileError):  # only now decode every file, to list the bad ones and leave them out
-        desc, ids = described(_readable(paths))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    # descriptors and their ids replace the previous pair together
-    npy = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
-    with atomic_files([npy, ids_path(args.out)], ["wb", "w"], **TEXT) as (f, fi):
-        np.save(f, desc)
-        fi.writelines(i + "\n" for i in ids)
+        good = _readable(source)
+        source.items = [source.items[k] for k in good]
+        desc, ids = described(source)
+    npy, ids_file = save_descriptors(args.out, desc, ids)  # refuses ids that are not one per descriptor
     if args.save_extractor:
         fx.save(args.save_extractor)
-    log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, npy, ids_path(args.out))
+    log.info("Wrote %d x %d descriptors to %s (ids in %s).", *desc.shape, npy, ids_file)
     return 0
 
 
@@ -254,22 +246,37 @@ def _build_index(args) -> int:
     from ..features import RetrievalIndex
 
     index = RetrievalIndex(**index_kwargs(args))  # bad settings fail before the descriptors are read
-    x, ids = _load_descriptors(args.descriptors)
+    x, ids = _load_descriptors(args.descriptors)  # settings the data cannot train fail in save, before faiss
     index.add(x, ids=ids)
     index.save(args.out)
     log.info("Wrote %r to %s.", index, args.out)
     return 0
 
 
+def _json_keys(qids: list) -> list:
+    """A JSON key per query: its id, or ``id#row`` for an id that several queries share (none is dropped)."""
+    import collections
+
+    counts = collections.Counter(qids)
+    keys = [q if counts[q] == 1 else f"{q}#{row}" for row, q in enumerate(qids)]
+    if len(set(keys)) != len(keys):  # an id that already reads 'x#3': number every query
+        keys = [f"{q}#{row}" for row, q in enumerate(qids)]
+    repeated = [q for q, c in counts.items() if c > 1]
+    if repeated:
+        log.warning("%d query id(s) are shared by several queries (%s); their JSON keys are 'id#row' (row: the "
+                    "query's row, from 0).", len(repeated), ", ".join(repr(q) for q in repeated[:3]))
+    return keys
+
+
 def _retrieve(args) -> int:
     from .._text import cell
 
     index = _index(args.index, args.dba)
-    q, qids = _load_descriptors(args.queries)
+    q, qids = _load_descriptors(args.queries, what="query descriptors")
     scores, ids = index.search(q, args.top_k, aqe=args.aqe)
     if args.json:
-        out = {qid: [[str(i), round(float(s), 6)] for i, s in zip(row_i, row_s)]
-               for qid, row_i, row_s in zip(qids, ids, scores)}
+        out = {key: [[str(i), round(float(s), 6)] for i, s in zip(row_i, row_s)]
+               for key, row_i, row_s in zip(_json_keys(qids), ids, scores)}
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
@@ -279,47 +286,58 @@ def _retrieve(args) -> int:
     return 0
 
 
-def _eval(args) -> int:
+def _labels(path: str, n: int, of: str):
+    """One label per descriptor row of ``of``, from ``path``; else a DataError with both counts."""
     import numpy as np
 
+    from ..errors import DataError
+
+    labels = read_lines(path)
+    if len(labels) != n:
+        raise DataError(f"{path!r} has {len(labels)} labels for the {n} descriptors of {of!r}; give one label "
+                        "per line, one per descriptor row, in the same order.")
+    return np.array(labels)
+
+
+def _class_map(args) -> dict:
     from ..errors import ConfigError
-    from ..features import OxfordGroundTruth, class_retrieval_map
+    from ..features import class_retrieval_map
+
+    if args.aqe or args.dba:
+        raise ConfigError("--aqe and --dba apply to --gt evaluation (a ranked index); class-level mAP (--labels) "
+                          "scores the descriptors as they are. Leave them out, or evaluate with --gt.")
+    for given in (args.index, args.queries):
+        if given and (given.endswith(".npz") or (os.path.isfile(given) and zipfile.is_zipfile(given))):
+            raise ConfigError(f"{given!r} is a saved index: it is accepted only with --gt. Class-level mAP "
+                              "(--labels) needs the descriptors: give the .npy that 'finetune extract' wrote.")
+    if args.queries and not args.query_labels:
+        raise ConfigError("--queries with --labels needs --query-labels.")
+    x, _ = _load_descriptors(args.index)
+    labels = _labels(args.labels, len(x), args.index)
+    if args.queries:
+        q, _ = _load_descriptors(args.queries, what="query descriptors")
+        m, _ = class_retrieval_map(q, _labels(args.query_labels, len(q), args.queries), x, labels)
+    else:
+        m, _ = class_retrieval_map(x, labels)
+    return {"mAP": m}
+
+
+def _eval(args) -> int:
+    from ..errors import ConfigError
+    from ..features import evaluate_ground_truth, load_descriptors
 
     if args.gt is None:
         if not args.labels:
             raise ConfigError("Give --gt (Oxford/Paris ground truth) or --labels (class-level mAP).")
-        x, _ = _load_descriptors(args.index)
-        labels = np.array(read_lines(args.labels))
-        if args.queries:
-            q, _ = _load_descriptors(args.queries)
-            if not args.query_labels:
-                raise ConfigError("--queries with --labels needs --query-labels.")
-            m, _ = class_retrieval_map(q, np.array(read_lines(args.query_labels)), x, labels)
-        else:
-            m, _ = class_retrieval_map(x, labels)
-        result = {"mAP": m}
+        result = _class_map(args)
     else:
         if not args.queries:
             raise ConfigError("--gt needs --queries (extract them with 'finetune extract --queries-of GT').")
         gt = _load_gt(args.gt)
         index = _index(args.index, args.dba)
-        q, qids = _load_descriptors(args.queries)
-        ranks = index.rank(q, aqe=args.aqe)
-        db_names = [_stem(str(i)) for i in index.ids]
-        if isinstance(gt, OxfordGroundTruth):
-            ranked = [[db_names[j] for j in row] for row in ranks]
-            if set(qids) == set(gt.query_names):
-                ranked = dict(zip(qids, ranked))
-            res = gt.evaluate(ranked)
-            result = {"mAP": res["mAP"], "aps": res["aps"]}
-        else:
-            pos = {n: i for i, n in enumerate(gt.imlist)}
-            missing = [n for n in db_names if n not in pos]
-            if missing:
-                raise ConfigError(f"{len(missing)} database images are not in the ground truth, e.g. {missing[0]!r}.")
-            mapped = np.array([pos[n] for n in db_names])[ranks]
-            res = gt.evaluate(mapped)
-            result = {k: {"mAP": v["mAP"], "mP@k": v["mP@k"]} for k, v in res.items()}
+        q, qids = load_descriptors(args.queries, row_ids=False, what="query descriptors")
+        result = evaluate_ground_truth(gt, index, q, qids, aqe=args.aqe, source=repr(args.queries),
+                                       index_source=repr(args.index))
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -9,9 +9,11 @@ score rankings with the Oxford Buildings and revisited Oxford/Paris protocols,
 or by class for labelled data sets.
 """
 
+from ._descriptors import descriptor_ids, image_inputs, load_descriptors, save_descriptors
 from ._evaluation import (average_precision, class_retrieval_map, mean_average_precision,
                           precision_at_k, ranked_ap)
 from ._extractor import FeatureExtractor
+from ._gt_match import evaluate_ground_truth
 from ._index import RetrievalIndex
 from ._mop import MOP
 from ._oxford import OxfordGroundTruth, RevisitedGroundTruth, crop_query
@@ -22,6 +24,7 @@ from ._registry import get_pooling, pooling_names
 __all__ = sorted([
     "AvgPooling", "CroW", "FeatureExtractor", "GeM", "MOP", "MaxPooling", "OxfordGroundTruth",
     "PCAWhitening", "Pooling", "RMAC", "RetrievalIndex", "RevisitedGroundTruth", "SumPooling",
-    "average_precision", "class_retrieval_map", "crop_query", "get_pooling", "l2_normalize",
-    "mean_average_precision", "pooling_names", "precision_at_k", "ranked_ap", "rmac_regions",
+    "average_precision", "class_retrieval_map", "crop_query", "descriptor_ids", "evaluate_ground_truth",
+    "get_pooling", "image_inputs", "l2_normalize", "load_descriptors", "mean_average_precision", "pooling_names",
+    "precision_at_k", "ranked_ap", "rmac_regions", "save_descriptors",
 ])

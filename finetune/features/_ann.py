@@ -59,6 +59,55 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(4 * math.sqrt(max(n, 1)), n // 39 if n >= 39 else 1)))
 
 
+def default_pq_m(dim: int) -> int:
+    """IVF-PQ codes per vector: the largest divisor of ``dim`` up to ``dim // 4`` (at least 1)."""
+    return next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0)
+
+
+def _bits(n: int) -> int:
+    """Bits per IVF-PQ code: 8 when each of the 256 centroids gets 39 training points, else 4."""
+    return 8 if n >= 39 * 256 else 4
+
+
+def check_params(method: str, n: int, dim: int, *, nlist=None, pq_m=None) -> None:
+    """Refuse settings that ``n`` descriptors of dimension ``dim`` cannot train, before faiss sees them.
+
+    Raises
+    ------
+    ConfigError
+        No descriptors; more IVF cells than descriptors; IVF-PQ with fewer
+        descriptors than the 16 (or 256) codes of a sub-quantiser, or a
+        ``pq_m`` that does not divide the dimension.
+
+    Examples
+    --------
+    >>> check_params("ivf", 40, 8, nlist=100)
+    Traceback (most recent call last):
+    ...
+    finetune.errors.ConfigError: nlist=100 (--nlist 100) needs at least 100 descriptors, one per IVF cell, got 40. \
+Give a smaller nlist (None chooses 1 for 40) or index more descriptors.
+    """
+    if n < 1 or dim < 1:
+        raise ConfigError(f"Cannot build a {method!r} index of {n} descriptors of dimension {dim}: it needs at "
+                          "least one descriptor with at least one dimension.")
+    if method not in ("ivf", "ivfpq"):
+        return
+    cells = int(nlist) if nlist else default_nlist(n)
+    if cells > n:
+        raise ConfigError(f"nlist={cells} (--nlist {cells}) needs at least {cells} descriptors, one per IVF cell, "
+                          f"got {n}. Give a smaller nlist (None chooses {default_nlist(n)} for {n}) or index more "
+                          "descriptors.")
+    if method == "ivfpq":
+        m = int(pq_m) if pq_m else default_pq_m(dim)
+        if dim % m:
+            raise ConfigError(f"The 'pq_m' parameter of RetrievalIndex (--pq-m) must divide the dimension {dim}. "
+                              f"Got {m} instead.")
+        codes = 2 ** _bits(n)
+        if n < codes:
+            raise ConfigError(f"method='ivfpq' needs at least {codes} descriptors to train the {codes} codes of its "
+                              f"product quantiser, got {n}. Use method='exact', 'ivf' or 'hnsw' for so few.")
+
+
 def factory_string(method: str, dim: int, n: int, *, nlist=None, pq_m=None, hnsw_m: int = 32) -> str:
     """The faiss ``index_factory`` description of a method for ``n`` vectors of ``dim``."""
     if method == "hnsw":
@@ -66,10 +115,10 @@ def factory_string(method: str, dim: int, n: int, *, nlist=None, pq_m=None, hnsw
     cells = int(nlist) if nlist else default_nlist(n)
     if method == "ivf":
         return f"IVF{cells},Flat"
-    m = int(pq_m) if pq_m else max(1, dim // 4)
+    m = int(pq_m) if pq_m else default_pq_m(dim)
     if dim % m:
         raise ConfigError(f"The 'pq_m' parameter of RetrievalIndex must divide the dimension {dim}. Got {m} instead.")
-    bits = 8 if n >= 39 * 256 else 4  # k-means of each sub-quantiser wants 39 points per centroid
+    bits = _bits(n)  # k-means of each sub-quantiser wants 39 points per centroid
     return f"IVF{cells},PQ{m}x{bits}"
 
 
@@ -77,6 +126,7 @@ def build(method: str, vectors: np.ndarray, *, nlist=None, pq_m=None, hnsw_m: in
     """Train (where needed) and fill a faiss index with ``vectors`` (inner product)."""
     faiss = import_faiss()
     n, dim = vectors.shape
+    check_params(method, n, dim, nlist=nlist, pq_m=pq_m)
     desc = factory_string(method, dim, n, nlist=nlist, pq_m=pq_m, hnsw_m=hnsw_m)
     index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
     if method in ("ivf", "ivfpq"):

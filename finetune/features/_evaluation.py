@@ -215,7 +215,9 @@ def class_retrieval_map(queries, query_labels, database=None, database_labels=No
     if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
         raise ShapeError(f"class_retrieval_map: queries {q.shape} and database {db.shape} must be (Q, D) and (N, D).")
     if len(ql) != len(q) or len(dl) != len(db):
-        raise ShapeError("class_retrieval_map: one label per query and per database item is needed.")
+        raise ShapeError(f"class_retrieval_map: one label per query and per database item is needed; got "
+                         f"{len(ql)} query labels for {len(q)} queries and {len(dl)} database labels for {len(db)} "
+                         "database items.")
     if (query_ids is None) != (database_ids is None):
         raise ConfigError("class_retrieval_map: give both 'query_ids' and 'database_ids' or neither.")
     aps = np.empty(len(q))

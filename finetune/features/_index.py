@@ -17,11 +17,13 @@ import os
 
 import numpy as np
 
-from .._arrays import check_array, read_npz, write_npz
+from .._arrays import write_npz
 from .._file_writes import atomic_paths, settled
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_choice, check_range
 from . import _ann, _exact
-from ._postprocess import l2_normalize
+from ._descriptors import check_file_name
+from ._index_io import read_index_file
+from ._postprocess import l2_normalize, warn_zero_rows
 
 __all__ = ["RetrievalIndex"]
 
@@ -47,7 +49,7 @@ class RetrievalIndex:
     nprobe : int
         IVF cells scanned per query (more: better recall, slower).
     pq_m : int or None
-        IVF-PQ bytes per vector; must divide the dimension (``None``: ``D // 4``).
+        IVF-PQ codes per vector; must divide the dimension (``None``: the largest divisor up to ``D // 4``).
     hnsw_m : int
         HNSW links per vector.
     ef_search : int
@@ -145,6 +147,7 @@ class RetrievalIndex:
         if self.method != "exact" and self._ann is None:
             if not len(self):
                 raise ConfigError("RetrievalIndex.build: the index is empty; add() descriptors first.")
+            _ann.check_params(self.method, *self.vectors.shape, nlist=self.nlist, pq_m=self.pq_m)
             self._ann = _ann.build(self.method, self.vectors, nlist=self.nlist, pq_m=self.pq_m, hnsw_m=self.hnsw_m)
         return self
 
@@ -165,7 +168,12 @@ class RetrievalIndex:
             bad = "have no dimension" if x.shape[1] == 0 else (
                 f"hold NaN or infinite values (row {int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])} first)")
             raise DataError(f"RetrievalIndex: the {what} {bad}; they would rank as noise. Extract them again.")
-        return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
+        if not len(x) and what == "queries":
+            raise DataError(f"RetrievalIndex: no queries were given (shape {x.shape}); nothing to search for.")
+        if self.metric == "cosine":
+            warn_zero_rows(x, what)
+            return l2_normalize(x)
+        return np.ascontiguousarray(x)
 
     def add(self, vectors, ids=None) -> None:
         """Append ``(N, D)`` descriptors with their ids (default: running integers)."""
@@ -308,7 +316,9 @@ class RetrievalIndex:
         memory-maps. The files are replaced together, as one unit (see
         :func:`finetune._file_writes.atomic_paths`).
         """
-        path = os.fspath(path)
+        path = check_file_name(path, "The index file")
+        if not len(self):
+            raise ConfigError(f"RetrievalIndex.save: the index is empty; add() descriptors before saving to {path!r}.")
         meta = {"metric": self.metric, "chunk_size": self.chunk_size, "query_batch": self.query_batch,
                 **self._ann_params()}
         vectors = self.vectors
@@ -345,16 +355,11 @@ class RetrievalIndex:
         settled([path, path + ".faiss", path + ".vectors.npy"], what="index")  # finish a killed save; one save's parts
         if not os.path.exists(path):
             raise MissingFileError(f"Index file {path!r} does not exist.")
-        with read_npz(path, what="RetrievalIndex") as f:
-            meta = json.loads(str(check_array(f["meta"], path, what="settings", kinds="U", ndim=0)))
-            if not isinstance(meta, dict):
-                raise DataError(f"{path!r}: the index settings are not a JSON object: {meta!r}.")
-            params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
-                      if k in meta}
-            params["refine"] = meta.get("refine", 1)  # files from before re-ranking: none
-            obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
-            obj.vectors = check_array(f["vectors"], path, what="descriptors", kinds="f", ndim=2)
-            obj.ids = check_array(f["ids"], path, what="ids", kinds="iuU", ndim=1)
+        meta, vectors, ids = read_index_file(path)
+        params = {k: meta[k] for k in ("method", "nlist", "nprobe", "pq_m", "hnsw_m", "ef_search") if k in meta}
+        params["refine"] = meta.get("refine", 1)  # files from before re-ranking: none
+        obj = cls(meta["metric"], chunk_size=meta["chunk_size"], query_batch=meta["query_batch"], **params)
+        obj.vectors, obj.ids = vectors, ids
         if obj.method == "exact" and len(obj.ids) != len(obj.vectors):
             raise DataError(f"{path!r} has {len(obj.ids)} ids for {len(obj.vectors)} descriptors; "
                             "the file is damaged. Rebuild the index.")

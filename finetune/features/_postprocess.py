@@ -9,6 +9,7 @@ variance are saved, so loading needs no pickle.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -17,7 +18,9 @@ from .._arrays import write_npz
 from .._file_writes import atomic_open
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError, check_range
 
-__all__ = ["PCAWhitening", "l2_normalize"]
+__all__ = ["PCAWhitening", "l2_normalize", "warn_zero_rows"]
+
+log = logging.getLogger(__name__)
 
 
 def l2_normalize(x, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
@@ -30,6 +33,27 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def warn_zero_rows(x: np.ndarray, what: str) -> int:
+    """Warn when rows of ``x`` are all zero: they have no direction, so their cosine scores are all 0.
+
+    Returns the number of such rows (a query among them ranks the database
+    in an arbitrary order; a database item among them is never found).
+
+    Examples
+    --------
+    >>> warn_zero_rows(np.array([[1.0, 0.0], [0.0, 0.0]]), "queries")
+    1
+    """
+    zero = ~np.any(np.asarray(x) != 0, axis=1) if np.ndim(x) == 2 else np.zeros(0, bool)
+    count = int(zero.sum())
+    if count:
+        rows = ", ".join(str(int(r)) for r in np.flatnonzero(zero)[:5]) + (", ..." if count > 5 else "")
+        log.warning("%d of the %d %s are all zero (row %s): they have no direction for cosine "
+                    "similarity, so they score 0 against everything%s.", count, len(x), what, rows,
+                    " and their rankings are arbitrary" if what == "queries" else " and are never found")
+    return count
 
 
 class PCAWhitening:

@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-MODULES = ["_ann", "_evaluation", "_exact", "_extractor", "_geometry", "_index", "_mop", "_oxford", "_pooling",
-           "_postprocess"]
+MODULES = ["_ann", "_descriptors", "_evaluation", "_exact", "_extractor", "_geometry", "_gt_match", "_index",
+           "_index_io", "_mop", "_oxford", "_pooling", "_postprocess"]
 
 
 @pytest.mark.parametrize("name", MODULES)
