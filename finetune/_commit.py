@@ -28,6 +28,7 @@ import tempfile
 
 from ._locks import hold, sidecar_stem
 from ._outputs import apply_umask, write_marker
+from ._formats import mark_image_file
 from ._units import manifest_path, refuse_foreign_part, refuse_replacing_an_image, write_manifest
 from ._write_errors import as_write_error, failed_in, no_sigxfsz, write_error
 
@@ -91,6 +92,7 @@ def commit(paths, *, what: str = "file", kind: str | None = None):
                 _fsync_all(tmp)
             if not folder:
                 for path, tmp in zip(paths, temps):
+                    mark_image_file(tmp)  # an image finetune writes may later be replaced by finetune
                     refuse_replacing_an_image(path, tmp)
                     refuse_foreign_part(path, tmp, manifest_path(paths[0]) if manifest else None)
             current = paths[0]

@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 
-from ._formats import sniff_format
+from ._formats import image_file_marked, sniff_format
 from ._locks import sidecar_stem
 from ._outputs import MARKER, MARKER_VERSION, fingerprint
 from .errors import MixedOutputError, OutputExistsError
@@ -58,15 +58,23 @@ def _is_image(path) -> bool:
 
 
 def refuse_replacing_an_image(path, new) -> None:
-    """Raise :class:`OutputExistsError` when the file ``path`` is an image and ``new`` (a file) is not.
+    """Raise :class:`OutputExistsError` when the file ``path`` is an image that ``new`` (a file) must not replace.
 
-    A photo is the user's own work; a report, an index or a mean image given
-    its name (``mean --out photos/p1.jpg``) would destroy it. An image writer
-    (Grad-CAM, plots) may still replace an image.
+    A photo is the user's own work: a report, an index or a mean image given
+    its name (``mean --out photos/p1.jpg``) would destroy it, and so would a
+    Grad-CAM overlay or a plot. An image is replaced only by an image, and
+    only when it carries the mark finetune leaves in the images it writes
+    (:func:`~finetune._formats.mark_image`): a result over an earlier result.
     """
-    if os.path.isfile(path) and _is_image(path) and not _is_image(new):
+    if not (os.path.isfile(path) and _is_image(path)):
+        return
+    if not _is_image(new):
         raise OutputExistsError(f"{os.fspath(path)!r} is an image, and this output is not: writing it there would "
                                 "destroy the picture. Choose another output name.", os.fspath(path))
+    if not image_file_marked(path):
+        raise OutputExistsError(f"{os.fspath(path)!r} is an image finetune did not write (a photo?): writing this "
+                                "output there would destroy it. Choose another output name, or delete that file "
+                                "first if it is an earlier result.", os.fspath(path))
 
 
 def refuse_foreign_part(path, new, own_manifest) -> None:

@@ -400,9 +400,10 @@ gc.collect()
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
-def test_no_writer_replaces_a_photo_with_something_that_is_not_an_image(tmp_path, name):
+def test_no_writer_replaces_a_photo(tmp_path, name):
     """``mean --out photos/p1.jpg``, ``evaluate --report p2.jpg``, ``index --out p3.jpg``, ``check --out p4.jpg``
-    replaced a photo that was not an input of the command; a figure may still replace a figure."""
+    replaced a photo that was not an input of the command, and so did ``lr-find --out`` / ``gradcam --out``
+    with a figure; a figure may still replace a figure finetune wrote."""
     import cv2
 
     from finetune.errors import OutputExistsError
@@ -412,8 +413,14 @@ def test_no_writer_replaces_a_photo_with_something_that_is_not_an_image(tmp_path
     os.replace(tmp_path / "p.png", photo)
     before = photo.read_bytes()
     if name.endswith(".png"):  # an image writer
+        with pytest.raises(OutputExistsError, match="an image finetune did not write"):
+            WRITERS[name](photo)
+        assert photo.read_bytes() == before
+        photo.unlink()
         WRITERS[name](photo)
-        assert photo.read_bytes() != before
+        first = photo.read_bytes()
+        WRITERS[name](photo)  # its own earlier result: replaced
+        assert photo.exists() and first != before
         return
     with pytest.raises(OutputExistsError, match="is an image, and this output is not"):
         WRITERS[name](photo)

@@ -233,7 +233,9 @@ def _refuse_output_over_input(args) -> None:
 
     Every command reads its inputs from the path arguments; a result written
     over one of them (``check photos --out photos/cat/1.png``, ``gradcam
-    model x.png --out x.png``) would destroy the user's image.
+    model x.png --out x.png``) would destroy the user's image. An ``--out``
+    that is an image finetune did not write is refused here too, before the
+    work, not only when the result is written.
     """
     from ..data import IMAGE_EXTENSIONS
     from ..errors import OutputExistsError
@@ -250,3 +252,6 @@ def _refuse_output_over_input(args) -> None:
                     else os.path.isdir(given) and os.path.realpath(out).startswith(folder.rstrip(os.sep) + os.sep)):
                 raise OutputExistsError(f"--out {out!r} is one of the images this command reads ({given!r}); "
                                         "writing the result there would destroy it. Give another --out.", out)
+    from .._units import refuse_replacing_an_image
+
+    refuse_replacing_an_image(out, out)  # an image finetune did not write (a photo): before any work is done
