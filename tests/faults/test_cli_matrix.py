@@ -168,7 +168,7 @@ def test_minimal_invocation_succeeds(name, inputs, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ output faults
-FAULTS = ["wrong_kind", "foreign", "unwritable", "missing_parent", "fsize", "no_name"]
+FAULTS = ["wrong_kind", "foreign", "unwritable", "missing_parent", "fsize", "no_name", "photo"]
 
 
 def _place(kind: str, fault: str, folder: str, default: str) -> tuple[str, bool]:
@@ -203,6 +203,15 @@ def _place(kind: str, fault: str, folder: str, default: str) -> tuple[str, bool]
         return os.path.join(ro, os.path.basename(default)), False
     if fault == "missing_parent":
         return os.path.join(folder, "new", "deeper", os.path.basename(default)), True
+    if fault == "photo":  # the user's photo where the output goes (a folder output: in its place)
+        import cv2
+        import numpy as np
+
+        target = default + kind.split(":", 1)[1] if kind.startswith("prefix") else default
+        ok, data = cv2.imencode(".png", np.full((16, 16, 3), 120, np.uint8))
+        with open(target, "wb") as f:
+            f.write(data.tobytes())
+        return default, False
     if fault == "no_name":  # "out/": a folder's name with its separator; only a folder output may take it
         return (default + os.sep, True) if kind == "dir" else (os.path.dirname(default) + os.sep, False)
     return default, False  # fsize: the usual place, a small limit
