@@ -184,6 +184,8 @@ def launch(command, num_workers: int = 2, num_servers: int = 1, *, port: int | N
     check_range("launch", "num_servers", num_servers, 1)
     if not command:
         raise ConfigError("launch needs a worker command, e.g. ['finetune', 'train', ...].")
+    if port:
+        _check_port(port)
     port = port or _free_port()
     base = dict(os.environ)
     base.update(env or {})
@@ -210,7 +212,8 @@ def launch(command, num_workers: int = 2, num_servers: int = 1, *, port: int | N
                 start("worker", list(command))
         except OSError as exc:
             raise ConfigError(f"Cannot start the worker command {command[0]!r}: {exc.strerror or exc}.") from None
-        code = _wait_workers([p for role, p in procs if role == "worker"], deadline, timeout)
+        code = _wait_workers([p for role, p in procs if role == "worker"], deadline, timeout,
+                             [(role, p) for role, p in procs if role != "worker"])
         for role, p in procs:
             if role != "worker" and code == 0:
                 try:
@@ -218,18 +221,46 @@ def launch(command, num_workers: int = 2, num_servers: int = 1, *, port: int | N
                 except subprocess.TimeoutExpired:
                     log.warning("The %s did not exit after the workers finished; stopping it.", role)
     finally:
-        for _, p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return code
+        _stop_all([p for _, p in procs])
+    return 128 - code if code < 0 else code  # a process killed by signal N: 128 + N, as a shell reports it
 
 
-def _wait_workers(workers, deadline, timeout) -> int:
+def _check_port(port: int) -> None:
+    """Raise :class:`ConfigError` when the scheduler's ``port`` on 127.0.0.1 is taken (its start would fail)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"Port {port} on 127.0.0.1 cannot be used for the scheduler ({exc.strerror or exc}): "
+                              "another program holds it. Choose another --port, or leave it out for a free "
+                              "one.") from None
+
+
+def _stop_all(procs, grace: float = 10.0) -> None:
+    """Stop what still runs: SIGTERM first (a finetune worker frees its shared memory and exits), SIGKILL after
+    ``grace`` seconds."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.terminate()
+    end = time.monotonic() + grace
+    for p in running:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _wait_workers(workers, deadline, timeout, support=()) -> int:
     """Wait for every worker; the first that fails (or the deadline) ends the run at once: the others would wait
-    for it at the parameter server's barrier for ever."""
+    for it at the parameter server's barrier for ever. So does a scheduler or server (``support``: ``(role,
+    process)`` pairs) that fails while workers still run (one that ends well ends after the workers' last call)."""
     while True:
         codes = [p.poll() for p in workers]
+        gone = next(((role, p.returncode) for role, p in support if p.poll() not in (None, 0)), None)  # 0: done
+        if gone is not None and any(c is None for c in codes):
+            log.error("The %s exited (code %d) while the workers ran; stopping the cluster.", *gone)
+            return gone[1] or 1
         failed = next((c for c in codes if c not in (None, 0)), None)
         if failed is not None:
             if any(c is None for c in codes):
