@@ -41,7 +41,23 @@ from ._write_errors import write_error
 from .errors import OutputBusyError, OutputExistsError
 
 __all__ = ["BALANCED", "CAFFE", "EXTRACTOR", "MARKER", "MODEL", "PLOTS", "RUN", "adopt_folder", "apply_umask",
-           "claim_folder", "fingerprint", "folder_generation", "hold_folder", "read_marker", "write_marker"]
+           "claim_folder", "fingerprint", "folder_generation", "hold_folder", "name_example", "read_marker",
+           "write_marker"]
+
+
+def name_example(path, stem: str = "result") -> str | None:
+    """``None`` when ``path`` names a file or prefix; for a folder alone (``out/``, ``.``, ``..``, ``""``), an
+    example of a name to give instead (``out/result``): its file would be hidden (``out/.npy``) or a folder.
+
+    Examples
+    --------
+    >>> name_example("out/db.npy"), name_example("out/"), name_example(".", "train")
+    (None, 'out/result', './train')
+    """
+    name = os.path.basename(path)
+    if name and name not in (".", ".."):
+        return None
+    return os.path.join(path if name in (".", "..") else os.path.dirname(path), stem)
 
 MARKER = ".finetune"
 MODEL = "model directory"  # a folder model.save() writes and replaces as a whole

@@ -31,6 +31,7 @@ from numbers import Integral, Real
 from typing import NamedTuple
 
 from .._constraints import magnitude_note
+from .._outputs import name_example
 from .._validation import Interval, describe, satisfies
 
 __all__ = ["INDEX_OPTIONS", "SHARED", "Parser", "add_alias", "add_index_options", "add_positional_out", "add_shared",
@@ -87,11 +88,9 @@ def prefix(text: str) -> str:
     ...
     argparse.ArgumentTypeError: needs a name after the folder, e.g. 'data/train'. Got 'data/'.
     """
-    name = os.path.basename(text)
-    if not name or name in (".", ".."):
-        folder = text if name in (".", "..") else os.path.dirname(text)
-        raise argparse.ArgumentTypeError(f"needs a name after the folder, e.g. {os.path.join(folder, 'train')!r}. "
-                                         f"Got {text!r}.")
+    example = name_example(text, "train")
+    if example is not None:
+        raise argparse.ArgumentTypeError(f"needs a name after the folder, e.g. {example!r}. Got {text!r}.")
     return text
 
 
@@ -111,11 +110,9 @@ def file_name(text: str) -> str:
     ...
     argparse.ArgumentTypeError: needs a file name after the folder, e.g. 'out/result'. Got 'out/'.
     """
-    name = os.path.basename(text)
-    if not name or name in (".", ".."):
-        folder = text if name in (".", "..") else os.path.dirname(text)
-        raise argparse.ArgumentTypeError(f"needs a file name after the folder, e.g. "
-                                         f"{os.path.join(folder, 'result')!r}. Got {text!r}.")
+    example = name_example(text)
+    if example is not None:
+        raise argparse.ArgumentTypeError(f"needs a file name after the folder, e.g. {example!r}. Got {text!r}.")
     return text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import os
 
+from .._outputs import name_example
 from ..errors import ConfigError, ListFormatError
 from ._imagelist import ImageList
 
@@ -89,11 +90,9 @@ def check_prefix(prefix, owner: str) -> str:
     if not isinstance(text, str):
         raise ConfigError(f"{owner}: the output prefix must be a text path. Got {text!r:.80}.")
     stem = text[:-4] if text.lower().endswith(".rec") else text
-    name = os.path.basename(stem)
-    if not name or name in (".", ".."):
-        folder = stem if name in (".", "..") else os.path.dirname(stem)
-        raise ConfigError(f"{owner}: the output prefix {text!r} needs a name after the folder, e.g. "
-                          f"{os.path.join(folder, 'train')!r}.")
+    example = name_example(stem, "train")
+    if example is not None:
+        raise ConfigError(f"{owner}: the output prefix {text!r} needs a name after the folder, e.g. {example!r}.")
     return text
 
 

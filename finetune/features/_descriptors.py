@@ -17,6 +17,7 @@ import numpy as np
 
 from .._arrays import check_array, read_npy
 from .._file_writes import atomic_files, settled
+from .._outputs import name_example
 from .._text import TEXT, check_name, read_lines
 from ..errors import ConfigError, DataError, MissingFileError, ShapeError
 
@@ -37,11 +38,9 @@ def check_file_name(path, what: str) -> str:
     finetune.errors.ConfigError: The descriptor file 'out/' needs a file name after the folder, e.g. 'out/result'.
     """
     path = os.fspath(path)
-    name = os.path.basename(path)
-    if not name or name in (".", ".."):
-        folder = path if name in (".", "..") else os.path.dirname(path)
-        raise ConfigError(f"{what} {path!r} needs a file name after the folder, e.g. "
-                          f"{os.path.join(folder, 'result')!r}.")
+    example = name_example(path)
+    if example is not None:
+        raise ConfigError(f"{what} {path!r} needs a file name after the folder, e.g. {example!r}.")
     return path
 
 
