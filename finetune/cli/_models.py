@@ -54,9 +54,9 @@ def backbones(args) -> int:
 
 
 def inspect(args) -> int:
-    from ..models import create_model, graph
+    from ..models import create_model, graph, require_model
 
-    model = create_model(args.model, weights=args.weights)
+    model = require_model(create_model(args.model, weights=args.weights), "full", "inspect")
     pre = model.preprocess
     symbol = model.to_symbol()
     shape = (1, pre.channels, *pre.size)

@@ -135,11 +135,23 @@ def create_model(spec, *, weights=PRETRAINED, ctx=None, preprocess=None, class_n
         if preprocess is not None or class_names is not None:
             raise ConfigError("Zoo networks carry their own preprocessing and class names; "
                               "do not pass preprocess= or class_names= with a zoo name.")
+        _known_options("a zoo name", options, ("num_classes",))
+        if isinstance(weights, str) and weights.lower() == "none" and not os.path.exists(weights):
+            weights = None  # as the command line's --weights none: random weights
         return Backbone.from_zoo(path, weights=weights, ctx=ctx, **options)
     if os.sep in path or "/" in path or os.path.exists(path):
         raise MissingFileError(f"{path!r} is not a model directory, a deployment folder, a Caffe prototxt "
                                "or an MXNet checkpoint prefix (nor a zoo name).")
     raise UnknownNameError("model", path, names)
+
+
+def _known_options(what: str, options: dict, known: tuple) -> None:
+    """Raise ConfigError naming create_model and its parameters for an option ``what`` does not take."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"create_model got unexpected keyword argument(s) {', '.join(map(repr, unknown))} for "
+                          f"{what}. Its parameters are spec, weights, ctx, preprocess, class_names and, for {what}, "
+                          f"{', '.join(known)}.")
 
 
 def _no_options(what, weights, preprocess, class_names, options) -> None:
@@ -155,6 +167,11 @@ def _from_block(block, preprocess, class_names, weights, options):
                           "first (block.load_parameters).")
     if isinstance(block, ModelProtocol) and preprocess is None and class_names is None:
         return block
+    if getattr(block, "int8", False) is True:  # int8 weights cannot be traced for layers or gradients
+        if preprocess is not None or class_names is not None:
+            raise ConfigError("An int8 model carries its own preprocessing and class names; do not pass "
+                              "preprocess= or class_names= with it.")
+        return block
     if not isinstance(block, mx.gluon.HybridBlock):
         raise ModelError(f"A model must be a Gluon HybridBlock (it is traced into a graph); "
                          f"got a {type(block).__name__}.")
@@ -166,6 +183,7 @@ def _from_caffe(prototxt, caffemodel, ctx, options):
         if not isinstance(p, (str, os.PathLike)):
             raise ConfigError(f"A Caffe model is a pair of paths (prototxt, caffemodel); its {kind} is a "
                               f"{type(p).__name__}.")
+    _known_options("a Caffe model", options, ("mean", "mean_file", "input_shape", "to_rgb"))
     return Backbone.from_caffe(prototxt, caffemodel, ctx=ctx, **options)
 
 
@@ -179,5 +197,6 @@ def _from_checkpoint(prefix, epoch, ctx, preprocess, class_names, options):
         epoch = epochs[-1]
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise ConfigError(f"For an MXNet checkpoint, 'weights' is the epoch (an int). Got {epoch!r} instead.")
+    _known_options("an MXNet checkpoint", options, ("classifier", "feature_layer"))
     return Backbone.from_checkpoint(prefix, epoch, preprocess=preprocess, class_names=class_names, ctx=ctx,
                                     **options)

@@ -124,7 +124,7 @@ class HeadReplacer:
         if not isinstance(backbone, Backbone):
             raise ConfigError(f"HeadReplacer.apply needs a finetune.Backbone. Got {type(backbone).__name__} instead.")
         if class_names is not None:
-            class_names = [str(c) for c in class_names]
+            class_names = checked_class_names("HeadReplacer.apply", class_names)
             if len(class_names) != self.num_classes:
                 raise ConfigError(f"HeadReplacer({self.num_classes}) got {len(class_names)} class names; "
                                   "give one name per class.")
@@ -162,3 +162,22 @@ class HeadReplacer:
             in_features = int(np.prod(shape[1:]))
         return {"num_classes": self.num_classes, "in_features": in_features, "hidden": list(self.hidden),
                 "dropout": self.dropout, "pool": pool, "activation": self.activation}
+
+
+def checked_class_names(who: str, names) -> list:
+    """``names`` as a list of str; a single string or a repeated name is a :class:`ConfigError`.
+
+    Labels travel by name (records, predictions, evaluation), so two classes
+    must not share one, and a string would be read as one class per letter.
+    """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ConfigError(f"The 'class_names' parameter of {who} must be a list of names, one per class. "
+                          f"Got {names!r} ({type(names).__name__}) instead.")
+    names = [str(c) for c in names]
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"The 'class_names' parameter of {who} names the class {name!r} twice; every class "
+                              "needs its own name.")
+        seen.add(name)
+    return names

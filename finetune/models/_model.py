@@ -14,7 +14,7 @@ from .graph import list_layers
 from ._backbone import Backbone
 from ._io._deployment import is_deployment, load_legacy
 from ._headblock import build_head
-from ._io._modeldir import _load_params, model_dir_of, read_config, read_consistently
+from ._io._modeldir import _load_params, folder_arg, model_dir_of, read_config, read_consistently
 from ._network import _Network
 
 __all__ = ["Model", "load_model"]
@@ -182,7 +182,7 @@ def load_model(path, *, ctx=None):
     >>> ft.load_model(folder).class_names
     ['a', 'b', 'c']
     """
-    path = model_dir_of(path)
+    path = model_dir_of(folder_arg("load_model", path))
     if not os.path.isfile(os.path.join(os.fspath(path), "config.json")) and is_deployment(path):
         return load_legacy(path, ctx=ctx)
     return read_consistently(path, lambda: _load(path, ctx))

@@ -191,6 +191,9 @@ def require_model(model, level: str, who: str):
     ...
     finetune.errors.ModelProtocolError: Predictor needs a model meeting the inference level ...
     """
+    if level == "full" and getattr(model, "int8", False) is True:
+        raise ModelProtocolError(f"{_named(model)} is an int8 model; {who} needs the float model it was made from "
+                                 "(the model directory that was quantized, e.g. by export --int8).", ["int8 model"])
     missing = missing_members(model, level)
     if missing:
         wanted = "InferenceModel" if level == "inference" else "ModelProtocol"
@@ -201,3 +204,9 @@ def require_model(model, level: str, who: str):
             f"{who} needs a model meeting the {level} level of the model protocol (finetune.{wanted}); "
             f"{type(model).__name__} lacks {', '.join(missing)}.{hint}", [f"missing: {m}" for m in missing])
     return model
+
+
+def _named(model) -> str:
+    """How messages name ``model``: the folder it was read from, else its class."""
+    source = getattr(model, "source", None)
+    return repr(source) if isinstance(source, str) else f"This {type(model).__name__}"

@@ -44,7 +44,7 @@ from ._io import _modeldir as _model
 from .graph import fold_padding, has_shape_tricks, merge_padding
 from ._inference import Inference
 from ._inference_graph import InferenceGraph
-from ._protocol import ModelProtocol, require_model
+from ._protocol import ModelProtocol, _named, require_model
 
 __all__ = ["FusedModel", "QuantizedModel", "calibration_batch", "fuse", "quantize"]
 
@@ -79,9 +79,13 @@ class QuantizedModel(InferenceGraph):
         ``None``: any size.
     """
 
+    #: Its weights are int8: no gradients, no re-quantizing, no graph surgery (see :func:`require_model`).
+    int8 = True
+
     def __init__(self, symbol, preprocess, class_names=None, calibration=None, input_size=None, *, inference=None):
         super().__init__(symbol, preprocess, class_names, input_size, inference=inference)
         self.calibration = dict(calibration or {})
+        self.source = None  # the model directory it was read from, for messages
 
     def save(self, path) -> str:
         """Write a model directory that :func:`~finetune.load_model` reads; returns its path."""
@@ -184,6 +188,7 @@ def load_quantized(path, config: dict, *, ctx=None) -> QuantizedModel:
     model = QuantizedModel(_model.read_symbol(path), _model.read_preprocess(path, config),
                            config.get("class_names"), config.get("quantization"), config.get("input_size"),
                            inference=Inference.from_dict(config.get("inference")))
+    model.source = os.fspath(path)
     _model.read_weights(path, config)  # checks that the file exists and is readable
     try:
         _load_typed(model, os.path.join(os.fspath(path), config.get("weights", "weights.params")))
@@ -343,6 +348,9 @@ def _require_network(model, who: str):
 
     model = as_inference_model(model)
     require_model(model, "inference", who)
+    if getattr(model, "int8", False) is True:
+        raise ModelProtocolError(f"{_named(model)} is already an int8 model; {who} needs the float model it was "
+                                 "made from (load the model directory that was quantized).", ["int8 model"])
     if not isinstance(model, mx.gluon.HybridBlock):
         raise ModelProtocolError(f"{who} rewrites a Gluon graph: it needs a Gluon HybridBlock. Got a "
                                  f"{type(model).__name__} instead.", ["not a Gluon HybridBlock"])

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from numbers import Integral
 
 import cv2
 import mxnet as mx
@@ -25,11 +27,17 @@ import numpy as np
 from .._context import resolve_ctx
 from .._file_writes import atomic_write
 from ..data import ImageItem, ImageSource
-from ..errors import ConfigError, ModelError, UnknownNameError
+from .._validation import InstanceOf, Interval, validate
+from ..errors import ConfigError, ModelError, UnknownNameError, check_range
 from ..models import create_model
 from ..models import require_model
 
 __all__ = ["GradCAM", "GradCAMResult", "feature_map_layers"]
+
+#: One backward pass at a time in this process: MXNet's autograd writes the gradient buffers shared
+#: by every user of a network (and builds its probe graph once), so concurrent backward passes from
+#: several threads corrupt its state and can kill the interpreter.
+_BACKWARD_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,7 +84,11 @@ class GradCAMResult:
 
     def save(self, path, alpha: float = 0.5) -> None:
         """Write :meth:`overlay` as an image file (PNG, JPEG, ... by extension), atomically; missing folders are created."""
+        check_range("GradCAMResult.save", "alpha", alpha, 0, 1)
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ConfigError(f"{path!r} is a folder; give a file name for the picture, e.g. "
+                              f"{os.path.join(path, 'gradcam.png')!r}.")
         try:
             ok, data = cv2.imencode(os.path.splitext(path)[1] or ".",
                                     cv2.cvtColor(self.overlay(alpha), cv2.COLOR_RGB2BGR))
@@ -252,13 +264,15 @@ class GradCAM:
         pre = self.model.preprocess
         x = mx.nd.array(pre.transform(rgb, "RGB")[None], ctx=self.ctx)
         index = None if target is None else self._target_index(target)
-        act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
-        logits = logits.reshape((1, -1))
+        with _BACKWARD_LOCK:  # the results are read (waited for) before another thread records
+            act, grad, logits = self.model.layer_gradient(x, self.layer, class_index=index)
+            logits = logits.reshape((1, -1))
+            grad, act = grad.asnumpy()[0], act.asnumpy()[0]
+            probs = mx.nd.softmax(logits).asnumpy()[0]
         if index is None:
-            index = int(logits.argmax(axis=1).asscalar())
-        weights = grad.asnumpy()[0].mean(axis=(1, 2))
-        cam = np.maximum((weights[:, None, None] * act.asnumpy()[0]).sum(axis=0), 0).astype(np.float32)
-        probs = mx.nd.softmax(logits).asnumpy()[0]
+            index = int(np.argmax(probs))
+        weights = grad.mean(axis=(1, 2))
+        cam = np.maximum((weights[:, None, None] * act).sum(axis=0), 0).astype(np.float32)
         names = self.model.class_names
         name = names[index] if names is not None and index < len(names) else str(index)
         return GradCAMResult(self._upsample(cam, rgb.shape[:2]), rgb, int(index), str(name),
@@ -270,6 +284,8 @@ class GradCAM:
             if target not in names:
                 raise UnknownNameError("class", target, names)
             return names.index(target)
+        validate("GradCAM", {"target": target},
+                 {"target": [Interval(Integral, 0, None), InstanceOf(str, name="a class name")]})
         k = len(names) or int(target) + 1
         if not 0 <= int(target) < k:
             raise ConfigError(f"The 'target' class of GradCAM must be in [0, {k - 1}]. Got {target!r} instead.")

@@ -22,6 +22,7 @@ import collections
 import concurrent.futures
 import logging
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .._context import resolve_ctx
 from .._text import cell
 from .._parallel import default_workers
 from ..data import ImageSource
+from .._validation import Interval, validate
 from ..errors import ConfigError, FinetuneError, MissingFileError, check_range
 from ..models import create_model
 from ..models import require_model
@@ -212,6 +214,11 @@ class Predictor:
         names = self.model.class_names
         return list(names) if names is not None else None
 
+    def __reduce_ex__(self, protocol):
+        raise ConfigError("A Predictor holds live MXNet state (a hybridized graph on a device) and cannot be "
+                          "pickled. Pickle its model (or pass the model directory's path) and make a Predictor "
+                          "from it where it is unpickled: finetune.Predictor(model).")
+
     def __repr__(self) -> str:
         parts = [type(self.model).__name__]
         if self.batch_size != 32:
@@ -247,7 +254,7 @@ class Predictor:
             images have their ``error`` set. Each keeps the image it was
             computed from (:attr:`Prediction.item`), which plots read.
         """
-        check_range("Predictor.predict", "top_k", top_k, 1)
+        validate("Predictor.predict", {"top_k": top_k}, {"top_k": [Interval(Integral, 1, None)]})
         items = ImageSource(inputs, color=color).items
         probs, errors = self._run(items)
         return self._to_predictions(items, probs, errors, int(top_k))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..._file_writes import settled
 from ..._legacy import earlier_layout
 from ...data import Preprocess
 from ...errors import MissingFileError, ModelError
@@ -34,15 +35,21 @@ def read_checkpoint(prefix, epoch: int, preprocess: Preprocess | None = None, cl
     ------
     MissingFileError
         The symbol or the parameters file is missing.
+    MixedOutputError
+        The files do not belong together: their manifest (written by
+        ``finetune export``) holds other fingerprints.
     ModelError
         MXNet cannot read them.
     """
     import mxnet as mx
 
     prefix = os.fspath(prefix)
-    for path in (f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"):
+    parts = [f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"]
+    for path in parts:
         if not os.path.exists(path):
             raise MissingFileError(f"Checkpoint file {path!r} does not exist.")
+    # an export's parts belong together: its manifest (.<prefix>-symbol.json.finetune) holds their fingerprints
+    settled(parts + [f"{prefix}-preprocess.json"], what="MXNet export (finetune export)")
     try:
         symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(epoch))
     except mx.base.MXNetError as exc:

@@ -44,10 +44,10 @@ import numpy as np
 from ..._arrays import read_npy
 from ..._folder_swap import atomic_dir, recover_dir
 from ..._mxio import load_arrays, load_symbol, non_finite, save_arrays
-from ..._outputs import MODEL, RUN, folder_generation, read_marker
+from ..._outputs import MARKER, MODEL, RUN, fingerprint, folder_generation, read_marker
 from ..._version import __version__
 from ...data import Preprocess
-from ...errors import MissingFileError, ModelError
+from ...errors import ConfigError, MissingFileError, MixedOutputError, ModelError
 from ._paths import inside
 
 FORMAT = "finetune-model"
@@ -56,8 +56,18 @@ FORMAT_VERSION = 2
 SAVE_VERSION = 1  # what plain ``save`` writes: readable by every finetune since the first
 
 
+def folder_arg(who: str, path) -> str:
+    """``path`` (str, bytes or os.PathLike) as a str; anything else is a ConfigError naming ``who``'s ``path``."""
+    if isinstance(path, bytes):
+        return os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise ConfigError(f"The 'path' parameter of {who} must be a folder path (str or os.PathLike). "
+                          f"Got {path!r} ({type(path).__name__}) instead.")
+    return os.fspath(path)
+
+
 def _write_model_dir(path, config: dict, files: dict, arrays: dict, preprocess: Preprocess) -> str:
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(folder_arg("save", path))
     bad = non_finite(arrays)
     if bad:
         raise ModelError(f"Not saved to {path!r}: {len(bad)} of the model's {len(arrays)} weight arrays hold NaN or "
@@ -82,6 +92,13 @@ def read_config(path) -> dict:
     path = os.fspath(path)
     with contextlib.suppress(OSError):  # a read-only folder cannot be recovered, nor need it
         recover_dir(path)
+    if os.path.isfile(path):
+        run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        if path.endswith(".ckpt"):
+            raise ModelError(f"{path!r} is a training checkpoint, not a model directory; load the run folder "
+                             f"{run!r} (its model), or continue training from it with `finetune train --resume`.")
+        raise ModelError(f"{path!r} is a file, not a model directory; give the folder that holds config.json, "
+                         "symbol.json and weights.params (written by model.save or finetune train).")
     if not os.path.isdir(path):
         raise MissingFileError(f"Model directory {path!r} does not exist.")
     cfg_path = os.path.join(path, "config.json")
@@ -166,11 +183,42 @@ def read_consistently(path, read):
     """
     for _ in range(10):
         before = folder_generation(path)
-        result = read()
+        try:
+            check_marked_files(path)
+            result = read()
+        except MixedOutputError:
+            if folder_generation(path) != before:  # a save replaced the folder while it was checked
+                continue
+            raise
         if folder_generation(path) == before:
             return result
     raise ModelError(f"The model directory {os.fspath(path)!r} was replaced 10 times while it was being read; "
                      "read it when no process is saving into it.")
+
+
+def check_marked_files(path) -> None:
+    """Raise :class:`MixedOutputError` when a file of the model directory ``path`` is not the one its marker lists.
+
+    The marker (``.finetune``, written when the folder was saved) holds the
+    fingerprint of every file; a part copied over by hand (the weights of
+    another model of the same architecture) would load without a word.
+    Folders without a marker (earlier layouts, made by hand) pass, and so
+    does ``config.json``: its text (class names, preprocessing, inference
+    record) is the part users may edit, and its reader checks it.
+    """
+    marker = read_marker(path)
+    if marker is None:
+        return
+    for name, want in sorted(marker["files"].items()):
+        part = os.path.join(os.fspath(path), name)
+        if name == "config.json" or not isinstance(want, dict) or not os.path.isfile(part) or fingerprint(part) == want:
+            continue
+        others = ", ".join(repr(n) for n, fp in sorted(marker["files"].items()) if n != name and isinstance(fp, dict)
+                           and not n.startswith("."))
+        raise MixedOutputError(
+            f"{part!r} does not belong with {others}: it is not the file this model directory was saved with "
+            "(a copy over one part, or another tool). Save or export the model again; if the file was changed on "
+            f"purpose, delete {os.path.join(os.fspath(path), MARKER)!r}.", part)
 
 
 def read_weights(path, config: dict) -> dict:
