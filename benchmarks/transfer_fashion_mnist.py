@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import glob
 import json
 import os
 import platform
@@ -184,8 +185,11 @@ def run_row(row, paths, names, recipe, out_dir, resume=False):
     changes = {**ABLATIONS.get(row, {}), **UNLABELED.get(row, {})}
     r = recipe.replace(**changes)
     model = new_model(names, r, weights=None if row == "scratch" else "imagenet")
+    started = bool(glob.glob(os.path.join(glob.escape(os.path.join(out_dir, row)), "**", "last.ckpt"),
+                             recursive=True))
     trainer = r.fit(model, paths["train"], paths["val"], out_dir=os.path.join(out_dir, row), progress=False,
-                    resume=resume, unlabeled=paths["unlabeled"] if row in UNLABELED else None)
+                    resume=resume and started,  # a row the interrupted run had not reached starts afresh
+                    unlabeled=paths["unlabeled"] if row in UNLABELED else None)
     report = ft.evaluate(model, ft.RecordDataset(paths["test"], model.preprocess), tta=r.tta)
     info = {"val_top1": [round(h["val_top1"], 4) for h in trainer.history_], "size": model.preprocess.size[0],
             "epoch_seconds": [round(h["seconds"], 1) for h in trainer.history_]}

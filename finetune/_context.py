@@ -36,10 +36,18 @@ def max_cpu_devices() -> int:
 
 
 def _check_ids(ctxs, spec) -> None:
-    """Refuse negative device ids and CPU ids (or counts) beyond :func:`max_cpu_devices`."""
+    """Refuse negative device ids, a device named twice, and CPU ids (or counts) beyond :func:`max_cpu_devices`."""
     for c in ctxs:
         if c.device_id < 0:
             raise ConfigError(f"Device {c} in {spec!r} has a negative id; device ids start at 0.")
+    seen = set()
+    for c in ctxs:
+        if (c.device_type, c.device_id) in seen:
+            n = sum(1 for d in ctxs if d.device_type == c.device_type)
+            raise ConfigError(f"{spec!r} names {c} twice; each device can be used once. To train on several "
+                              f"{c.device_type.upper()} devices name different ids, e.g. '{c.device_type}*{n}' "
+                              f"or '{c.device_type}:{','.join(str(i) for i in range(n))}'.")
+        seen.add((c.device_type, c.device_id))
     limit = max_cpu_devices()
     cpus = [c for c in ctxs if c.device_type == "cpu"]
     if cpus and (len(cpus) > limit or max(c.device_id for c in cpus) >= limit):
@@ -64,7 +72,7 @@ def resolve_ctx(ctx=None) -> list:
     Raises
     ------
     ConfigError
-        A negative device id, or no device.
+        A negative device id, a device named twice, or no device.
     DeviceError
         A GPU is asked for but MXNet sees fewer GPUs, or more CPU devices
         than :func:`max_cpu_devices`.
@@ -120,7 +128,7 @@ def parse_ctx(spec: str) -> list:
     Raises
     ------
     ConfigError
-        The text cannot be parsed, or an id is negative.
+        The text cannot be parsed, an id is negative, or a device is named twice.
     DeviceError
         More CPU devices than :func:`max_cpu_devices`.
 

@@ -24,3 +24,12 @@ def test_bad_spec_and_missing_gpu():
     if mx.context.num_gpus() == 0:
         with pytest.raises(DeviceError, match="sees 0 GPU"):
             resolve_ctx("gpu:0")
+
+
+@pytest.mark.parametrize("spec", ["cpu:0,0", "cpu,cpu:0", "cpu*2,cpu:1", [mx.cpu(0), mx.cpu(0)], ["cpu", mx.cpu()]])
+def test_a_device_named_twice_is_refused_saying_how_to_ask_for_several(spec):
+    from finetune._context import resolve_ctx
+    from finetune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"names cpu\(\d\) twice.*'cpu\*\d'"):
+        resolve_ctx(spec)

@@ -352,8 +352,23 @@ def _train(args) -> int:
         return _fit_and_save(args, recipe, model, rank0)
 
 
+def _earlier_run(out) -> list:
+    """The files of an earlier training run in ``out`` (histories, checkpoints) that a new run would replace."""
+    found = []
+    for stage in ("", "head", "fine_tune", "teacher", "student"):
+        for name in ("history.csv", "history.json", os.path.join("checkpoints", "last.ckpt")):
+            if os.path.isfile(os.path.join(out, stage, name)):
+                found.append(os.path.join(stage, name))
+    return found
+
+
 def _fit_and_save(args, recipe, model, rank0: bool) -> int:
     if rank0:
+        earlier = [] if args.resume else _earlier_run(args.out)
+        if earlier:  # a second run into a run folder is allowed (it keeps the model until it finishes); say so
+            log.warning("%s holds an earlier run (%s): this run starts afresh and replaces its history and "
+                        "checkpoints. Pass --resume to continue that run instead, or choose another --out to "
+                        "keep it.", args.out, ", ".join(earlier[:3]))
         _start_run(args.out)
     trainer = recipe.fit(model, args.train, args.val, ctx=ctx_of(args), out_dir=args.out,
                          workers=args.workers, kvstore=args.kvstore, resume=args.resume,

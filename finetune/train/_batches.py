@@ -17,7 +17,7 @@ loader worker processes.
 from __future__ import annotations
 
 import logging
-
+import os
 import random
 
 import numpy as np
@@ -27,7 +27,9 @@ from ..data import RecordDataset
 from ..errors import ConfigError, DataError
 
 __all__ = ["EpochSampler", "RecordBatches", "SeededItems", "as_dataset", "check_dataset_labels", "check_labels", "non_empty",
-           "train_loader"]
+           "train_loader", "warn_if_validation_is_training"]
+
+log = logging.getLogger("finetune.train")
 
 
 def _mix(*values) -> int:
@@ -49,6 +51,22 @@ def non_empty(dataset, what: str = "train"):
         raise DataError(f"The {what!r} data{where} holds no images. Check the folder or list it was packed from "
                         "(finetune check), then pack it again.")
     return dataset
+
+
+def warn_if_validation_is_training(train, val) -> bool:
+    """Warn (and return True) when the records ``val`` are the records ``train`` (the same file).
+
+    ``train`` and ``val``: record paths or datasets with a ``path``. Every
+    training mode calls this once per run, so each warns the same way.
+    """
+    paths = [getattr(d, "path", d) for d in (train, val)]
+    if not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        return False
+    if os.path.realpath(paths[0]) != os.path.realpath(paths[1]):
+        return False
+    log.warning("the validation records are the training records: validation accuracy will not say how the "
+                "model does on new images, and the best epoch is chosen on images it trained on")
+    return True
 
 
 def _as_dataset(data, what: str):

@@ -26,7 +26,7 @@ from numbers import Integral, Real
 from mxnet import gluon
 
 from .._fields import changed_fields, replace_fields
-from .._validation import InstanceOf, Interval, Options, validate
+from .._validation import SEED, InstanceOf, Interval, Options, validate
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
 from ._optim import make_optimizer_params
@@ -49,7 +49,7 @@ TRAIN_CONFIG_CONSTRAINTS = {
     "kvstore": [Options(KVSTORES)],
     "schedule": _SPEC + [InstanceOf(Schedule, name="a Schedule")],
     "loss": _SPEC + [InstanceOf(gluon.loss.Loss, name="a Gluon loss")],
-    "seed": [Interval(Integral, None, None)],
+    "seed": [SEED],
     "workers": [Interval(Integral, 0, None), None],
     "out_dir": [InstanceOf(str, name="a folder path"), None],
     "checkpoint_every": [Interval(Integral, 0, None)],

@@ -17,13 +17,15 @@ from numbers import Integral, Real
 
 from .._file_writes import atomic_write
 from .._fields import changed_fields, replace_fields, validate_fields
-from .._validation import InstanceOf, Interval, Options, Sequence
+from .._validation import SEED, InstanceOf, Interval, Options, Sequence
 from ..data import RecordDataset
 from ..errors import ConfigError
+from ._batches import warn_if_validation_is_training
 from ._config import TrainConfig
 from ._launch import worker_rank
 from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
+from ._resume import recipe_settings, require_checkpoint
 
 __all__ = ["MANUAL_CONSTRAINTS", "ManualRecipe"]
 
@@ -51,7 +53,7 @@ MANUAL_CONSTRAINTS = {
     "dropout": Interval(Real, 0, 1, closed="left"),
     "input_size": [Interval(Integral, 16, 2048), Options(["auto"])],
     "augment": _BOOL,
-    "seed": Interval(Integral, None, None),
+    "seed": SEED,
 }
 
 
@@ -202,16 +204,20 @@ class ManualRecipe:
         there (rank 0 of ``dist_*`` workers writes); ``resume``: continue
         from ``out_dir/checkpoints/last.ckpt`` (which must exist).
         """
+        last = require_checkpoint(out_dir, "manual") if resume else None  # resuming never starts afresh
         writer = out_dir if worker_rank(kvstore) == 0 else None
         trainer = self._trainer(model, val, ctx=ctx, callbacks=callbacks, out_dir=out_dir, workers=workers,
                                 progress=progress, kvstore=kvstore, checkpoint_every=checkpoint_every).setup()
         pre = model.preprocess
         train_ds = RecordDataset(_records(train), pre, train=self.augment)
         val_ds = RecordDataset(_records(val), pre) if val is not None else None
+        if val_ds is not None:
+            warn_if_validation_is_training(train_ds, val_ds)
         if writer:
             os.makedirs(writer, exist_ok=True)
             atomic_write(os.path.join(writer, "plan.txt"), str(trainer.plan()) + "\n")
-        trainer.fit(train_ds, val_ds, epochs=self.epochs, resume=out_dir if resume else None)
+        trainer.run_settings = recipe_settings(self)  # recorded in its checkpoints, compared on resume
+        trainer.fit(train_ds, val_ds, epochs=self.epochs, resume=last)
         return trainer
 
 

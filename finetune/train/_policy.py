@@ -94,6 +94,7 @@ class LayerLRPolicy:
         self.head = head
         self.head_epochs = int(head_epochs)
         self._head_rule = Rule(head)
+        self.label = "all" if rules is None else None  # a preset's name, for messages (set by the presets)
 
     # ----------------------------------------------------------- presets
     @classmethod
@@ -104,7 +105,7 @@ class LayerLRPolicy:
         """
         validate("LayerLRPolicy.pretrained", {"backbone_lr_mult": backbone_lr_mult}, cls._parameter_constraints)
         rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=backbone_lr_mult, label="not head")
-        return cls([Rule(head), rest], head=head, **kw)
+        return _named(cls([Rule(head), rest], head=head, **kw), f"pretrained({backbone_lr_mult:g})")
 
     @classmethod
     def boosted_head(cls, weight_mult: float = 10.0, bias_mult: float = 20.0, *, head: str = "head_*",
@@ -113,11 +114,11 @@ class LayerLRPolicy:
         validate("LayerLRPolicy.boosted_head", {"weight_mult": weight_mult, "bias_mult": bias_mult},
                  cls._parameter_constraints)
         h = _glob_to_re(head)
-        return cls([
+        return _named(cls([
             Rule(f"re:^(?!{h})", label="not head"),
             Rule(f"re:^(?={h}).*_bias$", lr_mult=bias_mult, label="head biases"),
             Rule(f"re:^(?={h})(?!.*_bias$)", lr_mult=weight_mult, label="head weights"),
-        ], head=head, **kw)
+        ], head=head, **kw), f"boosted-head({weight_mult:g}, {bias_mult:g})")
 
     @classmethod
     def head_only(cls, *, head: str = "head_*", freeze_bn=True, **kw) -> "LayerLRPolicy":
@@ -127,7 +128,7 @@ class LayerLRPolicy:
         computes the backbone features once and trains the head on them.
         """
         rest = Rule(f"re:^(?!{_glob_to_re(head)})", trainable=False, label="not head")
-        return cls([Rule(head), rest], head=head, freeze_bn=freeze_bn, **kw)
+        return _named(cls([Rule(head), rest], head=head, freeze_bn=freeze_bn, **kw), "head-only")
 
     @classmethod
     def discriminative(cls, stages, decay: float = 0.5, *, head: str = "head_*", **kw) -> "LayerLRPolicy":
@@ -174,7 +175,7 @@ class LayerLRPolicy:
             validate("LayerLRPolicy.layer_decay", {"decay": decay}, cls._parameter_constraints)
         if (decay is None and not frozen) or not names:
             rest = Rule(f"re:^(?!{_glob_to_re(head)})", lr_mult=lr_mult, label="backbone")
-            return cls([head_rule, rest], head=head, **kw)
+            return _named(cls([head_rule, rest], head=head, **kw), f"one rate (backbone x{lr_mult:g})")
         split = _layer_groups(names, int(groups))
         frozen = min(int(frozen), len(split) - 1)  # something of the backbone always trains
         rules = [head_rule]
@@ -186,7 +187,8 @@ class LayerLRPolicy:
                 continue
             mult = lr_mult * (decay ** (len(split) - k) if decay else 1.0)
             rules.append(Rule(pattern, lr_mult=mult, label=label))
-        return cls(rules, head=head, **kw)
+        return _named(cls(rules, head=head, **kw), f"layer decay {decay if decay else 'off'} over {len(split)} groups, "
+                      f"{frozen} frozen, backbone x{lr_mult:g}")
 
     @classmethod
     def from_preset(cls, name: str, **kw) -> "LayerLRPolicy":
@@ -329,6 +331,11 @@ class LayerLRPolicy:
             layers = sorted({n.rsplit("_", 1)[0] for n in params})
             raise UnknownNameError("layer", self.freeze_until, layers)
         return idx
+
+
+def _named(policy, label: str):
+    policy.label = label
+    return policy
 
 
 def _layer_groups(names, n_groups) -> list:

@@ -26,7 +26,7 @@ import math
 from numbers import Integral, Real
 
 from .._fields import changed_fields, replace_fields, validate_fields
-from .._validation import InstanceOf, Interval, Options, Sequence
+from .._validation import SEED, InstanceOf, Interval, Options, Sequence
 from ..data import Augment
 from ..errors import ConfigError, UnknownNameError
 from ._losses import LabelSmoothingLoss
@@ -34,7 +34,7 @@ from ._optim import make_optimizer_params
 from ._policy import LayerLRPolicy
 from ._presets import PRESETS
 from ._recipe_fit import fit_recipe
-from ._recipe_plan import RecipePlan, make_plan
+from ._recipe_plan import RecipePlan, make_plan, warmup_for
 from ._schedule import CosineSchedule, PlateauSchedule, StepSchedule
 
 __all__ = ["Recipe", "RecipePlan"]
@@ -75,7 +75,7 @@ RECIPE_CONSTRAINTS = {
     "tta": _BOOL,
     "keep_best": _BOOL,
     "early_stopping": [Interval(Integral, 1, None), None],
-    "seed": Interval(Integral, None, None),
+    "seed": SEED,
     "pseudo_threshold": Interval(Real, 0, 1),
     "self_training_rounds": Interval(Integral, 1, 5),
     "pseudo_balance": _BOOL,
@@ -340,7 +340,7 @@ class Recipe:
         if epochs is None:
             epochs = self.choose_epochs(None)[0]
         if self.schedule == "cosine":
-            return CosineSchedule(warmup_epochs=min(self.warmup_epochs, max(epochs - 1, 0)))
+            return CosineSchedule(warmup_epochs=warmup_for(self, epochs))
         if self.schedule == "plateau":
             return PlateauSchedule(self.plateau_factor, monitor="val_top1", stop_after=self.plateau_stop_after)
         if self.schedule == "step":
@@ -373,8 +373,8 @@ class Recipe:
         callbacks : list of Callback, optional
             Added to the fine-tuning stage.
         resume : bool
-            Continue from ``out_dir/fine_tune/checkpoints/last.ckpt`` when it
-            exists (the warm-up is then skipped: the checkpoint holds the head).
+            Continue from ``out_dir/fine_tune/checkpoints/last.ckpt``, which must
+            exist (the warm-up is then skipped: the checkpoint holds the head).
         unlabeled : str, ImageList or RecordDataset, optional
             Images without labels (a folder, a ``.lst``/``.csv`` list, an
             :class:`~finetune.ImageList` or records; their labels are never

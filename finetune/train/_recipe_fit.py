@@ -31,12 +31,13 @@ import mxnet as mx
 from .._file_writes import atomic_write
 from ..data import RecordDataset
 from ..errors import ConfigError
-from ._batches import non_empty
+from ._batches import non_empty, warn_if_validation_is_training
 from ._callbacks import EarlyStopping
 from ._config import TrainConfig
 from ._launch import broadcast, dist_kvstore, is_distributed, worker_rank
 from ._lr_find import lr_find
 from ._policy import LayerLRPolicy
+from ._resume import recipe_settings, require_checkpoint
 from ._trainer import Trainer
 from ._weights import KeepBest
 
@@ -53,11 +54,17 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     ``plan_unlabeled``: the unlabelled images of the self-training this run is a stage of (for the plan only).
     """
     rank = worker_rank(kvstore)  # every dist_* worker creates the process's kvstore here
+    last = require_checkpoint(out_dir, "recipe") if resume else None  # resuming never starts afresh
     writer = out_dir if rank == 0 else None  # one writer per cluster
     plan = recipe.plan(model, train, val, unlabeled=plan_unlabeled)
     if rank == 0:
         log.info("%r decides:\n%s", recipe, plan)
     recipe = recipe.replace(epochs=plan.epochs)
+    if recipe.schedule == "cosine" and recipe.epochs and recipe.warmup_epochs >= recipe.epochs:
+        log.warning("Recipe: warmup_epochs=%g is not shorter than the %d fine-tuning epoch(s), so the learning rate "
+                    "would never reach its base value; the warm-up is shortened to %g epoch(s). Set a shorter "
+                    "warmup_epochs or more epochs.", recipe.warmup_epochs, recipe.epochs,
+                    recipe.make_schedule(recipe.epochs).warmup_epochs)
     s = plan.size
     model.preprocess = model.preprocess.replace(size=(s, s), resize=s)
     pre = model.preprocess
@@ -69,15 +76,9 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
     train_path, val_path = _path(train, "train"), _path(val, "val") if val is not None else None
     plain_train = non_empty(RecordDataset(train_path, pre), "train")
     val_ds = non_empty(RecordDataset(val_path, pre), "val") if val_path else None
-    if val_ds is not None and os.path.realpath(val_ds.path) == os.path.realpath(plain_train.path):
-        log.warning("the validation records are the training records: validation accuracy will not say how the "
-                    "model does on new images, and the best epoch is chosen on images it trained on")
+    if val_ds is not None:
+        warn_if_validation_is_training(plain_train, val_ds)
     head_history = []
-    last = os.path.join(out_dir, "fine_tune", "checkpoints", "last.ckpt") if out_dir else None
-    if resume and not (last and os.path.isfile(last)):
-        log.warning("resume: no checkpoint to resume (%s); training from the start",
-                    last or "no out_dir given")
-    resume = bool(resume and last and os.path.isfile(last))
     if resume:
         log.info("recipe: resuming the fine-tuning stage from %s", last)
     if recipe.head_epochs and not resume:
@@ -126,6 +127,7 @@ def fit_recipe(recipe, model, train, val=None, *, ctx=None, out_dir=None, worker
                          else None, progress=progress, ema=recipe.ema, tta=recipe.tta, kvstore=kvstore,
                          checkpoint_every=checkpoint_every, mixup=recipe.mixup, cutmix=recipe.cutmix)
     trainer = Trainer(model, config, policy=policy, ctx=ctx)
+    trainer.run_settings = recipe_settings(recipe)  # recorded in its checkpoints, compared on resume
     trainer.fit(train_ds, val_ds, epochs=recipe.epochs, callbacks=cbs, resume=last if resume else None)
     trainer.head_history_ = head_history
     trainer.recipe_plan_ = plan

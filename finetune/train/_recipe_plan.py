@@ -8,7 +8,13 @@ from ..data import RecordDataset
 from ..errors import DataError
 from ._recipe_fit import _path
 
-__all__ = ["RecipePlan", "make_plan"]
+__all__ = ["RecipePlan", "make_plan", "warmup_for"]
+
+
+def warmup_for(recipe, epochs: int) -> float:
+    """The cosine warm-up ``recipe`` uses for ``epochs`` fine-tuning epochs: ``warmup_epochs``, shortened to
+    ``epochs - 1`` when it is not shorter than the run (so the learning rate reaches its base value)."""
+    return min(float(recipe.warmup_epochs), float(max(epochs - 1, 0)))
 
 
 def make_plan(recipe, model, train, val=None, unlabeled=None) -> "RecipePlan":
@@ -34,10 +40,13 @@ def make_plan(recipe, model, train, val=None, unlabeled=None) -> "RecipePlan":
                      "not trained; the backward pass stops before them"))
     rows.append(("BatchNorm", recipe.batchnorm, "pretrained statistics, used in training too"
                  if recipe.batchnorm == "frozen" else "statistics from each batch"))
-    sched = {"cosine": f"cosine, {recipe.warmup_epochs:g} warm-up epoch(s)", "step": "step x0.1",
+    warmup = warmup_for(recipe, epochs)
+    sched = {"cosine": f"cosine, {warmup:g} warm-up epoch(s)", "step": "step x0.1",
              "plateau": f"x{recipe.plateau_factor:g} on plateau, stop after {recipe.plateau_stop_after}",
              "constant": "constant"}[recipe.schedule]
-    rows.append(("schedule", sched, ""))
+    short = recipe.schedule == "cosine" and warmup < recipe.warmup_epochs
+    rows.append(("schedule", sched, f"warmup_epochs={recipe.warmup_epochs:g} is not shorter than the {epochs} "
+                 "fine-tuning epoch(s): shortened, so the learning rate reaches its base value" if short else ""))
     rows.append(("label smoothing", f"{recipe.label_smoothing:g}" if recipe.label_smoothing else "off", ""))
     rows.append(("augmentation", repr(recipe.augmentation()), ""))
     rows.append(("dropout before head", f"{recipe.dropout:g}" if recipe.dropout else "off", ""))

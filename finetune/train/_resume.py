@@ -19,6 +19,7 @@ checkpoint whose run differs from the one resuming it, naming what differs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,12 +32,13 @@ import mxnet as mx
 import numpy as np
 
 from .._file_writes import atomic_write
-from ..errors import CheckpointError, MissingFileError
+from ..errors import CheckpointError, ConfigError, MissingFileError
 from ..models import ModelProtocol
 from . import _checkpoint as _ckpt
 from ._weights import WeightAverage
 
-__all__ = ["find_checkpoint", "load_state", "run_fingerprint", "save_arrays", "save_state"]
+__all__ = ["check_layout", "find_checkpoint", "load_state", "model_fingerprint", "parameter_shapes",
+           "recipe_settings", "require_checkpoint", "run_fingerprint", "save_arrays", "save_state"]
 
 
 def save_state(trainer, path) -> None:
@@ -90,12 +92,13 @@ def load_state(trainer, path: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "p"), "wb") as f:
             f.write(ck["params"])
+        check_layout(path, _saved_shapes(path, os.path.join(tmp, "p")), parameter_shapes(trainer.model))
         try:
             trainer.model.load_parameters(os.path.join(tmp, "p"), ctx=trainer.ctx_)
         except (AssertionError, mx.base.MXNetError, KeyError, ValueError) as e:
-            raise CheckpointError(f"Checkpoint {path!r} does not fit this model: "
-                                  f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else e!r}. "
-                                  "Resume with the model the checkpoint was written for.") from None
+            raise CheckpointError(f"Checkpoint {path!r} does not fit this model "
+                                  f"({type(e).__name__} while loading its weights). Resume with the model "
+                                  "(backbone and head) the checkpoint was written for.") from None
     _ckpt.restore_optimizer_state(trainer._trainer, ck["optimizer"], ck["arrays"], path)
     try:
         trainer.schedule.load_state_dict(state["schedule"])
@@ -118,6 +121,40 @@ def load_state(trainer, path: str) -> None:
     trainer.last_checkpoint_ = path
 
 
+def _saved_shapes(path, fname) -> dict:
+    """``{name: shape}`` of the weights file ``fname`` taken from the checkpoint ``path``."""
+    try:
+        arrays = mx.nd.load(fname)
+    except mx.base.MXNetError:
+        raise CheckpointError(f"Checkpoint {path!r}: its weights (model.params) cannot be read. The file is "
+                              "damaged or was not written by finetune; resume from another checkpoint.") from None
+    if not isinstance(arrays, dict):
+        raise CheckpointError(f"Checkpoint {path!r}: its weights (model.params) are not named. The file was not "
+                              "written by finetune; resume from another checkpoint.")
+    return {k.split(":", 1)[-1]: list(v.shape) for k, v in arrays.items()}
+
+
+def check_layout(path, saved: dict, model: dict) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint's parameters (``saved``) are not the model's (``model``).
+
+    Both are ``{structural name: shape}``; the message names what is missing,
+    extra or of another shape, in the model's terms.
+    """
+    missing = [n for n in model if n not in saved]
+    extra = [n for n in saved if n not in model]
+    shaped = [f"{n} {tuple(saved[n])} in the checkpoint, {tuple(model[n])} now" for n in model
+              if n in saved and model[n] is not None and list(model[n]) != list(saved[n]) and 0 not in model[n]]
+    parts = [f"{what} ({len(names)}): {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
+             for what, names in (("parameters this model has and the checkpoint lacks", missing),
+                                 ("parameters of the checkpoint this model lacks", extra),
+                                 ("other shapes", shaped)) if names]
+    if parts:
+        raise CheckpointError(f"Checkpoint {path!r} does not fit this model: it was written for "
+                              f"another model (another backbone or head): "
+                              f"{'; '.join(parts)}. Resume with the backbone and head options the checkpoint "
+                              "was trained with, or start afresh (a new --out / out_dir, or without resume).")
+
+
 def find_checkpoint(path) -> str:
     """The checkpoint file ``path`` names: the file itself, ``path/last.ckpt`` or ``path/checkpoints/last.ckpt``."""
     path = os.fspath(path)
@@ -127,37 +164,133 @@ def find_checkpoint(path) -> str:
     raise MissingFileError(f"No checkpoint at {path!r} (looked for the file, last.ckpt and checkpoints/last.ckpt).")
 
 
+#: Where each kind of run keeps the checkpoint it resumes from, inside its output folder.
+_RUN_CHECKPOINTS = {"manual": os.path.join("checkpoints", "last.ckpt"),
+                    "recipe": os.path.join("fine_tune", "checkpoints", "last.ckpt")}
+
+
+def require_checkpoint(out_dir, kind: str) -> str:
+    """The checkpoint a ``kind`` (``"manual"`` or ``"recipe"``) run in ``out_dir`` resumes from; it must exist.
+
+    Resuming never starts afresh: without the checkpoint this raises
+    :class:`MissingFileError` (naming the other kind's checkpoint when the
+    folder holds that one), and without ``out_dir`` :class:`ConfigError`.
+    """
+    if not out_dir:
+        raise ConfigError("resume=True continues the run in out_dir; give out_dir (the folder of the run).")
+    path = os.path.join(os.fspath(out_dir), _RUN_CHECKPOINTS[kind])
+    if os.path.isfile(path):
+        return path
+    other = next(k for k in _RUN_CHECKPOINTS if k != kind)
+    there = os.path.join(os.fspath(out_dir), _RUN_CHECKPOINTS[other])
+    hint = ""
+    if os.path.isfile(there):
+        how = "--recipe manual and its options" if other == "manual" else "a recipe (no --recipe manual options)"
+        hint = f" The folder holds a checkpoint of the other training mode ({there!r}): resume it with {how}."
+    raise MissingFileError(f"No checkpoint to resume at {path!r}.{hint} Resuming never starts afresh: to train "
+                           "from the start, leave out --resume (resume=False) and choose a new --out (out_dir).")
+
+
 def _jsonable(x):
     return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
 
 
 # ------------------------------------------------------------------ what a run was trained on
-#: The :class:`~finetune.train.TrainConfig` fields that shape a run (the others — workers, output folder,
-#: progress bars, checkpoint frequency, hybridization, kvstore type — may change between a run and its resume).
-RUN_SETTINGS = ("optimizer", "batch_size", "ema", "mixup", "cutmix", "seed")
+#: The :class:`~finetune.train.TrainConfig` fields that shape a run; they are recorded in a checkpoint and
+#: compared on resume.
+RUN_SETTINGS = ("optimizer", "optimizer_params", "batch_size", "schedule", "loss", "seed", "ema", "tta", "mixup",
+                "cutmix", "mixed_precision")
+#: The :class:`~finetune.train.TrainConfig` fields that may change between a run and its resume: where the
+#: output goes, how often it is checkpointed, progress bars, data loader processes, graph compilation, the
+#: kvstore type (the number of distributed workers is recorded) and feature caching (an optimisation).
+RESUMABLE_SETTINGS = ("out_dir", "checkpoint_every", "progress", "workers", "hybridize", "kvstore",
+                      "cache_features")
 
 
 def run_fingerprint(trainer, train, val=None) -> dict:
     """What ``trainer`` is about to train on: data and settings, as JSON values (see :func:`check_fingerprint`).
 
+    Recorded: the data (:func:`data_fingerprint`) and its augmentation, the
+    :data:`RUN_SETTINGS` of the config, the model's identity
+    (:func:`model_fingerprint`), the policy (its name, freezing, BatchNorm
+    freezing, head epochs) and what it makes of every parameter (trained or
+    frozen, LR and WD multipliers), and the items of ``trainer.run_settings``
+    when set (what built the run: a recipe's fields, :func:`recipe_settings`).
+
     Parameters
     ----------
     trainer : Trainer
-        Set up (its number of workers is known).
+        Set up (its number of workers is known, the policy applied).
     train, val : Dataset or None
         The data as :meth:`Trainer.fit` received it (before any feature caching).
     """
     params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
               for k, v in sorted(trainer.optimizer_params.items())}  # the config's, with the optimizer's defaults
     settings = {name: getattr(trainer.config, name) for name in RUN_SETTINGS}
+    settings.update(optimizer_params=params, schedule=repr(trainer.schedule), loss=type(trainer.loss).__name__)
     model = trainer.model
     if isinstance(model, ModelProtocol) and model.preprocess is not None:  # what the weights learned to see
         settings["input_size"] = list(model.preprocess.size)
+    policy = trainer.policy
     return json.loads(json.dumps({
-        "train": data_fingerprint(train), "val": data_fingerprint(val), **settings, "optimizer_params": params,
-        "schedule": repr(trainer.schedule), "loss": type(trainer.loss).__name__,
-        "num_workers": getattr(trainer, "num_workers_", 1),
-    }))
+        "train": data_fingerprint(train), "val": data_fingerprint(val), "augment": _augmentation(train),
+        **settings, "num_workers": getattr(trainer, "num_workers_", 1), "model": model_fingerprint(model),
+        "policy": getattr(policy, "label", None) or "custom rules", "freeze_until": policy.freeze_until,
+        "freeze_bn": policy.freeze_bn, "head_epochs": policy.head_epochs,
+        "parameters": _parameter_settings(policy, model), **dict(getattr(trainer, "run_settings", None) or {}),
+    }, default=repr))
+
+
+#: The fields of a recipe (:class:`~finetune.train.Recipe`, :class:`~finetune.train.ManualRecipe`) that may
+#: change between a run and its resume: a run can be given more epochs. Every other field is recorded.
+RESUMABLE_RECIPE_FIELDS = ("epochs",)
+
+
+def recipe_settings(recipe) -> dict:
+    """``{"recipe": {field: value}}``: the fields of ``recipe`` that shape its run, for ``Trainer.run_settings``."""
+    fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)
+              if f.name not in RESUMABLE_RECIPE_FIELDS}
+    return {"recipe": json.loads(json.dumps({"name": type(recipe).__name__, **fields}, default=repr))}
+
+
+def model_fingerprint(model) -> dict:
+    """The identity of ``model``: its architecture and head (for :class:`~finetune.Model`), class count and layout.
+
+    ``layout`` is a SHA-256 of every parameter's structural name and shape,
+    so two models with the same layout load each other's weights.
+    """
+    out = {"class": type(model).__name__}
+    for key, attr in (("architecture", "arch"), ("head", "head_spec"), ("classes", "num_classes")):
+        try:
+            value = getattr(model, attr)
+        except (AttributeError, NotImplementedError, ValueError, TypeError):
+            continue
+        if value is not None:
+            out[key] = value
+    shapes = parameter_shapes(model)
+    out["parameters"] = len(shapes)
+    out["layout"] = hashlib.sha256(json.dumps(sorted(shapes.items())).encode()).hexdigest()[:16]
+    return out
+
+
+def parameter_shapes(model) -> dict:
+    """``{structural name: shape}`` of ``model``'s parameters, as :meth:`save_parameters` names them."""
+    return {name: list(p.shape) if p.shape else None for name, p in model._collect_params_with_prefix().items()}
+
+
+def _parameter_settings(policy, model) -> dict:
+    """``{parameter: "frozen" or "lr xA wd xB"}``: what ``policy`` makes of every parameter that can train."""
+    out = {}
+    for name, (_, lr_mult, wd_mult, trainable) in policy.resolve(model, None).items():
+        out[name] = f"lr x{lr_mult:.6g} wd x{wd_mult:.6g}" if trainable else "frozen"
+    return out
+
+
+def _augmentation(dataset):
+    """How ``dataset`` varies its training items: the repr of its ``augment``, ``"off"``, or None (unknown)."""
+    if dataset is None or not hasattr(dataset, "train"):
+        return None
+    return repr(getattr(dataset, "augment", None)) if dataset.train else "off"
 
 
 def data_fingerprint(dataset) -> dict | None:
@@ -198,12 +331,27 @@ def check_fingerprint(path, saved, now) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"Checkpoint {path!r}: 'fingerprint' in state.json must be an object. "
                               f"Got {type(saved).__name__} instead.")
-    diffs = [f"{key}: checkpoint {_short(a)}, now {_short(b)}" for key, a, b in _differences(saved, now)]
+    diffs = _summarise([(key, a, b) for key, a, b in _differences(saved, now)])
     if diffs:
         raise CheckpointError(
             f"Checkpoint {path!r} was written by a run on other data or settings, so resuming it would "
             f"mix two runs. What differs: {'; '.join(diffs)}. Start afresh (a new --out / out_dir, or "
             "without resume), or resume with the data and settings the checkpoint was trained on.")
+
+
+def _summarise(differences) -> list:
+    """One line per difference; the per-parameter ones in one line with a count and the first few."""
+    lines, per_param = [], []
+    for key, a, b in differences:
+        if key.startswith("parameters."):
+            a, b = ("absent" if v is None else v for v in (a, b))
+            per_param.append(f"{key[len('parameters.'):]} checkpoint {a}, now {b}")
+        else:
+            lines.append(f"{key}: checkpoint {_short(a)}, now {_short(b)}")
+    if per_param:
+        more = f" and {len(per_param) - 3} more" if len(per_param) > 3 else ""
+        lines.append(f"how parameters train ({len(per_param)} differ): {', '.join(per_param[:3])}{more}")
+    return lines
 
 
 def _differences(a, b, prefix=""):

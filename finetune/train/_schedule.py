@@ -145,6 +145,14 @@ class CosineSchedule(Schedule):
         self.warmup_start = float(warmup_start)
         self.epochs = None
 
+    def setup(self, epochs: int) -> None:
+        """As :meth:`Schedule.setup`; also warns when the warm-up is not shorter than the run."""
+        super().setup(epochs)
+        if self.warmup_epochs and self.epochs and self.warmup_epochs >= self.epochs:
+            log.warning("The warm-up of %g epoch(s) is not shorter than the run of %d epoch(s) (%r): the learning "
+                        "rate never reaches its base value. Shorten the warm-up or train longer.",
+                        self.warmup_epochs, self.epochs, self)
+
     def factor(self, epoch: float) -> float:
         if self.epochs is None:
             raise ConfigError("CosineSchedule needs the number of epochs; Trainer.fit calls setup(epochs).")

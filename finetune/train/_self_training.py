@@ -222,8 +222,10 @@ def fit_self_training(recipe, model, train, val, unlabeled, *, fit, ctx=None, ou
             restore(model.collect_params(), pretrained)
             student = recipe.replace(input_size=size)  # the teacher's size: the plan reads the model's own
             name = "student" if r == 0 else f"student_{r + 1}"
+            # a resumed run resumes the students that have a checkpoint; a later one starts (it never began)
+            begun = bool(out_dir) and os.path.isfile(os.path.join(sub(name), "fine_tune", "checkpoints", "last.ckpt"))
             trainer = fit(student, model, student_rec + ".rec", val, ctx=ctx, out_dir=sub(name), workers=workers,
-                          **kw)
+                          **{**kw, "resume": bool(kw.get("resume")) and begun})
         if out_dir:
             atomic_write(os.path.join(out_dir, "self_training.json"),
                          json.dumps({"rounds": rounds, "unlabeled": os.fspath(unlabeled_rec)}, indent=2) + "\n")

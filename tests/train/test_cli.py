@@ -197,5 +197,5 @@ def test_resume_refuses_another_input_size_and_says_when_there_is_nothing_to_res
     fresh = ["train", "mobilenet0.25", "--weights", "none", "--train", str(records), "--head-epochs", "0",
              "--workers", "0", "--no-progress", "--input-size", "32", "--epochs", "1", "--resume", "--out",
              str(tmp_path / "typo")]
-    assert main(fresh) == 0
-    assert "no checkpoint to resume" in caplog.text
+    assert main(fresh) == 1  # resuming never starts afresh (it did, with a warning, before)
+    assert "No checkpoint to resume" in capsys.readouterr().err

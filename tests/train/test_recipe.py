@@ -472,3 +472,45 @@ def test_batch_mixing_changes_the_images_and_mixes_the_labels(kind):
     np.testing.assert_array_equal(again[0].asnumpy(), mixed.asnumpy())  # seeded per batch
     t.fit((x, y), epochs=1)
     assert np.isfinite(t.history_[0]["train_loss"])
+
+
+# ---------------------------------------------------------------- both modes check the same things
+def test_seed_has_one_range_everywhere():
+    from finetune.train import ManualRecipe, TrainConfig
+
+    for make in (Recipe, ManualRecipe, TrainConfig):
+        for bad in (-1, 2 ** 32):
+            with pytest.raises(ConfigError, match=r"\[0, 4294967295\]"):
+                make(seed=bad)
+
+
+def test_a_warm_up_as_long_as_the_run_is_shortened_in_the_plan_and_warned_about(image_folder, tmp_path, caplog):
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "r", workers=1)
+    recipe = Recipe(warmup_epochs=50, epochs=2, input_size=32)
+    model = recipe.build_model(ft.Backbone.from_zoo("mobilenet0.25", weights=None), images.class_names)
+    text = str(recipe.plan(model, str(tmp_path / "r.rec")))
+    assert "cosine, 1 warm-up epoch(s)" in text and "warmup_epochs=50 is not shorter" in text
+    assert recipe.make_schedule(2).warmup_epochs == 1
+    with caplog.at_level(logging.WARNING):  # the schedule class warns the same way (manual mode, the API)
+        ft.train.CosineSchedule(warmup_epochs=3).setup(3)
+    assert "not shorter than the run of 3 epoch(s)" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["recipe", "manual"])
+def test_both_modes_warn_about_validation_on_the_training_records_and_refuse_resume_without_checkpoint(
+        image_folder, tmp_path, caplog, mode):
+    from finetune.errors import MissingFileError
+
+    images = ft.ImageList.from_folder(image_folder)
+    ft.pack(images, tmp_path / "r", resize=40, workers=1)
+    rec = str(tmp_path / "r.rec")
+    recipe = (Recipe(input_size=32, head_epochs=0, epochs=1, batch_size=8, ema=None) if mode == "recipe"
+              else Recipe.manual(input_size=32, epochs=1, batch_size=8))
+    model = recipe.build_model(ft.Backbone.from_zoo("mobilenet0.25", weights=None), images.class_names)
+    with caplog.at_level(logging.WARNING):
+        recipe.fit(model, rec, rec, workers=0, progress=False)
+    assert "the validation records are the training records" in caplog.text
+    with pytest.raises(MissingFileError, match="No checkpoint to resume"):
+        recipe.fit(model, rec, workers=0, progress=False, out_dir=str(tmp_path / "new"), resume=True)
+    assert not (tmp_path / "new").exists()

@@ -120,3 +120,83 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, c
         trainer = ft.Trainer(TinyNet(classes=2), batch_size=4, progress=False, out_dir=out, seed=0)
         trainer.fit((x, y), epochs=2, resume=out)
     assert "nothing is left to train" in caplog.text and len(trainer.history_) == 2
+
+
+# ------------------------------------------------------------------ every setting is recorded or may change
+def test_every_train_config_field_is_recorded_or_listed_as_resumable():
+    """A new TrainConfig field must be added to RUN_SETTINGS (compared on resume) or RESUMABLE_SETTINGS."""
+    import dataclasses
+
+    from finetune.train import TrainConfig
+    from finetune.train._resume import RESUMABLE_SETTINGS, RUN_SETTINGS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields == set(RUN_SETTINGS) | set(RESUMABLE_SETTINGS)
+    assert not set(RUN_SETTINGS) & set(RESUMABLE_SETTINGS)
+
+
+@pytest.mark.parametrize("recipe_class", ["Recipe", "ManualRecipe"])
+def test_every_recipe_field_but_the_resumable_ones_is_recorded(recipe_class):
+    """Changing any recipe field (but epochs) changes what a checkpoint records, so resume refuses it."""
+    import dataclasses
+
+    from finetune.train import ManualRecipe, Recipe
+    from finetune.train._resume import RESUMABLE_RECIPE_FIELDS, recipe_settings
+
+    cls = {"Recipe": Recipe, "ManualRecipe": ManualRecipe}[recipe_class]
+    base = cls()
+    recorded = recipe_settings(base)["recipe"]
+    for f in dataclasses.fields(cls):
+        assert (f.name in recorded) != (f.name in RESUMABLE_RECIPE_FIELDS), f.name
+
+
+def _policy_run(tmp_path, policy, net=None, **kw):
+    t = Trainer(net or mlp(), out_dir=str(tmp_path), policy=policy, **{**BASE, **kw})
+    return t.fit(data(40), val=data(12, seed=1), epochs=1)
+
+
+@pytest.mark.parametrize("policy, names", [
+    (lambda: ft.LayerLRPolicy.pretrained(0.5), ["policy: checkpoint 'all', now 'pretrained(0.5)'",
+                                                "how parameters train"]),
+    (lambda: ft.LayerLRPolicy(freeze_until="body"), ["freeze_until: checkpoint None, now 'body'"]),
+    (lambda: ft.LayerLRPolicy(head_epochs=1), ["head_epochs: checkpoint 0, now 1"]),
+    (lambda: ft.LayerLRPolicy(freeze_bn=True), ["freeze_bn: checkpoint False, now True"]),
+])
+def test_resume_with_another_policy_is_refused_in_user_terms(tmp_path, policy, names):
+    _policy_run(tmp_path, None)
+    with pytest.raises(CheckpointError) as e:
+        Trainer(mlp(), policy=policy(), **BASE).fit(data(40), val=data(12, seed=1), epochs=2, resume=str(tmp_path))
+    for name in names:
+        assert name in str(e.value)
+    assert "damaged" not in str(e.value)
+
+
+def test_a_checkpoint_of_another_model_is_refused_without_mxnet_text(tmp_path):
+    """Loaded outside fit (no run to compare), the weights' names and shapes are compared in our words."""
+    from mxnet.gluon import nn
+
+    _policy_run(tmp_path, None)
+    other = nn.HybridSequential(prefix="")
+    other.add(nn.Dense(8, in_units=5, prefix="body_"), nn.Dense(4, in_units=8, prefix="head_"))
+    other.initialize()
+    with pytest.raises(CheckpointError) as e:
+        Trainer(other, **BASE).load_checkpoint(str(tmp_path))
+    text = str(e.value)
+    assert "another model" in text and "other shapes" in text
+    for leak in ("allow_miss", "/tmp", "damaged", "MXNet", "Parameter '"):
+        assert leak not in text.replace(str(tmp_path), "")
+
+
+def test_resume_with_other_augmentation_is_refused(tmp_path, image_folder):
+    from finetune.data import Augment, RecordDataset
+
+    records = tmp_path / "all"
+    ft.pack(ft.ImageList.from_folder(image_folder), records, resize=16, workers=1)
+    pre = ft.Preprocess(size=(8, 8), resize=8)
+    net = _tiny_image_net()
+    cfg = dict(BASE, batch_size=4, workers=0)
+    tmp_path = tmp_path / "run"
+    Trainer(net, out_dir=str(tmp_path), **cfg).fit(RecordDataset(records, pre, train=True), epochs=1)
+    again = RecordDataset(records, pre, train=True, augment=Augment(mirror=False))
+    with pytest.raises(CheckpointError, match="augment: checkpoint 'Augment\\(\\)', now 'Augment\\(mirror=False\\)'"):
+        Trainer(_tiny_image_net(), **cfg).fit(again, epochs=2, resume=str(tmp_path))
