@@ -266,6 +266,9 @@ def _nan_to_none(obj):
 # ------------------------------------------------------------------------- evaluate
 def _label_index(label, class_names, source) -> int:
     if isinstance(label, str):
+        if label in (".", "") and (class_names is None or label not in class_names):  # a file beside the classes
+            raise DataError(f"{source}: is not in a class sub-folder; evaluation reads the class of an image from "
+                            "its folder (one sub-folder per class). Move it into its class's folder, or out.")
         if class_names is None or label not in class_names:
             known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "") if class_names else ""
             raise DataError(f"{source}: label {label!r} is not one of the model's class names"
@@ -352,6 +355,9 @@ def evaluate(model_or_predictor, dataset, *, labels=None, top_k: int = 5, batch_
             if 0 <= position < len(theirs):  # matched to the model's classes by name, never by position
                 item.label = theirs[position]
         item.label = _label_index(item.label, class_names, item.source)
+    if not items:
+        raise DataError("There are no images to evaluate: give a folder with one sub-folder of images per class, "
+                        "a .lst / .csv list or a .rec file.")
     probs, errors = predictor._run(items)
     good = [i for i in range(len(items)) if i not in errors]
     if not good:

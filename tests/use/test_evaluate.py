@@ -125,3 +125,18 @@ def test_evaluating_records_names_images_by_their_files_from_the_list(image_fold
     (tmp_path / "r.lst").unlink()  # without the list: positions
     report = ft.evaluate(net, ft.RecordDataset(tmp_path / "r.rec"))
     assert report.sources[0] == "record[0]"
+
+
+def test_a_folder_without_class_folders_or_images_says_so(tiny_model, tmp_path):
+    """An image beside the class folders was "label '.'"; an empty folder "None of the 0 images could be read"."""
+    import cv2
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    cv2.imwrite(str(loose / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match="not in a class sub-folder"):
+        ft.evaluate(tiny_model, str(loose))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images to evaluate"):
+        ft.evaluate(tiny_model, str(empty))
