@@ -125,8 +125,9 @@ def create_model(spec, *, weights=PRETRAINED, ctx=None, preprocess=None, class_n
         return load_model(path, ctx=ctx)  # a deployment folder is a model directory (or, earlier, deploy.json)
     if path.lower().endswith(".prototxt"):
         if weights is None or weights == PRETRAINED:
-            raise ConfigError("A .prototxt needs its weights: pass weights='model.caffemodel' "
-                              "(or spec=(prototxt, caffemodel)).")
+            raise ConfigError("A .prototxt needs its weights: give its .caffemodel (--weights model.caffemodel on "
+                              "the command line; weights='model.caffemodel' or spec=(prototxt, caffemodel) in "
+                              "Python).")
         return _from_caffe(path, weights, ctx, options)
     if os.path.isfile(f"{path}-symbol.json"):
         return _from_checkpoint(path, weights, ctx, preprocess, class_names, options)

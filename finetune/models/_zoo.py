@@ -284,6 +284,7 @@ def _build_block(entry: ZooEntry, weights, num_classes):
         if path.endswith(".pth") and entry.load_torch is not None:
             entry.load_torch(block, path)  # typed errors (ShapeError, UnsafeFileError) pass through
         else:
+            _require_params_file(path)
             block.load_parameters(path, ctx=mx.cpu())
     except FinetuneError:
         raise
@@ -291,6 +292,16 @@ def _build_block(entry: ZooEntry, weights, num_classes):
         raise ModelError(f"The weights file {path!r} does not fit backbone {entry.name!r} "
                          f"with {classes} classes ({short_error(exc)}).") from None
     return block, classes == entry.weights.num_classes
+
+
+def _require_params_file(path: str) -> None:
+    """Raise :class:`ModelError` unless ``path`` starts as MXNet's saved arrays do (``save_parameters``)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != (0x112).to_bytes(8, "little"):
+        raise ModelError(f"The weights file {path!r} is not an MXNet .params file (one written by "
+                         "save_parameters / mx.nd.save); give one of those, a PyTorch .pth for a backbone that "
+                         "reads them, or a Caffe .caffemodel with its .prototxt.")
 
 
 def build_zoo(entry: ZooEntry, weights, num_classes=None):

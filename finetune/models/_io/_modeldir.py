@@ -184,8 +184,8 @@ def read_consistently(path, read):
     for _ in range(10):
         before = folder_generation(path)
         try:
+            result = read()  # a part that cannot be read says why first (weights that do not fit, NaN, ...)
             check_marked_files(path)
-            result = read()
         except MixedOutputError:
             if folder_generation(path) != before:  # a save replaced the folder while it was checked
                 continue
