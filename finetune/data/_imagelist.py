@@ -234,6 +234,14 @@ class ImageList:
         ------
         MissingFileError
             ``source`` does not exist.
+
+        Examples
+        --------
+        >>> import os, tempfile, cv2, numpy as np
+        >>> root = tempfile.mkdtemp()
+        >>> os.makedirs(os.path.join(root, "cat")); _ = cv2.imwrite(os.path.join(root, "cat", "1.png"), np.zeros((8, 8)))
+        >>> ImageList.from_path(root).class_names
+        ['cat']
         """
         path = os.fspath(source)
         if os.path.isdir(path):
