@@ -214,10 +214,11 @@ def launch(command, num_workers: int = 2, num_servers: int = 1, *, port: int | N
             raise ConfigError(f"Cannot start the worker command {command[0]!r}: {exc.strerror or exc}.") from None
         code = _wait_workers([p for role, p in procs if role == "worker"], deadline, timeout,
                              [(role, p) for role, p in procs if role != "worker"])
+        end = time.monotonic() + 30  # one wait for all of them, not 30 s each
         for role, p in procs:
             if role != "worker" and code == 0:
                 try:
-                    p.wait(timeout=30)
+                    p.wait(timeout=max(0.1, end - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("The %s did not exit after the workers finished; stopping it.", role)
     finally:
