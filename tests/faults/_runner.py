@@ -26,7 +26,7 @@ sys.exit(code if isinstance(code, int) else 99)
 """
 
 
-def run_forked(argv, *, fsize: int | None = None, timeout: float = 180.0) -> tuple[int, str]:
+def run_limited(argv, *, fsize: int | None = None, timeout: float = 180.0) -> tuple[int, str]:
     """``(exit code, stderr)`` of ``main(argv)`` in a new process; ``fsize`` limits the size of files it writes.
 
     A child killed by a signal returns ``-signal``; one that times out is killed and returns ``-9``.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from .conftest import assert_clean_exit, assert_nothing_lost, leftovers, run_cli, snapshot, write_images
-from ._runner import run_forked
+from ._runner import run_limited
 
 
 @dataclass
@@ -241,7 +241,7 @@ def test_output_fault(name, option, fault, inputs, tmp_path, capsys):
     argv = _argv(name, inputs, folder, {option: path})
     try:
         if fault == "fsize":
-            code, err = run_forked(argv, fsize=1024)
+            code, err = run_limited(argv, fsize=1024)
         else:
             code, err = run_cli(argv), capsys.readouterr().err
     finally:
