@@ -342,7 +342,10 @@ def check_fingerprint(path, saved, now) -> None:
 def _summarise(differences) -> list:
     """One line per difference; the per-parameter ones in one line with a count and the first few."""
     lines, per_param = [], []
+    said = {(key, repr(a), repr(b)) for key, a, b in differences}
     for key, a, b in differences:
+        if key.startswith("recipe.") and (key[len("recipe."):], repr(a), repr(b)) in said:
+            continue  # the same setting, already named as the Trainer's
         if key.startswith("parameters."):
             a, b = ("absent" if v is None else v for v in (a, b))
             per_param.append(f"{key[len('parameters.'):]} checkpoint {a}, now {b}")
